@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Runs every check and test: rustfmt, clippy (warnings are errors), then
+# `cargo test --workspace` against a real PostgreSQL and NATS, which are
+# installed and started here when missing.
+#
+# Usage: deploy/local/test.sh [extra cargo test arguments]
+#   e.g. deploy/local/test.sh -p device-service -- upload
+# Honours DATABASE_URL and NATS_URL when set.
+set -euo pipefail
+
+# Work from the repository root whatever the caller's cwd.
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+# shellcheck source=deploy/local/lib.sh
+source deploy/local/lib.sh
+
+ensure_build_tools
+ensure_postgres
+ensure_nats
+# Tests read these: DATABASE_URL (sqlx::test creates a database per test on
+# that server), NATS_URL, and NATS_SERVER_BIN (tests spawn isolated servers).
+export DATABASE_URL NATS_URL NATS_SERVER_BIN
+export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
+
+# If the repository carries sqlx offline query data, compile against it rather
+# than against whatever database DATABASE_URL happens to point at.
+if [ -z "${SQLX_OFFLINE:-}" ] && [ -n "$(find . -path ./target -prune -o -name .sqlx -type d -print -quit)" ]; then
+    export SQLX_OFFLINE=true
+fi
+
+# rustup minimal profiles ship without rustfmt/clippy.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    log "adding rustfmt and clippy"
+    command -v rustup >/dev/null 2>&1 || die "cargo fmt/clippy missing and rustup not found"
+    rustup component add rustfmt clippy >&2
+fi
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+log "cargo test"
+cargo test --workspace "$@"
+
+log "all checks and tests passed"

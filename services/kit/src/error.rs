@@ -1,0 +1,176 @@
+//! The one table that maps what went wrong to a gRPC status (CONTRACT.md "Errors").
+//!
+//! Services convert their domain errors into [`ApiError`]; `From<ApiError> for Status`
+//! is the only place codes are chosen. Bad fields travel as `google.rpc.BadRequest`
+//! field violations; internal errors are logged in full and answered generically.
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// One bad field of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// The request field, e.g. `knox_id` or `header.target_knox_id`.
+    pub field: String,
+    /// What is wrong with it, for a person.
+    pub description: String,
+}
+
+/// Everything a handler can answer besides success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed input; names the fields at fault.
+    #[error("invalid request: {}", describe(.0))]
+    InvalidArgument(Vec<FieldViolation>),
+    /// Unknown object, or another tenant's object (answered exactly alike).
+    #[error("{0}")]
+    NotFound(String),
+    /// The object exists already.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A rule of the domain forbids this now.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The caller's role may not call this.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// No usable credentials.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Too large, or shedding load.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// A dependency (PostgreSQL, NATS, another service) is down.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or an unexpected failure; logged, never shown.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+fn describe(violations: &[FieldViolation]) -> String {
+    violations
+        .iter()
+        .map(|v| format!("{} {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl ApiError {
+    /// One bad field.
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::InvalidArgument(vec![FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        }])
+    }
+
+    /// "<what> <id> not found".
+    pub fn not_found(what: &str, id: impl std::fmt::Display) -> Self {
+        Self::NotFound(format!("{what} {id} not found"))
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_) => {
+                tracing::warn!(error = %err, "database unavailable");
+                Self::Unavailable("the database is unavailable, retry later".into())
+            }
+            _ => Self::Internal(err.into()),
+        }
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(err: ApiError) -> Self {
+        let message = err.to_string();
+        match err {
+            ApiError::InvalidArgument(violations) => {
+                let mut details = ErrorDetails::new();
+                for v in &violations {
+                    details.add_bad_request_violation(v.field.clone(), v.description.clone());
+                }
+                Status::with_error_details(Code::InvalidArgument, message, details)
+            }
+            ApiError::NotFound(_) => Status::not_found(message),
+            ApiError::AlreadyExists(_) => Status::already_exists(message),
+            ApiError::FailedPrecondition(_) => Status::failed_precondition(message),
+            ApiError::PermissionDenied(_) => Status::permission_denied(message),
+            ApiError::Unauthenticated(_) => Status::unauthenticated(message),
+            ApiError::ResourceExhausted(_) => Status::resource_exhausted(message),
+            ApiError::Unavailable(_) => Status::unavailable(message),
+            ApiError::Internal(err) => {
+                tracing::error!(error = ?err, "internal error");
+                Status::internal("internal error; it has been logged")
+            }
+        }
+    }
+}
+
+/// Collects the violations of every field of a request, so one answer names them all.
+#[derive(Debug, Default)]
+pub struct FieldViolations(Vec<FieldViolation>);
+
+impl FieldViolations {
+    /// An empty collection.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Keeps the parsed value, or records why `field` is bad.
+    pub fn check<T>(&mut self, field: &str, parsed: Result<T, String>) -> Option<T> {
+        match parsed {
+            Ok(value) => Some(value),
+            Err(description) => {
+                self.add(field, description);
+                None
+            }
+        }
+    }
+
+    /// Records a violation.
+    pub fn add(&mut self, field: &str, description: impl Into<String>) {
+        self.0.push(FieldViolation {
+            field: field.to_owned(),
+            description: description.into(),
+        });
+    }
+
+    /// `Ok` when no field was bad.
+    ///
+    /// # Errors
+    /// [`ApiError::InvalidArgument`] with every violation recorded.
+    pub fn finish(self) -> Result<(), ApiError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::InvalidArgument(self.0))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_argument_carries_bad_request_field_violations() {
+        let status = Status::from(ApiError::invalid("knox_id", "must be 6 to 20 digits"));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let details = status.get_error_details();
+        let bad = details.bad_request().expect("BadRequest detail");
+        assert_eq!(bad.field_violations[0].field, "knox_id");
+    }
+
+    #[test]
+    fn internal_errors_do_not_leak() {
+        let status = Status::from(ApiError::Internal(anyhow::anyhow!("secret detail")));
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("secret"));
+    }
+}

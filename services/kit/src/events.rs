@@ -1,0 +1,62 @@
+//! The `reseller.v1.Event` envelope: building, encoding and decoding events.
+
+use prost::Message;
+use reseller_proto::v1::{Event, event::Payload};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::timestamp;
+
+/// A new event with a fresh, time-ordered ID.
+pub fn new_event(payload: Payload, occurred_at: OffsetDateTime) -> Event {
+    Event {
+        event_id: Uuid::now_v7().to_string(),
+        occurred_at: Some(timestamp::to_proto(occurred_at)),
+        payload: Some(payload),
+    }
+}
+
+/// The wire form of an event.
+pub fn encode(event: &Event) -> Vec<u8> {
+    event.encode_to_vec()
+}
+
+/// Why bytes are not an applicable event.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Not a protobuf `Event`.
+    #[error("not a reseller.v1.Event: {0}")]
+    Protobuf(#[from] prost::DecodeError),
+    /// The event ID is not a UUID.
+    #[error("event_id {0:?} is not a UUID")]
+    EventId(String),
+    /// No payload (or one this build does not know).
+    #[error("event {0} has no payload this version understands")]
+    NoPayload(String),
+}
+
+/// An event decoded from the wire, with its ID parsed.
+#[derive(Debug, Clone)]
+pub struct ReceivedEvent {
+    /// The event ID (the inbox key).
+    pub id: Uuid,
+    /// When it happened.
+    pub occurred_at: OffsetDateTime,
+    /// What happened.
+    pub payload: Payload,
+}
+
+/// Decodes and checks an event.
+///
+/// # Errors
+/// [`DecodeError`] when the bytes can never be applied.
+pub fn decode(bytes: &[u8]) -> Result<ReceivedEvent, DecodeError> {
+    let event = Event::decode(bytes)?;
+    let id = Uuid::parse_str(&event.event_id).map_err(|_| DecodeError::EventId(event.event_id.clone()))?;
+    let payload = event.payload.ok_or(DecodeError::NoPayload(event.event_id))?;
+    Ok(ReceivedEvent {
+        id,
+        occurred_at: timestamp::from_proto(event.occurred_at.as_ref()),
+        payload,
+    })
+}

@@ -1,0 +1,276 @@
+//! The idempotent consumer.
+//!
+//! A durable JetStream pull consumer with explicit acks feeds an [`EventHandler`]. For each
+//! message the consumer opens a transaction, records the event ID in `<schema>.inbox`
+//! (skipping the event if it is already there), lets the handler apply it, commits, and
+//! only then acks. A redelivered or republished event therefore changes nothing.
+//!
+//! An event that can never be applied (undecodable, or rejected by the handler as
+//! poison, or failing the same way [`MAX_ATTEMPTS`] times) is published to the consumer's
+//! dead-letter subject with the reason and terminated, so it does not block the events
+//! behind it. While PostgreSQL is unreachable, events are retried without limit.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self, AckKind,
+    consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
+    message::PublishMessage,
+};
+use futures::StreamExt;
+use sqlx::{AssertSqlSafe, PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use crate::events::{self, ReceivedEvent};
+use crate::subjects::{self, headers};
+
+/// Failures (other than an unreachable database) tolerated before an event is
+/// dead-lettered.
+pub const MAX_ATTEMPTS: i64 = 5;
+/// How long JetStream waits for an ack before redelivering.
+const ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// Why an event was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The event can never be applied (its content breaks a rule of the projection).
+    #[error("poison event: {0}")]
+    Poison(String),
+    /// Applying failed; it may work on a later attempt.
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for ApplyError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Failed(err.into())
+    }
+}
+
+/// A projection or reaction fed by events.
+pub trait EventHandler: Send + Sync + 'static {
+    /// Applies one event inside `tx` (the transaction that also records it in the inbox).
+    /// Events this handler does not care about return `Ok(())`.
+    fn apply(
+        &self,
+        tx: &mut PgConnection,
+        event: &ReceivedEvent,
+    ) -> impl Future<Output = Result<(), ApplyError>> + Send;
+}
+
+/// What became of one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Applied now.
+    Applied,
+    /// Already applied before; nothing changed.
+    Duplicate,
+}
+
+/// Why one message was not applied, and what to do about it.
+#[derive(Debug)]
+pub enum Failure {
+    /// Dead-letter it now.
+    Poison(String),
+    /// Retry later; `unlimited` when the cause is an unreachable dependency.
+    Retry {
+        /// What went wrong.
+        error: anyhow::Error,
+        /// True while PostgreSQL is unreachable: never dead-letter for that.
+        unlimited: bool,
+    },
+}
+
+/// The durable consumer's identity.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    /// Durable consumer name, also the inbox key and the dead-letter subject's last token.
+    pub name: String,
+    /// The service's schema, which holds `inbox`.
+    pub schema: &'static str,
+    /// The subjects it reads (one filter: nats-server 2.9 has no multi-filter consumers).
+    pub filter_subject: String,
+}
+
+/// An idempotent consumer running `H`.
+pub struct IdempotentConsumer<H> {
+    spec: ConsumerSpec,
+    pool: PgPool,
+    js: jetstream::Context,
+    handler: Arc<H>,
+}
+
+impl<H> std::fmt::Debug for IdempotentConsumer<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdempotentConsumer").field("spec", &self.spec).finish()
+    }
+}
+
+impl<H: EventHandler> IdempotentConsumer<H> {
+    /// A consumer of `spec` applying events with `handler`.
+    pub fn new(spec: ConsumerSpec, pool: PgPool, js: jetstream::Context, handler: H) -> Self {
+        Self {
+            spec,
+            pool,
+            js,
+            handler: Arc::new(handler),
+        }
+    }
+
+    /// Applies one encoded event exactly once: the pull loop's step, callable by tests.
+    ///
+    /// # Errors
+    /// [`Failure`] saying whether to dead-letter or retry.
+    pub async fn apply(&self, payload: &[u8]) -> Result<Outcome, Failure> {
+        let event = events::decode(payload).map_err(|e| Failure::Poison(e.to_string()))?;
+        let retry = |err: sqlx::Error| Failure::Retry {
+            unlimited: is_unreachable(&err),
+            error: err.into(),
+        };
+        let mut tx = self.pool.begin().await.map_err(retry)?;
+        let inserted = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {}.inbox (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            self.spec.schema
+        )))
+        .bind(&self.spec.name)
+        .bind(event.id)
+        .execute(&mut *tx)
+        .await
+        .map_err(retry)?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(Outcome::Duplicate);
+        }
+        match self.handler.apply(&mut tx, &event).await {
+            Ok(()) => {}
+            Err(ApplyError::Poison(reason)) => return Err(Failure::Poison(reason)),
+            Err(ApplyError::Failed(error)) => {
+                let unlimited = error
+                    .downcast_ref::<sqlx::Error>()
+                    .is_some_and(is_unreachable);
+                return Err(Failure::Retry { error, unlimited });
+            }
+        }
+        tx.commit().await.map_err(retry)?;
+        Ok(Outcome::Applied)
+    }
+
+    /// Creates the durable consumer if missing and returns it.
+    ///
+    /// # Errors
+    /// When JetStream refuses.
+    pub async fn durable(&self) -> anyhow::Result<PullConsumer> {
+        let stream = self
+            .js
+            .get_stream(subjects::EVENTS_STREAM)
+            .await
+            .map_err(|e| anyhow::anyhow!("stream {}: {e}", subjects::EVENTS_STREAM))?;
+        stream
+            .get_or_create_consumer(
+                &self.spec.name,
+                pull::Config {
+                    durable_name: Some(self.spec.name.clone()),
+                    filter_subject: self.spec.filter_subject.clone(),
+                    deliver_policy: DeliverPolicy::All,
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: ACK_WAIT,
+                    max_deliver: -1,
+                    max_ack_pending: 1024,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("consumer {}: {e}", self.spec.name))
+    }
+
+    /// Pulls and applies events until `shutdown`; the message in hand is finished first.
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            if let Err(err) = self.pull_until_error(&shutdown).await {
+                tracing::warn!(consumer = %self.spec.name, error = %err, "consumer interrupted; resuming");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+
+    async fn pull_until_error(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let consumer = self.durable().await?;
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(256)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await?;
+        loop {
+            let message = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                next = messages.next() => match next {
+                    Some(message) => message.map_err(|e| anyhow::anyhow!("pulling: {e}"))?,
+                    None => anyhow::bail!("message stream ended"),
+                },
+            };
+            self.handle(message).await?;
+        }
+    }
+
+    async fn handle(&self, message: jetstream::Message) -> anyhow::Result<()> {
+        let ack = |kind| message.ack_with(kind);
+        match self.apply(&message.payload).await {
+            Ok(_) => ack(AckKind::Ack).await.map_err(|e| anyhow::anyhow!("ack: {e}"))?,
+            Err(Failure::Poison(reason)) => {
+                self.dead_letter(&message, &reason).await?;
+                ack(AckKind::Term).await.map_err(|e| anyhow::anyhow!("term: {e}"))?;
+            }
+            Err(Failure::Retry { error, unlimited }) => {
+                let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+                if !unlimited && delivered >= MAX_ATTEMPTS {
+                    let reason = format!("failed {delivered} times: {error:#}");
+                    self.dead_letter(&message, &reason).await?;
+                    ack(AckKind::Term).await.map_err(|e| anyhow::anyhow!("term: {e}"))?;
+                } else {
+                    tracing::warn!(consumer = %self.spec.name, delivered, error = %format!("{error:#}"), "event not applied; will retry");
+                    let delay = Duration::from_millis(100 * 2u64.pow(delivered.clamp(1, 7) as u32));
+                    ack(AckKind::Nak(Some(delay))).await.map_err(|e| anyhow::anyhow!("nak: {e}"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(&self, message: &jetstream::Message, reason: &str) -> anyhow::Result<()> {
+        let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+        tracing::error!(consumer = %self.spec.name, subject = %message.subject, sequence, reason, "dead-lettering event");
+        // Header values must be one line.
+        let reason_header: String = reason.chars().map(|c| if c.is_control() { ' ' } else { c }).take(1024).collect();
+        let publish = PublishMessage::build()
+            .payload(message.payload.clone())
+            .message_id(format!("{}:{sequence}", self.spec.name))
+            .header("Content-Type", headers::CONTENT_TYPE_PROTOBUF)
+            .header(headers::DEAD_LETTER_REASON, reason_header.as_str())
+            .header(headers::DEAD_LETTER_CONSUMER, self.spec.name.as_str())
+            .header(headers::ORIGINAL_SUBJECT, message.subject.as_str())
+            .header(headers::ORIGINAL_SEQUENCE, sequence.to_string().as_str());
+        self.js
+            .send_publish(subjects::dead_letter_subject(&self.spec.name), publish)
+            .await?
+            .await?;
+        Ok(())
+    }
+}
+
+/// True when the error means PostgreSQL could not be reached (retry without limit).
+fn is_unreachable(err: &sqlx::Error) -> bool {
+    matches!(
+        err,
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_)
+    )
+}

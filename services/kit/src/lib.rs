@@ -1,0 +1,21 @@
+//! The shared runtime of the reseller portal's services: configuration, telemetry,
+//! shutdown, the gRPC server bootstrap (health, reflection, auth, limits, error mapping),
+//! the Postgres pool and migrations, and the NATS outbox relay and idempotent consumer.
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod events;
+pub mod grpc;
+pub mod ids;
+pub mod inbox;
+pub mod outbox;
+pub mod paging;
+pub mod shutdown;
+pub mod stream;
+pub mod subjects;
+pub mod telemetry;
+pub mod timestamp;
+
+pub use error::{ApiError, FieldViolations};
