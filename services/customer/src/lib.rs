@@ -1,1 +1,23 @@
-//! stub
+//! customer-service: enrollment accounts, resellers' customers and their statuses,
+//! approvals, and (later) the customer portal.
+//!
+//! Layout: `domain` (rules, no I/O), `postgres` (the repository; one transaction per
+//! command, events through the outbox), `events` (what it publishes), `grpc` (the edge),
+//! `module` (wiring into a program).
+
+#![forbid(unsafe_code)]
+
+mod convert;
+pub mod domain;
+mod events;
+mod grpc;
+mod module;
+mod postgres;
+
+pub use module::CustomerModule;
+
+/// The PostgreSQL schema this service owns.
+pub const SCHEMA: &str = "customer";
+
+/// The service's migrations (schema `customer`, history `customer._sqlx_migrations`).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();

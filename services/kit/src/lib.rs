@@ -2,6 +2,7 @@
 //! shutdown, the gRPC server bootstrap (health, reflection, auth, limits, error mapping),
 //! the Postgres pool and migrations, and the NATS outbox relay and idempotent consumer.
 
+pub mod app;
 pub mod auth;
 pub mod config;
 pub mod db;

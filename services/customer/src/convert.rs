@@ -1,0 +1,71 @@
+//! Conversions between protobuf and the domain, done once at the edge.
+
+use reseller_kit::timestamp;
+use reseller_proto::v1 as pb;
+
+use crate::domain::{Account, AccountKind, Approval, Customer, CustomerStatus};
+
+/// Domain kind → protobuf.
+pub fn kind_to_proto(kind: AccountKind) -> pb::AccountKind {
+    match kind {
+        AccountKind::Customer => pb::AccountKind::Customer,
+        AccountKind::Msp => pb::AccountKind::Msp,
+    }
+}
+
+/// Protobuf kind → domain.
+///
+/// # Errors
+/// When unspecified or unknown.
+pub fn kind_from_proto(value: i32) -> Result<AccountKind, String> {
+    match pb::AccountKind::try_from(value) {
+        Ok(pb::AccountKind::Customer) => Ok(AccountKind::Customer),
+        Ok(pb::AccountKind::Msp) => Ok(AccountKind::Msp),
+        _ => Err("must be ACCOUNT_KIND_CUSTOMER or ACCOUNT_KIND_MSP".into()),
+    }
+}
+
+/// Domain status → protobuf.
+pub fn status_to_proto(status: CustomerStatus) -> pb::CustomerStatus {
+    match status {
+        CustomerStatus::PendingVerification => pb::CustomerStatus::PendingVerification,
+        CustomerStatus::Active => pb::CustomerStatus::Active,
+        CustomerStatus::Inactive => pb::CustomerStatus::Inactive,
+    }
+}
+
+impl From<Account> for pb::Account {
+    fn from(a: Account) -> Self {
+        pb::Account {
+            knox_id: a.knox_id,
+            kind: kind_to_proto(a.kind) as i32,
+            company_name: a.company_name,
+            country: a.country,
+            created_at: Some(timestamp::to_proto(a.created_at)),
+        }
+    }
+}
+
+impl From<Customer> for pb::Customer {
+    fn from(c: Customer) -> Self {
+        pb::Customer {
+            knox_id: c.account.knox_id,
+            kind: kind_to_proto(c.account.kind) as i32,
+            company_name: c.account.company_name,
+            country: c.account.country,
+            internal_reference: c.internal_reference,
+            status: status_to_proto(c.status) as i32,
+            added_at: Some(timestamp::to_proto(c.added_at)),
+        }
+    }
+}
+
+impl From<Approval> for pb::ResellerApproval {
+    fn from(a: Approval) -> Self {
+        pb::ResellerApproval {
+            reseller_id: a.reseller_id.to_string(),
+            knox_id: a.knox_id.to_string(),
+            approved: a.approved,
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! The rules of accounts, reseller customers and approvals (DOMAIN.md), free of I/O.
+
+mod country;
+mod text;
+
+pub use country::Country;
+pub use text::{CompanyName, InternalReference};
+
+use reseller_kit::ids::{KnoxId, ResellerId};
+use time::OffsetDateTime;
+
+/// Whether an account is an ordinary customer or an MSP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountKind {
+    /// A company that buys devices.
+    Customer,
+    /// A managed service provider.
+    Msp,
+}
+
+impl AccountKind {
+    /// The database spelling.
+    pub fn as_db(self) -> &'static str {
+        match self {
+            AccountKind::Customer => "CUSTOMER",
+            AccountKind::Msp => "MSP",
+        }
+    }
+
+    /// Reads the database spelling.
+    pub fn from_db(s: &str) -> Self {
+        if s == "MSP" { AccountKind::Msp } else { AccountKind::Customer }
+    }
+}
+
+/// A reseller customer's status (DOMAIN.md "Customer status").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CustomerStatus {
+    /// Added; the account has not approved the reseller.
+    PendingVerification,
+    /// The account approved the reseller.
+    Active,
+    /// The account revoked its approval.
+    Inactive,
+}
+
+impl CustomerStatus {
+    /// The status that an account's approval decision gives: none yet → pending,
+    /// approved → active, revoked → inactive.
+    pub fn from_approval(approved: Option<bool>) -> Self {
+        match approved {
+            None => CustomerStatus::PendingVerification,
+            Some(true) => CustomerStatus::Active,
+            Some(false) => CustomerStatus::Inactive,
+        }
+    }
+}
+
+/// An account to register.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    /// Its Knox ID.
+    pub knox_id: KnoxId,
+    /// Customer or MSP.
+    pub kind: AccountKind,
+    /// Its company name.
+    pub company_name: CompanyName,
+    /// Its country.
+    pub country: Country,
+}
+
+/// A registered account.
+#[derive(Debug, Clone)]
+pub struct Account {
+    /// Its Knox ID.
+    pub knox_id: String,
+    /// Customer or MSP.
+    pub kind: AccountKind,
+    /// Its company name.
+    pub company_name: String,
+    /// ISO 3166-1 alpha-2.
+    pub country: String,
+    /// When it was registered.
+    pub created_at: OffsetDateTime,
+}
+
+/// An account as one reseller's customer.
+#[derive(Debug, Clone)]
+pub struct Customer {
+    /// The reseller that added it.
+    pub reseller_id: ResellerId,
+    /// The account.
+    pub account: Account,
+    /// The reseller's internal reference ("" when none).
+    pub internal_reference: String,
+    /// The reseller-customer status.
+    pub status: CustomerStatus,
+    /// When the reseller added it.
+    pub added_at: OffsetDateTime,
+}
+
+/// An account's decision about a reseller.
+#[derive(Debug, Clone)]
+pub struct Approval {
+    /// The reseller.
+    pub reseller_id: ResellerId,
+    /// The deciding account.
+    pub knox_id: KnoxId,
+    /// Approved now?
+    pub approved: bool,
+}
+
+/// What can go wrong in customer-service's commands; mapped to gRPC codes in `grpc`.
+#[derive(Debug, thiserror::Error)]
+pub enum CustomerError {
+    /// No registered account with that Knox ID (or not of the caller's kind).
+    #[error("account {0} not found")]
+    AccountNotFound(String),
+    /// The Knox ID is registered already.
+    #[error("account {0} is already registered")]
+    AccountExists(String),
+    /// The reseller has not added that account.
+    #[error("customer {0} not found")]
+    CustomerNotFound(String),
+    /// The reseller added that account already.
+    #[error("customer {0} has already been added")]
+    CustomerExists(String),
+    /// Revoking an approval that was never given.
+    #[error("account {knox_id} has not approved reseller {reseller_id}; there is nothing to revoke")]
+    NotApproved {
+        /// The account.
+        knox_id: String,
+        /// The reseller.
+        reseller_id: String,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl From<CustomerError> for reseller_kit::ApiError {
+    fn from(err: CustomerError) -> Self {
+        use reseller_kit::ApiError;
+        match err {
+            CustomerError::AccountNotFound(_) | CustomerError::CustomerNotFound(_) => {
+                ApiError::NotFound(err.to_string())
+            }
+            CustomerError::AccountExists(_) | CustomerError::CustomerExists(_) => {
+                ApiError::AlreadyExists(err.to_string())
+            }
+            CustomerError::NotApproved { .. } => ApiError::FailedPrecondition(err.to_string()),
+            CustomerError::Database(e) => e.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_follows_the_accounts_decision() {
+        assert_eq!(CustomerStatus::from_approval(None), CustomerStatus::PendingVerification);
+        assert_eq!(CustomerStatus::from_approval(Some(true)), CustomerStatus::Active);
+        assert_eq!(CustomerStatus::from_approval(Some(false)), CustomerStatus::Inactive);
+    }
+}

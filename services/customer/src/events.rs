@@ -1,0 +1,73 @@
+//! The events customer-service publishes (through its outbox).
+
+use reseller_kit::events::new_event;
+use reseller_kit::ids::{KnoxId, ResellerId};
+use reseller_kit::timestamp;
+use reseller_proto::v1::{self as pb, event::Payload};
+use time::OffsetDateTime;
+
+use crate::convert;
+use crate::domain::{Account, Customer, CustomerStatus, InternalReference};
+
+/// `account_registered`.
+pub fn account_registered(account: &Account) -> pb::Event {
+    new_event(
+        Payload::AccountRegistered(pb::AccountRegistered {
+            knox_id: account.knox_id.clone(),
+            kind: convert::kind_to_proto(account.kind) as i32,
+            company_name: account.company_name.clone(),
+            country: account.country.clone(),
+            created_at: Some(timestamp::to_proto(account.created_at)),
+        }),
+        account.created_at,
+    )
+}
+
+/// `customer_added`, carrying the account so projections need nothing else.
+pub fn customer_added(customer: &Customer) -> pb::Event {
+    new_event(
+        Payload::CustomerAdded(pb::CustomerAdded {
+            reseller_id: customer.reseller_id.to_string(),
+            knox_id: customer.account.knox_id.clone(),
+            kind: convert::kind_to_proto(customer.account.kind) as i32,
+            company_name: customer.account.company_name.clone(),
+            country: customer.account.country.clone(),
+            internal_reference: customer.internal_reference.clone(),
+            status: convert::status_to_proto(customer.status) as i32,
+            added_at: Some(timestamp::to_proto(customer.added_at)),
+        }),
+        customer.added_at,
+    )
+}
+
+/// `customer_reference_updated`.
+pub fn customer_reference_updated(
+    reseller_id: &ResellerId,
+    knox_id: &KnoxId,
+    reference: &InternalReference,
+) -> pb::Event {
+    new_event(
+        Payload::CustomerReferenceUpdated(pb::CustomerReferenceUpdated {
+            reseller_id: reseller_id.to_string(),
+            knox_id: knox_id.to_string(),
+            internal_reference: reference.as_str().to_owned(),
+        }),
+        OffsetDateTime::now_utc(),
+    )
+}
+
+/// `customer_status_changed`.
+pub fn customer_status_changed(
+    reseller_id: &ResellerId,
+    knox_id: &KnoxId,
+    status: CustomerStatus,
+) -> pb::Event {
+    new_event(
+        Payload::CustomerStatusChanged(pb::CustomerStatusChanged {
+            reseller_id: reseller_id.to_string(),
+            knox_id: knox_id.to_string(),
+            status: convert::status_to_proto(status) as i32,
+        }),
+        OffsetDateTime::now_utc(),
+    )
+}

@@ -1,0 +1,139 @@
+//! The gRPC edge of customer-service: authorise, parse, call the repository, convert.
+
+use reseller_kit::auth::{Principal, Role};
+use reseller_kit::ids::{KnoxId, ResellerId};
+use reseller_kit::{ApiError, FieldViolations};
+use reseller_proto::v1::{self as pb, account_service_server::AccountService, customer_service_server::CustomerService};
+use tonic::{Request, Response, Status};
+
+use crate::convert;
+use crate::domain::{AccountKind, CompanyName, Country, InternalReference, NewAccount};
+use crate::postgres::Repository;
+
+/// `reseller.v1.AccountService` and `reseller.v1.CustomerService`.
+#[derive(Debug, Clone)]
+pub struct CustomerApi {
+    repo: Repository,
+}
+
+impl CustomerApi {
+    /// The API over `repo`.
+    pub fn new(repo: Repository) -> Self {
+        Self { repo }
+    }
+}
+
+fn knox_id_field(field: &str, value: &str) -> Result<KnoxId, ApiError> {
+    KnoxId::parse(value).map_err(|e| ApiError::invalid(field, e))
+}
+
+/// Parses `knox_id` and `internal_reference` together, so one answer names both.
+fn customer_fields(knox_id: &str, reference: &str) -> Result<(KnoxId, InternalReference), ApiError> {
+    let mut v = FieldViolations::new();
+    let knox_id = v.check("knox_id", KnoxId::parse(knox_id));
+    let reference = v.check("internal_reference", InternalReference::parse(reference));
+    v.finish()?;
+    Ok((knox_id.expect("checked"), reference.expect("checked")))
+}
+
+/// The account an approving principal speaks for: customers approve as customers, MSPs
+/// as MSPs.
+fn deciding_account(principal: &Principal) -> Result<(KnoxId, AccountKind), ApiError> {
+    let knox_id = principal.account(&[Role::Customer, Role::Msp])?;
+    let kind = if principal.role == Role::Msp { AccountKind::Msp } else { AccountKind::Customer };
+    Ok((knox_id, kind))
+}
+
+#[tonic::async_trait]
+impl AccountService for CustomerApi {
+    async fn register_account(&self, request: Request<pb::RegisterAccountRequest>) -> Result<Response<pb::Account>, Status> {
+        Principal::of(&request)?.require(&[Role::Admin])?;
+        let req = request.into_inner();
+        let mut v = FieldViolations::new();
+        let knox_id = v.check("knox_id", KnoxId::parse(&req.knox_id));
+        let kind = v.check("kind", convert::kind_from_proto(req.kind));
+        let company_name = v.check("company_name", CompanyName::parse(&req.company_name));
+        let country = v.check("country", Country::parse(&req.country));
+        v.finish()?;
+        let new = NewAccount {
+            knox_id: knox_id.expect("checked"),
+            kind: kind.expect("checked"),
+            company_name: company_name.expect("checked"),
+            country: country.expect("checked"),
+        };
+        let account = self.repo.register_account(new).await.map_err(ApiError::from)?;
+        Ok(Response::new(account.into()))
+    }
+
+    async fn get_account(&self, request: Request<pb::GetAccountRequest>) -> Result<Response<pb::Account>, Status> {
+        Principal::of(&request)?.require(&[Role::Admin])?;
+        let knox_id = knox_id_field("knox_id", &request.get_ref().knox_id)?;
+        let account = self.repo.account(&knox_id).await.map_err(ApiError::from)?;
+        Ok(Response::new(account.into()))
+    }
+}
+
+#[tonic::async_trait]
+impl CustomerService for CustomerApi {
+    async fn add_customer(&self, request: Request<pb::AddCustomerRequest>) -> Result<Response<pb::Customer>, Status> {
+        let reseller = Principal::of(&request)?.reseller()?;
+        let req = request.get_ref();
+        let (knox_id, reference) = customer_fields(&req.knox_id, &req.internal_reference)?;
+        let customer = self
+            .repo
+            .add_customer(&reseller, &knox_id, &reference)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(customer.into()))
+    }
+
+    async fn update_internal_reference(
+        &self,
+        request: Request<pb::UpdateInternalReferenceRequest>,
+    ) -> Result<Response<pb::Customer>, Status> {
+        let reseller = Principal::of(&request)?.reseller()?;
+        let req = request.get_ref();
+        let (knox_id, reference) = customer_fields(&req.knox_id, &req.internal_reference)?;
+        let customer = self
+            .repo
+            .update_reference(&reseller, &knox_id, &reference)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(customer.into()))
+    }
+
+    async fn get_customer(&self, request: Request<pb::GetCustomerRequest>) -> Result<Response<pb::Customer>, Status> {
+        let reseller = Principal::of(&request)?.reseller()?;
+        let knox_id = knox_id_field("knox_id", &request.get_ref().knox_id)?;
+        let customer = self.repo.customer(&reseller, &knox_id).await.map_err(ApiError::from)?;
+        Ok(Response::new(customer.into()))
+    }
+
+    async fn approve_reseller(
+        &self,
+        request: Request<pb::ApproveResellerRequest>,
+    ) -> Result<Response<pb::ResellerApproval>, Status> {
+        let (knox_id, kind) = deciding_account(Principal::of(&request)?)?;
+        let reseller = ResellerId::parse(&request.get_ref().reseller_id).map_err(|e| ApiError::invalid("reseller_id", e))?;
+        let approval = self.repo.decide(&knox_id, kind, &reseller, true).await.map_err(ApiError::from)?;
+        Ok(Response::new(approval.into()))
+    }
+
+    async fn revoke_reseller(
+        &self,
+        request: Request<pb::RevokeResellerRequest>,
+    ) -> Result<Response<pb::ResellerApproval>, Status> {
+        let (knox_id, kind) = deciding_account(Principal::of(&request)?)?;
+        let reseller = ResellerId::parse(&request.get_ref().reseller_id).map_err(|e| ApiError::invalid("reseller_id", e))?;
+        let approval = self.repo.decide(&knox_id, kind, &reseller, false).await.map_err(ApiError::from)?;
+        Ok(Response::new(approval.into()))
+    }
+
+    async fn list_my_devices(
+        &self,
+        request: Request<pb::ListMyDevicesRequest>,
+    ) -> Result<Response<pb::ListMyDevicesResponse>, Status> {
+        Principal::of(&request)?.require(&[Role::Customer])?;
+        Err(Status::unimplemented("the customer portal arrives with device uploads (issue #3)"))
+    }
+}

@@ -1,0 +1,61 @@
+//! Wiring customer-service into a program: migrations, gRPC services, outbox relay.
+
+use reseller_kit::app::{Platform, ServiceModule};
+use reseller_kit::grpc::GrpcServer;
+use reseller_kit::outbox::Relay;
+use reseller_proto::v1::{account_service_server::AccountServiceServer, customer_service_server::CustomerServiceServer};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
+
+use crate::grpc::CustomerApi;
+use crate::postgres::{OUTBOX, Repository};
+
+/// customer-service as hosted by a program.
+#[derive(Debug, Clone)]
+pub struct CustomerModule {
+    platform: Platform,
+    api: CustomerApi,
+}
+
+impl CustomerModule {
+    /// Runs the migrations and builds the service.
+    ///
+    /// # Errors
+    /// When the migrations fail.
+    pub async fn start(platform: &Platform) -> anyhow::Result<Self> {
+        reseller_kit::db::migrate(&platform.pool, &crate::MIGRATOR, "customer-service").await?;
+        Ok(Self {
+            platform: platform.clone(),
+            api: CustomerApi::new(Repository::new(platform.pool.clone())),
+        })
+    }
+}
+
+impl ServiceModule for CustomerModule {
+    fn name(&self) -> &'static str {
+        "customer-service"
+    }
+
+    fn register(&self, server: &mut GrpcServer) {
+        let limit = self.platform.config.grpc_max_message_bytes;
+        let auth = self.platform.auth.clone();
+        server.add_service(InterceptedService::new(
+            AccountServiceServer::new(self.api.clone())
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+            auth.clone(),
+        ));
+        server.add_service(InterceptedService::new(
+            CustomerServiceServer::new(self.api.clone())
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+            auth,
+        ));
+    }
+
+    fn spawn_background(&self, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
+        let relay = Relay::new(OUTBOX, self.platform.pool.clone(), self.platform.js.clone());
+        vec![tokio::spawn(relay.run(shutdown))]
+    }
+}

@@ -1,0 +1,21 @@
+//! `device-service`: uploads, devices and deletions.
+
+use clap::Parser;
+use reseller_kit::app::{ProgramArgs, ServiceModule, run_program};
+
+#[derive(Debug, Parser)]
+#[command(version, about = "device-service: uploads, devices and deletions")]
+struct Args {
+    #[command(flatten)]
+    program: ProgramArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    run_program(args.program, |platform, _own_url| async move {
+        let module = device_service::DeviceModule::start(&platform).await?;
+        Ok(vec![Box::new(module) as Box<dyn ServiceModule>])
+    })
+    .await
+}

@@ -1,0 +1,30 @@
+//! Assertions on gRPC answers, as a caller would check them.
+
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+/// The error of `result`, which must have failed with `code`.
+///
+/// # Panics
+/// When the call succeeded or failed otherwise.
+pub fn status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
+    match result {
+        Ok(value) => panic!("expected {code:?}, got success: {value:?}"),
+        Err(status) => {
+            assert_eq!(status.code(), code, "unexpected status: {status:?}");
+            assert!(!status.message().is_empty(), "a status needs a message a person can act on");
+            status
+        }
+    }
+}
+
+/// The fields named by the `google.rpc.BadRequest` violations of an `INVALID_ARGUMENT`.
+///
+/// # Panics
+/// When the call did not fail with `INVALID_ARGUMENT` and field violations.
+pub fn invalid_fields<T: std::fmt::Debug>(result: Result<T, Status>) -> Vec<String> {
+    let status = status(result, Code::InvalidArgument);
+    let details = status.get_error_details();
+    let bad = details.bad_request().unwrap_or_else(|| panic!("no BadRequest details in {status:?}"));
+    bad.field_violations.iter().map(|v| v.field.clone()).collect()
+}

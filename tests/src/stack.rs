@@ -1,0 +1,138 @@
+//! The whole stack of one test.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use reseller_kit::app::{App, Platform, ServiceModule};
+use reseller_kit::auth::{JwtAuth, Role};
+use reseller_kit::config::CommonConfig;
+use reseller_kit::grpc::GrpcServer;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::db::TestDb;
+use crate::nats::NatsServer;
+
+/// What to run besides the defaults.
+#[derive(Debug, Clone, Copy)]
+pub struct StackOptions {
+    /// Run reporting-service's event consumer (tests of the consumer itself run their
+    /// own and turn this off).
+    pub reporting_consumer: bool,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self { reporting_consumer: true }
+    }
+}
+
+/// One test's stack. Dropping it stops the services, the NATS server and drops the
+/// database.
+pub struct TestStack {
+    /// The services' shared connections (for tests that publish or query directly).
+    pub platform: Platform,
+    /// The gRPC address.
+    pub addr: SocketAddr,
+    /// A channel to it.
+    pub channel: Channel,
+    /// The JWT secret the stack trusts.
+    pub secret: String,
+    shutdown: CancellationToken,
+    running: Option<JoinHandle<anyhow::Result<()>>>,
+    // Drop order: services first (fields drop in order), then NATS, then the database.
+    _nats: NatsServer,
+    _db: TestDb,
+}
+
+impl std::fmt::Debug for TestStack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestStack").field("addr", &self.addr).finish()
+    }
+}
+
+/// Serves a module's gRPC services without its background work.
+struct GrpcOnly<M>(M);
+
+impl<M: ServiceModule> ServiceModule for GrpcOnly<M> {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+    fn register(&self, server: &mut GrpcServer) {
+        self.0.register(server);
+    }
+    fn spawn_background(&self, _shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
+        Vec::new()
+    }
+}
+
+impl TestStack {
+    /// Starts the default stack.
+    pub async fn start() -> Self {
+        Self::start_with(StackOptions::default()).await
+    }
+
+    /// Starts a stack with `options`.
+    ///
+    /// # Panics
+    /// When PostgreSQL, NATS or a service does not come up.
+    pub async fn start_with(options: StackOptions) -> Self {
+        reseller_kit::telemetry::init(reseller_kit::config::LogFormat::Text);
+        let db = TestDb::create().await;
+        let nats = NatsServer::start().await;
+        let secret = format!("test-secret-{}", uuid::Uuid::new_v4());
+        let mut config = CommonConfig::new(&db.url, &nats.url, &secret);
+        config.shutdown_grace_seconds = 5;
+        config.database_max_connections = 8;
+        let platform = Platform::connect(&config).await.expect("platform");
+        let app = App::bind("127.0.0.1:0", &config).await.expect("bind");
+        let addr = app.local_addr().expect("addr");
+        let reporting = reporting_service::ReportingModule::start(&platform).await.expect("reporting");
+        let app = app
+            .with(customer_service::CustomerModule::start(&platform).await.expect("customer"))
+            .with(device_service::DeviceModule::start(&platform).await.expect("device"))
+            .with(msp_link_service::MspLinkModule::start(&platform).await.expect("msp-link"));
+        let app = if options.reporting_consumer { app.with(reporting) } else { app.with(GrpcOnly(reporting)) };
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .expect("connect to the stack");
+        Self {
+            platform,
+            addr,
+            channel,
+            secret,
+            shutdown,
+            running: Some(running),
+            _nats: nats,
+            _db: db,
+        }
+    }
+
+    /// A valid token for `subject` in `role`.
+    pub fn token(&self, role: Role, subject: &str) -> String {
+        JwtAuth::new(&self.secret).mint(role, subject, Duration::from_secs(3600)).expect("mint")
+    }
+
+    /// Stops the services and waits for them to drain.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(running) = self.running.take() {
+            let _ = running.await;
+        }
+    }
+}
+
+impl Drop for TestStack {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(running) = self.running.take() {
+            running.abort();
+        }
+    }
+}
