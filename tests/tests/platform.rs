@@ -97,3 +97,10 @@ async fn rpcs_of_later_issues_answer_unimplemented_after_checking_the_caller() {
     // The role check comes first: a reseller may not call MSP operations.
     status(acme.msp().link_customer(pb::LinkCustomerRequest::default()).await, Code::PermissionDenied);
 }
+
+#[tokio::test]
+async fn an_oversized_request_is_resource_exhausted() {
+    let stack = TestStack::start().await;
+    let huge = pb::AddCustomerRequest { knox_id: "1234567".into(), internal_reference: "x".repeat(9 * 1024 * 1024) };
+    status(reseller(&stack, "acme").customers().add_customer(huge).await, Code::ResourceExhausted);
+}

@@ -4,6 +4,7 @@ use reseller_kit::timestamp;
 use reseller_proto::v1 as pb;
 
 use crate::domain::{Account, AccountKind, Approval, Customer, CustomerStatus};
+use crate::postgres::PortalDevice;
 
 /// Domain kind → protobuf.
 pub fn kind_to_proto(kind: AccountKind) -> pb::AccountKind {
@@ -67,5 +68,20 @@ impl From<Approval> for pb::ResellerApproval {
             knox_id: a.knox_id.to_string(),
             approved: a.approved,
         }
+    }
+}
+
+/// A customer-portal row → protobuf.
+pub fn portal_device(d: PortalDevice) -> pb::PortalDevice {
+    pb::PortalDevice {
+        device_id: d.device_id,
+        id_kind: i32::from(d.id_kind),
+        model: d.model,
+        reseller_id: d.reseller_id,
+        upload_id: d.upload_id.to_string(),
+        holder_knox_id: d.holder_knox_id,
+        moved_by_msp: d.moved_by_msp,
+        msp_id: d.msp_id,
+        uploaded_at: Some(timestamp::to_proto(d.uploaded_at)),
     }
 }

@@ -2,7 +2,7 @@
 
 use reseller_kit::auth::{Principal, Role};
 use reseller_kit::ids::{KnoxId, ResellerId};
-use reseller_kit::{ApiError, FieldViolations};
+use reseller_kit::{ApiError, FieldViolations, paging};
 use reseller_proto::v1::{self as pb, account_service_server::AccountService, customer_service_server::CustomerService};
 use tonic::{Request, Response, Status};
 
@@ -133,7 +133,20 @@ impl CustomerService for CustomerApi {
         &self,
         request: Request<pb::ListMyDevicesRequest>,
     ) -> Result<Response<pb::ListMyDevicesResponse>, Status> {
-        Principal::of(&request)?.require(&[Role::Customer])?;
-        Err(Status::unimplemented("the customer portal arrives with device uploads (issue #3)"))
+        let holder = Principal::of(&request)?.account(&[Role::Customer])?;
+        let req = request.get_ref();
+        let limit = paging::page_size(req.page_size)?;
+        let after = paging::decode_token::<(String, uuid::Uuid)>(&req.page_token)?;
+        let mut devices = self.repo.portal_devices(&holder, after, limit + 1).await.map_err(ApiError::from)?;
+        let next_page_token = if devices.len() as i64 > limit {
+            devices.truncate(limit as usize);
+            devices.last().map(|d| paging::encode_token(&(&d.device_id, d.upload_id))).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListMyDevicesResponse {
+            devices: devices.into_iter().map(convert::portal_device).collect(),
+            next_page_token,
+        }))
     }
 }

@@ -1,9 +1,10 @@
 //! customer-service: enrollment accounts, resellers' customers and their statuses,
-//! approvals, and (later) the customer portal.
+//! approvals, and the customer portal.
 //!
 //! Layout: `domain` (rules, no I/O), `postgres` (the repository; one transaction per
-//! command, events through the outbox), `events` (what it publishes), `grpc` (the edge),
-//! `module` (wiring into a program).
+//! command, events through the outbox), `events` (what it publishes), `portal` (the
+//! customer portal projection and its deletion receipts), `grpc` (the edge), `module`
+//! (wiring into a program).
 
 #![forbid(unsafe_code)]
 
@@ -12,6 +13,7 @@ pub mod domain;
 mod events;
 mod grpc;
 mod module;
+mod portal;
 mod postgres;
 
 pub use module::CustomerModule;
@@ -21,3 +23,6 @@ pub const SCHEMA: &str = "customer";
 
 /// The service's migrations (schema `customer`, history `customer._sqlx_migrations`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// The customer portal's durable consumer name.
+pub const PORTAL_CONSUMER: &str = "customer-portal";

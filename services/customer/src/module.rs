@@ -1,7 +1,9 @@
-//! Wiring customer-service into a program: migrations, gRPC services, outbox relay.
+//! Wiring customer-service into a program: migrations, gRPC services, outbox relay and
+//! the customer portal's consumer.
 
 use reseller_kit::app::{Platform, ServiceModule};
 use reseller_kit::grpc::GrpcServer;
+use reseller_kit::inbox::{ConsumerSpec, IdempotentConsumer};
 use reseller_kit::outbox::Relay;
 use reseller_proto::v1::{account_service_server::AccountServiceServer, customer_service_server::CustomerServiceServer};
 use tokio::task::JoinHandle;
@@ -9,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::grpc::CustomerApi;
+use crate::portal::CustomerPortal;
 use crate::postgres::{OUTBOX, Repository};
 
 /// customer-service as hosted by a program.
@@ -55,7 +58,18 @@ impl ServiceModule for CustomerModule {
     }
 
     fn spawn_background(&self, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
-        let relay = Relay::new(OUTBOX, self.platform.pool.clone(), self.platform.js.clone());
-        vec![tokio::spawn(relay.run(shutdown))]
+        let p = &self.platform;
+        let relay = Relay::new(OUTBOX, p.pool.clone(), p.js.clone());
+        let portal = IdempotentConsumer::new(
+            ConsumerSpec {
+                name: crate::PORTAL_CONSUMER.into(),
+                schema: crate::SCHEMA,
+                filter_subject: reseller_kit::subjects::ALL_EVENTS.into(),
+            },
+            p.pool.clone(),
+            p.js.clone(),
+            CustomerPortal,
+        );
+        vec![tokio::spawn(relay.run(shutdown.clone())), tokio::spawn(portal.run(shutdown))]
     }
 }

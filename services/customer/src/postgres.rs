@@ -273,3 +273,69 @@ impl Repository {
         })
     }
 }
+
+/// One device of the customer portal.
+#[derive(Debug, Clone)]
+pub struct PortalDevice {
+    /// Normalised identifier.
+    pub device_id: String,
+    /// `reseller.v1.DeviceIdKind`.
+    pub id_kind: i16,
+    /// Model.
+    pub model: String,
+    /// The reseller that uploaded it.
+    pub reseller_id: String,
+    /// The upload.
+    pub upload_id: uuid::Uuid,
+    /// The customer holding it.
+    pub holder_knox_id: String,
+    /// Moved here by an MSP?
+    pub moved_by_msp: bool,
+    /// That MSP ("" otherwise).
+    pub msp_id: String,
+    /// When it was uploaded.
+    pub uploaded_at: OffsetDateTime,
+}
+
+impl Repository {
+    /// A page of the customer portal of `holder`, after the keyset `after`
+    /// (device ID, upload ID), in device-ID order.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn portal_devices(
+        &self,
+        holder: &KnoxId,
+        after: Option<(String, uuid::Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<PortalDevice>, sqlx::Error> {
+        let (after_device, after_upload) = after.unzip();
+        let rows = sqlx::query(
+            "SELECT device_id, id_kind, model, reseller_id, upload_id, holder_knox_id, moved_by_msp, msp_id, uploaded_at \
+             FROM customer.portal_devices WHERE holder_knox_id = $1 \
+             AND ($2::text IS NULL OR (device_id, upload_id) > ($2, $3)) \
+             ORDER BY device_id, upload_id LIMIT $4",
+        )
+        .bind(holder.as_str())
+        .bind(after_device)
+        .bind(after_upload)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PortalDevice {
+                    device_id: r.try_get("device_id")?,
+                    id_kind: r.try_get("id_kind")?,
+                    model: r.try_get("model")?,
+                    reseller_id: r.try_get("reseller_id")?,
+                    upload_id: r.try_get("upload_id")?,
+                    holder_knox_id: r.try_get("holder_knox_id")?,
+                    moved_by_msp: r.try_get("moved_by_msp")?,
+                    msp_id: r.try_get("msp_id")?,
+                    uploaded_at: r.try_get("uploaded_at")?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,12 +1,18 @@
 //! device-service: uploads, devices, deletions and their per-portal receipts.
 //!
-//! Issue #2 runs it as a service (health, migrations, outbox relay, the receipts
-//! consumer); its RPCs answer `UNIMPLEMENTED` until issue #3 fills them.
+//! Layout: `domain` (rules, no I/O), `postgres` (uploads by COPY, deletions, receipts;
+//! events through the outbox), `events` (what it publishes), `receipts` (the consumer
+//! folding portal receipts), `directory` (asks customer-service about targets), `grpc`
+//! (the edge), `module` (wiring into a program).
 
 #![forbid(unsafe_code)]
 
+mod directory;
+pub mod domain;
+mod events;
 mod grpc;
 mod module;
+mod postgres;
 mod receipts;
 
 pub use module::DeviceModule;

@@ -1,20 +1,33 @@
-//! Folds `portal_deletion_applied` receipts into deletions (issue #3 fills the fold).
+//! Folds `portal_deletion_applied` receipts into deletions.
 
 use reseller_kit::events::ReceivedEvent;
 use reseller_kit::inbox::{ApplyError, EventHandler};
 use reseller_proto::v1::event::Payload;
 use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::domain::PortalState;
+use crate::postgres::record_receipt;
 
 /// The receipts consumer's handler.
 #[derive(Debug, Clone, Default)]
 pub struct Receipts;
 
 impl EventHandler for Receipts {
-    async fn apply(&self, _tx: &mut PgConnection, event: &ReceivedEvent) -> Result<(), ApplyError> {
-        match &event.payload {
-            // No deletions exist before issue #3; nothing to fold yet.
-            Payload::PortalDeletionApplied(_) => Ok(()),
-            _ => Ok(()),
+    async fn apply(&self, tx: &mut PgConnection, event: &ReceivedEvent) -> Result<(), ApplyError> {
+        let Payload::PortalDeletionApplied(receipt) = &event.payload else {
+            return Ok(());
+        };
+        let deletion_id = Uuid::parse_str(&receipt.deletion_id)
+            .map_err(|_| ApplyError::Poison(format!("deletion_id {:?} is not a UUID", receipt.deletion_id)))?;
+        if !(1..=3).contains(&receipt.portal) {
+            return Err(ApplyError::Poison(format!("unknown portal {}", receipt.portal)));
         }
+        let state = match PortalState::from_i16(receipt.state as i16) {
+            PortalState::Pending => return Err(ApplyError::Poison("a receipt cannot be pending".into())),
+            state => state,
+        };
+        record_receipt(tx, deletion_id, receipt.portal as i16, receipt.part as i32, state).await?;
+        Ok(())
     }
 }

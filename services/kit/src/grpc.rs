@@ -69,6 +69,7 @@ impl GrpcServer {
             health.set_service_status("", ServingStatus::NotServing).await;
         };
         Server::builder()
+            .layer(tower::util::MapResponseLayer::new(too_large_is_resource_exhausted))
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_routes(self.routes.routes())
@@ -78,4 +79,18 @@ impl GrpcServer {
             .await?;
         Ok(())
     }
+}
+
+/// tonic answers an over-sized request with `OUT_OF_RANGE`; the contract (and gRPC's own
+/// status-code guide) says `RESOURCE_EXHAUSTED`. Rewrites that one answer.
+fn too_large_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let out_of_range = headers.get("grpc-status").is_some_and(|v| v.as_bytes() == b"11");
+    let too_large = headers
+        .get("grpc-message")
+        .is_some_and(|v| String::from_utf8_lossy(v.as_bytes()).contains("message%20length%20too%20large"));
+    if out_of_range && too_large {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    response
 }

@@ -6,6 +6,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod db;
+pub mod device_id;
 pub mod error;
 pub mod events;
 pub mod grpc;

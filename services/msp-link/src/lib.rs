@@ -1,7 +1,7 @@
 //! msp-link-service: MSP links, management modes, device moves and the MSP portal.
 //!
-//! Issue #2 runs it as a service (health, migrations, outbox relay, its events
-//! consumer); its RPCs answer `UNIMPLEMENTED` until issue #4 fills them.
+//! Its consumer keeps every live device registration and answers every deletion with
+//! the MSP portal's receipt; links, moves and the portal's RPCs arrive with issue #4.
 
 #![forbid(unsafe_code)]
 

@@ -1,16 +1,103 @@
-//! The MSP portal's view of devices, fed by device events (issue #4 fills it).
+//! msp-link-service's view of devices, fed by device events, and its deletion receipts.
+//!
+//! Every live registration is kept with the account it was uploaded to and the account
+//! holding it now. A deletion removes it (remembering it, so a late upload event never
+//! brings it back) and is answered with a `portal_deletion_applied` receipt for the MSP
+//! portal in the same transaction: REMOVED when some MSP portal showed it, else
+//! NOT_APPLICABLE.
 
-use reseller_kit::events::ReceivedEvent;
+use reseller_kit::events::{ReceivedEvent, new_event};
 use reseller_kit::inbox::{ApplyError, EventHandler};
+use reseller_kit::timestamp;
+use reseller_proto::v1::{self as pb, event::Payload};
 use sqlx::PgConnection;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::module::OUTBOX;
 
 /// The MSP portal consumer's handler.
 #[derive(Debug, Clone, Default)]
 pub struct MspPortal;
 
+fn uuid(field: &str, value: &str) -> Result<Uuid, ApplyError> {
+    Uuid::parse_str(value).map_err(|_| ApplyError::Poison(format!("{field} {value:?} is not a UUID")))
+}
+
 impl EventHandler for MspPortal {
-    async fn apply(&self, _tx: &mut PgConnection, _event: &ReceivedEvent) -> Result<(), ApplyError> {
-        // Until MSP pools exist (issue #4) there is nothing to project.
-        Ok(())
+    async fn apply(&self, tx: &mut PgConnection, event: &ReceivedEvent) -> Result<(), ApplyError> {
+        match &event.payload {
+            Payload::DevicesUploaded(e) => uploaded(tx, e).await,
+            Payload::DevicesDeleted(e) => deleted(tx, e).await,
+            _ => Ok(()),
+        }
     }
+}
+
+async fn uploaded(tx: &mut PgConnection, e: &pb::DevicesUploaded) -> Result<(), ApplyError> {
+    let upload_id = uuid("upload_id", &e.upload_id)?;
+    let ids: Vec<&str> = e.devices.iter().map(|d| d.device_id.as_str()).collect();
+    let kinds: Vec<i16> = e.devices.iter().map(|d| d.id_kind as i16).collect();
+    let models: Vec<&str> = e.devices.iter().map(|d| d.model.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO msp.devices (device_id, upload_id, reseller_id, id_kind, model, order_number, uploaded_at, \
+         uploaded_to, uploaded_to_msp, holder_knox_id) \
+         SELECT d.device_id, $1, $2, d.id_kind, d.model, $3, $4, $5, $6, $5 \
+         FROM UNNEST($7::text[], $8::smallint[], $9::text[]) AS d (device_id, id_kind, model) \
+         WHERE NOT EXISTS (SELECT 1 FROM msp.deleted_registrations x WHERE x.device_id = d.device_id AND x.upload_id = $1) \
+         ON CONFLICT (device_id, upload_id) DO NOTHING",
+    )
+    .bind(upload_id)
+    .bind(&e.reseller_id)
+    .bind(&e.order_number)
+    .bind(timestamp::from_proto(e.uploaded_at.as_ref()))
+    .bind(&e.target_knox_id)
+    .bind(e.target_kind == pb::AccountKind::Msp as i32)
+    .bind(&ids)
+    .bind(&kinds)
+    .bind(&models)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn deleted(tx: &mut PgConnection, e: &pb::DevicesDeleted) -> Result<(), ApplyError> {
+    uuid("deletion_id", &e.deletion_id)?;
+    let ids: Vec<&str> = e.devices.iter().map(|d| d.device_id.as_str()).collect();
+    let uploads = e.devices.iter().map(|d| uuid("upload_id", &d.upload_id)).collect::<Result<Vec<_>, _>>()?;
+    sqlx::query(
+        "INSERT INTO msp.deleted_registrations (device_id, upload_id) \
+         SELECT * FROM UNNEST($1::text[], $2::uuid[]) ON CONFLICT DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&uploads)
+    .execute(&mut *tx)
+    .await?;
+    // Shown in an MSP portal: uploaded to an MSP (in its pool or moved to a customer),
+    // or held by a customer that an MSP links.
+    let rows: Vec<(String, bool)> = sqlx::query_as(
+        "DELETE FROM msp.devices m USING UNNEST($1::text[], $2::uuid[]) AS d (device_id, upload_id) \
+         WHERE m.device_id = d.device_id AND m.upload_id = d.upload_id \
+         RETURNING m.device_id, (m.uploaded_to_msp OR EXISTS \
+             (SELECT 1 FROM msp.links l WHERE l.customer_knox_id = m.holder_knox_id)) AS shown",
+    )
+    .bind(&ids)
+    .bind(&uploads)
+    .fetch_all(&mut *tx)
+    .await?;
+    let removed: Vec<String> = rows.into_iter().filter(|(_, shown)| *shown).map(|(id, _)| id).collect();
+    let state = if removed.is_empty() { pb::PortalState::NotApplicable } else { pb::PortalState::Removed };
+    let receipt = new_event(
+        Payload::PortalDeletionApplied(pb::PortalDeletionApplied {
+            deletion_id: e.deletion_id.clone(),
+            portal: pb::Portal::Msp as i32,
+            state: state as i32,
+            part: e.part,
+            part_count: e.part_count,
+            removed_device_ids: removed,
+        }),
+        OffsetDateTime::now_utc(),
+    );
+    OUTBOX.enqueue(tx, &[receipt]).await?;
+    Ok(())
 }

@@ -62,15 +62,15 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", JwtAuth::new(&auth_jwt_secret).mint(role, &sub, ttl)?);
             Ok(())
         }
-        Command::Serve(args) => run_program(args, |platform, _own_url| async move { start_all(&platform).await }).await,
+        Command::Serve(args) => run_program(args, |platform, own_url| async move { start_all(&platform, &own_url).await }).await,
     }
 }
 
-/// Starts the four services on one platform.
-async fn start_all(platform: &reseller_kit::app::Platform) -> anyhow::Result<Vec<Box<dyn ServiceModule>>> {
+/// Starts the four services on one platform; they call each other at `own_url`.
+async fn start_all(platform: &reseller_kit::app::Platform, own_url: &str) -> anyhow::Result<Vec<Box<dyn ServiceModule>>> {
     Ok(vec![
         Box::new(customer_service::CustomerModule::start(platform).await?),
-        Box::new(device_service::DeviceModule::start(platform).await?),
+        Box::new(device_service::DeviceModule::start(platform, own_url).await?),
         Box::new(msp_link_service::MspLinkModule::start(platform).await?),
         Box::new(reporting_service::ReportingModule::start(platform).await?),
     ])

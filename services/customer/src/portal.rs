@@ -1,0 +1,125 @@
+//! The customer portal: a projection of device events, and its deletion receipts.
+//!
+//! A registration (device, upload) is shown to the account it was uploaded to when that
+//! account is a customer, and to the customer an MSP moved it to. A deletion removes it
+//! and is answered with a `portal_deletion_applied` receipt (portal CUSTOMER) in the same
+//! transaction. Deleted registrations are remembered, so events that arrive late (an
+//! upload or a move overtaken by its deletion) never bring a device back.
+
+use reseller_kit::events::{ReceivedEvent, new_event};
+use reseller_kit::ids::KnoxId;
+use reseller_kit::inbox::{ApplyError, EventHandler};
+use reseller_kit::timestamp;
+use reseller_proto::v1::{self as pb, event::Payload};
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::postgres::OUTBOX;
+
+/// The customer portal consumer's handler.
+#[derive(Debug, Clone, Default)]
+pub struct CustomerPortal;
+
+fn uuid(field: &str, value: &str) -> Result<Uuid, ApplyError> {
+    Uuid::parse_str(value).map_err(|_| ApplyError::Poison(format!("{field} {value:?} is not a UUID")))
+}
+
+impl EventHandler for CustomerPortal {
+    async fn apply(&self, tx: &mut PgConnection, event: &ReceivedEvent) -> Result<(), ApplyError> {
+        match &event.payload {
+            Payload::DevicesUploaded(e) if e.target_kind == pb::AccountKind::Customer as i32 => uploaded(tx, e).await,
+            Payload::MspDevicesMoved(e) => moved(tx, e).await,
+            Payload::DevicesDeleted(e) => deleted(tx, e).await,
+            _ => Ok(()),
+        }
+    }
+}
+
+async fn uploaded(tx: &mut PgConnection, e: &pb::DevicesUploaded) -> Result<(), ApplyError> {
+    KnoxId::parse(&e.target_knox_id).map_err(|m| ApplyError::Poison(format!("target_knox_id {m}")))?;
+    let upload_id = uuid("upload_id", &e.upload_id)?;
+    let ids: Vec<&str> = e.devices.iter().map(|d| d.device_id.as_str()).collect();
+    let kinds: Vec<i16> = e.devices.iter().map(|d| d.id_kind as i16).collect();
+    let models: Vec<&str> = e.devices.iter().map(|d| d.model.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO customer.portal_devices (holder_knox_id, device_id, upload_id, id_kind, model, reseller_id, uploaded_at) \
+         SELECT $1, d.device_id, $2, d.id_kind, d.model, $3, $4 \
+         FROM UNNEST($5::text[], $6::smallint[], $7::text[]) AS d (device_id, id_kind, model) \
+         WHERE NOT EXISTS (SELECT 1 FROM customer.deleted_registrations x WHERE x.device_id = d.device_id AND x.upload_id = $2) \
+         ON CONFLICT (device_id, upload_id) DO NOTHING",
+    )
+    .bind(&e.target_knox_id)
+    .bind(upload_id)
+    .bind(&e.reseller_id)
+    .bind(timestamp::from_proto(e.uploaded_at.as_ref()))
+    .bind(&ids)
+    .bind(&kinds)
+    .bind(&models)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn moved(tx: &mut PgConnection, e: &pb::MspDevicesMoved) -> Result<(), ApplyError> {
+    KnoxId::parse(&e.to_customer_knox_id).map_err(|m| ApplyError::Poison(format!("to_customer_knox_id {m}")))?;
+    for device in &e.devices {
+        let upload_id = uuid("upload_id", &device.upload_id)?;
+        // The device now shows at the customer it was moved to, and nowhere else.
+        sqlx::query(
+            "INSERT INTO customer.portal_devices (holder_knox_id, device_id, upload_id, id_kind, model, reseller_id, \
+             moved_by_msp, msp_id, uploaded_at) \
+             SELECT $1, $2, $3, $4, $5, $6, true, $7, $8 \
+             WHERE NOT EXISTS (SELECT 1 FROM customer.deleted_registrations x WHERE x.device_id = $2 AND x.upload_id = $3) \
+             ON CONFLICT (device_id, upload_id) DO UPDATE SET holder_knox_id = EXCLUDED.holder_knox_id, \
+             moved_by_msp = true, msp_id = EXCLUDED.msp_id",
+        )
+        .bind(&e.to_customer_knox_id)
+        .bind(&device.device_id)
+        .bind(upload_id)
+        .bind(device.id_kind as i16)
+        .bind(&device.model)
+        .bind(&device.reseller_id)
+        .bind(&e.msp_id)
+        .bind(timestamp::from_proto(device.uploaded_at.as_ref()))
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn deleted(tx: &mut PgConnection, e: &pb::DevicesDeleted) -> Result<(), ApplyError> {
+    uuid("deletion_id", &e.deletion_id)?;
+    let ids: Vec<&str> = e.devices.iter().map(|d| d.device_id.as_str()).collect();
+    let uploads = e.devices.iter().map(|d| uuid("upload_id", &d.upload_id)).collect::<Result<Vec<_>, _>>()?;
+    sqlx::query(
+        "INSERT INTO customer.deleted_registrations (device_id, upload_id) \
+         SELECT * FROM UNNEST($1::text[], $2::uuid[]) ON CONFLICT DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&uploads)
+    .execute(&mut *tx)
+    .await?;
+    let removed: Vec<String> = sqlx::query_scalar(
+        "DELETE FROM customer.portal_devices p USING UNNEST($1::text[], $2::uuid[]) AS d (device_id, upload_id) \
+         WHERE p.device_id = d.device_id AND p.upload_id = d.upload_id RETURNING p.device_id",
+    )
+    .bind(&ids)
+    .bind(&uploads)
+    .fetch_all(&mut *tx)
+    .await?;
+    let state = if removed.is_empty() { pb::PortalState::NotApplicable } else { pb::PortalState::Removed };
+    let receipt = new_event(
+        Payload::PortalDeletionApplied(pb::PortalDeletionApplied {
+            deletion_id: e.deletion_id.clone(),
+            portal: pb::Portal::Customer as i32,
+            state: state as i32,
+            part: e.part,
+            part_count: e.part_count,
+            removed_device_ids: removed,
+        }),
+        OffsetDateTime::now_utc(),
+    );
+    OUTBOX.enqueue(tx, &[receipt]).await?;
+    Ok(())
+}

@@ -1,0 +1,266 @@
+//! The rules of uploads and deletions (DOMAIN.md "Devices and uploads", "Deleting
+//! devices"), free of I/O.
+
+use reseller_kit::device_id::DeviceId;
+use reseller_kit::ids::KnoxId;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Devices per event (CONTRACT.md: a large upload or deletion is split into events of at
+/// most 1,000 devices).
+pub const EVENT_PART_SIZE: usize = 1000;
+/// Most device IDs one `DeleteDevices` call may name.
+pub const MAX_DELETE_IDS: usize = 100_000;
+
+/// Checks free text: at most `max` characters, no control characters.
+fn bounded_text(input: &str, max: usize, what: &str) -> Result<String, String> {
+    let s = input.trim();
+    let len = s.chars().count();
+    if len > max {
+        return Err(format!("{what} must be at most {max} characters, got {len}"));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(format!("{what} must not contain control characters"));
+    }
+    Ok(s.to_owned())
+}
+
+/// An order number: 0 to 64 characters.
+///
+/// # Errors
+/// When too long or holding control characters.
+pub fn parse_order_number(input: &str) -> Result<String, String> {
+    bounded_text(input, 64, "order number")
+}
+
+/// A client upload ID: 0 to 128 characters; empty means "no retry protection".
+///
+/// # Errors
+/// When too long or holding control characters.
+pub fn parse_client_upload_id(input: &str) -> Result<Option<String>, String> {
+    bounded_text(input, 128, "client upload ID").map(|s| (!s.is_empty()).then_some(s))
+}
+
+/// A device model: 0 to 64 characters, free text.
+///
+/// # Errors
+/// When too long or holding control characters.
+pub fn parse_model(input: &str) -> Result<String, String> {
+    bounded_text(input, 64, "model")
+}
+
+/// The header of an upload, parsed.
+#[derive(Debug, Clone)]
+pub struct UploadHeader {
+    /// The customer or MSP receiving the devices.
+    pub target: KnoxId,
+    /// The reseller's order number ("" when none).
+    pub order_number: String,
+    /// Makes a retry return the first result.
+    pub client_upload_id: Option<String>,
+}
+
+/// Why a device was rejected (`reseller.v1.RejectionReason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectionReason {
+    /// Not a valid identifier (or model).
+    InvalidId,
+    /// The same device earlier in this upload.
+    DuplicateInUpload,
+    /// Registered to an account already.
+    AlreadyRegistered,
+}
+
+impl RejectionReason {
+    /// The database (and protobuf) number.
+    pub fn as_i16(self) -> i16 {
+        match self {
+            RejectionReason::InvalidId => 1,
+            RejectionReason::DuplicateInUpload => 2,
+            RejectionReason::AlreadyRegistered => 3,
+        }
+    }
+
+    /// Reads [`RejectionReason::as_i16`].
+    pub fn from_i16(value: i16) -> Self {
+        match value {
+            2 => RejectionReason::DuplicateInUpload,
+            3 => RejectionReason::AlreadyRegistered,
+            _ => RejectionReason::InvalidId,
+        }
+    }
+}
+
+/// One rejected device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// 0-based position in the whole upload.
+    pub index: i64,
+    /// The identifier as sent (normalised where it could be).
+    pub device_id: String,
+    /// Why.
+    pub reason: RejectionReason,
+    /// For a person.
+    pub message: String,
+}
+
+/// One valid device of an upload, on its way to the database.
+#[derive(Debug, Clone)]
+pub struct UploadRow {
+    /// 0-based position in the whole upload.
+    pub index: i64,
+    /// The normalised identifier.
+    pub device: DeviceId,
+    /// The model ("" when not given).
+    pub model: String,
+}
+
+/// One request batch of an upload after parsing.
+#[derive(Debug, Default)]
+pub struct ParsedBatch {
+    /// Valid devices.
+    pub rows: Vec<UploadRow>,
+    /// Devices rejected before reaching the database.
+    pub rejected: Vec<Rejection>,
+}
+
+/// The target of an upload as customer-service knows it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Its Knox ID.
+    pub knox_id: KnoxId,
+    /// `reseller.v1.AccountKind` of the account.
+    pub kind: i32,
+}
+
+/// A finished upload.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    /// Its ID.
+    pub upload_id: Uuid,
+    /// The receiving account.
+    pub target_knox_id: String,
+    /// The reseller's order number.
+    pub order_number: String,
+    /// The client's retry key.
+    pub client_upload_id: Option<String>,
+    /// Devices registered.
+    pub accepted_count: i64,
+    /// Devices rejected.
+    pub rejected_count: i64,
+    /// Every rejection, by index.
+    pub rejections: Vec<Rejection>,
+    /// When.
+    pub uploaded_at: OffsetDateTime,
+}
+
+/// One portal's progress on a deletion (`reseller.v1.PortalState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortalState {
+    /// Not every part has been answered yet.
+    Pending,
+    /// The portal held at least one of the devices and removed it.
+    Removed,
+    /// The portal held none of the devices.
+    NotApplicable,
+}
+
+impl PortalState {
+    /// The database (and protobuf) number.
+    pub fn as_i16(self) -> i16 {
+        match self {
+            PortalState::Pending => 1,
+            PortalState::Removed => 2,
+            PortalState::NotApplicable => 3,
+        }
+    }
+
+    /// Reads [`PortalState::as_i16`].
+    pub fn from_i16(value: i16) -> Self {
+        match value {
+            2 => PortalState::Removed,
+            3 => PortalState::NotApplicable,
+            _ => PortalState::Pending,
+        }
+    }
+}
+
+/// Folds one portal's receipts: pending until every part is answered, then removed if
+/// any part removed something, else not applicable. A deletion of no devices has no
+/// parts and is not applicable everywhere.
+pub fn fold_portal(part_count: i32, receipts: &[PortalState]) -> PortalState {
+    if part_count == 0 {
+        return PortalState::NotApplicable;
+    }
+    if (receipts.len() as i32) < part_count {
+        PortalState::Pending
+    } else if receipts.contains(&PortalState::Removed) {
+        PortalState::Removed
+    } else {
+        PortalState::NotApplicable
+    }
+}
+
+/// A deletion and its progress.
+#[derive(Debug, Clone)]
+pub struct Deletion {
+    /// Its ID.
+    pub deletion_id: Uuid,
+    /// Devices deleted.
+    pub deleted_device_ids: Vec<String>,
+    /// Devices asked for that this reseller has not uploaded (or no longer holds).
+    pub not_found_device_ids: Vec<String>,
+    /// The reseller portal.
+    pub reseller_portal: PortalState,
+    /// The MSP portal.
+    pub msp_portal: PortalState,
+    /// The customer portal.
+    pub customer_portal: PortalState,
+    /// When it was asked for.
+    pub requested_at: OffsetDateTime,
+}
+
+impl Deletion {
+    /// Complete when no portal is pending.
+    pub fn complete(&self) -> bool {
+        [self.reseller_portal, self.msp_portal, self.customer_portal]
+            .iter()
+            .all(|s| *s != PortalState::Pending)
+    }
+}
+
+/// The number of event parts for `n` devices.
+pub fn part_count(n: usize) -> usize {
+    n.div_ceil(EVENT_PART_SIZE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_portal_is_pending_until_every_part_answers() {
+        use PortalState::*;
+        assert_eq!(fold_portal(2, &[Removed]), Pending);
+        assert_eq!(fold_portal(2, &[NotApplicable, Removed]), Removed);
+        assert_eq!(fold_portal(2, &[NotApplicable, NotApplicable]), NotApplicable);
+        assert_eq!(fold_portal(0, &[]), NotApplicable);
+    }
+
+    #[test]
+    fn parts_hold_at_most_1000_devices() {
+        assert_eq!(part_count(0), 0);
+        assert_eq!(part_count(1000), 1);
+        assert_eq!(part_count(2500), 3);
+    }
+
+    #[test]
+    fn header_texts_are_bounded() {
+        assert_eq!(parse_order_number(" PO-1 ").unwrap(), "PO-1");
+        assert!(parse_order_number(&"x".repeat(65)).is_err());
+        assert_eq!(parse_client_upload_id("  ").unwrap(), None);
+        assert!(parse_client_upload_id("a\u{0}").is_err());
+        assert!(parse_model("Galaxy S26\n").is_ok(), "surrounding whitespace is trimmed");
+        assert!(parse_model("Gal\taxy").is_err());
+    }
+}

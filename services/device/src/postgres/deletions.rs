@@ -1,0 +1,142 @@
+//! Deletions and the receipts that track them across the three portals.
+
+use reseller_kit::ids::ResellerId;
+use sqlx::{PgConnection, Row};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{OUTBOX, Repository};
+use crate::domain::{Deletion, EVENT_PART_SIZE, PortalState, fold_portal, part_count};
+use crate::events::{self, DeletedRegistration};
+
+/// `reseller.v1.Portal` numbers.
+const PORTALS: [i16; 3] = [1, 2, 3];
+
+impl Repository {
+    /// Deletes the live registrations of `device_ids` that `reseller` uploaded, in one
+    /// transaction with its `devices_deleted` events. Every other ID — unknown, deleted
+    /// already, or someone else's — is reported as not found.
+    ///
+    /// # Errors
+    /// Database errors; nothing is deleted then.
+    pub async fn delete(&self, reseller: &ResellerId, device_ids: &[String]) -> Result<Deletion, sqlx::Error> {
+        let deletion_id = Uuid::now_v7();
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "UPDATE device.registrations SET deleted_at = now(), deletion_id = $1 \
+             WHERE deleted_at IS NULL AND reseller_id = $2 AND device_id = ANY($3) \
+             RETURNING device_id, upload_id, target_knox_id",
+        )
+        .bind(deletion_id)
+        .bind(reseller.as_str())
+        .bind(device_ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let deleted: Vec<DeletedRegistration> = rows
+            .iter()
+            .map(|r| {
+                Ok(DeletedRegistration {
+                    device_id: r.try_get("device_id")?,
+                    upload_id: r.try_get("upload_id")?,
+                    target_knox_id: r.try_get("target_knox_id")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()?;
+        let deleted_set: std::collections::HashSet<&str> = deleted.iter().map(|d| d.device_id.as_str()).collect();
+        let deleted_ids: Vec<String> = device_ids.iter().filter(|id| deleted_set.contains(id.as_str())).cloned().collect();
+        let not_found: Vec<String> = device_ids.iter().filter(|id| !deleted_set.contains(id.as_str())).cloned().collect();
+        let parts = part_count(deleted.len());
+        let requested_at: OffsetDateTime = sqlx::query_scalar(
+            "INSERT INTO device.deletions (deletion_id, reseller_id, requested_at, part_count, \
+             deleted_device_ids, not_found_device_ids) VALUES ($1, $2, now(), $3, $4, $5) RETURNING requested_at",
+        )
+        .bind(deletion_id)
+        .bind(reseller.as_str())
+        .bind(parts as i32)
+        .bind(&deleted_ids)
+        .bind(&not_found)
+        .fetch_one(&mut *tx)
+        .await?;
+        let batch: Vec<_> = deleted
+            .chunks(EVENT_PART_SIZE)
+            .enumerate()
+            .map(|(part, chunk)| events::devices_deleted(deletion_id, reseller.as_str(), part as u32, parts as u32, chunk))
+            .collect();
+        OUTBOX.enqueue(&mut tx, &batch).await?;
+        let deletion = Self::deletion_in(&mut tx, reseller, deletion_id).await?.ok_or(sqlx::Error::RowNotFound)?;
+        tx.commit().await?;
+        debug_assert_eq!(deletion.requested_at, requested_at);
+        Ok(deletion)
+    }
+
+    /// One of a reseller's deletions with each portal's state; `None` when unknown or
+    /// another reseller's.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn deletion(&self, reseller: &ResellerId, deletion_id: Uuid) -> Result<Option<Deletion>, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        Self::deletion_in(&mut conn, reseller, deletion_id).await
+    }
+
+    async fn deletion_in(conn: &mut PgConnection, reseller: &ResellerId, deletion_id: Uuid) -> Result<Option<Deletion>, sqlx::Error> {
+        let Some(row) = sqlx::query(
+            "SELECT part_count, requested_at, deleted_device_ids, not_found_device_ids \
+             FROM device.deletions WHERE deletion_id = $1 AND reseller_id = $2",
+        )
+        .bind(deletion_id)
+        .bind(reseller.as_str())
+        .fetch_optional(&mut *conn)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let part_count: i32 = row.try_get("part_count")?;
+        let receipts = sqlx::query("SELECT portal, state FROM device.deletion_receipts WHERE deletion_id = $1")
+            .bind(deletion_id)
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut states = PORTALS.map(|portal| {
+            let of_portal: Vec<PortalState> = receipts
+                .iter()
+                .filter(|r| r.try_get::<i16, _>("portal").ok() == Some(portal))
+                .map(|r| PortalState::from_i16(r.try_get("state").unwrap_or(1)))
+                .collect();
+            fold_portal(part_count, &of_portal)
+        })
+        .into_iter();
+        Ok(Some(Deletion {
+            deletion_id,
+            deleted_device_ids: row.try_get("deleted_device_ids")?,
+            not_found_device_ids: row.try_get("not_found_device_ids")?,
+            reseller_portal: states.next().unwrap_or(PortalState::Pending),
+            msp_portal: states.next().unwrap_or(PortalState::Pending),
+            customer_portal: states.next().unwrap_or(PortalState::Pending),
+            requested_at: row.try_get("requested_at")?,
+        }))
+    }
+}
+
+/// Records one portal's receipt for one part of a deletion (idempotent per part).
+///
+/// # Errors
+/// Database errors.
+pub async fn record_receipt(
+    tx: &mut PgConnection,
+    deletion_id: Uuid,
+    portal: i16,
+    part: i32,
+    state: PortalState,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO device.deletion_receipts (deletion_id, portal, part, state) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (deletion_id, portal, part) DO UPDATE SET state = EXCLUDED.state",
+    )
+    .bind(deletion_id)
+    .bind(portal)
+    .bind(part)
+    .bind(state.as_i16())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
