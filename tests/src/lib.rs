@@ -10,6 +10,7 @@
 pub mod assert;
 pub mod clients;
 pub mod db;
+pub mod fixtures;
 pub mod nats;
 pub mod stack;
 pub mod wait;

@@ -1,0 +1,168 @@
+//! The rules of the reseller views, free of I/O: statuses and kinds, the rows, the
+//! search query (`search`), and the list orders with their keyset cursors (`list`).
+
+mod list;
+mod search;
+
+pub use list::{ListCustomers, OrderBy, SortKey};
+pub use search::{MAX_QUERY_CHARS, SearchQuery};
+
+use reseller_kit::ids::{KnoxId, ResellerId};
+use time::OffsetDateTime;
+
+/// Whether an account is an ordinary customer or an MSP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountKind {
+    /// A company that buys devices.
+    Customer,
+    /// A managed service provider.
+    Msp,
+}
+
+impl AccountKind {
+    /// The database spelling.
+    pub fn as_db(self) -> &'static str {
+        match self {
+            AccountKind::Customer => "CUSTOMER",
+            AccountKind::Msp => "MSP",
+        }
+    }
+
+    /// Reads the database spelling (the table's CHECK allows only the two).
+    pub fn from_db(s: &str) -> Self {
+        if s == "MSP" {
+            AccountKind::Msp
+        } else {
+            AccountKind::Customer
+        }
+    }
+}
+
+/// A reseller customer's status (DOMAIN.md "Customer status").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CustomerStatus {
+    /// Added; the account has not approved the reseller.
+    PendingVerification,
+    /// The account approved the reseller.
+    Active,
+    /// The account revoked its approval.
+    Inactive,
+}
+
+impl CustomerStatus {
+    /// The database spelling.
+    pub fn as_db(self) -> &'static str {
+        match self {
+            CustomerStatus::PendingVerification => "PENDING_VERIFICATION",
+            CustomerStatus::Active => "ACTIVE",
+            CustomerStatus::Inactive => "INACTIVE",
+        }
+    }
+
+    /// Reads the database spelling (the table's CHECK allows only the three).
+    pub fn from_db(s: &str) -> Self {
+        match s {
+            "ACTIVE" => CustomerStatus::Active,
+            "INACTIVE" => CustomerStatus::Inactive,
+            _ => CustomerStatus::PendingVerification,
+        }
+    }
+
+    /// The label the CSV download shows (DOMAIN.md).
+    pub fn label(self) -> &'static str {
+        match self {
+            CustomerStatus::PendingVerification => "Pending customer verification",
+            CustomerStatus::Active => "Active",
+            CustomerStatus::Inactive => "Inactive",
+        }
+    }
+}
+
+/// An enrollment account, as events describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// Its Knox ID.
+    pub knox_id: KnoxId,
+    /// Customer or MSP.
+    pub kind: AccountKind,
+    /// Its company name.
+    pub company_name: String,
+    /// ISO 3166-1 alpha-2.
+    pub country: String,
+}
+
+/// A reseller added an account (`customer_added`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddedCustomer {
+    /// The reseller.
+    pub reseller_id: ResellerId,
+    /// The account.
+    pub account: Account,
+    /// The reseller's internal reference ("" when none).
+    pub internal_reference: String,
+    /// The status when it was added.
+    pub status: CustomerStatus,
+    /// When it was added.
+    pub added_at: OffsetDateTime,
+}
+
+/// One row of a reseller's Customers page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomerRow {
+    /// The account's Knox ID.
+    pub knox_id: String,
+    /// Customer or MSP.
+    pub kind: AccountKind,
+    /// The account's company name.
+    pub company_name: String,
+    /// The reseller's internal reference ("" when none).
+    pub internal_reference: String,
+    /// ISO 3166-1 alpha-2.
+    pub country: String,
+    /// The reseller-customer status.
+    pub status: CustomerStatus,
+    /// The newest upload placed under the row, if any.
+    pub last_uploaded_at: Option<OffsetDateTime>,
+    /// UPLOADS: devices in the uploads placed under the row, deleted ones included.
+    pub uploaded_devices: i64,
+    /// DEVICES: devices placed under the row and not deleted.
+    pub devices: i64,
+    /// The Knox ID of the MSP currently managing the account ("" when none).
+    pub managing_msp_id: String,
+}
+
+impl CustomerRow {
+    /// What the CUSTOMER ID/MSP ID column shows: the managing MSP's ID for a customer
+    /// currently managed by an MSP, else the account's own Knox ID.
+    pub fn display_id(&self) -> &str {
+        if self.managing_msp_id.is_empty() {
+            &self.knox_id
+        } else {
+            &self.managing_msp_id
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_id_is_the_managing_msp_when_there_is_one() {
+        let mut row = CustomerRow {
+            knox_id: "111111".into(),
+            kind: AccountKind::Customer,
+            company_name: "Acme".into(),
+            internal_reference: String::new(),
+            country: "DE".into(),
+            status: CustomerStatus::Active,
+            last_uploaded_at: None,
+            uploaded_devices: 0,
+            devices: 0,
+            managing_msp_id: String::new(),
+        };
+        assert_eq!(row.display_id(), "111111");
+        row.managing_msp_id = "222222".into();
+        assert_eq!(row.display_id(), "222222");
+    }
+}

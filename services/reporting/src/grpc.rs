@@ -1,0 +1,116 @@
+//! The gRPC edge of reporting-service: authorise (role reseller, confined to the caller's
+//! own rows), parse, call the repository, convert.
+
+use std::sync::Arc;
+
+use reseller_kit::ApiError;
+use reseller_kit::auth::Principal;
+use reseller_proto::v1::{self as pb, reporting_service_server::ReportingService};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::{Request, Response, Status};
+
+use crate::domain::{ListCustomers, SearchQuery};
+use crate::export::{CsvStream, stream_csv};
+use crate::postgres::Repository;
+
+/// `reseller.v1.ReportingService`.
+#[derive(Debug, Clone)]
+pub struct ReportingApi {
+    repo: Repository,
+    /// A CSV download holds a database connection (its cursor) for as long as the client
+    /// takes to read it; this bounds how many run at once.
+    downloads: Arc<Semaphore>,
+}
+
+impl ReportingApi {
+    /// The API over `repo`, running at most `max_downloads` CSV downloads at once.
+    pub fn new(repo: Repository, max_downloads: usize) -> Self {
+        Self {
+            repo,
+            downloads: Arc::new(Semaphore::new(max_downloads.max(1))),
+        }
+    }
+
+    /// A download slot, or `RESOURCE_EXHAUSTED` while every slot is taken.
+    fn download_slot(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.downloads.clone().try_acquire_owned().map_err(|_| {
+            ApiError::ResourceExhausted("too many CSV downloads in progress; retry shortly".into())
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl ReportingService for ReportingApi {
+    async fn list_customers(
+        &self,
+        request: Request<pb::ListCustomersRequest>,
+    ) -> Result<Response<pb::ListCustomersResponse>, Status> {
+        let reseller = Principal::of(&request)?.reseller()?;
+        let req = request.get_ref();
+        let list = ListCustomers::parse(&req.query, &req.order_by, req.page_size, &req.page_token)?;
+        let page = self
+            .repo
+            .list_customers(&reseller, &list)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListCustomersResponse {
+            next_page_token: page
+                .next
+                .map(|key| list.next_token(key))
+                .unwrap_or_default(),
+            customers: page.rows.into_iter().map(Into::into).collect(),
+            total_size: page.total,
+        }))
+    }
+
+    async fn get_customer_detail(
+        &self,
+        request: Request<pb::GetCustomerDetailRequest>,
+    ) -> Result<Response<pb::CustomerDetail>, Status> {
+        Principal::of(&request)?.reseller()?;
+        Err(Status::unimplemented(
+            "the customer detail arrives with device uploads (issue #3)",
+        ))
+    }
+
+    async fn list_customer_devices(
+        &self,
+        request: Request<pb::ListCustomerDevicesRequest>,
+    ) -> Result<Response<pb::ListCustomerDevicesResponse>, Status> {
+        Principal::of(&request)?.reseller()?;
+        Err(Status::unimplemented(
+            "a customer's devices arrive with device uploads (issue #3)",
+        ))
+    }
+
+    type ExportCustomersCsvStream = CsvStream;
+
+    async fn export_customers_csv(
+        &self,
+        request: Request<pb::ExportCustomersCsvRequest>,
+    ) -> Result<Response<Self::ExportCustomersCsvStream>, Status> {
+        let reseller = Principal::of(&request)?.reseller()?;
+        let query = SearchQuery::parse(&request.get_ref().query)
+            .map_err(|e| ApiError::invalid("query", e))?;
+        let slot = self.download_slot()?;
+        // Open the cursor before answering, so a database failure is the call's status.
+        let cursor = self
+            .repo
+            .export_customers(&reseller, &query)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(stream_csv(cursor, slot)))
+    }
+
+    type ExportCustomerCsvStream = CsvStream;
+
+    async fn export_customer_csv(
+        &self,
+        request: Request<pb::ExportCustomerCsvRequest>,
+    ) -> Result<Response<Self::ExportCustomerCsvStream>, Status> {
+        Principal::of(&request)?.reseller()?;
+        Err(Status::unimplemented(
+            "one customer's CSV arrives with device uploads (issue #3)",
+        ))
+    }
+}

@@ -1,0 +1,83 @@
+//! Test data and the steps most tests share: accounts, active customers, uploads.
+
+use reseller_kit::device_id::luhn_check_digit;
+use reseller_proto::v1::{self as pb, AccountKind, upload_devices_request::Item};
+use tonic::Status;
+
+use crate::TestStack;
+use crate::clients::{admin, customer, msp, reseller};
+
+/// A valid IMEI made from `n` (14 digits of payload plus the Luhn digit).
+pub fn imei(n: u64) -> String {
+    let payload = format!("{:014}", 35_000_000_000_000u64 + n);
+    let digits: Vec<u32> = payload.bytes().map(|b| u32::from(b - b'0')).collect();
+    format!("{payload}{}", luhn_check_digit(&digits))
+}
+
+/// Registers an account.
+pub async fn register(stack: &TestStack, knox_id: &str, kind: AccountKind, name: &str) {
+    admin(stack)
+        .accounts()
+        .register_account(pb::RegisterAccountRequest {
+            knox_id: knox_id.into(),
+            kind: kind as i32,
+            company_name: name.into(),
+            country: "DE".into(),
+        })
+        .await
+        .expect("register account");
+}
+
+/// Registers a customer account, adds it to `reseller_id` and approves that reseller.
+pub async fn active_customer(stack: &TestStack, reseller_id: &str, knox_id: &str, name: &str) {
+    active_account(stack, reseller_id, knox_id, AccountKind::Customer, name).await;
+}
+
+/// Like [`active_customer`] for an account of any kind (registers it if needed).
+pub async fn active_account(stack: &TestStack, reseller_id: &str, knox_id: &str, kind: AccountKind, name: &str) {
+    let _ = admin(stack)
+        .accounts()
+        .register_account(pb::RegisterAccountRequest {
+            knox_id: knox_id.into(),
+            kind: kind as i32,
+            company_name: name.into(),
+            country: "DE".into(),
+        })
+        .await;
+    reseller(stack, reseller_id)
+        .customers()
+        .add_customer(pb::AddCustomerRequest { knox_id: knox_id.into(), internal_reference: String::new() })
+        .await
+        .expect("add customer");
+    let approver = if kind == AccountKind::Msp { msp(stack, knox_id) } else { customer(stack, knox_id) };
+    approver
+        .customers()
+        .approve_reseller(pb::ApproveResellerRequest { reseller_id: reseller_id.into() })
+        .await
+        .expect("approve");
+}
+
+/// The request stream of an upload: the header, then `devices` in batches of `batch`.
+pub fn upload_stream(header: pb::UploadHeader, devices: Vec<pb::DeviceInput>, batch: usize) -> Vec<pb::UploadDevicesRequest> {
+    let mut messages = vec![pb::UploadDevicesRequest { item: Some(Item::Header(header)) }];
+    for chunk in devices.chunks(batch.max(1)) {
+        messages.push(pb::UploadDevicesRequest { item: Some(Item::Batch(pb::DeviceBatch { devices: chunk.to_vec() })) });
+    }
+    messages
+}
+
+/// A device input with an inferred kind.
+pub fn device(id: &str) -> pb::DeviceInput {
+    pb::DeviceInput { device_id: id.into(), id_kind: 0, model: String::new() }
+}
+
+/// Uploads `ids` as `reseller_id` to `target`.
+pub async fn upload(stack: &TestStack, reseller_id: &str, target: &str, ids: &[String]) -> Result<pb::Upload, Status> {
+    let header = pb::UploadHeader { target_knox_id: target.into(), order_number: "PO-1".into(), client_upload_id: String::new() };
+    let messages = upload_stream(header, ids.iter().map(|id| device(id)).collect(), 500);
+    reseller(stack, reseller_id)
+        .devices()
+        .upload_devices(futures::stream::iter(messages))
+        .await
+        .map(tonic::Response::into_inner)
+}
