@@ -4,7 +4,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use reseller_proto::v1 as pb;
 use reseller_tests::assert::status;
-use reseller_tests::clients::{Caller, reseller};
+use reseller_tests::clients::{Caller, customer, msp, reseller};
 use reseller_tests::TestStack;
 use tonic::Code;
 
@@ -90,12 +90,26 @@ async fn health_and_reflection_answer_without_a_token() {
 }
 
 #[tokio::test]
-async fn rpcs_of_later_issues_answer_unimplemented_after_checking_the_caller() {
+async fn each_rpc_refuses_roles_that_may_not_call_it() {
     let stack = TestStack::start().await;
     let acme = reseller(&stack, "acme");
-    status(acme.devices().get_deletion(pb::GetDeletionRequest { deletion_id: "d".into() }).await, Code::Unimplemented);
-    // The role check comes first: a reseller may not call MSP operations.
-    status(acme.msp().link_customer(pb::LinkCustomerRequest::default()).await, Code::PermissionDenied);
+    let a_customer = customer(&stack, "1234567");
+    let an_msp = msp(&stack, "7654321");
+    // Resellers and customers cannot call MSP operations (a customer may only delink).
+    for caller in [&acme, &a_customer] {
+        status(caller.msp().link_customer(pb::LinkCustomerRequest::default()).await, Code::PermissionDenied);
+        status(caller.msp().move_devices(pb::MoveDevicesRequest::default()).await, Code::PermissionDenied);
+        status(caller.msp().list_msp_devices(pb::ListMspDevicesRequest::default()).await, Code::PermissionDenied);
+    }
+    status(acme.msp().delink_customer(pb::DelinkCustomerRequest::default()).await, Code::PermissionDenied);
+    // Only resellers upload, delete and read reports; only customers read their portal.
+    for caller in [&a_customer, &an_msp] {
+        status(caller.devices().delete_devices(pb::DeleteDevicesRequest { device_ids: vec!["X".into()] }).await, Code::PermissionDenied);
+        status(caller.reporting().list_customers(pb::ListCustomersRequest::default()).await, Code::PermissionDenied);
+        status(caller.reporting().export_customers_csv(pb::ExportCustomersCsvRequest::default()).await, Code::PermissionDenied);
+    }
+    status(acme.customers().list_my_devices(pb::ListMyDevicesRequest::default()).await, Code::PermissionDenied);
+    status(an_msp.customers().list_my_devices(pb::ListMyDevicesRequest::default()).await, Code::PermissionDenied);
 }
 
 #[tokio::test]

@@ -29,7 +29,7 @@ use crate::subjects::{self, headers};
 /// Failures (other than an unreachable database) tolerated before an event is
 /// dead-lettered.
 pub const MAX_ATTEMPTS: i64 = 5;
-/// How long JetStream waits for an ack before redelivering.
+/// How long JetStream waits for an ack before redelivering (the default).
 const ACK_WAIT: Duration = Duration::from_secs(30);
 
 /// Why an event was not applied.
@@ -97,6 +97,7 @@ pub struct ConsumerSpec {
 /// An idempotent consumer running `H`.
 pub struct IdempotentConsumer<H> {
     spec: ConsumerSpec,
+    ack_wait: Duration,
     pool: PgPool,
     js: jetstream::Context,
     handler: Arc<H>,
@@ -113,10 +114,18 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     pub fn new(spec: ConsumerSpec, pool: PgPool, js: jetstream::Context, handler: H) -> Self {
         Self {
             spec,
+            ack_wait: ACK_WAIT,
             pool,
             js,
             handler: Arc::new(handler),
         }
+    }
+
+    /// Sets how long JetStream waits for an ack before redelivering (when the durable
+    /// consumer is first created). Tests that kill consumers use a short one.
+    pub fn with_ack_wait(mut self, ack_wait: Duration) -> Self {
+        self.ack_wait = ack_wait;
+        self
     }
 
     /// Applies one encoded event exactly once: the pull loop's step, callable by tests.
@@ -175,7 +184,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                     filter_subject: self.spec.filter_subject.clone(),
                     deliver_policy: DeliverPolicy::All,
                     ack_policy: AckPolicy::Explicit,
-                    ack_wait: ACK_WAIT,
+                    ack_wait: self.ack_wait,
                     max_deliver: -1,
                     max_ack_pending: 1024,
                     ..Default::default()
