@@ -92,7 +92,7 @@ impl TestStack {
         let app = app
             .with(customer_service::CustomerModule::start(&platform).await.expect("customer"))
             .with(device_service::DeviceModule::start(&platform, &format!("http://{addr}")).await.expect("device"))
-            .with(msp_link_service::MspLinkModule::start(&platform).await.expect("msp-link"));
+            .with(msp_link_service::MspLinkModule::start(&platform, &format!("http://{addr}")).await.expect("msp-link"));
         let app = if options.reporting_consumer { app.with(reporting) } else { app.with(GrpcOnly(reporting)) };
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));

@@ -9,6 +9,7 @@ CREATE TABLE customer.portal_devices (
     reseller_id    text NOT NULL,
     moved_by_msp   boolean NOT NULL DEFAULT false,
     msp_id         text NOT NULL DEFAULT '',
+    move_seq       bigint NOT NULL DEFAULT 0,   -- `seq` of the move that put it here
     uploaded_at    timestamptz NOT NULL,
     PRIMARY KEY (device_id, upload_id)
 );

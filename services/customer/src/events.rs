@@ -35,6 +35,8 @@ pub fn customer_added(customer: &Customer) -> pb::Event {
             internal_reference: customer.internal_reference.clone(),
             status: convert::status_to_proto(customer.status) as i32,
             added_at: Some(timestamp::to_proto(customer.added_at)),
+            reference_revision: customer.reference_revision,
+            status_revision: customer.status_revision,
         }),
         customer.added_at,
     )
@@ -45,12 +47,14 @@ pub fn customer_reference_updated(
     reseller_id: &ResellerId,
     knox_id: &KnoxId,
     reference: &InternalReference,
+    revision: i64,
 ) -> pb::Event {
     new_event(
         Payload::CustomerReferenceUpdated(pb::CustomerReferenceUpdated {
             reseller_id: reseller_id.to_string(),
             knox_id: knox_id.to_string(),
             internal_reference: reference.as_str().to_owned(),
+            revision,
         }),
         OffsetDateTime::now_utc(),
     )
@@ -61,12 +65,14 @@ pub fn customer_status_changed(
     reseller_id: &ResellerId,
     knox_id: &KnoxId,
     status: CustomerStatus,
+    revision: i64,
 ) -> pb::Event {
     new_event(
         Payload::CustomerStatusChanged(pb::CustomerStatusChanged {
             reseller_id: reseller_id.to_string(),
             knox_id: knox_id.to_string(),
             status: convert::status_to_proto(status) as i32,
+            revision,
         }),
         OffsetDateTime::now_utc(),
     )

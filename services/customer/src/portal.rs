@@ -65,14 +65,16 @@ async fn moved(tx: &mut PgConnection, e: &pb::MspDevicesMoved) -> Result<(), App
     KnoxId::parse(&e.to_customer_knox_id).map_err(|m| ApplyError::Poison(format!("to_customer_knox_id {m}")))?;
     for device in &e.devices {
         let upload_id = uuid("upload_id", &device.upload_id)?;
-        // The device now shows at the customer it was moved to, and nowhere else.
+        // The device now shows at the customer it was moved to, and nowhere else; of two
+        // moves, the later one (by `seq`) wins whatever order they arrive in.
         sqlx::query(
             "INSERT INTO customer.portal_devices (holder_knox_id, device_id, upload_id, id_kind, model, reseller_id, \
-             moved_by_msp, msp_id, uploaded_at) \
-             SELECT $1, $2, $3, $4, $5, $6, true, $7, $8 \
+             moved_by_msp, msp_id, move_seq, uploaded_at) \
+             SELECT $1, $2, $3, $4, $5, $6, true, $7, $9, $8 \
              WHERE NOT EXISTS (SELECT 1 FROM customer.deleted_registrations x WHERE x.device_id = $2 AND x.upload_id = $3) \
              ON CONFLICT (device_id, upload_id) DO UPDATE SET holder_knox_id = EXCLUDED.holder_knox_id, \
-             moved_by_msp = true, msp_id = EXCLUDED.msp_id",
+             moved_by_msp = true, msp_id = EXCLUDED.msp_id, move_seq = EXCLUDED.move_seq \
+             WHERE customer.portal_devices.move_seq < EXCLUDED.move_seq",
         )
         .bind(&e.to_customer_knox_id)
         .bind(&device.device_id)
@@ -82,6 +84,7 @@ async fn moved(tx: &mut PgConnection, e: &pb::MspDevicesMoved) -> Result<(), App
         .bind(&device.reseller_id)
         .bind(&e.msp_id)
         .bind(timestamp::from_proto(device.uploaded_at.as_ref()))
+        .bind(e.seq)
         .execute(&mut *tx)
         .await?;
     }

@@ -22,8 +22,9 @@ pub struct Repository {
     pool: PgPool,
 }
 
-const CUSTOMER_COLUMNS: &str = "rc.reseller_id, rc.internal_reference, rc.added_at, \
-     a.knox_id, a.kind, a.company_name, a.country, a.created_at, ap.approved";
+const CUSTOMER_COLUMNS: &str = "rc.reseller_id, rc.internal_reference, rc.reference_revision, rc.added_at, \
+     a.knox_id, a.kind, a.company_name, a.country, a.created_at, ap.approved, \
+     coalesce(ap.revision, 0) AS status_revision";
 
 fn account_from_row(row: &PgRow) -> Result<Account, sqlx::Error> {
     Ok(Account {
@@ -40,6 +41,8 @@ fn customer_from_row(reseller_id: &ResellerId, row: &PgRow) -> Result<Customer, 
         reseller_id: reseller_id.clone(),
         account: account_from_row(row)?,
         internal_reference: row.try_get("internal_reference")?,
+        reference_revision: row.try_get("reference_revision")?,
+        status_revision: row.try_get("status_revision")?,
         status: CustomerStatus::from_approval(row.try_get("approved")?),
         added_at: row.try_get("added_at")?,
     })
@@ -158,19 +161,20 @@ impl Repository {
         .await?;
         let previous = previous.ok_or_else(|| CustomerError::CustomerNotFound(knox_id.to_string()))?;
         if previous != reference.as_str() {
-            sqlx::query(
-                "UPDATE customer.reseller_customers SET internal_reference = $3 \
-                 WHERE reseller_id = $1 AND knox_id = $2",
+            let revision: i64 = sqlx::query_scalar(
+                "UPDATE customer.reseller_customers \
+                 SET internal_reference = $3, reference_revision = reference_revision + 1 \
+                 WHERE reseller_id = $1 AND knox_id = $2 RETURNING reference_revision",
             )
             .bind(reseller_id.as_str())
             .bind(knox_id.as_str())
             .bind(reference.as_str())
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
             OUTBOX
                 .enqueue(
                     &mut tx,
-                    &[events::customer_reference_updated(reseller_id, knox_id, reference)],
+                    &[events::customer_reference_updated(reseller_id, knox_id, reference, revision)],
                 )
                 .await?;
         }
@@ -249,20 +253,21 @@ impl Repository {
             });
         }
         if current != Some(approve) {
-            sqlx::query(
-                "INSERT INTO customer.approvals (knox_id, reseller_id, approved, changed_at) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (knox_id, reseller_id) \
-                 DO UPDATE SET approved = EXCLUDED.approved, changed_at = EXCLUDED.changed_at",
+            let revision: i64 = sqlx::query_scalar(
+                "INSERT INTO customer.approvals (knox_id, reseller_id, approved, changed_at, revision) \
+                 VALUES ($1, $2, $3, $4, 1) ON CONFLICT (knox_id, reseller_id) \
+                 DO UPDATE SET approved = EXCLUDED.approved, changed_at = EXCLUDED.changed_at, \
+                 revision = customer.approvals.revision + 1 RETURNING revision",
             )
             .bind(knox_id.as_str())
             .bind(reseller_id.as_str())
             .bind(approve)
             .bind(OffsetDateTime::now_utc())
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
             let status = CustomerStatus::from_approval(Some(approve));
             OUTBOX
-                .enqueue(&mut tx, &[events::customer_status_changed(reseller_id, knox_id, status)])
+                .enqueue(&mut tx, &[events::customer_status_changed(reseller_id, knox_id, status, revision)])
                 .await?;
         }
         tx.commit().await?;

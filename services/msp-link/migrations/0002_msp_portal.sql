@@ -1,3 +1,6 @@
+-- Numbers msp-link's events (`seq` in events.proto).
+CREATE SEQUENCE msp.event_seq;
+
 -- Links between MSPs and the customers they manage. One live link per customer; a
 -- delink ends it (the history keeps it).
 CREATE TABLE msp.links (
@@ -30,6 +33,7 @@ CREATE TABLE msp.devices (
     uploaded_to_msp  boolean NOT NULL,             -- that account is an MSP
     holder_knox_id   text NOT NULL,                -- the account holding it now
     moved_by_msp     text NOT NULL DEFAULT '',     -- the MSP that moved it ('' if never moved)
+    move_seq         bigint NOT NULL DEFAULT 0,    -- `seq` of the last move
     PRIMARY KEY (device_id, upload_id)
 );
 CREATE INDEX devices_by_holder ON msp.devices (holder_knox_id);

@@ -1,49 +1,187 @@
-//! The gRPC edge of msp-link-service.
+//! The gRPC edge of msp-link-service: authorise, parse, call the repository, convert.
 
 use reseller_kit::auth::{Principal, Role};
+use reseller_kit::device_id::normalise;
+use reseller_kit::ids::KnoxId;
+use reseller_kit::{ApiError, paging, timestamp};
 use reseller_proto::v1::{self as pb, msp_service_server::MspService};
 use tonic::{Request, Response, Status};
 
-/// `reseller.v1.MspService`.
-#[derive(Debug, Clone, Default)]
-pub struct MspApi;
+use crate::accounts::{AccountDirectory, Kind};
+use crate::domain::{Link, Mode, MspError};
+use crate::postgres::{PortalDevice, Repository};
 
-fn not_yet() -> Status {
-    Status::unimplemented("MSP links and moves arrive with issue #4")
+/// Most device IDs one `MoveDevices` call may name.
+const MAX_MOVE_IDS: usize = 100_000;
+
+/// `reseller.v1.MspService`.
+#[derive(Debug, Clone)]
+pub struct MspApi {
+    repo: Repository,
+    accounts: AccountDirectory,
+}
+
+impl MspApi {
+    /// The API over `repo`, asking `accounts` what accounts are.
+    pub fn new(repo: Repository, accounts: AccountDirectory) -> Self {
+        Self { repo, accounts }
+    }
+
+    /// The caller as an MSP account that exists.
+    async fn calling_msp<T>(&self, request: &Request<T>) -> Result<KnoxId, ApiError> {
+        let msp = Principal::of(request)?.account(&[Role::Msp])?;
+        match self.accounts.kind(msp.as_str()).await? {
+            Some(Kind::Msp) => Ok(msp),
+            _ => Err(MspError::NotAnMsp(msp.to_string()).into()),
+        }
+    }
+}
+
+fn knox(field: &str, value: &str) -> Result<KnoxId, ApiError> {
+    KnoxId::parse(value).map_err(|e| ApiError::invalid(field, e))
+}
+
+fn link_to_proto(link: Link) -> pb::ManagedCustomer {
+    pb::ManagedCustomer {
+        msp_id: link.msp_id,
+        customer_knox_id: link.customer_knox_id,
+        mode: i32::from(link.mode.as_i16()),
+        since: Some(timestamp::to_proto(link.since)),
+    }
+}
+
+fn device_to_proto(d: PortalDevice) -> pb::PortalDevice {
+    pb::PortalDevice {
+        device_id: d.device_id,
+        id_kind: i32::from(d.id_kind),
+        model: d.model,
+        reseller_id: d.reseller_id,
+        upload_id: d.upload_id.to_string(),
+        moved_by_msp: !d.moved_by_msp.is_empty(),
+        msp_id: d.moved_by_msp,
+        holder_knox_id: d.holder_knox_id,
+        uploaded_at: Some(timestamp::to_proto(d.uploaded_at)),
+    }
 }
 
 #[tonic::async_trait]
 impl MspService for MspApi {
     async fn link_customer(&self, request: Request<pb::LinkCustomerRequest>) -> Result<Response<pb::ManagedCustomer>, Status> {
         Principal::of(&request)?.require(&[Role::Msp])?;
-        Err(not_yet())
+        let req = request.get_ref();
+        let mut v = reseller_kit::FieldViolations::new();
+        let customer = v.check("customer_knox_id", KnoxId::parse(&req.customer_knox_id));
+        let mode = v.check("mode", Mode::for_new_link(req.mode));
+        v.finish()?;
+        let (customer, mode) = (customer.expect("checked"), mode.expect("checked"));
+        let msp = self.calling_msp(&request).await?;
+        match self.accounts.kind(customer.as_str()).await? {
+            None => return Err(ApiError::from(MspError::AccountNotFound(customer.to_string())).into()),
+            Some(Kind::Msp) => return Err(ApiError::from(MspError::NotACustomer(customer.to_string())).into()),
+            Some(Kind::Customer) => {}
+        }
+        let link = self.repo.link(&msp, &customer, mode).await.map_err(ApiError::from)?;
+        Ok(Response::new(link_to_proto(link)))
     }
 
     async fn set_jointly_managed(&self, request: Request<pb::SetJointlyManagedRequest>) -> Result<Response<pb::ManagedCustomer>, Status> {
         Principal::of(&request)?.require(&[Role::Msp])?;
-        Err(not_yet())
+        let customer = knox("customer_knox_id", &request.get_ref().customer_knox_id)?;
+        let msp = self.calling_msp(&request).await?;
+        let link = self.repo.set_jointly_managed(&msp, &customer).await.map_err(ApiError::from)?;
+        Ok(Response::new(link_to_proto(link)))
     }
 
     async fn delink_customer(&self, request: Request<pb::DelinkCustomerRequest>) -> Result<Response<pb::ManagedCustomer>, Status> {
-        Principal::of(&request)?.require(&[Role::Msp, Role::Customer])?;
-        Err(not_yet())
+        let principal = Principal::of(&request)?.require(&[Role::Msp, Role::Customer])?.clone();
+        let customer = knox("customer_knox_id", &request.get_ref().customer_knox_id)?;
+        let requested_msp = request.get_ref().msp_id.trim();
+        let msp = match principal.role {
+            // An MSP delinks its own customers; `msp_id`, when given, must be itself.
+            Role::Msp => {
+                let me = principal.account(&[Role::Msp])?;
+                if !requested_msp.is_empty() && requested_msp != me.as_str() {
+                    return Err(ApiError::from(MspError::LinkNotFound { msp_id: requested_msp.to_owned(), customer: customer.to_string() }).into());
+                }
+                me
+            }
+            // A customer delinks itself only; `msp_id` names the MSP it leaves (optional:
+            // a customer has at most one).
+            _ => {
+                let me = principal.account(&[Role::Customer])?;
+                let not_found = || MspError::LinkNotFound { msp_id: requested_msp.to_owned(), customer: customer.to_string() };
+                if me != customer {
+                    return Err(ApiError::from(not_found()).into());
+                }
+                let link = self.repo.link_of(&customer).await.map_err(ApiError::from)?.ok_or_else(not_found).map_err(ApiError::from)?;
+                if !requested_msp.is_empty() && requested_msp != link.msp_id {
+                    return Err(ApiError::from(not_found()).into());
+                }
+                KnoxId::parse(&link.msp_id).map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?
+            }
+        };
+        let link = self.repo.delink(&msp, &customer, &principal.subject).await.map_err(ApiError::from)?;
+        Ok(Response::new(link_to_proto(link)))
     }
 
     async fn move_devices(&self, request: Request<pb::MoveDevicesRequest>) -> Result<Response<pb::MoveDevicesResponse>, Status> {
         Principal::of(&request)?.require(&[Role::Msp])?;
-        Err(not_yet())
+        let req = request.get_ref();
+        let target = knox("to_customer_knox_id", &req.to_customer_knox_id)?;
+        if req.device_ids.is_empty() {
+            return Err(ApiError::invalid("device_ids", "name at least one device").into());
+        }
+        if req.device_ids.len() > MAX_MOVE_IDS {
+            return Err(ApiError::invalid("device_ids", format!("at most {MAX_MOVE_IDS} devices per call")).into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        let ids: Vec<String> = req.device_ids.iter().map(|id| normalise(id)).filter(|id| seen.insert(id.clone())).collect();
+        let msp = self.calling_msp(&request).await?;
+        let outcome = self.repo.move_devices(&msp, &target, &ids).await.map_err(ApiError::from)?;
+        Ok(Response::new(pb::MoveDevicesResponse { moved_device_ids: outcome.moved, rejected_device_ids: outcome.rejected }))
     }
 
     async fn list_managed_customers(
         &self,
         request: Request<pb::ListManagedCustomersRequest>,
     ) -> Result<Response<pb::ListManagedCustomersResponse>, Status> {
-        Principal::of(&request)?.require(&[Role::Msp])?;
-        Err(not_yet())
+        let msp = Principal::of(&request)?.account(&[Role::Msp])?;
+        let req = request.get_ref();
+        let limit = paging::page_size(req.page_size)?;
+        let after = paging::decode_token::<String>(&req.page_token)?;
+        let mut links = self.repo.links(&msp, after, limit + 1).await.map_err(ApiError::from)?;
+        let next_page_token = if links.len() as i64 > limit {
+            links.truncate(limit as usize);
+            links.last().map(|l| paging::encode_token(&l.customer_knox_id)).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListManagedCustomersResponse { customers: links.into_iter().map(link_to_proto).collect(), next_page_token }))
     }
 
     async fn list_msp_devices(&self, request: Request<pb::ListMspDevicesRequest>) -> Result<Response<pb::ListMspDevicesResponse>, Status> {
-        Principal::of(&request)?.require(&[Role::Msp])?;
-        Err(not_yet())
+        let msp = Principal::of(&request)?.account(&[Role::Msp])?;
+        let req = request.get_ref();
+        let customer = match req.customer_knox_id.trim() {
+            "" => None,
+            id => Some(knox("customer_knox_id", id)?),
+        };
+        let limit = paging::page_size(req.page_size)?;
+        let after = paging::decode_token::<(String, uuid::Uuid)>(&req.page_token)?;
+        if let Some(customer) = &customer {
+            // Only a customer this MSP links (someone else's answers as if unknown).
+            let linked = self.repo.link_of(customer).await.map_err(ApiError::from)?;
+            if linked.is_none_or(|l| l.msp_id != msp.as_str()) {
+                return Err(ApiError::from(MspError::LinkNotFound { msp_id: msp.to_string(), customer: customer.to_string() }).into());
+            }
+        }
+        let mut devices = self.repo.portal(&msp, customer.as_ref(), after, limit + 1).await.map_err(ApiError::from)?;
+        let next_page_token = if devices.len() as i64 > limit {
+            devices.truncate(limit as usize);
+            devices.last().map(|d| paging::encode_token(&(&d.device_id, d.upload_id))).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListMspDevicesResponse { devices: devices.into_iter().map(device_to_proto).collect(), next_page_token }))
     }
 }

@@ -1,12 +1,18 @@
 //! msp-link-service: MSP links, management modes, device moves and the MSP portal.
 //!
-//! Its consumer keeps every live device registration and answers every deletion with
-//! the MSP portal's receipt; links, moves and the portal's RPCs arrive with issue #4.
+//! Layout: `domain` (rules, no I/O), `postgres` (links, moves, the MSP portal; events
+//! through the outbox), `events` (what it publishes), `projection` (the consumer that
+//! keeps every live registration and answers deletions with the MSP portal's receipt),
+//! `accounts` (asks customer-service what an account is), `grpc` (the edge), `module`.
 
 #![forbid(unsafe_code)]
 
+mod accounts;
+pub mod domain;
+mod events;
 mod grpc;
 mod module;
+mod postgres;
 mod projection;
 
 pub use module::MspLinkModule;
@@ -16,3 +22,6 @@ pub const SCHEMA: &str = "msp";
 
 /// The service's migrations (schema `msp`, history `msp._sqlx_migrations`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// Devices per `msp_devices_moved` event.
+pub const EVENT_PART_SIZE: usize = 1000;

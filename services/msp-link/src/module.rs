@@ -3,32 +3,35 @@
 use reseller_kit::app::{Platform, ServiceModule};
 use reseller_kit::grpc::GrpcServer;
 use reseller_kit::inbox::{ConsumerSpec, IdempotentConsumer};
-use reseller_kit::outbox::{Outbox, Relay};
+use reseller_kit::outbox::Relay;
 use reseller_proto::v1::msp_service_server::MspServiceServer;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 
+use crate::accounts::AccountDirectory;
 use crate::grpc::MspApi;
+use crate::postgres::{OUTBOX, Repository};
 use crate::projection::MspPortal;
-
-/// The service's outbox.
-pub const OUTBOX: Outbox = Outbox::new(crate::SCHEMA);
 
 /// msp-link-service as hosted by a program.
 #[derive(Debug, Clone)]
 pub struct MspLinkModule {
     platform: Platform,
+    api: MspApi,
 }
 
 impl MspLinkModule {
-    /// Runs the migrations and builds the service.
+    /// Runs the migrations and builds the service; `customer_service_url` is where
+    /// customer-service answers (`CUSTOMER_SERVICE_URL`, or the program's own address).
     ///
     /// # Errors
-    /// When the migrations fail.
-    pub async fn start(platform: &Platform) -> anyhow::Result<Self> {
+    /// When the migrations fail or the URL is invalid.
+    pub async fn start(platform: &Platform, customer_service_url: &str) -> anyhow::Result<Self> {
         reseller_kit::db::migrate(&platform.pool, &crate::MIGRATOR, "msp-link-service").await?;
-        Ok(Self { platform: platform.clone() })
+        let accounts = AccountDirectory::new(customer_service_url, platform.auth.clone())?;
+        let api = MspApi::new(Repository::new(platform.pool.clone()), accounts);
+        Ok(Self { platform: platform.clone(), api })
     }
 }
 
@@ -40,7 +43,7 @@ impl ServiceModule for MspLinkModule {
     fn register(&self, server: &mut GrpcServer) {
         let limit = self.platform.config.grpc_max_message_bytes;
         server.add_service(InterceptedService::new(
-            MspServiceServer::new(MspApi)
+            MspServiceServer::new(self.api.clone())
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
             self.platform.auth.clone(),

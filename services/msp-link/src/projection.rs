@@ -14,7 +14,7 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::module::OUTBOX;
+use crate::postgres::OUTBOX;
 
 /// The MSP portal consumer's handler.
 #[derive(Debug, Clone, Default)]
@@ -73,12 +73,11 @@ async fn deleted(tx: &mut PgConnection, e: &pb::DevicesDeleted) -> Result<(), Ap
     .bind(&uploads)
     .execute(&mut *tx)
     .await?;
-    // Shown in an MSP portal: uploaded to an MSP (in its pool or moved to a customer),
-    // or held by a customer that an MSP links.
+    // Shown in an MSP portal: in an MSP's pool, or held by a customer an MSP links.
     let rows: Vec<(String, bool)> = sqlx::query_as(
         "DELETE FROM msp.devices m USING UNNEST($1::text[], $2::uuid[]) AS d (device_id, upload_id) \
          WHERE m.device_id = d.device_id AND m.upload_id = d.upload_id \
-         RETURNING m.device_id, (m.uploaded_to_msp OR EXISTS \
+         RETURNING m.device_id, ((m.uploaded_to_msp AND m.holder_knox_id = m.uploaded_to) OR EXISTS \
              (SELECT 1 FROM msp.links l WHERE l.customer_knox_id = m.holder_knox_id)) AS shown",
     )
     .bind(&ids)

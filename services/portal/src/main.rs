@@ -71,7 +71,7 @@ async fn start_all(platform: &reseller_kit::app::Platform, own_url: &str) -> any
     Ok(vec![
         Box::new(customer_service::CustomerModule::start(platform).await?),
         Box::new(device_service::DeviceModule::start(platform, own_url).await?),
-        Box::new(msp_link_service::MspLinkModule::start(platform).await?),
+        Box::new(msp_link_service::MspLinkModule::start(platform, own_url).await?),
         Box::new(reporting_service::ReportingModule::start(platform).await?),
     ])
 }

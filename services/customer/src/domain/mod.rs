@@ -93,6 +93,10 @@ pub struct Customer {
     pub account: Account,
     /// The reseller's internal reference ("" when none).
     pub internal_reference: String,
+    /// Bumped by every change of the reference (1 when added).
+    pub reference_revision: i64,
+    /// Bumped by every change of the account's decision (0: never decided).
+    pub status_revision: i64,
     /// The reseller-customer status.
     pub status: CustomerStatus,
     /// When the reseller added it.

@@ -1,0 +1,62 @@
+//! Asks customer-service, over gRPC, what an account is (read-your-writes: a link right
+//! after registration works). msp-link calls as the platform, with a short-lived
+//! `admin` token it signs with the shared secret.
+
+use std::time::Duration;
+
+use reseller_kit::ApiError;
+use reseller_kit::auth::{JwtAuth, Role, with_bearer};
+use reseller_proto::v1::{self as pb, account_service_client::AccountServiceClient};
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+
+/// Whether an account is a customer or an MSP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A customer account.
+    Customer,
+    /// An MSP account.
+    Msp,
+}
+
+/// customer-service's accounts, as msp-link-service sees them.
+#[derive(Debug, Clone)]
+pub struct AccountDirectory {
+    channel: Channel,
+    auth: JwtAuth,
+}
+
+impl AccountDirectory {
+    /// A directory at `url` (`CUSTOMER_SERVICE_URL`); connects on first use.
+    ///
+    /// # Errors
+    /// When `url` is not a valid URI.
+    pub fn new(url: &str, auth: JwtAuth) -> anyhow::Result<Self> {
+        let channel = Channel::from_shared(url.to_owned())?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .connect_lazy();
+        Ok(Self { channel, auth })
+    }
+
+    /// The kind of account `knox_id`, or `None` when it is not registered.
+    ///
+    /// # Errors
+    /// `UNAVAILABLE` when customer-service cannot be asked.
+    pub async fn kind(&self, knox_id: &str) -> Result<Option<Kind>, ApiError> {
+        let token = self.auth.mint(Role::Admin, "msp-link-service", Duration::from_secs(60))?;
+        let request = with_bearer(Request::new(pb::GetAccountRequest { knox_id: knox_id.to_owned() }), &token)
+            .map_err(|s| ApiError::Internal(anyhow::anyhow!("{s}")))?;
+        match AccountServiceClient::new(self.channel.clone()).get_account(request).await {
+            Ok(account) => Ok(match pb::AccountKind::try_from(account.into_inner().kind) {
+                Ok(pb::AccountKind::Msp) => Some(Kind::Msp),
+                _ => Some(Kind::Customer),
+            }),
+            Err(status) if status.code() == Code::NotFound => Ok(None),
+            Err(status) => {
+                tracing::warn!(%status, "customer-service did not answer");
+                Err(ApiError::Unavailable(format!("customer-service is unavailable ({}); retry later", status.message())))
+            }
+        }
+    }
+}
