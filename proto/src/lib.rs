@@ -9,4 +9,5 @@ pub mod v1 {
 }
 
 /// The encoded `FileDescriptorSet` of every `.proto` file, for server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/reseller_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/reseller_descriptor.bin"));

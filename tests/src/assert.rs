@@ -12,7 +12,10 @@ pub fn status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Stat
         Ok(value) => panic!("expected {code:?}, got success: {value:?}"),
         Err(status) => {
             assert_eq!(status.code(), code, "unexpected status: {status:?}");
-            assert!(!status.message().is_empty(), "a status needs a message a person can act on");
+            assert!(
+                !status.message().is_empty(),
+                "a status needs a message a person can act on"
+            );
             status
         }
     }
@@ -25,6 +28,11 @@ pub fn status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Stat
 pub fn invalid_fields<T: std::fmt::Debug>(result: Result<T, Status>) -> Vec<String> {
     let status = status(result, Code::InvalidArgument);
     let details = status.get_error_details();
-    let bad = details.bad_request().unwrap_or_else(|| panic!("no BadRequest details in {status:?}"));
-    bad.field_violations.iter().map(|v| v.field.clone()).collect()
+    let bad = details
+        .bad_request()
+        .unwrap_or_else(|| panic!("no BadRequest details in {status:?}"));
+    bad.field_violations
+        .iter()
+        .map(|v| v.field.clone())
+        .collect()
 }

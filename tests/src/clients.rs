@@ -20,9 +20,10 @@ pub struct Authorization(pub Option<String>);
 impl Interceptor for Authorization {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.parse().map_err(|_| Status::internal("bad header"))?);
+            request.metadata_mut().insert(
+                "authorization",
+                value.parse().map_err(|_| Status::internal("bad header"))?,
+            );
         }
         Ok(request)
     }
@@ -49,7 +50,10 @@ impl Caller {
 
     /// A caller with a valid token for `subject` in `role`.
     pub fn new(stack: &TestStack, role: Role, subject: &str) -> Self {
-        Self::raw(stack, Some(format!("Bearer {}", stack.token(role, subject))))
+        Self::raw(
+            stack,
+            Some(format!("Bearer {}", stack.token(role, subject))),
+        )
     }
 
     /// AccountService.

@@ -49,9 +49,9 @@ impl TestDb {
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
         let admin = admin_url();
-        let mut conn = PgConnection::connect(&admin)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is unreachable ({e}); run deploy/local/test.sh"));
+        let mut conn = PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+            panic!("PostgreSQL at {admin} is unreachable ({e}); run deploy/local/test.sh")
+        });
         sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut conn)
             .await
@@ -67,7 +67,9 @@ impl Drop for TestDb {
         let admin = admin_url();
         // Drop may run inside or outside a runtime: use a thread with its own.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
             if let Ok(rt) = rt {
                 rt.block_on(async move {
                     if let Ok(mut conn) = PgConnection::connect(&admin).await {
@@ -90,8 +92,14 @@ mod tests {
 
     #[test]
     fn replaces_the_database_name() {
-        assert_eq!(with_database("postgres://u:p@h:5432/postgres", "x"), "postgres://u:p@h:5432/x");
-        assert_eq!(with_database("postgres://h/db?sslmode=disable", "x"), "postgres://h/x?sslmode=disable");
+        assert_eq!(
+            with_database("postgres://u:p@h:5432/postgres", "x"),
+            "postgres://u:p@h:5432/x"
+        );
+        assert_eq!(
+            with_database("postgres://h/db?sslmode=disable", "x"),
+            "postgres://h/x?sslmode=disable"
+        );
         assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
     }
 }

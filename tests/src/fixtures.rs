@@ -34,7 +34,13 @@ pub async fn active_customer(stack: &TestStack, reseller_id: &str, knox_id: &str
 }
 
 /// Like [`active_customer`] for an account of any kind (registers it if needed).
-pub async fn active_account(stack: &TestStack, reseller_id: &str, knox_id: &str, kind: AccountKind, name: &str) {
+pub async fn active_account(
+    stack: &TestStack,
+    reseller_id: &str,
+    knox_id: &str,
+    kind: AccountKind,
+    name: &str,
+) {
     let _ = admin(stack)
         .accounts()
         .register_account(pb::RegisterAccountRequest {
@@ -46,34 +52,66 @@ pub async fn active_account(stack: &TestStack, reseller_id: &str, knox_id: &str,
         .await;
     reseller(stack, reseller_id)
         .customers()
-        .add_customer(pb::AddCustomerRequest { knox_id: knox_id.into(), internal_reference: String::new() })
+        .add_customer(pb::AddCustomerRequest {
+            knox_id: knox_id.into(),
+            internal_reference: String::new(),
+        })
         .await
         .expect("add customer");
-    let approver = if kind == AccountKind::Msp { msp(stack, knox_id) } else { customer(stack, knox_id) };
+    let approver = if kind == AccountKind::Msp {
+        msp(stack, knox_id)
+    } else {
+        customer(stack, knox_id)
+    };
     approver
         .customers()
-        .approve_reseller(pb::ApproveResellerRequest { reseller_id: reseller_id.into() })
+        .approve_reseller(pb::ApproveResellerRequest {
+            reseller_id: reseller_id.into(),
+        })
         .await
         .expect("approve");
 }
 
 /// The request stream of an upload: the header, then `devices` in batches of `batch`.
-pub fn upload_stream(header: pb::UploadHeader, devices: Vec<pb::DeviceInput>, batch: usize) -> Vec<pb::UploadDevicesRequest> {
-    let mut messages = vec![pb::UploadDevicesRequest { item: Some(Item::Header(header)) }];
+pub fn upload_stream(
+    header: pb::UploadHeader,
+    devices: Vec<pb::DeviceInput>,
+    batch: usize,
+) -> Vec<pb::UploadDevicesRequest> {
+    let mut messages = vec![pb::UploadDevicesRequest {
+        item: Some(Item::Header(header)),
+    }];
     for chunk in devices.chunks(batch.max(1)) {
-        messages.push(pb::UploadDevicesRequest { item: Some(Item::Batch(pb::DeviceBatch { devices: chunk.to_vec() })) });
+        messages.push(pb::UploadDevicesRequest {
+            item: Some(Item::Batch(pb::DeviceBatch {
+                devices: chunk.to_vec(),
+            })),
+        });
     }
     messages
 }
 
 /// A device input with an inferred kind.
 pub fn device(id: &str) -> pb::DeviceInput {
-    pb::DeviceInput { device_id: id.into(), id_kind: 0, model: String::new() }
+    pb::DeviceInput {
+        device_id: id.into(),
+        id_kind: 0,
+        model: String::new(),
+    }
 }
 
 /// Uploads `ids` as `reseller_id` to `target`.
-pub async fn upload(stack: &TestStack, reseller_id: &str, target: &str, ids: &[String]) -> Result<pb::Upload, Status> {
-    let header = pb::UploadHeader { target_knox_id: target.into(), order_number: "PO-1".into(), client_upload_id: String::new() };
+pub async fn upload(
+    stack: &TestStack,
+    reseller_id: &str,
+    target: &str,
+    ids: &[String],
+) -> Result<pb::Upload, Status> {
+    let header = pb::UploadHeader {
+        target_knox_id: target.into(),
+        order_number: "PO-1".into(),
+        client_upload_id: String::new(),
+    };
     let messages = upload_stream(header, ids.iter().map(|id| device(id)).collect(), 500);
     reseller(stack, reseller_id)
         .devices()

@@ -55,7 +55,12 @@ impl NatsServer {
                 .stderr(Stdio::null())
                 .kill_on_drop(true)
                 .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {} ({e}); run deploy/local/test.sh", bin.display()));
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "cannot start {} ({e}); run deploy/local/test.sh",
+                        bin.display()
+                    )
+                });
             let mut server = Self {
                 child,
                 url: format!("nats://127.0.0.1:{port}"),
@@ -74,7 +79,10 @@ impl NatsServer {
             if let Ok(Some(_exited)) = self.child.try_wait() {
                 return false; // e.g. the port was taken in between
             }
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

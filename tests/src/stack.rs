@@ -24,7 +24,9 @@ pub struct StackOptions {
 
 impl Default for StackOptions {
     fn default() -> Self {
-        Self { reporting_consumer: true }
+        Self {
+            reporting_consumer: true,
+        }
     }
 }
 
@@ -48,7 +50,9 @@ pub struct TestStack {
 
 impl std::fmt::Debug for TestStack {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestStack").field("addr", &self.addr).finish()
+        f.debug_struct("TestStack")
+            .field("addr", &self.addr)
+            .finish()
     }
 }
 
@@ -88,12 +92,30 @@ impl TestStack {
         let platform = Platform::connect(&config).await.expect("platform");
         let app = App::bind("127.0.0.1:0", &config).await.expect("bind");
         let addr = app.local_addr().expect("addr");
-        let reporting = reporting_service::ReportingModule::start(&platform).await.expect("reporting");
+        let reporting = reporting_service::ReportingModule::start(&platform)
+            .await
+            .expect("reporting");
         let app = app
-            .with(customer_service::CustomerModule::start(&platform).await.expect("customer"))
-            .with(device_service::DeviceModule::start(&platform, &format!("http://{addr}")).await.expect("device"))
-            .with(msp_link_service::MspLinkModule::start(&platform, &format!("http://{addr}")).await.expect("msp-link"));
-        let app = if options.reporting_consumer { app.with(reporting) } else { app.with(GrpcOnly(reporting)) };
+            .with(
+                customer_service::CustomerModule::start(&platform)
+                    .await
+                    .expect("customer"),
+            )
+            .with(
+                device_service::DeviceModule::start(&platform, &format!("http://{addr}"))
+                    .await
+                    .expect("device"),
+            )
+            .with(
+                msp_link_service::MspLinkModule::start(&platform, &format!("http://{addr}"))
+                    .await
+                    .expect("msp-link"),
+            );
+        let app = if options.reporting_consumer {
+            app.with(reporting)
+        } else {
+            app.with(GrpcOnly(reporting))
+        };
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));
         let channel = Channel::from_shared(format!("http://{addr}"))
@@ -116,7 +138,9 @@ impl TestStack {
 
     /// A valid token for `subject` in `role`.
     pub fn token(&self, role: Role, subject: &str) -> String {
-        JwtAuth::new(&self.secret).mint(role, subject, Duration::from_secs(3600)).expect("mint")
+        JwtAuth::new(&self.secret)
+            .mint(role, subject, Duration::from_secs(3600))
+            .expect("mint")
     }
 
     /// Stops the services and waits for them to drain.

@@ -12,15 +12,29 @@ use tonic::Code;
 async fn add(stack: &TestStack, reseller_id: &str, knox_id: &str, reference: &str) {
     reseller(stack, reseller_id)
         .customers()
-        .add_customer(pb::AddCustomerRequest { knox_id: knox_id.into(), internal_reference: reference.into() })
+        .add_customer(pb::AddCustomerRequest {
+            knox_id: knox_id.into(),
+            internal_reference: reference.into(),
+        })
         .await
         .expect("add customer");
 }
 
-async fn list(caller: &Caller, query: &str, order_by: &str, page_size: i32, page_token: &str) -> pb::ListCustomersResponse {
+async fn list(
+    caller: &Caller,
+    query: &str,
+    order_by: &str,
+    page_size: i32,
+    page_token: &str,
+) -> pb::ListCustomersResponse {
     caller
         .reporting()
-        .list_customers(pb::ListCustomersRequest { query: query.into(), page_size, page_token: page_token.into(), order_by: order_by.into() })
+        .list_customers(pb::ListCustomersRequest {
+            query: query.into(),
+            page_size,
+            page_token: page_token.into(),
+            order_by: order_by.into(),
+        })
         .await
         .expect("list customers")
         .into_inner()
@@ -35,7 +49,12 @@ async fn wait_for_rows(caller: &Caller, n: i64) {
 }
 
 async fn search(caller: &Caller, query: &str) -> Vec<String> {
-    let mut names: Vec<String> = list(caller, query, "", 1000, "").await.customers.into_iter().map(|c| c.company_name).collect();
+    let mut names: Vec<String> = list(caller, query, "", 1000, "")
+        .await
+        .customers
+        .into_iter()
+        .map(|c| c.company_name)
+        .collect();
     names.sort();
     names
 }
@@ -55,28 +74,71 @@ async fn rows_show_the_portals_columns_and_follow_changes() {
     assert!(page.next_page_token.is_empty());
     let globex = &page.customers[0];
     assert_eq!(
-        (globex.company_name.as_str(), globex.internal_reference.as_str(), globex.knox_id.as_str(), globex.display_id.as_str()),
+        (
+            globex.company_name.as_str(),
+            globex.internal_reference.as_str(),
+            globex.knox_id.as_str(),
+            globex.display_id.as_str()
+        ),
         ("Globex", "PO-7", "700000001", "700000001")
     );
-    assert_eq!((globex.country.as_str(), globex.kind), ("DE", AccountKind::Customer as i32));
-    assert_eq!((globex.uploaded_devices, globex.devices, globex.last_uploaded_at.clone()), (0, 0, None));
+    assert_eq!(
+        (globex.country.as_str(), globex.kind),
+        ("DE", AccountKind::Customer as i32)
+    );
+    assert_eq!(
+        (
+            globex.uploaded_devices,
+            globex.devices,
+            globex.last_uploaded_at.clone()
+        ),
+        (0, 0, None)
+    );
     assert_eq!(globex.status, CustomerStatus::PendingVerification as i32);
-    assert_eq!(page.customers[1].kind, AccountKind::Msp as i32, "an MSP row is tagged MSP by its kind");
+    assert_eq!(
+        page.customers[1].kind,
+        AccountKind::Msp as i32,
+        "an MSP row is tagged MSP by its kind"
+    );
 
     // Approvals and reference edits reach the page.
-    customer(&stack, "700000001").customers().approve_reseller(pb::ApproveResellerRequest { reseller_id: "acme".into() }).await.unwrap();
+    customer(&stack, "700000001")
+        .customers()
+        .approve_reseller(pb::ApproveResellerRequest {
+            reseller_id: "acme".into(),
+        })
+        .await
+        .unwrap();
     acme.customers()
-        .update_internal_reference(pb::UpdateInternalReferenceRequest { knox_id: "700000001".into(), internal_reference: "Key account".into() })
+        .update_internal_reference(pb::UpdateInternalReferenceRequest {
+            knox_id: "700000001".into(),
+            internal_reference: "Key account".into(),
+        })
         .await
         .unwrap();
     eventually("the approval and the new reference on the page", || async {
-        let row = list(&acme, "globex", "", 1, "").await.customers.into_iter().next()?;
-        (row.status == CustomerStatus::Active as i32 && row.internal_reference == "Key account").then_some(())
+        let row = list(&acme, "globex", "", 1, "")
+            .await
+            .customers
+            .into_iter()
+            .next()?;
+        (row.status == CustomerStatus::Active as i32 && row.internal_reference == "Key account")
+            .then_some(())
     })
     .await;
-    customer(&stack, "700000001").customers().revoke_reseller(pb::RevokeResellerRequest { reseller_id: "acme".into() }).await.unwrap();
+    customer(&stack, "700000001")
+        .customers()
+        .revoke_reseller(pb::RevokeResellerRequest {
+            reseller_id: "acme".into(),
+        })
+        .await
+        .unwrap();
     eventually("the revocation on the page", || async {
-        let row = list(&acme, "globex", "", 1, "").await.customers.into_iter().next()?;
+        let row = list(&acme, "globex", "", 1, "")
+            .await
+            .customers
+            .into_iter()
+            .next()?;
         (row.status == CustomerStatus::Inactive as i32).then_some(())
     })
     .await;
@@ -105,22 +167,56 @@ async fn search_is_a_case_insensitive_literal_substring_of_name_reference_or_kno
     wait_for_rows(&acme, accounts.len() as i64).await;
     wait_for_rows(&reseller(&stack, "other"), 1).await;
 
-    assert_eq!(search(&acme, "acme").await, ["ACME Corporation", "acme lower"]);
+    assert_eq!(
+        search(&acme, "acme").await,
+        ["ACME Corporation", "acme lower"]
+    );
     assert_eq!(search(&acme, "CORP").await, ["ACME Corporation"]);
-    assert_eq!(search(&acme, "NORTH").await, ["ACME Corporation"], "internal reference");
+    assert_eq!(
+        search(&acme, "NORTH").await,
+        ["ACME Corporation"],
+        "internal reference"
+    );
     assert_eq!(search(&acme, "nord").await, ["Zeta"]);
-    assert_eq!(search(&acme, "99999").await, ["Zeta"], "part of the Knox ID");
-    assert_eq!(search(&acme, "%").await, ["100% Cotton Ltd"], "% is literal");
-    assert_eq!(search(&acme, "_").await, ["100% Cotton Ltd", "Under_Score AG"], "_ is literal");
+    assert_eq!(
+        search(&acme, "99999").await,
+        ["Zeta"],
+        "part of the Knox ID"
+    );
+    assert_eq!(
+        search(&acme, "%").await,
+        ["100% Cotton Ltd"],
+        "% is literal"
+    );
+    assert_eq!(
+        search(&acme, "_").await,
+        ["100% Cotton Ltd", "Under_Score AG"],
+        "_ is literal"
+    );
     assert_eq!(search(&acme, "'").await, ["O'Brien & Sons"]);
     assert_eq!(search(&acme, "\"quoted\"").await, ["O'Brien & Sons"]);
     assert_eq!(search(&acme, "\\").await, ["Back\\slash GmbH"]);
-    assert!(search(&acme, "bc").await.is_empty(), "a match never spans the name and the reference");
-    assert!(search(&acme, "needle").await.is_empty(), "another reseller's reference is not searched");
-    assert_eq!(search(&reseller(&stack, "other"), "needle").await, ["Under_Score AG"]);
-    assert!(search(&reseller(&stack, "other"), "acme").await.is_empty(), "another reseller's rows are never hits");
+    assert!(
+        search(&acme, "bc").await.is_empty(),
+        "a match never spans the name and the reference"
+    );
+    assert!(
+        search(&acme, "needle").await.is_empty(),
+        "another reseller's reference is not searched"
+    );
+    assert_eq!(
+        search(&reseller(&stack, "other"), "needle").await,
+        ["Under_Score AG"]
+    );
+    assert!(
+        search(&reseller(&stack, "other"), "acme").await.is_empty(),
+        "another reseller's rows are never hits"
+    );
     let filtered = list(&acme, "acme", "", 1, "").await;
-    assert_eq!(filtered.total_size, 2, "total_size counts the search's hits");
+    assert_eq!(
+        filtered.total_size, 2,
+        "total_size counts the search's hits"
+    );
     assert!(!filtered.next_page_token.is_empty());
 }
 
@@ -152,7 +248,11 @@ async fn paging_returns_every_row_exactly_once_in_order() {
             let page = list(&acme, "", order_by, 5, &token).await;
             assert_eq!(page.total_size, 23);
             assert!(page.customers.len() <= 5);
-            seen.extend(page.customers.into_iter().map(|c| (c.company_name.to_lowercase(), c.knox_id)));
+            seen.extend(
+                page.customers
+                    .into_iter()
+                    .map(|c| (c.company_name.to_lowercase(), c.knox_id)),
+            );
             if page.next_page_token.is_empty() {
                 break;
             }
@@ -168,12 +268,49 @@ async fn paging_returns_every_row_exactly_once_in_order() {
         }
     }
 
-    assert_eq!(invalid_fields(acme.reporting().list_customers(pb::ListCustomersRequest { order_by: "country".into(), ..Default::default() }).await), ["order_by"]);
-    assert_eq!(invalid_fields(acme.reporting().list_customers(pb::ListCustomersRequest { page_size: -1, ..Default::default() }).await), ["page_size"]);
+    assert_eq!(
+        invalid_fields(
+            acme.reporting()
+                .list_customers(pb::ListCustomersRequest {
+                    order_by: "country".into(),
+                    ..Default::default()
+                })
+                .await
+        ),
+        ["order_by"]
+    );
+    assert_eq!(
+        invalid_fields(
+            acme.reporting()
+                .list_customers(pb::ListCustomersRequest {
+                    page_size: -1,
+                    ..Default::default()
+                })
+                .await
+        ),
+        ["page_size"]
+    );
     let token = list(&acme, "", "", 5, "").await.next_page_token;
-    let reused = acme.reporting().list_customers(pb::ListCustomersRequest { page_token: token, order_by: "devices desc".into(), ..Default::default() }).await;
+    let reused = acme
+        .reporting()
+        .list_customers(pb::ListCustomersRequest {
+            page_token: token,
+            order_by: "devices desc".into(),
+            ..Default::default()
+        })
+        .await;
     assert_eq!(invalid_fields(reused), ["page_token"]);
-    assert_eq!(invalid_fields(acme.reporting().list_customers(pb::ListCustomersRequest { page_token: "garbage".into(), ..Default::default() }).await), ["page_token"]);
+    assert_eq!(
+        invalid_fields(
+            acme.reporting()
+                .list_customers(pb::ListCustomersRequest {
+                    page_token: "garbage".into(),
+                    ..Default::default()
+                })
+                .await
+        ),
+        ["page_token"]
+    );
     // Tokens are no way into another tenant: the same token read by another reseller
     // pages through that reseller's (empty) list.
     let token = list(&acme, "", "", 5, "").await.next_page_token;
@@ -184,7 +321,9 @@ async fn paging_returns_every_row_exactly_once_in_order() {
 async fn export(caller: &Caller, query: &str) -> (Vec<u8>, Vec<usize>) {
     let mut stream = caller
         .reporting()
-        .export_customers_csv(pb::ExportCustomersCsvRequest { query: query.into() })
+        .export_customers_csv(pb::ExportCustomersCsvRequest {
+            query: query.into(),
+        })
         .await
         .expect("export")
         .into_inner();
@@ -212,11 +351,23 @@ async fn the_customers_csv_is_rfc_4180_neutralised_and_follows_the_search() {
         register(&stack, knox, AccountKind::Customer, name).await;
         add(&stack, "acme", knox, reference).await;
     }
-    customer(&stack, "730000005").customers().approve_reseller(pb::ApproveResellerRequest { reseller_id: "acme".into() }).await.unwrap();
+    customer(&stack, "730000005")
+        .customers()
+        .approve_reseller(pb::ApproveResellerRequest {
+            reseller_id: "acme".into(),
+        })
+        .await
+        .unwrap();
     let acme = reseller(&stack, "acme");
     wait_for_rows(&acme, 5).await;
     eventually("Plain Co active", || async {
-        (list(&acme, "plain", "", 1, "").await.customers.first()?.status == CustomerStatus::Active as i32).then_some(())
+        (list(&acme, "plain", "", 1, "")
+            .await
+            .customers
+            .first()?
+            .status
+            == CustomerStatus::Active as i32)
+            .then_some(())
     })
     .await;
 
@@ -224,18 +375,56 @@ async fn the_customers_csv_is_rfc_4180_neutralised_and_follows_the_search() {
     let text = String::from_utf8(bytes.clone()).expect("UTF-8");
     assert!(text.starts_with("Company Name / Internal Reference,Customer ID / MSP ID,Country,Last Uploaded,Uploads,Devices,Status\r\n"));
     assert!(text.ends_with("\r\n"));
-    assert_eq!(text.matches('\n').count(), text.matches("\r\n").count(), "every line ends with CRLF");
+    assert_eq!(
+        text.matches('\n').count(),
+        text.matches("\r\n").count(),
+        "every line ends with CRLF"
+    );
 
-    let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(bytes.as_slice());
-    let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_owned).collect();
-    assert_eq!(header, ["Company Name / Internal Reference", "Customer ID / MSP ID", "Country", "Last Uploaded", "Uploads", "Devices", "Status"]);
-    let records: Vec<Vec<String>> = reader.records().map(|r| r.unwrap().iter().map(str::to_owned).collect()).collect();
-    let by_id = |knox: &str| records.iter().find(|r| r[1] == knox).unwrap_or_else(|| panic!("{knox} missing")).clone();
-    assert_eq!(by_id("730000001")[0], "'=HYPERLINK(\"http://x\")", "formula neutralised");
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(bytes.as_slice());
+    let header: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "Company Name / Internal Reference",
+            "Customer ID / MSP ID",
+            "Country",
+            "Last Uploaded",
+            "Uploads",
+            "Devices",
+            "Status"
+        ]
+    );
+    let records: Vec<Vec<String>> = reader
+        .records()
+        .map(|r| r.unwrap().iter().map(str::to_owned).collect())
+        .collect();
+    let by_id = |knox: &str| {
+        records
+            .iter()
+            .find(|r| r[1] == knox)
+            .unwrap_or_else(|| panic!("{knox} missing"))
+            .clone()
+    };
+    assert_eq!(
+        by_id("730000001")[0],
+        "'=HYPERLINK(\"http://x\")",
+        "formula neutralised"
+    );
     assert_eq!(by_id("730000002")[0], "'+1 Corp / -minus ref");
     assert_eq!(by_id("730000003")[0], "'@at Company / a, b");
     assert_eq!(by_id("730000004")[0], "Quote \"Q\" Ltd / with \"quotes\"");
-    assert_eq!(by_id("730000005"), ["Plain Co / PO-7", "730000005", "DE", "", "0", "0", "Active"]);
+    assert_eq!(
+        by_id("730000005"),
+        ["Plain Co / PO-7", "730000005", "DE", "", "0", "0", "Active"]
+    );
     assert_eq!(by_id("730000001")[6], "Pending customer verification");
     assert_eq!(records.len(), 5);
     // Quotes are doubled in the file itself.
@@ -246,7 +435,11 @@ async fn the_customers_csv_is_rfc_4180_neutralised_and_follows_the_search() {
     let filtered = String::from_utf8(filtered).unwrap();
     assert_eq!(filtered.lines().count(), 2, "{filtered}");
     let (theirs, _) = export(&reseller(&stack, "other"), "").await;
-    assert_eq!(String::from_utf8(theirs).unwrap().lines().count(), 1, "only the header");
+    assert_eq!(
+        String::from_utf8(theirs).unwrap().lines().count(),
+        1,
+        "only the header"
+    );
 }
 
 #[tokio::test]
@@ -254,7 +447,13 @@ async fn a_large_customers_csv_streams_in_chunks() {
     let stack = TestStack::start().await;
     for i in 0..400u32 {
         let knox = format!("{}", 740000000 + i);
-        register(&stack, &knox, AccountKind::Customer, &format!("{:0>180}", i)).await;
+        register(
+            &stack,
+            &knox,
+            AccountKind::Customer,
+            &format!("{:0>180}", i),
+        )
+        .await;
         add(&stack, "acme", &knox, &"r".repeat(100)).await;
     }
     let acme = reseller(&stack, "acme");
@@ -262,8 +461,17 @@ async fn a_large_customers_csv_streams_in_chunks() {
     let (bytes, chunks) = export(&acme, "").await;
     assert!(bytes.len() > 100_000);
     assert!(chunks.len() >= 2, "{chunks:?}");
-    assert!(chunks.iter().all(|&n| n <= 70 * 1024), "chunks of about 64 KiB: {chunks:?}");
+    assert!(
+        chunks.iter().all(|&n| n <= 70 * 1024),
+        "chunks of about 64 KiB: {chunks:?}"
+    );
     let records = csv::Reader::from_reader(bytes.as_slice()).records().count();
     assert_eq!(records, 400);
-    status(customer(&stack, "740000001").reporting().export_customers_csv(pb::ExportCustomersCsvRequest::default()).await, Code::PermissionDenied);
+    status(
+        customer(&stack, "740000001")
+            .reporting()
+            .export_customers_csv(pb::ExportCustomersCsvRequest::default())
+            .await,
+        Code::PermissionDenied,
+    );
 }

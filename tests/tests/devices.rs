@@ -7,7 +7,9 @@ use prost::Message;
 use reseller_proto::v1::{self as pb, AccountKind, PortalState, RejectionReason};
 use reseller_tests::assert::{invalid_fields, status};
 use reseller_tests::clients::{customer, reseller};
-use reseller_tests::fixtures::{active_account, active_customer, device, imei, register, upload, upload_stream};
+use reseller_tests::fixtures::{
+    active_account, active_customer, device, imei, register, upload, upload_stream,
+};
 use reseller_tests::{TestStack, eventually};
 use tonic::Code;
 
@@ -16,7 +18,11 @@ fn rejection(index: i64, device_id: &str, reason: RejectionReason) -> (i64, Stri
 }
 
 fn rejections(upload: &pb::Upload) -> Vec<(i64, String, i32)> {
-    upload.rejections.iter().map(|r| (r.index, r.device_id.clone(), r.reason)).collect()
+    upload
+        .rejections
+        .iter()
+        .map(|r| (r.index, r.device_id.clone(), r.reason))
+        .collect()
 }
 
 #[tokio::test]
@@ -24,20 +30,36 @@ async fn every_device_is_judged_on_its_own() {
     let stack = TestStack::start().await;
     active_customer(&stack, "acme", "600000001", "Globex").await;
     let good_imei = imei(1);
-    let bad_luhn = format!("{}{}", &good_imei[..14], (good_imei.as_bytes()[14] - b'0' + 1) % 10);
+    let bad_luhn = format!(
+        "{}{}",
+        &good_imei[..14],
+        (good_imei.as_bytes()[14] - b'0' + 1) % 10
+    );
     let inputs = vec![
-        device(&format!(" {good_imei} ")),                                                        // 0 IMEI, trimmed
-        device(&bad_luhn),                                                                         // 1 Luhn failure
-        device("a0000000002329"),                                                                  // 2 MEID, upper-cased
-        device("r58m-12ab"),                                                                       // 3 serial, upper-cased
-        device("R58M-12AB"),                                                                       // 4 duplicate of 3
-        device("bad serial!"),                                                                     // 5 invalid
-        pb::DeviceInput { device_id: "G0000000002329".into(), id_kind: pb::DeviceIdKind::Meid as i32, model: "".into() }, // 6 not hex
-        pb::DeviceInput { device_id: "12345".into(), id_kind: pb::DeviceIdKind::Serial as i32, model: "Galaxy A56".into() }, // 7 serial given
-        device(""),                                                                                // 8 empty
-        device(&good_imei),                                                                        // 9 duplicate of 0
+        device(&format!(" {good_imei} ")), // 0 IMEI, trimmed
+        device(&bad_luhn),                 // 1 Luhn failure
+        device("a0000000002329"),          // 2 MEID, upper-cased
+        device("r58m-12ab"),               // 3 serial, upper-cased
+        device("R58M-12AB"),               // 4 duplicate of 3
+        device("bad serial!"),             // 5 invalid
+        pb::DeviceInput {
+            device_id: "G0000000002329".into(),
+            id_kind: pb::DeviceIdKind::Meid as i32,
+            model: "".into(),
+        }, // 6 not hex
+        pb::DeviceInput {
+            device_id: "12345".into(),
+            id_kind: pb::DeviceIdKind::Serial as i32,
+            model: "Galaxy A56".into(),
+        }, // 7 serial given
+        device(""),                        // 8 empty
+        device(&good_imei),                // 9 duplicate of 0
     ];
-    let header = pb::UploadHeader { target_knox_id: "600000001".into(), order_number: "PO-9".into(), client_upload_id: String::new() };
+    let header = pb::UploadHeader {
+        target_knox_id: "600000001".into(),
+        order_number: "PO-9".into(),
+        client_upload_id: String::new(),
+    };
     // Batches of 3: indexes count across batches.
     let upload = reseller(&stack, "acme")
         .devices()
@@ -58,25 +80,75 @@ async fn every_device_is_judged_on_its_own() {
             rejection(9, &good_imei, RejectionReason::DuplicateInUpload),
         ]
     );
-    assert!(upload.rejections[0].message.contains("Luhn"), "{}", upload.rejections[0].message);
-    assert!(upload.rejections[1].message.contains("index 3"), "{}", upload.rejections[1].message);
+    assert!(
+        upload.rejections[0].message.contains("Luhn"),
+        "{}",
+        upload.rejections[0].message
+    );
+    assert!(
+        upload.rejections[1].message.contains("index 3"),
+        "{}",
+        upload.rejections[1].message
+    );
     assert_eq!(upload.order_number, "PO-9");
     assert_eq!(upload.target_knox_id, "600000001");
 
     // GetUpload returns the same result; another reseller cannot see it.
-    let read = reseller(&stack, "acme").devices().get_upload(pb::GetUploadRequest { upload_id: upload.upload_id.clone() }).await.unwrap().into_inner();
+    let read = reseller(&stack, "acme")
+        .devices()
+        .get_upload(pb::GetUploadRequest {
+            upload_id: upload.upload_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(read, upload);
-    status(reseller(&stack, "other").devices().get_upload(pb::GetUploadRequest { upload_id: upload.upload_id.clone() }).await, Code::NotFound);
-    status(reseller(&stack, "acme").devices().get_upload(pb::GetUploadRequest { upload_id: uuid::Uuid::new_v4().to_string() }).await, Code::NotFound);
-    assert_eq!(invalid_fields(reseller(&stack, "acme").devices().get_upload(pb::GetUploadRequest { upload_id: "nope".into() }).await), ["upload_id"]);
+    status(
+        reseller(&stack, "other")
+            .devices()
+            .get_upload(pb::GetUploadRequest {
+                upload_id: upload.upload_id.clone(),
+            })
+            .await,
+        Code::NotFound,
+    );
+    status(
+        reseller(&stack, "acme")
+            .devices()
+            .get_upload(pb::GetUploadRequest {
+                upload_id: uuid::Uuid::new_v4().to_string(),
+            })
+            .await,
+        Code::NotFound,
+    );
+    assert_eq!(
+        invalid_fields(
+            reseller(&stack, "acme")
+                .devices()
+                .get_upload(pb::GetUploadRequest {
+                    upload_id: "nope".into()
+                })
+                .await
+        ),
+        ["upload_id"]
+    );
 
     // The customer portal shows the accepted devices, normalised, with their kinds.
     let portal = eventually("the customer portal to show the upload", || async {
-        let devices = customer(&stack, "600000001").customers().list_my_devices(pb::ListMyDevicesRequest::default()).await.unwrap().into_inner().devices;
+        let devices = customer(&stack, "600000001")
+            .customers()
+            .list_my_devices(pb::ListMyDevicesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .devices;
         (devices.len() == 4).then_some(devices)
     })
     .await;
-    let mut seen: Vec<(String, i32)> = portal.iter().map(|d| (d.device_id.clone(), d.id_kind)).collect();
+    let mut seen: Vec<(String, i32)> = portal
+        .iter()
+        .map(|d| (d.device_id.clone(), d.id_kind))
+        .collect();
     seen.sort();
     let mut expected = vec![
         (good_imei.clone(), pb::DeviceIdKind::Imei as i32),
@@ -86,8 +158,18 @@ async fn every_device_is_judged_on_its_own() {
     ];
     expected.sort();
     assert_eq!(seen, expected);
-    assert!(portal.iter().all(|d| d.reseller_id == "acme" && d.upload_id == upload.upload_id && !d.moved_by_msp && d.holder_knox_id == "600000001"));
-    assert_eq!(portal.iter().find(|d| d.device_id == "12345").unwrap().model, "Galaxy A56");
+    assert!(portal.iter().all(|d| d.reseller_id == "acme"
+        && d.upload_id == upload.upload_id
+        && !d.moved_by_msp
+        && d.holder_knox_id == "600000001"));
+    assert_eq!(
+        portal
+            .iter()
+            .find(|d| d.device_id == "12345")
+            .unwrap()
+            .model,
+        "Galaxy A56"
+    );
 }
 
 #[tokio::test]
@@ -96,21 +178,57 @@ async fn a_device_is_registered_once_across_resellers_until_deleted() {
     active_customer(&stack, "first", "610000001", "Globex").await;
     active_customer(&stack, "second", "610000002", "Initech").await;
     let id = imei(42);
-    assert_eq!(upload(&stack, "first", "610000001", &[id.clone()]).await.unwrap().accepted_count, 1);
-    let again = upload(&stack, "second", "610000002", &[id.clone()]).await.unwrap();
-    assert_eq!(rejections(&again), vec![rejection(0, &id, RejectionReason::AlreadyRegistered)]);
-    assert!(!again.rejections[0].message.contains("first"), "never reveal who holds it");
+    assert_eq!(
+        upload(&stack, "first", "610000001", &[id.clone()])
+            .await
+            .unwrap()
+            .accepted_count,
+        1
+    );
+    let again = upload(&stack, "second", "610000002", &[id.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        rejections(&again),
+        vec![rejection(0, &id, RejectionReason::AlreadyRegistered)]
+    );
+    assert!(
+        !again.rejections[0].message.contains("first"),
+        "never reveal who holds it"
+    );
 
     // The second reseller cannot delete it: it is reported as not found, like an unknown ID.
-    let foreign = reseller(&stack, "second").devices().delete_devices(pb::DeleteDevicesRequest { device_ids: vec![id.clone(), "UNKNOWN-1".into()] }).await.unwrap().into_inner();
+    let foreign = reseller(&stack, "second")
+        .devices()
+        .delete_devices(pb::DeleteDevicesRequest {
+            device_ids: vec![id.clone(), "UNKNOWN-1".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(foreign.deleted_device_ids.is_empty());
-    assert_eq!(foreign.not_found_device_ids, vec![id.clone(), "UNKNOWN-1".to_owned()]);
-    assert!(foreign.complete, "a deletion of nothing is complete at once");
+    assert_eq!(
+        foreign.not_found_device_ids,
+        vec![id.clone(), "UNKNOWN-1".to_owned()]
+    );
+    assert!(
+        foreign.complete,
+        "a deletion of nothing is complete at once"
+    );
 
     // After its owner deletes it, the device can be uploaded again, by anyone.
-    let deletion = reseller(&stack, "first").devices().delete_devices(pb::DeleteDevicesRequest { device_ids: vec![id.to_lowercase()] }).await.unwrap().into_inner();
+    let deletion = reseller(&stack, "first")
+        .devices()
+        .delete_devices(pb::DeleteDevicesRequest {
+            device_ids: vec![id.to_lowercase()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(deletion.deleted_device_ids, vec![id.clone()]);
-    let reupload = upload(&stack, "second", "610000002", &[id.clone()]).await.unwrap();
+    let reupload = upload(&stack, "second", "610000002", &[id.clone()])
+        .await
+        .unwrap();
     assert_eq!(reupload.accepted_count, 1);
 }
 
@@ -119,11 +237,19 @@ async fn a_retry_with_the_client_upload_id_returns_the_first_result() {
     let stack = TestStack::start().await;
     active_customer(&stack, "acme", "620000001", "Globex").await;
     let ids: Vec<String> = (0..50).map(imei).collect();
-    let header = pb::UploadHeader { target_knox_id: "620000001".into(), order_number: "PO-1".into(), client_upload_id: "batch-7".into() };
+    let header = pb::UploadHeader {
+        target_knox_id: "620000001".into(),
+        order_number: "PO-1".into(),
+        client_upload_id: "batch-7".into(),
+    };
     let send = || async {
         reseller(&stack, "acme")
             .devices()
-            .upload_devices(futures::stream::iter(upload_stream(header.clone(), ids.iter().map(|i| device(i)).collect(), 20)))
+            .upload_devices(futures::stream::iter(upload_stream(
+                header.clone(),
+                ids.iter().map(|i| device(i)).collect(),
+                20,
+            )))
             .await
             .unwrap()
             .into_inner()
@@ -131,22 +257,45 @@ async fn a_retry_with_the_client_upload_id_returns_the_first_result() {
     let first = send().await;
     let retry = send().await;
     assert_eq!(first.accepted_count, 50);
-    assert_eq!(retry, first, "the retry answers with the first upload, not a second one");
+    assert_eq!(
+        retry, first,
+        "the retry answers with the first upload, not a second one"
+    );
     assert_eq!(first.client_upload_id, "batch-7");
     // Nothing was uploaded twice: the customer portal has 50 devices.
     eventually("50 devices in the customer portal", || async {
-        let n = customer(&stack, "620000001").customers().list_my_devices(pb::ListMyDevicesRequest { page_size: 1000, page_token: String::new() }).await.unwrap().into_inner().devices.len();
+        let n = customer(&stack, "620000001")
+            .customers()
+            .list_my_devices(pb::ListMyDevicesRequest {
+                page_size: 1000,
+                page_token: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .devices
+            .len();
         (n == 50).then_some(())
     })
     .await;
-    let uploads: i64 = sqlx::query_scalar("SELECT count(*) FROM device.uploads").fetch_one(&stack.platform.pool).await.unwrap();
+    let uploads: i64 = sqlx::query_scalar("SELECT count(*) FROM device.uploads")
+        .fetch_one(&stack.platform.pool)
+        .await
+        .unwrap();
     assert_eq!(uploads, 1);
     // Another reseller's identical client upload ID is its own.
     active_customer(&stack, "other", "620000002", "Initech").await;
-    let header2 = pb::UploadHeader { target_knox_id: "620000002".into(), ..header.clone() };
+    let header2 = pb::UploadHeader {
+        target_knox_id: "620000002".into(),
+        ..header.clone()
+    };
     let theirs = reseller(&stack, "other")
         .devices()
-        .upload_devices(futures::stream::iter(upload_stream(header2, vec![device("OTHER-1")], 10)))
+        .upload_devices(futures::stream::iter(upload_stream(
+            header2,
+            vec![device("OTHER-1")],
+            10,
+        )))
         .await
         .unwrap()
         .into_inner();
@@ -157,36 +306,129 @@ async fn a_retry_with_the_client_upload_id_returns_the_first_result() {
 async fn uploads_check_their_target_and_header() {
     let stack = TestStack::start().await;
     register(&stack, "630000001", AccountKind::Customer, "Pending Co").await;
-    reseller(&stack, "acme").customers().add_customer(pb::AddCustomerRequest { knox_id: "630000001".into(), internal_reference: String::new() }).await.unwrap();
+    reseller(&stack, "acme")
+        .customers()
+        .add_customer(pb::AddCustomerRequest {
+            knox_id: "630000001".into(),
+            internal_reference: String::new(),
+        })
+        .await
+        .unwrap();
     active_customer(&stack, "acme", "630000002", "Active Co").await;
     active_customer(&stack, "other", "630000003", "Theirs Co").await;
     let ids = vec!["DEV-1".to_owned()];
 
-    status(upload(&stack, "acme", "630000009", &ids).await, Code::NotFound); // unknown
-    status(upload(&stack, "acme", "630000003", &ids).await, Code::NotFound); // another reseller's customer
-    let pending = status(upload(&stack, "acme", "630000001", &ids).await, Code::FailedPrecondition);
-    assert!(pending.message().contains("approved"), "{}", pending.message());
+    status(
+        upload(&stack, "acme", "630000009", &ids).await,
+        Code::NotFound,
+    ); // unknown
+    status(
+        upload(&stack, "acme", "630000003", &ids).await,
+        Code::NotFound,
+    ); // another reseller's customer
+    let pending = status(
+        upload(&stack, "acme", "630000001", &ids).await,
+        Code::FailedPrecondition,
+    );
+    assert!(
+        pending.message().contains("approved"),
+        "{}",
+        pending.message()
+    );
     // Active right after approval (read-your-writes through customer-service).
-    customer(&stack, "630000001").customers().approve_reseller(pb::ApproveResellerRequest { reseller_id: "acme".into() }).await.unwrap();
-    assert_eq!(upload(&stack, "acme", "630000001", &ids).await.unwrap().accepted_count, 1);
-    customer(&stack, "630000001").customers().revoke_reseller(pb::RevokeResellerRequest { reseller_id: "acme".into() }).await.unwrap();
-    status(upload(&stack, "acme", "630000001", &["DEV-2".to_owned()]).await, Code::FailedPrecondition);
+    customer(&stack, "630000001")
+        .customers()
+        .approve_reseller(pb::ApproveResellerRequest {
+            reseller_id: "acme".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        upload(&stack, "acme", "630000001", &ids)
+            .await
+            .unwrap()
+            .accepted_count,
+        1
+    );
+    customer(&stack, "630000001")
+        .customers()
+        .revoke_reseller(pb::RevokeResellerRequest {
+            reseller_id: "acme".into(),
+        })
+        .await
+        .unwrap();
+    status(
+        upload(&stack, "acme", "630000001", &["DEV-2".to_owned()]).await,
+        Code::FailedPrecondition,
+    );
 
     // The header must come first, and be valid.
-    let batch_first = vec![pb::UploadDevicesRequest { item: Some(pb::upload_devices_request::Item::Batch(pb::DeviceBatch { devices: vec![device("DEV-3")] })) }];
-    assert_eq!(invalid_fields(reseller(&stack, "acme").devices().upload_devices(futures::stream::iter(batch_first)).await), ["header"]);
-    let mut two_headers = upload_stream(pb::UploadHeader { target_knox_id: "630000002".into(), ..Default::default() }, vec![device("DEV-4")], 1);
-    two_headers.push(two_headers[0].clone());
-    assert_eq!(invalid_fields(reseller(&stack, "acme").devices().upload_devices(futures::stream::iter(two_headers)).await), ["header"]);
-    let bad = pb::UploadHeader { target_knox_id: "x".into(), order_number: "o".repeat(65), client_upload_id: String::new() };
+    let batch_first = vec![pb::UploadDevicesRequest {
+        item: Some(pb::upload_devices_request::Item::Batch(pb::DeviceBatch {
+            devices: vec![device("DEV-3")],
+        })),
+    }];
     assert_eq!(
-        invalid_fields(reseller(&stack, "acme").devices().upload_devices(futures::stream::iter(upload_stream(bad, vec![], 1))).await),
+        invalid_fields(
+            reseller(&stack, "acme")
+                .devices()
+                .upload_devices(futures::stream::iter(batch_first))
+                .await
+        ),
+        ["header"]
+    );
+    let mut two_headers = upload_stream(
+        pb::UploadHeader {
+            target_knox_id: "630000002".into(),
+            ..Default::default()
+        },
+        vec![device("DEV-4")],
+        1,
+    );
+    two_headers.push(two_headers[0].clone());
+    assert_eq!(
+        invalid_fields(
+            reseller(&stack, "acme")
+                .devices()
+                .upload_devices(futures::stream::iter(two_headers))
+                .await
+        ),
+        ["header"]
+    );
+    let bad = pb::UploadHeader {
+        target_knox_id: "x".into(),
+        order_number: "o".repeat(65),
+        client_upload_id: String::new(),
+    };
+    assert_eq!(
+        invalid_fields(
+            reseller(&stack, "acme")
+                .devices()
+                .upload_devices(futures::stream::iter(upload_stream(bad, vec![], 1)))
+                .await
+        ),
         ["header.target_knox_id", "header.order_number"]
     );
     // A rejected upload wrote nothing: DEV-4 is still free.
-    assert_eq!(upload(&stack, "acme", "630000002", &["DEV-4".to_owned()]).await.unwrap().accepted_count, 1);
+    assert_eq!(
+        upload(&stack, "acme", "630000002", &["DEV-4".to_owned()])
+            .await
+            .unwrap()
+            .accepted_count,
+        1
+    );
     // Roles.
-    status(customer(&stack, "630000002").devices().upload_devices(futures::stream::iter(upload_stream(Default::default(), vec![], 1))).await, Code::PermissionDenied);
+    status(
+        customer(&stack, "630000002")
+            .devices()
+            .upload_devices(futures::stream::iter(upload_stream(
+                Default::default(),
+                vec![],
+                1,
+            )))
+            .await,
+        Code::PermissionDenied,
+    );
 }
 
 #[tokio::test]
@@ -194,8 +436,12 @@ async fn deletions_complete_with_each_portals_state() {
     let stack = TestStack::start().await;
     active_customer(&stack, "acme", "640000001", "Globex").await;
     active_account(&stack, "acme", "640000002", AccountKind::Msp, "Pool MSP").await;
-    upload(&stack, "acme", "640000001", &["CUST-DEV".to_owned()]).await.unwrap();
-    upload(&stack, "acme", "640000002", &["POOL-DEV".to_owned()]).await.unwrap();
+    upload(&stack, "acme", "640000001", &["CUST-DEV".to_owned()])
+        .await
+        .unwrap();
+    upload(&stack, "acme", "640000002", &["POOL-DEV".to_owned()])
+        .await
+        .unwrap();
     let devices = reseller(&stack, "acme").devices();
     let wait_complete = |deletion_id: String| {
         let mut devices = devices.clone();
@@ -204,55 +450,134 @@ async fn deletions_complete_with_each_portals_state() {
                 let mut devices = devices.clone();
                 let deletion_id = deletion_id.clone();
                 async move {
-                    let d = devices.get_deletion(pb::GetDeletionRequest { deletion_id }).await.unwrap().into_inner();
+                    let d = devices
+                        .get_deletion(pb::GetDeletionRequest { deletion_id })
+                        .await
+                        .unwrap()
+                        .into_inner();
                     d.complete.then_some(d)
                 }
             })
             .await;
-            devices.get_deletion(pb::GetDeletionRequest { deletion_id }).await.unwrap().into_inner()
+            devices
+                .get_deletion(pb::GetDeletionRequest { deletion_id })
+                .await
+                .unwrap()
+                .into_inner()
         }
     };
 
     // Wait until every portal has the devices, so the receipts are deterministic.
     eventually("the customer portal to show CUST-DEV", || async {
-        let n = customer(&stack, "640000001").customers().list_my_devices(pb::ListMyDevicesRequest::default()).await.unwrap().into_inner().devices.len();
+        let n = customer(&stack, "640000001")
+            .customers()
+            .list_my_devices(pb::ListMyDevicesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .devices
+            .len();
         (n == 1).then_some(())
     })
     .await;
     eventually("msp-link to know both devices", || async {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM msp.devices").fetch_one(&stack.platform.pool).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM msp.devices")
+            .fetch_one(&stack.platform.pool)
+            .await
+            .unwrap();
         (n == 2).then_some(())
     })
     .await;
 
-    let d = devices.clone().delete_devices(pb::DeleteDevicesRequest { device_ids: vec!["cust-dev".into()] }).await.unwrap().into_inner();
+    let d = devices
+        .clone()
+        .delete_devices(pb::DeleteDevicesRequest {
+            device_ids: vec!["cust-dev".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(d.deleted_device_ids, ["CUST-DEV"]);
     let done = wait_complete(d.deletion_id.clone()).await;
     assert_eq!(
         (done.reseller_portal, done.msp_portal, done.customer_portal),
-        (PortalState::Removed as i32, PortalState::NotApplicable as i32, PortalState::Removed as i32)
+        (
+            PortalState::Removed as i32,
+            PortalState::NotApplicable as i32,
+            PortalState::Removed as i32
+        )
     );
-    let portal = customer(&stack, "640000001").customers().list_my_devices(pb::ListMyDevicesRequest::default()).await.unwrap().into_inner();
-    assert!(portal.devices.is_empty(), "the customer portal no longer shows it");
+    let portal = customer(&stack, "640000001")
+        .customers()
+        .list_my_devices(pb::ListMyDevicesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        portal.devices.is_empty(),
+        "the customer portal no longer shows it"
+    );
 
-    let d = devices.clone().delete_devices(pb::DeleteDevicesRequest { device_ids: vec!["POOL-DEV".into()] }).await.unwrap().into_inner();
+    let d = devices
+        .clone()
+        .delete_devices(pb::DeleteDevicesRequest {
+            device_ids: vec!["POOL-DEV".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let done = wait_complete(d.deletion_id.clone()).await;
     assert_eq!(
         (done.reseller_portal, done.msp_portal, done.customer_portal),
-        (PortalState::Removed as i32, PortalState::Removed as i32, PortalState::NotApplicable as i32)
+        (
+            PortalState::Removed as i32,
+            PortalState::Removed as i32,
+            PortalState::NotApplicable as i32
+        )
     );
 
     // Tenancy and validation of deletions.
-    status(reseller(&stack, "other").devices().get_deletion(pb::GetDeletionRequest { deletion_id: d.deletion_id.clone() }).await, Code::NotFound);
-    assert_eq!(invalid_fields(devices.clone().delete_devices(pb::DeleteDevicesRequest { device_ids: vec![] }).await), ["device_ids"]);
-    assert_eq!(invalid_fields(devices.clone().get_deletion(pb::GetDeletionRequest { deletion_id: "x".into() }).await), ["deletion_id"]);
+    status(
+        reseller(&stack, "other")
+            .devices()
+            .get_deletion(pb::GetDeletionRequest {
+                deletion_id: d.deletion_id.clone(),
+            })
+            .await,
+        Code::NotFound,
+    );
+    assert_eq!(
+        invalid_fields(
+            devices
+                .clone()
+                .delete_devices(pb::DeleteDevicesRequest { device_ids: vec![] })
+                .await
+        ),
+        ["device_ids"]
+    );
+    assert_eq!(
+        invalid_fields(
+            devices
+                .clone()
+                .get_deletion(pb::GetDeletionRequest {
+                    deletion_id: "x".into()
+                })
+                .await
+        ),
+        ["deletion_id"]
+    );
 }
 
 #[tokio::test]
 async fn outside_subscribers_see_uploads_in_parts_with_headers() {
     let stack = TestStack::start().await;
     active_customer(&stack, "acme", "650000001", "Globex").await;
-    let mut subscription = stack.platform.nats.subscribe("reseller.events.v1.device.uploaded").await.unwrap();
+    let mut subscription = stack
+        .platform
+        .nats
+        .subscribe("reseller.events.v1.device.uploaded")
+        .await
+        .unwrap();
     stack.platform.nats.flush().await.unwrap();
     let ids: Vec<String> = (0..2500).map(imei).collect();
     let upload = upload(&stack, "acme", "650000001", &ids).await.unwrap();
@@ -261,16 +586,30 @@ async fn outside_subscribers_see_uploads_in_parts_with_headers() {
     let mut seen = std::collections::HashSet::new();
     let mut parts = 0;
     while seen.len() < 2500 {
-        let message = tokio::time::timeout(std::time::Duration::from_secs(15), subscription.next()).await.expect("events in time").expect("a message");
+        let message = tokio::time::timeout(std::time::Duration::from_secs(15), subscription.next())
+            .await
+            .expect("events in time")
+            .expect("a message");
         let headers = message.headers.as_ref().expect("headers");
         let content_type = headers.get("Content-Type").expect("Content-Type").as_str();
         assert_eq!(content_type, "application/protobuf");
         let event = pb::Event::decode(message.payload.as_ref()).expect("a reseller.v1.Event");
-        assert_eq!(headers.get("Nats-Msg-Id").expect("Nats-Msg-Id").as_str(), event.event_id);
-        let Some(pb::event::Payload::DevicesUploaded(part)) = event.payload else { panic!("not devices_uploaded") };
+        assert_eq!(
+            headers.get("Nats-Msg-Id").expect("Nats-Msg-Id").as_str(),
+            event.event_id
+        );
+        let Some(pb::event::Payload::DevicesUploaded(part)) = event.payload else {
+            panic!("not devices_uploaded")
+        };
         assert_eq!(part.upload_id, upload.upload_id);
-        assert_eq!((part.reseller_id.as_str(), part.target_knox_id.as_str()), ("acme", "650000001"));
-        assert!(part.device_ids.len() <= 1000, "a part holds at most 1,000 devices");
+        assert_eq!(
+            (part.reseller_id.as_str(), part.target_knox_id.as_str()),
+            ("acme", "650000001")
+        );
+        assert!(
+            part.device_ids.len() <= 1000,
+            "a part holds at most 1,000 devices"
+        );
         assert_eq!(part.part_count, 3);
         seen.extend(part.device_ids);
         parts += 1;

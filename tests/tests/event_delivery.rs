@@ -16,7 +16,11 @@ use tokio_util::sync::CancellationToken;
 async fn list(caller: &Caller, query: &str) -> pb::ListCustomersResponse {
     caller
         .reporting()
-        .list_customers(pb::ListCustomersRequest { query: query.into(), page_size: 1000, ..Default::default() })
+        .list_customers(pb::ListCustomersRequest {
+            query: query.into(),
+            page_size: 1000,
+            ..Default::default()
+        })
         .await
         .expect("list customers")
         .into_inner()
@@ -24,7 +28,12 @@ async fn list(caller: &Caller, query: &str) -> pb::ListCustomersResponse {
 
 /// Every message in RESELLER_EVENTS, in stream order.
 async fn stream_messages(stack: &TestStack) -> Vec<async_nats::jetstream::message::StreamMessage> {
-    let mut stream = stack.platform.js.get_stream(subjects::EVENTS_STREAM).await.unwrap();
+    let mut stream = stack
+        .platform
+        .js
+        .get_stream(subjects::EVENTS_STREAM)
+        .await
+        .unwrap();
     let last = stream.info().await.unwrap().state.last_sequence;
     let mut messages = Vec::new();
     for seq in 1..=last {
@@ -37,7 +46,10 @@ async fn stream_messages(stack: &TestStack) -> Vec<async_nats::jetstream::messag
 
 #[tokio::test]
 async fn a_consumer_killed_and_restarted_mid_stream_applies_every_event_exactly_once() {
-    let stack = TestStack::start_with(StackOptions { reporting_consumer: false }).await;
+    let stack = TestStack::start_with(StackOptions {
+        reporting_consumer: false,
+    })
+    .await;
     let acme = reseller(&stack, "acme");
     // Commands keep producing events while the consumer is killed and restarted.
     let producer = {
@@ -48,11 +60,20 @@ async fn a_consumer_killed_and_restarted_mid_stream_applies_every_event_exactly_
                 let knox = format!("{}", 800000000 + i);
                 active_customer(&stack, "acme", &knox, &format!("Customer {i:02}")).await;
                 acme.customers()
-                    .update_internal_reference(pb::UpdateInternalReferenceRequest { knox_id: knox.clone(), internal_reference: format!("final {i}") })
+                    .update_internal_reference(pb::UpdateInternalReferenceRequest {
+                        knox_id: knox.clone(),
+                        internal_reference: format!("final {i}"),
+                    })
                     .await
                     .unwrap();
                 let ids: Vec<String> = (0..3).map(|d| imei(i * 10 + d)).collect();
-                assert_eq!(upload(&stack, "acme", &knox, &ids).await.unwrap().accepted_count, 3);
+                assert_eq!(
+                    upload(&stack, "acme", &knox, &ids)
+                        .await
+                        .unwrap()
+                        .accepted_count,
+                    3
+                );
             }
         }
     };
@@ -60,7 +81,8 @@ async fn a_consumer_killed_and_restarted_mid_stream_applies_every_event_exactly_
         // Kill the consumer abruptly (no drain: an applied event may miss its ack) or
         // stop it gracefully, again and again.
         for round in 0..30u64 {
-            let consumer = reporting_service::consumer(&stack.platform).with_ack_wait(Duration::from_millis(700));
+            let consumer = reporting_service::consumer(&stack.platform)
+                .with_ack_wait(Duration::from_millis(700));
             let token = CancellationToken::new();
             let task = tokio::spawn(consumer.run(token.clone()));
             tokio::time::sleep(Duration::from_millis(15 + (round * 37) % 60)).await;
@@ -76,21 +98,43 @@ async fn a_consumer_killed_and_restarted_mid_stream_applies_every_event_exactly_
 
     // Then let it run to the end.
     let token = CancellationToken::new();
-    let consumer = reporting_service::consumer(&stack.platform).with_ack_wait(Duration::from_millis(700));
+    let consumer =
+        reporting_service::consumer(&stack.platform).with_ack_wait(Duration::from_millis(700));
     let task = tokio::spawn(consumer.run(token.clone()));
-    eventually("every customer with its final reference and its 3 devices", || async {
-        let page = list(&acme, "").await;
-        let done = page.total_size == 40
-            && page.customers.iter().all(|c| c.internal_reference.starts_with("final") && c.uploaded_devices == 3 && c.devices == 3);
-        done.then_some(())
-    })
+    eventually(
+        "every customer with its final reference and its 3 devices",
+        || async {
+            let page = list(&acme, "").await;
+            let done = page.total_size == 40
+                && page.customers.iter().all(|c| {
+                    c.internal_reference.starts_with("final")
+                        && c.uploaded_devices == 3
+                        && c.devices == 3
+                });
+            done.then_some(())
+        },
+    )
     .await;
     // Redeliveries changed nothing: still 3 devices each, and the inbox holds each event once.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let page = list(&acme, "").await;
-    assert!(page.customers.iter().all(|c| c.uploaded_devices == 3 && c.devices == 3), "{:?}", page.customers);
-    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM reporting.inbox WHERE consumer = 'reporting'").fetch_one(&stack.platform.pool).await.unwrap();
-    assert_eq!(applied as usize, stream_messages(&stack).await.len(), "one inbox row per event in the stream");
+    assert!(
+        page.customers
+            .iter()
+            .all(|c| c.uploaded_devices == 3 && c.devices == 3),
+        "{:?}",
+        page.customers
+    );
+    let applied: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM reporting.inbox WHERE consumer = 'reporting'")
+            .fetch_one(&stack.platform.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        applied as usize,
+        stream_messages(&stack).await.len(),
+        "one inbox row per event in the stream"
+    );
     token.cancel();
     let _ = task.await;
 }
@@ -100,14 +144,26 @@ async fn a_republished_event_changes_nothing() {
     let stack = TestStack::start().await;
     register(&stack, "810000001", AccountKind::Customer, "Globex").await;
     let acme = reseller(&stack, "acme");
-    acme.customers().add_customer(pb::AddCustomerRequest { knox_id: "810000001".into(), internal_reference: "v1".into() }).await.unwrap();
+    acme.customers()
+        .add_customer(pb::AddCustomerRequest {
+            knox_id: "810000001".into(),
+            internal_reference: "v1".into(),
+        })
+        .await
+        .unwrap();
     for reference in ["v2", "v3"] {
         acme.customers()
-            .update_internal_reference(pb::UpdateInternalReferenceRequest { knox_id: "810000001".into(), internal_reference: reference.into() })
+            .update_internal_reference(pb::UpdateInternalReferenceRequest {
+                knox_id: "810000001".into(),
+                internal_reference: reference.into(),
+            })
             .await
             .unwrap();
     }
-    eventually("v3 on the page", || async { (list(&acme, "").await.customers.first()?.internal_reference == "v3").then_some(()) }).await;
+    eventually("v3 on the page", || async {
+        (list(&acme, "").await.customers.first()?.internal_reference == "v3").then_some(())
+    })
+    .await;
 
     // Republish the "v2" event, with a new Nats-Msg-Id so JetStream's duplicate window
     // does not catch it: only the consumers' inboxes stand in the way.
@@ -119,24 +175,58 @@ async fn a_republished_event_changes_nothing() {
                 Some(Payload::CustomerReferenceUpdated(u)) if u.internal_reference == "v2")
         })
         .expect("the v2 event in the stream");
-    let mut publish = async_nats::jetstream::message::PublishMessage::build().payload(v2.payload.clone()).message_id("republished-v2");
+    let mut publish = async_nats::jetstream::message::PublishMessage::build()
+        .payload(v2.payload.clone())
+        .message_id("republished-v2");
     publish = publish.header("Content-Type", "application/protobuf");
-    stack.platform.js.send_publish(v2.subject.to_string(), publish).await.unwrap().await.unwrap();
+    stack
+        .platform
+        .js
+        .send_publish(v2.subject.to_string(), publish)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     // A later event proves the consumer has gone past the republished one.
     register(&stack, "810000002", AccountKind::Customer, "Sentinel").await;
-    acme.customers().add_customer(pb::AddCustomerRequest { knox_id: "810000002".into(), internal_reference: String::new() }).await.unwrap();
-    eventually("the sentinel on the page", || async { (list(&acme, "").await.total_size == 2).then_some(()) }).await;
-    assert_eq!(list(&acme, "globex").await.customers[0].internal_reference, "v3", "the old event was not applied again");
+    acme.customers()
+        .add_customer(pb::AddCustomerRequest {
+            knox_id: "810000002".into(),
+            internal_reference: String::new(),
+        })
+        .await
+        .unwrap();
+    eventually("the sentinel on the page", || async {
+        (list(&acme, "").await.total_size == 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        list(&acme, "globex").await.customers[0].internal_reference,
+        "v3",
+        "the old event was not applied again"
+    );
 }
 
 #[tokio::test]
 async fn poison_messages_are_dead_lettered_and_later_events_still_apply() {
     let stack = TestStack::start().await;
-    let mut dead_letters = stack.platform.nats.subscribe("reseller.deadletter.v1.reporting").await.unwrap();
+    let mut dead_letters = stack
+        .platform
+        .nats
+        .subscribe("reseller.deadletter.v1.reporting")
+        .await
+        .unwrap();
     stack.platform.nats.flush().await.unwrap();
 
     // Not an event at all, and an event whose content can never apply.
-    stack.platform.js.publish("reseller.events.v1.customer.added", "garbage \u{1}".into()).await.unwrap().await.unwrap();
+    stack
+        .platform
+        .js
+        .publish("reseller.events.v1.customer.added", "garbage \u{1}".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     let bad = new_event(
         Payload::CustomerAdded(pb::CustomerAdded {
             reseller_id: "acme".into(),
@@ -148,25 +238,73 @@ async fn poison_messages_are_dead_lettered_and_later_events_still_apply() {
         }),
         time::OffsetDateTime::now_utc(),
     );
-    stack.platform.js.publish("reseller.events.v1.customer.added", bad.encode_to_vec().into()).await.unwrap().await.unwrap();
+    stack
+        .platform
+        .js
+        .publish(
+            "reseller.events.v1.customer.added",
+            bad.encode_to_vec().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
 
     // Events behind them still apply.
     register(&stack, "820000001", AccountKind::Customer, "Globex").await;
     let acme = reseller(&stack, "acme");
-    acme.customers().add_customer(pb::AddCustomerRequest { knox_id: "820000001".into(), internal_reference: String::new() }).await.unwrap();
-    eventually("the good customer on the page", || async { (list(&acme, "").await.total_size == 1).then_some(()) }).await;
+    acme.customers()
+        .add_customer(pb::AddCustomerRequest {
+            knox_id: "820000001".into(),
+            internal_reference: String::new(),
+        })
+        .await
+        .unwrap();
+    eventually("the good customer on the page", || async {
+        (list(&acme, "").await.total_size == 1).then_some(())
+    })
+    .await;
 
     let mut reasons = Vec::new();
     for _ in 0..2 {
-        let letter = tokio::time::timeout(Duration::from_secs(15), dead_letters.next()).await.expect("a dead letter").unwrap();
+        let letter = tokio::time::timeout(Duration::from_secs(15), dead_letters.next())
+            .await
+            .expect("a dead letter")
+            .unwrap();
         let headers = letter.headers.clone().expect("headers");
-        assert_eq!(headers.get(subjects::headers::ORIGINAL_SUBJECT).unwrap().as_str(), "reseller.events.v1.customer.added");
-        assert_eq!(headers.get(subjects::headers::DEAD_LETTER_CONSUMER).unwrap().as_str(), "reporting");
-        reasons.push(headers.get(subjects::headers::DEAD_LETTER_REASON).unwrap().as_str().to_owned());
+        assert_eq!(
+            headers
+                .get(subjects::headers::ORIGINAL_SUBJECT)
+                .unwrap()
+                .as_str(),
+            "reseller.events.v1.customer.added"
+        );
+        assert_eq!(
+            headers
+                .get(subjects::headers::DEAD_LETTER_CONSUMER)
+                .unwrap()
+                .as_str(),
+            "reporting"
+        );
+        reasons.push(
+            headers
+                .get(subjects::headers::DEAD_LETTER_REASON)
+                .unwrap()
+                .as_str()
+                .to_owned(),
+        );
     }
-    assert!(reasons[0].contains("not a reseller.v1.Event"), "{reasons:?}");
+    assert!(
+        reasons[0].contains("not a reseller.v1.Event"),
+        "{reasons:?}"
+    );
     assert!(reasons[1].contains("knox"), "{reasons:?}");
     // Dead letters are kept in their own stream for inspection and replay.
-    let mut dead_stream = stack.platform.js.get_stream(subjects::DEAD_LETTER_STREAM).await.unwrap();
+    let mut dead_stream = stack
+        .platform
+        .js
+        .get_stream(subjects::DEAD_LETTER_STREAM)
+        .await
+        .unwrap();
     assert!(dead_stream.info().await.unwrap().state.messages >= 2);
 }

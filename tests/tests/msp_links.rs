@@ -18,18 +18,31 @@ async fn setup(stack: &TestStack) {
     register(stack, MSP_A, AccountKind::Msp, "MSP A").await;
     register(stack, MSP_B, AccountKind::Msp, "MSP B").await;
     for knox in [CUST_1, CUST_2, CUST_3] {
-        register(stack, knox, AccountKind::Customer, &format!("Customer {knox}")).await;
+        register(
+            stack,
+            knox,
+            AccountKind::Customer,
+            &format!("Customer {knox}"),
+        )
+        .await;
     }
 }
 
 fn link(customer_knox_id: &str, mode: ManagementMode) -> pb::LinkCustomerRequest {
-    pb::LinkCustomerRequest { customer_knox_id: customer_knox_id.into(), mode: mode as i32 }
+    pb::LinkCustomerRequest {
+        customer_knox_id: customer_knox_id.into(),
+        mode: mode as i32,
+    }
 }
 
 async fn portal(caller: &Caller, customer_knox_id: &str) -> Vec<pb::PortalDevice> {
     caller
         .msp()
-        .list_msp_devices(pb::ListMspDevicesRequest { customer_knox_id: customer_knox_id.into(), page_size: 1000, page_token: String::new() })
+        .list_msp_devices(pb::ListMspDevicesRequest {
+            customer_knox_id: customer_knox_id.into(),
+            page_size: 1000,
+            page_token: String::new(),
+        })
         .await
         .expect("MSP portal")
         .into_inner()
@@ -37,7 +50,16 @@ async fn portal(caller: &Caller, customer_knox_id: &str) -> Vec<pb::PortalDevice
 }
 
 async fn my_devices(caller: &Caller) -> Vec<pb::PortalDevice> {
-    caller.customers().list_my_devices(pb::ListMyDevicesRequest { page_size: 1000, page_token: String::new() }).await.expect("customer portal").into_inner().devices
+    caller
+        .customers()
+        .list_my_devices(pb::ListMyDevicesRequest {
+            page_size: 1000,
+            page_token: String::new(),
+        })
+        .await
+        .expect("customer portal")
+        .into_inner()
+        .devices
 }
 
 fn ids(devices: &[pb::PortalDevice]) -> Vec<String> {
@@ -53,75 +75,257 @@ async fn links_follow_the_management_rules() {
     let a = msp(&stack, MSP_A);
     let b = msp(&stack, MSP_B);
 
-    let linked = a.msp().link_customer(link(CUST_1, ManagementMode::FullyManaged)).await.unwrap().into_inner();
-    assert_eq!((linked.msp_id.as_str(), linked.customer_knox_id.as_str(), linked.mode), (MSP_A, CUST_1, ManagementMode::FullyManaged as i32));
+    let linked = a
+        .msp()
+        .link_customer(link(CUST_1, ManagementMode::FullyManaged))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            linked.msp_id.as_str(),
+            linked.customer_knox_id.as_str(),
+            linked.mode
+        ),
+        (MSP_A, CUST_1, ManagementMode::FullyManaged as i32)
+    );
     assert!(linked.since.is_some());
-    status(a.msp().link_customer(link(CUST_1, ManagementMode::JointlyManaged)).await, Code::AlreadyExists);
+    status(
+        a.msp()
+            .link_customer(link(CUST_1, ManagementMode::JointlyManaged))
+            .await,
+        Code::AlreadyExists,
+    );
     // One MSP at a time.
-    status(b.msp().link_customer(link(CUST_1, ManagementMode::FullyManaged)).await, Code::FailedPrecondition);
+    status(
+        b.msp()
+            .link_customer(link(CUST_1, ManagementMode::FullyManaged))
+            .await,
+        Code::FailedPrecondition,
+    );
     // Only customers can be managed, and they must exist.
-    let not_customer = status(a.msp().link_customer(link(MSP_B, ManagementMode::FullyManaged)).await, Code::FailedPrecondition);
-    assert!(not_customer.message().contains("MSP"), "{}", not_customer.message());
-    status(a.msp().link_customer(link("919999999", ManagementMode::FullyManaged)).await, Code::NotFound);
-    assert_eq!(invalid_fields(a.msp().link_customer(link(CUST_2, ManagementMode::Delinked)).await), ["mode"]);
-    assert_eq!(invalid_fields(a.msp().link_customer(link("x", ManagementMode::Unspecified)).await), ["customer_knox_id", "mode"]);
+    let not_customer = status(
+        a.msp()
+            .link_customer(link(MSP_B, ManagementMode::FullyManaged))
+            .await,
+        Code::FailedPrecondition,
+    );
+    assert!(
+        not_customer.message().contains("MSP"),
+        "{}",
+        not_customer.message()
+    );
+    status(
+        a.msp()
+            .link_customer(link("919999999", ManagementMode::FullyManaged))
+            .await,
+        Code::NotFound,
+    );
+    assert_eq!(
+        invalid_fields(
+            a.msp()
+                .link_customer(link(CUST_2, ManagementMode::Delinked))
+                .await
+        ),
+        ["mode"]
+    );
+    assert_eq!(
+        invalid_fields(
+            a.msp()
+                .link_customer(link("x", ManagementMode::Unspecified))
+                .await
+        ),
+        ["customer_knox_id", "mode"]
+    );
     // A customer token, or an unregistered MSP, cannot link.
-    status(customer(&stack, CUST_2).msp().link_customer(link(CUST_2, ManagementMode::FullyManaged)).await, Code::PermissionDenied);
-    status(msp(&stack, "909999999").msp().link_customer(link(CUST_2, ManagementMode::FullyManaged)).await, Code::FailedPrecondition);
+    status(
+        customer(&stack, CUST_2)
+            .msp()
+            .link_customer(link(CUST_2, ManagementMode::FullyManaged))
+            .await,
+        Code::PermissionDenied,
+    );
+    status(
+        msp(&stack, "909999999")
+            .msp()
+            .link_customer(link(CUST_2, ManagementMode::FullyManaged))
+            .await,
+        Code::FailedPrecondition,
+    );
 
     // A fully managed customer cannot be delinked: the error says what to do.
     let refused = status(
-        a.msp().delink_customer(pb::DelinkCustomerRequest { customer_knox_id: CUST_1.into(), msp_id: String::new() }).await,
+        a.msp()
+            .delink_customer(pb::DelinkCustomerRequest {
+                customer_knox_id: CUST_1.into(),
+                msp_id: String::new(),
+            })
+            .await,
         Code::FailedPrecondition,
     );
-    assert!(refused.message().contains("jointly managed"), "{}", refused.message());
+    assert!(
+        refused.message().contains("jointly managed"),
+        "{}",
+        refused.message()
+    );
     let refused = status(
-        customer(&stack, CUST_1).msp().delink_customer(pb::DelinkCustomerRequest { customer_knox_id: CUST_1.into(), msp_id: MSP_A.into() }).await,
+        customer(&stack, CUST_1)
+            .msp()
+            .delink_customer(pb::DelinkCustomerRequest {
+                customer_knox_id: CUST_1.into(),
+                msp_id: MSP_A.into(),
+            })
+            .await,
         Code::FailedPrecondition,
     );
     assert!(refused.message().contains("jointly managed"));
 
     // Fully → jointly, and no way back (a second call changes nothing).
-    let joint = a.msp().set_jointly_managed(pb::SetJointlyManagedRequest { customer_knox_id: CUST_1.into() }).await.unwrap().into_inner();
+    let joint = a
+        .msp()
+        .set_jointly_managed(pb::SetJointlyManagedRequest {
+            customer_knox_id: CUST_1.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(joint.mode, ManagementMode::JointlyManaged as i32);
-    let again = a.msp().set_jointly_managed(pb::SetJointlyManagedRequest { customer_knox_id: CUST_1.into() }).await.unwrap().into_inner();
+    let again = a
+        .msp()
+        .set_jointly_managed(pb::SetJointlyManagedRequest {
+            customer_knox_id: CUST_1.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(again.mode, ManagementMode::JointlyManaged as i32);
-    status(a.msp().link_customer(link(CUST_1, ManagementMode::FullyManaged)).await, Code::AlreadyExists);
-    status(b.msp().set_jointly_managed(pb::SetJointlyManagedRequest { customer_knox_id: CUST_1.into() }).await, Code::NotFound);
+    status(
+        a.msp()
+            .link_customer(link(CUST_1, ManagementMode::FullyManaged))
+            .await,
+        Code::AlreadyExists,
+    );
+    status(
+        b.msp()
+            .set_jointly_managed(pb::SetJointlyManagedRequest {
+                customer_knox_id: CUST_1.into(),
+            })
+            .await,
+        Code::NotFound,
+    );
 
     // Tenancy of delinks: another MSP, or another customer, cannot delink it.
-    status(b.msp().delink_customer(pb::DelinkCustomerRequest { customer_knox_id: CUST_1.into(), msp_id: String::new() }).await, Code::NotFound);
     status(
-        customer(&stack, CUST_2).msp().delink_customer(pb::DelinkCustomerRequest { customer_knox_id: CUST_1.into(), msp_id: MSP_A.into() }).await,
+        b.msp()
+            .delink_customer(pb::DelinkCustomerRequest {
+                customer_knox_id: CUST_1.into(),
+                msp_id: String::new(),
+            })
+            .await,
         Code::NotFound,
     );
     status(
-        customer(&stack, CUST_1).msp().delink_customer(pb::DelinkCustomerRequest { customer_knox_id: CUST_1.into(), msp_id: MSP_B.into() }).await,
+        customer(&stack, CUST_2)
+            .msp()
+            .delink_customer(pb::DelinkCustomerRequest {
+                customer_knox_id: CUST_1.into(),
+                msp_id: MSP_A.into(),
+            })
+            .await,
+        Code::NotFound,
+    );
+    status(
+        customer(&stack, CUST_1)
+            .msp()
+            .delink_customer(pb::DelinkCustomerRequest {
+                customer_knox_id: CUST_1.into(),
+                msp_id: MSP_B.into(),
+            })
+            .await,
         Code::NotFound,
     );
 
     // The customer delinks itself; then another MSP may link it.
     let ended = customer(&stack, CUST_1)
         .msp()
-        .delink_customer(pb::DelinkCustomerRequest { customer_knox_id: CUST_1.into(), msp_id: MSP_A.into() })
+        .delink_customer(pb::DelinkCustomerRequest {
+            customer_knox_id: CUST_1.into(),
+            msp_id: MSP_A.into(),
+        })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((ended.mode, ended.msp_id.as_str()), (ManagementMode::Delinked as i32, MSP_A));
-    status(a.msp().delink_customer(pb::DelinkCustomerRequest { customer_knox_id: CUST_1.into(), msp_id: String::new() }).await, Code::NotFound);
-    b.msp().link_customer(link(CUST_1, ManagementMode::JointlyManaged)).await.unwrap();
+    assert_eq!(
+        (ended.mode, ended.msp_id.as_str()),
+        (ManagementMode::Delinked as i32, MSP_A)
+    );
+    status(
+        a.msp()
+            .delink_customer(pb::DelinkCustomerRequest {
+                customer_knox_id: CUST_1.into(),
+                msp_id: String::new(),
+            })
+            .await,
+        Code::NotFound,
+    );
+    b.msp()
+        .link_customer(link(CUST_1, ManagementMode::JointlyManaged))
+        .await
+        .unwrap();
     // The MSP delinks a jointly managed customer too.
-    b.msp().delink_customer(pb::DelinkCustomerRequest { customer_knox_id: CUST_1.into(), msp_id: MSP_B.into() }).await.unwrap();
+    b.msp()
+        .delink_customer(pb::DelinkCustomerRequest {
+            customer_knox_id: CUST_1.into(),
+            msp_id: MSP_B.into(),
+        })
+        .await
+        .unwrap();
 
     // Each MSP lists only its own customers, paged.
-    a.msp().link_customer(link(CUST_2, ManagementMode::FullyManaged)).await.unwrap();
-    a.msp().link_customer(link(CUST_3, ManagementMode::JointlyManaged)).await.unwrap();
-    let first = a.msp().list_managed_customers(pb::ListManagedCustomersRequest { page_size: 1, page_token: String::new() }).await.unwrap().into_inner();
+    a.msp()
+        .link_customer(link(CUST_2, ManagementMode::FullyManaged))
+        .await
+        .unwrap();
+    a.msp()
+        .link_customer(link(CUST_3, ManagementMode::JointlyManaged))
+        .await
+        .unwrap();
+    let first = a
+        .msp()
+        .list_managed_customers(pb::ListManagedCustomersRequest {
+            page_size: 1,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(first.customers.len(), 1);
-    let second = a.msp().list_managed_customers(pb::ListManagedCustomersRequest { page_size: 1, page_token: first.next_page_token }).await.unwrap().into_inner();
-    assert_eq!((first.customers[0].customer_knox_id.as_str(), second.customers[0].customer_knox_id.as_str()), (CUST_2, CUST_3));
+    let second = a
+        .msp()
+        .list_managed_customers(pb::ListManagedCustomersRequest {
+            page_size: 1,
+            page_token: first.next_page_token,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            first.customers[0].customer_knox_id.as_str(),
+            second.customers[0].customer_knox_id.as_str()
+        ),
+        (CUST_2, CUST_3)
+    );
     assert!(second.next_page_token.is_empty());
-    assert!(b.msp().list_managed_customers(pb::ListManagedCustomersRequest::default()).await.unwrap().into_inner().customers.is_empty());
+    assert!(
+        b.msp()
+            .list_managed_customers(pb::ListManagedCustomersRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .customers
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -133,60 +337,182 @@ async fn msps_move_only_what_they_hold_to_customers_they_link() {
     active_customer(&stack, "acme", CUST_3, "Direct customer").await;
     let a = msp(&stack, MSP_A);
     let b = msp(&stack, MSP_B);
-    a.msp().link_customer(link(CUST_1, ManagementMode::FullyManaged)).await.unwrap();
-    a.msp().link_customer(link(CUST_3, ManagementMode::JointlyManaged)).await.unwrap();
-    b.msp().link_customer(link(CUST_2, ManagementMode::FullyManaged)).await.unwrap();
-    upload(&stack, "acme", MSP_A, &["A-POOL-1".into(), "A-POOL-2".into(), "A-POOL-3".into()]).await.unwrap();
-    upload(&stack, "acme", MSP_B, &["B-POOL-1".into()]).await.unwrap();
-    upload(&stack, "acme", CUST_3, &["C3-DIRECT".into()]).await.unwrap();
+    a.msp()
+        .link_customer(link(CUST_1, ManagementMode::FullyManaged))
+        .await
+        .unwrap();
+    a.msp()
+        .link_customer(link(CUST_3, ManagementMode::JointlyManaged))
+        .await
+        .unwrap();
+    b.msp()
+        .link_customer(link(CUST_2, ManagementMode::FullyManaged))
+        .await
+        .unwrap();
+    upload(
+        &stack,
+        "acme",
+        MSP_A,
+        &["A-POOL-1".into(), "A-POOL-2".into(), "A-POOL-3".into()],
+    )
+    .await
+    .unwrap();
+    upload(&stack, "acme", MSP_B, &["B-POOL-1".into()])
+        .await
+        .unwrap();
+    upload(&stack, "acme", CUST_3, &["C3-DIRECT".into()])
+        .await
+        .unwrap();
     // The MSP portal: A's pool and what its linked customers hold; never B's pool.
-    let pool = eventually("A's portal to show its pool and its customer's device", || async {
-        let devices = portal(&a, "").await;
-        (devices.len() == 4).then_some(devices)
+    let pool = eventually(
+        "A's portal to show its pool and its customer's device",
+        || async {
+            let devices = portal(&a, "").await;
+            (devices.len() == 4).then_some(devices)
+        },
+    )
+    .await;
+    assert_eq!(
+        ids(&pool),
+        ["A-POOL-1", "A-POOL-2", "A-POOL-3", "C3-DIRECT"]
+    );
+    eventually("B's portal", || async {
+        (ids(&portal(&b, "").await) == ["B-POOL-1"]).then_some(())
     })
     .await;
-    assert_eq!(ids(&pool), ["A-POOL-1", "A-POOL-2", "A-POOL-3", "C3-DIRECT"]);
-    eventually("B's portal", || async { (ids(&portal(&b, "").await) == ["B-POOL-1"]).then_some(()) }).await;
 
     // Move from the pool to a linked customer; foreign and unknown devices are rejected.
     let moved = a
         .msp()
-        .move_devices(pb::MoveDevicesRequest { device_ids: vec!["a-pool-1".into(), "B-POOL-1".into(), "NOPE".into(), "A-POOL-2".into()], to_customer_knox_id: CUST_1.into() })
+        .move_devices(pb::MoveDevicesRequest {
+            device_ids: vec![
+                "a-pool-1".into(),
+                "B-POOL-1".into(),
+                "NOPE".into(),
+                "A-POOL-2".into(),
+            ],
+            to_customer_knox_id: CUST_1.into(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(moved.moved_device_ids, ["A-POOL-1", "A-POOL-2"]);
     assert_eq!(moved.rejected_device_ids, ["B-POOL-1", "NOPE"]);
     // From one of its customers to another (a direct upload held by CUST_3).
-    let moved = a.msp().move_devices(pb::MoveDevicesRequest { device_ids: vec!["C3-DIRECT".into()], to_customer_knox_id: CUST_1.into() }).await.unwrap().into_inner();
+    let moved = a
+        .msp()
+        .move_devices(pb::MoveDevicesRequest {
+            device_ids: vec!["C3-DIRECT".into()],
+            to_customer_knox_id: CUST_1.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(moved.moved_device_ids, ["C3-DIRECT"]);
     // Never to a customer it does not link (unlinked, or linked to B).
-    status(a.msp().move_devices(pb::MoveDevicesRequest { device_ids: vec!["A-POOL-3".into()], to_customer_knox_id: CUST_2.into() }).await, Code::FailedPrecondition);
-    status(b.msp().move_devices(pb::MoveDevicesRequest { device_ids: vec!["A-POOL-3".into()], to_customer_knox_id: CUST_1.into() }).await, Code::FailedPrecondition);
+    status(
+        a.msp()
+            .move_devices(pb::MoveDevicesRequest {
+                device_ids: vec!["A-POOL-3".into()],
+                to_customer_knox_id: CUST_2.into(),
+            })
+            .await,
+        Code::FailedPrecondition,
+    );
+    status(
+        b.msp()
+            .move_devices(pb::MoveDevicesRequest {
+                device_ids: vec!["A-POOL-3".into()],
+                to_customer_knox_id: CUST_1.into(),
+            })
+            .await,
+        Code::FailedPrecondition,
+    );
     // B cannot take A's devices to its own customer.
-    let stolen = b.msp().move_devices(pb::MoveDevicesRequest { device_ids: vec!["A-POOL-3".into()], to_customer_knox_id: CUST_2.into() }).await.unwrap().into_inner();
+    let stolen = b
+        .msp()
+        .move_devices(pb::MoveDevicesRequest {
+            device_ids: vec!["A-POOL-3".into()],
+            to_customer_knox_id: CUST_2.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(stolen.rejected_device_ids, ["A-POOL-3"]);
     assert!(stolen.moved_device_ids.is_empty());
 
     // What each portal shows now.
-    assert_eq!(ids(&portal(&a, CUST_1).await), ["A-POOL-1", "A-POOL-2", "C3-DIRECT"]);
-    assert_eq!(ids(&portal(&a, "").await), ["A-POOL-1", "A-POOL-2", "A-POOL-3", "C3-DIRECT"]);
-    status(a.msp().list_msp_devices(pb::ListMspDevicesRequest { customer_knox_id: CUST_2.into(), ..Default::default() }).await, Code::NotFound);
+    assert_eq!(
+        ids(&portal(&a, CUST_1).await),
+        ["A-POOL-1", "A-POOL-2", "C3-DIRECT"]
+    );
+    assert_eq!(
+        ids(&portal(&a, "").await),
+        ["A-POOL-1", "A-POOL-2", "A-POOL-3", "C3-DIRECT"]
+    );
+    status(
+        a.msp()
+            .list_msp_devices(pb::ListMspDevicesRequest {
+                customer_knox_id: CUST_2.into(),
+                ..Default::default()
+            })
+            .await,
+        Code::NotFound,
+    );
     let at_cust1 = eventually("the customer portal to show the moved devices", || async {
         let devices = my_devices(&customer(&stack, CUST_1)).await;
         (devices.len() == 3).then_some(devices)
     })
     .await;
-    assert!(at_cust1.iter().all(|d| d.moved_by_msp && d.msp_id == MSP_A && d.holder_knox_id == CUST_1), "{at_cust1:?}");
-    eventually("the moved direct device to leave CUST_3's portal", || async { my_devices(&customer(&stack, CUST_3)).await.is_empty().then_some(()) }).await;
+    assert!(
+        at_cust1
+            .iter()
+            .all(|d| d.moved_by_msp && d.msp_id == MSP_A && d.holder_knox_id == CUST_1),
+        "{at_cust1:?}"
+    );
+    eventually(
+        "the moved direct device to leave CUST_3's portal",
+        || async {
+            my_devices(&customer(&stack, CUST_3))
+                .await
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await;
 
     // After a delink the customer portal still shows what was moved to it; the MSP portal
     // no longer does.
-    a.msp().link_customer(link(CUST_2, ManagementMode::FullyManaged)).await.expect_err("CUST_2 is B's");
-    a.msp().set_jointly_managed(pb::SetJointlyManagedRequest { customer_knox_id: CUST_1.into() }).await.unwrap();
-    a.msp().delink_customer(pb::DelinkCustomerRequest { customer_knox_id: CUST_1.into(), msp_id: String::new() }).await.unwrap();
+    a.msp()
+        .link_customer(link(CUST_2, ManagementMode::FullyManaged))
+        .await
+        .expect_err("CUST_2 is B's");
+    a.msp()
+        .set_jointly_managed(pb::SetJointlyManagedRequest {
+            customer_knox_id: CUST_1.into(),
+        })
+        .await
+        .unwrap();
+    a.msp()
+        .delink_customer(pb::DelinkCustomerRequest {
+            customer_knox_id: CUST_1.into(),
+            msp_id: String::new(),
+        })
+        .await
+        .unwrap();
     assert_eq!(ids(&portal(&a, "").await), ["A-POOL-3"]);
-    assert_eq!(ids(&my_devices(&customer(&stack, CUST_1)).await), ["A-POOL-1", "A-POOL-2", "C3-DIRECT"]);
+    assert_eq!(
+        ids(&my_devices(&customer(&stack, CUST_1)).await),
+        ["A-POOL-1", "A-POOL-2", "C3-DIRECT"]
+    );
     // And moves to the delinked customer are refused.
-    status(a.msp().move_devices(pb::MoveDevicesRequest { device_ids: vec!["A-POOL-3".into()], to_customer_knox_id: CUST_1.into() }).await, Code::FailedPrecondition);
+    status(
+        a.msp()
+            .move_devices(pb::MoveDevicesRequest {
+                device_ids: vec!["A-POOL-3".into()],
+                to_customer_knox_id: CUST_1.into(),
+            })
+            .await,
+        Code::FailedPrecondition,
+    );
 }

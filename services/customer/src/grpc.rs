@@ -3,7 +3,9 @@
 use reseller_kit::auth::{Principal, Role};
 use reseller_kit::ids::{KnoxId, ResellerId};
 use reseller_kit::{ApiError, FieldViolations, paging};
-use reseller_proto::v1::{self as pb, account_service_server::AccountService, customer_service_server::CustomerService};
+use reseller_proto::v1::{
+    self as pb, account_service_server::AccountService, customer_service_server::CustomerService,
+};
 use tonic::{Request, Response, Status};
 
 use crate::convert;
@@ -28,7 +30,10 @@ fn knox_id_field(field: &str, value: &str) -> Result<KnoxId, ApiError> {
 }
 
 /// Parses `knox_id` and `internal_reference` together, so one answer names both.
-fn customer_fields(knox_id: &str, reference: &str) -> Result<(KnoxId, InternalReference), ApiError> {
+fn customer_fields(
+    knox_id: &str,
+    reference: &str,
+) -> Result<(KnoxId, InternalReference), ApiError> {
     let mut v = FieldViolations::new();
     let knox_id = v.check("knox_id", KnoxId::parse(knox_id));
     let reference = v.check("internal_reference", InternalReference::parse(reference));
@@ -40,13 +45,20 @@ fn customer_fields(knox_id: &str, reference: &str) -> Result<(KnoxId, InternalRe
 /// as MSPs.
 fn deciding_account(principal: &Principal) -> Result<(KnoxId, AccountKind), ApiError> {
     let knox_id = principal.account(&[Role::Customer, Role::Msp])?;
-    let kind = if principal.role == Role::Msp { AccountKind::Msp } else { AccountKind::Customer };
+    let kind = if principal.role == Role::Msp {
+        AccountKind::Msp
+    } else {
+        AccountKind::Customer
+    };
     Ok((knox_id, kind))
 }
 
 #[tonic::async_trait]
 impl AccountService for CustomerApi {
-    async fn register_account(&self, request: Request<pb::RegisterAccountRequest>) -> Result<Response<pb::Account>, Status> {
+    async fn register_account(
+        &self,
+        request: Request<pb::RegisterAccountRequest>,
+    ) -> Result<Response<pb::Account>, Status> {
         Principal::of(&request)?.require(&[Role::Admin])?;
         let req = request.into_inner();
         let mut v = FieldViolations::new();
@@ -61,11 +73,18 @@ impl AccountService for CustomerApi {
             company_name: company_name.expect("checked"),
             country: country.expect("checked"),
         };
-        let account = self.repo.register_account(new).await.map_err(ApiError::from)?;
+        let account = self
+            .repo
+            .register_account(new)
+            .await
+            .map_err(ApiError::from)?;
         Ok(Response::new(account.into()))
     }
 
-    async fn get_account(&self, request: Request<pb::GetAccountRequest>) -> Result<Response<pb::Account>, Status> {
+    async fn get_account(
+        &self,
+        request: Request<pb::GetAccountRequest>,
+    ) -> Result<Response<pb::Account>, Status> {
         Principal::of(&request)?.require(&[Role::Admin])?;
         let knox_id = knox_id_field("knox_id", &request.get_ref().knox_id)?;
         let account = self.repo.account(&knox_id).await.map_err(ApiError::from)?;
@@ -75,7 +94,10 @@ impl AccountService for CustomerApi {
 
 #[tonic::async_trait]
 impl CustomerService for CustomerApi {
-    async fn add_customer(&self, request: Request<pb::AddCustomerRequest>) -> Result<Response<pb::Customer>, Status> {
+    async fn add_customer(
+        &self,
+        request: Request<pb::AddCustomerRequest>,
+    ) -> Result<Response<pb::Customer>, Status> {
         let reseller = Principal::of(&request)?.reseller()?;
         let req = request.get_ref();
         let (knox_id, reference) = customer_fields(&req.knox_id, &req.internal_reference)?;
@@ -102,10 +124,17 @@ impl CustomerService for CustomerApi {
         Ok(Response::new(customer.into()))
     }
 
-    async fn get_customer(&self, request: Request<pb::GetCustomerRequest>) -> Result<Response<pb::Customer>, Status> {
+    async fn get_customer(
+        &self,
+        request: Request<pb::GetCustomerRequest>,
+    ) -> Result<Response<pb::Customer>, Status> {
         let reseller = Principal::of(&request)?.reseller()?;
         let knox_id = knox_id_field("knox_id", &request.get_ref().knox_id)?;
-        let customer = self.repo.customer(&reseller, &knox_id).await.map_err(ApiError::from)?;
+        let customer = self
+            .repo
+            .customer(&reseller, &knox_id)
+            .await
+            .map_err(ApiError::from)?;
         Ok(Response::new(customer.into()))
     }
 
@@ -114,8 +143,13 @@ impl CustomerService for CustomerApi {
         request: Request<pb::ApproveResellerRequest>,
     ) -> Result<Response<pb::ResellerApproval>, Status> {
         let (knox_id, kind) = deciding_account(Principal::of(&request)?)?;
-        let reseller = ResellerId::parse(&request.get_ref().reseller_id).map_err(|e| ApiError::invalid("reseller_id", e))?;
-        let approval = self.repo.decide(&knox_id, kind, &reseller, true).await.map_err(ApiError::from)?;
+        let reseller = ResellerId::parse(&request.get_ref().reseller_id)
+            .map_err(|e| ApiError::invalid("reseller_id", e))?;
+        let approval = self
+            .repo
+            .decide(&knox_id, kind, &reseller, true)
+            .await
+            .map_err(ApiError::from)?;
         Ok(Response::new(approval.into()))
     }
 
@@ -124,8 +158,13 @@ impl CustomerService for CustomerApi {
         request: Request<pb::RevokeResellerRequest>,
     ) -> Result<Response<pb::ResellerApproval>, Status> {
         let (knox_id, kind) = deciding_account(Principal::of(&request)?)?;
-        let reseller = ResellerId::parse(&request.get_ref().reseller_id).map_err(|e| ApiError::invalid("reseller_id", e))?;
-        let approval = self.repo.decide(&knox_id, kind, &reseller, false).await.map_err(ApiError::from)?;
+        let reseller = ResellerId::parse(&request.get_ref().reseller_id)
+            .map_err(|e| ApiError::invalid("reseller_id", e))?;
+        let approval = self
+            .repo
+            .decide(&knox_id, kind, &reseller, false)
+            .await
+            .map_err(ApiError::from)?;
         Ok(Response::new(approval.into()))
     }
 
@@ -137,10 +176,17 @@ impl CustomerService for CustomerApi {
         let req = request.get_ref();
         let limit = paging::page_size(req.page_size)?;
         let after = paging::decode_token::<(String, uuid::Uuid)>(&req.page_token)?;
-        let mut devices = self.repo.portal_devices(&holder, after, limit + 1).await.map_err(ApiError::from)?;
+        let mut devices = self
+            .repo
+            .portal_devices(&holder, after, limit + 1)
+            .await
+            .map_err(ApiError::from)?;
         let next_page_token = if devices.len() as i64 > limit {
             devices.truncate(limit as usize);
-            devices.last().map(|d| paging::encode_token(&(&d.device_id, d.upload_id))).unwrap_or_default()
+            devices
+                .last()
+                .map(|d| paging::encode_token(&(&d.device_id, d.upload_id)))
+                .unwrap_or_default()
         } else {
             String::new()
         };

@@ -13,10 +13,11 @@ pub mod domain;
 mod events;
 mod grpc;
 mod module;
-mod portal;
+pub mod portal;
 mod postgres;
 
-pub use module::CustomerModule;
+pub use module::{CustomerModule, portal_consumer};
+pub use portal::CustomerPortal;
 
 /// The PostgreSQL schema this service owns.
 pub const SCHEMA: &str = "customer";

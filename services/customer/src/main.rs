@@ -4,7 +4,10 @@ use clap::Parser;
 use reseller_kit::app::{ProgramArgs, ServiceModule, run_program};
 
 #[derive(Debug, Parser)]
-#[command(version, about = "customer-service: accounts, reseller customers, approvals")]
+#[command(
+    version,
+    about = "customer-service: accounts, reseller customers, approvals"
+)]
 struct Args {
     #[command(flatten)]
     program: ProgramArgs,

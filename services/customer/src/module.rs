@@ -5,7 +5,9 @@ use reseller_kit::app::{Platform, ServiceModule};
 use reseller_kit::grpc::GrpcServer;
 use reseller_kit::inbox::{ConsumerSpec, IdempotentConsumer};
 use reseller_kit::outbox::Relay;
-use reseller_proto::v1::{account_service_server::AccountServiceServer, customer_service_server::CustomerServiceServer};
+use reseller_proto::v1::{
+    account_service_server::AccountServiceServer, customer_service_server::CustomerServiceServer,
+};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
@@ -70,6 +72,23 @@ impl ServiceModule for CustomerModule {
             p.js.clone(),
             CustomerPortal,
         );
-        vec![tokio::spawn(relay.run(shutdown.clone())), tokio::spawn(portal.run(shutdown))]
+        vec![
+            tokio::spawn(relay.run(shutdown.clone())),
+            tokio::spawn(portal.run(shutdown)),
+        ]
     }
+}
+
+/// The customer portal's consumer (tests run it by hand or feed it events directly).
+pub fn portal_consumer(platform: &Platform) -> IdempotentConsumer<CustomerPortal> {
+    IdempotentConsumer::new(
+        ConsumerSpec {
+            name: crate::PORTAL_CONSUMER.into(),
+            schema: crate::SCHEMA,
+            filter_subject: reseller_kit::subjects::ALL_EVENTS.into(),
+        },
+        platform.pool.clone(),
+        platform.js.clone(),
+        CustomerPortal,
+    )
 }

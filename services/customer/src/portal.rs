@@ -22,13 +22,16 @@ use crate::postgres::OUTBOX;
 pub struct CustomerPortal;
 
 fn uuid(field: &str, value: &str) -> Result<Uuid, ApplyError> {
-    Uuid::parse_str(value).map_err(|_| ApplyError::Poison(format!("{field} {value:?} is not a UUID")))
+    Uuid::parse_str(value)
+        .map_err(|_| ApplyError::Poison(format!("{field} {value:?} is not a UUID")))
 }
 
 impl EventHandler for CustomerPortal {
     async fn apply(&self, tx: &mut PgConnection, event: &ReceivedEvent) -> Result<(), ApplyError> {
         match &event.payload {
-            Payload::DevicesUploaded(e) if e.target_kind == pb::AccountKind::Customer as i32 => uploaded(tx, e).await,
+            Payload::DevicesUploaded(e) if e.target_kind == pb::AccountKind::Customer as i32 => {
+                uploaded(tx, e).await
+            }
             Payload::MspDevicesMoved(e) => moved(tx, e).await,
             Payload::DevicesDeleted(e) => deleted(tx, e).await,
             _ => Ok(()),
@@ -37,7 +40,8 @@ impl EventHandler for CustomerPortal {
 }
 
 async fn uploaded(tx: &mut PgConnection, e: &pb::DevicesUploaded) -> Result<(), ApplyError> {
-    KnoxId::parse(&e.target_knox_id).map_err(|m| ApplyError::Poison(format!("target_knox_id {m}")))?;
+    KnoxId::parse(&e.target_knox_id)
+        .map_err(|m| ApplyError::Poison(format!("target_knox_id {m}")))?;
     let upload_id = uuid("upload_id", &e.upload_id)?;
     let ids: Vec<&str> = e.devices.iter().map(|d| d.device_id.as_str()).collect();
     let kinds: Vec<i16> = e.devices.iter().map(|d| d.id_kind as i16).collect();
@@ -62,7 +66,8 @@ async fn uploaded(tx: &mut PgConnection, e: &pb::DevicesUploaded) -> Result<(), 
 }
 
 async fn moved(tx: &mut PgConnection, e: &pb::MspDevicesMoved) -> Result<(), ApplyError> {
-    KnoxId::parse(&e.to_customer_knox_id).map_err(|m| ApplyError::Poison(format!("to_customer_knox_id {m}")))?;
+    KnoxId::parse(&e.to_customer_knox_id)
+        .map_err(|m| ApplyError::Poison(format!("to_customer_knox_id {m}")))?;
     for device in &e.devices {
         let upload_id = uuid("upload_id", &device.upload_id)?;
         // The device now shows at the customer it was moved to, and nowhere else; of two
@@ -94,7 +99,11 @@ async fn moved(tx: &mut PgConnection, e: &pb::MspDevicesMoved) -> Result<(), App
 async fn deleted(tx: &mut PgConnection, e: &pb::DevicesDeleted) -> Result<(), ApplyError> {
     uuid("deletion_id", &e.deletion_id)?;
     let ids: Vec<&str> = e.devices.iter().map(|d| d.device_id.as_str()).collect();
-    let uploads = e.devices.iter().map(|d| uuid("upload_id", &d.upload_id)).collect::<Result<Vec<_>, _>>()?;
+    let uploads = e
+        .devices
+        .iter()
+        .map(|d| uuid("upload_id", &d.upload_id))
+        .collect::<Result<Vec<_>, _>>()?;
     sqlx::query(
         "INSERT INTO customer.deleted_registrations (device_id, upload_id) \
          SELECT * FROM UNNEST($1::text[], $2::uuid[]) ON CONFLICT DO NOTHING",
@@ -111,7 +120,11 @@ async fn deleted(tx: &mut PgConnection, e: &pb::DevicesDeleted) -> Result<(), Ap
     .bind(&uploads)
     .fetch_all(&mut *tx)
     .await?;
-    let state = if removed.is_empty() { pb::PortalState::NotApplicable } else { pb::PortalState::Removed };
+    let state = if removed.is_empty() {
+        pb::PortalState::NotApplicable
+    } else {
+        pb::PortalState::Removed
+    };
     let receipt = new_event(
         Payload::PortalDeletionApplied(pb::PortalDeletionApplied {
             deletion_id: e.deletion_id.clone(),

@@ -159,7 +159,8 @@ impl Repository {
         .bind(knox_id.as_str())
         .fetch_optional(&mut *tx)
         .await?;
-        let previous = previous.ok_or_else(|| CustomerError::CustomerNotFound(knox_id.to_string()))?;
+        let previous =
+            previous.ok_or_else(|| CustomerError::CustomerNotFound(knox_id.to_string()))?;
         if previous != reference.as_str() {
             let revision: i64 = sqlx::query_scalar(
                 "UPDATE customer.reseller_customers \
@@ -174,7 +175,12 @@ impl Repository {
             OUTBOX
                 .enqueue(
                     &mut tx,
-                    &[events::customer_reference_updated(reseller_id, knox_id, reference, revision)],
+                    &[events::customer_reference_updated(
+                        reseller_id,
+                        knox_id,
+                        reference,
+                        revision,
+                    )],
                 )
                 .await?;
         }
@@ -189,7 +195,11 @@ impl Repository {
     ///
     /// # Errors
     /// [`CustomerError::CustomerNotFound`] unless the reseller added the account.
-    pub async fn customer(&self, reseller_id: &ResellerId, knox_id: &KnoxId) -> Result<Customer, CustomerError> {
+    pub async fn customer(
+        &self,
+        reseller_id: &ResellerId,
+        knox_id: &KnoxId,
+    ) -> Result<Customer, CustomerError> {
         let mut conn = self.pool.acquire().await?;
         Self::customer_in(&mut conn, reseller_id, knox_id)
             .await?
@@ -267,7 +277,15 @@ impl Repository {
             .await?;
             let status = CustomerStatus::from_approval(Some(approve));
             OUTBOX
-                .enqueue(&mut tx, &[events::customer_status_changed(reseller_id, knox_id, status, revision)])
+                .enqueue(
+                    &mut tx,
+                    &[events::customer_status_changed(
+                        reseller_id,
+                        knox_id,
+                        status,
+                        revision,
+                    )],
+                )
                 .await?;
         }
         tx.commit().await?;

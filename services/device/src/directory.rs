@@ -34,10 +34,21 @@ impl CustomerDirectory {
     /// # Errors
     /// `NOT_FOUND` when the reseller has not added it; `FAILED_PRECONDITION` when it is
     /// not active; `UNAVAILABLE` when customer-service cannot be asked.
-    pub async fn active_target(&self, authorization: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>, knox_id: &KnoxId) -> Result<Target, ApiError> {
-        let mut request = Request::new(pb::GetCustomerRequest { knox_id: knox_id.to_string() });
-        request.metadata_mut().insert("authorization", authorization.clone());
-        let customer = match CustomerServiceClient::new(self.channel.clone()).get_customer(request).await {
+    pub async fn active_target(
+        &self,
+        authorization: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+        knox_id: &KnoxId,
+    ) -> Result<Target, ApiError> {
+        let mut request = Request::new(pb::GetCustomerRequest {
+            knox_id: knox_id.to_string(),
+        });
+        request
+            .metadata_mut()
+            .insert("authorization", authorization.clone());
+        let customer = match CustomerServiceClient::new(self.channel.clone())
+            .get_customer(request)
+            .await
+        {
             Ok(response) => response.into_inner(),
             Err(status) if status.code() == Code::NotFound => {
                 return Err(ApiError::NotFound(format!(
@@ -53,10 +64,15 @@ impl CustomerDirectory {
             }
         };
         match pb::CustomerStatus::try_from(customer.status) {
-            Ok(pb::CustomerStatus::Active) => Ok(Target { knox_id: knox_id.clone(), kind: customer.kind }),
-            Ok(pb::CustomerStatus::PendingVerification) => Err(ApiError::FailedPrecondition(format!(
-                "customer {knox_id} has not approved this reseller yet (pending customer verification); devices can be uploaded only to active customers"
-            ))),
+            Ok(pb::CustomerStatus::Active) => Ok(Target {
+                knox_id: knox_id.clone(),
+                kind: customer.kind,
+            }),
+            Ok(pb::CustomerStatus::PendingVerification) => {
+                Err(ApiError::FailedPrecondition(format!(
+                    "customer {knox_id} has not approved this reseller yet (pending customer verification); devices can be uploaded only to active customers"
+                )))
+            }
             _ => Err(ApiError::FailedPrecondition(format!(
                 "customer {knox_id} revoked its approval of this reseller (inactive); devices can be uploaded only to active customers"
             ))),

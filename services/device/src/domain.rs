@@ -17,7 +17,9 @@ fn bounded_text(input: &str, max: usize, what: &str) -> Result<String, String> {
     let s = input.trim();
     let len = s.chars().count();
     if len > max {
-        return Err(format!("{what} must be at most {max} characters, got {len}"));
+        return Err(format!(
+            "{what} must be at most {max} characters, got {len}"
+        ));
     }
     if s.chars().any(char::is_control) {
         return Err(format!("{what} must not contain control characters"));
@@ -243,7 +245,10 @@ mod tests {
         use PortalState::*;
         assert_eq!(fold_portal(2, &[Removed]), Pending);
         assert_eq!(fold_portal(2, &[NotApplicable, Removed]), Removed);
-        assert_eq!(fold_portal(2, &[NotApplicable, NotApplicable]), NotApplicable);
+        assert_eq!(
+            fold_portal(2, &[NotApplicable, NotApplicable]),
+            NotApplicable
+        );
         assert_eq!(fold_portal(0, &[]), NotApplicable);
     }
 
@@ -260,7 +265,10 @@ mod tests {
         assert!(parse_order_number(&"x".repeat(65)).is_err());
         assert_eq!(parse_client_upload_id("  ").unwrap(), None);
         assert!(parse_client_upload_id("a\u{0}").is_err());
-        assert!(parse_model("Galaxy S26\n").is_ok(), "surrounding whitespace is trimmed");
+        assert!(
+            parse_model("Galaxy S26\n").is_ok(),
+            "surrounding whitespace is trimmed"
+        );
         assert!(parse_model("Gal\taxy").is_err());
     }
 }

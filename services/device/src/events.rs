@@ -40,7 +40,11 @@ pub struct AcceptedDevice {
 }
 
 /// One part of `devices_uploaded`.
-pub fn devices_uploaded(ctx: &UploadContext<'_>, part: u32, devices: Vec<AcceptedDevice>) -> pb::Event {
+pub fn devices_uploaded(
+    ctx: &UploadContext<'_>,
+    part: u32,
+    devices: Vec<AcceptedDevice>,
+) -> pb::Event {
     new_event(
         Payload::DevicesUploaded(pb::DevicesUploaded {
             upload_id: ctx.upload_id.to_string(),
@@ -49,7 +53,11 @@ pub fn devices_uploaded(ctx: &UploadContext<'_>, part: u32, devices: Vec<Accepte
             device_ids: devices.iter().map(|d| d.device_id.clone()).collect(),
             devices: devices
                 .into_iter()
-                .map(|d| pb::UploadedDevice { device_id: d.device_id, id_kind: i32::from(d.kind.as_i16()), model: d.model })
+                .map(|d| pb::UploadedDevice {
+                    device_id: d.device_id,
+                    id_kind: i32::from(d.kind.as_i16()),
+                    model: d.model,
+                })
                 .collect(),
             target_kind: ctx.target.kind,
             order_number: ctx.order_number.to_owned(),
@@ -74,7 +82,13 @@ pub struct DeletedRegistration {
 }
 
 /// One part of `devices_deleted`.
-pub fn devices_deleted(deletion_id: Uuid, reseller_id: &str, part: u32, part_count: u32, devices: &[DeletedRegistration]) -> pb::Event {
+pub fn devices_deleted(
+    deletion_id: Uuid,
+    reseller_id: &str,
+    part: u32,
+    part_count: u32,
+    devices: &[DeletedRegistration],
+) -> pb::Event {
     new_event(
         Payload::DevicesDeleted(pb::DevicesDeleted {
             deletion_id: deletion_id.to_string(),

@@ -5,13 +5,16 @@ use reseller_kit::auth::Principal;
 use reseller_kit::device_id::{DeviceId, DeviceIdKind, normalise};
 use reseller_kit::ids::KnoxId;
 use reseller_kit::{ApiError, FieldViolations, timestamp};
-use reseller_proto::v1::{self as pb, device_service_server::DeviceService, upload_devices_request::Item};
+use reseller_proto::v1::{
+    self as pb, device_service_server::DeviceService, upload_devices_request::Item,
+};
 use tonic::{Code, Request, Response, Status, Streaming};
 use uuid::Uuid;
 
 use crate::directory::CustomerDirectory;
 use crate::domain::{
-    self, Deletion, MAX_DELETE_IDS, ParsedBatch, PortalState, Rejection, RejectionReason, Upload, UploadHeader, UploadRow,
+    self, Deletion, MAX_DELETE_IDS, ParsedBatch, PortalState, Rejection, RejectionReason, Upload,
+    UploadHeader, UploadRow,
 };
 use crate::postgres::Repository;
 
@@ -31,9 +34,18 @@ impl DeviceApi {
 
 fn parse_header(header: &pb::UploadHeader) -> Result<UploadHeader, ApiError> {
     let mut v = FieldViolations::new();
-    let target = v.check("header.target_knox_id", KnoxId::parse(&header.target_knox_id));
-    let order_number = v.check("header.order_number", domain::parse_order_number(&header.order_number));
-    let client_upload_id = v.check("header.client_upload_id", domain::parse_client_upload_id(&header.client_upload_id));
+    let target = v.check(
+        "header.target_knox_id",
+        KnoxId::parse(&header.target_knox_id),
+    );
+    let order_number = v.check(
+        "header.order_number",
+        domain::parse_order_number(&header.order_number),
+    );
+    let client_upload_id = v.check(
+        "header.client_upload_id",
+        domain::parse_client_upload_id(&header.client_upload_id),
+    );
     v.finish()?;
     Ok(UploadHeader {
         target: target.expect("checked"),
@@ -65,47 +77,67 @@ fn parse_device(index: i64, input: &pb::DeviceInput) -> Result<UploadRow, Reject
     };
     let kind = match input.id_kind {
         0 => None,
-        k => Some(DeviceIdKind::from_i16(k as i16).ok_or_else(|| reject(format!("unknown id_kind {k}")))?),
+        k => Some(
+            DeviceIdKind::from_i16(k as i16)
+                .ok_or_else(|| reject(format!("unknown id_kind {k}")))?,
+        ),
     };
     let device = DeviceId::parse(&input.device_id, kind).map_err(reject)?;
     let model = domain::parse_model(&input.model).map_err(reject)?;
-    Ok(UploadRow { index, device, model })
+    Ok(UploadRow {
+        index,
+        device,
+        model,
+    })
 }
 
 /// Turns the rest of the request stream into parsed batches, numbering devices across
 /// batches.
-fn parse_batches(stream: Streaming<pb::UploadDevicesRequest>) -> impl Stream<Item = Result<ParsedBatch, ApiError>> + Unpin {
-    Box::pin(futures::stream::unfold((stream, 0i64), |(mut stream, mut next_index)| async move {
-        let message = match stream.message().await {
-            Ok(Some(message)) => message,
-            Ok(None) => return None,
-            Err(status) => return Some((Err(stream_error(status)), (stream, next_index))),
-        };
-        let batch = match message.item {
-            Some(Item::Batch(batch)) => batch,
-            Some(Item::Header(_)) => {
-                let err = ApiError::invalid("header", "only the first message of an upload may be a header");
-                return Some((Err(err), (stream, next_index)));
+fn parse_batches(
+    stream: Streaming<pb::UploadDevicesRequest>,
+) -> impl Stream<Item = Result<ParsedBatch, ApiError>> + Unpin {
+    Box::pin(futures::stream::unfold(
+        (stream, 0i64),
+        |(mut stream, mut next_index)| async move {
+            let message = match stream.message().await {
+                Ok(Some(message)) => message,
+                Ok(None) => return None,
+                Err(status) => return Some((Err(stream_error(status)), (stream, next_index))),
+            };
+            let batch = match message.item {
+                Some(Item::Batch(batch)) => batch,
+                Some(Item::Header(_)) => {
+                    let err = ApiError::invalid(
+                        "header",
+                        "only the first message of an upload may be a header",
+                    );
+                    return Some((Err(err), (stream, next_index)));
+                }
+                None => {
+                    let err =
+                        ApiError::invalid("item", "every message must hold a header or a batch");
+                    return Some((Err(err), (stream, next_index)));
+                }
+            };
+            let mut parsed = ParsedBatch {
+                rows: Vec::with_capacity(batch.devices.len()),
+                rejected: Vec::new(),
+            };
+            for input in &batch.devices {
+                match parse_device(next_index, input) {
+                    Ok(row) => parsed.rows.push(row),
+                    Err(rejection) => parsed.rejected.push(rejection),
+                }
+                next_index += 1;
             }
-            None => {
-                let err = ApiError::invalid("item", "every message must hold a header or a batch");
-                return Some((Err(err), (stream, next_index)));
-            }
-        };
-        let mut parsed = ParsedBatch { rows: Vec::with_capacity(batch.devices.len()), rejected: Vec::new() };
-        for input in &batch.devices {
-            match parse_device(next_index, input) {
-                Ok(row) => parsed.rows.push(row),
-                Err(rejection) => parsed.rejected.push(rejection),
-            }
-            next_index += 1;
-        }
-        Some((Ok(parsed), (stream, next_index)))
-    }))
+            Some((Ok(parsed), (stream, next_index)))
+        },
+    ))
 }
 
 fn parse_id(field: &str, value: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(value.trim()).map_err(|_| ApiError::invalid(field, format!("must be a UUID, got {value:?}")))
+    Uuid::parse_str(value.trim())
+        .map_err(|_| ApiError::invalid(field, format!("must be a UUID, got {value:?}")))
 }
 
 fn upload_to_proto(upload: Upload) -> pb::Upload {
@@ -150,7 +182,10 @@ fn deletion_to_proto(deletion: Deletion) -> pb::Deletion {
 
 #[tonic::async_trait]
 impl DeviceService for DeviceApi {
-    async fn upload_devices(&self, request: Request<Streaming<pb::UploadDevicesRequest>>) -> Result<Response<pb::Upload>, Status> {
+    async fn upload_devices(
+        &self,
+        request: Request<Streaming<pb::UploadDevicesRequest>>,
+    ) -> Result<Response<pb::Upload>, Status> {
         let reseller = Principal::of(&request)?.reseller()?;
         let authorization = request
             .metadata()
@@ -158,16 +193,35 @@ impl DeviceService for DeviceApi {
             .cloned()
             .ok_or_else(|| ApiError::Unauthenticated("missing bearer token".into()))?;
         let mut stream = request.into_inner();
-        let header = match stream.message().await.map_err(stream_error)?.and_then(|m| m.item) {
+        let header = match stream
+            .message()
+            .await
+            .map_err(stream_error)?
+            .and_then(|m| m.item)
+        {
             Some(Item::Header(header)) => parse_header(&header)?,
-            _ => return Err(ApiError::invalid("header", "the first message of an upload must be its header").into()),
-        };
-        if let Some(client_upload_id) = &header.client_upload_id {
-            if let Some(first) = self.repo.upload_by_client_id(&reseller, client_upload_id).await.map_err(ApiError::from)? {
-                return Ok(Response::new(upload_to_proto(first)));
+            _ => {
+                return Err(ApiError::invalid(
+                    "header",
+                    "the first message of an upload must be its header",
+                )
+                .into());
             }
+        };
+        // A retry of a finished upload answers with its first result.
+        if let Some(client_upload_id) = &header.client_upload_id
+            && let Some(first) = self
+                .repo
+                .upload_by_client_id(&reseller, client_upload_id)
+                .await
+                .map_err(ApiError::from)?
+        {
+            return Ok(Response::new(upload_to_proto(first)));
         }
-        let target = self.directory.active_target(&authorization, &header.target).await?;
+        let target = self
+            .directory
+            .active_target(&authorization, &header.target)
+            .await?;
         let upload = self
             .repo
             .ingest(&reseller, &header, &target, parse_batches(stream))
@@ -176,7 +230,10 @@ impl DeviceService for DeviceApi {
         Ok(Response::new(upload_to_proto(upload)))
     }
 
-    async fn get_upload(&self, request: Request<pb::GetUploadRequest>) -> Result<Response<pb::Upload>, Status> {
+    async fn get_upload(
+        &self,
+        request: Request<pb::GetUploadRequest>,
+    ) -> Result<Response<pb::Upload>, Status> {
         let reseller = Principal::of(&request)?.reseller()?;
         let upload_id = parse_id("upload_id", &request.get_ref().upload_id)?;
         let upload = self
@@ -188,26 +245,47 @@ impl DeviceService for DeviceApi {
         Ok(Response::new(upload_to_proto(upload)))
     }
 
-    async fn delete_devices(&self, request: Request<pb::DeleteDevicesRequest>) -> Result<Response<pb::Deletion>, Status> {
+    async fn delete_devices(
+        &self,
+        request: Request<pb::DeleteDevicesRequest>,
+    ) -> Result<Response<pb::Deletion>, Status> {
         let reseller = Principal::of(&request)?.reseller()?;
         let requested = &request.get_ref().device_ids;
         if requested.is_empty() {
             return Err(ApiError::invalid("device_ids", "name at least one device").into());
         }
         if requested.len() > MAX_DELETE_IDS {
-            return Err(ApiError::invalid("device_ids", format!("at most {MAX_DELETE_IDS} devices per call, got {}", requested.len())).into());
+            return Err(ApiError::invalid(
+                "device_ids",
+                format!(
+                    "at most {MAX_DELETE_IDS} devices per call, got {}",
+                    requested.len()
+                ),
+            )
+            .into());
         }
         // Normalised like uploads, duplicates dropped, order kept.
         let mut seen = std::collections::HashSet::new();
-        let ids: Vec<String> = requested.iter().map(|id| normalise(id)).filter(|id| !id.is_empty() && seen.insert(id.clone())).collect();
+        let ids: Vec<String> = requested
+            .iter()
+            .map(|id| normalise(id))
+            .filter(|id| !id.is_empty() && seen.insert(id.clone()))
+            .collect();
         if ids.is_empty() {
             return Err(ApiError::invalid("device_ids", "every device ID is empty").into());
         }
-        let deletion = self.repo.delete(&reseller, &ids).await.map_err(ApiError::from)?;
+        let deletion = self
+            .repo
+            .delete(&reseller, &ids)
+            .await
+            .map_err(ApiError::from)?;
         Ok(Response::new(deletion_to_proto(deletion)))
     }
 
-    async fn get_deletion(&self, request: Request<pb::GetDeletionRequest>) -> Result<Response<pb::Deletion>, Status> {
+    async fn get_deletion(
+        &self,
+        request: Request<pb::GetDeletionRequest>,
+    ) -> Result<Response<pb::Deletion>, Status> {
         let reseller = Principal::of(&request)?.reseller()?;
         let deletion_id = parse_id("deletion_id", &request.get_ref().deletion_id)?;
         let deletion = self

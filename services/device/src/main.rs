@@ -10,7 +10,11 @@ struct Args {
     program: ProgramArgs,
 
     /// Where customer-service answers (upload targets are checked there).
-    #[arg(long, env = "CUSTOMER_SERVICE_URL", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "CUSTOMER_SERVICE_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
     customer_service_url: String,
 }
 

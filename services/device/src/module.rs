@@ -30,8 +30,14 @@ impl DeviceModule {
     /// When the migrations fail or the URL is invalid.
     pub async fn start(platform: &Platform, customer_service_url: &str) -> anyhow::Result<Self> {
         reseller_kit::db::migrate(&platform.pool, &crate::MIGRATOR, "device-service").await?;
-        let api = DeviceApi::new(Repository::new(platform.pool.clone()), CustomerDirectory::new(customer_service_url)?);
-        Ok(Self { platform: platform.clone(), api })
+        let api = DeviceApi::new(
+            Repository::new(platform.pool.clone()),
+            CustomerDirectory::new(customer_service_url)?,
+        );
+        Ok(Self {
+            platform: platform.clone(),
+            api,
+        })
     }
 }
 
@@ -63,6 +69,9 @@ impl ServiceModule for DeviceModule {
             p.js.clone(),
             Receipts,
         );
-        vec![tokio::spawn(relay.run(shutdown.clone())), tokio::spawn(receipts.run(shutdown))]
+        vec![
+            tokio::spawn(relay.run(shutdown.clone())),
+            tokio::spawn(receipts.run(shutdown)),
+        ]
     }
 }

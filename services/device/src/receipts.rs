@@ -18,16 +18,32 @@ impl EventHandler for Receipts {
         let Payload::PortalDeletionApplied(receipt) = &event.payload else {
             return Ok(());
         };
-        let deletion_id = Uuid::parse_str(&receipt.deletion_id)
-            .map_err(|_| ApplyError::Poison(format!("deletion_id {:?} is not a UUID", receipt.deletion_id)))?;
+        let deletion_id = Uuid::parse_str(&receipt.deletion_id).map_err(|_| {
+            ApplyError::Poison(format!(
+                "deletion_id {:?} is not a UUID",
+                receipt.deletion_id
+            ))
+        })?;
         if !(1..=3).contains(&receipt.portal) {
-            return Err(ApplyError::Poison(format!("unknown portal {}", receipt.portal)));
+            return Err(ApplyError::Poison(format!(
+                "unknown portal {}",
+                receipt.portal
+            )));
         }
         let state = match PortalState::from_i16(receipt.state as i16) {
-            PortalState::Pending => return Err(ApplyError::Poison("a receipt cannot be pending".into())),
+            PortalState::Pending => {
+                return Err(ApplyError::Poison("a receipt cannot be pending".into()));
+            }
             state => state,
         };
-        record_receipt(tx, deletion_id, receipt.portal as i16, receipt.part as i32, state).await?;
+        record_receipt(
+            tx,
+            deletion_id,
+            receipt.portal as i16,
+            receipt.part as i32,
+            state,
+        )
+        .await?;
         Ok(())
     }
 }

@@ -67,7 +67,9 @@ pub struct App {
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App").field("listener", &self.listener).finish()
+        f.debug_struct("App")
+            .field("listener", &self.listener)
+            .finish()
     }
 }
 

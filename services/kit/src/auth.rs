@@ -166,20 +166,21 @@ impl JwtAuth {
     /// # Errors
     /// `UNAUTHENTICATED` with the reason (expired, bad signature, malformed, bad subject).
     pub fn verify(&self, token: &str) -> Result<Principal, ApiError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.inner.decoding, &self.inner.validation)
-            .map_err(|e| {
-                use jsonwebtoken::errors::ErrorKind;
-                let reason = match e.kind() {
-                    ErrorKind::ExpiredSignature => "the bearer token has expired",
-                    ErrorKind::InvalidSignature => "the bearer token's signature is not valid",
-                    ErrorKind::InvalidAlgorithm => "the bearer token must be signed with HS256",
-                    ErrorKind::MissingRequiredClaim(_) => {
-                        "the bearer token lacks a required claim (sub, role, exp)"
-                    }
-                    _ => "the bearer token is malformed",
-                };
-                ApiError::Unauthenticated(reason.into())
-            })?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.inner.decoding, &self.inner.validation)
+                .map_err(|e| {
+                    use jsonwebtoken::errors::ErrorKind;
+                    let reason = match e.kind() {
+                        ErrorKind::ExpiredSignature => "the bearer token has expired",
+                        ErrorKind::InvalidSignature => "the bearer token's signature is not valid",
+                        ErrorKind::InvalidAlgorithm => "the bearer token must be signed with HS256",
+                        ErrorKind::MissingRequiredClaim(_) => {
+                            "the bearer token lacks a required claim (sub, role, exp)"
+                        }
+                        _ => "the bearer token is malformed",
+                    };
+                    ApiError::Unauthenticated(reason.into())
+                })?;
         let Claims { sub, role, .. } = data.claims;
         let valid_subject = match role {
             Role::Admin => !sub.trim().is_empty(),
@@ -207,17 +208,19 @@ impl JwtAuth {
             .metadata()
             .get("authorization")
             .ok_or_else(|| {
-                ApiError::Unauthenticated(
-                    "missing `authorization: Bearer <token>` metadata".into(),
-                )
+                ApiError::Unauthenticated("missing `authorization: Bearer <token>` metadata".into())
             })?
             .to_str()
-            .map_err(|_| ApiError::Unauthenticated("the authorization metadata is not text".into()))?;
+            .map_err(|_| {
+                ApiError::Unauthenticated("the authorization metadata is not text".into())
+            })?;
         let token = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
             .ok_or_else(|| {
-                ApiError::Unauthenticated("the authorization metadata must be `Bearer <token>`".into())
+                ApiError::Unauthenticated(
+                    "the authorization metadata must be `Bearer <token>`".into(),
+                )
             })?;
         self.verify(token.trim())
     }
@@ -250,7 +253,9 @@ mod tests {
     #[test]
     fn minted_tokens_verify_and_carry_the_principal() {
         let auth = JwtAuth::new("s3cret");
-        let token = auth.mint(Role::Reseller, "acme", Duration::from_secs(60)).unwrap();
+        let token = auth
+            .mint(Role::Reseller, "acme", Duration::from_secs(60))
+            .unwrap();
         let p = auth.verify(&token).unwrap();
         assert_eq!(p.role, Role::Reseller);
         assert_eq!(p.subject, "acme");
@@ -258,10 +263,20 @@ mod tests {
 
     #[test]
     fn wrong_secret_and_bad_subjects_are_rejected() {
-        let token = JwtAuth::new("a").mint(Role::Reseller, "acme", Duration::from_secs(60)).unwrap();
-        assert!(matches!(JwtAuth::new("b").verify(&token), Err(ApiError::Unauthenticated(_))));
+        let token = JwtAuth::new("a")
+            .mint(Role::Reseller, "acme", Duration::from_secs(60))
+            .unwrap();
+        assert!(matches!(
+            JwtAuth::new("b").verify(&token),
+            Err(ApiError::Unauthenticated(_))
+        ));
         let auth = JwtAuth::new("a");
-        let bad = auth.mint(Role::Customer, "not-a-knox-id", Duration::from_secs(60)).unwrap();
-        assert!(matches!(auth.verify(&bad), Err(ApiError::Unauthenticated(_))));
+        let bad = auth
+            .mint(Role::Customer, "not-a-knox-id", Duration::from_secs(60))
+            .unwrap();
+        assert!(matches!(
+            auth.verify(&bad),
+            Err(ApiError::Unauthenticated(_))
+        ));
     }
 }

@@ -155,9 +155,14 @@ fn check_meid(value: &str) -> Result<(), String> {
 
 fn check_serial(value: &str) -> Result<(), String> {
     if value.len() > 32 {
-        return Err(format!("serial number {value} is longer than 32 characters"));
+        return Err(format!(
+            "serial number {value} is longer than 32 characters"
+        ));
     }
-    if let Some(c) = value.chars().find(|c| !(c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '-')) {
+    if let Some(c) = value
+        .chars()
+        .find(|c| !(c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '-'))
+    {
         return Err(format!(
             "serial number {value} may hold only A-Z, 0-9 and '-', not {c:?}"
         ));
@@ -173,7 +178,10 @@ mod tests {
     fn imeis_need_a_valid_luhn_digit() {
         // 49015420323751 → check digit 8 (a well-known example IMEI).
         let id = DeviceId::parse(" 490154203237518 ", None).unwrap();
-        assert_eq!((id.as_str(), id.kind()), ("490154203237518", DeviceIdKind::Imei));
+        assert_eq!(
+            (id.as_str(), id.kind()),
+            ("490154203237518", DeviceIdKind::Imei)
+        );
         let err = DeviceId::parse("490154203237517", None).unwrap_err();
         assert!(err.contains("Luhn") && err.contains('8'), "{err}");
         assert!(DeviceId::parse("12345", Some(DeviceIdKind::Imei)).is_err());
@@ -182,14 +190,20 @@ mod tests {
     #[test]
     fn meids_are_14_hex_digits_upper_cased() {
         let id = DeviceId::parse("a0000000002329", None).unwrap();
-        assert_eq!((id.as_str(), id.kind()), ("A0000000002329", DeviceIdKind::Meid));
+        assert_eq!(
+            (id.as_str(), id.kind()),
+            ("A0000000002329", DeviceIdKind::Meid)
+        );
         assert!(DeviceId::parse("G0000000002329", Some(DeviceIdKind::Meid)).is_err());
     }
 
     #[test]
     fn everything_else_is_a_serial() {
         let id = DeviceId::parse("r58m-12ab", None).unwrap();
-        assert_eq!((id.as_str(), id.kind()), ("R58M-12AB", DeviceIdKind::Serial));
+        assert_eq!(
+            (id.as_str(), id.kind()),
+            ("R58M-12AB", DeviceIdKind::Serial)
+        );
         assert!(DeviceId::parse("R58M 12AB", None).is_err());
         assert!(DeviceId::parse(&"A".repeat(33), None).is_err());
         assert!(DeviceId::parse("   ", None).is_err());

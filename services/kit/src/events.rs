@@ -52,8 +52,11 @@ pub struct ReceivedEvent {
 /// [`DecodeError`] when the bytes can never be applied.
 pub fn decode(bytes: &[u8]) -> Result<ReceivedEvent, DecodeError> {
     let event = Event::decode(bytes)?;
-    let id = Uuid::parse_str(&event.event_id).map_err(|_| DecodeError::EventId(event.event_id.clone()))?;
-    let payload = event.payload.ok_or(DecodeError::NoPayload(event.event_id))?;
+    let id = Uuid::parse_str(&event.event_id)
+        .map_err(|_| DecodeError::EventId(event.event_id.clone()))?;
+    let payload = event
+        .payload
+        .ok_or(DecodeError::NoPayload(event.event_id))?;
     Ok(ReceivedEvent {
         id,
         occurred_at: timestamp::from_proto(event.occurred_at.as_ref()),

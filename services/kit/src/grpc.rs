@@ -49,10 +49,16 @@ impl GrpcServer {
     ///
     /// # Errors
     /// When the transport fails.
-    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
         let (health, health_service) = tonic_health::server::health_reporter();
         for name in &self.names {
-            health.set_service_status(*name, ServingStatus::Serving).await;
+            health
+                .set_service_status(*name, ServingStatus::Serving)
+                .await;
         }
         health.set_service_status("", ServingStatus::Serving).await;
         let reflection = tonic_reflection::server::Builder::configure()
@@ -64,12 +70,18 @@ impl GrpcServer {
             shutdown.cancelled().await;
             // Tell load balancers first, then stop accepting.
             for name in &names {
-                health.set_service_status(*name, ServingStatus::NotServing).await;
+                health
+                    .set_service_status(*name, ServingStatus::NotServing)
+                    .await;
             }
-            health.set_service_status("", ServingStatus::NotServing).await;
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
         };
         Server::builder()
-            .layer(tower::util::MapResponseLayer::new(too_large_is_resource_exhausted))
+            .layer(tower::util::MapResponseLayer::new(
+                too_large_is_resource_exhausted,
+            ))
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_routes(self.routes.routes())
@@ -85,10 +97,12 @@ impl GrpcServer {
 /// status-code guide) says `RESOURCE_EXHAUSTED`. Rewrites that one answer.
 fn too_large_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
     let headers = response.headers_mut();
-    let out_of_range = headers.get("grpc-status").is_some_and(|v| v.as_bytes() == b"11");
-    let too_large = headers
-        .get("grpc-message")
-        .is_some_and(|v| String::from_utf8_lossy(v.as_bytes()).contains("message%20length%20too%20large"));
+    let out_of_range = headers
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"11");
+    let too_large = headers.get("grpc-message").is_some_and(|v| {
+        String::from_utf8_lossy(v.as_bytes()).contains("message%20length%20too%20large")
+    });
     if out_of_range && too_large {
         headers.insert("grpc-status", http::HeaderValue::from_static("8"));
     }

@@ -88,7 +88,10 @@ mod tests {
         assert!(KnoxId::parse("12345").is_err());
         assert!(KnoxId::parse(&"9".repeat(21)).is_err());
         assert!(KnoxId::parse("12345a").is_err());
-        assert!(KnoxId::parse("１２３４５６").is_err(), "non-ASCII digits are rejected");
+        assert!(
+            KnoxId::parse("１２３４５６").is_err(),
+            "non-ASCII digits are rejected"
+        );
         assert!(KnoxId::parse("").is_err());
     }
 

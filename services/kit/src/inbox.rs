@@ -105,7 +105,9 @@ pub struct IdempotentConsumer<H> {
 
 impl<H> std::fmt::Debug for IdempotentConsumer<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IdempotentConsumer").field("spec", &self.spec).finish()
+        f.debug_struct("IdempotentConsumer")
+            .field("spec", &self.spec)
+            .finish()
     }
 }
 
@@ -234,21 +236,29 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     async fn handle(&self, message: jetstream::Message) -> anyhow::Result<()> {
         let ack = |kind| message.ack_with(kind);
         match self.apply(&message.payload).await {
-            Ok(_) => ack(AckKind::Ack).await.map_err(|e| anyhow::anyhow!("ack: {e}"))?,
+            Ok(_) => ack(AckKind::Ack)
+                .await
+                .map_err(|e| anyhow::anyhow!("ack: {e}"))?,
             Err(Failure::Poison(reason)) => {
                 self.dead_letter(&message, &reason).await?;
-                ack(AckKind::Term).await.map_err(|e| anyhow::anyhow!("term: {e}"))?;
+                ack(AckKind::Term)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("term: {e}"))?;
             }
             Err(Failure::Retry { error, unlimited }) => {
                 let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
                 if !unlimited && delivered >= MAX_ATTEMPTS {
                     let reason = format!("failed {delivered} times: {error:#}");
                     self.dead_letter(&message, &reason).await?;
-                    ack(AckKind::Term).await.map_err(|e| anyhow::anyhow!("term: {e}"))?;
+                    ack(AckKind::Term)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("term: {e}"))?;
                 } else {
                     tracing::warn!(consumer = %self.spec.name, delivered, error = %format!("{error:#}"), "event not applied; will retry");
                     let delay = Duration::from_millis(100 * 2u64.pow(delivered.clamp(1, 7) as u32));
-                    ack(AckKind::Nak(Some(delay))).await.map_err(|e| anyhow::anyhow!("nak: {e}"))?;
+                    ack(AckKind::Nak(Some(delay)))
+                        .await
+                        .map_err(|e| anyhow::anyhow!("nak: {e}"))?;
                 }
             }
         }
@@ -259,7 +269,11 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
         tracing::error!(consumer = %self.spec.name, subject = %message.subject, sequence, reason, "dead-lettering event");
         // Header values must be one line.
-        let reason_header: String = reason.chars().map(|c| if c.is_control() { ' ' } else { c }).take(1024).collect();
+        let reason_header: String = reason
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(1024)
+            .collect();
         let publish = PublishMessage::build()
             .payload(message.payload.clone())
             .message_id(format!("{}:{sequence}", self.spec.name))
@@ -280,6 +294,9 @@ impl<H: EventHandler> IdempotentConsumer<H> {
 fn is_unreachable(err: &sqlx::Error) -> bool {
     matches!(
         err,
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_)
+        sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
     )
 }

@@ -49,7 +49,11 @@ impl Outbox {
     ///
     /// # Errors
     /// Database errors; the caller's transaction then rolls back as a whole.
-    pub async fn enqueue(&self, tx: &mut PgConnection, events: &[Event]) -> Result<(), sqlx::Error> {
+    pub async fn enqueue(
+        &self,
+        tx: &mut PgConnection,
+        events: &[Event],
+    ) -> Result<(), sqlx::Error> {
         if events.is_empty() {
             return Ok(());
         }

@@ -39,7 +39,9 @@ pub fn decode_token<T: DeserializeOwned>(token: &str) -> Result<Option<T>, ApiEr
     }
     let invalid = || ApiError::invalid("page_token", "is not a token this list issued");
     let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
-    serde_json::from_slice(&bytes).map(Some).map_err(|_| invalid())
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|_| invalid())
 }
 
 #[cfg(test)]
@@ -57,7 +59,10 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_garbage_is_rejected() {
         let token = encode_token(&("acme", 3));
-        assert_eq!(decode_token::<(String, i32)>(&token).unwrap(), Some(("acme".into(), 3)));
+        assert_eq!(
+            decode_token::<(String, i32)>(&token).unwrap(),
+            Some(("acme".into(), 3))
+        );
         assert!(decode_token::<(String, i32)>("!!!").is_err());
         assert_eq!(decode_token::<(String, i32)>("").unwrap(), None);
     }

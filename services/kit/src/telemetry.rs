@@ -12,7 +12,12 @@ pub fn init(format: LogFormat) {
     let _ = match format {
         LogFormat::Text => registry.with(fmt::layer().with_target(true)).try_init(),
         LogFormat::Json => registry
-            .with(fmt::layer().json().flatten_event(true).with_current_span(false))
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false),
+            )
             .try_init(),
     };
 }

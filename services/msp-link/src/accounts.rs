@@ -44,10 +44,20 @@ impl AccountDirectory {
     /// # Errors
     /// `UNAVAILABLE` when customer-service cannot be asked.
     pub async fn kind(&self, knox_id: &str) -> Result<Option<Kind>, ApiError> {
-        let token = self.auth.mint(Role::Admin, "msp-link-service", Duration::from_secs(60))?;
-        let request = with_bearer(Request::new(pb::GetAccountRequest { knox_id: knox_id.to_owned() }), &token)
-            .map_err(|s| ApiError::Internal(anyhow::anyhow!("{s}")))?;
-        match AccountServiceClient::new(self.channel.clone()).get_account(request).await {
+        let token = self
+            .auth
+            .mint(Role::Admin, "msp-link-service", Duration::from_secs(60))?;
+        let request = with_bearer(
+            Request::new(pb::GetAccountRequest {
+                knox_id: knox_id.to_owned(),
+            }),
+            &token,
+        )
+        .map_err(|s| ApiError::Internal(anyhow::anyhow!("{s}")))?;
+        match AccountServiceClient::new(self.channel.clone())
+            .get_account(request)
+            .await
+        {
             Ok(account) => Ok(match pb::AccountKind::try_from(account.into_inner().kind) {
                 Ok(pb::AccountKind::Msp) => Some(Kind::Msp),
                 _ => Some(Kind::Customer),
@@ -55,7 +65,10 @@ impl AccountDirectory {
             Err(status) if status.code() == Code::NotFound => Ok(None),
             Err(status) => {
                 tracing::warn!(%status, "customer-service did not answer");
-                Err(ApiError::Unavailable(format!("customer-service is unavailable ({}); retry later", status.message())))
+                Err(ApiError::Unavailable(format!(
+                    "customer-service is unavailable ({}); retry later",
+                    status.message()
+                )))
             }
         }
     }

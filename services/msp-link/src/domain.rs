@@ -40,7 +40,9 @@ impl Mode {
         match value {
             1 => Ok(Mode::FullyManaged),
             2 => Ok(Mode::JointlyManaged),
-            _ => Err("must be MANAGEMENT_MODE_FULLY_MANAGED or MANAGEMENT_MODE_JOINTLY_MANAGED".into()),
+            _ => Err(
+                "must be MANAGEMENT_MODE_FULLY_MANAGED or MANAGEMENT_MODE_JOINTLY_MANAGED".into(),
+            ),
         }
     }
 }
@@ -90,7 +92,9 @@ pub enum MspError {
     )]
     FullyManaged(String),
     /// Moving devices to a customer this MSP does not link.
-    #[error("customer {0} is not linked to you (or was delinked); devices can be moved only to customers you link")]
+    #[error(
+        "customer {0} is not linked to you (or was delinked); devices can be moved only to customers you link"
+    )]
     TargetNotLinked(String),
     /// A dependency failed.
     #[error(transparent)]
@@ -104,7 +108,9 @@ impl From<MspError> for reseller_kit::ApiError {
     fn from(err: MspError) -> Self {
         use reseller_kit::ApiError;
         match err {
-            MspError::AccountNotFound(_) | MspError::LinkNotFound { .. } => ApiError::NotFound(err.to_string()),
+            MspError::AccountNotFound(_) | MspError::LinkNotFound { .. } => {
+                ApiError::NotFound(err.to_string())
+            }
             MspError::AlreadyLinked(_) => ApiError::AlreadyExists(err.to_string()),
             MspError::NotACustomer(_)
             | MspError::NotAnMsp(_)
@@ -134,7 +140,10 @@ mod tests {
 
     #[test]
     fn only_jointly_managed_customers_can_be_delinked() {
-        assert!(matches!(check_delink(Mode::FullyManaged, "1"), Err(MspError::FullyManaged(_))));
+        assert!(matches!(
+            check_delink(Mode::FullyManaged, "1"),
+            Err(MspError::FullyManaged(_))
+        ));
         assert!(check_delink(Mode::JointlyManaged, "1").is_ok());
     }
 

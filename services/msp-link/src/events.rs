@@ -72,7 +72,12 @@ pub struct MovedRegistration {
 }
 
 /// One part of `msp_devices_moved`.
-pub fn devices_moved(msp_id: &str, to_customer: &str, devices: &[MovedRegistration], seq: i64) -> pb::Event {
+pub fn devices_moved(
+    msp_id: &str,
+    to_customer: &str,
+    devices: &[MovedRegistration],
+    seq: i64,
+) -> pb::Event {
     let now = OffsetDateTime::now_utc();
     new_event(
         Payload::MspDevicesMoved(pb::MspDevicesMoved {

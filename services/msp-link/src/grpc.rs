@@ -66,7 +66,10 @@ fn device_to_proto(d: PortalDevice) -> pb::PortalDevice {
 
 #[tonic::async_trait]
 impl MspService for MspApi {
-    async fn link_customer(&self, request: Request<pb::LinkCustomerRequest>) -> Result<Response<pb::ManagedCustomer>, Status> {
+    async fn link_customer(
+        &self,
+        request: Request<pb::LinkCustomerRequest>,
+    ) -> Result<Response<pb::ManagedCustomer>, Status> {
         Principal::of(&request)?.require(&[Role::Msp])?;
         let req = request.get_ref();
         let mut v = reseller_kit::FieldViolations::new();
@@ -76,24 +79,44 @@ impl MspService for MspApi {
         let (customer, mode) = (customer.expect("checked"), mode.expect("checked"));
         let msp = self.calling_msp(&request).await?;
         match self.accounts.kind(customer.as_str()).await? {
-            None => return Err(ApiError::from(MspError::AccountNotFound(customer.to_string())).into()),
-            Some(Kind::Msp) => return Err(ApiError::from(MspError::NotACustomer(customer.to_string())).into()),
+            None => {
+                return Err(ApiError::from(MspError::AccountNotFound(customer.to_string())).into());
+            }
+            Some(Kind::Msp) => {
+                return Err(ApiError::from(MspError::NotACustomer(customer.to_string())).into());
+            }
             Some(Kind::Customer) => {}
         }
-        let link = self.repo.link(&msp, &customer, mode).await.map_err(ApiError::from)?;
+        let link = self
+            .repo
+            .link(&msp, &customer, mode)
+            .await
+            .map_err(ApiError::from)?;
         Ok(Response::new(link_to_proto(link)))
     }
 
-    async fn set_jointly_managed(&self, request: Request<pb::SetJointlyManagedRequest>) -> Result<Response<pb::ManagedCustomer>, Status> {
+    async fn set_jointly_managed(
+        &self,
+        request: Request<pb::SetJointlyManagedRequest>,
+    ) -> Result<Response<pb::ManagedCustomer>, Status> {
         Principal::of(&request)?.require(&[Role::Msp])?;
         let customer = knox("customer_knox_id", &request.get_ref().customer_knox_id)?;
         let msp = self.calling_msp(&request).await?;
-        let link = self.repo.set_jointly_managed(&msp, &customer).await.map_err(ApiError::from)?;
+        let link = self
+            .repo
+            .set_jointly_managed(&msp, &customer)
+            .await
+            .map_err(ApiError::from)?;
         Ok(Response::new(link_to_proto(link)))
     }
 
-    async fn delink_customer(&self, request: Request<pb::DelinkCustomerRequest>) -> Result<Response<pb::ManagedCustomer>, Status> {
-        let principal = Principal::of(&request)?.require(&[Role::Msp, Role::Customer])?.clone();
+    async fn delink_customer(
+        &self,
+        request: Request<pb::DelinkCustomerRequest>,
+    ) -> Result<Response<pb::ManagedCustomer>, Status> {
+        let principal = Principal::of(&request)?
+            .require(&[Role::Msp, Role::Customer])?
+            .clone();
         let customer = knox("customer_knox_id", &request.get_ref().customer_knox_id)?;
         let requested_msp = request.get_ref().msp_id.trim();
         let msp = match principal.role {
@@ -101,7 +124,11 @@ impl MspService for MspApi {
             Role::Msp => {
                 let me = principal.account(&[Role::Msp])?;
                 if !requested_msp.is_empty() && requested_msp != me.as_str() {
-                    return Err(ApiError::from(MspError::LinkNotFound { msp_id: requested_msp.to_owned(), customer: customer.to_string() }).into());
+                    return Err(ApiError::from(MspError::LinkNotFound {
+                        msp_id: requested_msp.to_owned(),
+                        customer: customer.to_string(),
+                    })
+                    .into());
                 }
                 me
             }
@@ -109,22 +136,38 @@ impl MspService for MspApi {
             // a customer has at most one).
             _ => {
                 let me = principal.account(&[Role::Customer])?;
-                let not_found = || MspError::LinkNotFound { msp_id: requested_msp.to_owned(), customer: customer.to_string() };
+                let not_found = || MspError::LinkNotFound {
+                    msp_id: requested_msp.to_owned(),
+                    customer: customer.to_string(),
+                };
                 if me != customer {
                     return Err(ApiError::from(not_found()).into());
                 }
-                let link = self.repo.link_of(&customer).await.map_err(ApiError::from)?.ok_or_else(not_found).map_err(ApiError::from)?;
+                let link = self
+                    .repo
+                    .link_of(&customer)
+                    .await
+                    .map_err(ApiError::from)?
+                    .ok_or_else(not_found)
+                    .map_err(ApiError::from)?;
                 if !requested_msp.is_empty() && requested_msp != link.msp_id {
                     return Err(ApiError::from(not_found()).into());
                 }
                 KnoxId::parse(&link.msp_id).map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?
             }
         };
-        let link = self.repo.delink(&msp, &customer, &principal.subject).await.map_err(ApiError::from)?;
+        let link = self
+            .repo
+            .delink(&msp, &customer, &principal.subject)
+            .await
+            .map_err(ApiError::from)?;
         Ok(Response::new(link_to_proto(link)))
     }
 
-    async fn move_devices(&self, request: Request<pb::MoveDevicesRequest>) -> Result<Response<pb::MoveDevicesResponse>, Status> {
+    async fn move_devices(
+        &self,
+        request: Request<pb::MoveDevicesRequest>,
+    ) -> Result<Response<pb::MoveDevicesResponse>, Status> {
         Principal::of(&request)?.require(&[Role::Msp])?;
         let req = request.get_ref();
         let target = knox("to_customer_knox_id", &req.to_customer_knox_id)?;
@@ -132,13 +175,29 @@ impl MspService for MspApi {
             return Err(ApiError::invalid("device_ids", "name at least one device").into());
         }
         if req.device_ids.len() > MAX_MOVE_IDS {
-            return Err(ApiError::invalid("device_ids", format!("at most {MAX_MOVE_IDS} devices per call")).into());
+            return Err(ApiError::invalid(
+                "device_ids",
+                format!("at most {MAX_MOVE_IDS} devices per call"),
+            )
+            .into());
         }
         let mut seen = std::collections::HashSet::new();
-        let ids: Vec<String> = req.device_ids.iter().map(|id| normalise(id)).filter(|id| seen.insert(id.clone())).collect();
+        let ids: Vec<String> = req
+            .device_ids
+            .iter()
+            .map(|id| normalise(id))
+            .filter(|id| seen.insert(id.clone()))
+            .collect();
         let msp = self.calling_msp(&request).await?;
-        let outcome = self.repo.move_devices(&msp, &target, &ids).await.map_err(ApiError::from)?;
-        Ok(Response::new(pb::MoveDevicesResponse { moved_device_ids: outcome.moved, rejected_device_ids: outcome.rejected }))
+        let outcome = self
+            .repo
+            .move_devices(&msp, &target, &ids)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::MoveDevicesResponse {
+            moved_device_ids: outcome.moved,
+            rejected_device_ids: outcome.rejected,
+        }))
     }
 
     async fn list_managed_customers(
@@ -149,17 +208,30 @@ impl MspService for MspApi {
         let req = request.get_ref();
         let limit = paging::page_size(req.page_size)?;
         let after = paging::decode_token::<String>(&req.page_token)?;
-        let mut links = self.repo.links(&msp, after, limit + 1).await.map_err(ApiError::from)?;
+        let mut links = self
+            .repo
+            .links(&msp, after, limit + 1)
+            .await
+            .map_err(ApiError::from)?;
         let next_page_token = if links.len() as i64 > limit {
             links.truncate(limit as usize);
-            links.last().map(|l| paging::encode_token(&l.customer_knox_id)).unwrap_or_default()
+            links
+                .last()
+                .map(|l| paging::encode_token(&l.customer_knox_id))
+                .unwrap_or_default()
         } else {
             String::new()
         };
-        Ok(Response::new(pb::ListManagedCustomersResponse { customers: links.into_iter().map(link_to_proto).collect(), next_page_token }))
+        Ok(Response::new(pb::ListManagedCustomersResponse {
+            customers: links.into_iter().map(link_to_proto).collect(),
+            next_page_token,
+        }))
     }
 
-    async fn list_msp_devices(&self, request: Request<pb::ListMspDevicesRequest>) -> Result<Response<pb::ListMspDevicesResponse>, Status> {
+    async fn list_msp_devices(
+        &self,
+        request: Request<pb::ListMspDevicesRequest>,
+    ) -> Result<Response<pb::ListMspDevicesResponse>, Status> {
         let msp = Principal::of(&request)?.account(&[Role::Msp])?;
         let req = request.get_ref();
         let customer = match req.customer_knox_id.trim() {
@@ -172,16 +244,30 @@ impl MspService for MspApi {
             // Only a customer this MSP links (someone else's answers as if unknown).
             let linked = self.repo.link_of(customer).await.map_err(ApiError::from)?;
             if linked.is_none_or(|l| l.msp_id != msp.as_str()) {
-                return Err(ApiError::from(MspError::LinkNotFound { msp_id: msp.to_string(), customer: customer.to_string() }).into());
+                return Err(ApiError::from(MspError::LinkNotFound {
+                    msp_id: msp.to_string(),
+                    customer: customer.to_string(),
+                })
+                .into());
             }
         }
-        let mut devices = self.repo.portal(&msp, customer.as_ref(), after, limit + 1).await.map_err(ApiError::from)?;
+        let mut devices = self
+            .repo
+            .portal(&msp, customer.as_ref(), after, limit + 1)
+            .await
+            .map_err(ApiError::from)?;
         let next_page_token = if devices.len() as i64 > limit {
             devices.truncate(limit as usize);
-            devices.last().map(|d| paging::encode_token(&(&d.device_id, d.upload_id))).unwrap_or_default()
+            devices
+                .last()
+                .map(|d| paging::encode_token(&(&d.device_id, d.upload_id)))
+                .unwrap_or_default()
         } else {
             String::new()
         };
-        Ok(Response::new(pb::ListMspDevicesResponse { devices: devices.into_iter().map(device_to_proto).collect(), next_page_token }))
+        Ok(Response::new(pb::ListMspDevicesResponse {
+            devices: devices.into_iter().map(device_to_proto).collect(),
+            next_page_token,
+        }))
     }
 }

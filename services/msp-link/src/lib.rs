@@ -13,9 +13,10 @@ mod events;
 mod grpc;
 mod module;
 mod postgres;
-mod projection;
+pub mod projection;
 
-pub use module::MspLinkModule;
+pub use module::{MspLinkModule, portal_consumer};
+pub use projection::MspPortal;
 
 /// The PostgreSQL schema this service owns.
 pub const SCHEMA: &str = "msp";

@@ -31,7 +31,10 @@ impl MspLinkModule {
         reseller_kit::db::migrate(&platform.pool, &crate::MIGRATOR, "msp-link-service").await?;
         let accounts = AccountDirectory::new(customer_service_url, platform.auth.clone())?;
         let api = MspApi::new(Repository::new(platform.pool.clone()), accounts);
-        Ok(Self { platform: platform.clone(), api })
+        Ok(Self {
+            platform: platform.clone(),
+            api,
+        })
     }
 }
 
@@ -63,6 +66,24 @@ impl ServiceModule for MspLinkModule {
             p.js.clone(),
             MspPortal,
         );
-        vec![tokio::spawn(relay.run(shutdown.clone())), tokio::spawn(portal.run(shutdown))]
+        vec![
+            tokio::spawn(relay.run(shutdown.clone())),
+            tokio::spawn(portal.run(shutdown)),
+        ]
     }
+}
+
+/// The consumer that keeps msp-link's device view (tests run it by hand or feed it
+/// events directly).
+pub fn portal_consumer(platform: &Platform) -> IdempotentConsumer<MspPortal> {
+    IdempotentConsumer::new(
+        ConsumerSpec {
+            name: "msp-portal".into(),
+            schema: crate::SCHEMA,
+            filter_subject: reseller_kit::subjects::ALL_EVENTS.into(),
+        },
+        platform.pool.clone(),
+        platform.js.clone(),
+        MspPortal,
+    )
 }

@@ -25,7 +25,10 @@ pub struct Repository {
 
 /// Serialises commands about the given customers (sorted, so two commands never wait on
 /// each other in opposite orders).
-async fn lock_customers(tx: &mut PgConnection, customers: &BTreeSet<String>) -> Result<(), sqlx::Error> {
+async fn lock_customers(
+    tx: &mut PgConnection,
+    customers: &BTreeSet<String>,
+) -> Result<(), sqlx::Error> {
     for customer in customers {
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('msp-customer:' || $1))")
             .bind(customer)
@@ -36,7 +39,9 @@ async fn lock_customers(tx: &mut PgConnection, customers: &BTreeSet<String>) -> 
 }
 
 async fn next_seq(tx: &mut PgConnection) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT nextval('msp.event_seq')").fetch_one(&mut *tx).await
+    sqlx::query_scalar("SELECT nextval('msp.event_seq')")
+        .fetch_one(&mut *tx)
+        .await
 }
 
 fn link_from_row(row: &PgRow) -> Result<Link, sqlx::Error> {
@@ -49,12 +54,14 @@ fn link_from_row(row: &PgRow) -> Result<Link, sqlx::Error> {
 }
 
 async fn live_link(tx: &mut PgConnection, customer: &str) -> Result<Option<Link>, sqlx::Error> {
-    sqlx::query("SELECT msp_id, customer_knox_id, mode, since FROM msp.links WHERE customer_knox_id = $1")
-        .bind(customer)
-        .fetch_optional(&mut *tx)
-        .await?
-        .map(|r| link_from_row(&r))
-        .transpose()
+    sqlx::query(
+        "SELECT msp_id, customer_knox_id, mode, since FROM msp.links WHERE customer_knox_id = $1",
+    )
+    .bind(customer)
+    .fetch_optional(&mut *tx)
+    .await?
+    .map(|r| link_from_row(&r))
+    .transpose()
 }
 
 /// One device of the MSP portal.
@@ -97,7 +104,12 @@ impl Repository {
     ///
     /// # Errors
     /// [`MspError::AlreadyLinked`] or [`MspError::LinkedElsewhere`] when it has a link.
-    pub async fn link(&self, msp: &KnoxId, customer: &KnoxId, mode: Mode) -> Result<Link, MspError> {
+    pub async fn link(
+        &self,
+        msp: &KnoxId,
+        customer: &KnoxId,
+        mode: Mode,
+    ) -> Result<Link, MspError> {
         let mut tx = self.pool.begin().await?;
         lock_customers(&mut tx, &BTreeSet::from([customer.to_string()])).await?;
         if let Some(existing) = live_link(&mut tx, customer.as_str()).await? {
@@ -118,7 +130,9 @@ impl Repository {
         .await?;
         let link = link_from_row(&row)?;
         let seq = next_seq(&mut tx).await?;
-        OUTBOX.enqueue(&mut tx, &[events::linked(&link, seq)]).await?;
+        OUTBOX
+            .enqueue(&mut tx, &[events::linked(&link, seq)])
+            .await?;
         tx.commit().await?;
         Ok(link)
     }
@@ -128,13 +142,20 @@ impl Repository {
     ///
     /// # Errors
     /// [`MspError::LinkNotFound`] unless `msp` links `customer`.
-    pub async fn set_jointly_managed(&self, msp: &KnoxId, customer: &KnoxId) -> Result<Link, MspError> {
+    pub async fn set_jointly_managed(
+        &self,
+        msp: &KnoxId,
+        customer: &KnoxId,
+    ) -> Result<Link, MspError> {
         let mut tx = self.pool.begin().await?;
         lock_customers(&mut tx, &BTreeSet::from([customer.to_string()])).await?;
         let link = live_link(&mut tx, customer.as_str())
             .await?
             .filter(|l| l.msp_id == msp.as_str())
-            .ok_or_else(|| MspError::LinkNotFound { msp_id: msp.to_string(), customer: customer.to_string() })?;
+            .ok_or_else(|| MspError::LinkNotFound {
+                msp_id: msp.to_string(),
+                customer: customer.to_string(),
+            })?;
         if link.mode == Mode::JointlyManaged {
             return Ok(link);
         }
@@ -148,7 +169,9 @@ impl Repository {
         .await?;
         let link = link_from_row(&row)?;
         let seq = next_seq(&mut tx).await?;
-        OUTBOX.enqueue(&mut tx, &[events::mode_changed(&link, seq)]).await?;
+        OUTBOX
+            .enqueue(&mut tx, &[events::mode_changed(&link, seq)])
+            .await?;
         tx.commit().await?;
         Ok(link)
     }
@@ -158,13 +181,21 @@ impl Repository {
     /// # Errors
     /// [`MspError::LinkNotFound`] when they are not linked; [`MspError::FullyManaged`]
     /// when the customer is fully managed.
-    pub async fn delink(&self, msp: &KnoxId, customer: &KnoxId, requested_by: &str) -> Result<Link, MspError> {
+    pub async fn delink(
+        &self,
+        msp: &KnoxId,
+        customer: &KnoxId,
+        requested_by: &str,
+    ) -> Result<Link, MspError> {
         let mut tx = self.pool.begin().await?;
         lock_customers(&mut tx, &BTreeSet::from([customer.to_string()])).await?;
         let link = live_link(&mut tx, customer.as_str())
             .await?
             .filter(|l| l.msp_id == msp.as_str())
-            .ok_or_else(|| MspError::LinkNotFound { msp_id: msp.to_string(), customer: customer.to_string() })?;
+            .ok_or_else(|| MspError::LinkNotFound {
+                msp_id: msp.to_string(),
+                customer: customer.to_string(),
+            })?;
         check_delink(link.mode, customer.as_str())?;
         let delinked_at: OffsetDateTime = sqlx::query_scalar(
             "WITH ended AS (DELETE FROM msp.links WHERE customer_knox_id = $1 RETURNING customer_knox_id, msp_id, since) \
@@ -175,9 +206,15 @@ impl Repository {
         .bind(requested_by)
         .fetch_one(&mut *tx)
         .await?;
-        let ended = Link { mode: Mode::Delinked, since: delinked_at, ..link };
+        let ended = Link {
+            mode: Mode::Delinked,
+            since: delinked_at,
+            ..link
+        };
         let seq = next_seq(&mut tx).await?;
-        OUTBOX.enqueue(&mut tx, &[events::delinked(&ended, requested_by, seq)]).await?;
+        OUTBOX
+            .enqueue(&mut tx, &[events::delinked(&ended, requested_by, seq)])
+            .await?;
         tx.commit().await?;
         Ok(ended)
     }
@@ -195,7 +232,12 @@ impl Repository {
     ///
     /// # Errors
     /// Database errors.
-    pub async fn links(&self, msp: &KnoxId, after: Option<String>, limit: i64) -> Result<Vec<Link>, sqlx::Error> {
+    pub async fn links(
+        &self,
+        msp: &KnoxId,
+        after: Option<String>,
+        limit: i64,
+    ) -> Result<Vec<Link>, sqlx::Error> {
         sqlx::query(
             "SELECT msp_id, customer_knox_id, mode, since FROM msp.links WHERE msp_id = $1 \
              AND ($2::text IS NULL OR customer_knox_id > $2) ORDER BY customer_knox_id LIMIT $3",
@@ -215,13 +257,20 @@ impl Repository {
     ///
     /// # Errors
     /// [`MspError::TargetNotLinked`] when `msp` does not link `target`.
-    pub async fn move_devices(&self, msp: &KnoxId, target: &KnoxId, device_ids: &[String]) -> Result<MoveOutcome, MspError> {
+    pub async fn move_devices(
+        &self,
+        msp: &KnoxId,
+        target: &KnoxId,
+        device_ids: &[String],
+    ) -> Result<MoveOutcome, MspError> {
         let mut tx = self.pool.begin().await?;
         // Lock the target and every current holder, then read again under the locks.
-        let holders: Vec<String> = sqlx::query_scalar("SELECT DISTINCT holder_knox_id FROM msp.devices WHERE device_id = ANY($1)")
-            .bind(device_ids)
-            .fetch_all(&mut *tx)
-            .await?;
+        let holders: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT holder_knox_id FROM msp.devices WHERE device_id = ANY($1)",
+        )
+        .bind(device_ids)
+        .fetch_all(&mut *tx)
+        .await?;
         let mut locked: BTreeSet<String> = holders.into_iter().collect();
         locked.insert(target.to_string());
         lock_customers(&mut tx, &locked).await?;
@@ -302,10 +351,11 @@ impl Repository {
         let holders: Vec<String> = match customer {
             Some(customer) => vec![customer.to_string()],
             None => {
-                let mut holders: Vec<String> = sqlx::query_scalar("SELECT customer_knox_id FROM msp.links WHERE msp_id = $1")
-                    .bind(msp.as_str())
-                    .fetch_all(&mut *conn)
-                    .await?;
+                let mut holders: Vec<String> =
+                    sqlx::query_scalar("SELECT customer_knox_id FROM msp.links WHERE msp_id = $1")
+                        .bind(msp.as_str())
+                        .fetch_all(&mut *conn)
+                        .await?;
                 holders.push(msp.to_string());
                 holders
             }

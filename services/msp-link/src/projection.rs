@@ -21,7 +21,8 @@ use crate::postgres::OUTBOX;
 pub struct MspPortal;
 
 fn uuid(field: &str, value: &str) -> Result<Uuid, ApplyError> {
-    Uuid::parse_str(value).map_err(|_| ApplyError::Poison(format!("{field} {value:?} is not a UUID")))
+    Uuid::parse_str(value)
+        .map_err(|_| ApplyError::Poison(format!("{field} {value:?} is not a UUID")))
 }
 
 impl EventHandler for MspPortal {
@@ -64,7 +65,11 @@ async fn uploaded(tx: &mut PgConnection, e: &pb::DevicesUploaded) -> Result<(), 
 async fn deleted(tx: &mut PgConnection, e: &pb::DevicesDeleted) -> Result<(), ApplyError> {
     uuid("deletion_id", &e.deletion_id)?;
     let ids: Vec<&str> = e.devices.iter().map(|d| d.device_id.as_str()).collect();
-    let uploads = e.devices.iter().map(|d| uuid("upload_id", &d.upload_id)).collect::<Result<Vec<_>, _>>()?;
+    let uploads = e
+        .devices
+        .iter()
+        .map(|d| uuid("upload_id", &d.upload_id))
+        .collect::<Result<Vec<_>, _>>()?;
     sqlx::query(
         "INSERT INTO msp.deleted_registrations (device_id, upload_id) \
          SELECT * FROM UNNEST($1::text[], $2::uuid[]) ON CONFLICT DO NOTHING",
@@ -84,8 +89,16 @@ async fn deleted(tx: &mut PgConnection, e: &pb::DevicesDeleted) -> Result<(), Ap
     .bind(&uploads)
     .fetch_all(&mut *tx)
     .await?;
-    let removed: Vec<String> = rows.into_iter().filter(|(_, shown)| *shown).map(|(id, _)| id).collect();
-    let state = if removed.is_empty() { pb::PortalState::NotApplicable } else { pb::PortalState::Removed };
+    let removed: Vec<String> = rows
+        .into_iter()
+        .filter(|(_, shown)| *shown)
+        .map(|(id, _)| id)
+        .collect();
+    let state = if removed.is_empty() {
+        pb::PortalState::NotApplicable
+    } else {
+        pb::PortalState::Removed
+    };
     let receipt = new_event(
         Payload::PortalDeletionApplied(pb::PortalDeletionApplied {
             deletion_id: e.deletion_id.clone(),

@@ -8,7 +8,10 @@ use reseller_kit::app::{ProgramArgs, ServiceModule, run_program};
 use reseller_kit::auth::{JwtAuth, Role};
 
 #[derive(Debug, Parser)]
-#[command(version, about = "The reseller portal: customer, device, MSP-link and reporting services in one process")]
+#[command(
+    version,
+    about = "The reseller portal: customer, device, MSP-link and reporting services in one process"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -36,8 +39,14 @@ enum Command {
 }
 
 fn parse_ttl(input: &str) -> Result<Duration, String> {
-    let (digits, unit) = input.split_at(input.find(|c: char| !c.is_ascii_digit()).unwrap_or(input.len()));
-    let n: u64 = digits.parse().map_err(|_| format!("{input:?} is not a duration like 3600, 90m, 24h or 7d"))?;
+    let (digits, unit) = input.split_at(
+        input
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(input.len()),
+    );
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{input:?} is not a duration like 3600, 90m, 24h or 7d"))?;
     let seconds = match unit {
         "" | "s" => n,
         "m" => n * 60,
@@ -58,16 +67,29 @@ async fn main() -> anyhow::Result<()> {
         argv.insert(1, "serve".into());
     }
     match Cli::parse_from(argv).command {
-        Command::DevToken { role, sub, ttl, auth_jwt_secret } => {
+        Command::DevToken {
+            role,
+            sub,
+            ttl,
+            auth_jwt_secret,
+        } => {
             println!("{}", JwtAuth::new(&auth_jwt_secret).mint(role, &sub, ttl)?);
             Ok(())
         }
-        Command::Serve(args) => run_program(args, |platform, own_url| async move { start_all(&platform, &own_url).await }).await,
+        Command::Serve(args) => {
+            run_program(args, |platform, own_url| async move {
+                start_all(&platform, &own_url).await
+            })
+            .await
+        }
     }
 }
 
 /// Starts the four services on one platform; they call each other at `own_url`.
-async fn start_all(platform: &reseller_kit::app::Platform, own_url: &str) -> anyhow::Result<Vec<Box<dyn ServiceModule>>> {
+async fn start_all(
+    platform: &reseller_kit::app::Platform,
+    own_url: &str,
+) -> anyhow::Result<Vec<Box<dyn ServiceModule>>> {
     Ok(vec![
         Box::new(customer_service::CustomerModule::start(platform).await?),
         Box::new(device_service::DeviceModule::start(platform, own_url).await?),

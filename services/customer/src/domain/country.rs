@@ -26,7 +26,10 @@ impl Country {
         if code.len() == 2 && ASSIGNED.split(' ').any(|c| c == code) {
             Ok(Self(code))
         } else {
-            Err(format!("must be an ISO 3166-1 alpha-2 code such as DE or US, got {:?}", input.trim()))
+            Err(format!(
+                "must be an ISO 3166-1 alpha-2 code such as DE or US, got {:?}",
+                input.trim()
+            ))
         }
     }
 

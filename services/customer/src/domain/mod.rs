@@ -29,7 +29,11 @@ impl AccountKind {
 
     /// Reads the database spelling.
     pub fn from_db(s: &str) -> Self {
-        if s == "MSP" { AccountKind::Msp } else { AccountKind::Customer }
+        if s == "MSP" {
+            AccountKind::Msp
+        } else {
+            AccountKind::Customer
+        }
     }
 }
 
@@ -130,7 +134,9 @@ pub enum CustomerError {
     #[error("customer {0} has already been added")]
     CustomerExists(String),
     /// Revoking an approval that was never given.
-    #[error("account {knox_id} has not approved reseller {reseller_id}; there is nothing to revoke")]
+    #[error(
+        "account {knox_id} has not approved reseller {reseller_id}; there is nothing to revoke"
+    )]
     NotApproved {
         /// The account.
         knox_id: String,
@@ -164,8 +170,17 @@ mod tests {
 
     #[test]
     fn status_follows_the_accounts_decision() {
-        assert_eq!(CustomerStatus::from_approval(None), CustomerStatus::PendingVerification);
-        assert_eq!(CustomerStatus::from_approval(Some(true)), CustomerStatus::Active);
-        assert_eq!(CustomerStatus::from_approval(Some(false)), CustomerStatus::Inactive);
+        assert_eq!(
+            CustomerStatus::from_approval(None),
+            CustomerStatus::PendingVerification
+        );
+        assert_eq!(
+            CustomerStatus::from_approval(Some(true)),
+            CustomerStatus::Active
+        );
+        assert_eq!(
+            CustomerStatus::from_approval(Some(false)),
+            CustomerStatus::Inactive
+        );
     }
 }

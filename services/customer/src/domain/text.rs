@@ -11,7 +11,10 @@ fn parse_text(input: &str, min: usize, max: usize) -> Result<String, String> {
         return Err(format!("must be at most {max} characters, got {len}"));
     }
     if let Some(c) = s.chars().find(|c| c.is_control()) {
-        return Err(format!("must not contain control characters (found U+{:04X})", c as u32));
+        return Err(format!(
+            "must not contain control characters (found U+{:04X})",
+            c as u32
+        ));
     }
     Ok(s.to_owned())
 }
@@ -61,9 +64,15 @@ mod tests {
 
     #[test]
     fn references_are_trimmed_bounded_and_printable() {
-        assert_eq!(InternalReference::parse("  PO-7 ").unwrap().as_str(), "PO-7");
+        assert_eq!(
+            InternalReference::parse("  PO-7 ").unwrap().as_str(),
+            "PO-7"
+        );
         assert_eq!(InternalReference::parse("").unwrap().as_str(), "");
-        assert!(InternalReference::parse(&"é".repeat(100)).is_ok(), "limit counts characters");
+        assert!(
+            InternalReference::parse(&"é".repeat(100)).is_ok(),
+            "limit counts characters"
+        );
         assert!(InternalReference::parse(&"x".repeat(101)).is_err());
         assert!(InternalReference::parse("a\u{7}b").is_err());
         assert!(InternalReference::parse("a\nb").is_err());
@@ -72,6 +81,9 @@ mod tests {
     #[test]
     fn company_names_are_required() {
         assert!(CompanyName::parse("   ").is_err());
-        assert_eq!(CompanyName::parse(" Acme GmbH ").unwrap().as_str(), "Acme GmbH");
+        assert_eq!(
+            CompanyName::parse(" Acme GmbH ").unwrap().as_str(),
+            "Acme GmbH"
+        );
     }
 }

@@ -19,7 +19,11 @@ impl Repository {
     ///
     /// # Errors
     /// Database errors; nothing is deleted then.
-    pub async fn delete(&self, reseller: &ResellerId, device_ids: &[String]) -> Result<Deletion, sqlx::Error> {
+    pub async fn delete(
+        &self,
+        reseller: &ResellerId,
+        device_ids: &[String],
+    ) -> Result<Deletion, sqlx::Error> {
         let deletion_id = Uuid::now_v7();
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(
@@ -42,9 +46,18 @@ impl Repository {
                 })
             })
             .collect::<Result<_, sqlx::Error>>()?;
-        let deleted_set: std::collections::HashSet<&str> = deleted.iter().map(|d| d.device_id.as_str()).collect();
-        let deleted_ids: Vec<String> = device_ids.iter().filter(|id| deleted_set.contains(id.as_str())).cloned().collect();
-        let not_found: Vec<String> = device_ids.iter().filter(|id| !deleted_set.contains(id.as_str())).cloned().collect();
+        let deleted_set: std::collections::HashSet<&str> =
+            deleted.iter().map(|d| d.device_id.as_str()).collect();
+        let deleted_ids: Vec<String> = device_ids
+            .iter()
+            .filter(|id| deleted_set.contains(id.as_str()))
+            .cloned()
+            .collect();
+        let not_found: Vec<String> = device_ids
+            .iter()
+            .filter(|id| !deleted_set.contains(id.as_str()))
+            .cloned()
+            .collect();
         let parts = part_count(deleted.len());
         let requested_at: OffsetDateTime = sqlx::query_scalar(
             "INSERT INTO device.deletions (deletion_id, reseller_id, requested_at, part_count, \
@@ -60,10 +73,20 @@ impl Repository {
         let batch: Vec<_> = deleted
             .chunks(EVENT_PART_SIZE)
             .enumerate()
-            .map(|(part, chunk)| events::devices_deleted(deletion_id, reseller.as_str(), part as u32, parts as u32, chunk))
+            .map(|(part, chunk)| {
+                events::devices_deleted(
+                    deletion_id,
+                    reseller.as_str(),
+                    part as u32,
+                    parts as u32,
+                    chunk,
+                )
+            })
             .collect();
         OUTBOX.enqueue(&mut tx, &batch).await?;
-        let deletion = Self::deletion_in(&mut tx, reseller, deletion_id).await?.ok_or(sqlx::Error::RowNotFound)?;
+        let deletion = Self::deletion_in(&mut tx, reseller, deletion_id)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
         tx.commit().await?;
         debug_assert_eq!(deletion.requested_at, requested_at);
         Ok(deletion)
@@ -74,12 +97,20 @@ impl Repository {
     ///
     /// # Errors
     /// Database errors.
-    pub async fn deletion(&self, reseller: &ResellerId, deletion_id: Uuid) -> Result<Option<Deletion>, sqlx::Error> {
+    pub async fn deletion(
+        &self,
+        reseller: &ResellerId,
+        deletion_id: Uuid,
+    ) -> Result<Option<Deletion>, sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
         Self::deletion_in(&mut conn, reseller, deletion_id).await
     }
 
-    async fn deletion_in(conn: &mut PgConnection, reseller: &ResellerId, deletion_id: Uuid) -> Result<Option<Deletion>, sqlx::Error> {
+    async fn deletion_in(
+        conn: &mut PgConnection,
+        reseller: &ResellerId,
+        deletion_id: Uuid,
+    ) -> Result<Option<Deletion>, sqlx::Error> {
         let Some(row) = sqlx::query(
             "SELECT part_count, requested_at, deleted_device_ids, not_found_device_ids \
              FROM device.deletions WHERE deletion_id = $1 AND reseller_id = $2",
@@ -92,19 +123,22 @@ impl Repository {
             return Ok(None);
         };
         let part_count: i32 = row.try_get("part_count")?;
-        let receipts = sqlx::query("SELECT portal, state FROM device.deletion_receipts WHERE deletion_id = $1")
-            .bind(deletion_id)
-            .fetch_all(&mut *conn)
-            .await?;
-        let mut states = PORTALS.map(|portal| {
-            let of_portal: Vec<PortalState> = receipts
-                .iter()
-                .filter(|r| r.try_get::<i16, _>("portal").ok() == Some(portal))
-                .map(|r| PortalState::from_i16(r.try_get("state").unwrap_or(1)))
-                .collect();
-            fold_portal(part_count, &of_portal)
-        })
-        .into_iter();
+        let receipts = sqlx::query(
+            "SELECT portal, state FROM device.deletion_receipts WHERE deletion_id = $1",
+        )
+        .bind(deletion_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut states = PORTALS
+            .map(|portal| {
+                let of_portal: Vec<PortalState> = receipts
+                    .iter()
+                    .filter(|r| r.try_get::<i16, _>("portal").ok() == Some(portal))
+                    .map(|r| PortalState::from_i16(r.try_get("state").unwrap_or(1)))
+                    .collect();
+                fold_portal(part_count, &of_portal)
+            })
+            .into_iter();
         Ok(Some(Deletion {
             deletion_id,
             deleted_device_ids: row.try_get("deleted_device_ids")?,

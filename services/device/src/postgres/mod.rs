@@ -6,7 +6,6 @@ mod uploads;
 
 pub use deletions::record_receipt;
 
-
 use reseller_kit::outbox::Outbox;
 use sqlx::PgPool;
 

@@ -13,7 +13,10 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{OUTBOX, Repository};
-use crate::domain::{EVENT_PART_SIZE, Rejection, RejectionReason, Target, Upload, ParsedBatch, UploadHeader, UploadRow, part_count};
+use crate::domain::{
+    EVENT_PART_SIZE, ParsedBatch, Rejection, RejectionReason, Target, Upload, UploadHeader,
+    UploadRow, part_count,
+};
 use crate::events;
 
 /// Bytes buffered before they are sent to `COPY`.
@@ -45,7 +48,13 @@ impl From<UploadError> for ApiError {
 /// plain; the model is escaped (it cannot hold control characters, but may hold `\`).
 fn write_copy_line(buf: &mut Vec<u8>, row: &UploadRow) {
     use std::io::Write;
-    let _ = write!(buf, "{}\t{}\t{}\t", row.index, row.device.as_str(), row.device.kind().as_i16());
+    let _ = write!(
+        buf,
+        "{}\t{}\t{}\t",
+        row.index,
+        row.device.as_str(),
+        row.device.kind().as_i16()
+    );
     for byte in row.model.bytes() {
         match byte {
             b'\\' => buf.extend_from_slice(b"\\\\"),
@@ -72,7 +81,11 @@ impl Repository {
     ///
     /// # Errors
     /// Database errors.
-    pub async fn upload_by_client_id(&self, reseller: &ResellerId, client_upload_id: &str) -> Result<Option<Upload>, sqlx::Error> {
+    pub async fn upload_by_client_id(
+        &self,
+        reseller: &ResellerId,
+        client_upload_id: &str,
+    ) -> Result<Option<Upload>, sqlx::Error> {
         let id: Option<Uuid> = sqlx::query_scalar(
             "SELECT upload_id FROM device.uploads WHERE reseller_id = $1 AND client_upload_id = $2",
         )
@@ -91,12 +104,20 @@ impl Repository {
     ///
     /// # Errors
     /// Database errors.
-    pub async fn upload(&self, reseller: &ResellerId, upload_id: Uuid) -> Result<Option<Upload>, sqlx::Error> {
+    pub async fn upload(
+        &self,
+        reseller: &ResellerId,
+        upload_id: Uuid,
+    ) -> Result<Option<Upload>, sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
         Self::upload_in(&mut conn, reseller, upload_id).await
     }
 
-    async fn upload_in(conn: &mut PgConnection, reseller: &ResellerId, upload_id: Uuid) -> Result<Option<Upload>, sqlx::Error> {
+    async fn upload_in(
+        conn: &mut PgConnection,
+        reseller: &ResellerId,
+        upload_id: Uuid,
+    ) -> Result<Option<Upload>, sqlx::Error> {
         let Some(row) = sqlx::query(
             "SELECT upload_id, target_knox_id, order_number, client_upload_id, uploaded_at, \
              accepted_count, rejected_count FROM device.uploads WHERE upload_id = $1 AND reseller_id = $2",
@@ -202,19 +223,26 @@ impl Repository {
             }
             copy.finish().await?;
         }
-        self.register_staged(&mut tx, reseller, upload_id, target, &invalid).await?;
-        let accepted = self.publish_accepted(&mut tx, reseller, header, target, upload_id, uploaded_at).await?;
-        let rejected: i64 = sqlx::query_scalar("SELECT count(*) FROM device.upload_rejections WHERE upload_id = $1")
-            .bind(upload_id)
-            .fetch_one(&mut *tx)
+        self.register_staged(&mut tx, reseller, upload_id, target, &invalid)
             .await?;
+        let accepted = self
+            .publish_accepted(&mut tx, reseller, header, target, upload_id, uploaded_at)
+            .await?;
+        let rejected: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM device.upload_rejections WHERE upload_id = $1",
+        )
+        .bind(upload_id)
+        .fetch_one(&mut *tx)
+        .await?;
         sqlx::query("UPDATE device.uploads SET accepted_count = $2, rejected_count = $3 WHERE upload_id = $1")
             .bind(upload_id)
             .bind(accepted)
             .bind(rejected)
             .execute(&mut *tx)
             .await?;
-        let upload = Self::upload_in(&mut tx, reseller, upload_id).await?.ok_or(sqlx::Error::RowNotFound)?;
+        let upload = Self::upload_in(&mut tx, reseller, upload_id)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
         tx.commit().await?;
         Ok(upload)
     }
@@ -289,7 +317,9 @@ impl Repository {
         upload_id: Uuid,
         uploaded_at: OffsetDateTime,
     ) -> Result<i64, sqlx::Error> {
-        let accepted: i64 = sqlx::query_scalar("SELECT count(*) FROM upload_accepted").fetch_one(&mut *tx).await?;
+        let accepted: i64 = sqlx::query_scalar("SELECT count(*) FROM upload_accepted")
+            .fetch_one(&mut *tx)
+            .await?;
         let parts = part_count(accepted as usize) as u32;
         sqlx::query("DECLARE accepted_cursor NO SCROLL CURSOR FOR SELECT device_id, id_kind, model FROM upload_accepted")
             .execute(&mut *tx)
@@ -306,9 +336,11 @@ impl Repository {
         let mut pending = Vec::with_capacity(EVENTS_PER_INSERT);
         let mut part = 0u32;
         loop {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("FETCH {EVENT_PART_SIZE} FROM accepted_cursor")))
-                .fetch_all(&mut *tx)
-                .await?;
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "FETCH {EVENT_PART_SIZE} FROM accepted_cursor"
+            )))
+            .fetch_all(&mut *tx)
+            .await?;
             if rows.is_empty() {
                 break;
             }
@@ -317,7 +349,8 @@ impl Repository {
                 .map(|r| {
                     Ok(events::AcceptedDevice {
                         device_id: r.try_get("device_id")?,
-                        kind: DeviceIdKind::from_i16(r.try_get("id_kind")?).unwrap_or(DeviceIdKind::Serial),
+                        kind: DeviceIdKind::from_i16(r.try_get("id_kind")?)
+                            .unwrap_or(DeviceIdKind::Serial),
                         model: r.try_get("model")?,
                     })
                 })
@@ -330,7 +363,9 @@ impl Repository {
             }
         }
         OUTBOX.enqueue(&mut *tx, &pending).await?;
-        sqlx::query("CLOSE accepted_cursor").execute(&mut *tx).await?;
+        sqlx::query("CLOSE accepted_cursor")
+            .execute(&mut *tx)
+            .await?;
         Ok(accepted)
     }
 }
@@ -343,8 +378,15 @@ mod tests {
     #[test]
     fn copy_lines_escape_the_model() {
         let mut buf = Vec::new();
-        let row = UploadRow { index: 7, device: DeviceId::parse("abc-1", None).unwrap(), model: r"Tab\Model".into() };
+        let row = UploadRow {
+            index: 7,
+            device: DeviceId::parse("abc-1", None).unwrap(),
+            model: r"Tab\Model".into(),
+        };
         write_copy_line(&mut buf, &row);
-        assert_eq!(String::from_utf8(buf).unwrap(), "7\tABC-1\t3\tTab\\\\Model\n");
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "7\tABC-1\t3\tTab\\\\Model\n"
+        );
     }
 }
