@@ -163,7 +163,7 @@ async fn the_behaviour_rules_step_by_step() {
     let msp_detail = detail(&acme, MSP).await;
     assert_eq!(msp_detail.summary.as_ref().unwrap().kind, AccountKind::Msp as i32);
     assert_eq!(msp_detail.uploads.len(), 1);
-    assert_eq!((msp_detail.uploads[0].upload_id.as_str(), msp_detail.uploads[0].device_count, msp_detail.uploads[0].virtual_), (u1.upload_id.as_str(), 4, false));
+    assert_eq!((msp_detail.uploads[0].upload_id.as_str(), msp_detail.uploads[0].device_count, msp_detail.uploads[0].r#virtual), (u1.upload_id.as_str(), 4, false));
     wait_for("the MSP pool", || async { msp_portal(&stack).await == strings(&["M-1", "M-2", "M-3", "M-4"]) }).await;
     assert!(portal_ids(&stack, FULL).await.is_empty());
     assert!(portal_ids(&stack, JOINT).await.is_empty());
@@ -202,7 +202,7 @@ async fn the_behaviour_rules_step_by_step() {
     let joint_detail = detail(&acme, JOINT).await;
     assert_eq!(joint_detail.summary.as_ref().unwrap().display_id, MSP);
     assert_eq!(joint_detail.uploads.len(), 1);
-    assert!(!joint_detail.uploads[0].virtual_);
+    assert!(!joint_detail.uploads[0].r#virtual);
 
     // 5. The fully managed customer cannot be delinked, by the MSP or by itself.
     let refused = status(m.msp().delink_customer(pb::DelinkCustomerRequest { customer_knox_id: FULL.into(), msp_id: String::new() }).await, Code::FailedPrecondition);
@@ -224,12 +224,12 @@ async fn the_behaviour_rules_step_by_step() {
     assert_eq!(full_detail.uploads.len(), 1);
     let virtual_upload = &full_detail.uploads[0];
     assert_eq!(
-        (virtual_upload.upload_id.as_str(), virtual_upload.order_number.as_str(), virtual_upload.device_count, virtual_upload.virtual_, virtual_upload.via_msp_id.as_str()),
+        (virtual_upload.upload_id.as_str(), virtual_upload.order_number.as_str(), virtual_upload.device_count, virtual_upload.r#virtual, virtual_upload.via_msp_id.as_str()),
         (u1.upload_id.as_str(), "PO-1", 2, true, MSP)
     );
     assert_eq!(nanos(&virtual_upload.uploaded_at), t1);
     let full_devices = customer_devices(&acme, FULL).await;
-    assert_eq!(full_devices.iter().map(|d| (d.device_id.as_str(), d.virtual_)).collect::<Vec<_>>(), [("M-1", true), ("M-2", true)]);
+    assert_eq!(full_devices.iter().map(|d| (d.device_id.as_str(), d.r#virtual)).collect::<Vec<_>>(), [("M-1", true), ("M-2", true)]);
     assert_eq!(customer_devices(&acme, MSP).await.iter().map(|d| d.device_id.as_str()).collect::<Vec<_>>(), ["M-3", "M-4"]);
     wait_for("the MSP portal without the delinked customer's devices", || async { msp_portal(&stack).await == strings(&["J-1", "J-2", "M-3", "M-4"]) }).await;
     assert_eq!(portal_ids(&stack, FULL).await, strings(&["M-1", "M-2"]), "the customer keeps what was moved to it");
