@@ -20,12 +20,16 @@ pub struct StackOptions {
     /// Run reporting-service's event consumer (tests of the consumer itself run their
     /// own and turn this off).
     pub reporting_consumer: bool,
+    /// Run every service's background work (relays and consumers). Tests that feed the
+    /// projections events by hand turn this off.
+    pub background: bool,
 }
 
 impl Default for StackOptions {
     fn default() -> Self {
         Self {
             reporting_consumer: true,
+            background: true,
         }
     }
 }
@@ -92,29 +96,17 @@ impl TestStack {
         let platform = Platform::connect(&config).await.expect("platform");
         let app = App::bind("127.0.0.1:0", &config).await.expect("bind");
         let addr = app.local_addr().expect("addr");
-        let reporting = reporting_service::ReportingModule::start(&platform)
-            .await
-            .expect("reporting");
-        let app = app
-            .with(
-                customer_service::CustomerModule::start(&platform)
-                    .await
-                    .expect("customer"),
-            )
-            .with(
-                device_service::DeviceModule::start(&platform, &format!("http://{addr}"))
-                    .await
-                    .expect("device"),
-            )
-            .with(
-                msp_link_service::MspLinkModule::start(&platform, &format!("http://{addr}"))
-                    .await
-                    .expect("msp-link"),
-            );
-        let app = if options.reporting_consumer {
-            app.with(reporting)
+        let own_url = format!("http://{addr}");
+        let reporting = reporting_service::ReportingModule::start(&platform).await.expect("reporting");
+        let customer = customer_service::CustomerModule::start(&platform).await.expect("customer");
+        let device = device_service::DeviceModule::start(&platform, &own_url).await.expect("device");
+        let msp_link = msp_link_service::MspLinkModule::start(&platform, &own_url).await.expect("msp-link");
+        let app = if !options.background {
+            app.with(GrpcOnly(customer)).with(GrpcOnly(device)).with(GrpcOnly(msp_link)).with(GrpcOnly(reporting))
+        } else if options.reporting_consumer {
+            app.with(customer).with(device).with(msp_link).with(reporting)
         } else {
-            app.with(GrpcOnly(reporting))
+            app.with(customer).with(device).with(msp_link).with(GrpcOnly(reporting))
         };
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));

@@ -48,6 +48,7 @@ async fn stream_messages(stack: &TestStack) -> Vec<async_nats::jetstream::messag
 async fn a_consumer_killed_and_restarted_mid_stream_applies_every_event_exactly_once() {
     let stack = TestStack::start_with(StackOptions {
         reporting_consumer: false,
+        ..Default::default()
     })
     .await;
     let acme = reseller(&stack, "acme");

@@ -3,7 +3,7 @@
 use reseller_kit::timestamp;
 use reseller_proto::v1 as pb;
 
-use crate::domain::{AccountKind, CustomerRow, CustomerStatus};
+use crate::domain::{AccountKind, CustomerDevice, CustomerRow, CustomerStatus, UploadSummary};
 
 /// Domain kind → protobuf.
 pub fn kind_to_proto(kind: AccountKind) -> pb::AccountKind {
@@ -65,6 +65,33 @@ impl From<CustomerRow> for pb::CustomerRow {
             country: row.country,
             uploaded_devices: row.uploaded_devices,
             devices: row.devices,
+        }
+    }
+}
+
+impl From<UploadSummary> for pb::UploadSummary {
+    fn from(upload: UploadSummary) -> Self {
+        pb::UploadSummary {
+            upload_id: upload.upload_id.to_string(),
+            uploaded_at: Some(timestamp::to_proto(upload.uploaded_at)),
+            order_number: upload.order_number,
+            device_count: upload.device_count,
+            r#virtual: upload.virtual_upload,
+            via_msp_id: upload.via_msp_id,
+        }
+    }
+}
+
+impl From<CustomerDevice> for pb::CustomerDevice {
+    fn from(device: CustomerDevice) -> Self {
+        pb::CustomerDevice {
+            device_id: device.device_id,
+            id_kind: i32::from(device.kind.as_i16()),
+            model: device.model,
+            upload_id: device.upload_id.to_string(),
+            uploaded_at: Some(timestamp::to_proto(device.uploaded_at)),
+            order_number: device.order_number,
+            r#virtual: device.virtual_upload,
         }
     }
 }

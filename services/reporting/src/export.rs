@@ -1,21 +1,30 @@
 //! Streaming a CSV download: batches of rows from a database cursor, through
-//! [`CsvChunker`], into gRPC chunks over a bounded channel. The channel's bound is the
+//! [`CsvChunker`], into gRPC chunks over a bounded channel. The channels' bounds are the
 //! back-pressure: a slow client slows the cursor, and memory stays flat however many rows
-//! the file has.
+//! the file has (a batch being read, one waiting, one being written, and two chunks).
+//!
+//! Reading and writing overlap: one task reads the cursor a batch ahead while another
+//! writes the previous batch, so the database produces rows while the service formats
+//! them.
 
 use std::future::Future;
 
-use reseller_kit::{ApiError, timestamp};
+use reseller_kit::ApiError;
+use reseller_kit::device_id::DeviceIdKind;
 use reseller_proto::v1::CsvChunk;
+use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
+use uuid::Uuid;
 
-use crate::csv_export::{Cell, CsvChunker, name_and_reference};
+use crate::csv_export::{CsvChunker, name_and_reference};
 use crate::domain::CustomerRow;
 
-/// Chunks buffered between the cursor and the client.
+/// Chunks buffered between the writer and the client.
 const CHANNEL_CHUNKS: usize = 2;
+/// Batches read ahead of the writer.
+const BATCHES_AHEAD: usize = 1;
 
 /// The response stream of a CSV download.
 pub type CsvStream = ReceiverStream<Result<CsvChunk, Status>>;
@@ -23,7 +32,7 @@ pub type CsvStream = ReceiverStream<Result<CsvChunk, Status>>;
 /// Where a download's rows come from, a batch at a time; an empty batch ends the file.
 pub trait RowSource: Send + 'static {
     /// One row.
-    type Row: CsvRecord + Send;
+    type Row: CsvRecord + Send + 'static;
     /// The next rows.
     fn next_batch(&mut self) -> impl Future<Output = Result<Vec<Self::Row>, sqlx::Error>> + Send;
 }
@@ -32,18 +41,32 @@ pub trait RowSource: Send + 'static {
 pub trait CsvRecord {
     /// The file's header.
     const HEADER: &'static [&'static str];
-    /// The row's cells, in header order.
-    fn cells(&self) -> Vec<Cell<'_>>;
+    /// Writes the row's cells, in header order (the caller ends the row).
+    ///
+    /// # Errors
+    /// When a value cannot be read (rows decoded lazily from the database).
+    fn write(&self, out: &mut CsvChunker) -> Result<(), sqlx::Error>;
 }
 
 /// Streams the rows of `source` as a CSV file; `held` (a concurrency permit) is released
-/// when the download ends, however it ends.
+/// when the cursor is done with, however the download ends.
 pub fn stream_csv<S: RowSource, H: Send + 'static>(mut source: S, held: H) -> CsvStream {
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+    let (batches_tx, mut batches) = mpsc::channel(BATCHES_AHEAD);
     tokio::spawn(async move {
         let _held = held;
-        let outcome = write_all(&mut source, &tx).await;
-        match outcome {
+        loop {
+            let batch = source.next_batch().await;
+            let last = !matches!(&batch, Ok(rows) if !rows.is_empty());
+            // A closed channel: the writer stopped (the client went away or it failed).
+            if batches_tx.send(batch).await.is_err() || last {
+                break;
+            }
+        }
+        // Dropping the source here ends its transaction and frees its connection.
+    });
+    tokio::spawn(async move {
+        match write_all::<S::Row>(&mut batches, &tx).await {
             Ok(true) => {}
             Ok(false) => tracing::debug!("CSV download abandoned by the client"),
             Err(err) => {
@@ -55,27 +78,26 @@ pub fn stream_csv<S: RowSource, H: Send + 'static>(mut source: S, held: H) -> Cs
 }
 
 /// Writes every row; `Ok(false)` when the client went away.
-async fn write_all<S: RowSource>(
-    source: &mut S,
+async fn write_all<R: CsvRecord>(
+    batches: &mut mpsc::Receiver<Result<Vec<R>, sqlx::Error>>,
     tx: &mpsc::Sender<Result<CsvChunk, Status>>,
 ) -> Result<bool, ApiError> {
-    let csv_error =
-        |e: csv::Error| ApiError::Internal(anyhow::Error::new(e).context("writing CSV"));
-    let mut chunker = CsvChunker::new(S::Row::HEADER).map_err(csv_error)?;
-    loop {
-        let batch = source.next_batch().await?;
+    let mut chunker = CsvChunker::new(R::HEADER);
+    while let Some(batch) = batches.recv().await {
+        let batch = batch?;
         if batch.is_empty() {
             break;
         }
         for row in batch {
-            if let Some(data) = chunker.write_row(&row.cells()).map_err(csv_error)?
+            row.write(&mut chunker)?;
+            if let Some(data) = chunker.end_row()
                 && tx.send(Ok(CsvChunk { data })).await.is_err()
             {
                 return Ok(false);
             }
         }
     }
-    let data = chunker.finish().map_err(csv_error)?;
+    let data = chunker.finish();
     if !data.is_empty() && tx.send(Ok(CsvChunk { data })).await.is_err() {
         return Ok(false);
     }
@@ -99,23 +121,68 @@ impl CsvRecord for CustomerRow {
         "Status",
     ];
 
-    fn cells(&self) -> Vec<Cell<'_>> {
-        vec![
-            Cell::owned(name_and_reference(
-                &self.company_name,
-                &self.internal_reference,
-            )),
-            Cell::text(self.display_id()),
-            Cell::text(&self.country),
-            Cell::owned(
-                self.last_uploaded_at
-                    .map(timestamp::rfc3339_utc)
-                    .unwrap_or_default(),
-            ),
-            Cell::Int(self.uploaded_devices),
-            Cell::Int(self.devices),
-            Cell::text(self.status.label()),
-        ]
+    fn write(&self, out: &mut CsvChunker) -> Result<(), sqlx::Error> {
+        out.text(&name_and_reference(
+            &self.company_name,
+            &self.internal_reference,
+        ));
+        out.text(self.display_id());
+        out.text(&self.country);
+        out.opt_time(self.last_uploaded_at);
+        out.int(self.uploaded_devices);
+        out.int(self.devices);
+        out.plain(self.status.label());
+        Ok(())
+    }
+}
+
+/// One line of a customer's devices file, borrowing its text from the row it was read
+/// from.
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceLine<'a> {
+    /// The upload that registered the device.
+    pub upload_id: Uuid,
+    /// When.
+    pub uploaded_at: OffsetDateTime,
+    /// The upload's order number.
+    pub order_number: &'a str,
+    /// The device.
+    pub device_id: &'a str,
+    /// Its kind.
+    pub kind: DeviceIdKind,
+    /// Its model.
+    pub model: &'a str,
+    /// Part of a virtual upload.
+    pub virtual_upload: bool,
+    /// The virtual upload's MSP ("" when not virtual).
+    pub via_msp_id: &'a str,
+}
+
+/// The columns of one customer's devices file (DOMAIN.md "CSV downloads", and the
+/// model and the virtual upload's MSP besides).
+pub const DEVICE_HEADER: &[&str] = &[
+    "Upload ID",
+    "Uploaded At",
+    "Order Number",
+    "Device ID",
+    "Device Type",
+    "Model",
+    "Virtual Upload",
+    "Via MSP",
+];
+
+impl DeviceLine<'_> {
+    /// Writes the line's cells in [`DEVICE_HEADER`] order.
+    pub fn write(&self, out: &mut CsvChunker) {
+        out.uuid(self.upload_id);
+        out.time(self.uploaded_at);
+        out.text(self.order_number);
+        // A serial number may begin with `-`: device IDs are text cells too.
+        out.text(self.device_id);
+        out.plain(self.kind.label());
+        out.text(self.model);
+        out.plain(if self.virtual_upload { "yes" } else { "no" });
+        out.text(self.via_msp_id);
     }
 }
 
@@ -152,6 +219,121 @@ mod tests {
             let n = self.0.len().min(2);
             Ok(self.0.drain(..n).collect())
         }
+    }
+
+    /// A device line owning its text.
+    type Owned = (
+        Uuid,
+        OffsetDateTime,
+        String,
+        String,
+        DeviceIdKind,
+        String,
+        bool,
+        String,
+    );
+
+    /// Device lines in batches of two.
+    struct Devices(Vec<Owned>);
+
+    struct OwnedLine(Owned);
+
+    impl CsvRecord for OwnedLine {
+        const HEADER: &'static [&'static str] = DEVICE_HEADER;
+
+        fn write(&self, out: &mut CsvChunker) -> Result<(), sqlx::Error> {
+            let (upload_id, uploaded_at, order, device, kind, model, virtual_upload, via) = &self.0;
+            DeviceLine {
+                upload_id: *upload_id,
+                uploaded_at: *uploaded_at,
+                order_number: order,
+                device_id: device,
+                kind: *kind,
+                model,
+                virtual_upload: *virtual_upload,
+                via_msp_id: via,
+            }
+            .write(out);
+            Ok(())
+        }
+    }
+
+    impl RowSource for Devices {
+        type Row = OwnedLine;
+
+        async fn next_batch(&mut self) -> Result<Vec<OwnedLine>, sqlx::Error> {
+            let n = self.0.len().min(2);
+            Ok(self.0.drain(..n).map(OwnedLine).collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_devices_file_has_the_domain_columns() {
+        let at = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_250_000_000).unwrap();
+        let upload = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001);
+        let lines = vec![
+            (
+                upload,
+                at,
+                "PO, 7".to_owned(),
+                "356938035643809".to_owned(),
+                DeviceIdKind::Imei,
+                "Galaxy S26".to_owned(),
+                false,
+                String::new(),
+            ),
+            (
+                upload,
+                at,
+                "=cmd".to_owned(),
+                "-R58M".to_owned(),
+                DeviceIdKind::Serial,
+                "@model".to_owned(),
+                true,
+                "200001".to_owned(),
+            ),
+            (
+                upload,
+                at,
+                String::new(),
+                "A0000000002329".to_owned(),
+                DeviceIdKind::Meid,
+                String::new(),
+                false,
+                String::new(),
+            ),
+        ];
+        let chunks: Vec<_> = stream_csv(Devices(lines), ()).collect().await;
+        let bytes: Vec<u8> = chunks.into_iter().flat_map(|c| c.unwrap().data).collect();
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            "Upload ID,Uploaded At,Order Number,Device ID,Device Type,Model,Virtual Upload,Via MSP\r\n\
+             01900000-0000-7000-8000-000000000001,2023-11-14T22:13:20.25Z,\"PO, 7\",356938035643809,IMEI,Galaxy S26,no,\r\n\
+             01900000-0000-7000-8000-000000000001,2023-11-14T22:13:20.25Z,'=cmd,'-R58M,Serial,'@model,yes,200001\r\n\
+             01900000-0000-7000-8000-000000000001,2023-11-14T22:13:20.25Z,,A0000000002329,MEID,,no,\r\n"
+        );
+    }
+
+    /// Fails after its first batch.
+    struct Failing(bool);
+
+    impl RowSource for Failing {
+        type Row = CustomerRow;
+
+        async fn next_batch(&mut self) -> Result<Vec<CustomerRow>, sqlx::Error> {
+            if std::mem::replace(&mut self.0, true) {
+                Err(sqlx::Error::Protocol("cursor lost".into()))
+            } else {
+                Ok(vec![row("Acme", "")])
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_cursor_ends_the_stream_with_an_error() {
+        let chunks: Vec<_> = stream_csv(Failing(false), ()).collect().await;
+        let last = chunks.last().unwrap();
+        assert_eq!(last.as_ref().unwrap_err().code(), tonic::Code::Internal);
     }
 
     #[tokio::test]

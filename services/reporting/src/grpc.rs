@@ -9,7 +9,9 @@ use reseller_proto::v1::{self as pb, reporting_service_server::ReportingService}
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Response, Status};
 
-use crate::domain::{ListCustomers, SearchQuery};
+use reseller_kit::ids::KnoxId;
+
+use crate::domain::{ListCustomerDevices, ListCustomers, SearchQuery};
 use crate::export::{CsvStream, stream_csv};
 use crate::postgres::Repository;
 
@@ -29,6 +31,12 @@ impl ReportingApi {
             repo,
             downloads: Arc::new(Semaphore::new(max_downloads.max(1))),
         }
+    }
+
+    /// What answers for a row the reseller does not have listed: absent, another
+    /// reseller's, or not listed (yet) all read alike.
+    fn no_customer(knox_id: &KnoxId) -> ApiError {
+        ApiError::not_found("customer", knox_id)
     }
 
     /// A download slot, or `RESOURCE_EXHAUSTED` while every slot is taken.
@@ -67,20 +75,40 @@ impl ReportingService for ReportingApi {
         &self,
         request: Request<pb::GetCustomerDetailRequest>,
     ) -> Result<Response<pb::CustomerDetail>, Status> {
-        Principal::of(&request)?.reseller()?;
-        Err(Status::unimplemented(
-            "the customer detail arrives with device uploads (issue #3)",
-        ))
+        let reseller = Principal::of(&request)?.reseller()?;
+        let knox_id = parse_knox_id(&request.get_ref().knox_id)?;
+        let detail = self
+            .repo
+            .customer_detail(&reseller, &knox_id)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| Self::no_customer(&knox_id))?;
+        Ok(Response::new(pb::CustomerDetail {
+            summary: Some(detail.row.into()),
+            uploads: detail.uploads.into_iter().map(Into::into).collect(),
+        }))
     }
 
     async fn list_customer_devices(
         &self,
         request: Request<pb::ListCustomerDevicesRequest>,
     ) -> Result<Response<pb::ListCustomerDevicesResponse>, Status> {
-        Principal::of(&request)?.reseller()?;
-        Err(Status::unimplemented(
-            "a customer's devices arrive with device uploads (issue #3)",
-        ))
+        let reseller = Principal::of(&request)?.reseller()?;
+        let req = request.get_ref();
+        let list = ListCustomerDevices::parse(&req.knox_id, req.page_size, &req.page_token)?;
+        let page = self
+            .repo
+            .customer_devices(&reseller, &list)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| Self::no_customer(&list.knox_id))?;
+        Ok(Response::new(pb::ListCustomerDevicesResponse {
+            next_page_token: page
+                .next
+                .map(|key| list.next_token(key))
+                .unwrap_or_default(),
+            devices: page.devices.into_iter().map(Into::into).collect(),
+        }))
     }
 
     type ExportCustomersCsvStream = CsvStream;
@@ -108,9 +136,22 @@ impl ReportingService for ReportingApi {
         &self,
         request: Request<pb::ExportCustomerCsvRequest>,
     ) -> Result<Response<Self::ExportCustomerCsvStream>, Status> {
-        Principal::of(&request)?.reseller()?;
-        Err(Status::unimplemented(
-            "one customer's CSV arrives with device uploads (issue #3)",
-        ))
+        let reseller = Principal::of(&request)?.reseller()?;
+        let knox_id = parse_knox_id(&request.get_ref().knox_id)?;
+        let slot = self.download_slot()?;
+        // Open the cursor before answering, so an unknown customer or a database failure
+        // is the call's status.
+        let cursor = self
+            .repo
+            .export_customer_devices(&reseller, &knox_id)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| Self::no_customer(&knox_id))?;
+        Ok(Response::new(stream_csv(cursor, slot)))
     }
+}
+
+/// The `knox_id` field of a request.
+fn parse_knox_id(value: &str) -> Result<KnoxId, ApiError> {
+    KnoxId::parse(value).map_err(|e| ApiError::invalid("knox_id", e))
 }

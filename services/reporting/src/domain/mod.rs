@@ -1,10 +1,19 @@
 //! The rules of the reseller views, free of I/O: statuses and kinds, the rows, the
-//! search query (`search`), and the list orders with their keyset cursors (`list`).
+//! search query (`search`), the list orders with their keyset cursors (`list`), where a
+//! registration is placed and the counter deltas placements make (`placement`), and the
+//! devices of one row (`devices`).
 
+mod devices;
 mod list;
+mod placement;
 mod search;
 
+pub use devices::{
+    CustomerDevice, DeletedPart, DeviceKey, ListCustomerDevices, UploadSummary, UploadedDevice,
+    UploadedPart,
+};
 pub use list::{ListCustomers, OrderBy, SortKey};
+pub use placement::{Placement, PlacementDelta, PlacementFacts, UploadRef, merge, place, transfer};
 pub use search::{MAX_QUERY_CHARS, SearchQuery};
 
 use reseller_kit::ids::{KnoxId, ResellerId};

@@ -5,9 +5,16 @@ mod read;
 mod write;
 
 pub use read::Repository;
-pub use write::{add_customer, change_status, update_reference, upsert_account};
+pub use write::{
+    add_customer, apply_deltas, change_status, delete_registrations, insert_registrations,
+    update_reference, upsert_account,
+};
 
 use reseller_kit::outbox::Outbox;
 
-/// The service's outbox (reporting publishes nothing yet; the relay runs regardless).
+/// The service's outbox: its deletion receipts (`portal_deletion_applied`, portal
+/// RESELLER), enqueued in the transaction that applies the deletion.
 pub const OUTBOX: Outbox = Outbox::new(crate::SCHEMA);
+
+#[cfg(test)]
+mod tests;

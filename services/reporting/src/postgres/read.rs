@@ -1,15 +1,21 @@
-//! The views' reads: one page of a reseller's Customers page, and a cursor over all of
-//! it for the CSV download. Every query is confined to one reseller.
+//! The views' reads: one page of a reseller's Customers page and a cursor over all of it
+//! for the CSV download; one customer's detail, a page of its devices and a cursor over
+//! all of them. Every query is confined to one reseller, and to its listed rows (added
+//! by the reseller, or holding virtual uploads): an unlisted row answers as if it did
+//! not exist.
 
-use reseller_kit::ids::ResellerId;
+use reseller_kit::device_id::DeviceIdKind;
+use reseller_kit::ids::{KnoxId, ResellerId};
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::{Query, QueryScalar};
-use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row, Transaction};
 
+use crate::csv_export::CsvChunker;
 use crate::domain::{
-    AccountKind, CustomerRow, CustomerStatus, ListCustomers, OrderBy, SearchQuery, SortKey,
+    AccountKind, CustomerDevice, CustomerRow, CustomerStatus, DeviceKey, ListCustomerDevices,
+    ListCustomers, OrderBy, SearchQuery, SortKey, UploadSummary,
 };
-use crate::export::RowSource;
+use crate::export::{CsvRecord, DEVICE_HEADER, DeviceLine, RowSource};
 
 /// The columns a [`CustomerRow`] is read from (a macro, so `concat!` can use it).
 macro_rules! row_columns {
@@ -19,10 +25,27 @@ macro_rules! row_columns {
     };
 }
 
-/// Rows fetched per round trip by the CSV cursor (a macro: `FETCH` takes no parameter).
+/// Rows fetched per round trip by the customers CSV cursor (a macro: `FETCH` takes no
+/// parameter).
 macro_rules! export_batch {
     () => {
         1000
+    };
+}
+
+/// Rows fetched per round trip by a customer's devices CSV cursor: large enough that the
+/// round trips cost little against a million rows, small enough that the batches held
+/// (one read ahead, one being written) stay a few MiB.
+macro_rules! device_export_batch {
+    () => {
+        8192
+    };
+}
+
+/// The columns a [`CustomerDevice`] is read from, in the order [`device_from`] reads.
+macro_rules! device_columns {
+    () => {
+        "device_id, id_kind, model, upload_id, uploaded_at, order_number, virtual"
     };
 }
 
@@ -62,7 +85,7 @@ impl Sql {
     /// `WHERE` the reseller's rows that match `query`. The pattern is lower-cased by the
     /// same `lower()` that built `search_text`; the trigram index serves the `LIKE`.
     fn filter(&mut self, reseller_id: &ResellerId, query: &SearchQuery) -> &mut Self {
-        self.sql(" WHERE reseller_id = ")
+        self.sql(" WHERE listed AND reseller_id = ")
             .bind(reseller_id.as_str().to_owned());
         if let Some(pattern) = query.like_pattern() {
             self.sql(" AND search_text LIKE lower(")
@@ -129,6 +152,61 @@ fn row_from(row: &PgRow) -> Result<CustomerRow, sqlx::Error> {
         devices: row.try_get("devices")?,
         managing_msp_id: row.try_get("managing_msp_id")?,
     })
+}
+
+/// A device kind as stored (the table's CHECK allows only the three).
+fn kind_from_db(value: i16) -> DeviceIdKind {
+    DeviceIdKind::from_i16(value).unwrap_or(DeviceIdKind::Serial)
+}
+
+fn device_from(row: &PgRow) -> Result<CustomerDevice, sqlx::Error> {
+    Ok(CustomerDevice {
+        device_id: row.try_get(0)?,
+        kind: kind_from_db(row.try_get(1)?),
+        model: row.try_get(2)?,
+        upload_id: row.try_get(3)?,
+        uploaded_at: row.try_get(4)?,
+        order_number: row.try_get(5)?,
+        virtual_upload: row.try_get(6)?,
+    })
+}
+
+/// The reseller's listed row for `knox_id`, read inside `conn`'s transaction.
+async fn listed_row(
+    conn: &mut PgConnection,
+    reseller_id: &ResellerId,
+    knox_id: &KnoxId,
+) -> Result<Option<CustomerRow>, sqlx::Error> {
+    sqlx::query(concat!(
+        "SELECT ",
+        row_columns!(),
+        " FROM reporting.customer_rows WHERE reseller_id = $1 AND knox_id = $2 AND listed"
+    ))
+    .bind(reseller_id.as_str())
+    .bind(knox_id.as_str())
+    .fetch_optional(&mut *conn)
+    .await?
+    .as_ref()
+    .map(row_from)
+    .transpose()
+}
+
+/// One customer's detail: its row, and the uploads placed under it, newest first.
+#[derive(Debug, Clone)]
+pub struct CustomerDetail {
+    /// The row, as the list shows it.
+    pub row: CustomerRow,
+    /// The uploads placed under it.
+    pub uploads: Vec<UploadSummary>,
+}
+
+/// One page of a customer's devices.
+#[derive(Debug, Clone)]
+pub struct DevicePage {
+    /// The devices, in order.
+    pub devices: Vec<CustomerDevice>,
+    /// The last device's key when more devices follow.
+    pub next: Option<DeviceKey>,
 }
 
 /// One page of the Customers page.
@@ -241,6 +319,227 @@ impl Repository {
         .execute(&mut *tx)
         .await?;
         Ok(ExportCursor { tx, done: false })
+    }
+}
+
+impl Repository {
+    /// One customer's detail, read from one snapshot; `None` when the reseller has no
+    /// listed row for the account.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn customer_detail(
+        &self,
+        reseller_id: &ResellerId,
+        knox_id: &KnoxId,
+    ) -> Result<Option<CustomerDetail>, sqlx::Error> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .await?;
+        let Some(row) = listed_row(&mut tx, reseller_id, knox_id).await? else {
+            return Ok(None);
+        };
+        let uploads = sqlx::query_as(
+            "SELECT upload_id, uploaded_at, order_number, device_count, virtual, via_msp_id \
+             FROM reporting.upload_placements \
+             WHERE reseller_id = $1 AND placed_knox_id = $2 \
+             ORDER BY uploaded_at DESC, upload_id",
+        )
+        .bind(reseller_id.as_str())
+        .bind(knox_id.as_str())
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(
+            |(upload_id, uploaded_at, order_number, device_count, virtual_upload, via_msp_id)| {
+                UploadSummary {
+                    upload_id,
+                    uploaded_at,
+                    order_number,
+                    device_count,
+                    virtual_upload,
+                    via_msp_id,
+                }
+            },
+        )
+        .collect();
+        tx.commit().await?;
+        Ok(Some(CustomerDetail { row, uploads }))
+    }
+
+    /// One page of the live devices placed under a customer's row, in the detail's order
+    /// (newest upload first, then upload ID, then device ID); `None` when the reseller
+    /// has no listed row for the account.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn customer_devices(
+        &self,
+        reseller_id: &ResellerId,
+        list: &ListCustomerDevices,
+    ) -> Result<Option<DevicePage>, sqlx::Error> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .await?;
+        if listed_row(&mut tx, reseller_id, &list.knox_id)
+            .await?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let limit = list.page_size + 1;
+        let fetched = match &list.after {
+            None => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    device_columns!(),
+                    " FROM reporting.registrations \
+                     WHERE reseller_id = $1 AND placed_knox_id = $2 AND NOT deleted \
+                     ORDER BY uploaded_at DESC, upload_id, device_id LIMIT $3"
+                ))
+                .bind(reseller_id.as_str())
+                .bind(list.knox_id.as_str())
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?
+            }
+            // The order mixes directions, so "after the key" is two index ranges: the
+            // rest of the key's upload time, then every older one. Each branch reads at
+            // most a page; the outer sort orders at most two pages.
+            Some(after) => {
+                sqlx::query(concat!(
+                    "SELECT * FROM ( \
+                       (SELECT ",
+                    device_columns!(),
+                    " FROM reporting.registrations \
+                        WHERE reseller_id = $1 AND placed_knox_id = $2 AND NOT deleted \
+                          AND uploaded_at = $3 AND (upload_id, device_id) > ($4, $5) \
+                        ORDER BY uploaded_at DESC, upload_id, device_id LIMIT $6) \
+                       UNION ALL \
+                       (SELECT ",
+                    device_columns!(),
+                    " FROM reporting.registrations \
+                        WHERE reseller_id = $1 AND placed_knox_id = $2 AND NOT deleted \
+                          AND uploaded_at < $3 \
+                        ORDER BY uploaded_at DESC, upload_id, device_id LIMIT $6)) AS page \
+                     ORDER BY uploaded_at DESC, upload_id, device_id LIMIT $6"
+                ))
+                .bind(reseller_id.as_str())
+                .bind(list.knox_id.as_str())
+                .bind(after.uploaded_at())
+                .bind(after.upload_id)
+                .bind(&after.device_id)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?
+            }
+        };
+        tx.commit().await?;
+        let more = fetched.len() as i64 > list.page_size;
+        let devices = fetched
+            .iter()
+            .take(list.page_size as usize)
+            .map(device_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = if more {
+            devices.last().map(DeviceKey::of)
+        } else {
+            None
+        };
+        Ok(Some(DevicePage { devices, next }))
+    }
+
+    /// Opens a cursor over the live devices placed under a customer's row, in the
+    /// detail's order, for its CSV download; `None` when the reseller has no listed row
+    /// for the account. The cursor holds one read-only transaction (one snapshot, the
+    /// same that found the row).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn export_customer_devices(
+        &self,
+        reseller_id: &ResellerId,
+        knox_id: &KnoxId,
+    ) -> Result<Option<DeviceCursor>, sqlx::Error> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .await?;
+        if listed_row(&mut tx, reseller_id, knox_id).await?.is_none() {
+            return Ok(None);
+        }
+        sqlx::query(
+            "DECLARE customer_devices_csv NO SCROLL CURSOR FOR \
+             SELECT upload_id, uploaded_at, order_number, device_id, id_kind, model, virtual, \
+               via_msp_id \
+             FROM reporting.registrations \
+             WHERE reseller_id = $1 AND placed_knox_id = $2 AND NOT deleted \
+             ORDER BY uploaded_at DESC, upload_id, device_id",
+        )
+        .bind(reseller_id.as_str())
+        .bind(knox_id.as_str())
+        .persistent(false)
+        .execute(&mut *tx)
+        .await?;
+        Ok(Some(DeviceCursor { tx, done: false }))
+    }
+}
+
+/// A customer's devices, batch by batch, from a server-side cursor.
+#[derive(Debug)]
+pub struct DeviceCursor {
+    tx: Transaction<'static, Postgres>,
+    done: bool,
+}
+
+impl RowSource for DeviceCursor {
+    type Row = DeviceCsvRow;
+
+    async fn next_batch(&mut self) -> Result<Vec<DeviceCsvRow>, sqlx::Error> {
+        if self.done {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(concat!(
+            "FETCH FORWARD ",
+            device_export_batch!(),
+            " FROM customer_devices_csv"
+        ))
+        .persistent(false)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        if rows.len() < device_export_batch!() {
+            self.done = true;
+        }
+        Ok(rows.into_iter().map(DeviceCsvRow).collect())
+    }
+}
+
+/// One row of the devices cursor, decoded only as it is written (its text is borrowed
+/// from the row, never copied).
+#[derive(Debug)]
+pub struct DeviceCsvRow(PgRow);
+
+impl CsvRecord for DeviceCsvRow {
+    const HEADER: &'static [&'static str] = DEVICE_HEADER;
+
+    fn write(&self, out: &mut CsvChunker) -> Result<(), sqlx::Error> {
+        // Unchecked: the cursor's columns and their types are fixed by the DECLARE above,
+        // and checking each value's type against them cost a fifth of the download.
+        let row = &self.0;
+        DeviceLine {
+            upload_id: row.try_get_unchecked(0)?,
+            uploaded_at: row.try_get_unchecked(1)?,
+            order_number: row.try_get_unchecked(2)?,
+            device_id: row.try_get_unchecked(3)?,
+            kind: kind_from_db(row.try_get_unchecked(4)?),
+            model: row.try_get_unchecked(5)?,
+            virtual_upload: row.try_get_unchecked(6)?,
+            via_msp_id: row.try_get_unchecked(7)?,
+        }
+        .write(out);
+        Ok(())
     }
 }
 

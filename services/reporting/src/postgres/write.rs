@@ -4,8 +4,12 @@
 use reseller_kit::ids::{KnoxId, ResellerId};
 use sqlx::PgConnection;
 use time::OffsetDateTime;
+use uuid::Uuid;
 
-use crate::domain::{Account, AddedCustomer, CustomerStatus};
+use crate::domain::{
+    Account, AccountKind, AddedCustomer, CustomerStatus, DeletedPart, Placement, PlacementDelta,
+    UploadRef, UploadedPart, merge,
+};
 
 /// Records an account, and brings the account's rows of every reseller up to date if
 /// they say otherwise.
@@ -44,7 +48,9 @@ pub async fn upsert_account(conn: &mut PgConnection, account: &Account) -> Resul
 }
 
 /// Records that a reseller added an account: creates its row, or completes the row that
-/// already exists (a repeated event, or a row that virtual uploads created first).
+/// already exists (a repeated event, or a row that an upload's counters or virtual
+/// uploads created first). The counters are never touched here: they belong to the
+/// device events.
 ///
 /// The status is the one the last `customer_status_changed` for the pair recorded, when
 /// there is one, else the event's. In stream order both agree (customer-service derives
@@ -142,5 +148,257 @@ pub async fn change_status(
     .bind(status.as_db())
     .execute(&mut *conn)
     .await?;
+    Ok(())
+}
+
+/// Registers one part of an upload under `placement`: inserts its registrations and
+/// returns how many were inserted and how many of those are live.
+///
+/// A registration already projected (a redelivered or repeated part) is left alone. One
+/// whose deletion was projected first (a tombstone) is inserted as deleted: it never
+/// shows, yet counts in UPLOADS as any deleted device does, so the counts end the same
+/// whichever event arrived first.
+///
+/// # Errors
+/// Database errors.
+pub async fn insert_registrations(
+    conn: &mut PgConnection,
+    part: &UploadedPart,
+    placement: &Placement<'_>,
+) -> Result<(i64, i64), sqlx::Error> {
+    let n = part.devices.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut kinds = Vec::with_capacity(n);
+    let mut models = Vec::with_capacity(n);
+    for device in &part.devices {
+        ids.push(device.device_id.as_str());
+        kinds.push(device.kind.as_i16());
+        models.push(device.model.as_str());
+    }
+    let upload = &part.upload;
+    sqlx::query_as(
+        "WITH inserted AS ( \
+           INSERT INTO reporting.registrations \
+             (device_id, upload_id, reseller_id, id_kind, model, uploaded_at, order_number, \
+              uploaded_to, uploaded_to_msp, holder_knox_id, placed_knox_id, virtual, via_msp_id, \
+              deleted) \
+           SELECT d.device_id, $1, $2, d.id_kind, d.model, $3, $4, $5, $6, $5, $7, $8, $9, \
+             EXISTS (SELECT 1 FROM reporting.deleted_registrations x \
+                     WHERE x.device_id = d.device_id AND x.upload_id = $1) \
+           FROM UNNEST($10::text[], $11::smallint[], $12::text[]) AS d (device_id, id_kind, model) \
+           ON CONFLICT (device_id, upload_id) DO NOTHING \
+           RETURNING deleted) \
+         SELECT count(*), count(*) FILTER (WHERE NOT deleted) FROM inserted",
+    )
+    .bind(upload.upload_id)
+    .bind(&upload.reseller_id)
+    .bind(upload.uploaded_at)
+    .bind(&upload.order_number)
+    .bind(part.target.as_str())
+    .bind(part.target_kind == AccountKind::Msp)
+    .bind(placement.knox_id)
+    .bind(placement.virtual_upload)
+    .bind(placement.via_msp_id)
+    .bind(&ids)
+    .bind(&kinds)
+    .bind(&models)
+    .fetch_one(&mut *conn)
+    .await
+}
+
+/// Marks one part's registrations deleted (matched by device AND upload, only the
+/// deleting reseller's, only those still live) and records a tombstone for each, so an
+/// upload projected later never shows it. Returns the deltas to apply and the IDs of the
+/// devices that were shown (placed) and are now removed.
+///
+/// # Errors
+/// Database errors.
+pub async fn delete_registrations(
+    conn: &mut PgConnection,
+    part: &DeletedPart,
+) -> Result<(Vec<PlacementDelta>, Vec<String>), sqlx::Error> {
+    let n = part.registrations.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut uploads = Vec::with_capacity(n);
+    for (device_id, upload_id) in &part.registrations {
+        ids.push(device_id.as_str());
+        uploads.push(*upload_id);
+    }
+    type Deleted = (
+        String,
+        Uuid,
+        OffsetDateTime,
+        String,
+        Option<String>,
+        Option<bool>,
+        bool,
+        String,
+    );
+    let rows: Vec<Deleted> = sqlx::query_as(
+        "WITH tombstones AS ( \
+           INSERT INTO reporting.deleted_registrations (device_id, upload_id) \
+           SELECT * FROM UNNEST($1::text[], $2::uuid[]) ON CONFLICT DO NOTHING) \
+         UPDATE reporting.registrations r SET deleted = true \
+         FROM UNNEST($1::text[], $2::uuid[]) AS d (device_id, upload_id) \
+         WHERE r.device_id = d.device_id AND r.upload_id = d.upload_id \
+           AND r.reseller_id = $3 AND NOT r.deleted \
+         RETURNING r.device_id, r.upload_id, r.uploaded_at, r.order_number, r.placed_knox_id, \
+           r.uploaded_to_msp, r.virtual, r.via_msp_id",
+    )
+    .bind(&ids)
+    .bind(&uploads)
+    .bind(part.reseller_id.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut deltas = Vec::new();
+    let mut removed = Vec::with_capacity(rows.len());
+    for (device_id, upload_id, uploaded_at, order_number, placed, to_msp, virtual_upload, via) in
+        rows
+    {
+        // A registration placed nowhere yet (issue #4: its move was projected before its
+        // upload) was never shown, so it changes no counter and is not "removed".
+        let Some(placed) = placed else { continue };
+        let upload = UploadRef {
+            reseller_id: part.reseller_id.as_str().to_owned(),
+            upload_id,
+            uploaded_at,
+            order_number,
+        };
+        let placement = Placement {
+            knox_id: &placed,
+            kind: if !virtual_upload && to_msp == Some(true) {
+                AccountKind::Msp
+            } else {
+                AccountKind::Customer
+            },
+            virtual_upload,
+            via_msp_id: &via,
+        };
+        deltas.push(PlacementDelta::new(&upload, &placement, 0, -1));
+        removed.push(device_id);
+    }
+    Ok((merge(deltas), removed))
+}
+
+/// Applies placement deltas to the detail's uploads (`upload_placements`) and to the
+/// rows' UPLOADS, DEVICES, LAST UPLOADED and virtual-upload counts, set-based: one
+/// statement for any number of deltas, plus two when a placement may have emptied.
+///
+/// A delta for a row that does not exist yet creates it unlisted (`added = false`), with
+/// what `accounts` knows of the account, so counters that arrive before the reseller's
+/// `customer_added` are kept; `add_customer` then completes the row.
+///
+/// # Errors
+/// Database errors.
+pub async fn apply_deltas(
+    conn: &mut PgConnection,
+    deltas: Vec<PlacementDelta>,
+) -> Result<(), sqlx::Error> {
+    let deltas = merge(deltas);
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let n = deltas.len();
+    let mut resellers = Vec::with_capacity(n);
+    let mut uploads = Vec::with_capacity(n);
+    let mut rows = Vec::with_capacity(n);
+    let mut kinds = Vec::with_capacity(n);
+    let mut times = Vec::with_capacity(n);
+    let mut orders = Vec::with_capacity(n);
+    let mut virtuals = Vec::with_capacity(n);
+    let mut vias = Vec::with_capacity(n);
+    let mut devices = Vec::with_capacity(n);
+    let mut lives = Vec::with_capacity(n);
+    for d in &deltas {
+        resellers.push(d.upload.reseller_id.as_str());
+        uploads.push(d.upload.upload_id);
+        rows.push(d.knox_id.as_str());
+        kinds.push(d.kind.as_db());
+        times.push(d.upload.uploaded_at);
+        orders.push(d.upload.order_number.as_str());
+        virtuals.push(d.virtual_upload);
+        vias.push(d.via_msp_id.as_str());
+        devices.push(d.devices);
+        lives.push(d.live);
+    }
+    // LAST UPLOADED only grows here; a placement that empties is handled below.
+    sqlx::query(
+        "WITH d AS ( \
+           SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::text[], \
+             $5::timestamptz[], $6::text[], $7::boolean[], $8::text[], $9::bigint[], \
+             $10::bigint[]) \
+           AS d (reseller_id, upload_id, knox_id, kind, uploaded_at, order_number, virtual, \
+             via_msp_id, devices, live)), \
+         placements AS ( \
+           INSERT INTO reporting.upload_placements AS p \
+             (reseller_id, upload_id, placed_knox_id, uploaded_at, order_number, virtual, \
+              via_msp_id, device_count, live_count) \
+           SELECT reseller_id, upload_id, knox_id, uploaded_at, order_number, virtual, \
+             via_msp_id, devices, live FROM d \
+           ON CONFLICT (reseller_id, upload_id, placed_knox_id) DO UPDATE \
+           SET device_count = p.device_count + EXCLUDED.device_count, \
+               live_count = p.live_count + EXCLUDED.live_count), \
+         per_row AS ( \
+           SELECT reseller_id, knox_id, min(kind) AS kind, sum(devices) AS devices, \
+             sum(live) AS live, COALESCE(sum(devices) FILTER (WHERE virtual), 0) AS virtual_devices, \
+             max(uploaded_at) FILTER (WHERE devices > 0) AS newest \
+           FROM d GROUP BY reseller_id, knox_id) \
+         INSERT INTO reporting.customer_rows AS c \
+           (reseller_id, knox_id, kind, company_name, country, status, uploaded_devices, devices, \
+            virtual_devices, last_uploaded_at) \
+         SELECT r.reseller_id, r.knox_id, COALESCE(a.kind, r.kind), COALESCE(a.company_name, ''), \
+           COALESCE(a.country, ''), 'ACTIVE', r.devices, r.live, r.virtual_devices, r.newest \
+         FROM per_row r LEFT JOIN reporting.accounts a ON a.knox_id = r.knox_id \
+         ON CONFLICT (reseller_id, knox_id) DO UPDATE \
+         SET uploaded_devices = c.uploaded_devices + EXCLUDED.uploaded_devices, \
+             devices = c.devices + EXCLUDED.devices, \
+             virtual_devices = c.virtual_devices + EXCLUDED.virtual_devices, \
+             last_uploaded_at = GREATEST(c.last_uploaded_at, EXCLUDED.last_uploaded_at)",
+    )
+    .bind(&resellers)
+    .bind(&uploads)
+    .bind(&rows)
+    .bind(&kinds)
+    .bind(&times)
+    .bind(&orders)
+    .bind(&virtuals)
+    .bind(&vias)
+    .bind(&devices)
+    .bind(&lives)
+    .execute(&mut *conn)
+    .await?;
+
+    // Devices leaving a placement (issue #4: moves and delinks) may empty it: the detail
+    // no longer lists it, and LAST UPLOADED is the newest placement left under the row.
+    // Deletions never get here: deleted devices stay in their uploads.
+    if deltas.iter().any(|d| d.devices < 0) {
+        let emptied: Vec<(String, String)> = sqlx::query_as(
+            "DELETE FROM reporting.upload_placements p \
+             USING UNNEST($1::text[], $2::uuid[], $3::text[]) AS d (reseller_id, upload_id, knox_id) \
+             WHERE p.reseller_id = d.reseller_id AND p.upload_id = d.upload_id \
+               AND p.placed_knox_id = d.knox_id AND p.device_count = 0 \
+             RETURNING p.reseller_id, p.placed_knox_id",
+        )
+        .bind(&resellers)
+        .bind(&uploads)
+        .bind(&rows)
+        .fetch_all(&mut *conn)
+        .await?;
+        if !emptied.is_empty() {
+            let (resellers, rows): (Vec<String>, Vec<String>) = emptied.into_iter().unzip();
+            sqlx::query(
+                "UPDATE reporting.customer_rows c \
+                 SET last_uploaded_at = (SELECT max(p.uploaded_at) FROM reporting.upload_placements p \
+                                         WHERE p.reseller_id = c.reseller_id \
+                                           AND p.placed_knox_id = c.knox_id) \
+                 FROM (SELECT DISTINCT * FROM UNNEST($1::text[], $2::text[])) AS e (reseller_id, knox_id) \
+                 WHERE c.reseller_id = e.reseller_id AND c.knox_id = e.knox_id",
+            )
+            .bind(&resellers)
+            .bind(&rows)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
     Ok(())
 }
