@@ -86,7 +86,7 @@ impl TestStack {
     /// # Panics
     /// When PostgreSQL, NATS or a service does not come up.
     pub async fn start_with(options: StackOptions) -> Self {
-        reseller_kit::telemetry::init(reseller_kit::config::LogFormat::Text);
+        reseller_kit::telemetry::init_with_default(reseller_kit::config::LogFormat::Text, "warn");
         let db = TestDb::create().await;
         let nats = NatsServer::start().await;
         let secret = format!("test-secret-{}", uuid::Uuid::new_v4());
@@ -97,16 +97,33 @@ impl TestStack {
         let app = App::bind("127.0.0.1:0", &config).await.expect("bind");
         let addr = app.local_addr().expect("addr");
         let own_url = format!("http://{addr}");
-        let reporting = reporting_service::ReportingModule::start(&platform).await.expect("reporting");
-        let customer = customer_service::CustomerModule::start(&platform).await.expect("customer");
-        let device = device_service::DeviceModule::start(&platform, &own_url).await.expect("device");
-        let msp_link = msp_link_service::MspLinkModule::start(&platform, &own_url).await.expect("msp-link");
+        let reporting = reporting_service::ReportingModule::start(&platform)
+            .await
+            .expect("reporting");
+        let customer = customer_service::CustomerModule::start(&platform)
+            .await
+            .expect("customer");
+        let device = device_service::DeviceModule::start(&platform, &own_url)
+            .await
+            .expect("device");
+        let msp_link = msp_link_service::MspLinkModule::start(&platform, &own_url)
+            .await
+            .expect("msp-link");
         let app = if !options.background {
-            app.with(GrpcOnly(customer)).with(GrpcOnly(device)).with(GrpcOnly(msp_link)).with(GrpcOnly(reporting))
+            app.with(GrpcOnly(customer))
+                .with(GrpcOnly(device))
+                .with(GrpcOnly(msp_link))
+                .with(GrpcOnly(reporting))
         } else if options.reporting_consumer {
-            app.with(customer).with(device).with(msp_link).with(reporting)
+            app.with(customer)
+                .with(device)
+                .with(msp_link)
+                .with(reporting)
         } else {
-            app.with(customer).with(device).with(msp_link).with(GrpcOnly(reporting))
+            app.with(customer)
+                .with(device)
+                .with(msp_link)
+                .with(GrpcOnly(reporting))
         };
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));

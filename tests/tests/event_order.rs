@@ -28,44 +28,132 @@ async fn scenario_events() -> Vec<Vec<u8>> {
     active_account(&stack, "acme", MSP, AccountKind::Msp, "Managed Services Co").await;
     register(&stack, FULL, AccountKind::Customer, "Fully Managed Ltd").await;
     active_customer(&stack, "acme", JOINT, "Jointly Managed AG").await;
-    upload(&stack, "acme", MSP, &["M-1".into(), "M-2".into(), "M-3".into(), "M-4".into(), "M-5".into()]).await.unwrap();
-    m.msp().link_customer(pb::LinkCustomerRequest { customer_knox_id: FULL.into(), mode: ManagementMode::FullyManaged as i32 }).await.unwrap();
-    m.msp().link_customer(pb::LinkCustomerRequest { customer_knox_id: JOINT.into(), mode: ManagementMode::JointlyManaged as i32 }).await.unwrap();
+    upload(
+        &stack,
+        "acme",
+        MSP,
+        &[
+            "M-1".into(),
+            "M-2".into(),
+            "M-3".into(),
+            "M-4".into(),
+            "M-5".into(),
+        ],
+    )
+    .await
+    .unwrap();
+    m.msp()
+        .link_customer(pb::LinkCustomerRequest {
+            customer_knox_id: FULL.into(),
+            mode: ManagementMode::FullyManaged as i32,
+        })
+        .await
+        .unwrap();
+    m.msp()
+        .link_customer(pb::LinkCustomerRequest {
+            customer_knox_id: JOINT.into(),
+            mode: ManagementMode::JointlyManaged as i32,
+        })
+        .await
+        .unwrap();
     eventually("msp-link to know the pool", || async {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM msp.devices").fetch_one(&stack.platform.pool).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM msp.devices")
+            .fetch_one(&stack.platform.pool)
+            .await
+            .unwrap();
         (n == 5).then_some(())
     })
     .await;
-    m.msp().move_devices(pb::MoveDevicesRequest { device_ids: vec!["M-1".into(), "M-2".into(), "M-5".into()], to_customer_knox_id: FULL.into() }).await.unwrap();
-    m.msp().move_devices(pb::MoveDevicesRequest { device_ids: vec!["M-3".into()], to_customer_knox_id: JOINT.into() }).await.unwrap();
-    upload(&stack, "acme", JOINT, &["J-1".into(), "J-2".into()]).await.unwrap();
-    reseller(&stack, "acme")
-        .customers()
-        .update_internal_reference(pb::UpdateInternalReferenceRequest { knox_id: JOINT.into(), internal_reference: "second".into() })
+    m.msp()
+        .move_devices(pb::MoveDevicesRequest {
+            device_ids: vec!["M-1".into(), "M-2".into(), "M-5".into()],
+            to_customer_knox_id: FULL.into(),
+        })
         .await
         .unwrap();
-    m.msp().set_jointly_managed(pb::SetJointlyManagedRequest { customer_knox_id: FULL.into() }).await.unwrap();
+    m.msp()
+        .move_devices(pb::MoveDevicesRequest {
+            device_ids: vec!["M-3".into()],
+            to_customer_knox_id: JOINT.into(),
+        })
+        .await
+        .unwrap();
+    upload(&stack, "acme", JOINT, &["J-1".into(), "J-2".into()])
+        .await
+        .unwrap();
+    reseller(&stack, "acme")
+        .customers()
+        .update_internal_reference(pb::UpdateInternalReferenceRequest {
+            knox_id: JOINT.into(),
+            internal_reference: "second".into(),
+        })
+        .await
+        .unwrap();
+    m.msp()
+        .set_jointly_managed(pb::SetJointlyManagedRequest {
+            customer_knox_id: FULL.into(),
+        })
+        .await
+        .unwrap();
     // A deletion just before the delink, and one just after.
-    reseller(&stack, "acme").devices().delete_devices(pb::DeleteDevicesRequest { device_ids: vec!["M-5".into()] }).await.unwrap();
-    customer(&stack, FULL).msp().delink_customer(pb::DelinkCustomerRequest { customer_knox_id: FULL.into(), msp_id: MSP.into() }).await.unwrap();
-    reseller(&stack, "acme").devices().delete_devices(pb::DeleteDevicesRequest { device_ids: vec!["M-1".into(), "M-4".into(), "J-1".into()] }).await.unwrap();
+    reseller(&stack, "acme")
+        .devices()
+        .delete_devices(pb::DeleteDevicesRequest {
+            device_ids: vec!["M-5".into()],
+        })
+        .await
+        .unwrap();
+    customer(&stack, FULL)
+        .msp()
+        .delink_customer(pb::DelinkCustomerRequest {
+            customer_knox_id: FULL.into(),
+            msp_id: MSP.into(),
+        })
+        .await
+        .unwrap();
+    reseller(&stack, "acme")
+        .devices()
+        .delete_devices(pb::DeleteDevicesRequest {
+            device_ids: vec!["M-1".into(), "M-4".into(), "J-1".into()],
+        })
+        .await
+        .unwrap();
     // A re-link and a further move after the delink.
-    m.msp().link_customer(pb::LinkCustomerRequest { customer_knox_id: FULL.into(), mode: ManagementMode::JointlyManaged as i32 }).await.unwrap();
-    m.msp().move_devices(pb::MoveDevicesRequest { device_ids: vec!["M-3".into()], to_customer_knox_id: FULL.into() }).await.unwrap();
+    m.msp()
+        .link_customer(pb::LinkCustomerRequest {
+            customer_knox_id: FULL.into(),
+            mode: ManagementMode::JointlyManaged as i32,
+        })
+        .await
+        .unwrap();
+    m.msp()
+        .move_devices(pb::MoveDevicesRequest {
+            device_ids: vec!["M-3".into()],
+            to_customer_knox_id: FULL.into(),
+        })
+        .await
+        .unwrap();
 
     // Wait until every outbox is drained, then read the stream.
     eventually("every outbox published", || async {
         let mut pending = 0i64;
         for schema in ["customer", "device", "msp", "reporting"] {
-            pending += sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {schema}.outbox WHERE published_at IS NULL")))
-                .fetch_one(&stack.platform.pool)
-                .await
-                .unwrap();
+            pending += sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FROM {schema}.outbox WHERE published_at IS NULL"
+            )))
+            .fetch_one(&stack.platform.pool)
+            .await
+            .unwrap();
         }
         (pending == 0).then_some(())
     })
     .await;
-    let mut stream = stack.platform.js.get_stream(subjects::EVENTS_STREAM).await.unwrap();
+    let mut stream = stack
+        .platform
+        .js
+        .get_stream(subjects::EVENTS_STREAM)
+        .await
+        .unwrap();
     let last = stream.info().await.unwrap().state.last_sequence;
     let mut events = Vec::new();
     for seq in 1..=last {
@@ -103,14 +191,33 @@ async fn feed<H: EventHandler>(consumer: &IdempotentConsumer<H>, events: &[Vec<u
 async fn views(stack: &TestStack) -> String {
     let acme = reseller(stack, "acme");
     let mut out = String::new();
-    let page = acme.reporting().list_customers(pb::ListCustomersRequest { page_size: 100, ..Default::default() }).await.unwrap().into_inner();
+    let page = acme
+        .reporting()
+        .list_customers(pb::ListCustomersRequest {
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
     for row in page.customers {
         out += &format!("row {row:?}\n");
-        let detail = acme.reporting().get_customer_detail(pb::GetCustomerDetailRequest { knox_id: row.knox_id.clone() }).await.unwrap().into_inner();
+        let detail = acme
+            .reporting()
+            .get_customer_detail(pb::GetCustomerDetailRequest {
+                knox_id: row.knox_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
         out += &format!("  uploads {:?}\n", detail.uploads);
         let devices = acme
             .reporting()
-            .list_customer_devices(pb::ListCustomerDevicesRequest { knox_id: row.knox_id.clone(), page_size: 1000, page_token: String::new() })
+            .list_customer_devices(pb::ListCustomerDevicesRequest {
+                knox_id: row.knox_id.clone(),
+                page_size: 1000,
+                page_token: String::new(),
+            })
             .await
             .unwrap()
             .into_inner()
@@ -118,7 +225,16 @@ async fn views(stack: &TestStack) -> String {
         out += &format!("  devices {devices:?}\n");
     }
     for knox in [FULL, JOINT] {
-        let devices = customer(stack, knox).customers().list_my_devices(pb::ListMyDevicesRequest { page_size: 1000, ..Default::default() }).await.unwrap().into_inner().devices;
+        let devices = customer(stack, knox)
+            .customers()
+            .list_my_devices(pb::ListMyDevicesRequest {
+                page_size: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .devices;
         out += &format!("portal {knox} {devices:?}\n");
     }
     let msp_view: Vec<(String, String, String, String)> = sqlx::query_as(
@@ -132,7 +248,11 @@ async fn views(stack: &TestStack) -> String {
 }
 
 async fn apply_in_order(events: &[Vec<u8>]) -> String {
-    let stack = TestStack::start_with(StackOptions { background: false, ..Default::default() }).await;
+    let stack = TestStack::start_with(StackOptions {
+        background: false,
+        ..Default::default()
+    })
+    .await;
     feed(&reporting_service::consumer(&stack.platform), events).await;
     feed(&customer_service::portal_consumer(&stack.platform), events).await;
     feed(&msp_link_service::portal_consumer(&stack.platform), events).await;
@@ -148,12 +268,18 @@ async fn apply_in_order(events: &[Vec<u8>]) -> String {
 fn is_msp_event(bytes: &[u8]) -> bool {
     matches!(
         decode(bytes).map(|e| e.payload),
-        Ok(Payload::MspCustomerLinked(_) | Payload::MspManagementModeChanged(_) | Payload::MspCustomerDelinked(_) | Payload::MspDevicesMoved(_))
+        Ok(Payload::MspCustomerLinked(_)
+            | Payload::MspManagementModeChanged(_)
+            | Payload::MspCustomerDelinked(_)
+            | Payload::MspDevicesMoved(_))
     )
 }
 
 fn is_device_event(bytes: &[u8]) -> bool {
-    matches!(decode(bytes).map(|e| e.payload), Ok(Payload::DevicesUploaded(_) | Payload::DevicesDeleted(_)))
+    matches!(
+        decode(bytes).map(|e| e.payload),
+        Ok(Payload::DevicesUploaded(_) | Payload::DevicesDeleted(_))
+    )
 }
 
 /// A deterministic shuffle (xorshift), so a failure can be reproduced.
@@ -175,16 +301,26 @@ async fn projections_agree_whatever_order_events_arrive_in() {
     assert!(events.iter().any(|e| is_msp_event(e)) && events.iter().any(|e| is_device_event(e)));
     let expected = apply_in_order(&events).await;
     // The in-order result is the scenario's truth: sanity-check a few facts.
-    assert!(expected.contains(&format!("knox_id: \"{FULL}\"")), "the delinked customer is listed:\n{expected}");
+    assert!(
+        expected.contains(&format!("knox_id: \"{FULL}\"")),
+        "the delinked customer is listed:\n{expected}"
+    );
 
     let mut orders: Vec<(&str, Vec<Vec<u8>>)> = Vec::new();
     orders.push(("reversed", events.iter().rev().cloned().collect()));
     // MSP events (moves, delinks) before the device events they refer to.
     let (msp_first, rest): (Vec<_>, Vec<_>) = events.iter().cloned().partition(|e| is_msp_event(e));
-    orders.push(("msp events first", msp_first.into_iter().chain(rest).collect()));
+    orders.push((
+        "msp events first",
+        msp_first.into_iter().chain(rest).collect(),
+    ));
     // Device events (uploads, deletions) before any MSP event.
-    let (device_first, rest): (Vec<_>, Vec<_>) = events.iter().cloned().partition(|e| is_device_event(e));
-    orders.push(("device events first", device_first.into_iter().chain(rest).collect()));
+    let (device_first, rest): (Vec<_>, Vec<_>) =
+        events.iter().cloned().partition(|e| is_device_event(e));
+    orders.push((
+        "device events first",
+        device_first.into_iter().chain(rest).collect(),
+    ));
     for seed in [7u64, 42, 2026] {
         orders.push(("shuffled", shuffled(&events, seed)));
     }

@@ -1,5 +1,5 @@
 //! Device identifiers (DOMAIN.md "Devices and uploads"): the one parser the services and
-//! `resellerctl --dry-run` share.
+//! `resellerctl --dry-run` share, with the rule for a device's model.
 //!
 //! Input is trimmed and upper-cased. An IMEI is 15 digits whose last digit is the Luhn
 //! check digit of the first 14; an MEID is 14 hex digits; a serial number is 1 to 32 of
@@ -97,10 +97,57 @@ impl DeviceId {
     }
 }
 
+/// Parses one device of an upload as the wire carries it: the identifier, the
+/// `reseller.v1.DeviceIdKind` number (0 means "infer") and the model. device-service
+/// judges every uploaded device with this, and `resellerctl devices upload --dry-run`
+/// checks files with it, so both find the same invalid rows with the same messages.
+///
+/// # Errors
+/// The first thing wrong with the device, for a person.
+pub fn parse_input(
+    device_id: &str,
+    id_kind: i32,
+    model: &str,
+) -> Result<(DeviceId, String), String> {
+    let kind = match id_kind {
+        0 => None,
+        k => Some(
+            i16::try_from(k)
+                .ok()
+                .and_then(DeviceIdKind::from_i16)
+                .ok_or_else(|| format!("unknown id_kind {k}"))?,
+        ),
+    };
+    let device = DeviceId::parse(device_id, kind)?;
+    let model = parse_model(model)?;
+    Ok((device, model))
+}
+
 /// Normalises an identifier the way [`DeviceId::parse`] does, without checking it (for
 /// lookups such as deletions, where an unknown ID is simply "not found").
 pub fn normalise(input: &str) -> String {
     input.trim().to_ascii_uppercase()
+}
+
+/// Most characters of a device model.
+pub const MODEL_MAX_CHARS: usize = 64;
+
+/// Parses a device model: free text, trimmed, 0 to 64 characters, no control characters.
+///
+/// # Errors
+/// A message a person can act on when the model is too long or holds control characters.
+pub fn parse_model(input: &str) -> Result<String, String> {
+    let s = input.trim();
+    let len = s.chars().count();
+    if len > MODEL_MAX_CHARS {
+        return Err(format!(
+            "model must be at most {MODEL_MAX_CHARS} characters, got {len}"
+        ));
+    }
+    if s.chars().any(char::is_control) {
+        return Err("model must not contain control characters".into());
+    }
+    Ok(s.to_owned())
 }
 
 fn infer(value: &str) -> DeviceIdKind {
@@ -195,6 +242,29 @@ mod tests {
             ("A0000000002329", DeviceIdKind::Meid)
         );
         assert!(DeviceId::parse("G0000000002329", Some(DeviceIdKind::Meid)).is_err());
+    }
+
+    #[test]
+    fn upload_inputs_check_kind_identifier_and_model() {
+        let (id, model) = parse_input(" r58m-1 ", 0, " S26 ").unwrap();
+        assert_eq!((id.as_str(), model.as_str()), ("R58M-1", "S26"));
+        let (id, _) = parse_input("490154203237517", 3, "").unwrap();
+        assert_eq!(id.kind(), DeviceIdKind::Serial);
+        assert_eq!(
+            parse_input("R58M-1", 7, "").unwrap_err(),
+            "unknown id_kind 7"
+        );
+        assert!(parse_input("R58M 1", 0, "").is_err());
+        assert!(parse_input("R58M-1", 0, "a\u{7}").is_err());
+    }
+
+    #[test]
+    fn models_are_bounded_free_text() {
+        assert_eq!(parse_model(" Galaxy S26\n").unwrap(), "Galaxy S26");
+        assert_eq!(parse_model("").unwrap(), "");
+        assert!(parse_model(&"x".repeat(64)).is_ok());
+        assert!(parse_model(&"x".repeat(65)).is_err());
+        assert!(parse_model("Gal\taxy").is_err());
     }
 
     #[test]
