@@ -43,14 +43,6 @@ pub fn parse_client_upload_id(input: &str) -> Result<Option<String>, String> {
     bounded_text(input, 128, "client upload ID").map(|s| (!s.is_empty()).then_some(s))
 }
 
-/// A device model: 0 to 64 characters, free text.
-///
-/// # Errors
-/// When too long or holding control characters.
-pub fn parse_model(input: &str) -> Result<String, String> {
-    bounded_text(input, 64, "model")
-}
-
 /// The header of an upload, parsed.
 #[derive(Debug, Clone)]
 pub struct UploadHeader {
@@ -265,10 +257,5 @@ mod tests {
         assert!(parse_order_number(&"x".repeat(65)).is_err());
         assert_eq!(parse_client_upload_id("  ").unwrap(), None);
         assert!(parse_client_upload_id("a\u{0}").is_err());
-        assert!(
-            parse_model("Galaxy S26\n").is_ok(),
-            "surrounding whitespace is trimmed"
-        );
-        assert!(parse_model("Gal\taxy").is_err());
     }
 }

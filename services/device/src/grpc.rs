@@ -2,7 +2,7 @@
 
 use futures::Stream;
 use reseller_kit::auth::Principal;
-use reseller_kit::device_id::{DeviceId, DeviceIdKind, normalise};
+use reseller_kit::device_id::{normalise, parse_input};
 use reseller_kit::ids::KnoxId;
 use reseller_kit::{ApiError, FieldViolations, timestamp};
 use reseller_proto::v1::{
@@ -67,28 +67,22 @@ fn stream_error(status: Status) -> ApiError {
     }
 }
 
-/// Parses one device; a bad one becomes a rejection, never an error.
+/// Parses one device with the shared parser; a bad one becomes a rejection, never an
+/// error.
 fn parse_device(index: i64, input: &pb::DeviceInput) -> Result<UploadRow, Rejection> {
-    let reject = |message: String| Rejection {
-        index,
-        device_id: input.device_id.trim().to_owned(),
-        reason: RejectionReason::InvalidId,
-        message,
-    };
-    let kind = match input.id_kind {
-        0 => None,
-        k => Some(
-            DeviceIdKind::from_i16(k as i16)
-                .ok_or_else(|| reject(format!("unknown id_kind {k}")))?,
-        ),
-    };
-    let device = DeviceId::parse(&input.device_id, kind).map_err(reject)?;
-    let model = domain::parse_model(&input.model).map_err(reject)?;
-    Ok(UploadRow {
-        index,
-        device,
-        model,
-    })
+    match parse_input(&input.device_id, input.id_kind, &input.model) {
+        Ok((device, model)) => Ok(UploadRow {
+            index,
+            device,
+            model,
+        }),
+        Err(message) => Err(Rejection {
+            index,
+            device_id: input.device_id.trim().to_owned(),
+            reason: RejectionReason::InvalidId,
+            message,
+        }),
+    }
 }
 
 /// Turns the rest of the request stream into parsed batches, numbering devices across

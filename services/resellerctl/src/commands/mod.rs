@@ -1,0 +1,114 @@
+//! One module per command group; [`run`] dispatches a parsed command line.
+
+mod accounts;
+mod approvals;
+mod customers;
+mod devices;
+mod msp;
+mod portal;
+mod token;
+mod uploads;
+
+use std::future::Future;
+
+use crate::cli::{Cli, Command, DevicesCommand, Paging};
+use crate::client::Portal;
+use crate::errors::CliError;
+use crate::output::{ListWriter, Printer, Record, note};
+
+/// Runs one command.
+///
+/// # Errors
+/// Whatever the command failed with, for `main` to print.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let printer = Printer::new(cli.global.output);
+    // Commands that need no connection.
+    let command = match cli.command {
+        Command::Token(args) => return token::run(args, printer),
+        Command::Devices(DevicesCommand::Upload(args)) if args.dry_run => {
+            return devices::dry_run(printer, &args);
+        }
+        command => command,
+    };
+    let portal = Portal::connect(&cli.global).await?;
+    match command {
+        Command::Token(args) => token::run(args, printer),
+        Command::Accounts(cmd) => accounts::run(&portal, printer, cmd).await,
+        Command::Customers(cmd) => customers::run(&portal, printer, cmd).await,
+        Command::Approvals(cmd) => approvals::run(&portal, printer, cmd).await,
+        Command::Devices(cmd) => devices::run(&portal, printer, cmd).await,
+        Command::Uploads(cmd) => uploads::run(&portal, printer, cmd).await,
+        Command::Msp(cmd) => msp::run(&portal, printer, cmd).await,
+        Command::Portal(cmd) => portal::run(&portal, printer, cmd).await,
+    }
+}
+
+/// One page of a list: its rows and the token of the next page ("" on the last).
+pub(crate) struct Page<T> {
+    pub rows: Vec<T>,
+    pub next_page_token: String,
+}
+
+/// Prints a paged list: one page, or with `--all` every page from `--page-token` on.
+/// Paging hints go to standard error.
+///
+/// # Errors
+/// The first failed page, or a failed write.
+pub(crate) async fn paged<T, F, Fut>(
+    printer: Printer,
+    paging: &Paging,
+    mut fetch: F,
+) -> Result<usize, CliError>
+where
+    T: Record,
+    F: FnMut(String) -> Fut,
+    Fut: Future<Output = Result<Page<T>, CliError>>,
+{
+    let mut list: ListWriter<T> = printer.list();
+    let mut token = paging.page_token.clone();
+    loop {
+        let page = fetch(token).await?;
+        list.push(page.rows)?;
+        token = page.next_page_token;
+        if token.is_empty() || !paging.all {
+            break;
+        }
+    }
+    let count = list.finish()?;
+    if !token.is_empty() {
+        note(format!(
+            "more rows follow: repeat with --page-token {token} (or --all)"
+        ));
+    }
+    Ok(count)
+}
+
+/// Device IDs from arguments and, optionally, a device file (same format as uploads).
+///
+/// # Errors
+/// When the file cannot be read, or no ID is named at all.
+pub(crate) fn device_ids(
+    ids: Vec<String>,
+    file: Option<&std::path::Path>,
+) -> Result<Vec<String>, CliError> {
+    let mut all: Vec<String> = ids
+        .into_iter()
+        .map(|id| id.trim().to_owned())
+        .filter(|id| !id.is_empty())
+        .collect();
+    if let Some(path) = file {
+        let mut file = crate::upload::DeviceFile::open(path, false)?;
+        while let Some(device) = file.next_device()? {
+            let id = device.device_id.trim();
+            if !id.is_empty() {
+                all.push(id.to_owned());
+            }
+        }
+    }
+    if all.is_empty() {
+        return Err(CliError::Usage(
+            "name at least one device ID, as arguments or with --file".into(),
+        ));
+    }
+    Ok(all)
+}

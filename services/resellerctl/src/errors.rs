@@ -1,0 +1,251 @@
+//! What can go wrong, said in plain words, and the exit code for each.
+//!
+//! A gRPC status prints as "<code in words>: <message>", followed by the
+//! `google.rpc.BadRequest` field violations when the service sent them, and a hint where
+//! one helps (a missing or rejected token, a role that may not call the RPC).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+/// Exit code: the portal refused or failed the request, or a local file failed.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code: the command line or its settings are wrong.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: the portal could not be reached.
+pub const EXIT_UNREACHABLE: u8 = 3;
+
+/// Why a command failed.
+#[derive(Debug)]
+pub enum CliError {
+    /// The command line or a setting is wrong.
+    Usage(String),
+    /// No connection to the portal.
+    Unreachable {
+        /// The address tried.
+        addr: String,
+        /// Why, as the transport said.
+        cause: String,
+    },
+    /// The portal answered with an error.
+    Status(Status),
+    /// A local file could not be read or written.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        cause: String,
+    },
+    /// Anything else (a deadline passed, the output could not be written).
+    Other(String),
+}
+
+impl CliError {
+    /// A failure on a local file.
+    pub fn file(path: &Path, cause: impl fmt::Display) -> Self {
+        Self::File {
+            path: path.to_owned(),
+            cause: cause.to_string(),
+        }
+    }
+
+    /// A gRPC failure, told apart into "not reachable" and "the portal said no".
+    pub fn status(addr: &str, status: Status) -> Self {
+        if is_transport_failure(&status) {
+            Self::Unreachable {
+                addr: addr.to_owned(),
+                cause: {
+                    use std::error::Error as _;
+                    status
+                        .source()
+                        .map(transport_cause)
+                        .unwrap_or_else(|| status.message().to_owned())
+                },
+            }
+        } else {
+            Self::Status(status)
+        }
+    }
+
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => EXIT_USAGE,
+            CliError::Unreachable { .. } => EXIT_UNREACHABLE,
+            _ => EXIT_FAILURE,
+        }
+    }
+
+    /// True when the error is only that standard output was closed (`| head`).
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, CliError::Other(message) if message == BROKEN_PIPE)
+    }
+}
+
+const BROKEN_PIPE: &str = "standard output was closed";
+
+impl From<std::io::Error> for CliError {
+    /// Errors writing standard output.
+    fn from(err: std::io::Error) -> Self {
+        if err.kind() == std::io::ErrorKind::BrokenPipe {
+            CliError::Other(BROKEN_PIPE.into())
+        } else {
+            CliError::Other(format!("cannot write the output: {err}"))
+        }
+    }
+}
+
+impl From<csv::Error> for CliError {
+    /// Errors writing CSV to standard output.
+    fn from(err: csv::Error) -> Self {
+        match err.into_kind() {
+            csv::ErrorKind::Io(io) => io.into(),
+            other => CliError::Other(format!("cannot write CSV: {other:?}")),
+        }
+    }
+}
+
+impl From<serde_json::Error> for CliError {
+    fn from(err: serde_json::Error) -> Self {
+        match err.io_error_kind() {
+            Some(std::io::ErrorKind::BrokenPipe) => CliError::Other(BROKEN_PIPE.into()),
+            _ => CliError::Other(format!("cannot write JSON: {err}")),
+        }
+    }
+}
+
+/// A status code in words.
+pub fn code_words(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "ok",
+        Code::Cancelled => "cancelled",
+        Code::Unknown => "unknown error",
+        Code::InvalidArgument => "invalid argument",
+        Code::DeadlineExceeded => "deadline exceeded",
+        Code::NotFound => "not found",
+        Code::AlreadyExists => "already exists",
+        Code::PermissionDenied => "permission denied",
+        Code::ResourceExhausted => "resource exhausted",
+        Code::FailedPrecondition => "failed precondition",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out of range",
+        Code::Unimplemented => "not implemented",
+        Code::Internal => "internal error",
+        Code::Unavailable => "unavailable",
+        Code::DataLoss => "data loss",
+        Code::Unauthenticated => "not authenticated",
+    }
+}
+
+/// Statuses tonic makes up itself when the connection fails (as opposed to statuses
+/// the portal sent): they carry the transport error as their source.
+fn is_transport_failure(status: &Status) -> bool {
+    use std::error::Error as _;
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::Unknown | Code::Cancelled
+    ) && status
+        .source()
+        .is_some_and(|s| s.downcast_ref::<tonic::transport::Error>().is_some())
+}
+
+/// The innermost useful words of a transport failure ("Connection refused (os error
+/// 111)").
+pub fn transport_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    // "transport error: tcp connect error: Connection refused": the last part says the
+    // most; keep the chain short but complete.
+    parts
+        .into_iter()
+        .filter(|p| p != "transport error" && !p.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+fn hint(code: Code) -> Option<&'static str> {
+    match code {
+        Code::Unauthenticated => Some(
+            "pass a valid token with --token or RESELLER_TOKEN; \
+             `resellerctl token --role ROLE --sub ID` mints a development token from AUTH_JWT_SECRET",
+        ),
+        Code::PermissionDenied => Some(
+            "this command needs a token of another role (admin: accounts; reseller: customers, \
+             devices, uploads; customer or msp: approvals; msp: msp; customer: portal)",
+        ),
+        _ => None,
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CliError::Usage(message) | CliError::Other(message) => f.write_str(message),
+            CliError::Unreachable { addr, cause } => {
+                write!(f, "cannot reach the reseller portal at {addr}: {cause}")
+            }
+            CliError::File { path, cause } => write!(f, "{}: {cause}", path.display()),
+            CliError::Status(status) => {
+                let message = status.message().trim();
+                let violations = status
+                    .get_error_details()
+                    .bad_request()
+                    .map(|bad| bad.field_violations.clone())
+                    .unwrap_or_default();
+                if !violations.is_empty() {
+                    // The message only repeats the fields; name each on its own line.
+                    write!(f, "{}:", code_words(status.code()))?;
+                    for v in &violations {
+                        write!(f, "\n  {}: {}", v.field, v.description)?;
+                    }
+                } else if message.is_empty() {
+                    write!(f, "{}", code_words(status.code()))?;
+                } else {
+                    write!(f, "{}: {message}", code_words(status.code()))?;
+                }
+                if let Some(hint) = hint(status.code()) {
+                    write!(f, "\nhint: {hint}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic_types::ErrorDetails;
+
+    #[test]
+    fn statuses_read_in_plain_words_with_their_fields() {
+        let err = CliError::status("x", Status::not_found("customer 123 not found"));
+        assert_eq!(err.to_string(), "not found: customer 123 not found");
+        assert_eq!(err.exit_code(), EXIT_FAILURE);
+
+        let mut details = ErrorDetails::new();
+        details.add_bad_request_violation("knox_id", "must be 6 to 20 digits, got \"12\"");
+        let status = Status::with_error_details(Code::InvalidArgument, "invalid request", details);
+        let text = CliError::status("x", status).to_string();
+        assert_eq!(
+            text,
+            "invalid argument:\n  knox_id: must be 6 to 20 digits, got \"12\""
+        );
+    }
+
+    #[test]
+    fn a_rejected_token_comes_with_a_hint() {
+        let text = CliError::status("x", Status::unauthenticated("the bearer token has expired"))
+            .to_string();
+        assert!(text.starts_with("not authenticated: the bearer token has expired\nhint:"));
+    }
+}

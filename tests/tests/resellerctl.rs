@@ -1,0 +1,999 @@
+//! `resellerctl`, the real binary, against a running stack: the customer workflow, a
+//! 100,000-line upload with bad rows and its rejects file, `--dry-run` against the
+//! service's verdicts, CSV exports that parse back, deletions followed to the end, the
+//! MSP and customer portals, and the messages and exit codes of a wrong token and an
+//! unreachable portal.
+//!
+//! The binary is built (or found up to date) once per run through Cargo (escargot), so
+//! `cargo test -p reseller-tests --test resellerctl` works on its own, and
+//! `RESELLERCTL_BIN` may name a prebuilt one.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use reseller_kit::auth::Role;
+use reseller_proto::v1::AccountKind;
+use reseller_tests::fixtures::{active_account, active_customer, imei, register, upload};
+use reseller_tests::{TestStack, eventually};
+use serde_json::Value;
+
+/// The binary under test, built off the runtime's thread: the stack's services run on
+/// that thread, and a test that blocks it starves them.
+async fn binary() -> PathBuf {
+    tokio::task::spawn_blocking(|| build_once().to_owned())
+        .await
+        .expect("build resellerctl")
+}
+
+/// Builds `resellerctl` the way `cargo test --workspace` does (as a dependency of its
+/// own integration test `resellerctl_offline`, features unified across the workspace),
+/// so after `cargo test --workspace` this is a no-op and the binary is the one Cargo
+/// just built; alone (`cargo test -p reseller-tests --test resellerctl`) it builds it.
+/// `RESELLERCTL_BIN` names a prebuilt binary instead.
+fn build_once() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(path) = std::env::var_os("RESELLERCTL_BIN") {
+            return PathBuf::from(path);
+        }
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let mut build = escargot::Cargo::new()
+            .build_with("test")
+            .arg("--no-run")
+            .arg("--workspace")
+            .test("resellerctl_offline")
+            .manifest_path(manifest)
+            .current_release();
+        // Cargo sets these for the test process; build scripts (ring's, through `cc`)
+        // watch some of them, so passing them on would make this nested build, and the
+        // next ordinary one, rebuild half the dependency tree.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            let set_by_cargo_for_tests = [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CFG_",
+                "CARGO_BIN_EXE_",
+                "CARGO_CRATE_",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "OUT_DIR",
+            ]
+            .iter()
+            .any(|prefix| key.starts_with(prefix));
+            if set_by_cargo_for_tests {
+                build = build.env_remove(key.as_ref());
+            }
+        }
+        // The only plain binary this builds is resellerctl.
+        build.run().expect("build resellerctl").path().to_owned()
+    })
+}
+
+/// What one run printed and how it ended.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// Asserts success and returns standard output.
+    #[track_caller]
+    fn ok(&self) -> &str {
+        assert_eq!(self.code, 0, "resellerctl failed: {self:#?}");
+        &self.stdout
+    }
+
+    /// Asserts success and parses standard output as JSON.
+    #[track_caller]
+    fn json(&self) -> Value {
+        serde_json::from_str(self.ok())
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+
+    /// Asserts failure with `code`, a message that starts a line with `error: ` (progress
+    /// notes may come before it) and no panic; returns the message.
+    #[track_caller]
+    fn failed(&self, code: i32) -> &str {
+        assert_eq!(self.code, code, "unexpected exit: {self:#?}");
+        assert!(
+            !self.stderr.contains("panicked") && !self.stderr.contains("backtrace"),
+            "a user's mistake must not panic: {self:#?}"
+        );
+        let at = if self.stderr.starts_with("error: ") {
+            0
+        } else {
+            self.stderr
+                .find("\nerror: ")
+                .map(|i| i + 1)
+                .unwrap_or_else(|| panic!("no `error: ` line: {self:#?}"))
+        };
+        &self.stderr[at..]
+    }
+}
+
+/// Runs `resellerctl args…` against `addr` with `token`, without a terminal (so plain
+/// progress lines) and without inheriting the developer's settings.
+async fn run_at(addr: &str, token: Option<&str>, args: &[&str]) -> Run {
+    let mut command = tokio::process::Command::new(binary().await);
+    command
+        .args(args)
+        .env("RESELLER_ADDR", addr)
+        .env_remove("RESELLER_TOKEN")
+        .env_remove("AUTH_JWT_SECRET")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null());
+    if let Some(token) = token {
+        command.env("RESELLER_TOKEN", token);
+    }
+    let output = command.output().await.expect("run resellerctl");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Runs against the stack; the address is given as host:port, without a scheme.
+async fn ctl(stack: &TestStack, token: &str, args: &[&str]) -> Run {
+    run_at(&stack.addr.to_string(), Some(token), args).await
+}
+
+/// An IMEI whose check digit is wrong.
+fn bad_luhn(n: u64) -> String {
+    let good = imei(n);
+    let last = good.as_bytes()[14] - b'0';
+    format!("{}{}", &good[..14], (last + 1) % 10)
+}
+
+/// `(index, device_id, reason)` rows and messages of a rejects file.
+fn read_rejects(path: &Path) -> Vec<(i64, String, String, String)> {
+    let mut reader = csv::Reader::from_path(path).expect("open rejects file");
+    assert_eq!(
+        reader.headers().expect("header"),
+        vec!["index", "device_id", "reason", "message"]
+    );
+    reader
+        .records()
+        .map(|r| {
+            let r = r.expect("row");
+            (
+                r[0].parse().expect("index"),
+                r[1].to_owned(),
+                r[2].to_owned(),
+                r[3].to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_whole_customer_workflow_runs_from_the_command_line() {
+    let stack = TestStack::start().await;
+    let secret = stack.secret.clone();
+
+    // `token` mints development tokens from AUTH_JWT_SECRET.
+    let mint = |role: &'static str, sub: &'static str| {
+        let secret = secret.clone();
+        async move {
+            let output = tokio::process::Command::new(binary().await)
+                .args(["token", "--role", role, "--sub", sub, "--ttl", "1h"])
+                .env("AUTH_JWT_SECRET", &secret)
+                .output()
+                .await
+                .expect("run resellerctl token");
+            assert!(output.status.success(), "{output:?}");
+            String::from_utf8(output.stdout).unwrap().trim().to_owned()
+        }
+    };
+    let admin = mint("admin", "platform").await;
+    let reseller = mint("reseller", "acme").await;
+    let customer = mint("customer", "100000000001").await;
+
+    // The platform registers the account.
+    let account = ctl(
+        &stack,
+        &admin,
+        &[
+            "accounts",
+            "register",
+            "100000000001",
+            "--kind",
+            "customer",
+            "--name",
+            "Globex Corporation",
+            "--country",
+            "de",
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(account["knox_id"], "100000000001");
+    assert_eq!(account["kind"], "customer");
+    assert_eq!(account["country"], "DE");
+    let table = ctl(&stack, &admin, &["accounts", "get", "100000000001"]).await;
+    assert!(table.ok().contains("Globex Corporation"), "{table:?}");
+
+    // The reseller adds it and sets its reference.
+    let added = ctl(
+        &stack,
+        &reseller,
+        &[
+            "customers",
+            "add",
+            "100000000001",
+            "--reference",
+            "PO-1",
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(added["status"], "pending_verification");
+    assert_eq!(added["internal_reference"], "PO-1");
+    let updated = ctl(
+        &stack,
+        &reseller,
+        &[
+            "customers",
+            "set-reference",
+            "100000000001",
+            "ACME-REF-7",
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(updated["internal_reference"], "ACME-REF-7");
+    // Adding twice is refused in plain words.
+    let again = ctl(&stack, &reseller, &["customers", "add", "100000000001"]).await;
+    assert!(
+        again.failed(1).starts_with("error: already exists: "),
+        "{again:?}"
+    );
+
+    // The customer approves the reseller.
+    let approval = ctl(
+        &stack,
+        &customer,
+        &["approvals", "approve", "acme", "-o", "json"],
+    )
+    .await
+    .json();
+    assert_eq!(approval["approved"], true);
+    assert_eq!(approval["knox_id"], "100000000001");
+    let got = ctl(
+        &stack,
+        &reseller,
+        &["customers", "get", "100000000001", "-o", "json"],
+    )
+    .await
+    .json();
+    assert_eq!(got["status"], "active");
+
+    // Two more customers, so search and paging have something to do.
+    active_customer(&stack, "acme", "100000000002", "Initech").await;
+    active_customer(&stack, "acme", "100000000003", "Umbrella").await;
+
+    // The Customers page, searched by the reference, once the projection caught up.
+    let rows = eventually("the searched customer row", || async {
+        let rows = ctl(
+            &stack,
+            &reseller,
+            &["customers", "list", "--search", "ref-7", "-o", "json"],
+        )
+        .await
+        .json();
+        (rows.as_array()?.len() == 1 && rows[0]["status"] == "active").then_some(rows)
+    })
+    .await;
+    assert_eq!(rows[0]["knox_id"], "100000000001");
+    assert_eq!(rows[0]["company_name"], "Globex Corporation");
+    assert_eq!(rows[0]["internal_reference"], "ACME-REF-7");
+
+    // The table has the portal's seven columns.
+    let table = ctl(
+        &stack,
+        &reseller,
+        &["customers", "list", "--search", "globex"],
+    )
+    .await;
+    let text = table.ok();
+    let header = text.lines().next().unwrap();
+    for column in [
+        "COMPANY NAME / Internal reference",
+        "CUSTOMER ID/MSP ID",
+        "COUNTRY",
+        "LAST UPLOADED",
+        "UPLOADS",
+        "DEVICES",
+        "STATUS",
+    ] {
+        assert!(header.contains(column), "{column} missing: {text}");
+    }
+    assert!(
+        text.contains("Globex Corporation / ACME-REF-7") && text.contains("Active"),
+        "{text}"
+    );
+
+    // Paging: one row per page; --all follows the pages in company-name order.
+    eventually("three customer rows", || async {
+        let rows = ctl(&stack, &reseller, &["customers", "list", "-o", "json"])
+            .await
+            .json();
+        (rows.as_array()?.len() == 3).then_some(())
+    })
+    .await;
+    let first = ctl(
+        &stack,
+        &reseller,
+        &["customers", "list", "--page-size", "1", "-o", "csv"],
+    )
+    .await;
+    assert_eq!(first.ok().lines().count(), 2, "{first:?}");
+    assert!(first.stderr.contains("--page-token"), "{first:?}");
+    let all = ctl(
+        &stack,
+        &reseller,
+        &[
+            "customers",
+            "list",
+            "--page-size",
+            "1",
+            "--all",
+            "--order-by",
+            "name",
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .json();
+    let names: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["company_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Globex Corporation", "Initech", "Umbrella"]);
+    let bad_order = ctl(
+        &stack,
+        &reseller,
+        &["customers", "list", "--order-by", "size"],
+    )
+    .await;
+    assert!(
+        bad_order.failed(1).contains("\n  order_by: "),
+        "the field at fault is named: {bad_order:?}"
+    );
+
+    // Mistakes come back in plain words with the fields at fault.
+    let missing = ctl(&stack, &reseller, &["customers", "get", "999999999"]).await;
+    assert!(
+        missing
+            .failed(1)
+            .starts_with("error: not found: customer 999999999"),
+        "{missing:?}"
+    );
+    let malformed = ctl(&stack, &reseller, &["customers", "get", "12"]).await;
+    let text = malformed.failed(1);
+    assert!(
+        text.starts_with("error: invalid argument:\n  knox_id: must be 6 to 20 digits"),
+        "{malformed:?}"
+    );
+
+    // Revoking turns the customer inactive.
+    let revoked = ctl(
+        &stack,
+        &customer,
+        &["approvals", "revoke", "acme", "-o", "json"],
+    )
+    .await
+    .json();
+    assert_eq!(revoked["approved"], false);
+    let got = ctl(
+        &stack,
+        &reseller,
+        &["customers", "get", "100000000001", "-o", "json"],
+    )
+    .await
+    .json();
+    assert_eq!(got["status"], "inactive");
+
+    // An upload to an inactive customer is refused while the file is still streaming;
+    // the command ends at once with the reason.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("late.txt");
+    let lines: Vec<String> = (0..50_000).map(imei).collect();
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let refused = ctl(
+        &stack,
+        &reseller,
+        &[
+            "devices",
+            "upload",
+            file.to_str().unwrap(),
+            "--target",
+            "100000000001",
+        ],
+    )
+    .await;
+    assert!(
+        refused
+            .failed(1)
+            .starts_with("error: failed precondition: "),
+        "{refused:?}"
+    );
+    assert!(!dir.path().join("late.txt.rejects.csv").exists());
+}
+
+/// The rows of the 100,000-line file and the rejections the service must report.
+struct BigFile {
+    path: PathBuf,
+    expected: Vec<(i64, String, String)>,
+    accepted: i64,
+}
+
+/// 100,000 rows: every 100th an IMEI with a wrong check digit, every 1,000th (offset
+/// 500) a repeat of a device 400 rows earlier (padded with spaces, so only the
+/// normalised form matches), and every 10,000th (offset 7,000) a device already
+/// registered by an earlier upload.
+fn big_file(dir: &Path, registered: &[String]) -> BigFile {
+    use std::io::Write;
+    let path = dir.join("devices.csv");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    writeln!(out, "device_id,model").unwrap();
+    let mut expected = Vec::new();
+    let mut accepted = 0;
+    let mut ids: HashMap<i64, String> = HashMap::new();
+    for i in 0..100_000i64 {
+        let (cell, rejection) = if i % 100 == 99 {
+            let id = bad_luhn(i as u64);
+            (id.clone(), Some((id, "invalid_id")))
+        } else if i % 1000 == 500 {
+            let first = ids[&(i - 400)].clone();
+            (format!(" {first} "), Some((first, "duplicate_in_upload")))
+        } else if i % 10_000 == 7_000 {
+            let id = registered[(i / 10_000) as usize].clone();
+            (id.clone(), Some((id, "already_registered")))
+        } else {
+            let id = imei(i as u64);
+            ids.insert(i, id.clone());
+            (id, None)
+        };
+        writeln!(out, "{cell},Galaxy S{}", i % 30).unwrap();
+        match rejection {
+            Some((id, reason)) => expected.push((i, id, reason.to_owned())),
+            None => accepted += 1,
+        }
+    }
+    out.flush().unwrap();
+    BigFile {
+        path,
+        expected,
+        accepted,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100k_line_upload_reports_every_rejected_row() {
+    let stack = TestStack::start().await;
+    let knox = "200000000001";
+    active_customer(&stack, "acme", knox, "Big Fleet AG").await;
+    let reseller = stack.token(Role::Reseller, "acme");
+    // Ten devices registered before the file is uploaded.
+    let registered: Vec<String> = (0..10).map(|n| imei(5_000_000 + n)).collect();
+    upload(&stack, "acme", knox, &registered)
+        .await
+        .expect("first upload");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = big_file(dir.path(), &registered);
+    assert_eq!(file.expected.len(), 1000 + 100 + 10);
+    let path = file.path.to_str().unwrap();
+
+    let started = Instant::now();
+    let run = ctl(
+        &stack,
+        &reseller,
+        &[
+            "devices",
+            "upload",
+            path,
+            "--target",
+            knox,
+            "--order-number",
+            "PO-100K",
+            "--batch-size",
+            "1000",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    let elapsed = started.elapsed();
+    let summary = run.json();
+    eprintln!(
+        "uploaded 100,000 rows through resellerctl in {:.2}s ({:.0} rows/s end to end)",
+        elapsed.as_secs_f64(),
+        100_000.0 / elapsed.as_secs_f64()
+    );
+    assert_eq!(summary["accepted"], file.accepted);
+    assert_eq!(summary["rejected"], 1110);
+    assert_eq!(summary["rejected_by_reason"]["invalid_id"], 1000);
+    assert_eq!(summary["rejected_by_reason"]["duplicate_in_upload"], 100);
+    assert_eq!(summary["rejected_by_reason"]["already_registered"], 10);
+    assert_eq!(summary["order_number"], "PO-100K");
+    // Without a terminal, progress is plain lines, never a bar's control characters.
+    assert!(!run.stderr.contains('\u{1b}'), "{}", run.stderr);
+
+    // The rejects file beside the upload file holds exactly the bad rows, in order.
+    let rejects_path = format!("{path}.rejects.csv");
+    assert_eq!(summary["rejects_file"], rejects_path.as_str());
+    let rejects = read_rejects(Path::new(&rejects_path));
+    let got: Vec<(i64, String, String)> = rejects
+        .iter()
+        .map(|(i, id, reason, _)| (*i, id.clone(), reason.clone()))
+        .collect();
+    assert_eq!(got, file.expected);
+    for (index, _, reason, message) in &rejects {
+        match reason.as_str() {
+            "invalid_id" => assert!(message.contains("Luhn"), "{message}"),
+            "duplicate_in_upload" => assert_eq!(
+                message,
+                &format!("duplicate of the device at index {}", index - 400)
+            ),
+            _ => assert!(!message.is_empty()),
+        }
+    }
+
+    // The upload reads back the same.
+    let upload_id = summary["upload_id"].as_str().unwrap();
+    let again = ctl(
+        &stack,
+        &reseller,
+        &["uploads", "get", upload_id, "-o", "json"],
+    )
+    .await
+    .json();
+    assert_eq!(again["accepted"], file.accepted);
+    assert_eq!(again["rejections"].as_array().unwrap().len(), 1110);
+
+    // A dry run of the same file finds the same rows, messages included, except the
+    // ones only the service can know about.
+    let dry_rejects = dir.path().join("dry.csv");
+    let dry = ctl(
+        &stack,
+        &reseller,
+        &[
+            "devices",
+            "upload",
+            path,
+            "--dry-run",
+            "--rejects",
+            dry_rejects.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(dry["rows"], 100_000);
+    assert_eq!(dry["rejected"], 1100);
+    let service_side: Vec<_> = rejects
+        .into_iter()
+        .filter(|r| r.2 != "already_registered")
+        .collect();
+    assert_eq!(read_rejects(&dry_rejects), service_side);
+
+    // The Customers page counts the devices.
+    eventually("the devices on the Customers page", || async {
+        let rows = ctl(
+            &stack,
+            &reseller,
+            &["customers", "list", "--search", knox, "-o", "json"],
+        )
+        .await
+        .json();
+        (rows[0]["devices"] == file.accepted + 10).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn dry_run_finds_the_same_errors_as_the_service() {
+    let stack = TestStack::start().await;
+    let knox = "300000000001";
+    active_customer(&stack, "acme", knox, "Tricky Rows Ltd").await;
+    let reseller = stack.token(Role::Reseller, "acme");
+    upload(&stack, "acme", knox, &[imei(42)])
+        .await
+        .expect("earlier upload");
+
+    // Every rule of the parser, and its corners: kinds given and inferred, case, spaces,
+    // models, unknown kinds, empty cells, repeats that only match once normalised.
+    let long_model = "m".repeat(65);
+    let rows = [
+        format!("{},IMEI,Galaxy", imei(1)),    // 0 valid
+        format!("{},,", bad_luhn(2)),          // 1 Luhn
+        "a0000000002329,meid,".to_owned(),     // 2 valid MEID, lower case
+        "A0000000002329,,".to_owned(),         // 3 repeat of 2
+        "G0000000002329,meid,".to_owned(),     // 4 not hex
+        "r58m-12ab,,".to_owned(),              // 5 valid serial
+        " R58M-12AB ,serial,".to_owned(),      // 6 repeat of 5
+        "bad serial!,,".to_owned(),            // 7 invalid serial
+        format!("{},serial,", bad_luhn(3)),    // 8 valid: a serial may be 15 digits
+        format!("{},gadget,", imei(4)),        // 9 unknown kind
+        format!("{},,{long_model}", imei(5)),  // 10 model too long
+        "\"\",,".to_owned(),                   // 11 empty
+        format!("{},,\"tab\there\"", imei(6)), // 12 control character in the model
+        format!("{},,", "X".repeat(33)),       // 13 serial too long
+        format!("{},,", imei(42)),             // 14 already registered
+        format!("{},imei,", imei(1)),          // 15 repeat of 0
+        "12345,imei,".to_owned(),              // 16 not 15 digits
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tricky.csv");
+    std::fs::write(
+        &path,
+        format!("DEVICE_ID,Kind,Model\n{}\n", rows.join("\n")),
+    )
+    .unwrap();
+    let path_str = path.to_str().unwrap();
+
+    let dry_path = dir.path().join("dry.csv");
+    let dry = ctl(
+        &stack,
+        &reseller,
+        &[
+            "devices",
+            "upload",
+            path_str,
+            "--dry-run",
+            "--rejects",
+            dry_path.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let text = dry.ok();
+    assert!(
+        text.contains("17 rows") && text.contains("already registered"),
+        "the summary says what a dry run cannot know: {text}"
+    );
+
+    let real_path = dir.path().join("real.csv");
+    let summary = ctl(
+        &stack,
+        &reseller,
+        &[
+            "devices",
+            "upload",
+            path_str,
+            "--target",
+            knox,
+            "--rejects",
+            real_path.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .json();
+    let service = read_rejects(&real_path);
+    let local = read_rejects(&dry_path);
+    let indexes: Vec<i64> = service.iter().map(|r| r.0).collect();
+    assert_eq!(
+        indexes,
+        [1, 3, 4, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16],
+        "{service:#?}"
+    );
+    assert_eq!(
+        service.iter().find(|r| r.0 == 14).unwrap().2,
+        "already_registered"
+    );
+    let service_side: Vec<_> = service
+        .into_iter()
+        .filter(|r| r.2 != "already_registered")
+        .collect();
+    assert_eq!(local, service_side);
+    assert_eq!(summary["accepted"], 4);
+}
+
+#[tokio::test]
+async fn an_export_written_to_a_file_parses_back() {
+    let stack = TestStack::start().await;
+    active_customer(&stack, "acme", "400000000001", "Comma, Quote \"and\" Co").await;
+    active_customer(&stack, "acme", "400000000002", "=Formula Ltd").await;
+    active_customer(&stack, "acme", "400000000003", "Plain GmbH").await;
+    upload(&stack, "acme", "400000000001", &[imei(1), imei(2)])
+        .await
+        .unwrap();
+    let reseller = stack.token(Role::Reseller, "acme");
+    eventually("the uploaded devices on the page", || async {
+        let rows = ctl(
+            &stack,
+            &reseller,
+            &["customers", "list", "--search", "comma", "-o", "json"],
+        )
+        .await
+        .json();
+        (rows[0]["devices"] == 2).then_some(())
+    })
+    .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("customers.csv");
+    let run = ctl(
+        &stack,
+        &reseller,
+        &[
+            "customers",
+            "export",
+            "--output-file",
+            file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    run.ok();
+    assert!(
+        !dir.path().join("customers.csv.partial").exists(),
+        "the temporary file is renamed"
+    );
+    let mut reader = csv::Reader::from_path(&file).unwrap();
+    assert_eq!(
+        reader.headers().unwrap(),
+        vec![
+            "Company Name / Internal Reference",
+            "Customer ID / MSP ID",
+            "Country",
+            "Last Uploaded",
+            "Uploads",
+            "Devices",
+            "Status"
+        ]
+    );
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 3);
+    let comma = rows
+        .iter()
+        .find(|r| &r[1] == "400000000001")
+        .expect("the quoted row");
+    assert_eq!(&comma[0], "Comma, Quote \"and\" Co");
+    assert_eq!((&comma[4], &comma[5], &comma[6]), ("2", "2", "Active"));
+    assert!(!comma[3].is_empty(), "last uploaded is set");
+    let formula = rows.iter().find(|r| &r[1] == "400000000002").unwrap();
+    assert_eq!(
+        &formula[0], "'=Formula Ltd",
+        "formula injection is neutralised"
+    );
+
+    // Searched, to standard output: the same bytes as the file would hold.
+    let searched = ctl(
+        &stack,
+        &reseller,
+        &["customers", "export", "--search", "plain"],
+    )
+    .await;
+    let mut reader = csv::Reader::from_reader(searched.ok().as_bytes());
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(&rows[0][0], "Plain GmbH");
+}
+
+#[tokio::test]
+async fn deleting_devices_waits_until_every_portal_removed_them() {
+    let stack = TestStack::start().await;
+    let knox = "500000000001";
+    active_customer(&stack, "acme", knox, "Deleters Inc").await;
+    let ids = [imei(1), imei(2), imei(3)];
+    upload(&stack, "acme", knox, &ids).await.unwrap();
+    let reseller = stack.token(Role::Reseller, "acme");
+    let customer = stack.token(Role::Customer, knox);
+    eventually("the devices in the customer portal", || async {
+        let devices = ctl(&stack, &customer, &["portal", "devices", "-o", "json"])
+            .await
+            .json();
+        (devices.as_array()?.len() == 3).then_some(())
+    })
+    .await;
+
+    // Two by argument, one from a file, one unknown.
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("delete.txt");
+    std::fs::write(&list, format!("{}\n", ids[2])).unwrap();
+    let run = ctl(
+        &stack,
+        &reseller,
+        &[
+            "devices",
+            "delete",
+            &ids[0],
+            &ids[1],
+            "359999999999999",
+            "--file",
+            list.to_str().unwrap(),
+            "--wait",
+            "--timeout",
+            "30s",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    let deletion = run.json();
+    assert_eq!(deletion["complete"], true, "{run:?}");
+    assert_eq!(deletion["deleted"], 3);
+    assert_eq!(deletion["not_found_device_ids"][0], "359999999999999");
+    assert_eq!(deletion["reseller_portal"], "removed");
+    assert_eq!(deletion["customer_portal"], "removed");
+    assert_eq!(deletion["msp_portal"], "not_applicable");
+    assert!(
+        run.stderr.contains("customer portal"),
+        "--wait tells each portal's state: {}",
+        run.stderr
+    );
+
+    let id = deletion["deletion_id"].as_str().unwrap();
+    let shown = ctl(&stack, &reseller, &["devices", "deletion", id]).await;
+    assert!(shown.ok().contains("removed"), "{shown:?}");
+    let devices = ctl(&stack, &customer, &["portal", "devices", "-o", "json"])
+        .await
+        .json();
+    assert_eq!(devices, serde_json::json!([]));
+    let nothing = ctl(&stack, &reseller, &["devices", "delete"]).await;
+    assert!(
+        nothing.failed(2).contains("at least one device"),
+        "{nothing:?}"
+    );
+}
+
+#[tokio::test]
+async fn msps_link_move_and_list_from_the_command_line() {
+    let stack = TestStack::start().await;
+    let (msp_id, cust) = ("600000000001", "610000000001");
+    active_account(&stack, "acme", msp_id, AccountKind::Msp, "Managed IT").await;
+    register(&stack, cust, AccountKind::Customer, "Small Shop").await;
+    let ids = [imei(1), imei(2)];
+    upload(&stack, "acme", msp_id, &ids).await.unwrap();
+    let msp = stack.token(Role::Msp, msp_id);
+    let customer = stack.token(Role::Customer, cust);
+
+    let linked = ctl(
+        &stack,
+        &msp,
+        &["msp", "link", cust, "--mode", "fully", "-o", "json"],
+    )
+    .await
+    .json();
+    assert_eq!(linked["mode"], "fully_managed");
+    let refused = ctl(&stack, &customer, &["msp", "delink", cust]).await;
+    assert!(
+        refused
+            .failed(1)
+            .starts_with("error: failed precondition: "),
+        "{refused:?}"
+    );
+    let joint = ctl(&stack, &msp, &["msp", "jointly", cust, "-o", "json"])
+        .await
+        .json();
+    assert_eq!(joint["mode"], "jointly_managed");
+    let customers = ctl(&stack, &msp, &["msp", "customers", "-o", "json"])
+        .await
+        .json();
+    assert_eq!(customers[0]["customer_knox_id"], cust);
+
+    eventually("the pool in the MSP portal", || async {
+        let devices = ctl(&stack, &msp, &["msp", "devices", "-o", "json"])
+            .await
+            .json();
+        (devices.as_array()?.len() == 2).then_some(())
+    })
+    .await;
+    let moved = ctl(
+        &stack,
+        &msp,
+        &["msp", "move", &ids[0], "--to", cust, "-o", "json"],
+    )
+    .await
+    .json();
+    assert_eq!(moved["moved"], 1);
+    eventually("the moved device in the customer portal", || async {
+        let devices = ctl(&stack, &customer, &["portal", "devices", "-o", "json"])
+            .await
+            .json();
+        (devices.as_array()?.len() == 1 && devices[0]["moved_by_msp"] == true).then_some(())
+    })
+    .await;
+    let delinked = ctl(
+        &stack,
+        &customer,
+        &["msp", "delink", cust, "--msp", msp_id, "-o", "json"],
+    )
+    .await
+    .json();
+    assert_eq!(delinked["mode"], "delinked");
+}
+
+#[tokio::test]
+async fn wrong_tokens_and_unreachable_portals_are_told_plainly() {
+    let stack = TestStack::start().await;
+    let addr = format!("http://{}", stack.addr);
+
+    // A token signed with another secret.
+    let forged = reseller_kit::auth::JwtAuth::new("not-the-secret")
+        .mint(Role::Reseller, "acme", std::time::Duration::from_secs(60))
+        .unwrap();
+    let run = run_at(&addr, Some(&forged), &["customers", "list"]).await;
+    let text = run.failed(1);
+    assert!(
+        text.starts_with("error: not authenticated: the bearer token's signature is not valid"),
+        "{run:?}"
+    );
+    assert!(text.contains("hint: "), "{run:?}");
+    let run = run_at(&addr, Some("garbage"), &["customers", "list"]).await;
+    assert!(run.failed(1).contains("not authenticated"), "{run:?}");
+
+    // No token at all is a usage error, before any connection.
+    let run = run_at(&addr, None, &["customers", "list"]).await;
+    assert!(run.failed(2).contains("RESELLER_TOKEN"), "{run:?}");
+
+    // The right token of the wrong role.
+    let customer = stack.token(Role::Customer, "100000000001");
+    let run = run_at(&addr, Some(&customer), &["customers", "list"]).await;
+    assert!(
+        run.failed(1).starts_with("error: permission denied: "),
+        "{run:?}"
+    );
+
+    // Nothing listens on a port that was just freed.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let nowhere = format!("127.0.0.1:{port}");
+    let token = stack.token(Role::Reseller, "acme");
+    let run = run_at(&nowhere, Some(&token), &["customers", "list"]).await;
+    let text = run.failed(3);
+    assert!(
+        text.starts_with(&format!(
+            "error: cannot reach the reseller portal at http://{nowhere}: "
+        )),
+        "{run:?}"
+    );
+    assert!(text.to_lowercase().contains("refused"), "{run:?}");
+
+    // Usage mistakes and missing files: clear words, no panic.
+    let run = run_at(&addr, Some(&token), &["customers", "list", "--bogus"]).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    let run = run_at(
+        &addr,
+        Some(&token),
+        &[
+            "devices",
+            "upload",
+            "/nonexistent/devices.csv",
+            "--target",
+            "1234567",
+        ],
+    )
+    .await;
+    assert!(
+        run.failed(1).contains("/nonexistent/devices.csv"),
+        "{run:?}"
+    );
+    let run = run_at(
+        &addr,
+        Some(&token),
+        &["--addr", "https://x", "customers", "list"],
+    )
+    .await;
+    assert!(run.failed(2).contains("TLS"), "{run:?}");
+}
