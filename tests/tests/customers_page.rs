@@ -90,7 +90,7 @@ async fn rows_show_the_portals_columns_and_follow_changes() {
         (
             globex.uploaded_devices,
             globex.devices,
-            globex.last_uploaded_at.clone()
+            globex.last_uploaded_at
         ),
         (0, 0, None)
     );
