@@ -25,6 +25,28 @@
 //! - A deletion projected before its upload is remembered: the upload then registers the
 //!   device as deleted (counted in UPLOADS, never shown). The reseller portal's receipt is
 //!   REMOVED when it showed at least one of the part's devices, else NOT_APPLICABLE.
+//! - MSPs (DOMAIN.md rules 2 and 3, see `domain::place`): a virtual upload stays virtual.
+//!   Devices moved to C before C's delink stay under C as virtual uploads even if C is
+//!   linked to the MSP again; devices the MSP moves to C after the re-link are under the
+//!   MSP until C's next delink, which adds them to the same virtual upload (one virtual
+//!   upload per original upload and row). A device the MSP moves on, after a re-link,
+//!   from C to another customer it links is under the MSP again (rule 2 for that move).
+//!   A device uploaded to MSP M that another MSP later moved (after its holder left M) is
+//!   a virtual upload via M under whoever holds it. Devices uploaded directly to a
+//!   customer stay under it whoever holds them (rule 1).
+//! - A row listed only through virtual uploads shows `ACTIVE`, stays listed while any of
+//!   its virtual uploads holds a device (deleted ones count, as in UPLOADS), and is no
+//!   longer listed once they all left it. Deleted devices move with their registration
+//!   (a delink takes them into the virtual upload, keeping UPLOADS consistent).
+//! - CUSTOMER ID/MSP ID (`display_id`, `managing_msp_id`): the MSP's ID for a customer
+//!   linked to an MSP now (fully or jointly managed), on every reseller's row of it,
+//!   virtual-only rows included; else the account's own Knox ID and "".
+//! - An upload whose devices all left a row (moved away by a delink) disappears from that
+//!   row's detail, and LAST UPLOADED is the newest upload still under the row.
+//! - A deletion of a registration known only from a move (its upload not projected yet)
+//!   was never shown: NOT_APPLICABLE for it.
+//! - Customer events carry revisions: the reference and the status each keep the newest
+//!   revision, whatever order events arrive in; none waits for `customer_added`.
 
 #![forbid(unsafe_code)]
 

@@ -2,18 +2,26 @@
 //! written by `postgres` inside the consumer's transaction.
 //!
 //! Content that can never apply (a malformed ID, an unspecified enum) is poison and goes
-//! to the dead-letter subject. A reference update for a customer that is not projected
-//! yet can only mean its `customer_added` is still being retried (customer-service
-//! publishes the one only after the other), so it is retried too.
+//! to the dead-letter subject. Nothing else waits for another event: events of different
+//! services are not ordered relative to each other, so every event is applied whenever it
+//! arrives and each fact keeps its newest value by its own rule.
 //!
-//! Device events are applied set-based, a part (at most 1,000 devices) per statement:
-//! an upload part inserts its registrations, places them (`domain::place`) and adds the
-//! placement's delta to the counters; a deletion part marks its registrations deleted,
-//! takes them out of DEVICES (UPLOADS keeps them) and enqueues the reseller portal's
-//! `portal_deletion_applied` receipt in the same transaction. Device events and
-//! customer-service's events are not ordered relative to each other: an upload may be
-//! projected before the reseller's `customer_added` (its counters wait in an unlisted
-//! row) and a deletion before its upload (a tombstone keeps the device from showing).
+//! - Customer events: the reference and the status keep the highest revision seen; a
+//!   reference update projected before its `customer_added` waits in an unlisted row, a
+//!   status change in `approvals`.
+//! - Device events are applied set-based, a part (at most 1,000 devices) per statement:
+//!   an upload part inserts its registrations, places them (`domain::place`) and adds the
+//!   placement's delta to the counters; a deletion part marks its registrations deleted,
+//!   takes them out of DEVICES (UPLOADS keeps them) and enqueues the reseller portal's
+//!   `portal_deletion_applied` receipt in the same transaction. An upload may be projected
+//!   before the reseller's `customer_added` (its counters wait in an unlisted row) and a
+//!   deletion before its upload (a tombstone keeps the device from showing).
+//! - MSP events (rules 2 and 3): a link, mode change or delink records the customer's
+//!   link fact (highest `seq` wins) and re-places the registrations uploaded to an MSP
+//!   that the customer holds; a move records the new holder (newest move `seq` wins, on
+//!   deleted registrations too) and the link the move implies, and re-places the moved
+//!   registrations. A move projected before its upload records the registration placed
+//!   nowhere; the upload then completes and places it.
 
 use reseller_kit::device_id::{DeviceId, DeviceIdKind};
 use reseller_kit::events::{ReceivedEvent, new_event};
@@ -27,10 +35,10 @@ use uuid::Uuid;
 
 use crate::convert;
 use crate::domain::{
-    Account, AccountKind, AddedCustomer, DeletedPart, PlacementFacts, UploadRef, UploadedDevice,
-    UploadedPart, place, transfer,
+    Account, AccountKind, AddedCustomer, DeletedPart, LinkFact, MovedPart, MovedRegistration,
+    PlacementFacts, UploadRef, UploadedDevice, UploadedPart, place, transfer,
 };
-use crate::postgres::{self, OUTBOX};
+use crate::postgres::{self, Affected, OUTBOX};
 
 /// The reseller views' event handler (the `reporting` consumer's).
 #[derive(Debug, Clone, Default)]
@@ -51,34 +59,50 @@ impl EventHandler for Projection {
                 let reseller_id = reseller_id(&e.reseller_id)?;
                 let knox_id = knox_id("knox_id", &e.knox_id)?;
                 let reference = text("internal_reference", &e.internal_reference, false)?;
-                if !postgres::update_reference(tx, &reseller_id, &knox_id, &reference).await? {
-                    return Err(ApplyError::Failed(anyhow::anyhow!(
-                        "customer {knox_id} of reseller {reseller_id} is not projected yet \
-                         (its customer_added has not been applied)"
-                    )));
-                }
+                postgres::update_reference(tx, &reseller_id, &knox_id, &reference, e.revision)
+                    .await?;
             }
             Payload::CustomerStatusChanged(e) => {
                 let reseller_id = reseller_id(&e.reseller_id)?;
                 let knox_id = knox_id("knox_id", &e.knox_id)?;
                 let status = convert::status_from_proto(e.status).map_err(ApplyError::Poison)?;
-                postgres::change_status(tx, &reseller_id, &knox_id, status, event.occurred_at)
-                    .await?;
+                postgres::change_status(
+                    tx,
+                    &reseller_id,
+                    &knox_id,
+                    status,
+                    e.revision,
+                    event.occurred_at,
+                )
+                .await?;
             }
             Payload::DevicesUploaded(e) => uploaded(tx, &uploaded_part(e)?).await?,
             Payload::DevicesDeleted(e) => deleted(tx, &deleted_part(e)?).await?,
-            // MSP links and moves place devices by rules 2 and 3 (issue #4).
-            Payload::MspCustomerLinked(_)
-            | Payload::MspManagementModeChanged(_)
-            | Payload::MspCustomerDelinked(_)
-            | Payload::MspDevicesMoved(_)
-            | Payload::PortalDeletionApplied(_) => {}
+            Payload::MspCustomerLinked(e) => {
+                linked_mode(e.mode)?;
+                link_changed(tx, &link_fact(&e.customer_knox_id, &e.msp_id, true, e.seq)?).await?;
+            }
+            Payload::MspManagementModeChanged(e) => {
+                linked_mode(e.mode)?;
+                link_changed(tx, &link_fact(&e.customer_knox_id, &e.msp_id, true, e.seq)?).await?;
+            }
+            Payload::MspCustomerDelinked(e) => {
+                link_changed(
+                    tx,
+                    &link_fact(&e.customer_knox_id, &e.msp_id, false, e.seq)?,
+                )
+                .await?;
+            }
+            Payload::MspDevicesMoved(e) => moved(tx, &moved_part(e)?).await?,
+            // The portals' receipts are read by device-service.
+            Payload::PortalDeletionApplied(_) => {}
         }
         Ok(())
     }
 }
 
-/// Registers an upload part and counts it under its placement.
+/// Registers an upload part and counts it under its placement; places the registrations
+/// a move announced before the upload.
 async fn uploaded(tx: &mut PgConnection, part: &UploadedPart) -> Result<(), ApplyError> {
     // Not moved yet: the holder is the account uploaded to, so rule 1 applies whatever
     // that account's links are.
@@ -87,9 +111,63 @@ async fn uploaded(tx: &mut PgConnection, part: &UploadedPart) -> Result<(), Appl
         uploaded_to_msp: part.target_kind == AccountKind::Msp,
         holder: part.target.as_str(),
         holder_msp: None,
+        delinked_since_move: false,
     });
-    let (inserted, live) = postgres::insert_registrations(tx, part, &placement).await?;
-    let deltas = transfer(&part.upload, None, Some(&placement), inserted, live);
+    // Registrations a move announced are placed by their holder's link: take the lock
+    // before touching them (normally there are none, and no lock is taken).
+    let upload_id = part.upload.upload_id;
+    if postgres::awaits_upload(tx, upload_id).await? {
+        postgres::lock_msp_placements(tx).await?;
+    }
+    let part_done = postgres::insert_registrations(tx, part, &placement).await?;
+    let mut deltas = transfer(
+        &part.upload,
+        None,
+        Some(&placement),
+        part_done.inserted,
+        part_done.live,
+    );
+    if !part_done.completed.is_empty() {
+        postgres::lock_msp_placements(tx).await?;
+        let uploads = vec![upload_id; part_done.completed.len()];
+        deltas.extend(
+            postgres::replace_registrations(
+                tx,
+                Affected::Registrations(&part_done.completed, &uploads),
+            )
+            .await?,
+        );
+    }
+    postgres::apply_deltas(tx, deltas).await?;
+    Ok(())
+}
+
+/// Records a customer's link fact and re-places what the customer holds from MSPs (always,
+/// even when the fact is old news: link events are rare, and this re-checks them).
+async fn link_changed(tx: &mut PgConnection, fact: &LinkFact) -> Result<(), ApplyError> {
+    postgres::lock_msp_placements(tx).await?;
+    postgres::upsert_link(tx, fact).await?;
+    let deltas =
+        postgres::replace_registrations(tx, Affected::HeldFromMsp(fact.customer.as_str())).await?;
+    postgres::apply_deltas(tx, deltas).await?;
+    Ok(())
+}
+
+/// Records a move's holders and the link it implies, and re-places what changed.
+async fn moved(tx: &mut PgConnection, part: &MovedPart) -> Result<(), ApplyError> {
+    postgres::lock_msp_placements(tx).await?;
+    let link_news = postgres::upsert_link(tx, &part.implied_link()).await?;
+    let (ids, uploads) = postgres::move_registrations(tx, part).await?;
+    let mut deltas =
+        postgres::replace_registrations(tx, Affected::Registrations(&ids, &uploads)).await?;
+    if link_news {
+        // The move told of a link not projected yet (its event is late): what the
+        // customer already holds is placed by it too. (The link's own event re-places
+        // them again when it arrives; this keeps the views right meanwhile.)
+        deltas.extend(
+            postgres::replace_registrations(tx, Affected::HeldFromMsp(part.to.as_str())).await?,
+        );
+    }
     postgres::apply_deltas(tx, deltas).await?;
     Ok(())
 }
@@ -165,6 +243,70 @@ fn uploaded_device(device_id: &str, kind: i32, model: &str) -> Result<UploadedDe
     })
 }
 
+/// A link event's mode must be a linked one.
+fn linked_mode(mode: i32) -> Result<(), ApplyError> {
+    match pb::ManagementMode::try_from(mode) {
+        Ok(pb::ManagementMode::FullyManaged | pb::ManagementMode::JointlyManaged) => Ok(()),
+        _ => Err(ApplyError::Poison(format!(
+            "mode must be MANAGEMENT_MODE_FULLY_MANAGED or MANAGEMENT_MODE_JOINTLY_MANAGED, \
+             got {mode}"
+        ))),
+    }
+}
+
+fn seq(value: i64) -> Result<i64, ApplyError> {
+    if value > 0 {
+        Ok(value)
+    } else {
+        Err(ApplyError::Poison(format!(
+            "seq must be positive, got {value}"
+        )))
+    }
+}
+
+fn link_fact(
+    customer: &str,
+    msp_id: &str,
+    linked: bool,
+    seq_: i64,
+) -> Result<LinkFact, ApplyError> {
+    Ok(LinkFact {
+        customer: knox_id("customer_knox_id", customer)?,
+        msp_id: knox_id("msp_id", msp_id)?,
+        linked,
+        seq: seq(seq_)?,
+    })
+}
+
+fn moved_part(e: &pb::MspDevicesMoved) -> Result<MovedPart, ApplyError> {
+    if e.devices.is_empty() && !e.device_ids.is_empty() {
+        // Without the upload of each device, the registration is unknown.
+        return Err(ApplyError::Poison(
+            "msp_devices_moved names device_ids without their registrations (devices)".into(),
+        ));
+    }
+    Ok(MovedPart {
+        msp_id: knox_id("msp_id", &e.msp_id)?,
+        to: knox_id("to_customer_knox_id", &e.to_customer_knox_id)?,
+        seq: seq(e.seq)?,
+        registrations: e
+            .devices
+            .iter()
+            .map(|d| {
+                Ok(MovedRegistration {
+                    upload: UploadRef {
+                        reseller_id: reseller_id(&d.reseller_id)?.as_str().to_owned(),
+                        upload_id: uuid("upload_id", &d.upload_id)?,
+                        uploaded_at: timestamp::from_proto(d.uploaded_at.as_ref()),
+                        order_number: d.order_number.clone(),
+                    },
+                    device: uploaded_device(&d.device_id, d.id_kind, &d.model)?,
+                })
+            })
+            .collect::<Result<_, ApplyError>>()?,
+    })
+}
+
 fn deleted_part(e: &pb::DevicesDeleted) -> Result<DeletedPart, ApplyError> {
     if e.devices.is_empty() && !e.device_ids.is_empty() {
         // Without the upload of each device, the registration cannot be told apart from
@@ -196,7 +338,9 @@ fn added_customer(e: &pb::CustomerAdded) -> Result<AddedCustomer, ApplyError> {
         reseller_id: reseller_id(&e.reseller_id)?,
         account: account(&e.knox_id, e.kind, &e.company_name, &e.country)?,
         internal_reference: text("internal_reference", &e.internal_reference, false)?,
+        reference_revision: e.reference_revision,
         status: convert::status_from_proto(e.status).map_err(ApplyError::Poison)?,
+        status_revision: e.status_revision,
         added_at: timestamp::from_proto(e.added_at.as_ref()),
     })
 }
@@ -375,5 +519,83 @@ mod tests {
         let mut e = added();
         e.company_name = " ".into();
         assert!(poison(added_customer(&e)).starts_with("company_name"));
+    }
+
+    fn move_event() -> pb::MspDevicesMoved {
+        pb::MspDevicesMoved {
+            msp_id: "700001".into(),
+            to_customer_knox_id: "600001".into(),
+            device_ids: vec!["R58M-1".into()],
+            devices: vec![pb::MovedDevice {
+                device_id: "R58M-1".into(),
+                reseller_id: "acme".into(),
+                upload_id: Uuid::from_u128(1).to_string(),
+                from_knox_id: "700001".into(),
+                id_kind: 0,
+                model: "Galaxy".into(),
+                uploaded_at: None,
+                order_number: "PO-1".into(),
+            }],
+            moved_at: None,
+            seq: 7,
+        }
+    }
+
+    #[test]
+    fn msp_events_parse_and_what_can_never_apply_is_poison() {
+        let part = moved_part(&move_event()).unwrap();
+        assert_eq!(
+            (part.msp_id.as_str(), part.to.as_str(), part.seq),
+            ("700001", "600001", 7)
+        );
+        let moved = &part.registrations[0];
+        assert_eq!(moved.upload.reseller_id, "acme");
+        assert_eq!(moved.upload.upload_id, Uuid::from_u128(1));
+        assert_eq!(moved.device.kind, DeviceIdKind::Serial, "kind inferred");
+
+        let mut e = move_event();
+        e.seq = 0;
+        assert!(poison(moved_part(&e)).starts_with("seq"));
+        let mut e = move_event();
+        e.devices.clear();
+        poison(moved_part(&e));
+        let mut e = move_event();
+        e.devices[0].upload_id = "x".into();
+        assert!(poison(moved_part(&e)).starts_with("upload_id"));
+        let mut e = move_event();
+        e.to_customer_knox_id = "C1".into();
+        assert!(poison(moved_part(&e)).starts_with("to_customer_knox_id"));
+        let mut e = move_event();
+        e.devices[0].reseller_id = String::new();
+        assert!(poison(moved_part(&e)).starts_with("reseller_id"));
+
+        let fact = link_fact("600001", "700001", false, 3).unwrap();
+        assert_eq!(
+            (
+                fact.customer.as_str(),
+                fact.msp_id.as_str(),
+                fact.linked,
+                fact.seq
+            ),
+            ("600001", "700001", false, 3)
+        );
+        assert!(poison(link_fact("600001", "", true, 3)).starts_with("msp_id"));
+        assert!(poison(link_fact("600001", "700001", true, -1)).starts_with("seq"));
+        linked_mode(pb::ManagementMode::FullyManaged as i32).unwrap();
+        linked_mode(pb::ManagementMode::JointlyManaged as i32).unwrap();
+        poison(linked_mode(pb::ManagementMode::Delinked as i32));
+        poison(linked_mode(0));
+    }
+
+    #[test]
+    fn customer_events_carry_their_revisions() {
+        let mut e = added();
+        e.reference_revision = 3;
+        e.status_revision = 2;
+        let customer = added_customer(&e).unwrap();
+        assert_eq!(
+            (customer.reference_revision, customer.status_revision),
+            (3, 2)
+        );
     }
 }

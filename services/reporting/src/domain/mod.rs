@@ -1,10 +1,11 @@
 //! The rules of the reseller views, free of I/O: statuses and kinds, the rows, the
 //! search query (`search`), the list orders with their keyset cursors (`list`), where a
-//! registration is placed and the counter deltas placements make (`placement`), and the
-//! devices of one row (`devices`).
+//! registration is placed and the counter deltas placements make (`placement`), the
+//! devices of one row (`devices`), and what MSP events state (`msp`).
 
 mod devices;
 mod list;
+mod msp;
 mod placement;
 mod search;
 
@@ -13,7 +14,11 @@ pub use devices::{
     UploadedPart,
 };
 pub use list::{ListCustomers, OrderBy, SortKey};
-pub use placement::{Placement, PlacementDelta, PlacementFacts, UploadRef, merge, place, transfer};
+pub use msp::{LinkFact, MovedPart, MovedRegistration};
+pub use placement::{
+    Placement, PlacementDelta, PlacementFacts, RegistrationGroup, StoredPlacement, UploadRef,
+    merge, place, transfer,
+};
 pub use search::{MAX_QUERY_CHARS, SearchQuery};
 
 use reseller_kit::ids::{KnoxId, ResellerId};
@@ -109,8 +114,12 @@ pub struct AddedCustomer {
     pub account: Account,
     /// The reseller's internal reference ("" when none).
     pub internal_reference: String,
+    /// The reference's revision (1 when added).
+    pub reference_revision: i64,
     /// The status when it was added.
     pub status: CustomerStatus,
+    /// The revision of the account's decision that status reflects (0: none yet).
+    pub status_revision: i64,
     /// When it was added.
     pub added_at: OffsetDateTime,
 }

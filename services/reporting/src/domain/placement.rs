@@ -25,6 +25,8 @@ pub struct PlacementFacts<'a> {
     pub holder: &'a str,
     /// The MSP the holder is linked to now (fully or jointly managed), if any.
     pub holder_msp: Option<&'a str>,
+    /// The holder has been delinked (from any MSP) since the device was moved to it.
+    pub delinked_since_move: bool,
 }
 
 /// Where a registration is placed: the row of the reseller's list it is shown under.
@@ -54,10 +56,17 @@ pub struct Placement<'a> {
 /// later (rule 1 does not depend on moves). Rule 3 names M, the MSP the reseller uploaded
 /// to, as the virtual upload's MSP, so all of an upload's devices under one row form one
 /// virtual upload.
+///
+/// A virtual upload stays virtual: once C has been delinked after a device was moved to
+/// it, the device stays under C even if C is linked to M again (rule 3 speaks of the
+/// devices moved *before* the delink; a re-link does not undo it, and the reseller's
+/// virtual upload does not vanish). Only a new move by M, to another customer it links,
+/// brings such a device back under M (rule 2 applies to that move afresh). A device M
+/// moves to C after the re-link is under M until C's next delink.
 pub fn place<'a>(facts: &PlacementFacts<'a>) -> Placement<'a> {
     let with_uploader = !facts.uploaded_to_msp
         || facts.holder == facts.uploaded_to
-        || facts.holder_msp == Some(facts.uploaded_to);
+        || (facts.holder_msp == Some(facts.uploaded_to) && !facts.delinked_since_move);
     if with_uploader {
         Placement {
             knox_id: facts.uploaded_to,
@@ -75,6 +84,30 @@ pub fn place<'a>(facts: &PlacementFacts<'a>) -> Placement<'a> {
             kind: AccountKind::Customer,
             virtual_upload: true,
             via_msp_id: facts.uploaded_to,
+        }
+    }
+}
+
+impl<'a> Placement<'a> {
+    /// A placement as the projection stores it (the row's Knox ID, whether virtual, the
+    /// virtual upload's MSP), for a registration of an upload to an MSP or not.
+    pub fn stored(
+        knox_id: &'a str,
+        virtual_upload: bool,
+        via_msp_id: &'a str,
+        uploaded_to_msp: bool,
+    ) -> Self {
+        Placement {
+            knox_id,
+            // `place` puts the non-virtual devices of an upload to an MSP under the MSP,
+            // everything else under a customer.
+            kind: if uploaded_to_msp && !virtual_upload {
+                AccountKind::Msp
+            } else {
+                AccountKind::Customer
+            },
+            virtual_upload,
+            via_msp_id,
         }
     }
 }
@@ -182,6 +215,87 @@ pub fn merge(deltas: Vec<PlacementDelta>) -> Vec<PlacementDelta> {
     merged
 }
 
+/// Where a group of registrations is stored as placed now (see [`Placement::stored`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPlacement {
+    /// The row's Knox ID.
+    pub knox_id: String,
+    /// Part of a virtual upload.
+    pub virtual_upload: bool,
+    /// The virtual upload's MSP ("" when not virtual).
+    pub via_msp_id: String,
+}
+
+/// Registrations of one upload that share every placement fact and their stored
+/// placement: the unit the projection re-places when a fact changes (a move, a link, a
+/// delink, an upload completing registrations a move announced), with one call of
+/// [`place`] however many devices it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationGroup {
+    /// Their upload.
+    pub upload: UploadRef,
+    /// The account the reseller uploaded to (`None` until the upload's event is
+    /// projected: such registrations are placed nowhere).
+    pub uploaded_to: Option<String>,
+    /// Whether that account is an MSP.
+    pub uploaded_to_msp: bool,
+    /// The account holding them now.
+    pub holder: String,
+    /// The MSP the holder is linked to now, if any.
+    pub holder_msp: Option<String>,
+    /// The holder has been delinked since they were moved to it.
+    pub delinked_since_move: bool,
+    /// Where they are placed now (`None`: nowhere).
+    pub placed: Option<StoredPlacement>,
+    /// How many registrations the group holds, deleted ones included.
+    pub devices: i64,
+    /// How many of them are not deleted.
+    pub live: i64,
+}
+
+impl RegistrationGroup {
+    /// Where the group is placed now.
+    pub fn current(&self) -> Option<Placement<'_>> {
+        self.placed.as_ref().map(|p| {
+            Placement::stored(
+                &p.knox_id,
+                p.virtual_upload,
+                &p.via_msp_id,
+                self.uploaded_to_msp,
+            )
+        })
+    }
+
+    /// Where its facts place it (`None` while the upload is not known).
+    pub fn target(&self) -> Option<Placement<'_>> {
+        let uploaded_to = self.uploaded_to.as_deref()?;
+        Some(place(&PlacementFacts {
+            uploaded_to,
+            uploaded_to_msp: self.uploaded_to_msp,
+            holder: &self.holder,
+            holder_msp: self.holder_msp.as_deref(),
+            delinked_since_move: self.delinked_since_move,
+        }))
+    }
+
+    /// The group's new placement and the deltas that move its counts there, or `None`
+    /// when it is placed where its facts say already.
+    pub fn replace(&self) -> Option<(Option<Placement<'_>>, Vec<PlacementDelta>)> {
+        let (from, to) = (self.current(), self.target());
+        if from == to {
+            return None;
+        }
+        let deltas = transfer(
+            &self.upload,
+            from.as_ref(),
+            to.as_ref(),
+            self.devices,
+            self.live,
+        );
+        Some((to, deltas))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +316,19 @@ mod tests {
             uploaded_to_msp,
             holder,
             holder_msp,
+            delinked_since_move: false,
+        }
+    }
+
+    /// The facts of a device moved to `holder` before the holder's latest delink.
+    fn delinked_since<'a>(
+        uploaded_to: &'a str,
+        holder: &'a str,
+        holder_msp: Option<&'a str>,
+    ) -> PlacementFacts<'a> {
+        PlacementFacts {
+            delinked_since_move: true,
+            ..facts(uploaded_to, true, holder, holder_msp)
         }
     }
 
@@ -268,14 +395,149 @@ mod tests {
     }
 
     #[test]
-    fn placement_follows_the_facts_back_and_forth() {
-        // Linked, delinked, linked again: the placement is a function of the current
-        // facts only, so it returns with them.
+    fn placement_is_a_function_of_the_current_facts() {
+        // The same facts always place the same way, whatever happened before.
         let linked = place(&facts(MSP, true, CUSTOMER, Some(MSP)));
         let delinked = place(&facts(MSP, true, CUSTOMER, None));
-        let relinked = place(&facts(MSP, true, CUSTOMER, Some(MSP)));
         assert_ne!(linked, delinked);
-        assert_eq!(linked, relinked);
+        assert_eq!(linked, place(&facts(MSP, true, CUSTOMER, Some(MSP))));
+    }
+
+    #[test]
+    fn a_virtual_upload_stays_virtual_when_its_customer_is_linked_again() {
+        let virtual_under_customer = Placement {
+            knox_id: CUSTOMER,
+            kind: AccountKind::Customer,
+            virtual_upload: true,
+            via_msp_id: MSP,
+        };
+        // Moved, then the customer was delinked: virtual, whether it is linked to no MSP,
+        // to the same MSP again, or to another one.
+        for holder_msp in [None, Some(MSP), Some(OTHER_MSP)] {
+            assert_eq!(
+                place(&delinked_since(MSP, CUSTOMER, holder_msp)),
+                virtual_under_customer
+            );
+        }
+        // A delink does not matter to devices in the pool or uploaded to a customer.
+        assert_eq!(
+            place(&delinked_since(MSP, MSP, None)),
+            direct(MSP, AccountKind::Msp)
+        );
+        assert_eq!(
+            place(&PlacementFacts {
+                delinked_since_move: true,
+                ..facts(CUSTOMER, false, OTHER_CUSTOMER, None)
+            }),
+            direct(CUSTOMER, AccountKind::Customer)
+        );
+    }
+
+    #[test]
+    fn a_device_uploaded_to_one_msp_and_moved_by_another_is_virtual_at_its_holder() {
+        // Uploaded to MSP, moved to CUSTOMER, CUSTOMER delinked and linked by OTHER_MSP,
+        // which moved it on to OTHER_CUSTOMER: no longer in MSP's care.
+        assert_eq!(
+            place(&facts(MSP, true, OTHER_CUSTOMER, Some(OTHER_MSP))),
+            Placement {
+                knox_id: OTHER_CUSTOMER,
+                kind: AccountKind::Customer,
+                virtual_upload: true,
+                via_msp_id: MSP,
+            }
+        );
+    }
+
+    #[test]
+    fn stored_placements_read_back_as_place_made_them() {
+        for f in [
+            facts(CUSTOMER, false, CUSTOMER, None),
+            facts(CUSTOMER, false, OTHER_CUSTOMER, Some(MSP)),
+            facts(MSP, true, MSP, None),
+            facts(MSP, true, CUSTOMER, Some(MSP)),
+            facts(MSP, true, CUSTOMER, None),
+            delinked_since(MSP, CUSTOMER, Some(MSP)),
+        ] {
+            let placed = place(&f);
+            assert_eq!(
+                Placement::stored(
+                    placed.knox_id,
+                    placed.virtual_upload,
+                    placed.via_msp_id,
+                    f.uploaded_to_msp
+                ),
+                placed
+            );
+        }
+    }
+
+    fn group(
+        holder_msp: Option<&str>,
+        delinked: bool,
+        placed: Option<Placement<'_>>,
+    ) -> RegistrationGroup {
+        RegistrationGroup {
+            upload: upload(),
+            uploaded_to: Some(MSP.into()),
+            uploaded_to_msp: true,
+            holder: CUSTOMER.into(),
+            holder_msp: holder_msp.map(str::to_owned),
+            delinked_since_move: delinked,
+            placed: placed.map(|p| StoredPlacement {
+                knox_id: p.knox_id.into(),
+                virtual_upload: p.virtual_upload,
+                via_msp_id: p.via_msp_id.into(),
+            }),
+            devices: 3,
+            live: 2,
+        }
+    }
+
+    #[test]
+    fn a_group_placed_where_its_facts_say_is_left_alone() {
+        let under_msp = direct(MSP, AccountKind::Msp);
+        assert_eq!(group(Some(MSP), false, Some(under_msp)).replace(), None);
+        let virtual_upload = place(&facts(MSP, true, CUSTOMER, None));
+        assert_eq!(group(None, true, Some(virtual_upload)).replace(), None);
+        assert_eq!(group(Some(MSP), true, Some(virtual_upload)).replace(), None);
+    }
+
+    #[test]
+    fn a_delink_moves_a_group_from_the_msp_to_a_virtual_upload() {
+        let under_msp = direct(MSP, AccountKind::Msp);
+        let delinked = group(None, true, Some(under_msp));
+        let (to, deltas) = delinked.replace().unwrap();
+        let to = to.unwrap();
+        assert_eq!(
+            (to.knox_id, to.virtual_upload, to.via_msp_id),
+            (CUSTOMER, true, MSP)
+        );
+        let summary: Vec<_> = deltas
+            .iter()
+            .map(|d| (d.knox_id.as_str(), d.virtual_upload, d.devices, d.live))
+            .collect();
+        assert_eq!(summary, [(MSP, false, -3, -2), (CUSTOMER, true, 3, 2)]);
+    }
+
+    #[test]
+    fn registrations_placed_nowhere_are_placed_once_their_upload_is_known() {
+        // Known from a move only: nowhere, and nowhere to go.
+        let mut stub = group(Some(MSP), false, None);
+        stub.uploaded_to = None;
+        assert_eq!(stub.replace(), None);
+        // The upload arrived: placed under the MSP (its customer is linked).
+        stub.uploaded_to = Some(MSP.into());
+        let (to, deltas) = stub.replace().unwrap();
+        assert_eq!(to, Some(direct(MSP, AccountKind::Msp)));
+        assert_eq!(
+            deltas,
+            vec![PlacementDelta::new(
+                &upload(),
+                &direct(MSP, AccountKind::Msp),
+                3,
+                2
+            )]
+        );
     }
 
     fn upload() -> UploadRef {

@@ -1,13 +1,18 @@
 //! reporting-service's repository: the projection's writes (inside the consumer's
-//! transaction, see `write`) and the views' reads (see `read`).
+//! transaction, see `write`, and `msp` for links, moves and re-placements) and the views'
+//! reads (see `read`).
 
+mod msp;
 mod read;
 mod write;
 
+pub use msp::{
+    Affected, lock_msp_placements, move_registrations, replace_registrations, upsert_link,
+};
 pub use read::Repository;
 pub use write::{
-    add_customer, apply_deltas, change_status, delete_registrations, insert_registrations,
-    update_reference, upsert_account,
+    add_customer, apply_deltas, awaits_upload, change_status, delete_registrations,
+    insert_registrations, update_reference, upsert_account,
 };
 
 use reseller_kit::outbox::Outbox;

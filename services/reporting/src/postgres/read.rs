@@ -17,11 +17,16 @@ use crate::domain::{
 };
 use crate::export::{CsvRecord, DEVICE_HEADER, DeviceLine, RowSource};
 
-/// The columns a [`CustomerRow`] is read from (a macro, so `concat!` can use it).
+/// The columns a [`CustomerRow`] is read from `reporting.customer_rows` (a macro, so
+/// `concat!` can use it). The managing MSP is the customer's current link, read with the
+/// row, so every reseller's row of a customer (rows created after the link too) shows it.
 macro_rules! row_columns {
     () => {
         "knox_id, kind, company_name, internal_reference, country, status, last_uploaded_at, \
-         uploaded_devices, devices, managing_msp_id"
+         uploaded_devices, devices, \
+         COALESCE((SELECT l.msp_id FROM reporting.msp_links l \
+                   WHERE l.customer_knox_id = customer_rows.knox_id AND l.linked), '') \
+           AS managing_msp_id"
     };
 }
 

@@ -504,3 +504,644 @@ async fn deltas_move_counts_between_rows_and_empty_placements_go(pool: PgPool) {
         1
     );
 }
+
+// ---- Issue #4: MSP links, moves, delinks and virtual uploads; revisions. ----
+
+const OTHER_CUSTOMER: &str = "600000002";
+
+fn added_by(reseller_id: &str, knox_id: &str, kind: pb::AccountKind, name: &str) -> Payload {
+    let Payload::CustomerAdded(mut e) = added(knox_id, kind, name) else {
+        unreachable!()
+    };
+    e.reseller_id = reseller_id.into();
+    e.reference_revision = 1;
+    Payload::CustomerAdded(e)
+}
+
+fn registered(knox_id: &str, kind: pb::AccountKind, name: &str) -> Payload {
+    Payload::AccountRegistered(pb::AccountRegistered {
+        knox_id: knox_id.into(),
+        kind: kind as i32,
+        company_name: name.into(),
+        country: "DE".into(),
+        created_at: None,
+    })
+}
+
+fn linked(customer: &str, seq: i64) -> Payload {
+    Payload::MspCustomerLinked(pb::MspCustomerLinked {
+        msp_id: MSP.into(),
+        customer_knox_id: customer.into(),
+        mode: pb::ManagementMode::JointlyManaged as i32,
+        since: None,
+        seq,
+    })
+}
+
+fn delinked(customer: &str, seq: i64) -> Payload {
+    Payload::MspCustomerDelinked(pb::MspCustomerDelinked {
+        msp_id: MSP.into(),
+        customer_knox_id: customer.into(),
+        delinked_at: None,
+        requested_by: customer.into(),
+        seq,
+    })
+}
+
+/// MSP moves registrations (device, upload, the upload's `seconds`) to `to` at `seq`.
+fn moved(to: &str, seq: i64, registrations: &[(&str, Uuid, i64)]) -> Payload {
+    Payload::MspDevicesMoved(pb::MspDevicesMoved {
+        msp_id: MSP.into(),
+        to_customer_knox_id: to.into(),
+        device_ids: registrations
+            .iter()
+            .map(|(id, _, _)| (*id).to_owned())
+            .collect(),
+        devices: registrations
+            .iter()
+            .map(|(id, upload, seconds)| pb::MovedDevice {
+                device_id: (*id).to_owned(),
+                reseller_id: RESELLER.into(),
+                upload_id: upload.to_string(),
+                from_knox_id: MSP.into(),
+                id_kind: pb::DeviceIdKind::Serial as i32,
+                model: format!("model of {id}"),
+                uploaded_at: Some(at(*seconds)),
+                order_number: format!("PO-{seconds}"),
+            })
+            .collect(),
+        moved_at: None,
+        seq,
+    })
+}
+
+/// A listed row as the list shows it: (display ID, managing MSP, UPLOADS, DEVICES).
+async fn shown(
+    repo: &Repository,
+    reseller_id: &str,
+    knox_id: &str,
+) -> Option<(String, String, i64, i64)> {
+    repo.customer_detail(&ResellerId::parse(reseller_id).unwrap(), &knox(knox_id))
+        .await
+        .unwrap()
+        .map(|d| {
+            (
+                d.row.display_id().to_owned(),
+                d.row.managing_msp_id.clone(),
+                d.row.uploaded_devices,
+                d.row.devices,
+            )
+        })
+}
+
+/// The uploads under a row: (upload, device count, virtual, via MSP).
+async fn uploads_under(repo: &Repository, knox_id: &str) -> Vec<(Uuid, i64, bool, String)> {
+    repo.customer_detail(&reseller(), &knox(knox_id))
+        .await
+        .unwrap()
+        .map(|d| {
+            d.uploads
+                .into_iter()
+                .map(|u| (u.upload_id, u.device_count, u.virtual_upload, u.via_msp_id))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[sqlx::test(migrator = "crate::MIGRATOR")]
+async fn a_move_projected_before_its_upload_waits_for_it(pool: PgPool) {
+    let repo = Repository::new(pool.clone());
+    apply(&pool, added(MSP, pb::AccountKind::Msp, "Pool")).await;
+    let upload = Uuid::now_v7();
+    // The link and the move first: the registration is known, placed nowhere.
+    apply(&pool, linked(CUSTOMER, 1)).await;
+    apply(&pool, moved(CUSTOMER, 2, &[("A1", upload, 10)])).await;
+    assert_eq!(counters(&repo, MSP).await, Some((0, 0, None)));
+    assert!(counters(&repo, CUSTOMER).await.is_none());
+
+    // The upload: the moved device under the MSP (its customer is linked), with the rest.
+    apply(
+        &pool,
+        uploaded(upload, MSP, pb::AccountKind::Msp, 10, &["A1", "A2"]),
+    )
+    .await;
+    assert_eq!(counters(&repo, MSP).await, Some((2, 2, Some(time(10)))));
+    assert!(
+        counters(&repo, CUSTOMER).await.is_none(),
+        "only moved devices: not listed"
+    );
+    // Redelivered, the upload changes nothing.
+    apply(
+        &pool,
+        uploaded(upload, MSP, pb::AccountKind::Msp, 10, &["A1", "A2"]),
+    )
+    .await;
+    assert_eq!(counters(&repo, MSP).await, Some((2, 2, Some(time(10)))));
+
+    // The delink: the moved device becomes a virtual upload under the customer.
+    apply(&pool, delinked(CUSTOMER, 3)).await;
+    assert_eq!(counters(&repo, MSP).await, Some((1, 1, Some(time(10)))));
+    assert_eq!(
+        counters(&repo, CUSTOMER).await,
+        Some((1, 1, Some(time(10))))
+    );
+    assert_eq!(all_devices(&repo, CUSTOMER, 10).await, ["A1"]);
+    assert_eq!(all_devices(&repo, MSP, 10).await, ["A2"]);
+
+    // A move whose delink is already projected, before its upload: virtual at once.
+    let later = Uuid::now_v7();
+    apply(&pool, moved(OTHER_CUSTOMER, 4, &[("B1", later, 20)])).await;
+    apply(&pool, delinked(OTHER_CUSTOMER, 5)).await;
+    assert!(counters(&repo, OTHER_CUSTOMER).await.is_none());
+    apply(
+        &pool,
+        uploaded(later, MSP, pb::AccountKind::Msp, 20, &["B1", "B2"]),
+    )
+    .await;
+    assert_eq!(
+        counters(&repo, OTHER_CUSTOMER).await,
+        Some((1, 1, Some(time(20))))
+    );
+    assert_eq!(counters(&repo, MSP).await, Some((2, 2, Some(time(20)))));
+    assert_eq!(
+        uploads_under(&repo, OTHER_CUSTOMER).await,
+        [(later, 1, true, MSP.to_owned())]
+    );
+}
+
+#[sqlx::test(migrator = "crate::MIGRATOR")]
+async fn delinks_make_virtual_uploads_that_a_relink_keeps(pool: PgPool) {
+    let repo = Repository::new(pool.clone());
+    apply(&pool, added(MSP, pb::AccountKind::Msp, "Pool")).await;
+    apply(
+        &pool,
+        added_by(RESELLER, CUSTOMER, pb::AccountKind::Customer, "Globex"),
+    )
+    .await;
+    apply(
+        &pool,
+        added_by("other", CUSTOMER, pb::AccountKind::Customer, "Globex"),
+    )
+    .await;
+    let upload = Uuid::now_v7();
+    apply(
+        &pool,
+        uploaded(upload, MSP, pb::AccountKind::Msp, 10, &["A", "B", "C"]),
+    )
+    .await;
+
+    // Linked: every reseller's row of the customer shows the MSP.
+    apply(&pool, linked(CUSTOMER, 1)).await;
+    let managed =
+        |uploads: i64, devices: i64| Some((MSP.to_owned(), MSP.to_owned(), uploads, devices));
+    let own =
+        |uploads: i64, devices: i64| Some((CUSTOMER.to_owned(), String::new(), uploads, devices));
+    assert_eq!(shown(&repo, RESELLER, CUSTOMER).await, managed(0, 0));
+    assert_eq!(shown(&repo, "other", CUSTOMER).await, managed(0, 0));
+    assert_eq!(
+        shown(&repo, RESELLER, MSP).await,
+        Some((MSP.to_owned(), String::new(), 3, 3))
+    );
+
+    // Moved: still under the MSP (rule 2).
+    apply(
+        &pool,
+        moved(CUSTOMER, 2, &[("A", upload, 10), ("B", upload, 10)]),
+    )
+    .await;
+    assert_eq!(shown(&repo, RESELLER, CUSTOMER).await, managed(0, 0));
+    assert_eq!(counters(&repo, MSP).await, Some((3, 3, Some(time(10)))));
+
+    // Delinked: the moved devices are one virtual upload under the customer (rule 3).
+    apply(&pool, delinked(CUSTOMER, 3)).await;
+    assert_eq!(shown(&repo, RESELLER, CUSTOMER).await, own(2, 2));
+    assert_eq!(shown(&repo, "other", CUSTOMER).await, own(0, 0));
+    assert_eq!(counters(&repo, MSP).await, Some((1, 1, Some(time(10)))));
+    assert_eq!(
+        uploads_under(&repo, CUSTOMER).await,
+        [(upload, 2, true, MSP.to_owned())]
+    );
+
+    // Linked again: the virtual upload stays; rows added from now on show the MSP too.
+    apply(&pool, linked(CUSTOMER, 4)).await;
+    assert_eq!(shown(&repo, RESELLER, CUSTOMER).await, managed(2, 2));
+    apply(
+        &pool,
+        added_by("third", CUSTOMER, pb::AccountKind::Customer, "Globex"),
+    )
+    .await;
+    assert_eq!(shown(&repo, "third", CUSTOMER).await, managed(0, 0));
+
+    // A device moved after the re-link is under the MSP until the next delink, which
+    // adds it to the same virtual upload.
+    apply(&pool, moved(CUSTOMER, 5, &[("C", upload, 10)])).await;
+    assert_eq!(shown(&repo, RESELLER, CUSTOMER).await, managed(2, 2));
+    assert_eq!(counters(&repo, MSP).await, Some((1, 1, Some(time(10)))));
+    apply(&pool, delinked(CUSTOMER, 6)).await;
+    assert_eq!(shown(&repo, RESELLER, CUSTOMER).await, own(3, 3));
+    assert_eq!(shown(&repo, "third", CUSTOMER).await, own(0, 0));
+    assert_eq!(
+        uploads_under(&repo, CUSTOMER).await,
+        [(upload, 3, true, MSP.to_owned())]
+    );
+    // The MSP row keeps no upload: nothing placed under it, no LAST UPLOADED.
+    assert_eq!(counters(&repo, MSP).await, Some((0, 0, None)));
+    assert!(uploads_under(&repo, MSP).await.is_empty());
+
+    // Devices the MSP moves on from the delinked customer... cannot be: it no longer
+    // links it. Moved from it after a re-link, to another customer it links, they are
+    // under the MSP again (rule 2 for the new move).
+    apply(&pool, linked(CUSTOMER, 7)).await;
+    apply(&pool, linked(OTHER_CUSTOMER, 8)).await;
+    apply(&pool, moved(OTHER_CUSTOMER, 9, &[("A", upload, 10)])).await;
+    assert_eq!(shown(&repo, RESELLER, CUSTOMER).await, managed(2, 2));
+    assert_eq!(counters(&repo, MSP).await, Some((1, 1, Some(time(10)))));
+}
+
+#[sqlx::test(migrator = "crate::MIGRATOR")]
+async fn deletions_racing_moves_and_delinks_end_the_same(pool: PgPool) {
+    let repo = Repository::new(pool.clone());
+    apply(&pool, added(MSP, pb::AccountKind::Msp, "Pool")).await;
+    let upload = Uuid::now_v7();
+    // The deletion first, then the move, then the upload: never shown, never removed.
+    apply(&pool, deleted(Uuid::now_v7(), &[("A", upload)])).await;
+    apply(
+        &pool,
+        moved(CUSTOMER, 2, &[("A", upload, 10), ("B", upload, 10)]),
+    )
+    .await;
+    // A deletion of a registration known only from its move: it was never shown.
+    apply(&pool, deleted(Uuid::now_v7(), &[("B", upload)])).await;
+    let states: Vec<_> = receipts(&pool).await.iter().map(|r| r.state).collect();
+    assert_eq!(states, [pb::PortalState::NotApplicable as i32; 2]);
+    apply(
+        &pool,
+        uploaded(upload, MSP, pb::AccountKind::Msp, 10, &["A", "B", "C"]),
+    )
+    .await;
+    // The move implied the link: both moved (deleted) devices are under the MSP.
+    assert_eq!(counters(&repo, MSP).await, Some((3, 1, Some(time(10)))));
+    apply(&pool, delinked(CUSTOMER, 3)).await;
+    assert_eq!(counters(&repo, MSP).await, Some((1, 1, Some(time(10)))));
+    // Listed through its virtual upload, whose devices are all deleted.
+    assert_eq!(
+        counters(&repo, CUSTOMER).await,
+        Some((2, 0, Some(time(10))))
+    );
+    assert!(all_devices(&repo, CUSTOMER, 10).await.is_empty());
+    // The device left at the MSP, deleted after the delink: removed from the MSP's row.
+    apply(&pool, deleted(Uuid::now_v7(), &[("C", upload)])).await;
+    let last = receipts(&pool).await.pop().unwrap();
+    assert_eq!(last.state, pb::PortalState::Removed as i32);
+    assert_eq!(last.removed_device_ids, ["C"]);
+    assert_eq!(counters(&repo, MSP).await, Some((1, 0, Some(time(10)))));
+}
+
+/// Everything the projection keeps that a view can show, as text: the rows that are
+/// listed or count something, the uploads under rows, the registrations' placements and
+/// the rows as the list reads them (the managing MSP).
+async fn snapshot(pool: &PgPool) -> String {
+    let mut out = String::new();
+    for sql in [
+        "SELECT COALESCE(string_agg(t::text, E'\\n' ORDER BY t::text), '') FROM ( \
+           SELECT reseller_id, knox_id, kind, company_name, country, internal_reference, \
+             status, added, last_uploaded_at, uploaded_devices, devices, virtual_devices, listed \
+           FROM reporting.customer_rows \
+           WHERE listed OR uploaded_devices <> 0 OR devices <> 0) t",
+        "SELECT COALESCE(string_agg(t::text, E'\\n' ORDER BY t::text), '') \
+         FROM reporting.upload_placements t",
+        "SELECT COALESCE(string_agg(t::text, E'\\n' ORDER BY t::text), '') FROM ( \
+           SELECT device_id, upload_id, uploaded_to, holder_knox_id, move_seq, placed_knox_id, \
+             virtual, via_msp_id, deleted FROM reporting.registrations) t",
+    ] {
+        let text: String = sqlx::query_scalar(sql).fetch_one(pool).await.unwrap();
+        out += &text;
+        out += "\n--\n";
+    }
+    let repo = Repository::new(pool.clone());
+    let list = ListCustomers::parse("", "", 1000, "").unwrap();
+    for row in repo.list_customers(&reseller(), &list).await.unwrap().rows {
+        out += &format!("{row:?}\n");
+    }
+    out
+}
+
+/// Empties every table the projection writes.
+async fn reset(pool: &PgPool) {
+    sqlx::query(
+        "TRUNCATE reporting.accounts, reporting.customer_rows, reporting.approvals, \
+         reporting.registrations, reporting.deleted_registrations, reporting.upload_placements, \
+         reporting.msp_links, reporting.outbox",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// A deterministic shuffle (xorshift), so a failure can be reproduced from its seed.
+fn shuffled(events: &[Payload], seed: u64) -> Vec<Payload> {
+    let mut out = events.to_vec();
+    let mut state = seed;
+    for i in (1..out.len()).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+    out
+}
+
+#[sqlx::test(migrator = "crate::MIGRATOR")]
+async fn msp_events_in_any_order_end_in_the_same_views(pool: PgPool) {
+    let first = Uuid::from_u128(1);
+    let second = Uuid::from_u128(2);
+    let direct = Uuid::from_u128(3);
+    // A history in stream order: uploads to the MSP, links, moves, a deletion before and
+    // after a delink, a re-link with a further move, a direct upload to a managed
+    // customer, reference and status changes.
+    let events = vec![
+        registered(MSP, pb::AccountKind::Msp, "Pool"),
+        registered(CUSTOMER, pb::AccountKind::Customer, "Globex"),
+        registered(OTHER_CUSTOMER, pb::AccountKind::Customer, "Initech"),
+        added_by(RESELLER, MSP, pb::AccountKind::Msp, "Pool"),
+        added_by(
+            RESELLER,
+            OTHER_CUSTOMER,
+            pb::AccountKind::Customer,
+            "Initech",
+        ),
+        uploaded(first, MSP, pb::AccountKind::Msp, 10, &["A", "B", "C", "D"]),
+        uploaded(second, MSP, pb::AccountKind::Msp, 20, &["E", "F"]),
+        linked(CUSTOMER, 1),
+        linked(OTHER_CUSTOMER, 2),
+        moved(
+            CUSTOMER,
+            3,
+            &[("A", first, 10), ("B", first, 10), ("E", second, 20)],
+        ),
+        moved(OTHER_CUSTOMER, 4, &[("C", first, 10)]),
+        uploaded(
+            direct,
+            OTHER_CUSTOMER,
+            pb::AccountKind::Customer,
+            30,
+            &["G", "H"],
+        ),
+        deleted(Uuid::from_u128(10), &[("B", first)]),
+        delinked(CUSTOMER, 5),
+        deleted(
+            Uuid::from_u128(11),
+            &[("A", first), ("D", first), ("G", direct)],
+        ),
+        linked(CUSTOMER, 6),
+        moved(CUSTOMER, 7, &[("C", first, 10), ("F", second, 20)]),
+        delinked(OTHER_CUSTOMER, 8),
+        Payload::CustomerReferenceUpdated(pb::CustomerReferenceUpdated {
+            reseller_id: RESELLER.into(),
+            knox_id: OTHER_CUSTOMER.into(),
+            internal_reference: "second".into(),
+            revision: 2,
+        }),
+        Payload::CustomerStatusChanged(pb::CustomerStatusChanged {
+            reseller_id: RESELLER.into(),
+            knox_id: OTHER_CUSTOMER.into(),
+            status: pb::CustomerStatus::Inactive as i32,
+            revision: 1,
+        }),
+    ];
+    for event in &events {
+        apply(&pool, event.clone()).await;
+    }
+    let expected = snapshot(&pool).await;
+    // Sanity: the stream order's truth.
+    let repo = Repository::new(pool.clone());
+    // Globex: A, B (both deleted) and E became virtual at the delink; C and F, moved
+    // after the re-link, are under the MSP.
+    assert_eq!(
+        shown(&repo, RESELLER, CUSTOMER).await,
+        Some((MSP.to_owned(), MSP.to_owned(), 3, 1))
+    );
+    // Initech: its direct upload (G deleted), and nothing virtual (C left it before its
+    // delink).
+    assert_eq!(
+        shown(&repo, RESELLER, OTHER_CUSTOMER).await,
+        Some((OTHER_CUSTOMER.to_owned(), String::new(), 2, 1))
+    );
+    // The MSP: C and D (deleted) of the first upload, F of the second.
+    assert_eq!(
+        shown(&repo, RESELLER, MSP).await,
+        Some((MSP.to_owned(), String::new(), 3, 2))
+    );
+
+    let mut orders = vec![events.iter().rev().cloned().collect::<Vec<_>>()];
+    for seed in 1..=16u64 {
+        orders.push(shuffled(&events, seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+    }
+    for (i, order) in orders.iter().enumerate() {
+        reset(&pool).await;
+        for event in order {
+            apply(&pool, event.clone()).await;
+        }
+        let got = snapshot(&pool).await;
+        assert_eq!(got, expected, "order #{i} gave different views");
+        // Everything again (a redelivery): nothing changes.
+        for event in order {
+            apply(&pool, event.clone()).await;
+        }
+        assert_eq!(snapshot(&pool).await, expected, "order #{i} redelivered");
+    }
+}
+
+#[sqlx::test(migrator = "crate::MIGRATOR")]
+async fn customer_events_keep_the_newest_revision_in_any_order(pool: PgPool) {
+    let repo = Repository::new(pool.clone());
+    let reference = |text: &str, revision: i64| {
+        Payload::CustomerReferenceUpdated(pb::CustomerReferenceUpdated {
+            reseller_id: RESELLER.into(),
+            knox_id: CUSTOMER.into(),
+            internal_reference: text.into(),
+            revision,
+        })
+    };
+    let status = |status: pb::CustomerStatus, revision: i64| {
+        Payload::CustomerStatusChanged(pb::CustomerStatusChanged {
+            reseller_id: RESELLER.into(),
+            knox_id: CUSTOMER.into(),
+            status: status as i32,
+            revision,
+        })
+    };
+    let row = || async {
+        repo.customer_detail(&reseller(), &knox(CUSTOMER))
+            .await
+            .unwrap()
+            .map(|d| (d.row.internal_reference, d.row.status))
+    };
+    use crate::domain::CustomerStatus as S;
+
+    // Before the customer is added: kept, not listed (and nothing to retry).
+    apply(&pool, reference("third", 3)).await;
+    apply(&pool, status(pb::CustomerStatus::Inactive, 2)).await;
+    assert_eq!(row().await, None);
+    // Added with older revisions (reference 1, status as of decision 1): the newer win.
+    let Payload::CustomerAdded(mut add) = added(CUSTOMER, pb::AccountKind::Customer, "Globex")
+    else {
+        unreachable!()
+    };
+    add.internal_reference = "first".into();
+    add.reference_revision = 1;
+    add.status = pb::CustomerStatus::Active as i32;
+    add.status_revision = 1;
+    apply(&pool, Payload::CustomerAdded(add.clone())).await;
+    assert_eq!(row().await, Some(("third".to_owned(), S::Inactive)));
+    // Late, older events change nothing; a redelivered add neither.
+    apply(&pool, reference("second", 2)).await;
+    apply(&pool, status(pb::CustomerStatus::Active, 1)).await;
+    apply(&pool, Payload::CustomerAdded(add.clone())).await;
+    assert_eq!(row().await, Some(("third".to_owned(), S::Inactive)));
+    // Newer ones do.
+    apply(&pool, reference("", 4)).await;
+    apply(&pool, status(pb::CustomerStatus::Active, 3)).await;
+    assert_eq!(row().await, Some((String::new(), S::Active)));
+
+    // Added as of a newer decision than the one recorded: the event's status wins until
+    // its own status change arrives (the same decision).
+    let Payload::CustomerAdded(mut other) =
+        added(OTHER_CUSTOMER, pb::AccountKind::Customer, "Initech")
+    else {
+        unreachable!()
+    };
+    other.reference_revision = 1;
+    other.status = pb::CustomerStatus::Active as i32;
+    other.status_revision = 2;
+    let other_status = |status: pb::CustomerStatus, revision: i64| {
+        Payload::CustomerStatusChanged(pb::CustomerStatusChanged {
+            reseller_id: RESELLER.into(),
+            knox_id: OTHER_CUSTOMER.into(),
+            status: status as i32,
+            revision,
+        })
+    };
+    apply(&pool, other_status(pb::CustomerStatus::Inactive, 1)).await;
+    apply(&pool, Payload::CustomerAdded(other)).await;
+    let other_row = || async {
+        repo.customer_detail(&reseller(), &knox(OTHER_CUSTOMER))
+            .await
+            .unwrap()
+            .map(|d| d.row.status)
+    };
+    assert_eq!(other_row().await, Some(S::Active));
+    apply(&pool, other_status(pb::CustomerStatus::Active, 2)).await;
+    assert_eq!(other_row().await, Some(S::Active));
+    // A row that exists only through virtual uploads shows ACTIVE whatever the decision.
+    apply(&pool, added(MSP, pb::AccountKind::Msp, "Pool")).await;
+    let upload = Uuid::now_v7();
+    apply(
+        &pool,
+        uploaded(upload, MSP, pb::AccountKind::Msp, 5, &["V"]),
+    )
+    .await;
+    let third = "600000003";
+    apply(
+        &pool,
+        Payload::CustomerStatusChanged(pb::CustomerStatusChanged {
+            reseller_id: RESELLER.into(),
+            knox_id: third.into(),
+            status: pb::CustomerStatus::Inactive as i32,
+            revision: 1,
+        }),
+    )
+    .await;
+    apply(&pool, moved(third, 1, &[("V", upload, 5)])).await;
+    apply(&pool, delinked(third, 2)).await;
+    let detail = repo
+        .customer_detail(&reseller(), &knox(third))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(detail.row.status, S::Active);
+}
+
+/// Applies `payload` in a transaction left open, as a consumer of another replica would
+/// be holding it.
+async fn begin_applying(
+    pool: &PgPool,
+    payload: Payload,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let event = ReceivedEvent {
+        id: Uuid::now_v7(),
+        occurred_at: OffsetDateTime::now_utc(),
+        payload,
+    };
+    let mut tx = pool.begin().await.unwrap();
+    Projection.apply(&mut tx, &event).await.unwrap();
+    tx
+}
+
+#[sqlx::test(migrator = "crate::MIGRATOR")]
+async fn a_deletion_concurrent_with_a_delink_counts_where_the_delink_leaves_it(pool: PgPool) {
+    let repo = Repository::new(pool.clone());
+    apply(&pool, added(MSP, pb::AccountKind::Msp, "Pool")).await;
+    let upload = Uuid::now_v7();
+    apply(
+        &pool,
+        uploaded(upload, MSP, pb::AccountKind::Msp, 10, &["A", "B", "C"]),
+    )
+    .await;
+    apply(&pool, linked(CUSTOMER, 1)).await;
+    apply(
+        &pool,
+        moved(CUSTOMER, 2, &[("A", upload, 10), ("B", upload, 10)]),
+    )
+    .await;
+
+    // The delink holds its transaction open; the deletion of A waits for it, then
+    // removes A from the virtual upload the delink made.
+    let delink = begin_applying(&pool, delinked(CUSTOMER, 3)).await;
+    let deletion = tokio::spawn({
+        let pool = pool.clone();
+        async move { apply(&pool, deleted(Uuid::now_v7(), &[("A", upload)])).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !deletion.is_finished(),
+        "the deletion waits for the delink's rows"
+    );
+    delink.commit().await.unwrap();
+    deletion.await.unwrap();
+    assert_eq!(
+        counters(&repo, CUSTOMER).await,
+        Some((2, 1, Some(time(10))))
+    );
+    assert_eq!(counters(&repo, MSP).await, Some((1, 1, Some(time(10)))));
+
+    // The other way round: the deletion of B holds its transaction open; a move of B
+    // (the customer linked again, the MSP moves B on to another customer) waits, then
+    // moves B as deleted.
+    apply(&pool, linked(CUSTOMER, 4)).await;
+    let deletion = begin_applying(&pool, deleted(Uuid::now_v7(), &[("B", upload)])).await;
+    let move_on = tokio::spawn({
+        let pool = pool.clone();
+        async move { apply(&pool, moved(OTHER_CUSTOMER, 5, &[("B", upload, 10)])).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !move_on.is_finished(),
+        "the move waits for the deletion's rows"
+    );
+    deletion.commit().await.unwrap();
+    move_on.await.unwrap();
+    // B, deleted, moved on to a linked customer: under the MSP again, not live.
+    assert_eq!(
+        counters(&repo, CUSTOMER).await,
+        Some((1, 0, Some(time(10))))
+    );
+    assert_eq!(counters(&repo, MSP).await, Some((2, 1, Some(time(10)))));
+    let receipts = receipts(&pool).await;
+    assert!(
+        receipts
+            .iter()
+            .all(|r| r.state == pb::PortalState::Removed as i32),
+        "both devices were shown when deleted"
+    );
+}

@@ -1,6 +1,8 @@
 //! The projection's writes. Each runs inside the idempotent consumer's transaction, which
 //! also records the event in the inbox, so one event is one transaction.
 
+use std::collections::HashSet;
+
 use reseller_kit::ids::{KnoxId, ResellerId};
 use sqlx::PgConnection;
 use time::OffsetDateTime;
@@ -48,14 +50,14 @@ pub async fn upsert_account(conn: &mut PgConnection, account: &Account) -> Resul
 }
 
 /// Records that a reseller added an account: creates its row, or completes the row that
-/// already exists (a repeated event, or a row that an upload's counters or virtual
-/// uploads created first). The counters are never touched here: they belong to the
-/// device events.
+/// already exists (a repeated event, or a row that an upload's counters, virtual uploads
+/// or a reference update created first). The counters are never touched here: they
+/// belong to the device events.
 ///
-/// The status is the one the last `customer_status_changed` for the pair recorded, when
-/// there is one, else the event's. In stream order both agree (customer-service derives
-/// the event's status from the same approvals); when a retried event arrives late, the
-/// recorded decision is the newer information.
+/// The reference and the status each keep the value of the highest revision seen: the
+/// reference from this event or an earlier-applied `customer_reference_updated`; the
+/// status from this event or the decision `approvals` recorded (whichever reflects the
+/// newer decision; the same revision is the same decision).
 ///
 /// # Errors
 /// Database errors.
@@ -66,16 +68,25 @@ pub async fn add_customer(
     upsert_account(&mut *conn, &customer.account).await?;
     sqlx::query(
         "INSERT INTO reporting.customer_rows AS r \
-           (reseller_id, knox_id, kind, company_name, country, internal_reference, status, \
-            added, added_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, \
-           COALESCE((SELECT a.status FROM reporting.approvals a \
-                     WHERE a.reseller_id = $1 AND a.knox_id = $2), $7), \
-           true, $8) \
+           (reseller_id, knox_id, kind, company_name, country, internal_reference, \
+            reference_revision, status, status_revision, added, added_at) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, \
+           CASE WHEN a.revision >= $9 THEN a.status ELSE $8 END, GREATEST(a.revision, $9), \
+           true, $10 \
+         FROM (VALUES (1)) AS one (x) \
+         LEFT JOIN reporting.approvals a ON a.reseller_id = $1 AND a.knox_id = $2 \
          ON CONFLICT (reseller_id, knox_id) DO UPDATE \
          SET kind = EXCLUDED.kind, company_name = EXCLUDED.company_name, \
-             country = EXCLUDED.country, internal_reference = EXCLUDED.internal_reference, \
-             status = EXCLUDED.status, added = true, added_at = EXCLUDED.added_at",
+             country = EXCLUDED.country, \
+             internal_reference = CASE WHEN r.reference_revision > EXCLUDED.reference_revision \
+               THEN r.internal_reference ELSE EXCLUDED.internal_reference END, \
+             reference_revision = GREATEST(r.reference_revision, EXCLUDED.reference_revision), \
+             status = CASE WHEN r.added AND r.status_revision > EXCLUDED.status_revision \
+               THEN r.status ELSE EXCLUDED.status END, \
+             status_revision = CASE WHEN r.added \
+               THEN GREATEST(r.status_revision, EXCLUDED.status_revision) \
+               ELSE EXCLUDED.status_revision END, \
+             added = true, added_at = EXCLUDED.added_at",
     )
     .bind(customer.reseller_id.as_str())
     .bind(customer.account.knox_id.as_str())
@@ -83,15 +94,19 @@ pub async fn add_customer(
     .bind(&customer.account.company_name)
     .bind(&customer.account.country)
     .bind(&customer.internal_reference)
+    .bind(customer.reference_revision)
     .bind(customer.status.as_db())
+    .bind(customer.status_revision)
     .bind(customer.added_at)
     .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
-/// Replaces a reseller's internal reference for an account it added. Returns `false`
-/// when the reseller has no such customer (yet).
+/// Records a reseller's internal reference for an account at `revision`, unless a newer
+/// revision is recorded. When the reseller's `customer_added` has not been projected yet,
+/// the reference waits in an unlisted row (as an upload's counters do), which
+/// `add_customer` completes without overwriting the newer reference.
 ///
 /// # Errors
 /// Database errors.
@@ -100,23 +115,33 @@ pub async fn update_reference(
     reseller_id: &ResellerId,
     knox_id: &KnoxId,
     reference: &str,
-) -> Result<bool, sqlx::Error> {
-    let updated = sqlx::query(
-        "UPDATE reporting.customer_rows SET internal_reference = $3 \
-         WHERE reseller_id = $1 AND knox_id = $2 AND added",
+    revision: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO reporting.customer_rows AS r \
+           (reseller_id, knox_id, kind, company_name, country, status, internal_reference, \
+            reference_revision) \
+         SELECT $1, $2, COALESCE(a.kind, 'CUSTOMER'), COALESCE(a.company_name, ''), \
+           COALESCE(a.country, ''), 'ACTIVE', $3, $4 \
+         FROM (VALUES (1)) AS one (x) LEFT JOIN reporting.accounts a ON a.knox_id = $2 \
+         ON CONFLICT (reseller_id, knox_id) DO UPDATE \
+         SET internal_reference = EXCLUDED.internal_reference, \
+             reference_revision = EXCLUDED.reference_revision \
+         WHERE r.reference_revision <= EXCLUDED.reference_revision",
     )
     .bind(reseller_id.as_str())
     .bind(knox_id.as_str())
     .bind(reference)
+    .bind(revision)
     .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    Ok(updated > 0)
+    .await?;
+    Ok(())
 }
 
-/// Records the status an account's decision gives a reseller, and shows it on the row if
-/// the reseller added the account (rows that exist only through virtual uploads show
-/// `ACTIVE` whatever the decision, DOMAIN.md).
+/// Records the status an account's decision (at `revision`) gives a reseller, unless a
+/// newer decision is recorded, and shows it on the row if the reseller added the account
+/// (rows that exist only through virtual uploads show `ACTIVE` whatever the decision,
+/// DOMAIN.md; `add_customer` reads the decision recorded here).
 ///
 /// # Errors
 /// Database errors.
@@ -125,39 +150,72 @@ pub async fn change_status(
     reseller_id: &ResellerId,
     knox_id: &KnoxId,
     status: CustomerStatus,
+    revision: i64,
     changed_at: OffsetDateTime,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO reporting.approvals (reseller_id, knox_id, status, changed_at) \
-         VALUES ($1, $2, $3, $4) \
+        "INSERT INTO reporting.approvals AS a (reseller_id, knox_id, status, changed_at, revision) \
+         VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (reseller_id, knox_id) DO UPDATE \
-         SET status = EXCLUDED.status, changed_at = EXCLUDED.changed_at",
+         SET status = EXCLUDED.status, changed_at = EXCLUDED.changed_at, \
+             revision = EXCLUDED.revision \
+         WHERE a.revision <= EXCLUDED.revision",
     )
     .bind(reseller_id.as_str())
     .bind(knox_id.as_str())
     .bind(status.as_db())
     .bind(changed_at)
+    .bind(revision)
     .execute(&mut *conn)
     .await?;
     sqlx::query(
-        "UPDATE reporting.customer_rows SET status = $3 \
-         WHERE reseller_id = $1 AND knox_id = $2 AND added AND status <> $3",
+        "UPDATE reporting.customer_rows SET status = $3, status_revision = $4 \
+         WHERE reseller_id = $1 AND knox_id = $2 AND added AND status_revision <= $4",
     )
     .bind(reseller_id.as_str())
     .bind(knox_id.as_str())
     .bind(status.as_db())
+    .bind(revision)
     .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
-/// Registers one part of an upload under `placement`: inserts its registrations and
-/// returns how many were inserted and how many of those are live.
+/// What an upload part did to the registrations.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InsertedPart {
+    /// Registrations inserted, placed under the part's placement.
+    pub inserted: i64,
+    /// Of them, not deleted.
+    pub live: i64,
+    /// Registrations a move announced before this upload (placed nowhere so far) that the
+    /// part completed with the upload's facts: the caller places them.
+    pub completed: Vec<String>,
+}
+
+/// Whether registrations of `upload_id` announced by a move are waiting for their upload
+/// (the caller then takes the MSP placement lock before completing them).
 ///
-/// A registration already projected (a redelivered or repeated part) is left alone. One
-/// whose deletion was projected first (a tombstone) is inserted as deleted: it never
-/// shows, yet counts in UPLOADS as any deleted device does, so the counts end the same
-/// whichever event arrived first.
+/// # Errors
+/// Database errors.
+pub async fn awaits_upload(conn: &mut PgConnection, upload_id: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM reporting.registrations \
+                        WHERE upload_id = $1 AND uploaded_to IS NULL)",
+    )
+    .bind(upload_id)
+    .fetch_one(&mut *conn)
+    .await
+}
+
+/// Registers one part of an upload: inserts its registrations under `placement` (rule 1:
+/// not moved yet, they are placed under the account uploaded to), and completes those a
+/// move projected first with the upload's facts (see [`InsertedPart`]).
+///
+/// A registration already projected from an upload (a redelivered or repeated part) is
+/// left alone. One whose deletion was projected first (a tombstone) is inserted as
+/// deleted: it never shows, yet counts in UPLOADS as any deleted device does, so the
+/// counts end the same whichever event arrived first.
 ///
 /// # Errors
 /// Database errors.
@@ -165,20 +223,23 @@ pub async fn insert_registrations(
     conn: &mut PgConnection,
     part: &UploadedPart,
     placement: &Placement<'_>,
-) -> Result<(i64, i64), sqlx::Error> {
+) -> Result<InsertedPart, sqlx::Error> {
     let n = part.devices.len();
     let mut ids = Vec::with_capacity(n);
     let mut kinds = Vec::with_capacity(n);
     let mut models = Vec::with_capacity(n);
-    for device in &part.devices {
+    // One row per device: an upsert may not touch a row twice.
+    let mut seen = HashSet::with_capacity(n);
+    for device in part.devices.iter().filter(|d| seen.insert(&d.device_id)) {
         ids.push(device.device_id.as_str());
         kinds.push(device.kind.as_i16());
         models.push(device.model.as_str());
     }
     let upload = &part.upload;
-    sqlx::query_as(
-        "WITH inserted AS ( \
-           INSERT INTO reporting.registrations \
+    // `xmax = 0` tells a row inserted by this statement from a row it updated.
+    let (inserted, live, completed) = sqlx::query_as(
+        "WITH upserted AS ( \
+           INSERT INTO reporting.registrations AS r \
              (device_id, upload_id, reseller_id, id_kind, model, uploaded_at, order_number, \
               uploaded_to, uploaded_to_msp, holder_knox_id, placed_knox_id, virtual, via_msp_id, \
               deleted) \
@@ -186,9 +247,17 @@ pub async fn insert_registrations(
              EXISTS (SELECT 1 FROM reporting.deleted_registrations x \
                      WHERE x.device_id = d.device_id AND x.upload_id = $1) \
            FROM UNNEST($10::text[], $11::smallint[], $12::text[]) AS d (device_id, id_kind, model) \
-           ON CONFLICT (device_id, upload_id) DO NOTHING \
-           RETURNING deleted) \
-         SELECT count(*), count(*) FILTER (WHERE NOT deleted) FROM inserted",
+           ON CONFLICT (device_id, upload_id) DO UPDATE \
+           SET reseller_id = EXCLUDED.reseller_id, id_kind = EXCLUDED.id_kind, \
+               model = EXCLUDED.model, uploaded_at = EXCLUDED.uploaded_at, \
+               order_number = EXCLUDED.order_number, uploaded_to = EXCLUDED.uploaded_to, \
+               uploaded_to_msp = EXCLUDED.uploaded_to_msp \
+           WHERE r.uploaded_to IS NULL \
+           RETURNING r.device_id, r.deleted, r.xmax = 0 AS inserted) \
+         SELECT count(*) FILTER (WHERE inserted), \
+           count(*) FILTER (WHERE inserted AND NOT deleted), \
+           COALESCE(array_agg(device_id) FILTER (WHERE NOT inserted), '{}') \
+         FROM upserted",
     )
     .bind(upload.upload_id)
     .bind(&upload.reseller_id)
@@ -203,7 +272,12 @@ pub async fn insert_registrations(
     .bind(&kinds)
     .bind(&models)
     .fetch_one(&mut *conn)
-    .await
+    .await?;
+    Ok(InsertedPart {
+        inserted,
+        live,
+        completed,
+    })
 }
 
 /// Marks one part's registrations deleted (matched by device AND upload, only the
@@ -264,16 +338,7 @@ pub async fn delete_registrations(
             uploaded_at,
             order_number,
         };
-        let placement = Placement {
-            knox_id: &placed,
-            kind: if !virtual_upload && to_msp == Some(true) {
-                AccountKind::Msp
-            } else {
-                AccountKind::Customer
-            },
-            virtual_upload,
-            via_msp_id: &via,
-        };
+        let placement = Placement::stored(&placed, virtual_upload, &via, to_msp == Some(true));
         deltas.push(PlacementDelta::new(&upload, &placement, 0, -1));
         removed.push(device_id);
     }
