@@ -305,6 +305,10 @@ async fn projections_agree_whatever_order_events_arrive_in() {
         expected.contains(&format!("knox_id: \"{FULL}\"")),
         "the delinked customer is listed:\n{expected}"
     );
+    assert!(
+        expected.contains(&format!("(\"M-3\", \"{MSP}\", \"{FULL}\", \"{MSP}\")")),
+        "msp-link's view follows the last move:\n{expected}"
+    );
 
     let mut orders: Vec<(&str, Vec<Vec<u8>>)> = Vec::new();
     orders.push(("reversed", events.iter().rev().cloned().collect()));

@@ -1,7 +1,10 @@
 //! msp-link-service's view of devices, fed by device events, and its deletion receipts.
 //!
 //! Every live registration is kept with the account it was uploaded to and the account
-//! holding it now. A deletion removes it (remembering it, so a late upload event never
+//! holding it now. msp-link's own moves update the holder in the command's transaction;
+//! applying its `msp_devices_moved` events again here changes nothing (the later `seq`
+//! wins), but lets the view be rebuilt from the stream in any order: a move that
+//! arrives before its upload leaves a stub (`uploaded_to` empty) the upload completes. A deletion removes it (remembering it, so a late upload event never
 //! brings it back) and is answered with a `portal_deletion_applied` receipt for the MSP
 //! portal in the same transaction: REMOVED when some MSP portal showed it, else
 //! NOT_APPLICABLE.
@@ -30,6 +33,7 @@ impl EventHandler for MspPortal {
         match &event.payload {
             Payload::DevicesUploaded(e) => uploaded(tx, e).await,
             Payload::DevicesDeleted(e) => deleted(tx, e).await,
+            Payload::MspDevicesMoved(e) => moved(tx, e).await,
             _ => Ok(()),
         }
     }
@@ -46,7 +50,9 @@ async fn uploaded(tx: &mut PgConnection, e: &pb::DevicesUploaded) -> Result<(), 
          SELECT d.device_id, $1, $2, d.id_kind, d.model, $3, $4, $5, $6, $5 \
          FROM UNNEST($7::text[], $8::smallint[], $9::text[]) AS d (device_id, id_kind, model) \
          WHERE NOT EXISTS (SELECT 1 FROM msp.deleted_registrations x WHERE x.device_id = d.device_id AND x.upload_id = $1) \
-         ON CONFLICT (device_id, upload_id) DO NOTHING",
+         ON CONFLICT (device_id, upload_id) DO UPDATE SET uploaded_to = EXCLUDED.uploaded_to, \
+             uploaded_to_msp = EXCLUDED.uploaded_to_msp \
+         WHERE msp.devices.uploaded_to = ''",
     )
     .bind(upload_id)
     .bind(&e.reseller_id)
@@ -111,5 +117,33 @@ async fn deleted(tx: &mut PgConnection, e: &pb::DevicesDeleted) -> Result<(), Ap
         OffsetDateTime::now_utc(),
     );
     OUTBOX.enqueue(tx, &[receipt]).await?;
+    Ok(())
+}
+
+async fn moved(tx: &mut PgConnection, e: &pb::MspDevicesMoved) -> Result<(), ApplyError> {
+    for device in &e.devices {
+        let upload_id = uuid("upload_id", &device.upload_id)?;
+        sqlx::query(
+            "INSERT INTO msp.devices (device_id, upload_id, reseller_id, id_kind, model, order_number, uploaded_at, \
+             uploaded_to, uploaded_to_msp, holder_knox_id, moved_by_msp, move_seq) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, '', false, $8, $9, $10 \
+             WHERE NOT EXISTS (SELECT 1 FROM msp.deleted_registrations x WHERE x.device_id = $1 AND x.upload_id = $2) \
+             ON CONFLICT (device_id, upload_id) DO UPDATE SET holder_knox_id = EXCLUDED.holder_knox_id, \
+                 moved_by_msp = EXCLUDED.moved_by_msp, move_seq = EXCLUDED.move_seq \
+             WHERE msp.devices.move_seq < EXCLUDED.move_seq",
+        )
+        .bind(&device.device_id)
+        .bind(upload_id)
+        .bind(&device.reseller_id)
+        .bind(device.id_kind as i16)
+        .bind(&device.model)
+        .bind(&device.order_number)
+        .bind(timestamp::from_proto(device.uploaded_at.as_ref()))
+        .bind(&e.to_customer_knox_id)
+        .bind(&e.msp_id)
+        .bind(e.seq)
+        .execute(&mut *tx)
+        .await?;
+    }
     Ok(())
 }
