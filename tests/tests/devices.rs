@@ -179,13 +179,13 @@ async fn a_device_is_registered_once_across_resellers_until_deleted() {
     active_customer(&stack, "second", "610000002", "Initech").await;
     let id = imei(42);
     assert_eq!(
-        upload(&stack, "first", "610000001", &[id.clone()])
+        upload(&stack, "first", "610000001", std::slice::from_ref(&id))
             .await
             .unwrap()
             .accepted_count,
         1
     );
-    let again = upload(&stack, "second", "610000002", &[id.clone()])
+    let again = upload(&stack, "second", "610000002", std::slice::from_ref(&id))
         .await
         .unwrap();
     assert_eq!(
@@ -226,7 +226,7 @@ async fn a_device_is_registered_once_across_resellers_until_deleted() {
         .unwrap()
         .into_inner();
     assert_eq!(deletion.deleted_device_ids, vec![id.clone()]);
-    let reupload = upload(&stack, "second", "610000002", &[id.clone()])
+    let reupload = upload(&stack, "second", "610000002", std::slice::from_ref(&id))
         .await
         .unwrap();
     assert_eq!(reupload.accepted_count, 1);
