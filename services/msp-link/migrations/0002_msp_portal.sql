@@ -36,7 +36,8 @@ CREATE TABLE msp.devices (
     move_seq         bigint NOT NULL DEFAULT 0,    -- `seq` of the last move
     PRIMARY KEY (device_id, upload_id)
 );
-CREATE INDEX devices_by_holder ON msp.devices (holder_knox_id);
+-- Serves the MSP portal's pages: one ordered range per holder.
+CREATE INDEX devices_by_holder ON msp.devices (holder_knox_id, device_id, upload_id);
 CREATE INDEX devices_by_uploaded_to ON msp.devices (uploaded_to);
 
 -- Deleted registrations, so late events never bring them back.

@@ -361,11 +361,15 @@ impl Repository {
             }
         };
         let (after_device, after_upload) = after.unzip();
+        // One ordered index range per holder, merged: `holder = ANY(..) ORDER BY` would
+        // walk every device of every holder.
         let rows = sqlx::query(
-            "SELECT device_id, id_kind, model, reseller_id, upload_id, holder_knox_id, moved_by_msp, uploaded_at \
-             FROM msp.devices WHERE holder_knox_id = ANY($1) \
-             AND ($2::text IS NULL OR (device_id, upload_id) > ($2, $3)) \
-             ORDER BY device_id, upload_id LIMIT $4",
+            "SELECT d.* FROM UNNEST($1::text[]) AS h (holder), LATERAL ( \
+                 SELECT device_id, id_kind, model, reseller_id, upload_id, holder_knox_id, moved_by_msp, uploaded_at \
+                 FROM msp.devices WHERE holder_knox_id = h.holder \
+                 AND ($2::text IS NULL OR (device_id, upload_id) > ($2, $3)) \
+                 ORDER BY device_id, upload_id LIMIT $4) AS d \
+             ORDER BY d.device_id, d.upload_id LIMIT $4",
         )
         .bind(&holders)
         .bind(after_device)

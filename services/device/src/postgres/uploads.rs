@@ -167,6 +167,12 @@ impl Repository {
     ) -> Result<Upload, UploadError> {
         let upload_id = Uuid::now_v7();
         let mut tx = self.pool.begin().await?;
+        // One big set-based statement: JIT compilation only costs here, and the duplicate
+        // ranking's sort should stay in memory rather than spill.
+        sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
+        sqlx::query("SET LOCAL work_mem = '256MB'")
+            .execute(&mut *tx)
+            .await?;
         // The upload row comes first: a concurrent retry with the same client upload ID
         // blocks here until this transaction ends, then finds the finished upload.
         let inserted: Option<OffsetDateTime> = sqlx::query_scalar(
