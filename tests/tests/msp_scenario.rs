@@ -425,6 +425,44 @@ async fn the_behaviour_rules_step_by_step() {
             .collect::<Vec<_>>(),
         ["M-3", "M-4"]
     );
+    // The customer's CSV marks the virtual upload too.
+    let mut csv_bytes = Vec::new();
+    let mut chunks = acme
+        .reporting()
+        .export_customer_csv(pb::ExportCustomerCsvRequest {
+            knox_id: FULL.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(chunk) = chunks.message().await.unwrap() {
+        csv_bytes.extend_from_slice(&chunk.data);
+    }
+    let mut reader = csv::Reader::from_reader(csv_bytes.as_slice());
+    let headers = reader.headers().unwrap().clone();
+    let column = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("no {name} column"))
+    };
+    let (virtual_column, via_column, upload_column) = (
+        column("Virtual Upload"),
+        column("Via MSP"),
+        column("Upload ID"),
+    );
+    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(records.len(), 2);
+    for record in &records {
+        assert_eq!(
+            (
+                &record[virtual_column],
+                &record[via_column],
+                &record[upload_column]
+            ),
+            ("yes", MSP, u1.upload_id.as_str())
+        );
+    }
     wait_for(
         "the MSP portal without the delinked customer's devices",
         || async { msp_portal(&stack).await == strings(&["J-1", "J-2", "M-3", "M-4"]) },
