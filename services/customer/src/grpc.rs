@@ -181,15 +181,8 @@ impl CustomerService for CustomerApi {
             .portal_devices(&holder, after, limit + 1)
             .await
             .map_err(ApiError::from)?;
-        let next_page_token = if devices.len() as i64 > limit {
-            devices.truncate(limit as usize);
-            devices
-                .last()
-                .map(|d| paging::encode_token(&(&d.device_id, d.upload_id)))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token =
+            paging::finish_page(&mut devices, limit, |d| (d.device_id.clone(), d.upload_id));
         Ok(Response::new(pb::ListMyDevicesResponse {
             devices: devices.into_iter().map(convert::portal_device).collect(),
             next_page_token,

@@ -6,13 +6,12 @@
 //! transaction. Deleted registrations are remembered, so events that arrive late (an
 //! upload or a move overtaken by its deletion) never bring a device back.
 
-use reseller_kit::events::{ReceivedEvent, new_event};
+use reseller_kit::events::{ReceivedEvent, portal_receipt};
 use reseller_kit::ids::KnoxId;
 use reseller_kit::inbox::{ApplyError, EventHandler};
 use reseller_kit::timestamp;
 use reseller_proto::v1::{self as pb, event::Payload};
 use sqlx::PgConnection;
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::postgres::OUTBOX;
@@ -120,22 +119,7 @@ async fn deleted(tx: &mut PgConnection, e: &pb::DevicesDeleted) -> Result<(), Ap
     .bind(&uploads)
     .fetch_all(&mut *tx)
     .await?;
-    let state = if removed.is_empty() {
-        pb::PortalState::NotApplicable
-    } else {
-        pb::PortalState::Removed
-    };
-    let receipt = new_event(
-        Payload::PortalDeletionApplied(pb::PortalDeletionApplied {
-            deletion_id: e.deletion_id.clone(),
-            portal: pb::Portal::Customer as i32,
-            state: state as i32,
-            part: e.part,
-            part_count: e.part_count,
-            removed_device_ids: removed,
-        }),
-        OffsetDateTime::now_utc(),
-    );
+    let receipt = portal_receipt(e, pb::Portal::Customer, removed);
     OUTBOX.enqueue(tx, &[receipt]).await?;
     Ok(())
 }

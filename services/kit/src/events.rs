@@ -63,3 +63,29 @@ pub fn decode(bytes: &[u8]) -> Result<ReceivedEvent, DecodeError> {
         payload,
     })
 }
+
+/// A portal's receipt for one part of a deletion: `REMOVED` when the portal held (and
+/// removed) at least one of the part's devices, else `NOT_APPLICABLE`.
+pub fn portal_receipt(
+    deleted: &reseller_proto::v1::DevicesDeleted,
+    portal: reseller_proto::v1::Portal,
+    removed: Vec<String>,
+) -> Event {
+    use reseller_proto::v1::{PortalDeletionApplied, PortalState};
+    let state = if removed.is_empty() {
+        PortalState::NotApplicable
+    } else {
+        PortalState::Removed
+    };
+    new_event(
+        Payload::PortalDeletionApplied(PortalDeletionApplied {
+            deletion_id: deleted.deletion_id.clone(),
+            portal: portal as i32,
+            state: state as i32,
+            part: deleted.part,
+            part_count: deleted.part_count,
+            removed_device_ids: removed,
+        }),
+        OffsetDateTime::now_utc(),
+    )
+}

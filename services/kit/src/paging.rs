@@ -29,6 +29,22 @@ pub fn encode_token<T: Serialize>(cursor: &T) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(cursor).unwrap_or_default())
 }
 
+/// Ends a page fetched with one row more than `limit` (which tells whether another page
+/// follows): drops that extra row and returns the next page's token, empty on the last.
+pub fn finish_page<T, K: Serialize>(
+    rows: &mut Vec<T>,
+    limit: i64,
+    key: impl Fn(&T) -> K,
+) -> String {
+    if rows.len() as i64 <= limit {
+        return String::new();
+    }
+    rows.truncate(limit as usize);
+    rows.last()
+        .map(|row| encode_token(&key(row)))
+        .unwrap_or_default()
+}
+
 /// Decodes a token made by [`encode_token`]; `None` for the empty token (first page).
 ///
 /// # Errors
@@ -54,6 +70,17 @@ mod tests {
         assert_eq!(page_size(7).unwrap(), 7);
         assert_eq!(page_size(5000).unwrap(), 1000);
         assert!(page_size(-1).is_err());
+    }
+
+    #[test]
+    fn a_page_with_an_extra_row_has_a_next_token() {
+        let mut rows = vec![1, 2, 3];
+        let token = finish_page(&mut rows, 2, |r| *r);
+        assert_eq!(rows, [1, 2]);
+        assert_eq!(decode_token::<i32>(&token).unwrap(), Some(2));
+        let mut last = vec![1, 2];
+        assert!(finish_page(&mut last, 2, |r| *r).is_empty());
+        assert_eq!(last, [1, 2]);
     }
 
     #[test]

@@ -213,15 +213,8 @@ impl MspService for MspApi {
             .links(&msp, after, limit + 1)
             .await
             .map_err(ApiError::from)?;
-        let next_page_token = if links.len() as i64 > limit {
-            links.truncate(limit as usize);
-            links
-                .last()
-                .map(|l| paging::encode_token(&l.customer_knox_id))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token =
+            paging::finish_page(&mut links, limit, |l| l.customer_knox_id.clone());
         Ok(Response::new(pb::ListManagedCustomersResponse {
             customers: links.into_iter().map(link_to_proto).collect(),
             next_page_token,
@@ -256,15 +249,8 @@ impl MspService for MspApi {
             .portal(&msp, customer.as_ref(), after, limit + 1)
             .await
             .map_err(ApiError::from)?;
-        let next_page_token = if devices.len() as i64 > limit {
-            devices.truncate(limit as usize);
-            devices
-                .last()
-                .map(|d| paging::encode_token(&(&d.device_id, d.upload_id)))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token =
+            paging::finish_page(&mut devices, limit, |d| (d.device_id.clone(), d.upload_id));
         Ok(Response::new(pb::ListMspDevicesResponse {
             devices: devices.into_iter().map(device_to_proto).collect(),
             next_page_token,

@@ -9,12 +9,11 @@
 //! portal in the same transaction: REMOVED when some MSP portal showed it, else
 //! NOT_APPLICABLE.
 
-use reseller_kit::events::{ReceivedEvent, new_event};
+use reseller_kit::events::{ReceivedEvent, portal_receipt};
 use reseller_kit::inbox::{ApplyError, EventHandler};
 use reseller_kit::timestamp;
 use reseller_proto::v1::{self as pb, event::Payload};
 use sqlx::PgConnection;
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::postgres::OUTBOX;
@@ -100,22 +99,7 @@ async fn deleted(tx: &mut PgConnection, e: &pb::DevicesDeleted) -> Result<(), Ap
         .filter(|(_, shown)| *shown)
         .map(|(id, _)| id)
         .collect();
-    let state = if removed.is_empty() {
-        pb::PortalState::NotApplicable
-    } else {
-        pb::PortalState::Removed
-    };
-    let receipt = new_event(
-        Payload::PortalDeletionApplied(pb::PortalDeletionApplied {
-            deletion_id: e.deletion_id.clone(),
-            portal: pb::Portal::Msp as i32,
-            state: state as i32,
-            part: e.part,
-            part_count: e.part_count,
-            removed_device_ids: removed,
-        }),
-        OffsetDateTime::now_utc(),
-    );
+    let receipt = portal_receipt(e, pb::Portal::Msp, removed);
     OUTBOX.enqueue(tx, &[receipt]).await?;
     Ok(())
 }
