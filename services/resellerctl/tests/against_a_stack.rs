@@ -4,13 +4,11 @@
 //! MSP and customer portals, and the messages and exit codes of a wrong token and an
 //! unreachable portal.
 //!
-//! The binary is built (or found up to date) once per run through Cargo (escargot), so
-//! `cargo test -p reseller-tests --test resellerctl` works on its own, and
-//! `RESELLERCTL_BIN` may name a prebuilt one.
+//! The stack is `reseller_tests::TestStack` (real PostgreSQL, a private nats-server, the
+//! services in-process over gRPC); the binary is the one Cargo built for this package.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use reseller_kit::auth::Role;
@@ -19,57 +17,9 @@ use reseller_tests::fixtures::{active_account, active_customer, imei, register, 
 use reseller_tests::{TestStack, eventually};
 use serde_json::Value;
 
-/// The binary under test, built off the runtime's thread: the stack's services run on
-/// that thread, and a test that blocks it starves them.
+/// The binary under test: Cargo builds it for this package's integration tests.
 async fn binary() -> PathBuf {
-    tokio::task::spawn_blocking(|| build_once().to_owned())
-        .await
-        .expect("build resellerctl")
-}
-
-/// Builds `resellerctl` the way `cargo test --workspace` does (as a dependency of its
-/// own integration test `resellerctl_offline`, features unified across the workspace),
-/// so after `cargo test --workspace` this is a no-op and the binary is the one Cargo
-/// just built; alone (`cargo test -p reseller-tests --test resellerctl`) it builds it.
-/// `RESELLERCTL_BIN` names a prebuilt binary instead.
-fn build_once() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(path) = std::env::var_os("RESELLERCTL_BIN") {
-            return PathBuf::from(path);
-        }
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let mut build = escargot::Cargo::new()
-            .build_with("test")
-            .arg("--no-run")
-            .arg("--workspace")
-            .test("resellerctl_offline")
-            .manifest_path(manifest)
-            .current_release();
-        // Cargo sets these for the test process; build scripts (ring's, through `cc`)
-        // watch some of them, so passing them on would make this nested build, and the
-        // next ordinary one, rebuild half the dependency tree.
-        for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy();
-            let set_by_cargo_for_tests = [
-                "CARGO_PKG_",
-                "CARGO_MANIFEST_",
-                "CARGO_CFG_",
-                "CARGO_BIN_EXE_",
-                "CARGO_CRATE_",
-                "CARGO_PRIMARY_PACKAGE",
-                "CARGO_TARGET_TMPDIR",
-                "OUT_DIR",
-            ]
-            .iter()
-            .any(|prefix| key.starts_with(prefix));
-            if set_by_cargo_for_tests {
-                build = build.env_remove(key.as_ref());
-            }
-        }
-        // The only plain binary this builds is resellerctl.
-        build.run().expect("build resellerctl").path().to_owned()
-    })
+    PathBuf::from(env!("CARGO_BIN_EXE_resellerctl"))
 }
 
 /// What one run printed and how it ended.
