@@ -23,6 +23,24 @@ impl CustomerApi {
     pub fn new(repo: Repository) -> Self {
         Self { repo }
     }
+
+    /// ApproveReseller and RevokeReseller: the calling account's decision about a reseller.
+    async fn decide(
+        &self,
+        principal: &Principal,
+        reseller_id: &str,
+        approve: bool,
+    ) -> Result<Response<pb::ResellerApproval>, Status> {
+        let (knox_id, kind) = deciding_account(principal)?;
+        let reseller =
+            ResellerId::parse(reseller_id).map_err(|e| ApiError::invalid("reseller_id", e))?;
+        let approval = self
+            .repo
+            .decide(&knox_id, kind, &reseller, approve)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(approval.into()))
+    }
 }
 
 fn knox_id_field(field: &str, value: &str) -> Result<KnoxId, ApiError> {
@@ -142,30 +160,18 @@ impl CustomerService for CustomerApi {
         &self,
         request: Request<pb::ApproveResellerRequest>,
     ) -> Result<Response<pb::ResellerApproval>, Status> {
-        let (knox_id, kind) = deciding_account(Principal::of(&request)?)?;
-        let reseller = ResellerId::parse(&request.get_ref().reseller_id)
-            .map_err(|e| ApiError::invalid("reseller_id", e))?;
-        let approval = self
-            .repo
-            .decide(&knox_id, kind, &reseller, true)
+        let reseller_id = &request.get_ref().reseller_id;
+        self.decide(Principal::of(&request)?, reseller_id, true)
             .await
-            .map_err(ApiError::from)?;
-        Ok(Response::new(approval.into()))
     }
 
     async fn revoke_reseller(
         &self,
         request: Request<pb::RevokeResellerRequest>,
     ) -> Result<Response<pb::ResellerApproval>, Status> {
-        let (knox_id, kind) = deciding_account(Principal::of(&request)?)?;
-        let reseller = ResellerId::parse(&request.get_ref().reseller_id)
-            .map_err(|e| ApiError::invalid("reseller_id", e))?;
-        let approval = self
-            .repo
-            .decide(&knox_id, kind, &reseller, false)
+        let reseller_id = &request.get_ref().reseller_id;
+        self.decide(Principal::of(&request)?, reseller_id, false)
             .await
-            .map_err(ApiError::from)?;
-        Ok(Response::new(approval.into()))
     }
 
     async fn list_my_devices(
