@@ -10,6 +10,10 @@
 # PostgreSQL and nats-server are installed and started when missing; the bench creates
 # (and drops) its own database on DATABASE_URL's server and spawns its own nats-server.
 set -euo pipefail
+# Nothing here reads a terminal. A closed or shared standard input is dangerous for
+# cargo: its rustc probe (`rustc -`) reads the program from stdin, and has been seen
+# reading other processes' output (and failing) when stdin was not a clean /dev/null.
+exec </dev/null
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 # shellcheck source=deploy/local/lib.sh

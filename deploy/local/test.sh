@@ -7,6 +7,10 @@
 #   e.g. deploy/local/test.sh -p device-service -- upload
 # Honours DATABASE_URL and NATS_URL when set.
 set -euo pipefail
+# Nothing here reads a terminal. A closed or shared standard input is dangerous for
+# cargo: its rustc probe (`rustc -`) reads the program from stdin, and has been seen
+# reading other processes' output (and failing) when stdin was not a clean /dev/null.
+exec </dev/null
 
 # Work from the repository root whatever the caller's cwd.
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
