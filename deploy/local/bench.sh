@@ -14,6 +14,8 @@ set -euo pipefail
 # cargo: its rustc probe (`rustc -`) reads the program from stdin, and has been seen
 # reading other processes' output (and failing) when stdin was not a clean /dev/null.
 exec </dev/null
+# See test.sh: no cached rustc probe (sqlx's nested `cargo metadata` shares the cache).
+export CARGO_CACHE_RUSTC_INFO=0
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 # shellcheck source=deploy/local/lib.sh

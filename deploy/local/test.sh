@@ -11,6 +11,11 @@ set -euo pipefail
 # cargo: its rustc probe (`rustc -`) reads the program from stdin, and has been seen
 # reading other processes' output (and failing) when stdin was not a clean /dev/null.
 exec </dev/null
+# Do not let cargo cache rustc's target probe in target/.rustc_info.json: sqlx's
+# `migrate!()` runs a nested `cargo metadata` while compiling, which shares that file,
+# and a failed probe cached there (seen here: garbage on the probe's input) fails every
+# later cargo command in the checkout. Probing afresh costs a few milliseconds.
+export CARGO_CACHE_RUSTC_INFO=0
 
 # Work from the repository root whatever the caller's cwd.
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
