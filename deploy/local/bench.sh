@@ -10,18 +10,14 @@
 # PostgreSQL and nats-server are installed and started when missing; the bench creates
 # (and drops) its own database on DATABASE_URL's server and spawns its own nats-server.
 set -euo pipefail
-# Nothing here reads a terminal. A closed or shared standard input is dangerous for
-# cargo: its rustc probe (`rustc -`) reads the program from stdin, and has been seen
-# reading other processes' output (and failing) when stdin was not a clean /dev/null.
-exec </dev/null
-# See test.sh: no cached rustc probe (sqlx's nested `cargo metadata` shares the cache).
-export CARGO_CACHE_RUSTC_INFO=0
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 # shellcheck source=deploy/local/lib.sh
 source deploy/local/lib.sh
 
 ensure_build_tools
+# Nothing here reads a terminal (and /dev/null is the real device now).
+exec </dev/null
 ensure_postgres
 ensure_nats
 export DATABASE_URL NATS_SERVER_BIN

@@ -74,9 +74,24 @@ db_url_with_name() {
     printf '%s://%s/%s%s\n' "$scheme" "$authority" "$name" "$query"
 }
 
+# Some sandboxes have /dev/null as a regular file: what one process throws away there,
+# the next one reads back. cargo's rustc probe (`rustc -`, fed from /dev/null) then
+# fails with other processes' output as its "program". Put the real device back.
+ensure_dev_null() {
+    [ -c /dev/null ] && return 0
+    if [ "$(id -u)" -eq 0 ]; then
+        log "/dev/null is not the null device here; recreating it"
+        rm -f /dev/null && mknod -m 666 /dev/null c 1 3 ||
+            die "cannot recreate /dev/null"
+    else
+        log "WARNING: /dev/null is not the null device; cargo may fail (run as root to repair)"
+    fi
+}
+
 # Puts ~/.cargo/bin on PATH (rustup's default; non-login shells often miss it)
 # and makes sure a C linker exists, which rustc needs for every binary.
 ensure_build_tools() {
+    ensure_dev_null
     if [ -d "${HOME:-/root}/.cargo/bin" ]; then
         case ":$PATH:" in
         *":${HOME:-/root}/.cargo/bin:"*) ;;

@@ -7,15 +7,6 @@
 #   e.g. deploy/local/test.sh -p device-service -- upload
 # Honours DATABASE_URL and NATS_URL when set.
 set -euo pipefail
-# Nothing here reads a terminal. A closed or shared standard input is dangerous for
-# cargo: its rustc probe (`rustc -`) reads the program from stdin, and has been seen
-# reading other processes' output (and failing) when stdin was not a clean /dev/null.
-exec </dev/null
-# Do not let cargo cache rustc's target probe in target/.rustc_info.json: sqlx's
-# `migrate!()` runs a nested `cargo metadata` while compiling, which shares that file,
-# and a failed probe cached there (seen here: garbage on the probe's input) fails every
-# later cargo command in the checkout. Probing afresh costs a few milliseconds.
-export CARGO_CACHE_RUSTC_INFO=0
 
 # Work from the repository root whatever the caller's cwd.
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -23,6 +14,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 source deploy/local/lib.sh
 
 ensure_build_tools
+# Nothing here reads a terminal (and /dev/null is the real device now).
+exec </dev/null
 ensure_postgres
 ensure_nats
 # Tests read these: DATABASE_URL (sqlx::test creates a database per test on

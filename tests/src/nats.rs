@@ -48,12 +48,16 @@ impl NatsServer {
         for _attempt in 0..5 {
             let store = tempfile::tempdir().expect("temp dir");
             let port = free_port();
+            // The server's log goes to a file in its store, never to /dev/null (which is
+            // a plain file on some sandboxes, where it would poison other readers).
+            let log =
+                std::fs::File::create(store.path().join("nats-server.log")).expect("log file");
             let child = Command::new(&bin)
                 .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
                 .arg(store.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stdin(Stdio::piped())
+                .stdout(log.try_clone().expect("log file"))
+                .stderr(log)
                 .kill_on_drop(true)
                 .spawn()
                 .unwrap_or_else(|e| {
