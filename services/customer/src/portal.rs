@@ -6,7 +6,7 @@
 //! transaction. Deleted registrations are remembered, so events that arrive late (an
 //! upload or a move overtaken by its deletion) never bring a device back.
 
-use reseller_kit::events::{ReceivedEvent, portal_receipt};
+use reseller_kit::events::{MovedColumns, ReceivedEvent, portal_receipt};
 use reseller_kit::ids::KnoxId;
 use reseller_kit::inbox::{ApplyError, EventHandler};
 use reseller_kit::timestamp;
@@ -67,31 +67,33 @@ async fn uploaded(tx: &mut PgConnection, e: &pb::DevicesUploaded) -> Result<(), 
 async fn moved(tx: &mut PgConnection, e: &pb::MspDevicesMoved) -> Result<(), ApplyError> {
     KnoxId::parse(&e.to_customer_knox_id)
         .map_err(|m| ApplyError::Poison(format!("to_customer_knox_id {m}")))?;
-    for device in &e.devices {
-        let upload_id = uuid("upload_id", &device.upload_id)?;
-        // The device now shows at the customer it was moved to, and nowhere else; of two
-        // moves, the later one (by `seq`) wins whatever order they arrive in.
-        sqlx::query(
-            "INSERT INTO customer.portal_devices (holder_knox_id, device_id, upload_id, id_kind, model, reseller_id, \
-             moved_by_msp, msp_id, move_seq, uploaded_at) \
-             SELECT $1, $2, $3, $4, $5, $6, true, $7, $9, $8 \
-             WHERE NOT EXISTS (SELECT 1 FROM customer.deleted_registrations x WHERE x.device_id = $2 AND x.upload_id = $3) \
-             ON CONFLICT (device_id, upload_id) DO UPDATE SET holder_knox_id = EXCLUDED.holder_knox_id, \
-             moved_by_msp = true, msp_id = EXCLUDED.msp_id, move_seq = EXCLUDED.move_seq \
-             WHERE customer.portal_devices.move_seq < EXCLUDED.move_seq",
-        )
-        .bind(&e.to_customer_knox_id)
-        .bind(&device.device_id)
-        .bind(upload_id)
-        .bind(device.id_kind as i16)
-        .bind(&device.model)
-        .bind(&device.reseller_id)
-        .bind(&e.msp_id)
-        .bind(timestamp::from_proto(device.uploaded_at.as_ref()))
-        .bind(e.seq)
-        .execute(&mut *tx)
-        .await?;
-    }
+    let moved = MovedColumns::of(e)?;
+    // The devices now show at the customer they were moved to, and nowhere else; of two
+    // moves, the later one (by `seq`) wins whatever order they arrive in. One statement
+    // for the whole event.
+    sqlx::query(
+        "INSERT INTO customer.portal_devices (holder_knox_id, device_id, upload_id, id_kind, model, reseller_id, \
+         moved_by_msp, msp_id, move_seq, uploaded_at) \
+         SELECT $1, d.device_id, d.upload_id, d.id_kind, d.model, d.reseller_id, true, $2, $3, d.uploaded_at \
+         FROM UNNEST($4::text[], $5::uuid[], $6::smallint[], $7::text[], $8::text[], $9::timestamptz[]) \
+             AS d (device_id, upload_id, id_kind, model, reseller_id, uploaded_at) \
+         WHERE NOT EXISTS (SELECT 1 FROM customer.deleted_registrations x \
+                           WHERE x.device_id = d.device_id AND x.upload_id = d.upload_id) \
+         ON CONFLICT (device_id, upload_id) DO UPDATE SET holder_knox_id = EXCLUDED.holder_knox_id, \
+         moved_by_msp = true, msp_id = EXCLUDED.msp_id, move_seq = EXCLUDED.move_seq \
+         WHERE customer.portal_devices.move_seq < EXCLUDED.move_seq",
+    )
+    .bind(&e.to_customer_knox_id)
+    .bind(&e.msp_id)
+    .bind(e.seq)
+    .bind(&moved.device_ids)
+    .bind(&moved.upload_ids)
+    .bind(&moved.id_kinds)
+    .bind(&moved.models)
+    .bind(&moved.reseller_ids)
+    .bind(&moved.uploaded_at)
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
 

@@ -89,3 +89,53 @@ pub fn portal_receipt(
         OffsetDateTime::now_utc(),
     )
 }
+
+/// The registrations of an `msp_devices_moved` event as columns, for one set-based
+/// statement (`UNNEST`) per event.
+#[derive(Debug, Default)]
+pub struct MovedColumns {
+    /// Device IDs.
+    pub device_ids: Vec<String>,
+    /// Upload IDs.
+    pub upload_ids: Vec<Uuid>,
+    /// `reseller.v1.DeviceIdKind` numbers.
+    pub id_kinds: Vec<i16>,
+    /// Models.
+    pub models: Vec<String>,
+    /// Resellers that uploaded them.
+    pub reseller_ids: Vec<String>,
+    /// When they were uploaded.
+    pub uploaded_at: Vec<OffsetDateTime>,
+    /// Their uploads' order numbers.
+    pub order_numbers: Vec<String>,
+}
+
+impl MovedColumns {
+    /// Splits an event into columns.
+    ///
+    /// # Errors
+    /// A message for the dead letter when an upload ID is not a UUID.
+    pub fn of(
+        event: &reseller_proto::v1::MspDevicesMoved,
+    ) -> Result<Self, crate::inbox::ApplyError> {
+        let mut columns = Self::default();
+        for d in &event.devices {
+            let upload_id = Uuid::parse_str(&d.upload_id).map_err(|_| {
+                crate::inbox::ApplyError::Poison(format!(
+                    "upload_id {:?} is not a UUID",
+                    d.upload_id
+                ))
+            })?;
+            columns.device_ids.push(d.device_id.clone());
+            columns.upload_ids.push(upload_id);
+            columns.id_kinds.push(d.id_kind as i16);
+            columns.models.push(d.model.clone());
+            columns.reseller_ids.push(d.reseller_id.clone());
+            columns
+                .uploaded_at
+                .push(timestamp::from_proto(d.uploaded_at.as_ref()));
+            columns.order_numbers.push(d.order_number.clone());
+        }
+        Ok(columns)
+    }
+}

@@ -9,7 +9,7 @@
 //! portal in the same transaction: REMOVED when some MSP portal showed it, else
 //! NOT_APPLICABLE.
 
-use reseller_kit::events::{ReceivedEvent, portal_receipt};
+use reseller_kit::events::{MovedColumns, ReceivedEvent, portal_receipt};
 use reseller_kit::inbox::{ApplyError, EventHandler};
 use reseller_kit::timestamp;
 use reseller_proto::v1::{self as pb, event::Payload};
@@ -105,29 +105,32 @@ async fn deleted(tx: &mut PgConnection, e: &pb::DevicesDeleted) -> Result<(), Ap
 }
 
 async fn moved(tx: &mut PgConnection, e: &pb::MspDevicesMoved) -> Result<(), ApplyError> {
-    for device in &e.devices {
-        let upload_id = uuid("upload_id", &device.upload_id)?;
-        sqlx::query(
-            "INSERT INTO msp.devices (device_id, upload_id, reseller_id, id_kind, model, order_number, uploaded_at, \
-             uploaded_to, uploaded_to_msp, holder_knox_id, moved_by_msp, move_seq) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, '', false, $8, $9, $10 \
-             WHERE NOT EXISTS (SELECT 1 FROM msp.deleted_registrations x WHERE x.device_id = $1 AND x.upload_id = $2) \
-             ON CONFLICT (device_id, upload_id) DO UPDATE SET holder_knox_id = EXCLUDED.holder_knox_id, \
-                 moved_by_msp = EXCLUDED.moved_by_msp, move_seq = EXCLUDED.move_seq \
-             WHERE msp.devices.move_seq < EXCLUDED.move_seq",
-        )
-        .bind(&device.device_id)
-        .bind(upload_id)
-        .bind(&device.reseller_id)
-        .bind(device.id_kind as i16)
-        .bind(&device.model)
-        .bind(&device.order_number)
-        .bind(timestamp::from_proto(device.uploaded_at.as_ref()))
-        .bind(&e.to_customer_knox_id)
-        .bind(&e.msp_id)
-        .bind(e.seq)
-        .execute(&mut *tx)
-        .await?;
-    }
+    let moved = MovedColumns::of(e)?;
+    // One statement for the whole event; the later move (by `seq`) wins.
+    sqlx::query(
+        "INSERT INTO msp.devices (device_id, upload_id, reseller_id, id_kind, model, order_number, uploaded_at, \
+         uploaded_to, uploaded_to_msp, holder_knox_id, moved_by_msp, move_seq) \
+         SELECT d.device_id, d.upload_id, d.reseller_id, d.id_kind, d.model, d.order_number, d.uploaded_at, \
+                '', false, $1, $2, $3 \
+         FROM UNNEST($4::text[], $5::uuid[], $6::smallint[], $7::text[], $8::text[], $9::timestamptz[], $10::text[]) \
+             AS d (device_id, upload_id, id_kind, model, reseller_id, uploaded_at, order_number) \
+         WHERE NOT EXISTS (SELECT 1 FROM msp.deleted_registrations x \
+                           WHERE x.device_id = d.device_id AND x.upload_id = d.upload_id) \
+         ON CONFLICT (device_id, upload_id) DO UPDATE SET holder_knox_id = EXCLUDED.holder_knox_id, \
+             moved_by_msp = EXCLUDED.moved_by_msp, move_seq = EXCLUDED.move_seq \
+         WHERE msp.devices.move_seq < EXCLUDED.move_seq",
+    )
+    .bind(&e.to_customer_knox_id)
+    .bind(&e.msp_id)
+    .bind(e.seq)
+    .bind(&moved.device_ids)
+    .bind(&moved.upload_ids)
+    .bind(&moved.id_kinds)
+    .bind(&moved.models)
+    .bind(&moved.reseller_ids)
+    .bind(&moved.uploaded_at)
+    .bind(&moved.order_numbers)
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
