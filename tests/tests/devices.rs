@@ -617,3 +617,150 @@ async fn outside_subscribers_see_uploads_in_parts_with_headers() {
     assert!(parts >= 3);
     assert_eq!(seen, ids.into_iter().collect());
 }
+
+/// Collects the `devices_uploaded` parts of `upload_id` until `expected` devices arrived.
+async fn uploaded_parts(
+    subscription: &mut async_nats::Subscriber,
+    upload_id: &str,
+    expected: usize,
+) -> Vec<pb::DevicesUploaded> {
+    let mut parts = Vec::new();
+    let mut devices = 0;
+    while devices < expected {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(15), subscription.next())
+            .await
+            .expect("events in time")
+            .expect("a message");
+        let event = pb::Event::decode(message.payload.as_ref()).expect("a reseller.v1.Event");
+        let Some(pb::event::Payload::DevicesUploaded(part)) = event.payload else {
+            panic!("not devices_uploaded")
+        };
+        if part.upload_id == upload_id {
+            devices += part.device_ids.len();
+            parts.push(part);
+        }
+    }
+    parts
+}
+
+/// An upload with rejections takes the exact path (a clean one is copied straight into
+/// the registrations); its events list every accepted device once, in full parts.
+#[tokio::test]
+async fn an_upload_with_rejections_publishes_every_accepted_device_once() {
+    let stack = TestStack::start().await;
+    active_customer(&stack, "acme", "660000001", "Globex").await;
+    let first: Vec<String> = (0..10).map(imei).collect();
+    assert_eq!(
+        upload(&stack, "acme", "660000001", &first)
+            .await
+            .unwrap()
+            .accepted_count,
+        10
+    );
+
+    let mut subscription = stack
+        .platform
+        .nats
+        .subscribe("reseller.events.v1.device.uploaded")
+        .await
+        .unwrap();
+    stack.platform.nats.flush().await.unwrap();
+    // 2,500 new devices, then 3 registered already, 2 repeated, 1 invalid.
+    let mut ids: Vec<String> = (100..2600).map(imei).collect();
+    ids.extend([imei(0), imei(5), imei(9)]);
+    ids.extend([imei(100), imei(2599)]);
+    ids.push("not a device!".into());
+    let done = upload(&stack, "acme", "660000001", &ids).await.unwrap();
+    assert_eq!(done.accepted_count, 2500);
+    assert_eq!(
+        rejections(&done),
+        vec![
+            rejection(2500, &imei(0), RejectionReason::AlreadyRegistered),
+            rejection(2501, &imei(5), RejectionReason::AlreadyRegistered),
+            rejection(2502, &imei(9), RejectionReason::AlreadyRegistered),
+            rejection(2503, &imei(100), RejectionReason::DuplicateInUpload),
+            rejection(2504, &imei(2599), RejectionReason::DuplicateInUpload),
+            rejection(2505, "not a device!", RejectionReason::InvalidId),
+        ]
+    );
+
+    let parts = uploaded_parts(&mut subscription, &done.upload_id, 2500).await;
+    let mut part_numbers: Vec<u32> = parts.iter().map(|p| p.part).collect();
+    part_numbers.sort_unstable();
+    assert_eq!(part_numbers, vec![0, 1, 2]);
+    let mut seen: Vec<String> = parts.iter().flat_map(|p| p.device_ids.clone()).collect();
+    seen.sort();
+    let mut expected: Vec<String> = (100..2600).map(imei).collect();
+    expected.sort();
+    assert_eq!(seen, expected, "every accepted device exactly once");
+    for part in &parts {
+        assert_eq!((part.part_count, part.accepted_count), (3, 2500));
+        assert_eq!(part.devices.len(), part.device_ids.len());
+    }
+}
+
+/// Two uploads of the same 10,000 devices, in opposite orders, each pausing half-way so
+/// that both hold some of them uncommitted: they deadlock in PostgreSQL, and still both
+/// complete, with each device registered by exactly one of them.
+#[tokio::test]
+async fn concurrent_uploads_sharing_devices_register_each_device_once() {
+    let stack = TestStack::start().await;
+    active_customer(&stack, "acme", "670000001", "Globex").await;
+    active_customer(&stack, "other", "670000002", "Initech").await;
+    let ascending: Vec<String> = (0..10_000).map(imei).collect();
+    let descending: Vec<String> = ascending.iter().rev().cloned().collect();
+    let paused_upload = |reseller_id: &'static str, target: &'static str, ids: &[String]| {
+        let header = pb::UploadHeader {
+            target_knox_id: target.into(),
+            order_number: "PO-1".into(),
+            client_upload_id: String::new(),
+        };
+        let messages = upload_stream(header, ids.iter().map(|id| device(id)).collect(), 500);
+        let half = messages.len() / 2;
+        // The pause lets the service send the first half's rows to PostgreSQL.
+        let requests = futures::stream::iter(messages.into_iter().enumerate()).then(
+            move |(i, message)| async move {
+                if i == half {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                message
+            },
+        );
+        let client = reseller(&stack, reseller_id);
+        async move {
+            client
+                .devices()
+                .upload_devices(requests)
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+    let (first, second) = tokio::join!(
+        paused_upload("acme", "670000001", &ascending),
+        paused_upload("other", "670000002", &descending)
+    );
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert_eq!(first.accepted_count + second.accepted_count, 10_000);
+    let mut rejected: Vec<String> = first
+        .rejections
+        .iter()
+        .chain(&second.rejections)
+        .map(|r| {
+            assert_eq!(r.reason, RejectionReason::AlreadyRegistered as i32);
+            r.device_id.clone()
+        })
+        .collect();
+    rejected.sort();
+    let mut registered: Vec<String> = ascending.clone();
+    registered.sort();
+    assert_eq!(
+        rejected.len() + 10_000,
+        20_000,
+        "every device rejected by exactly one upload"
+    );
+    rejected.dedup();
+    assert_eq!(
+        rejected, registered,
+        "every device rejected by exactly one upload"
+    );
+}

@@ -2,6 +2,7 @@
 //! receipts. Every command is one transaction that also writes its events to the outbox.
 
 mod deletions;
+mod spool;
 mod uploads;
 
 pub use deletions::record_receipt;

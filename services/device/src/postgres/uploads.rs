@@ -1,7 +1,20 @@
-//! Uploads: rows stream into a temporary staging table by `COPY`, then one statement
-//! ranks duplicates, registers the first of each device unless it is registered already,
-//! and records every rejection. Events are built from a cursor, 1,000 devices at a time,
-//! so memory does not grow with the upload.
+//! Uploads. Every upload is one transaction, in one of two ways:
+//!
+//! - **Fast path.** Most uploads hold no device twice and none that is registered
+//!   already. Their rows stream by `COPY` straight into `device.registrations`, under a
+//!   savepoint, as fast as PostgreSQL can load a table; the partial unique index on live
+//!   devices checks both rules (and a concurrent upload of the same device) as a side
+//!   effect. The rows are also written to a [`Spool`] file, from which the events are
+//!   built afterwards.
+//! - **Exact path.** When that `COPY` hits a unique violation it is rolled back to the
+//!   savepoint, the spooled rows are `COPY`ed into a temporary staging table, and one
+//!   statement ranks duplicates, registers the first of each device unless it is
+//!   registered already (`ON CONFLICT DO NOTHING`), and records every rejection. Events
+//!   are then built from a cursor over what it registered.
+//!
+//! Either way, events hold [`EVENT_PART_SIZE`] devices each and are built in bounded
+//! batches, so memory does not grow with the upload. The README's Benchmarks section
+//! has the measurements behind this design.
 
 use futures::{Stream, StreamExt};
 use reseller_kit::ApiError;
@@ -12,17 +25,28 @@ use sqlx::{PgConnection, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::spool::{Spool, SpoolReader, SpooledRow};
 use super::{OUTBOX, Repository};
 use crate::domain::{
     EVENT_PART_SIZE, ParsedBatch, Rejection, RejectionReason, Target, Upload, UploadHeader,
-    UploadRow, part_count,
+    part_count,
 };
 use crate::events;
 
 /// Bytes buffered before they are sent to `COPY`.
 const COPY_CHUNK: usize = 256 * 1024;
-/// Events written to the outbox per statement.
+/// Events written to the outbox per statement (and rows read per batch: this many
+/// events' worth).
 const EVENTS_PER_INSERT: usize = 16;
+/// Rows read back per batch.
+const ROWS_PER_BATCH: usize = EVENT_PART_SIZE * EVENTS_PER_INSERT;
+/// SQLSTATEs on which the fast path gives way to the exact path: a unique violation (a
+/// device in the upload twice, or registered already), and a deadlock (two concurrent
+/// uploads sharing devices in different orders; the exact path inserts in device order,
+/// so it cannot deadlock with itself).
+const FALL_BACK_ON: [&str; 2] = ["23505", DEADLOCK];
+/// PostgreSQL's SQLSTATE for a deadlock.
+const DEADLOCK: &str = "40P01";
 
 /// Why an upload did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +57,9 @@ pub enum UploadError {
     /// The database failed; nothing was written.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// The spool file failed (e.g. the disk is full); nothing was written.
+    #[error("the upload spool failed: {0}")]
+    Spool(#[from] std::io::Error),
 }
 
 impl From<UploadError> for ApiError {
@@ -40,22 +67,16 @@ impl From<UploadError> for ApiError {
         match err {
             UploadError::Request(e) => e,
             UploadError::Database(e) => e.into(),
+            UploadError::Spool(e) => {
+                ApiError::Internal(anyhow::Error::new(e).context("upload spool"))
+            }
         }
     }
 }
 
-/// Appends one row in `COPY ... FROM STDIN` text format. Device IDs and kinds are
-/// plain; the model is escaped (it cannot hold control characters, but may hold `\`).
-fn write_copy_line(buf: &mut Vec<u8>, row: &UploadRow) {
-    use std::io::Write;
-    let _ = write!(
-        buf,
-        "{}\t{}\t{}\t",
-        row.index,
-        row.device.as_str(),
-        row.device.kind().as_i16()
-    );
-    for byte in row.model.bytes() {
+/// Appends `value` to a `COPY` text line, escaped (`\`, tab, newline, carriage return).
+fn push_copy_field(buf: &mut Vec<u8>, value: &str) {
+    for byte in value.bytes() {
         match byte {
             b'\\' => buf.extend_from_slice(b"\\\\"),
             b'\t' => buf.extend_from_slice(b"\\t"),
@@ -64,6 +85,46 @@ fn write_copy_line(buf: &mut Vec<u8>, row: &UploadRow) {
             other => buf.push(other),
         }
     }
+}
+
+/// The fixed tail of every registration line of one upload: `\t<reseller>\t<upload>\t<target>\n`.
+fn registration_line_tail(reseller: &ResellerId, upload_id: Uuid, target: &Target) -> Vec<u8> {
+    let mut tail = vec![b'\t'];
+    push_copy_field(&mut tail, reseller.as_str());
+    tail.push(b'\t');
+    push_copy_field(&mut tail, &upload_id.to_string());
+    tail.push(b'\t');
+    push_copy_field(&mut tail, target.knox_id.as_str());
+    tail.push(b'\n');
+    tail
+}
+
+/// Appends one `device.registrations (device_id, id_kind, model, reseller_id, upload_id,
+/// target_knox_id)` line.
+fn write_registration_line(
+    buf: &mut Vec<u8>,
+    device_id: &str,
+    kind: DeviceIdKind,
+    model: &str,
+    tail: &[u8],
+) {
+    push_copy_field(buf, device_id);
+    buf.push(b'\t');
+    buf.extend_from_slice(kind.as_i16().to_string().as_bytes());
+    buf.push(b'\t');
+    push_copy_field(buf, model);
+    buf.extend_from_slice(tail);
+}
+
+/// Appends one `upload_staging (idx, device_id, id_kind, model)` line.
+fn write_staging_line(buf: &mut Vec<u8>, row: &SpooledRow) {
+    buf.extend_from_slice(row.index.to_string().as_bytes());
+    buf.push(b'\t');
+    push_copy_field(buf, &row.device_id);
+    buf.push(b'\t');
+    buf.extend_from_slice(row.kind.as_i16().to_string().as_bytes());
+    buf.push(b'\t');
+    push_copy_field(buf, &row.model);
     buf.push(b'\n');
 }
 
@@ -157,18 +218,20 @@ impl Repository {
     /// returns its result.
     ///
     /// # Errors
-    /// [`UploadError::Request`] when `items` fails; [`UploadError::Database`] otherwise.
+    /// [`UploadError::Request`] when `items` fails; [`UploadError::Database`] or
+    /// [`UploadError::Spool`] otherwise.
     pub async fn ingest(
         &self,
         reseller: &ResellerId,
         header: &UploadHeader,
         target: &Target,
-        mut items: impl Stream<Item = Result<ParsedBatch, ApiError>> + Unpin,
+        items: impl Stream<Item = Result<ParsedBatch, ApiError>> + Unpin,
     ) -> Result<Upload, UploadError> {
+        let started = std::time::Instant::now();
         let upload_id = Uuid::now_v7();
         let mut tx = self.pool.begin().await?;
-        // One big set-based statement: JIT compilation only costs here, and the duplicate
-        // ranking's sort should stay in memory rather than spill.
+        // The exact path is one big set-based statement: JIT compilation only costs
+        // there, and its duplicate ranking's sort should stay in memory.
         sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
         sqlx::query("SET LOCAL work_mem = '256MB'")
             .execute(&mut *tx)
@@ -197,43 +260,43 @@ impl Repository {
             return first.ok_or(UploadError::Database(sqlx::Error::RowNotFound));
         };
 
-        sqlx::query(
-            "CREATE TEMP TABLE upload_staging (idx bigint, device_id text, id_kind smallint, model text) ON COMMIT DROP",
-        )
-        .execute(&mut *tx)
-        .await?;
-        let mut invalid = Vec::new();
-        {
-            let mut copy = tx.copy_in_raw("COPY upload_staging FROM STDIN").await?;
-            let mut buf = Vec::with_capacity(COPY_CHUNK + 4096);
-            while let Some(item) = items.next().await {
-                match item {
-                    Err(err) => {
-                        let _ = copy.abort("the upload stream failed").await;
-                        return Err(err.into());
-                    }
-                    Ok(batch) => {
-                        invalid.extend(batch.rejected);
-                        for row in &batch.rows {
-                            write_copy_line(&mut buf, row);
-                        }
-                        if buf.len() >= COPY_CHUNK {
-                            copy.send(std::mem::take(&mut buf)).await?;
-                            buf.reserve(COPY_CHUNK + 4096);
-                        }
-                    }
-                }
+        let (invalid, spool, copied) =
+            Self::copy_registrations(&mut tx, reseller, upload_id, target, items).await?;
+        let streamed_at = std::time::Instant::now();
+        let fast_path = copied.is_some();
+        // The fast path keeps the spool to build the events from; the exact path stages
+        // it and builds them from what it registered.
+        let (accepted, spool) = match copied {
+            Some(count) => {
+                sqlx::query("RELEASE SAVEPOINT copy_registrations")
+                    .execute(&mut *tx)
+                    .await?;
+                (count, Some(spool))
             }
-            if !buf.is_empty() {
-                copy.send(buf).await?;
+            None => {
+                sqlx::query("ROLLBACK TO SAVEPOINT copy_registrations")
+                    .execute(&mut *tx)
+                    .await?;
+                let count =
+                    Self::register_exactly(&mut tx, reseller, upload_id, target, spool).await?;
+                (count, None)
             }
-            copy.finish().await?;
+        };
+        Self::record_invalid(&mut tx, upload_id, &invalid).await?;
+        let registered_at = std::time::Instant::now();
+        let context = events::UploadContext {
+            upload_id,
+            reseller_id: reseller.as_str(),
+            target,
+            order_number: &header.order_number,
+            uploaded_at,
+            part_count: part_count(accepted as usize) as u32,
+            accepted_count: accepted,
+        };
+        match spool {
+            Some(spool) => Self::publish_spooled(&mut tx, &context, spool).await?,
+            None => Self::publish_accepted(&mut tx, &context).await?,
         }
-        self.register_staged(&mut tx, reseller, upload_id, target, &invalid)
-            .await?;
-        let accepted = self
-            .publish_accepted(&mut tx, reseller, header, target, upload_id, uploaded_at)
-            .await?;
         let rejected: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM device.upload_rejections WHERE upload_id = $1",
         )
@@ -250,24 +313,164 @@ impl Repository {
             .await?
             .ok_or(sqlx::Error::RowNotFound)?;
         tx.commit().await?;
+        tracing::info!(
+            %upload_id,
+            accepted,
+            rejected,
+            fast_path,
+            stream_ms = (streamed_at - started).as_millis() as u64,
+            register_ms = (registered_at - streamed_at).as_millis() as u64,
+            events_ms = registered_at.elapsed().as_millis() as u64,
+            "upload registered"
+        );
         Ok(upload)
     }
-
-    /// Registers the staged devices and records every rejection, set-based.
-    async fn register_staged(
-        &self,
+    /// The fast path: streams the upload's valid rows by `COPY` into
+    /// `device.registrations` under the savepoint `copy_registrations`, and into a spool.
+    /// Returns the rows that failed validation, the spool, and how many rows were
+    /// registered, or `None` when a device is in the upload twice or registered already,
+    /// or on a deadlock (the transaction is then failed until the caller rolls back to the
+    /// savepoint).
+    async fn copy_registrations(
         tx: &mut PgConnection,
         reseller: &ResellerId,
         upload_id: Uuid,
         target: &Target,
-        invalid: &[Rejection],
-    ) -> Result<(), sqlx::Error> {
+        mut items: impl Stream<Item = Result<ParsedBatch, ApiError>> + Unpin,
+    ) -> Result<(Vec<Rejection>, Spool, Option<i64>), UploadError> {
+        let mut spool = Spool::create().await?;
+        sqlx::query("SAVEPOINT copy_registrations")
+            .execute(&mut *tx)
+            .await?;
+        let tail = registration_line_tail(reseller, upload_id, target);
+        let mut invalid = Vec::new();
+        let mut copy = tx
+            .copy_in_raw(
+                "COPY device.registrations (device_id, id_kind, model, reseller_id, upload_id, target_knox_id) FROM STDIN",
+            )
+            .await?;
+        let mut buf = Vec::with_capacity(COPY_CHUNK + 4096);
+        while let Some(item) = items.next().await {
+            let batch = match item {
+                Ok(batch) => batch,
+                Err(err) => {
+                    let _ = copy.abort("the upload stream failed").await;
+                    return Err(err.into());
+                }
+            };
+            invalid.extend(batch.rejected);
+            for row in &batch.rows {
+                write_registration_line(
+                    &mut buf,
+                    row.device.as_str(),
+                    row.device.kind(),
+                    &row.model,
+                    &tail,
+                );
+            }
+            if let Err(err) = spool.append(&batch.rows).await {
+                let _ = copy.abort("the upload spool failed").await;
+                return Err(err.into());
+            }
+            if buf.len() >= COPY_CHUNK {
+                copy.send(std::mem::take(&mut buf)).await?;
+                buf.reserve(COPY_CHUNK + 4096);
+            }
+        }
+        if !buf.is_empty() {
+            copy.send(buf).await?;
+        }
+        match copy.finish().await {
+            Ok(count) => Ok((invalid, spool, Some(count as i64))),
+            Err(sqlx::Error::Database(err))
+                if err
+                    .code()
+                    .is_some_and(|code| FALL_BACK_ON.contains(&code.as_ref())) =>
+            {
+                tracing::debug!(%upload_id, error = %err, "upload falls back to the exact path");
+                Ok((invalid, spool, None))
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// The exact path: stages the spooled rows, registers the first of each device
+    /// unless it is registered already, and records every other as rejected, set-based.
+    /// Returns how many were registered (listed in `upload_accepted`).
+    async fn register_exactly(
+        tx: &mut PgConnection,
+        reseller: &ResellerId,
+        upload_id: Uuid,
+        target: &Target,
+        spool: Spool,
+    ) -> Result<i64, UploadError> {
+        sqlx::query(
+            "CREATE TEMP TABLE upload_staging (idx bigint, device_id text, id_kind smallint, model text) ON COMMIT DROP",
+        )
+        .execute(&mut *tx)
+        .await?;
+        {
+            let mut reader = spool.into_reader().await?;
+            let mut copy = tx.copy_in_raw("COPY upload_staging FROM STDIN").await?;
+            loop {
+                let rows = match reader.next_batch(ROWS_PER_BATCH).await {
+                    Ok(rows) => rows,
+                    Err(err) => {
+                        let _ = copy.abort("the upload spool failed").await;
+                        return Err(err.into());
+                    }
+                };
+                if rows.is_empty() {
+                    break;
+                }
+                let mut buf = Vec::with_capacity(COPY_CHUNK + 4096);
+                for row in &rows {
+                    write_staging_line(&mut buf, row);
+                }
+                copy.send(buf).await?;
+            }
+            copy.finish().await?;
+        }
         sqlx::query("CREATE TEMP TABLE upload_accepted (device_id text, id_kind smallint, model text) ON COMMIT DROP")
             .execute(&mut *tx)
             .await?;
-        // `ranked` is materialised once; the first occurrence of a device is registered
-        // unless a live registration exists (the partial unique index decides, also
-        // against concurrent uploads); the others are rejected.
+        // A concurrent upload on the fast path inserts in its own order and can deadlock
+        // with this one; whichever PostgreSQL picks as the victim, the upload still
+        // completes: the fast path falls back to here, and here retries.
+        let mut attempt = 1;
+        loop {
+            sqlx::query("SAVEPOINT register_exactly")
+                .execute(&mut *tx)
+                .await?;
+            match Self::register_staged(tx, reseller, upload_id, target).await {
+                Ok(()) => break,
+                Err(sqlx::Error::Database(err))
+                    if err.code().as_deref() == Some(DEADLOCK) && attempt < 5 =>
+                {
+                    tracing::debug!(%upload_id, attempt, "upload deadlocked; retrying");
+                    sqlx::query("ROLLBACK TO SAVEPOINT register_exactly")
+                        .execute(&mut *tx)
+                        .await?;
+                    attempt += 1;
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Ok(sqlx::query_scalar("SELECT count(*) FROM upload_accepted")
+            .fetch_one(&mut *tx)
+            .await?)
+    }
+
+    /// One statement over `upload_staging`: registers the first occurrence of each
+    /// device unless a live registration exists (the partial unique index decides, also
+    /// against concurrent uploads), in device order, into `upload_accepted`, and rejects
+    /// the others.
+    async fn register_staged(
+        tx: &mut PgConnection,
+        reseller: &ResellerId,
+        upload_id: Uuid,
+        target: &Target,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query(
             "WITH ranked AS MATERIALIZED ( \
                  SELECT idx, device_id, id_kind, model, \
@@ -292,61 +495,79 @@ impl Repository {
         .bind(target.knox_id.as_str())
         .execute(&mut *tx)
         .await?;
-        if !invalid.is_empty() {
-            let idx: Vec<i64> = invalid.iter().map(|r| r.index).collect();
-            let ids: Vec<&str> = invalid.iter().map(|r| r.device_id.as_str()).collect();
-            let reasons: Vec<i16> = invalid.iter().map(|r| r.reason.as_i16()).collect();
-            let messages: Vec<&str> = invalid.iter().map(|r| r.message.as_str()).collect();
-            sqlx::query(
-                "INSERT INTO device.upload_rejections (upload_id, idx, device_id, reason, message) \
-                 SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::smallint[], $5::text[])",
-            )
-            .bind(upload_id)
-            .bind(&idx)
-            .bind(&ids)
-            .bind(&reasons)
-            .bind(&messages)
-            .execute(&mut *tx)
-            .await?;
-        }
         Ok(())
     }
 
-    /// Writes `devices_uploaded` events of at most 1,000 devices, read through a cursor.
-    /// Returns the number of accepted devices.
-    async fn publish_accepted(
-        &self,
+    /// Records the rows that failed validation (they were never copied).
+    async fn record_invalid(
         tx: &mut PgConnection,
-        reseller: &ResellerId,
-        header: &UploadHeader,
-        target: &Target,
         upload_id: Uuid,
-        uploaded_at: OffsetDateTime,
-    ) -> Result<i64, sqlx::Error> {
-        let accepted: i64 = sqlx::query_scalar("SELECT count(*) FROM upload_accepted")
-            .fetch_one(&mut *tx)
-            .await?;
-        let parts = part_count(accepted as usize) as u32;
-        sqlx::query("DECLARE accepted_cursor NO SCROLL CURSOR FOR SELECT device_id, id_kind, model FROM upload_accepted")
-            .execute(&mut *tx)
-            .await?;
-        let context = events::UploadContext {
-            upload_id,
-            reseller_id: reseller.as_str(),
-            target,
-            order_number: &header.order_number,
-            uploaded_at,
-            part_count: parts,
-            accepted_count: accepted,
-        };
-        let mut pending = Vec::with_capacity(EVENTS_PER_INSERT);
-        let mut part = 0u32;
+        invalid: &[Rejection],
+    ) -> Result<(), sqlx::Error> {
+        if invalid.is_empty() {
+            return Ok(());
+        }
+        let idx: Vec<i64> = invalid.iter().map(|r| r.index).collect();
+        let ids: Vec<&str> = invalid.iter().map(|r| r.device_id.as_str()).collect();
+        let reasons: Vec<i16> = invalid.iter().map(|r| r.reason.as_i16()).collect();
+        let messages: Vec<&str> = invalid.iter().map(|r| r.message.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO device.upload_rejections (upload_id, idx, device_id, reason, message) \
+             SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::smallint[], $5::text[])",
+        )
+        .bind(upload_id)
+        .bind(&idx)
+        .bind(&ids)
+        .bind(&reasons)
+        .bind(&messages)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Fast path: writes the `devices_uploaded` events of every spooled row (all of them
+    /// were registered), [`ROWS_PER_BATCH`] rows at a time.
+    async fn publish_spooled(
+        tx: &mut PgConnection,
+        context: &events::UploadContext<'_>,
+        spool: Spool,
+    ) -> Result<(), UploadError> {
+        let mut reader: SpoolReader = spool.into_reader().await?;
+        let mut part = 0;
         loop {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "FETCH {EVENT_PART_SIZE} FROM accepted_cursor"
-            )))
-            .fetch_all(&mut *tx)
-            .await?;
+            let rows = reader.next_batch(ROWS_PER_BATCH).await?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let devices = rows
+                .into_iter()
+                .map(|row| events::AcceptedDevice {
+                    device_id: row.device_id,
+                    kind: row.kind,
+                    model: row.model,
+                })
+                .collect();
+            Self::enqueue_parts(tx, context, &mut part, devices).await?;
+        }
+    }
+
+    /// Exact path: writes the `devices_uploaded` events of the devices in
+    /// `upload_accepted`, read through a cursor [`ROWS_PER_BATCH`] rows at a time.
+    async fn publish_accepted(
+        tx: &mut PgConnection,
+        context: &events::UploadContext<'_>,
+    ) -> Result<(), UploadError> {
+        sqlx::query(
+            "DECLARE accepted_cursor NO SCROLL CURSOR FOR SELECT device_id, id_kind, model FROM upload_accepted",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let fetch = format!("FETCH {ROWS_PER_BATCH} FROM accepted_cursor");
+        let mut part = 0;
+        loop {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(fetch.as_str()))
+                .fetch_all(&mut *tx)
+                .await?;
             if rows.is_empty() {
                 break;
             }
@@ -361,18 +582,29 @@ impl Repository {
                     })
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()?;
-            pending.push(events::devices_uploaded(&context, part, devices));
-            part += 1;
-            if pending.len() == EVENTS_PER_INSERT {
-                OUTBOX.enqueue(&mut *tx, &pending).await?;
-                pending.clear();
-            }
+            Self::enqueue_parts(tx, context, &mut part, devices).await?;
         }
-        OUTBOX.enqueue(&mut *tx, &pending).await?;
         sqlx::query("CLOSE accepted_cursor")
             .execute(&mut *tx)
             .await?;
-        Ok(accepted)
+        Ok(())
+    }
+
+    /// Writes `devices` as events of [`EVENT_PART_SIZE`] devices, numbered from `*part`.
+    async fn enqueue_parts(
+        tx: &mut PgConnection,
+        context: &events::UploadContext<'_>,
+        part: &mut u32,
+        devices: Vec<events::AcceptedDevice>,
+    ) -> Result<(), sqlx::Error> {
+        let mut events = Vec::with_capacity(devices.len().div_ceil(EVENT_PART_SIZE));
+        let mut devices = devices.into_iter().peekable();
+        while devices.peek().is_some() {
+            let chunk: Vec<_> = devices.by_ref().take(EVENT_PART_SIZE).collect();
+            events.push(events::devices_uploaded(context, *part, chunk));
+            *part += 1;
+        }
+        OUTBOX.enqueue(tx, &events).await
     }
 }
 
@@ -382,17 +614,36 @@ mod tests {
     use reseller_kit::device_id::DeviceId;
 
     #[test]
-    fn copy_lines_escape_the_model() {
+    fn staging_lines_escape_the_model() {
         let mut buf = Vec::new();
-        let row = UploadRow {
+        let row = SpooledRow {
             index: 7,
-            device: DeviceId::parse("abc-1", None).unwrap(),
-            model: r"Tab\Model".into(),
+            device_id: "ABC-1".into(),
+            kind: DeviceIdKind::Serial,
+            model: "Tab\\Model\tX".into(),
         };
-        write_copy_line(&mut buf, &row);
+        write_staging_line(&mut buf, &row);
         assert_eq!(
             String::from_utf8(buf).unwrap(),
-            "7\tABC-1\t3\tTab\\\\Model\n"
+            "7\tABC-1\t3\tTab\\\\Model\\tX\n"
+        );
+    }
+
+    #[test]
+    fn registration_lines_carry_the_upload() {
+        let reseller = ResellerId::parse("reseller-1").unwrap();
+        let upload_id = Uuid::nil();
+        let target = Target {
+            knox_id: reseller_kit::ids::KnoxId::parse("900000000001").unwrap(),
+            kind: 1,
+        };
+        let tail = registration_line_tail(&reseller, upload_id, &target);
+        let mut buf = Vec::new();
+        let device = DeviceId::parse("abc-1", None).unwrap();
+        write_registration_line(&mut buf, device.as_str(), device.kind(), "M\\1", &tail);
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "ABC-1\t3\tM\\\\1\treseller-1\t00000000-0000-0000-0000-000000000000\t900000000001\n"
         );
     }
 }
