@@ -26,6 +26,14 @@ fn uuid(field: &str, value: &str) -> Result<Uuid, ApplyError> {
 }
 
 impl EventHandler for CustomerPortal {
+    fn wants(&self, payload: &Payload) -> bool {
+        match payload {
+            Payload::DevicesUploaded(e) => e.target_kind == pb::AccountKind::Customer as i32,
+            Payload::MspDevicesMoved(_) | Payload::DevicesDeleted(_) => true,
+            _ => false,
+        }
+    }
+
     async fn apply(&self, tx: &mut PgConnection, event: &ReceivedEvent) -> Result<(), ApplyError> {
         match &event.payload {
             Payload::DevicesUploaded(e) if e.target_kind == pb::AccountKind::Customer as i32 => {

@@ -14,6 +14,10 @@ use crate::postgres::record_receipt;
 pub struct Receipts;
 
 impl EventHandler for Receipts {
+    fn wants(&self, payload: &Payload) -> bool {
+        matches!(payload, Payload::PortalDeletionApplied(_))
+    }
+
     async fn apply(&self, tx: &mut PgConnection, event: &ReceivedEvent) -> Result<(), ApplyError> {
         let Payload::PortalDeletionApplied(receipt) = &event.payload else {
             return Ok(());

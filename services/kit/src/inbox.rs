@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::{self, ReceivedEvent};
 use crate::subjects::{self, headers};
+use reseller_proto::v1::event::Payload;
 
 /// Failures (other than an unreachable database) tolerated before an event is
 /// dead-lettered.
@@ -51,6 +52,12 @@ impl From<sqlx::Error> for ApplyError {
 
 /// A projection or reaction fed by events.
 pub trait EventHandler: Send + Sync + 'static {
+    /// Whether [`apply`](Self::apply) does anything with this event. Consumers read the
+    /// whole event stream (nats-server 2.9 has one filter subject per consumer), so most
+    /// events are someone else's: those are acked without a transaction. It must agree
+    /// with `apply`, which is never called for an event this refuses.
+    fn wants(&self, payload: &Payload) -> bool;
+
     /// Applies one event inside `tx` (the transaction that also records it in the inbox).
     /// Events this handler does not care about return `Ok(())`.
     fn apply(
@@ -67,6 +74,8 @@ pub enum Outcome {
     Applied,
     /// Already applied before; nothing changed.
     Duplicate,
+    /// Not for this handler ([`EventHandler::wants`]); nothing was written.
+    Ignored,
 }
 
 /// Why one message was not applied, and what to do about it.
@@ -136,6 +145,10 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     /// [`Failure`] saying whether to dead-letter or retry.
     pub async fn apply(&self, payload: &[u8]) -> Result<Outcome, Failure> {
         let event = events::decode(payload).map_err(|e| Failure::Poison(e.to_string()))?;
+        if !self.handler.wants(&event.payload) {
+            return Ok(Outcome::Ignored);
+        }
+        let received_at = time::OffsetDateTime::now_utc();
         let retry = |err: sqlx::Error| Failure::Retry {
             unlimited: is_unreachable(&err),
             error: err.into(),
@@ -165,6 +178,14 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             }
         }
         tx.commit().await.map_err(retry)?;
+        // How long events take to get here and to apply: the hops of propagation.
+        tracing::debug!(
+            consumer = %self.spec.name,
+            event_id = %event.id,
+            age_received_us = (received_at - event.occurred_at).whole_microseconds() as i64,
+            age_applied_us = (time::OffsetDateTime::now_utc() - event.occurred_at).whole_microseconds() as i64,
+            "event applied"
+        );
         Ok(Outcome::Applied)
     }
 

@@ -28,6 +28,13 @@ fn uuid(field: &str, value: &str) -> Result<Uuid, ApplyError> {
 }
 
 impl EventHandler for MspPortal {
+    fn wants(&self, payload: &Payload) -> bool {
+        matches!(
+            payload,
+            Payload::DevicesUploaded(_) | Payload::DevicesDeleted(_) | Payload::MspDevicesMoved(_)
+        )
+    }
+
     async fn apply(&self, tx: &mut PgConnection, event: &ReceivedEvent) -> Result<(), ApplyError> {
         match &event.payload {
             Payload::DevicesUploaded(e) => uploaded(tx, e).await,

@@ -45,6 +45,11 @@ use crate::postgres::{self, Affected, OUTBOX};
 pub struct Projection;
 
 impl EventHandler for Projection {
+    fn wants(&self, payload: &Payload) -> bool {
+        // The portals' receipts are read by device-service.
+        !matches!(payload, Payload::PortalDeletionApplied(_))
+    }
+
     async fn apply(&self, tx: &mut PgConnection, event: &ReceivedEvent) -> Result<(), ApplyError> {
         match &event.payload {
             Payload::AccountRegistered(e) => {
