@@ -6,7 +6,7 @@
 //! transaction. Deleted registrations are remembered, so events that arrive late (an
 //! upload or a move overtaken by its deletion) never bring a device back.
 
-use reseller_kit::events::{MovedColumns, ReceivedEvent, portal_receipt};
+use reseller_kit::events::{DeletedColumns, MovedColumns, ReceivedEvent, portal_receipt};
 use reseller_kit::ids::KnoxId;
 use reseller_kit::inbox::{ApplyError, EventHandler};
 use reseller_kit::timestamp;
@@ -106,27 +106,18 @@ async fn moved(tx: &mut PgConnection, e: &pb::MspDevicesMoved) -> Result<(), App
 }
 
 async fn deleted(tx: &mut PgConnection, e: &pb::DevicesDeleted) -> Result<(), ApplyError> {
-    uuid("deletion_id", &e.deletion_id)?;
-    let ids: Vec<&str> = e.devices.iter().map(|d| d.device_id.as_str()).collect();
-    let uploads = e
-        .devices
-        .iter()
-        .map(|d| uuid("upload_id", &d.upload_id))
-        .collect::<Result<Vec<_>, _>>()?;
-    sqlx::query(
-        "INSERT INTO customer.deleted_registrations (device_id, upload_id) \
-         SELECT * FROM UNNEST($1::text[], $2::uuid[]) ON CONFLICT DO NOTHING",
-    )
-    .bind(&ids)
-    .bind(&uploads)
-    .execute(&mut *tx)
-    .await?;
+    let deleted = DeletedColumns::of(e)?;
+    // One statement: the tombstones (an upload event arriving later must not bring the
+    // devices back) and the removal.
     let removed: Vec<String> = sqlx::query_scalar(
-        "DELETE FROM customer.portal_devices p USING UNNEST($1::text[], $2::uuid[]) AS d (device_id, upload_id) \
+        "WITH tombstones AS ( \
+             INSERT INTO customer.deleted_registrations (device_id, upload_id) \
+             SELECT * FROM UNNEST($1::text[], $2::uuid[]) ON CONFLICT DO NOTHING) \
+         DELETE FROM customer.portal_devices p USING UNNEST($1::text[], $2::uuid[]) AS d (device_id, upload_id) \
          WHERE p.device_id = d.device_id AND p.upload_id = d.upload_id RETURNING p.device_id",
     )
-    .bind(&ids)
-    .bind(&uploads)
+    .bind(&deleted.device_ids)
+    .bind(&deleted.upload_ids)
     .fetch_all(&mut *tx)
     .await?;
     let receipt = portal_receipt(e, pb::Portal::Customer, removed);

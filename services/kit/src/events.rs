@@ -90,6 +90,40 @@ pub fn portal_receipt(
     )
 }
 
+/// The registrations of a `devices_deleted` event as columns, for one set-based
+/// statement (`UNNEST($1::text[], $2::uuid[])`) per event.
+#[derive(Debug, Default)]
+pub struct DeletedColumns {
+    /// Device IDs.
+    pub device_ids: Vec<String>,
+    /// The uploads that registered them.
+    pub upload_ids: Vec<Uuid>,
+}
+
+impl DeletedColumns {
+    /// Splits an event into columns.
+    ///
+    /// # Errors
+    /// A message for the dead letter when the deletion or an upload ID is not a UUID.
+    pub fn of(
+        event: &reseller_proto::v1::DevicesDeleted,
+    ) -> Result<Self, crate::inbox::ApplyError> {
+        let poison = |field: &str, value: &str| {
+            crate::inbox::ApplyError::Poison(format!("{field} {value:?} is not a UUID"))
+        };
+        Uuid::parse_str(&event.deletion_id)
+            .map_err(|_| poison("deletion_id", &event.deletion_id))?;
+        let mut columns = Self::default();
+        for d in &event.devices {
+            let upload_id =
+                Uuid::parse_str(&d.upload_id).map_err(|_| poison("upload_id", &d.upload_id))?;
+            columns.device_ids.push(d.device_id.clone());
+            columns.upload_ids.push(upload_id);
+        }
+        Ok(columns)
+    }
+}
+
 /// The registrations of an `msp_devices_moved` event as columns, for one set-based
 /// statement (`UNNEST`) per event.
 #[derive(Debug, Default)]

@@ -20,7 +20,7 @@ use async_nats::jetstream::{
     message::PublishMessage,
 };
 use futures::StreamExt;
-use sqlx::{AssertSqlSafe, PgConnection, PgPool};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{self, ReceivedEvent};
@@ -30,6 +30,8 @@ use reseller_proto::v1::event::Payload;
 /// Failures (other than an unreachable database) tolerated before an event is
 /// dead-lettered.
 pub const MAX_ATTEMPTS: i64 = 5;
+/// PostgreSQL's SQLSTATE for a unique violation (the event is in the inbox already).
+const UNIQUE_VIOLATION: &str = "23505";
 /// How long JetStream waits for an ack before redelivering (the default).
 const ACK_WAIT: Duration = Duration::from_secs(30);
 
@@ -107,9 +109,25 @@ pub struct ConsumerSpec {
 pub struct IdempotentConsumer<H> {
     spec: ConsumerSpec,
     ack_wait: Duration,
-    pool: PgPool,
     js: jetstream::Context,
+    applier: Applier<H>,
+}
+
+/// What applies one event: shared with the task each event runs in.
+struct Applier<H> {
+    spec: Arc<ConsumerSpec>,
+    pool: PgPool,
     handler: Arc<H>,
+}
+
+impl<H> Clone for Applier<H> {
+    fn clone(&self) -> Self {
+        Self {
+            spec: self.spec.clone(),
+            pool: self.pool.clone(),
+            handler: self.handler.clone(),
+        }
+    }
 }
 
 impl<H> std::fmt::Debug for IdempotentConsumer<H> {
@@ -124,11 +142,14 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     /// A consumer of `spec` applying events with `handler`.
     pub fn new(spec: ConsumerSpec, pool: PgPool, js: jetstream::Context, handler: H) -> Self {
         Self {
+            applier: Applier {
+                spec: Arc::new(spec.clone()),
+                pool,
+                handler: Arc::new(handler),
+            },
             spec,
             ack_wait: ACK_WAIT,
-            pool,
             js,
-            handler: Arc::new(handler),
         }
     }
 
@@ -144,49 +165,18 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     /// # Errors
     /// [`Failure`] saying whether to dead-letter or retry.
     pub async fn apply(&self, payload: &[u8]) -> Result<Outcome, Failure> {
-        let event = events::decode(payload).map_err(|e| Failure::Poison(e.to_string()))?;
-        if !self.handler.wants(&event.payload) {
-            return Ok(Outcome::Ignored);
-        }
-        let received_at = time::OffsetDateTime::now_utc();
-        let retry = |err: sqlx::Error| Failure::Retry {
-            unlimited: is_unreachable(&err),
-            error: err.into(),
-        };
-        let mut tx = self.pool.begin().await.map_err(retry)?;
-        let inserted = sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO {}.inbox (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            self.spec.schema
-        )))
-        .bind(&self.spec.name)
-        .bind(event.id)
-        .execute(&mut *tx)
-        .await
-        .map_err(retry)?
-        .rows_affected();
-        if inserted == 0 {
-            return Ok(Outcome::Duplicate);
-        }
-        match self.handler.apply(&mut tx, &event).await {
-            Ok(()) => {}
-            Err(ApplyError::Poison(reason)) => return Err(Failure::Poison(reason)),
-            Err(ApplyError::Failed(error)) => {
-                let unlimited = error
-                    .downcast_ref::<sqlx::Error>()
-                    .is_some_and(is_unreachable);
-                return Err(Failure::Retry { error, unlimited });
-            }
-        }
-        tx.commit().await.map_err(retry)?;
-        // How long events take to get here and to apply: the hops of propagation.
-        tracing::debug!(
-            consumer = %self.spec.name,
-            event_id = %event.id,
-            age_received_us = (received_at - event.occurred_at).whole_microseconds() as i64,
-            age_applied_us = (time::OffsetDateTime::now_utc() - event.occurred_at).whole_microseconds() as i64,
-            "event applied"
-        );
-        Ok(Outcome::Applied)
+        // The work runs in its own task, to the end, even when the caller is cancelled
+        // (a consumer task aborted mid-event): a transaction cut off between two
+        // statements must never go back to the pool still open, holding an inbox row
+        // whose handler never ran. The caller then just does not ack.
+        let applier = self.applier.clone();
+        let payload = payload.to_vec();
+        tokio::spawn(async move { applier.apply(&payload).await })
+            .await
+            .map_err(|err| Failure::Retry {
+                error: anyhow::anyhow!("applying the event panicked: {err}"),
+                unlimited: false,
+            })?
     }
 
     /// Creates the durable consumer if missing and returns it.
@@ -216,7 +206,77 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             .await
             .map_err(|e| anyhow::anyhow!("consumer {}: {e}", self.spec.name))
     }
+}
 
+impl<H: EventHandler> Applier<H> {
+    async fn apply(&self, payload: &[u8]) -> Result<Outcome, Failure> {
+        let event = events::decode(payload).map_err(|e| Failure::Poison(e.to_string()))?;
+        if !self.handler.wants(&event.payload) {
+            return Ok(Outcome::Ignored);
+        }
+        let received_at = time::OffsetDateTime::now_utc();
+        let retry = |err: sqlx::Error| Failure::Retry {
+            unlimited: is_unreachable(&err),
+            error: err.into(),
+        };
+        let mut conn = self.pool.acquire().await.map_err(retry)?;
+        // One round trip opens the transaction and records the event. The insert is a
+        // plain one, so a duplicate fails it rather than costing a round trip to ask.
+        let begin = format!(
+            "BEGIN; INSERT INTO {}.inbox (consumer, event_id) VALUES ('{}', '{}')",
+            self.spec.schema,
+            self.spec.name.replace('\'', "''"),
+            event.id
+        );
+        let failed = match conn.begin_with(AssertSqlSafe(begin)).await {
+            Ok(tx) => return self.apply_in(tx, &event, received_at).await,
+            Err(err) => err,
+        };
+        // The server is left in a failed transaction that sqlx did not see open.
+        let rolled_back = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        match failed {
+            sqlx::Error::Database(db) if db.code().as_deref() == Some(UNIQUE_VIOLATION) => {
+                rolled_back.map_err(retry)?;
+                Ok(Outcome::Duplicate)
+            }
+            err => Err(retry(err)),
+        }
+    }
+
+    /// Applies `event` in `tx`, which recorded it in the inbox, and commits.
+    async fn apply_in(
+        &self,
+        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+        event: &ReceivedEvent,
+        received_at: time::OffsetDateTime,
+    ) -> Result<Outcome, Failure> {
+        match self.handler.apply(&mut tx, event).await {
+            Ok(()) => {}
+            Err(ApplyError::Poison(reason)) => return Err(Failure::Poison(reason)),
+            Err(ApplyError::Failed(error)) => {
+                let unlimited = error
+                    .downcast_ref::<sqlx::Error>()
+                    .is_some_and(is_unreachable);
+                return Err(Failure::Retry { error, unlimited });
+            }
+        }
+        tx.commit().await.map_err(|err| Failure::Retry {
+            unlimited: is_unreachable(&err),
+            error: err.into(),
+        })?;
+        // How long events take to get here and to apply: the hops of propagation.
+        tracing::debug!(
+            consumer = %self.spec.name,
+            event_id = %event.id,
+            age_received_us = (received_at - event.occurred_at).whole_microseconds() as i64,
+            age_applied_us = (time::OffsetDateTime::now_utc() - event.occurred_at).whole_microseconds() as i64,
+            "event applied"
+        );
+        Ok(Outcome::Applied)
+    }
+}
+
+impl<H: EventHandler> IdempotentConsumer<H> {
     /// Pulls and applies events until `shutdown`; the message in hand is finished first.
     pub async fn run(self, shutdown: CancellationToken) {
         loop {

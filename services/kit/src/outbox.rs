@@ -7,6 +7,11 @@
 //! every publish is acknowledged. A crash between the ack and the mark republishes the
 //! rows; JetStream's duplicate window and the consumers' inboxes make that harmless.
 //!
+//! One relay per schema publishes at a time: the one whose own connection holds the
+//! schema's session advisory lock (other replicas retry every second, and take over when
+//! that connection goes). Holding the lock on a dedicated connection keeps the path from
+//! a commit to the publish at one round trip: read the unsent rows.
+//!
 //! Each service's migrations create `<schema>.outbox` with the columns used here.
 
 use std::time::Duration;
@@ -14,7 +19,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage};
 use reseller_proto::v1::Event;
 use sqlx::postgres::PgListener;
-use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Row};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -25,6 +30,8 @@ use crate::subjects::{self, headers};
 const BATCH: i64 = 512;
 /// A safety poll in case a notification is missed (e.g. while the listener reconnects).
 const POLL: Duration = Duration::from_secs(2);
+/// How often a replica that is not the relay asks again.
+const LEADER_RETRY: Duration = Duration::from_secs(1);
 /// Sent rows are kept this long for inspection, then pruned.
 const RETENTION: &str = "1 day";
 
@@ -61,7 +68,10 @@ impl Outbox {
         let mut subjects = Vec::with_capacity(events.len());
         let mut payloads = Vec::with_capacity(events.len());
         for event in events {
-            let id = Uuid::parse_str(&event.event_id).unwrap_or_else(|_| Uuid::now_v7());
+            // The ID is the payload's and `Nats-Msg-Id`'s: they must be the same.
+            let id = Uuid::parse_str(&event.event_id).map_err(|e| {
+                sqlx::Error::Encode(format!("event_id {:?}: {e}", event.event_id).into())
+            })?;
             ids.push(id);
             let subject = event
                 .payload
@@ -71,20 +81,19 @@ impl Outbox {
             subjects.push(subject.to_owned());
             payloads.push(events::encode(event));
         }
+        // One round trip: the rows and the notification (delivered on commit).
         sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO {}.outbox (event_id, subject, payload) \
-             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bytea[])",
+            "WITH inserted AS (INSERT INTO {}.outbox (event_id, subject, payload) \
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bytea[])) \
+             SELECT pg_notify($4, '')",
             self.schema
         )))
         .bind(&ids)
         .bind(&subjects)
         .bind(&payloads)
+        .bind(self.channel())
         .execute(&mut *tx)
         .await?;
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(self.channel())
-            .execute(&mut *tx)
-            .await?;
         Ok(())
     }
 }
@@ -103,50 +112,77 @@ impl Relay {
         Self { outbox, pool, js }
     }
 
-    /// Runs until `shutdown`: publishes what is pending, then waits for a commit
-    /// notification. Errors (NATS or PostgreSQL down) are logged and retried with backoff;
-    /// nothing is marked sent that JetStream did not acknowledge.
+    /// Runs until `shutdown`: waits to be this schema's relay, then publishes what is
+    /// pending and again on every commit notification. Errors (NATS or PostgreSQL down)
+    /// are logged and retried with backoff; nothing is marked sent that JetStream did not
+    /// acknowledge.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut listener = loop {
-            match self.listen().await {
-                Ok(listener) => break listener,
-                Err(err) => {
-                    tracing::warn!(schema = self.outbox.schema, error = %err, "outbox relay cannot LISTEN yet");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                }
-            }
-        };
         let mut backoff = Duration::from_millis(50);
-        let mut last_prune = tokio::time::Instant::now();
         loop {
-            match self.publish_pending().await {
-                Ok(_) => backoff = Duration::from_millis(50),
+            match self.relay_until_error(&shutdown, &mut backoff).await {
+                Ok(()) => return,
                 Err(err) => {
-                    tracing::warn!(schema = self.outbox.schema, error = %err, "outbox relay failed; retrying");
+                    tracing::warn!(schema = self.outbox.schema, error = %format!("{err:#}"), "outbox relay failed; retrying");
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
                 }
             }
+        }
+    }
+
+    /// One leadership: returns `Ok` on shutdown, the error otherwise (the connection and
+    /// with it the leadership are then gone).
+    async fn relay_until_error(
+        &self,
+        shutdown: &CancellationToken,
+        backoff: &mut Duration,
+    ) -> anyhow::Result<()> {
+        let schema = self.outbox.schema;
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(&self.outbox.channel()).await?;
+        // The relay's own connection, outside the pool: it holds the leadership.
+        let mut conn = PgConnection::connect_with(&self.pool.connect_options()).await?;
+        // Losing a "sent" mark in a crash only republishes the event, which JetStream's
+        // duplicate window and the consumers' inboxes absorb: no need to wait for the disk.
+        sqlx::query("SET synchronous_commit = off")
+            .execute(&mut conn)
+            .await?;
+        // One relay per schema at a time (replicas wait their turn), so events leave in
+        // commit order. The lock belongs to the connection and goes with it.
+        loop {
+            let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
+                .bind(format!("outbox:{schema}"))
+                .fetch_one(&mut conn)
+                .await?;
+            if leader {
+                break;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(LEADER_RETRY) => {}
+            }
+        }
+        let mut last_prune = tokio::time::Instant::now();
+        loop {
+            self.publish_pending(&mut conn).await?;
+            *backoff = Duration::from_millis(50);
             if last_prune.elapsed() > Duration::from_secs(600) {
                 last_prune = tokio::time::Instant::now();
-                if let Err(err) = self.prune().await {
+                if let Err(err) = self.prune(&mut conn).await {
                     tracing::warn!(error = %err, "pruning the outbox failed");
                 }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     // Publish what committed before the signal, then stop.
-                    let _ = self.publish_pending().await;
-                    return;
+                    let _ = self.publish_pending(&mut conn).await;
+                    return Ok(());
                 }
                 notification = listener.recv() => {
+                    // The listener reconnects by itself; the poll covers what it missed.
                     if let Err(err) = notification {
                         tracing::warn!(error = %err, "outbox LISTEN connection lost; reconnecting");
                     }
@@ -156,20 +192,11 @@ impl Relay {
         }
     }
 
-    async fn listen(&self) -> Result<PgListener, sqlx::Error> {
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(&self.outbox.channel()).await?;
-        Ok(listener)
-    }
-
     /// Publishes every unsent row, batch by batch. Returns how many were published.
-    ///
-    /// # Errors
-    /// When PostgreSQL or JetStream fails; the failed batch stays unsent.
-    pub async fn publish_pending(&self) -> anyhow::Result<usize> {
+    async fn publish_pending(&self, conn: &mut PgConnection) -> anyhow::Result<usize> {
         let mut total = 0;
         loop {
-            let n = self.publish_batch().await?;
+            let n = self.publish_batch(conn).await?;
             total += n;
             if n < BATCH as usize {
                 return Ok(total);
@@ -177,21 +204,15 @@ impl Relay {
         }
     }
 
-    async fn publish_batch(&self) -> anyhow::Result<usize> {
+    /// One round trip to read a batch, the publishes pipelined, one to mark them sent.
+    async fn publish_batch(&self, conn: &mut PgConnection) -> anyhow::Result<usize> {
         let schema = self.outbox.schema;
-        let mut tx = self.pool.begin().await?;
-        // One relay per schema at a time (replicas wait their turn), so events leave in
-        // commit order.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-            .bind(format!("outbox:{schema}"))
-            .execute(&mut *tx)
-            .await?;
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT id, event_id, subject, payload FROM {schema}.outbox \
              WHERE published_at IS NULL ORDER BY id LIMIT $1"
         )))
         .bind(BATCH)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *conn)
         .await?;
         if rows.is_empty() {
             return Ok(0);
@@ -217,18 +238,17 @@ impl Relay {
             "UPDATE {schema}.outbox SET published_at = now() WHERE id = ANY($1)"
         )))
         .bind(&ids)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
-        tx.commit().await?;
         Ok(ids.len())
     }
 
-    async fn prune(&self) -> Result<(), sqlx::Error> {
+    async fn prune(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
         sqlx::query(AssertSqlSafe(format!(
             "DELETE FROM {}.outbox WHERE published_at < now() - interval '{RETENTION}'",
             self.outbox.schema
         )))
-        .execute(&self.pool)
+        .execute(conn)
         .await?;
         Ok(())
     }

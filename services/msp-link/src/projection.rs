@@ -9,7 +9,7 @@
 //! portal in the same transaction: REMOVED when some MSP portal showed it, else
 //! NOT_APPLICABLE.
 
-use reseller_kit::events::{MovedColumns, ReceivedEvent, portal_receipt};
+use reseller_kit::events::{DeletedColumns, MovedColumns, ReceivedEvent, portal_receipt};
 use reseller_kit::inbox::{ApplyError, EventHandler};
 use reseller_kit::timestamp;
 use reseller_proto::v1::{self as pb, event::Payload};
@@ -75,30 +75,21 @@ async fn uploaded(tx: &mut PgConnection, e: &pb::DevicesUploaded) -> Result<(), 
 }
 
 async fn deleted(tx: &mut PgConnection, e: &pb::DevicesDeleted) -> Result<(), ApplyError> {
-    uuid("deletion_id", &e.deletion_id)?;
-    let ids: Vec<&str> = e.devices.iter().map(|d| d.device_id.as_str()).collect();
-    let uploads = e
-        .devices
-        .iter()
-        .map(|d| uuid("upload_id", &d.upload_id))
-        .collect::<Result<Vec<_>, _>>()?;
-    sqlx::query(
-        "INSERT INTO msp.deleted_registrations (device_id, upload_id) \
-         SELECT * FROM UNNEST($1::text[], $2::uuid[]) ON CONFLICT DO NOTHING",
-    )
-    .bind(&ids)
-    .bind(&uploads)
-    .execute(&mut *tx)
-    .await?;
-    // Shown in an MSP portal: in an MSP's pool, or held by a customer an MSP links.
+    let deleted = DeletedColumns::of(e)?;
+    // One statement: the tombstones (an upload event arriving later must not bring the
+    // devices back) and the removal. Shown in an MSP portal: in an MSP's pool, or held by
+    // a customer an MSP links.
     let rows: Vec<(String, bool)> = sqlx::query_as(
-        "DELETE FROM msp.devices m USING UNNEST($1::text[], $2::uuid[]) AS d (device_id, upload_id) \
+        "WITH tombstones AS ( \
+             INSERT INTO msp.deleted_registrations (device_id, upload_id) \
+             SELECT * FROM UNNEST($1::text[], $2::uuid[]) ON CONFLICT DO NOTHING) \
+         DELETE FROM msp.devices m USING UNNEST($1::text[], $2::uuid[]) AS d (device_id, upload_id) \
          WHERE m.device_id = d.device_id AND m.upload_id = d.upload_id \
          RETURNING m.device_id, ((m.uploaded_to_msp AND m.holder_knox_id = m.uploaded_to) OR EXISTS \
              (SELECT 1 FROM msp.links l WHERE l.customer_knox_id = m.holder_knox_id)) AS shown",
     )
-    .bind(&ids)
-    .bind(&uploads)
+    .bind(&deleted.device_ids)
+    .bind(&deleted.upload_ids)
     .fetch_all(&mut *tx)
     .await?;
     let removed: Vec<String> = rows
