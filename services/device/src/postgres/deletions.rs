@@ -111,9 +111,14 @@ impl Repository {
         reseller: &ResellerId,
         deletion_id: Uuid,
     ) -> Result<Option<Deletion>, sqlx::Error> {
+        // One round trip (GetDeletion is what callers poll): the deletion with its
+        // receipts' portals and states as two aligned arrays.
         let Some(row) = sqlx::query(
-            "SELECT part_count, requested_at, deleted_device_ids, not_found_device_ids \
-             FROM device.deletions WHERE deletion_id = $1 AND reseller_id = $2",
+            "SELECT d.part_count, d.requested_at, d.deleted_device_ids, d.not_found_device_ids, \
+                    array_remove(array_agg(r.portal), NULL) AS portals, \
+                    array_remove(array_agg(r.state), NULL) AS states \
+             FROM device.deletions d LEFT JOIN device.deletion_receipts r USING (deletion_id) \
+             WHERE d.deletion_id = $1 AND d.reseller_id = $2 GROUP BY d.deletion_id",
         )
         .bind(deletion_id)
         .bind(reseller.as_str())
@@ -123,18 +128,15 @@ impl Repository {
             return Ok(None);
         };
         let part_count: i32 = row.try_get("part_count")?;
-        let receipts = sqlx::query(
-            "SELECT portal, state FROM device.deletion_receipts WHERE deletion_id = $1",
-        )
-        .bind(deletion_id)
-        .fetch_all(&mut *conn)
-        .await?;
+        let portals: Vec<i16> = row.try_get("portals")?;
+        let receipt_states: Vec<i16> = row.try_get("states")?;
         let mut states = PORTALS
             .map(|portal| {
-                let of_portal: Vec<PortalState> = receipts
+                let of_portal: Vec<PortalState> = portals
                     .iter()
-                    .filter(|r| r.try_get::<i16, _>("portal").ok() == Some(portal))
-                    .map(|r| PortalState::from_i16(r.try_get("state").unwrap_or(1)))
+                    .zip(&receipt_states)
+                    .filter(|(p, _)| **p == portal)
+                    .map(|(_, state)| PortalState::from_i16(*state))
                     .collect();
                 fold_portal(part_count, &of_portal)
             })
