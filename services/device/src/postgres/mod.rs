@@ -1,4 +1,5 @@
-//! device-service's repository: uploads (COPY + one set-based insert), deletions and
+//! device-service's repository: uploads (`COPY` straight into the registrations, or a staged
+//! exact path when an upload has duplicates; see `uploads`), deletions and
 //! receipts. Every command is one transaction that also writes its events to the outbox.
 
 mod deletions;
