@@ -764,3 +764,43 @@ async fn concurrent_uploads_sharing_devices_register_each_device_once() {
         "every device rejected by exactly one upload"
     );
 }
+
+/// A stream that breaks after the service found a repeated device (its first rows had
+/// already reached PostgreSQL, so the fast path had failed) is rejected as a whole, writes
+/// nothing, and leaves the service's database connections usable.
+#[tokio::test]
+async fn a_stream_broken_after_a_repeated_device_writes_nothing() {
+    let stack = TestStack::start().await;
+    active_customer(&stack, "acme", "680000001", "Globex").await;
+    let mut ids: Vec<String> = (0..6000).map(imei).collect();
+    ids[10] = imei(0);
+    let mut broken = upload_stream(
+        pb::UploadHeader {
+            target_knox_id: "680000001".into(),
+            order_number: "PO-1".into(),
+            client_upload_id: String::new(),
+        },
+        ids.iter().map(|id| device(id)).collect(),
+        500,
+    );
+    broken.push(broken[0].clone());
+    assert_eq!(
+        invalid_fields(
+            reseller(&stack, "acme")
+                .devices()
+                .upload_devices(futures::stream::iter(broken))
+                .await
+        ),
+        ["header"]
+    );
+    // Nothing was registered, and every later upload works (on whichever connection).
+    for round in 0..12u64 {
+        let fresh: Vec<String> = (0..10).map(|i| imei(100_000 + round * 10 + i)).collect();
+        let done = upload(&stack, "acme", "680000001", &fresh).await.unwrap();
+        assert_eq!(done.accepted_count, 10, "round {round}");
+    }
+    let again = upload(&stack, "acme", "680000001", &ids[..20])
+        .await
+        .unwrap();
+    assert_eq!(again.accepted_count, 19, "{:?}", again.rejections);
+}

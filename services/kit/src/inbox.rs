@@ -232,8 +232,12 @@ impl<H: EventHandler> Applier<H> {
             Ok(tx) => return self.apply_in(tx, &event, received_at).await,
             Err(err) => err,
         };
-        // The server is left in a failed transaction that sqlx did not see open.
+        // The server is left in a failed transaction that sqlx did not see open; a
+        // connection that cannot even roll back is closed, not pooled.
         let rolled_back = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        if rolled_back.is_err() {
+            conn.close_on_drop();
+        }
         match failed {
             sqlx::Error::Database(db) if db.code().as_deref() == Some(UNIQUE_VIOLATION) => {
                 rolled_back.map_err(retry)?;

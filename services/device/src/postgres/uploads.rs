@@ -21,7 +21,7 @@ use reseller_kit::ApiError;
 use reseller_kit::device_id::DeviceIdKind;
 use reseller_kit::ids::ResellerId;
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Row};
+use sqlx::{Connection, PgConnection, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -147,15 +147,25 @@ impl Repository {
         reseller: &ResellerId,
         client_upload_id: &str,
     ) -> Result<Option<Upload>, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        Self::upload_by_client_id_in(&mut conn, reseller, client_upload_id).await
+    }
+
+    /// [`Self::upload_by_client_id`] on a connection the caller holds.
+    async fn upload_by_client_id_in(
+        conn: &mut PgConnection,
+        reseller: &ResellerId,
+        client_upload_id: &str,
+    ) -> Result<Option<Upload>, sqlx::Error> {
         let id: Option<Uuid> = sqlx::query_scalar(
             "SELECT upload_id FROM device.uploads WHERE reseller_id = $1 AND client_upload_id = $2",
         )
         .bind(reseller.as_str())
         .bind(client_upload_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *conn)
         .await?;
         match id {
-            Some(id) => self.upload(reseller, id).await,
+            Some(id) => Self::upload_in(conn, reseller, id).await,
             None => Ok(None),
         }
     }
@@ -227,9 +237,30 @@ impl Repository {
         target: &Target,
         items: impl Stream<Item = Result<ParsedBatch, ApiError>> + Unpin,
     ) -> Result<Upload, UploadError> {
+        let mut conn = self.pool.acquire().await?;
+        let result = self
+            .ingest_on(&mut conn, reseller, header, target, items)
+            .await;
+        if result.is_err() {
+            // A `COPY` cut short (the request stream failed after PostgreSQL had already
+            // refused a row) can leave sqlx out of step with the server: never pool such
+            // a connection again.
+            conn.close_on_drop();
+        }
+        result
+    }
+
+    async fn ingest_on(
+        &self,
+        conn: &mut PgConnection,
+        reseller: &ResellerId,
+        header: &UploadHeader,
+        target: &Target,
+        items: impl Stream<Item = Result<ParsedBatch, ApiError>> + Unpin,
+    ) -> Result<Upload, UploadError> {
         let started = std::time::Instant::now();
         let upload_id = Uuid::now_v7();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = conn.begin().await?;
         // The exact path is one big set-based statement: JIT compilation only costs
         // there, and its duplicate ranking's sort should stay in memory.
         sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
@@ -254,7 +285,7 @@ impl Repository {
         let Some(uploaded_at) = inserted else {
             tx.rollback().await?;
             let first = match &header.client_upload_id {
-                Some(id) => self.upload_by_client_id(reseller, id).await?,
+                Some(id) => Self::upload_by_client_id_in(conn, reseller, id).await?,
                 None => None,
             };
             return first.ok_or(UploadError::Database(sqlx::Error::RowNotFound));
