@@ -356,6 +356,7 @@ impl Repository {
         );
         Ok(upload)
     }
+
     /// The fast path: streams the upload's valid rows by `COPY` into
     /// `device.registrations` under the savepoint `copy_registrations`, and into a spool.
     /// Returns the rows that failed validation, the spool, and how many rows were
