@@ -6,6 +6,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use prost::Message;
 use reseller_kit::events::new_event;
+use reseller_kit::outbox::{Outbox, Relay};
 use reseller_kit::subjects;
 use reseller_proto::v1::{self as pb, AccountKind, event::Payload};
 use reseller_tests::clients::{Caller, reseller};
@@ -308,4 +309,71 @@ async fn poison_messages_are_dead_lettered_and_later_events_still_apply() {
         .await
         .unwrap();
     assert!(dead_stream.info().await.unwrap().state.messages >= 2);
+}
+
+/// The knox ID of the next `account_registered` event on `subscription`.
+async fn next_registration(subscription: &mut async_nats::Subscriber) -> String {
+    let message = tokio::time::timeout(Duration::from_secs(5), subscription.next())
+        .await
+        .expect("an event within 5 s")
+        .expect("a message");
+    match pb::Event::decode(message.payload.as_ref())
+        .expect("a reseller.v1.Event")
+        .payload
+    {
+        Some(Payload::AccountRegistered(e)) => e.knox_id,
+        other => panic!("not account_registered: {other:?}"),
+    }
+}
+
+/// Two relays for one schema, as two replicas run them: one publishes while the other
+/// waits; when the first stops, the second takes over and events keep flowing.
+#[tokio::test]
+async fn a_second_relay_takes_over_when_the_first_stops() {
+    let stack = TestStack::start_with(StackOptions {
+        background: false,
+        ..Default::default()
+    })
+    .await;
+    let mut registrations = stack
+        .platform
+        .nats
+        .subscribe("reseller.events.v1.account.registered")
+        .await
+        .unwrap();
+    stack.platform.nats.flush().await.unwrap();
+    let relay = || {
+        Relay::new(
+            Outbox::new("customer"),
+            stack.platform.pool.clone(),
+            stack.platform.js.clone(),
+        )
+    };
+    let first_stop = CancellationToken::new();
+    let first = tokio::spawn(relay().run(first_stop.clone()));
+    register(&stack, "910000001", AccountKind::Customer, "First").await;
+    assert_eq!(next_registration(&mut registrations).await, "910000001");
+
+    let second_stop = CancellationToken::new();
+    let second = tokio::spawn(relay().run(second_stop.clone()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let leaders: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_one(&stack.platform.pool)
+    .await
+    .unwrap();
+    assert_eq!(leaders, 1, "one relay leads the schema");
+
+    first_stop.cancel();
+    first.await.unwrap();
+    register(&stack, "910000002", AccountKind::Customer, "Second").await;
+    assert_eq!(
+        next_registration(&mut registrations).await,
+        "910000002",
+        "the waiting relay took over"
+    );
+    second_stop.cancel();
+    second.await.unwrap();
 }
