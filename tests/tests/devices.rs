@@ -804,3 +804,73 @@ async fn a_stream_broken_after_a_repeated_device_writes_nothing() {
         .unwrap();
     assert_eq!(again.accepted_count, 19, "{:?}", again.rejections);
 }
+
+/// The exact path (an upload with a repeated device) racing a fast-path upload of the
+/// same devices in the opposite order: they deadlock in PostgreSQL, whichever is chosen
+/// as the victim retries, and both complete with each device registered once.
+#[tokio::test]
+async fn the_exact_path_survives_a_deadlock_with_a_concurrent_upload() {
+    let stack = TestStack::start().await;
+    active_customer(&stack, "acme", "690000001", "Globex").await;
+    active_customer(&stack, "other", "690000002", "Initech").await;
+    let ascending: Vec<String> = (0..10_000).map(imei).collect();
+    // A repeat at index 1 sends this upload down the exact path at once.
+    let mut with_repeat = ascending.clone();
+    with_repeat.insert(1, ascending[0].clone());
+    let descending: Vec<String> = ascending.iter().rev().cloned().collect();
+
+    let exact = upload(&stack, "acme", "690000001", &with_repeat);
+    let paused = async {
+        let header = pb::UploadHeader {
+            target_knox_id: "690000002".into(),
+            order_number: "PO-1".into(),
+            client_upload_id: String::new(),
+        };
+        let messages = upload_stream(
+            header,
+            descending.iter().map(|id| device(id)).collect(),
+            500,
+        );
+        let half = messages.len() / 2;
+        let requests = futures::stream::iter(messages.into_iter().enumerate()).then(
+            move |(i, message)| async move {
+                if i == half {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                message
+            },
+        );
+        reseller(&stack, "other")
+            .devices()
+            .upload_devices(requests)
+            .await
+            .map(tonic::Response::into_inner)
+    };
+    let (exact, paused) = tokio::join!(exact, paused);
+    let (exact, paused) = (exact.unwrap(), paused.unwrap());
+    assert_eq!(exact.accepted_count + paused.accepted_count, 10_000);
+    let (repeat, others): (Vec<_>, Vec<_>) = exact.rejections.iter().partition(|r| r.index == 1);
+    assert_eq!(
+        rejections(&pb::Upload {
+            rejections: repeat.into_iter().cloned().collect(),
+            ..Default::default()
+        }),
+        vec![rejection(
+            1,
+            &ascending[0],
+            RejectionReason::DuplicateInUpload
+        )]
+    );
+    let mut rejected: Vec<String> = others
+        .into_iter()
+        .chain(&paused.rejections)
+        .map(|r| {
+            assert_eq!(r.reason, RejectionReason::AlreadyRegistered as i32);
+            r.device_id.clone()
+        })
+        .collect();
+    rejected.sort();
+    let mut all = ascending.clone();
+    all.sort();
+    assert_eq!(rejected, all, "every device rejected by exactly one upload");
+}
