@@ -107,15 +107,38 @@ pub async fn upload(
     target: &str,
     ids: &[String],
 ) -> Result<pb::Upload, Status> {
+    upload_pausing(stack, reseller_id, target, ids, std::time::Duration::ZERO).await
+}
+
+/// Uploads `ids` as `reseller_id` to `target`, pausing `pause` half-way through the
+/// stream (long enough, at 500 ms, for the service to have sent the first half's rows to
+/// PostgreSQL: tests of concurrent uploads use it).
+pub async fn upload_pausing(
+    stack: &TestStack,
+    reseller_id: &str,
+    target: &str,
+    ids: &[String],
+    pause: std::time::Duration,
+) -> Result<pb::Upload, Status> {
+    use futures::StreamExt;
     let header = pb::UploadHeader {
         target_knox_id: target.into(),
         order_number: "PO-1".into(),
         client_upload_id: String::new(),
     };
     let messages = upload_stream(header, ids.iter().map(|id| device(id)).collect(), 500);
+    let half = messages.len() / 2;
+    let requests = futures::stream::iter(messages.into_iter().enumerate()).then(
+        move |(i, message)| async move {
+            if i == half && !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+            message
+        },
+    );
     reseller(stack, reseller_id)
         .devices()
-        .upload_devices(futures::stream::iter(messages))
+        .upload_devices(requests)
         .await
         .map(tonic::Response::into_inner)
 }
