@@ -24,13 +24,12 @@
 //!   nowhere; the upload then completes and places it.
 
 use reseller_kit::device_id::{DeviceId, DeviceIdKind};
-use reseller_kit::events::{ReceivedEvent, new_event};
+use reseller_kit::events::{ReceivedEvent, portal_receipt};
 use reseller_kit::ids::{KnoxId, ResellerId};
 use reseller_kit::inbox::{ApplyError, EventHandler};
 use reseller_kit::timestamp;
 use reseller_proto::v1::{self as pb, event::Payload};
 use sqlx::PgConnection;
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::convert;
@@ -82,7 +81,7 @@ impl EventHandler for Projection {
                 .await?;
             }
             Payload::DevicesUploaded(e) => uploaded(tx, &uploaded_part(e)?).await?,
-            Payload::DevicesDeleted(e) => deleted(tx, &deleted_part(e)?).await?,
+            Payload::DevicesDeleted(e) => deleted(tx, e).await?,
             Payload::MspCustomerLinked(e) => {
                 linked_mode(e.mode)?;
                 link_changed(tx, &link_fact(&e.customer_knox_id, &e.msp_id, true, e.seq)?).await?;
@@ -179,26 +178,12 @@ async fn moved(tx: &mut PgConnection, part: &MovedPart) -> Result<(), ApplyError
 
 /// Removes a deletion part's devices and answers with the reseller portal's receipt:
 /// REMOVED when the portal showed at least one of them, else NOT_APPLICABLE.
-async fn deleted(tx: &mut PgConnection, part: &DeletedPart) -> Result<(), ApplyError> {
-    let (deltas, removed) = postgres::delete_registrations(tx, part).await?;
+async fn deleted(tx: &mut PgConnection, e: &pb::DevicesDeleted) -> Result<(), ApplyError> {
+    let (deltas, removed) = postgres::delete_registrations(tx, &deleted_part(e)?).await?;
     postgres::apply_deltas(tx, deltas).await?;
-    let state = if removed.is_empty() {
-        pb::PortalState::NotApplicable
-    } else {
-        pb::PortalState::Removed
-    };
-    let receipt = new_event(
-        Payload::PortalDeletionApplied(pb::PortalDeletionApplied {
-            deletion_id: part.deletion_id.to_string(),
-            portal: pb::Portal::Reseller as i32,
-            state: state as i32,
-            part: part.part,
-            part_count: part.part_count,
-            removed_device_ids: removed,
-        }),
-        OffsetDateTime::now_utc(),
-    );
-    OUTBOX.enqueue(tx, &[receipt]).await?;
+    OUTBOX
+        .enqueue(tx, &[portal_receipt(e, pb::Portal::Reseller, removed)])
+        .await?;
     Ok(())
 }
 
