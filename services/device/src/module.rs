@@ -68,7 +68,9 @@ impl ServiceModule for DeviceModule {
             p.pool.clone(),
             p.js.clone(),
             Receipts,
-        );
+        )
+        // Each receipt is its own row: the three portals' answers apply side by side.
+        .with_concurrency(4);
         vec![
             tokio::spawn(relay.run(shutdown.clone())),
             tokio::spawn(receipts.run(shutdown)),

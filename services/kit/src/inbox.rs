@@ -109,6 +109,7 @@ pub struct ConsumerSpec {
 pub struct IdempotentConsumer<H> {
     spec: ConsumerSpec,
     ack_wait: Duration,
+    concurrency: usize,
     js: jetstream::Context,
     applier: Applier<H>,
 }
@@ -149,6 +150,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             },
             spec,
             ack_wait: ACK_WAIT,
+            concurrency: 1,
             js,
         }
     }
@@ -157,6 +159,15 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     /// consumer is first created). Tests that kill consumers use a short one.
     pub fn with_ack_wait(mut self, ack_wait: Duration) -> Self {
         self.ack_wait = ack_wait;
+        self
+    }
+
+    /// Applies up to `n` events at once instead of one after the other (acks may then
+    /// leave out of stream order). Only for handlers whose events never touch the same
+    /// rows, or for which the order does not matter: device-service's receipts, one row
+    /// per portal and part, which arrive three at a time for every deletion.
+    pub fn with_concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
         self
     }
 
@@ -306,16 +317,26 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             .expires(Duration::from_secs(30))
             .messages()
             .await?;
+        let mut in_flight = futures::stream::FuturesUnordered::new();
         loop {
             let message = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                next = messages.next() => match next {
+                _ = shutdown.cancelled() => break,
+                Some(handled) = in_flight.next(), if !in_flight.is_empty() => {
+                    handled?;
+                    continue;
+                }
+                next = messages.next(), if in_flight.len() < self.concurrency => match next {
                     Some(message) => message.map_err(|e| anyhow::anyhow!("pulling: {e}"))?,
                     None => anyhow::bail!("message stream ended"),
                 },
             };
-            self.handle(message).await?;
+            in_flight.push(self.handle(message));
         }
+        // Finish the messages in hand.
+        while let Some(handled) = in_flight.next().await {
+            handled?;
+        }
+        Ok(())
     }
 
     async fn handle(&self, message: jetstream::Message) -> anyhow::Result<()> {
