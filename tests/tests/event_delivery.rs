@@ -311,16 +311,24 @@ async fn poison_messages_are_dead_lettered_and_later_events_still_apply() {
     assert!(dead_stream.info().await.unwrap().state.messages >= 2);
 }
 
-/// The knox ID of the next `account_registered` event on `subscription`.
+/// The knox ID of the next `account_registered` event on `subscription` (a small event:
+/// the relay publishes it from its commit notification), checking its headers.
 async fn next_registration(subscription: &mut async_nats::Subscriber) -> String {
     let message = tokio::time::timeout(Duration::from_secs(5), subscription.next())
         .await
         .expect("an event within 5 s")
         .expect("a message");
-    match pb::Event::decode(message.payload.as_ref())
-        .expect("a reseller.v1.Event")
-        .payload
-    {
+    let event = pb::Event::decode(message.payload.as_ref()).expect("a reseller.v1.Event");
+    let headers = message.headers.as_ref().expect("headers");
+    assert_eq!(
+        headers.get("Nats-Msg-Id").map(|v| v.as_str()),
+        Some(event.event_id.as_str())
+    );
+    assert_eq!(
+        headers.get("Content-Type").map(|v| v.as_str()),
+        Some("application/protobuf")
+    );
+    match event.payload {
         Some(Payload::AccountRegistered(e)) => e.knox_id,
         other => panic!("not account_registered: {other:?}"),
     }

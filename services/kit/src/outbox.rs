@@ -9,8 +9,9 @@
 //!
 //! One relay per schema publishes at a time: the one whose own connection holds the
 //! schema's session advisory lock (other replicas retry every second, and take over when
-//! that connection goes). Holding the lock on a dedicated connection keeps the path from
-//! a commit to the publish at one round trip: read the unsent rows.
+//! that connection goes). A small event travels in its commit notification, so the relay
+//! publishes it without reading it back; a large one is announced bare and read from the
+//! outbox. A poll every two seconds reads whatever a lost notification missed.
 //!
 //! Each service's migrations create `<schema>.outbox` with the columns used here.
 
@@ -30,6 +31,9 @@ use crate::subjects::{self, headers};
 const BATCH: i64 = 512;
 /// A safety poll in case a notification is missed (e.g. while the listener reconnects).
 const POLL: Duration = Duration::from_secs(2);
+/// Events up to this size travel in their commit notification (hex-encoded, well under
+/// PostgreSQL's 8,000-byte limit for a payload).
+const INLINE_MAX_BYTES: usize = 3000;
 /// How often a replica that is not the relay asks again.
 const LEADER_RETRY: Duration = Duration::from_secs(1);
 /// Sent rows are kept this long for inspection, then pruned.
@@ -81,11 +85,17 @@ impl Outbox {
             subjects.push(subject.to_owned());
             payloads.push(events::encode(event));
         }
-        // One round trip: the rows and the notification (delivered on commit).
+        // One round trip: the rows and their notifications (delivered on commit). A small
+        // event travels in its notification, so the relay can publish it without reading
+        // it back; a large one is announced bare (see [`Inline`]).
         sqlx::query(AssertSqlSafe(format!(
             "WITH inserted AS (INSERT INTO {}.outbox (event_id, subject, payload) \
-             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bytea[])) \
-             SELECT pg_notify($4, '')",
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bytea[]) \
+             RETURNING id, event_id, subject, payload) \
+             SELECT pg_notify($4, CASE WHEN length(payload) <= {INLINE_MAX_BYTES} \
+               THEN id || ' ' || event_id || ' ' || subject || ' ' || encode(payload, 'hex') \
+               ELSE '' END) \
+             FROM inserted ORDER BY id",
             self.schema
         )))
         .bind(&ids)
@@ -141,8 +151,6 @@ impl Relay {
         backoff: &mut Duration,
     ) -> anyhow::Result<()> {
         let schema = self.outbox.schema;
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(&self.outbox.channel()).await?;
         // The relay's own connection, outside the pool: it holds the leadership.
         let mut conn = PgConnection::connect_with(&self.pool.connect_options()).await?;
         // Losing a "sent" mark in a crash only republishes the event, which JetStream's
@@ -165,9 +173,13 @@ impl Relay {
                 _ = tokio::time::sleep(LEADER_RETRY) => {}
             }
         }
+        // Listen only once leading (a waiting replica would pile notifications up), then
+        // read what committed before.
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(&self.outbox.channel()).await?;
         let mut last_prune = tokio::time::Instant::now();
+        self.publish_pending(&mut conn).await?;
         loop {
-            self.publish_pending(&mut conn).await?;
             *backoff = Duration::from_millis(50);
             if last_prune.elapsed() > Duration::from_secs(600) {
                 last_prune = tokio::time::Instant::now();
@@ -181,15 +193,42 @@ impl Relay {
                     let _ = self.publish_pending(&mut conn).await;
                     return Ok(());
                 }
-                notification = listener.recv() => {
-                    // The listener reconnects by itself; the poll covers what it missed.
-                    if let Err(err) = notification {
+                notification = listener.recv() => match notification {
+                    Ok(notification) => match Inline::parse(notification.payload()) {
+                        Some(inline) => self.publish_inline(&mut conn, inline).await?,
+                        None => {
+                            self.publish_pending(&mut conn).await?;
+                        }
+                    },
+                    // The listener reconnects by itself; read what it may have missed.
+                    Err(err) => {
                         tracing::warn!(error = %err, "outbox LISTEN connection lost; reconnecting");
+                        self.publish_pending(&mut conn).await?;
                     }
+                },
+                _ = tokio::time::sleep(POLL) => {
+                    self.publish_pending(&mut conn).await?;
                 }
-                _ = tokio::time::sleep(POLL) => {}
             }
         }
+    }
+
+    /// Publishes the event a notification carried and marks its row sent. Should a poll
+    /// have sent it already, JetStream drops the repeat (same `Nats-Msg-Id`).
+    async fn publish_inline(&self, conn: &mut PgConnection, inline: Inline) -> anyhow::Result<()> {
+        let message = PublishMessage::build()
+            .payload(inline.payload.into())
+            .message_id(inline.event_id.to_string())
+            .header("Content-Type", headers::CONTENT_TYPE_PROTOBUF);
+        self.js.send_publish(inline.subject, message).await?.await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE {}.outbox SET published_at = now() WHERE id = $1 AND published_at IS NULL",
+            self.outbox.schema
+        )))
+        .bind(inline.id)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
     }
 
     /// Publishes every unsent row, batch by batch. Returns how many were published.
@@ -251,5 +290,62 @@ impl Relay {
         .execute(conn)
         .await?;
         Ok(())
+    }
+}
+
+/// An outbox row carried by its commit notification: `<id> <event_id> <subject> <hex>`.
+#[derive(Debug, PartialEq, Eq)]
+struct Inline {
+    id: i64,
+    event_id: Uuid,
+    subject: String,
+    payload: Vec<u8>,
+}
+
+impl Inline {
+    /// The row in a notification, or `None` for a bare one (a large event: read the
+    /// outbox) or anything unexpected.
+    fn parse(notification: &str) -> Option<Self> {
+        let mut fields = notification.split(' ');
+        let id = fields.next()?.parse().ok()?;
+        let event_id = Uuid::parse_str(fields.next()?).ok()?;
+        let subject = fields.next()?.to_owned();
+        let hex = fields.next()?.as_bytes();
+        if fields.next().is_some() || hex.len() % 2 != 0 {
+            return None;
+        }
+        let payload = hex
+            .chunks(2)
+            .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
+            .collect::<Option<Vec<u8>>>()?;
+        Some(Self {
+            id,
+            event_id,
+            subject,
+            payload,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notifications_carry_small_events_and_announce_large_ones() {
+        let id = Uuid::nil();
+        assert_eq!(
+            Inline::parse(&format!("42 {id} reseller.events.v1.device.deleted 0aff10")),
+            Some(Inline {
+                id: 42,
+                event_id: id,
+                subject: "reseller.events.v1.device.deleted".into(),
+                payload: vec![0x0a, 0xff, 0x10],
+            })
+        );
+        assert_eq!(Inline::parse(""), None);
+        assert_eq!(Inline::parse("42 not-a-uuid subject 00"), None);
+        assert_eq!(Inline::parse(&format!("42 {id} subject 0")), None);
+        assert_eq!(Inline::parse(&format!("42 {id} subject zz")), None);
     }
 }
