@@ -618,6 +618,24 @@ async fn outside_subscribers_see_uploads_in_parts_with_headers() {
     assert_eq!(seen, ids.into_iter().collect());
 }
 
+/// Two uploads raced for `devices`: each was rejected as already registered by exactly one
+/// of them (so registered by the other).
+fn assert_each_rejected_once<'a>(
+    rejections: impl Iterator<Item = &'a pb::DeviceRejection>,
+    devices: &[String],
+) {
+    let mut rejected: Vec<String> = rejections
+        .map(|r| {
+            assert_eq!(r.reason, RejectionReason::AlreadyRegistered as i32);
+            r.device_id.clone()
+        })
+        .collect();
+    rejected.sort();
+    let mut all = devices.to_vec();
+    all.sort();
+    assert_eq!(rejected, all, "every device rejected by exactly one upload");
+}
+
 /// Collects the `devices_uploaded` parts of `upload_id` until `expected` devices arrived.
 async fn uploaded_parts(
     subscription: &mut async_nats::Subscriber,
@@ -716,19 +734,10 @@ async fn concurrent_uploads_sharing_devices_register_each_device_once() {
     );
     let (first, second) = (first.unwrap(), second.unwrap());
     assert_eq!(first.accepted_count + second.accepted_count, 10_000);
-    let mut rejected: Vec<String> = first
-        .rejections
-        .iter()
-        .chain(&second.rejections)
-        .map(|r| {
-            assert_eq!(r.reason, RejectionReason::AlreadyRegistered as i32);
-            r.device_id.clone()
-        })
-        .collect();
-    rejected.sort();
-    let mut all = ascending.clone();
-    all.sort();
-    assert_eq!(rejected, all, "every device rejected by exactly one upload");
+    assert_each_rejected_once(
+        first.rejections.iter().chain(&second.rejections),
+        &ascending,
+    );
 }
 
 /// A stream that breaks after the service found a repeated device (its first rows had
@@ -808,16 +817,5 @@ async fn the_exact_path_survives_a_deadlock_with_a_concurrent_upload() {
             RejectionReason::DuplicateInUpload
         )]
     );
-    let mut rejected: Vec<String> = others
-        .into_iter()
-        .chain(&paused.rejections)
-        .map(|r| {
-            assert_eq!(r.reason, RejectionReason::AlreadyRegistered as i32);
-            r.device_id.clone()
-        })
-        .collect();
-    rejected.sort();
-    let mut all = ascending.clone();
-    all.sort();
-    assert_eq!(rejected, all, "every device rejected by exactly one upload");
+    assert_each_rejected_once(others.into_iter().chain(&paused.rejections), &ascending);
 }

@@ -6,24 +6,20 @@
 //! transaction. Deleted registrations are remembered, so events that arrive late (an
 //! upload or a move overtaken by its deletion) never bring a device back.
 
-use reseller_kit::events::{DeletedColumns, MovedColumns, ReceivedEvent, portal_receipt};
+use reseller_kit::events::{
+    DeletedColumns, MovedColumns, ReceivedEvent, portal_receipt, uuid_field,
+};
 use reseller_kit::ids::KnoxId;
 use reseller_kit::inbox::{ApplyError, EventHandler};
 use reseller_kit::timestamp;
 use reseller_proto::v1::{self as pb, event::Payload};
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::postgres::OUTBOX;
 
 /// The customer portal consumer's handler.
 #[derive(Debug, Clone, Default)]
 pub struct CustomerPortal;
-
-fn uuid(field: &str, value: &str) -> Result<Uuid, ApplyError> {
-    Uuid::parse_str(value)
-        .map_err(|_| ApplyError::Poison(format!("{field} {value:?} is not a UUID")))
-}
 
 impl EventHandler for CustomerPortal {
     fn wants(&self, payload: &Payload) -> bool {
@@ -49,7 +45,7 @@ impl EventHandler for CustomerPortal {
 async fn uploaded(tx: &mut PgConnection, e: &pb::DevicesUploaded) -> Result<(), ApplyError> {
     KnoxId::parse(&e.target_knox_id)
         .map_err(|m| ApplyError::Poison(format!("target_knox_id {m}")))?;
-    let upload_id = uuid("upload_id", &e.upload_id)?;
+    let upload_id = uuid_field("upload_id", &e.upload_id)?;
     let ids: Vec<&str> = e.devices.iter().map(|d| d.device_id.as_str()).collect();
     let kinds: Vec<i16> = e.devices.iter().map(|d| d.id_kind as i16).collect();
     let models: Vec<&str> = e.devices.iter().map(|d| d.model.as_str()).collect();

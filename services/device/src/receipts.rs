@@ -1,10 +1,9 @@
 //! Folds `portal_deletion_applied` receipts into deletions.
 
-use reseller_kit::events::ReceivedEvent;
+use reseller_kit::events::{ReceivedEvent, uuid_field};
 use reseller_kit::inbox::{ApplyError, EventHandler};
 use reseller_proto::v1::event::Payload;
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::domain::PortalState;
 use crate::postgres::record_receipt;
@@ -22,12 +21,7 @@ impl EventHandler for Receipts {
         let Payload::PortalDeletionApplied(receipt) = &event.payload else {
             return Ok(());
         };
-        let deletion_id = Uuid::parse_str(&receipt.deletion_id).map_err(|_| {
-            ApplyError::Poison(format!(
-                "deletion_id {:?} is not a UUID",
-                receipt.deletion_id
-            ))
-        })?;
+        let deletion_id = uuid_field("deletion_id", &receipt.deletion_id)?;
         if !(1..=3).contains(&receipt.portal) {
             return Err(ApplyError::Poison(format!(
                 "unknown portal {}",

@@ -90,6 +90,16 @@ pub fn portal_receipt(
     )
 }
 
+/// An event field that must hold a UUID; a message for the dead letter when it does not
+/// (the event can never apply).
+///
+/// # Errors
+/// [`ApplyError::Poison`](crate::inbox::ApplyError::Poison) naming the field.
+pub fn uuid_field(field: &str, value: &str) -> Result<Uuid, crate::inbox::ApplyError> {
+    Uuid::parse_str(value)
+        .map_err(|_| crate::inbox::ApplyError::Poison(format!("{field} {value:?} is not a UUID")))
+}
+
 /// The registrations of a `devices_deleted` event as columns, for one set-based
 /// statement (`UNNEST($1::text[], $2::uuid[])`) per event.
 #[derive(Debug, Default)]
@@ -108,15 +118,10 @@ impl DeletedColumns {
     pub fn of(
         event: &reseller_proto::v1::DevicesDeleted,
     ) -> Result<Self, crate::inbox::ApplyError> {
-        let poison = |field: &str, value: &str| {
-            crate::inbox::ApplyError::Poison(format!("{field} {value:?} is not a UUID"))
-        };
-        Uuid::parse_str(&event.deletion_id)
-            .map_err(|_| poison("deletion_id", &event.deletion_id))?;
+        uuid_field("deletion_id", &event.deletion_id)?;
         let mut columns = Self::default();
         for d in &event.devices {
-            let upload_id =
-                Uuid::parse_str(&d.upload_id).map_err(|_| poison("upload_id", &d.upload_id))?;
+            let upload_id = uuid_field("upload_id", &d.upload_id)?;
             columns.device_ids.push(d.device_id.clone());
             columns.upload_ids.push(upload_id);
         }
@@ -154,12 +159,7 @@ impl MovedColumns {
     ) -> Result<Self, crate::inbox::ApplyError> {
         let mut columns = Self::default();
         for d in &event.devices {
-            let upload_id = Uuid::parse_str(&d.upload_id).map_err(|_| {
-                crate::inbox::ApplyError::Poison(format!(
-                    "upload_id {:?} is not a UUID",
-                    d.upload_id
-                ))
-            })?;
+            let upload_id = uuid_field("upload_id", &d.upload_id)?;
             columns.device_ids.push(d.device_id.clone());
             columns.upload_ids.push(upload_id);
             columns.id_kinds.push(d.id_kind as i16);

@@ -107,7 +107,6 @@ pub struct ConsumerSpec {
 
 /// An idempotent consumer running `H`.
 pub struct IdempotentConsumer<H> {
-    spec: ConsumerSpec,
     ack_wait: Duration,
     concurrency: usize,
     js: jetstream::Context,
@@ -134,7 +133,7 @@ impl<H> Clone for Applier<H> {
 impl<H> std::fmt::Debug for IdempotentConsumer<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IdempotentConsumer")
-            .field("spec", &self.spec)
+            .field("spec", &self.applier.spec)
             .finish()
     }
 }
@@ -144,11 +143,10 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     pub fn new(spec: ConsumerSpec, pool: PgPool, js: jetstream::Context, handler: H) -> Self {
         Self {
             applier: Applier {
-                spec: Arc::new(spec.clone()),
+                spec: Arc::new(spec),
                 pool,
                 handler: Arc::new(handler),
             },
-            spec,
             ack_wait: ACK_WAIT,
             concurrency: 1,
             js,
@@ -202,10 +200,10 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             .map_err(|e| anyhow::anyhow!("stream {}: {e}", subjects::EVENTS_STREAM))?;
         stream
             .get_or_create_consumer(
-                &self.spec.name,
+                &self.applier.spec.name,
                 pull::Config {
-                    durable_name: Some(self.spec.name.clone()),
-                    filter_subject: self.spec.filter_subject.clone(),
+                    durable_name: Some(self.applier.spec.name.clone()),
+                    filter_subject: self.applier.spec.filter_subject.clone(),
                     deliver_policy: DeliverPolicy::All,
                     ack_policy: AckPolicy::Explicit,
                     ack_wait: self.ack_wait,
@@ -215,7 +213,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                 },
             )
             .await
-            .map_err(|e| anyhow::anyhow!("consumer {}: {e}", self.spec.name))
+            .map_err(|e| anyhow::anyhow!("consumer {}: {e}", self.applier.spec.name))
     }
 }
 
@@ -299,7 +297,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                 return;
             }
             if let Err(err) = self.pull_until_error(&shutdown).await {
-                tracing::warn!(consumer = %self.spec.name, error = %err, "consumer interrupted; resuming");
+                tracing::warn!(consumer = %self.applier.spec.name, error = %err, "consumer interrupted; resuming");
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -360,7 +358,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                         .await
                         .map_err(|e| anyhow::anyhow!("term: {e}"))?;
                 } else {
-                    tracing::warn!(consumer = %self.spec.name, delivered, error = %format!("{error:#}"), "event not applied; will retry");
+                    tracing::warn!(consumer = %self.applier.spec.name, delivered, error = %format!("{error:#}"), "event not applied; will retry");
                     let delay = Duration::from_millis(100 * 2u64.pow(delivered.clamp(1, 7) as u32));
                     ack(AckKind::Nak(Some(delay)))
                         .await
@@ -373,7 +371,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
 
     async fn dead_letter(&self, message: &jetstream::Message, reason: &str) -> anyhow::Result<()> {
         let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-        tracing::error!(consumer = %self.spec.name, subject = %message.subject, sequence, reason, "dead-lettering event");
+        tracing::error!(consumer = %self.applier.spec.name, subject = %message.subject, sequence, reason, "dead-lettering event");
         // Header values must be one line.
         let reason_header: String = reason
             .chars()
@@ -382,14 +380,20 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             .collect();
         let publish = PublishMessage::build()
             .payload(message.payload.clone())
-            .message_id(format!("{}:{sequence}", self.spec.name))
+            .message_id(format!("{}:{sequence}", self.applier.spec.name))
             .header("Content-Type", headers::CONTENT_TYPE_PROTOBUF)
             .header(headers::DEAD_LETTER_REASON, reason_header.as_str())
-            .header(headers::DEAD_LETTER_CONSUMER, self.spec.name.as_str())
+            .header(
+                headers::DEAD_LETTER_CONSUMER,
+                self.applier.spec.name.as_str(),
+            )
             .header(headers::ORIGINAL_SUBJECT, message.subject.as_str())
             .header(headers::ORIGINAL_SEQUENCE, sequence.to_string().as_str());
         self.js
-            .send_publish(subjects::dead_letter_subject(&self.spec.name), publish)
+            .send_publish(
+                subjects::dead_letter_subject(&self.applier.spec.name),
+                publish,
+            )
             .await?
             .await?;
         Ok(())

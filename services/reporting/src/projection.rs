@@ -24,13 +24,12 @@
 //!   nowhere; the upload then completes and places it.
 
 use reseller_kit::device_id::{DeviceId, DeviceIdKind};
-use reseller_kit::events::{ReceivedEvent, portal_receipt};
+use reseller_kit::events::{ReceivedEvent, portal_receipt, uuid_field};
 use reseller_kit::ids::{KnoxId, ResellerId};
 use reseller_kit::inbox::{ApplyError, EventHandler};
 use reseller_kit::timestamp;
 use reseller_proto::v1::{self as pb, event::Payload};
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::convert;
 use crate::domain::{
@@ -203,7 +202,7 @@ fn uploaded_part(e: &pb::DevicesUploaded) -> Result<UploadedPart, ApplyError> {
     Ok(UploadedPart {
         upload: UploadRef {
             reseller_id: reseller_id(&e.reseller_id)?.as_str().to_owned(),
-            upload_id: uuid("upload_id", &e.upload_id)?,
+            upload_id: uuid_field("upload_id", &e.upload_id)?,
             uploaded_at: timestamp::from_proto(e.uploaded_at.as_ref()),
             order_number: e.order_number.clone(),
         },
@@ -286,7 +285,7 @@ fn moved_part(e: &pb::MspDevicesMoved) -> Result<MovedPart, ApplyError> {
                 Ok(MovedRegistration {
                     upload: UploadRef {
                         reseller_id: reseller_id(&d.reseller_id)?.as_str().to_owned(),
-                        upload_id: uuid("upload_id", &d.upload_id)?,
+                        upload_id: uuid_field("upload_id", &d.upload_id)?,
                         uploaded_at: timestamp::from_proto(d.uploaded_at.as_ref()),
                         order_number: d.order_number.clone(),
                     },
@@ -306,21 +305,16 @@ fn deleted_part(e: &pb::DevicesDeleted) -> Result<DeletedPart, ApplyError> {
         ));
     }
     Ok(DeletedPart {
-        deletion_id: uuid("deletion_id", &e.deletion_id)?,
+        deletion_id: uuid_field("deletion_id", &e.deletion_id)?,
         reseller_id: reseller_id(&e.reseller_id)?,
         part: e.part,
         part_count: e.part_count,
         registrations: e
             .devices
             .iter()
-            .map(|d| Ok((d.device_id.clone(), uuid("upload_id", &d.upload_id)?)))
+            .map(|d| Ok((d.device_id.clone(), uuid_field("upload_id", &d.upload_id)?)))
             .collect::<Result<_, ApplyError>>()?,
     })
-}
-
-fn uuid(field: &str, value: &str) -> Result<Uuid, ApplyError> {
-    Uuid::parse_str(value)
-        .map_err(|_| ApplyError::Poison(format!("{field} {value:?} is not a UUID")))
 }
 
 fn added_customer(e: &pb::CustomerAdded) -> Result<AddedCustomer, ApplyError> {
@@ -375,6 +369,7 @@ fn text(field: &str, value: &str, required: bool) -> Result<String, ApplyError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uuid::Uuid;
 
     fn poison<T: std::fmt::Debug>(r: Result<T, ApplyError>) -> String {
         match r {

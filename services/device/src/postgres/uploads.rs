@@ -261,12 +261,6 @@ impl Repository {
         let started = std::time::Instant::now();
         let upload_id = Uuid::now_v7();
         let mut tx = conn.begin().await?;
-        // The exact path is one big set-based statement: JIT compilation only costs
-        // there, and its duplicate ranking's sort should stay in memory.
-        sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
-        sqlx::query("SET LOCAL work_mem = '256MB'")
-            .execute(&mut *tx)
-            .await?;
         // The upload row comes first: a concurrent retry with the same client upload ID
         // blocks here until this transaction ends, then finds the finished upload.
         let inserted: Option<OffsetDateTime> = sqlx::query_scalar(
@@ -436,6 +430,11 @@ impl Repository {
         target: &Target,
         spool: Spool,
     ) -> Result<i64, UploadError> {
+        // One big set-based statement: JIT compilation only costs here, and the duplicate
+        // ranking's sort should stay in memory.
+        sqlx::raw_sql("SET LOCAL jit = off; SET LOCAL work_mem = '256MB'")
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "CREATE TEMP TABLE upload_staging (idx bigint, device_id text, id_kind smallint, model text) ON COMMIT DROP",
         )
