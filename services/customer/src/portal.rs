@@ -3,19 +3,18 @@
 //! A registration (device, upload) is shown to the account it was uploaded to when that
 //! account is a customer, and to the customer an MSP moved it to. A deletion removes it
 //! and is answered with a `portal_deletion_applied` receipt (portal CUSTOMER) in the same
-//! transaction. Deleted registrations are remembered, so events that arrive late (an
+//! statement. Deleted registrations are remembered, so events that arrive late (an
 //! upload or a move overtaken by its deletion) never bring a device back.
 
 use reseller_kit::events::{
-    DeletedColumns, MovedColumns, ReceivedEvent, portal_receipt, uuid_field,
+    DeletedColumns, MovedColumns, ReceivedEvent, portal_receipt_cte, uuid_field,
 };
 use reseller_kit::ids::KnoxId;
 use reseller_kit::inbox::{ApplyError, EventHandler};
+use reseller_kit::one_statement::{OneStatement, Params};
 use reseller_kit::timestamp;
 use reseller_proto::v1::{self as pb, event::Payload};
 use sqlx::PgConnection;
-
-use crate::postgres::OUTBOX;
 
 /// The customer portal consumer's handler.
 #[derive(Debug, Clone, Default)]
@@ -36,8 +35,19 @@ impl EventHandler for CustomerPortal {
                 uploaded(tx, e).await
             }
             Payload::MspDevicesMoved(e) => moved(tx, e).await,
-            Payload::DevicesDeleted(e) => deleted(tx, e).await,
+            // Deletions are applied by `one_statement`.
             _ => Ok(()),
+        }
+    }
+
+    fn one_statement(
+        &self,
+        event: &ReceivedEvent,
+        params: &mut Params,
+    ) -> Result<Option<OneStatement>, ApplyError> {
+        match &event.payload {
+            Payload::DevicesDeleted(e) => deleted(e, params).map(Some),
+            _ => Ok(None),
         }
     }
 }
@@ -101,22 +111,25 @@ async fn moved(tx: &mut PgConnection, e: &pb::MspDevicesMoved) -> Result<(), App
     Ok(())
 }
 
-async fn deleted(tx: &mut PgConnection, e: &pb::DevicesDeleted) -> Result<(), ApplyError> {
+/// Removes a deletion part's devices and answers with the receipt, in one statement. The
+/// tombstones keep an upload event arriving later from bringing the devices back.
+fn deleted(e: &pb::DevicesDeleted, params: &mut Params) -> Result<OneStatement, ApplyError> {
     let deleted = DeletedColumns::of(e)?;
-    // One statement: the tombstones (an upload event arriving later must not bring the
-    // devices back) and the removal.
-    let removed: Vec<String> = sqlx::query_scalar(
-        "WITH tombstones AS ( \
-             INSERT INTO customer.deleted_registrations (device_id, upload_id) \
-             SELECT * FROM UNNEST($1::text[], $2::uuid[]) ON CONFLICT DO NOTHING) \
-         DELETE FROM customer.portal_devices p USING UNNEST($1::text[], $2::uuid[]) AS d (device_id, upload_id) \
-         WHERE p.device_id = d.device_id AND p.upload_id = d.upload_id RETURNING p.device_id",
-    )
-    .bind(&deleted.device_ids)
-    .bind(&deleted.upload_ids)
-    .fetch_all(&mut *tx)
-    .await?;
-    let receipt = portal_receipt(e, pb::Portal::Customer, removed);
-    OUTBOX.enqueue(tx, &[receipt]).await?;
-    Ok(())
+    let ids = params.bind(deleted.device_ids);
+    let uploads = params.bind(deleted.upload_ids);
+    let ctes = format!(
+        "tombstones AS ( \
+           INSERT INTO customer.deleted_registrations (device_id, upload_id) \
+           SELECT * FROM UNNEST({ids}::text[], {uploads}::uuid[]) ON CONFLICT DO NOTHING), \
+         removed AS ( \
+           DELETE FROM customer.portal_devices p \
+           USING UNNEST({ids}::text[], {uploads}::uuid[]) AS d (device_id, upload_id) \
+           WHERE p.device_id = d.device_id AND p.upload_id = d.upload_id RETURNING p.device_id), \
+         {receipt}",
+        receipt = portal_receipt_cte(e, pb::Portal::Customer, "removed", params)
+    );
+    Ok(OneStatement {
+        ctes,
+        emits: Some("receipt"),
+    })
 }

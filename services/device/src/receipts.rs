@@ -2,11 +2,12 @@
 
 use reseller_kit::events::{ReceivedEvent, uuid_field};
 use reseller_kit::inbox::{ApplyError, EventHandler};
+use reseller_kit::one_statement::{OneStatement, Params};
 use reseller_proto::v1::event::Payload;
 use sqlx::PgConnection;
 
 use crate::domain::PortalState;
-use crate::postgres::record_receipt;
+use crate::postgres::record_receipt_cte;
 
 /// The receipts consumer's handler.
 #[derive(Debug, Clone, Default)]
@@ -17,9 +18,18 @@ impl EventHandler for Receipts {
         matches!(payload, Payload::PortalDeletionApplied(_))
     }
 
-    async fn apply(&self, tx: &mut PgConnection, event: &ReceivedEvent) -> Result<(), ApplyError> {
+    /// Receipts are recorded by [`one_statement`](Self::one_statement).
+    async fn apply(&self, _: &mut PgConnection, _: &ReceivedEvent) -> Result<(), ApplyError> {
+        Ok(())
+    }
+
+    fn one_statement(
+        &self,
+        event: &ReceivedEvent,
+        params: &mut Params,
+    ) -> Result<Option<OneStatement>, ApplyError> {
         let Payload::PortalDeletionApplied(receipt) = &event.payload else {
-            return Ok(());
+            return Ok(None);
         };
         let deletion_id = uuid_field("deletion_id", &receipt.deletion_id)?;
         if !(1..=3).contains(&receipt.portal) {
@@ -34,14 +44,13 @@ impl EventHandler for Receipts {
             }
             state => state,
         };
-        record_receipt(
-            tx,
+        let ctes = record_receipt_cte(
+            params,
             deletion_id,
             receipt.portal as i16,
             receipt.part as i32,
             state,
-        )
-        .await?;
-        Ok(())
+        );
+        Ok(Some(OneStatement { ctes, emits: None }))
     }
 }

@@ -90,6 +90,94 @@ pub fn portal_receipt(
     )
 }
 
+/// The field number of `Event.portal_deletion_applied` (in the `payload` oneof).
+const PORTAL_DELETION_APPLIED_FIELD: u32 = 40;
+/// The field number of `PortalDeletionApplied.removed_device_ids`.
+const REMOVED_DEVICE_IDS_FIELD: u32 = 6;
+
+/// [`portal_receipt`] built by SQL, for a handler's
+/// [`OneStatement`](crate::one_statement::OneStatement): a CTE named `receipt` yielding
+/// the receipt's outbox row `(event_id, subject, payload)`, for the devices in the
+/// `device_id` column of the CTE `removed`.
+///
+/// The payload is the encoding prost gives the same event (fields in number order, the
+/// removed IDs in byte order): Rust encodes every field but the state and the removed
+/// IDs, and SQL adds those with the two lengths around them.
+pub fn portal_receipt_cte(
+    deleted: &reseller_proto::v1::DevicesDeleted,
+    portal: reseller_proto::v1::Portal,
+    removed: &str,
+    params: &mut crate::one_statement::Params,
+) -> String {
+    use crate::one_statement::varint_sql;
+    use prost::encoding::{WireType, encode_key};
+    use reseller_proto::v1::{PortalDeletionApplied, PortalState};
+
+    let event_id = Uuid::now_v7();
+    // The envelope without its payload: the event ID and the time.
+    let envelope = Event {
+        event_id: event_id.to_string(),
+        occurred_at: Some(timestamp::to_proto(OffsetDateTime::now_utc())),
+        payload: None,
+    };
+    let subject = crate::subjects::event_subject(&Payload::PortalDeletionApplied(
+        PortalDeletionApplied::default(),
+    ));
+    let body = |fields: PortalDeletionApplied| fields.encode_to_vec();
+    let body_head = body(PortalDeletionApplied {
+        deletion_id: deleted.deletion_id.clone(),
+        portal: portal as i32,
+        ..Default::default()
+    });
+    let state = |state: PortalState| {
+        body(PortalDeletionApplied {
+            state: state as i32,
+            ..Default::default()
+        })
+    };
+    let body_tail = body(PortalDeletionApplied {
+        part: deleted.part,
+        part_count: deleted.part_count,
+        ..Default::default()
+    });
+    let mut payload_key = Vec::new();
+    encode_key(
+        PORTAL_DELETION_APPLIED_FIELD,
+        WireType::LengthDelimited,
+        &mut payload_key,
+    );
+    let mut removed_key = Vec::new();
+    encode_key(
+        REMOVED_DEVICE_IDS_FIELD,
+        WireType::LengthDelimited,
+        &mut removed_key,
+    );
+    format!(
+        "receipt AS (SELECT {event_id}::uuid AS event_id, {subject}::text AS subject, \
+           {head}::bytea || {payload_key}::bytea || {body_length} || body AS payload \
+         FROM (SELECT body, octet_length(body) AS body_length FROM ( \
+           SELECT {body_head}::bytea \
+             || CASE WHEN count(*) > 0 THEN {removed_state}::bytea ELSE {none_state}::bytea END \
+             || {body_tail}::bytea \
+             || COALESCE(string_agg({removed_key}::bytea || {id_length} || id, ''::bytea ORDER BY id), \
+                         ''::bytea) AS body \
+           FROM (SELECT convert_to(device_id, 'UTF8') AS id, \
+                        octet_length(convert_to(device_id, 'UTF8')) AS id_length FROM {removed}) AS r \
+         ) AS b) AS p)",
+        event_id = params.bind(event_id),
+        subject = params.bind(subject),
+        head = params.bind(envelope.encode_to_vec()),
+        payload_key = params.bind(payload_key),
+        body_length = varint_sql("body_length"),
+        body_head = params.bind(body_head),
+        removed_state = params.bind(state(PortalState::Removed)),
+        none_state = params.bind(state(PortalState::NotApplicable)),
+        body_tail = params.bind(body_tail),
+        removed_key = params.bind(removed_key),
+        id_length = varint_sql("id_length"),
+    )
+}
+
 /// An event field that must hold a UUID; a message for the dead letter when it does not
 /// (the event can never apply).
 ///

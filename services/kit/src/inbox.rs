@@ -24,6 +24,8 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{self, ReceivedEvent};
+use crate::one_statement::{OneStatement, Params};
+use crate::outbox::Outbox;
 use crate::subjects::{self, headers};
 use reseller_proto::v1::event::Payload;
 
@@ -67,6 +69,20 @@ pub trait EventHandler: Send + Sync + 'static {
         tx: &mut PgConnection,
         event: &ReceivedEvent,
     ) -> impl Future<Output = Result<(), ApplyError>> + Send;
+
+    /// The change for `event` as one statement, when the handler can say it so: the
+    /// consumer then runs it, with the inbox row and the emitted events, in one round
+    /// trip that PostgreSQL commits on its own, and does not call [`apply`](Self::apply).
+    /// Values are bound with `params` (the inbox row's come first). `None`, the default:
+    /// apply in a transaction.
+    fn one_statement(
+        &self,
+        event: &ReceivedEvent,
+        params: &mut Params,
+    ) -> Result<Option<OneStatement>, ApplyError> {
+        let _ = (event, params);
+        Ok(None)
+    }
 }
 
 /// What became of one message.
@@ -217,6 +233,101 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     }
 }
 
+/// Applies one encoded event once with `handler`, as the consumer `spec` does (inbox,
+/// transaction or [`OneStatement`], outbox), without JetStream: for a handler's tests
+/// against a real database.
+///
+/// # Errors
+/// [`Failure`] saying whether the consumer would dead-letter or retry.
+pub async fn apply_once<H: EventHandler>(
+    spec: ConsumerSpec,
+    pool: PgPool,
+    handler: H,
+    payload: &[u8],
+) -> Result<Outcome, Failure> {
+    Applier {
+        spec: Arc::new(spec),
+        pool,
+        handler: Arc::new(handler),
+    }
+    .apply(payload)
+    .await
+}
+
+/// Applies `event` with `handler` on `tx`, as the consumer `spec` does, but inside the
+/// caller's transaction and without committing: for tests that hold a consumer's
+/// transaction open while another one runs.
+///
+/// # Errors
+/// [`Failure`] saying whether the consumer would dead-letter or retry.
+pub async fn apply_uncommitted<H: EventHandler>(
+    spec: &ConsumerSpec,
+    handler: &H,
+    tx: &mut PgConnection,
+    event: &ReceivedEvent,
+) -> Result<(), Failure> {
+    let mut params = inbox_params(spec, event);
+    match handler.one_statement(event, &mut params)? {
+        Some(statement) => {
+            one_statement_query(spec, statement, params)?
+                .execute(&mut *tx)
+                .await
+                .map_err(retry)?;
+        }
+        None => {
+            sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO {}.inbox (consumer, event_id) VALUES ($1, $2)",
+                spec.schema
+            )))
+            .bind(&spec.name)
+            .bind(event.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(retry)?;
+            handler.apply(tx, event).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The statement's first parameters: the inbox row (`$1` consumer, `$2` event ID).
+fn inbox_params(spec: &ConsumerSpec, event: &ReceivedEvent) -> Params {
+    let mut params = Params::default();
+    params.bind(spec.name.as_str());
+    params.bind(event.id);
+    params
+}
+
+/// A handler's [`OneStatement`] with the inbox row and the outbox rows of what it emits.
+fn one_statement_query(
+    spec: &ConsumerSpec,
+    statement: OneStatement,
+    params: Params,
+) -> Result<sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments>, Failure> {
+    let schema = spec.schema;
+    let tail = match statement.emits {
+        Some(source) => format!(", {}", Outbox::new(schema).insert_and_notify_sql(source)),
+        None => " SELECT 1".to_owned(),
+    };
+    let sql = format!(
+        "WITH inbox AS (INSERT INTO {schema}.inbox (consumer, event_id) VALUES ($1, $2)), {}{tail}",
+        statement.ctes
+    );
+    let args = params.into_arguments().map_err(|err| Failure::Retry {
+        error: anyhow::anyhow!("encoding the statement's values: {err}"),
+        unlimited: false,
+    })?;
+    Ok(sqlx::query_with(AssertSqlSafe(sql), args))
+}
+
+/// A database error as a retry (without limit while PostgreSQL is unreachable).
+fn retry(err: sqlx::Error) -> Failure {
+    Failure::Retry {
+        unlimited: is_unreachable(&err),
+        error: err.into(),
+    }
+}
+
 impl<H: EventHandler> Applier<H> {
     async fn apply(&self, payload: &[u8]) -> Result<Outcome, Failure> {
         let event = events::decode(payload).map_err(|e| Failure::Poison(e.to_string()))?;
@@ -224,10 +335,10 @@ impl<H: EventHandler> Applier<H> {
             return Ok(Outcome::Ignored);
         }
         let received_at = time::OffsetDateTime::now_utc();
-        let retry = |err: sqlx::Error| Failure::Retry {
-            unlimited: is_unreachable(&err),
-            error: err.into(),
-        };
+        let mut params = inbox_params(&self.spec, &event);
+        if let Some(statement) = self.handler.one_statement(&event, &mut params)? {
+            return self.apply_one(statement, params, &event, received_at).await;
+        }
         let mut conn = self.pool.acquire().await.map_err(retry)?;
         // One round trip opens the transaction and records the event. The insert is a
         // plain one, so a duplicate fails it rather than costing a round trip to ask.
@@ -256,6 +367,34 @@ impl<H: EventHandler> Applier<H> {
         }
     }
 
+    /// Runs a handler's [`OneStatement`] with the inbox row (`$1`, `$2`) and the outbox
+    /// rows of what it emits: applied and committed in one round trip, or not at all.
+    async fn apply_one(
+        &self,
+        statement: OneStatement,
+        params: Params,
+        event: &ReceivedEvent,
+        received_at: time::OffsetDateTime,
+    ) -> Result<Outcome, Failure> {
+        match one_statement_query(&self.spec, statement, params)?
+            .execute(&self.pool)
+            .await
+        {
+            Ok(_) => {}
+            // The inbox insert is a plain one: a duplicate fails the statement, which
+            // then changed nothing.
+            Err(sqlx::Error::Database(db))
+                if db.code().as_deref() == Some(UNIQUE_VIOLATION)
+                    && db.constraint() == Some("inbox_pkey") =>
+            {
+                return Ok(Outcome::Duplicate);
+            }
+            Err(err) => return Err(retry(err)),
+        }
+        self.log_applied(event, received_at);
+        Ok(Outcome::Applied)
+    }
+
     /// Applies `event` in `tx`, which recorded it in the inbox, and commits.
     async fn apply_in(
         &self,
@@ -263,21 +402,20 @@ impl<H: EventHandler> Applier<H> {
         event: &ReceivedEvent,
         received_at: time::OffsetDateTime,
     ) -> Result<Outcome, Failure> {
-        match self.handler.apply(&mut tx, event).await {
-            Ok(()) => {}
-            Err(ApplyError::Poison(reason)) => return Err(Failure::Poison(reason)),
-            Err(ApplyError::Failed(error)) => {
-                let unlimited = error
-                    .downcast_ref::<sqlx::Error>()
-                    .is_some_and(is_unreachable);
-                return Err(Failure::Retry { error, unlimited });
-            }
-        }
+        self.handler
+            .apply(&mut tx, event)
+            .await
+            .map_err(Failure::from)?;
         tx.commit().await.map_err(|err| Failure::Retry {
             unlimited: is_unreachable(&err),
             error: err.into(),
         })?;
-        // How long events take to get here and to apply: the hops of propagation.
+        self.log_applied(event, received_at);
+        Ok(Outcome::Applied)
+    }
+
+    /// How long events take to get here and to apply: the hops of propagation.
+    fn log_applied(&self, event: &ReceivedEvent, received_at: time::OffsetDateTime) {
         tracing::debug!(
             consumer = %self.spec.name,
             event_id = %event.id,
@@ -285,7 +423,20 @@ impl<H: EventHandler> Applier<H> {
             age_applied_us = (time::OffsetDateTime::now_utc() - event.occurred_at).whole_microseconds() as i64,
             "event applied"
         );
-        Ok(Outcome::Applied)
+    }
+}
+
+impl From<ApplyError> for Failure {
+    fn from(err: ApplyError) -> Self {
+        match err {
+            ApplyError::Poison(reason) => Failure::Poison(reason),
+            ApplyError::Failed(error) => {
+                let unlimited = error
+                    .downcast_ref::<sqlx::Error>()
+                    .is_some_and(is_unreachable);
+                Failure::Retry { error, unlimited }
+            }
+        }
     }
 }
 

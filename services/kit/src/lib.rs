@@ -12,6 +12,7 @@ pub mod events;
 pub mod grpc;
 pub mod ids;
 pub mod inbox;
+pub mod one_statement;
 pub mod outbox;
 pub mod paging;
 pub mod shutdown;

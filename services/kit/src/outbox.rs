@@ -85,26 +85,37 @@ impl Outbox {
             subjects.push(subject.to_owned());
             payloads.push(events::encode(event));
         }
-        // One round trip: the rows and their notifications (delivered on commit). A small
-        // event travels in its notification, so the relay can publish it without reading
-        // it back; a large one is announced bare (see [`Inline`]).
+        // One round trip: the rows and their notifications (delivered on commit).
         sqlx::query(AssertSqlSafe(format!(
-            "WITH inserted AS (INSERT INTO {}.outbox (event_id, subject, payload) \
-             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bytea[]) \
-             RETURNING id, event_id, subject, payload) \
-             SELECT pg_notify($4, CASE WHEN length(payload) <= {INLINE_MAX_BYTES} \
-               THEN id || ' ' || event_id || ' ' || subject || ' ' || encode(payload, 'hex') \
-               ELSE '' END) \
-             FROM inserted ORDER BY id",
-            self.schema
+            "WITH new_events AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bytea[]) \
+               AS e (event_id, subject, payload)), {}",
+            self.insert_and_notify_sql("new_events")
         )))
         .bind(&ids)
         .bind(&subjects)
         .bind(&payloads)
-        .bind(self.channel())
         .execute(&mut *tx)
         .await?;
         Ok(())
+    }
+
+    /// The end of a statement that adds the rows `(event_id, subject, payload)` of the CTE
+    /// `source` to the outbox and notifies the relay on commit: a CTE named `outbox_rows`,
+    /// then the final `SELECT`. A small event travels in its notification, so the relay
+    /// can publish it without reading it back; a large one is announced bare (see
+    /// [`Inline`]).
+    pub(crate) fn insert_and_notify_sql(&self, source: &str) -> String {
+        format!(
+            "outbox_rows AS (INSERT INTO {schema}.outbox (event_id, subject, payload) \
+               SELECT event_id, subject, payload FROM {source} \
+               RETURNING id, event_id, subject, payload) \
+             SELECT pg_notify('{channel}', CASE WHEN length(payload) <= {INLINE_MAX_BYTES} \
+               THEN id || ' ' || event_id || ' ' || subject || ' ' || encode(payload, 'hex') \
+               ELSE '' END) \
+             FROM outbox_rows ORDER BY id",
+            schema = self.schema,
+            channel = self.channel(),
+        )
     }
 }
 

@@ -6,18 +6,17 @@
 //! wins), but lets the view be rebuilt from the stream in any order: a move that
 //! arrives before its upload leaves a stub (`uploaded_to` empty) the upload completes. A deletion removes it (remembering it, so a late upload event never
 //! brings it back) and is answered with a `portal_deletion_applied` receipt for the MSP
-//! portal in the same transaction: REMOVED when some MSP portal showed it, else
+//! portal in the same statement: REMOVED when some MSP portal showed it, else
 //! NOT_APPLICABLE.
 
 use reseller_kit::events::{
-    DeletedColumns, MovedColumns, ReceivedEvent, portal_receipt, uuid_field,
+    DeletedColumns, MovedColumns, ReceivedEvent, portal_receipt_cte, uuid_field,
 };
 use reseller_kit::inbox::{ApplyError, EventHandler};
+use reseller_kit::one_statement::{OneStatement, Params};
 use reseller_kit::timestamp;
 use reseller_proto::v1::{self as pb, event::Payload};
 use sqlx::PgConnection;
-
-use crate::postgres::OUTBOX;
 
 /// The MSP portal consumer's handler.
 #[derive(Debug, Clone, Default)]
@@ -34,9 +33,20 @@ impl EventHandler for MspPortal {
     async fn apply(&self, tx: &mut PgConnection, event: &ReceivedEvent) -> Result<(), ApplyError> {
         match &event.payload {
             Payload::DevicesUploaded(e) => uploaded(tx, e).await,
-            Payload::DevicesDeleted(e) => deleted(tx, e).await,
             Payload::MspDevicesMoved(e) => moved(tx, e).await,
+            // Deletions are applied by `one_statement`.
             _ => Ok(()),
+        }
+    }
+
+    fn one_statement(
+        &self,
+        event: &ReceivedEvent,
+        params: &mut Params,
+    ) -> Result<Option<OneStatement>, ApplyError> {
+        match &event.payload {
+            Payload::DevicesDeleted(e) => deleted(e, params).map(Some),
+            _ => Ok(None),
         }
     }
 }
@@ -70,32 +80,30 @@ async fn uploaded(tx: &mut PgConnection, e: &pb::DevicesUploaded) -> Result<(), 
     Ok(())
 }
 
-async fn deleted(tx: &mut PgConnection, e: &pb::DevicesDeleted) -> Result<(), ApplyError> {
+/// Removes a deletion part's devices and answers with the receipt, in one statement. The
+/// tombstones keep an upload event arriving later from bringing the devices back. Shown
+/// in an MSP portal: in an MSP's pool, or held by a customer an MSP links.
+fn deleted(e: &pb::DevicesDeleted, params: &mut Params) -> Result<OneStatement, ApplyError> {
     let deleted = DeletedColumns::of(e)?;
-    // One statement: the tombstones (an upload event arriving later must not bring the
-    // devices back) and the removal. Shown in an MSP portal: in an MSP's pool, or held by
-    // a customer an MSP links.
-    let rows: Vec<(String, bool)> = sqlx::query_as(
-        "WITH tombstones AS ( \
-             INSERT INTO msp.deleted_registrations (device_id, upload_id) \
-             SELECT * FROM UNNEST($1::text[], $2::uuid[]) ON CONFLICT DO NOTHING) \
-         DELETE FROM msp.devices m USING UNNEST($1::text[], $2::uuid[]) AS d (device_id, upload_id) \
-         WHERE m.device_id = d.device_id AND m.upload_id = d.upload_id \
-         RETURNING m.device_id, ((m.uploaded_to_msp AND m.holder_knox_id = m.uploaded_to) OR EXISTS \
-             (SELECT 1 FROM msp.links l WHERE l.customer_knox_id = m.holder_knox_id)) AS shown",
-    )
-    .bind(&deleted.device_ids)
-    .bind(&deleted.upload_ids)
-    .fetch_all(&mut *tx)
-    .await?;
-    let removed: Vec<String> = rows
-        .into_iter()
-        .filter(|(_, shown)| *shown)
-        .map(|(id, _)| id)
-        .collect();
-    let receipt = portal_receipt(e, pb::Portal::Msp, removed);
-    OUTBOX.enqueue(tx, &[receipt]).await?;
-    Ok(())
+    let ids = params.bind(deleted.device_ids);
+    let uploads = params.bind(deleted.upload_ids);
+    let ctes = format!(
+        "tombstones AS ( \
+           INSERT INTO msp.deleted_registrations (device_id, upload_id) \
+           SELECT * FROM UNNEST({ids}::text[], {uploads}::uuid[]) ON CONFLICT DO NOTHING), \
+         deleted AS ( \
+           DELETE FROM msp.devices m USING UNNEST({ids}::text[], {uploads}::uuid[]) AS d (device_id, upload_id) \
+           WHERE m.device_id = d.device_id AND m.upload_id = d.upload_id \
+           RETURNING m.device_id, ((m.uploaded_to_msp AND m.holder_knox_id = m.uploaded_to) OR EXISTS \
+             (SELECT 1 FROM msp.links l WHERE l.customer_knox_id = m.holder_knox_id)) AS shown), \
+         removed AS (SELECT device_id FROM deleted WHERE shown), \
+         {receipt}",
+        receipt = portal_receipt_cte(e, pb::Portal::Msp, "removed", params)
+    );
+    Ok(OneStatement {
+        ctes,
+        emits: Some("receipt"),
+    })
 }
 
 async fn moved(tx: &mut PgConnection, e: &pb::MspDevicesMoved) -> Result<(), ApplyError> {

@@ -19,16 +19,21 @@ use crate::projection::Projection;
 /// dead-letter subject's last token).
 pub const CONSUMER: &str = "reporting";
 
+/// The projection's consumer: its name, schema and subjects.
+pub fn spec() -> ConsumerSpec {
+    ConsumerSpec {
+        name: CONSUMER.into(),
+        schema: crate::SCHEMA,
+        filter_subject: subjects::ALL_EVENTS.into(),
+    }
+}
+
 /// The projection's idempotent consumer of every event. Programs run it through
 /// [`ReportingModule`]; tests build their own to run, stop, or feed with
 /// [`IdempotentConsumer::apply`].
 pub fn consumer(platform: &Platform) -> IdempotentConsumer<Projection> {
     IdempotentConsumer::new(
-        ConsumerSpec {
-            name: CONSUMER.into(),
-            schema: crate::SCHEMA,
-            filter_subject: subjects::ALL_EVENTS.into(),
-        },
+        spec(),
         platform.pool.clone(),
         platform.js.clone(),
         Projection,

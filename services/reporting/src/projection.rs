@@ -13,7 +13,8 @@
 //!   an upload part inserts its registrations, places them (`domain::place`) and adds the
 //!   placement's delta to the counters; a deletion part marks its registrations deleted,
 //!   takes them out of DEVICES (UPLOADS keeps them) and enqueues the reseller portal's
-//!   `portal_deletion_applied` receipt in the same transaction. An upload may be projected
+//!   `portal_deletion_applied` receipt, all in one statement (the consumer's only round
+//!   trip for it). An upload may be projected
 //!   before the reseller's `customer_added` (its counters wait in an unlisted row) and a
 //!   deletion before its upload (a tombstone keeps the device from showing).
 //! - MSP events (rules 2 and 3): a link, mode change or delink records the customer's
@@ -24,9 +25,10 @@
 //!   nowhere; the upload then completes and places it.
 
 use reseller_kit::device_id::{DeviceId, DeviceIdKind};
-use reseller_kit::events::{ReceivedEvent, portal_receipt, uuid_field};
+use reseller_kit::events::{ReceivedEvent, portal_receipt_cte, uuid_field};
 use reseller_kit::ids::{KnoxId, ResellerId};
 use reseller_kit::inbox::{ApplyError, EventHandler};
+use reseller_kit::one_statement::{OneStatement, Params};
 use reseller_kit::timestamp;
 use reseller_proto::v1::{self as pb, event::Payload};
 use sqlx::PgConnection;
@@ -36,7 +38,7 @@ use crate::domain::{
     Account, AccountKind, AddedCustomer, DeletedPart, LinkFact, MovedPart, MovedRegistration,
     PlacementFacts, UploadRef, UploadedDevice, UploadedPart, place, transfer,
 };
-use crate::postgres::{self, Affected, OUTBOX};
+use crate::postgres::{self, Affected};
 
 /// The reseller views' event handler (the `reporting` consumer's).
 #[derive(Debug, Clone, Default)]
@@ -80,7 +82,8 @@ impl EventHandler for Projection {
                 .await?;
             }
             Payload::DevicesUploaded(e) => uploaded(tx, &uploaded_part(e)?).await?,
-            Payload::DevicesDeleted(e) => deleted(tx, e).await?,
+            // Deletions are applied by `one_statement`.
+            Payload::DevicesDeleted(_) => {}
             Payload::MspCustomerLinked(e) => {
                 linked_mode(e.mode)?;
                 link_changed(tx, &link_fact(&e.customer_knox_id, &e.msp_id, true, e.seq)?).await?;
@@ -101,6 +104,17 @@ impl EventHandler for Projection {
             Payload::PortalDeletionApplied(_) => {}
         }
         Ok(())
+    }
+
+    fn one_statement(
+        &self,
+        event: &ReceivedEvent,
+        params: &mut Params,
+    ) -> Result<Option<OneStatement>, ApplyError> {
+        match &event.payload {
+            Payload::DevicesDeleted(e) => deleted(e, params).map(Some),
+            _ => Ok(None),
+        }
     }
 }
 
@@ -175,15 +189,16 @@ async fn moved(tx: &mut PgConnection, part: &MovedPart) -> Result<(), ApplyError
     Ok(())
 }
 
-/// Removes a deletion part's devices and answers with the reseller portal's receipt:
-/// REMOVED when the portal showed at least one of them, else NOT_APPLICABLE.
-async fn deleted(tx: &mut PgConnection, e: &pb::DevicesDeleted) -> Result<(), ApplyError> {
-    let (deltas, removed) = postgres::delete_registrations(tx, &deleted_part(e)?).await?;
-    postgres::apply_deltas(tx, deltas).await?;
-    OUTBOX
-        .enqueue(tx, &[portal_receipt(e, pb::Portal::Reseller, removed)])
-        .await?;
-    Ok(())
+/// Removes a deletion part's devices and answers with the reseller portal's receipt
+/// (REMOVED when the portal showed at least one of them, else NOT_APPLICABLE), in one
+/// statement.
+fn deleted(e: &pb::DevicesDeleted, params: &mut Params) -> Result<OneStatement, ApplyError> {
+    let removal = postgres::delete_registrations_ctes(&deleted_part(e)?, params);
+    let receipt = portal_receipt_cte(e, pb::Portal::Reseller, "removed", params);
+    Ok(OneStatement {
+        ctes: format!("{removal}, {receipt}"),
+        emits: Some("receipt"),
+    })
 }
 
 fn uploaded_part(e: &pb::DevicesUploaded) -> Result<UploadedPart, ApplyError> {

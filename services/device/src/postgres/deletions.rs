@@ -1,6 +1,7 @@
 //! Deletions and the receipts that track them across the three portals.
 
 use reseller_kit::ids::ResellerId;
+use reseller_kit::one_statement::Params;
 use sqlx::{PgConnection, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -153,26 +154,22 @@ impl Repository {
     }
 }
 
-/// Records one portal's receipt for one part of a deletion (idempotent per part).
-///
-/// # Errors
-/// Database errors.
-pub async fn record_receipt(
-    tx: &mut PgConnection,
+/// Records one portal's receipt for one part of a deletion (idempotent per part): a CTE
+/// for the receipts consumer's one statement.
+pub fn record_receipt_cte(
+    params: &mut Params,
     deletion_id: Uuid,
     portal: i16,
     part: i32,
     state: PortalState,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO device.deletion_receipts (deletion_id, portal, part, state) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (deletion_id, portal, part) DO UPDATE SET state = EXCLUDED.state",
+) -> String {
+    format!(
+        "receipt AS (INSERT INTO device.deletion_receipts (deletion_id, portal, part, state) \
+           VALUES ({}, {}, {}, {}) \
+           ON CONFLICT (deletion_id, portal, part) DO UPDATE SET state = EXCLUDED.state)",
+        params.bind(deletion_id),
+        params.bind(portal),
+        params.bind(part),
+        params.bind(state.as_i16()),
     )
-    .bind(deletion_id)
-    .bind(portal)
-    .bind(part)
-    .bind(state.as_i16())
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
 }

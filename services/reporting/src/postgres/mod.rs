@@ -11,14 +11,14 @@ pub use msp::{
 };
 pub use read::Repository;
 pub use write::{
-    add_customer, apply_deltas, awaits_upload, change_status, delete_registrations,
+    add_customer, apply_deltas, awaits_upload, change_status, delete_registrations_ctes,
     insert_registrations, update_reference, upsert_account,
 };
 
 use reseller_kit::outbox::Outbox;
 
 /// The service's outbox: its deletion receipts (`portal_deletion_applied`, portal
-/// RESELLER), enqueued in the transaction that applies the deletion.
+/// RESELLER), enqueued by the statement that applies the deletion.
 pub const OUTBOX: Outbox = Outbox::new(crate::SCHEMA);
 
 #[cfg(test)]

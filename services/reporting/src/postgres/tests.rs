@@ -4,9 +4,9 @@
 
 use futures::StreamExt;
 use prost::Message;
-use reseller_kit::events::ReceivedEvent;
+use reseller_kit::events::{self, ReceivedEvent};
 use reseller_kit::ids::{KnoxId, ResellerId};
-use reseller_kit::inbox::EventHandler;
+use reseller_kit::inbox::{self, Outcome};
 use reseller_proto::v1::{self as pb, event::Payload};
 use sqlx::PgPool;
 use time::OffsetDateTime;
@@ -23,15 +23,13 @@ const RESELLER: &str = "acme";
 const CUSTOMER: &str = "600000001";
 const MSP: &str = "700000001";
 
+/// Applies `payload` as the reporting consumer does (in its own transaction or statement).
 async fn apply(pool: &PgPool, payload: Payload) {
-    let event = ReceivedEvent {
-        id: Uuid::now_v7(),
-        occurred_at: OffsetDateTime::now_utc(),
-        payload,
-    };
-    let mut tx = pool.begin().await.unwrap();
-    Projection.apply(&mut tx, &event).await.unwrap();
-    tx.commit().await.unwrap();
+    let event = events::encode(&events::new_event(payload, OffsetDateTime::now_utc()));
+    let outcome = inbox::apply_once(crate::module::spec(), pool.clone(), Projection, &event)
+        .await
+        .unwrap_or_else(|failure| panic!("not applied: {failure:?}"));
+    assert_eq!(outcome, Outcome::Applied);
 }
 
 fn at(seconds: i64) -> prost_types::Timestamp {
@@ -278,12 +276,23 @@ async fn deletions_keep_uploads_drop_devices_and_answer_with_receipts(pool: PgPo
     );
 
     let deletion = Uuid::now_v7();
-    apply(&pool, deleted(deletion, &[("A1", first), ("B1", second)])).await;
+    let event = events::encode(&events::new_event(
+        deleted(deletion, &[("A1", first), ("B1", second)]),
+        OffsetDateTime::now_utc(),
+    ));
+    for expected in [Outcome::Applied, Outcome::Duplicate] {
+        // Redelivered: the inbox row fails the one statement, which changes nothing.
+        let outcome = inbox::apply_once(crate::module::spec(), pool.clone(), Projection, &event)
+            .await
+            .unwrap();
+        assert_eq!(outcome, expected);
+    }
     // UPLOADS keeps deleted devices, DEVICES drops them, LAST UPLOADED stays.
     assert_eq!(
         counters(&repo, CUSTOMER).await,
         Some((3, 1, Some(time(20))))
     );
+    assert_live_counts_add_up(&pool).await;
     assert_eq!(all_devices(&repo, CUSTOMER, 10).await, ["A2"]);
     let detail = repo
         .customer_detail(&reseller(), &knox(CUSTOMER))
@@ -1062,6 +1071,39 @@ async fn customer_events_keep_the_newest_revision_in_any_order(pool: PgPool) {
     assert_eq!(detail.row.status, S::Active);
 }
 
+/// Each row's DEVICES is the sum of the live devices of the uploads placed under it, and
+/// each placement's live count is its registrations not deleted.
+async fn assert_live_counts_add_up(pool: &PgPool) {
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT c.knox_id, c.devices, COALESCE((SELECT sum(p.live_count)::bigint \
+           FROM reporting.upload_placements p \
+           WHERE p.reseller_id = c.reseller_id AND p.placed_knox_id = c.knox_id), 0) \
+         FROM reporting.customer_rows c ORDER BY c.knox_id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    for (knox_id, devices, live) in rows {
+        assert_eq!(
+            devices, live,
+            "row {knox_id}: DEVICES against its placements"
+        );
+    }
+    let placements: Vec<(Uuid, String, i64, i64)> = sqlx::query_as(
+        "SELECT p.upload_id, p.placed_knox_id, p.live_count, (SELECT count(*) \
+           FROM reporting.registrations r WHERE r.reseller_id = p.reseller_id \
+             AND r.upload_id = p.upload_id AND r.placed_knox_id = p.placed_knox_id \
+             AND r.virtual = p.virtual AND NOT r.deleted) \
+         FROM reporting.upload_placements p",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    for (upload, knox_id, live_count, live) in placements {
+        assert_eq!(live_count, live, "placement {upload} under {knox_id}");
+    }
+}
+
 /// Applies `payload` in a transaction left open, as a consumer of another replica would
 /// be holding it.
 async fn begin_applying(
@@ -1074,7 +1116,9 @@ async fn begin_applying(
         payload,
     };
     let mut tx = pool.begin().await.unwrap();
-    Projection.apply(&mut tx, &event).await.unwrap();
+    inbox::apply_uncommitted(&crate::module::spec(), &Projection, &mut tx, &event)
+        .await
+        .unwrap_or_else(|failure| panic!("not applied: {failure:?}"));
     tx
 }
 
@@ -1114,6 +1158,7 @@ async fn a_deletion_concurrent_with_a_delink_counts_where_the_delink_leaves_it(p
         Some((2, 1, Some(time(10))))
     );
     assert_eq!(counters(&repo, MSP).await, Some((1, 1, Some(time(10)))));
+    assert_live_counts_add_up(&pool).await;
 
     // The other way round: the deletion of B holds its transaction open; a move of B
     // (the customer linked again, the MSP moves B on to another customer) waits, then
@@ -1137,6 +1182,7 @@ async fn a_deletion_concurrent_with_a_delink_counts_where_the_delink_leaves_it(p
         Some((1, 0, Some(time(10))))
     );
     assert_eq!(counters(&repo, MSP).await, Some((2, 1, Some(time(10)))));
+    assert_live_counts_add_up(&pool).await;
     let receipts = receipts(&pool).await;
     assert!(
         receipts

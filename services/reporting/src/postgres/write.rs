@@ -4,13 +4,14 @@
 use std::collections::HashSet;
 
 use reseller_kit::ids::{KnoxId, ResellerId};
+use reseller_kit::one_statement::Params;
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::domain::{
     Account, AccountKind, AddedCustomer, CustomerStatus, DeletedPart, Placement, PlacementDelta,
-    UploadRef, UploadedPart, merge,
+    UploadedPart, merge,
 };
 
 /// Records an account, and brings the account's rows of every reseller up to date if
@@ -281,68 +282,62 @@ pub async fn insert_registrations(
 }
 
 /// Marks one part's registrations deleted (matched by device AND upload, only the
-/// deleting reseller's, only those still live) and records a tombstone for each, so an
-/// upload projected later never shows it. Returns the deltas to apply and the IDs of the
-/// devices that were shown (placed) and are now removed.
+/// deleting reseller's, only those still live), records a tombstone for each (so an upload
+/// projected later never shows it) and takes the shown ones out of DEVICES: CTEs for the
+/// consumer's one statement. The CTE `removed` lists the devices that were shown (placed)
+/// and are now removed.
 ///
-/// # Errors
-/// Database errors.
-pub async fn delete_registrations(
-    conn: &mut PgConnection,
-    part: &DeletedPart,
-) -> Result<(Vec<PlacementDelta>, Vec<String>), sqlx::Error> {
-    let n = part.registrations.len();
-    let mut ids = Vec::with_capacity(n);
-    let mut uploads = Vec::with_capacity(n);
-    for (device_id, upload_id) in &part.registrations {
-        ids.push(device_id.as_str());
-        uploads.push(*upload_id);
-    }
-    type Deleted = (
-        String,
-        Uuid,
-        OffsetDateTime,
-        String,
-        Option<String>,
-        Option<bool>,
-        bool,
-        String,
-    );
-    let rows: Vec<Deleted> = sqlx::query_as(
-        "WITH tombstones AS ( \
+/// This is [`apply_deltas`] for a deletion's deltas (live −1 under each registration's
+/// stored placement), in SQL: deleted devices stay in their uploads, so no placement
+/// empties. The counters are upserts, as there: a placement that a concurrent delink or
+/// move created after this statement's snapshot (it waited for that transaction's
+/// registrations) is still found, where a plain `UPDATE` would miss it.
+pub fn delete_registrations_ctes(part: &DeletedPart, params: &mut Params) -> String {
+    let (ids, uploads): (Vec<&str>, Vec<Uuid>) = part
+        .registrations
+        .iter()
+        .map(|(device_id, upload_id)| (device_id.as_str(), *upload_id))
+        .unzip();
+    let ids = params.bind(ids);
+    let uploads = params.bind(uploads);
+    let reseller = params.bind(part.reseller_id.as_str().to_owned());
+    format!(
+        "tombstones AS ( \
            INSERT INTO reporting.deleted_registrations (device_id, upload_id) \
-           SELECT * FROM UNNEST($1::text[], $2::uuid[]) ON CONFLICT DO NOTHING) \
-         UPDATE reporting.registrations r SET deleted = true \
-         FROM UNNEST($1::text[], $2::uuid[]) AS d (device_id, upload_id) \
-         WHERE r.device_id = d.device_id AND r.upload_id = d.upload_id \
-           AND r.reseller_id = $3 AND NOT r.deleted \
-         RETURNING r.device_id, r.upload_id, r.uploaded_at, r.order_number, r.placed_knox_id, \
-           r.uploaded_to_msp, r.virtual, r.via_msp_id",
+           SELECT * FROM UNNEST({ids}::text[], {uploads}::uuid[]) ON CONFLICT DO NOTHING), \
+         marked AS ( \
+           UPDATE reporting.registrations r SET deleted = true \
+           FROM UNNEST({ids}::text[], {uploads}::uuid[]) AS d (device_id, upload_id) \
+           WHERE r.device_id = d.device_id AND r.upload_id = d.upload_id \
+             AND r.reseller_id = {reseller} AND NOT r.deleted \
+           RETURNING r.device_id, r.upload_id, r.uploaded_at, r.order_number, r.placed_knox_id, \
+             COALESCE(r.uploaded_to_msp, false) AS uploaded_to_msp, r.virtual, r.via_msp_id), \
+         removed AS (SELECT * FROM marked WHERE placed_knox_id IS NOT NULL), \
+         deltas AS ( \
+           SELECT upload_id, placed_knox_id AS knox_id, \
+             min(CASE WHEN uploaded_to_msp AND NOT virtual THEN '{msp}' ELSE '{customer}' END) AS kind, \
+             min(uploaded_at) AS uploaded_at, min(order_number) AS order_number, \
+             bool_or(virtual) AS virtual, min(via_msp_id) AS via_msp_id, -count(*) AS live \
+           FROM removed GROUP BY upload_id, placed_knox_id), \
+         placements AS ( \
+           INSERT INTO reporting.upload_placements AS p \
+             (reseller_id, upload_id, placed_knox_id, uploaded_at, order_number, virtual, \
+              via_msp_id, device_count, live_count) \
+           SELECT {reseller}, upload_id, knox_id, uploaded_at, order_number, virtual, via_msp_id, 0, live \
+           FROM deltas \
+           ON CONFLICT (reseller_id, upload_id, placed_knox_id) DO UPDATE \
+           SET live_count = p.live_count + EXCLUDED.live_count), \
+         counters AS ( \
+           INSERT INTO reporting.customer_rows AS c \
+             (reseller_id, knox_id, kind, company_name, country, status, devices) \
+           SELECT {reseller}, r.knox_id, COALESCE(a.kind, r.kind), COALESCE(a.company_name, ''), \
+             COALESCE(a.country, ''), 'ACTIVE', r.live \
+           FROM (SELECT knox_id, min(kind) AS kind, sum(live) AS live FROM deltas GROUP BY knox_id) r \
+           LEFT JOIN reporting.accounts a ON a.knox_id = r.knox_id \
+           ON CONFLICT (reseller_id, knox_id) DO UPDATE SET devices = c.devices + EXCLUDED.devices)",
+        msp = AccountKind::Msp.as_db(),
+        customer = AccountKind::Customer.as_db(),
     )
-    .bind(&ids)
-    .bind(&uploads)
-    .bind(part.reseller_id.as_str())
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut deltas = Vec::new();
-    let mut removed = Vec::with_capacity(rows.len());
-    for (device_id, upload_id, uploaded_at, order_number, placed, to_msp, virtual_upload, via) in
-        rows
-    {
-        // A registration placed nowhere yet (issue #4: its move was projected before its
-        // upload) was never shown, so it changes no counter and is not "removed".
-        let Some(placed) = placed else { continue };
-        let upload = UploadRef {
-            reseller_id: part.reseller_id.as_str().to_owned(),
-            upload_id,
-            uploaded_at,
-            order_number,
-        };
-        let placement = Placement::stored(&placed, virtual_upload, &via, to_msp == Some(true));
-        deltas.push(PlacementDelta::new(&upload, &placement, 0, -1));
-        removed.push(device_id);
-    }
-    Ok((merge(deltas), removed))
 }
 
 /// Applies placement deltas to the detail's uploads (`upload_placements`) and to the

@@ -1,0 +1,91 @@
+//! Applying an event as one statement.
+//!
+//! A consumer's transaction costs four round trips to PostgreSQL: `BEGIN` with the inbox
+//! row, the change, the outbox row of the answer, `COMMIT`. At a few events a second each
+//! one wakes an idle process, so on deletion's path (three portals, then device-service
+//! folding their receipts) those round trips were most of the latency. A handler that can
+//! say its change as data-modifying CTEs ([`EventHandler::one_statement`]) is applied by
+//! one statement instead, which PostgreSQL commits on its own: the inbox row, the change,
+//! the events it emits with their `NOTIFY`, all or nothing, in one round trip.
+//!
+//! [`EventHandler::one_statement`]: crate::inbox::EventHandler::one_statement
+
+use sqlx::postgres::{PgArguments, Postgres};
+use sqlx::{Arguments, Encode, Type};
+
+/// A handler's change, as CTEs of the statement the consumer runs.
+#[derive(Debug, Clone)]
+pub struct OneStatement {
+    /// `name AS (…)` CTEs, comma-separated. Data-modifying ones always run; a plain
+    /// `SELECT` one runs only when another uses it. Values come from [`Params::bind`].
+    pub ctes: String,
+    /// The CTE among `ctes` whose rows `(event_id uuid, subject text, payload bytea)` go
+    /// to the service's outbox, if the change emits events.
+    pub emits: Option<&'static str>,
+}
+
+/// The statement's parameters: the inbox row's first, then the handler's.
+#[derive(Default)]
+pub struct Params {
+    args: PgArguments,
+    error: Option<sqlx::error::BoxDynError>,
+}
+
+impl std::fmt::Debug for Params {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Params")
+            .field("len", &self.args.len())
+            .finish()
+    }
+}
+
+impl Params {
+    /// Binds `value` and returns its placeholder (`$n`) for the SQL text.
+    pub fn bind<'t, T>(&mut self, value: T) -> String
+    where
+        T: Encode<'t, Postgres> + Type<Postgres> + 't,
+    {
+        if let Err(err) = self.args.add(value) {
+            self.error.get_or_insert(err);
+        }
+        format!("${}", self.args.len())
+    }
+
+    /// The arguments, or the first value that failed to encode.
+    ///
+    /// # Errors
+    /// The encoding error of the first value that failed.
+    pub fn into_arguments(self) -> Result<PgArguments, sqlx::error::BoxDynError> {
+        match self.error {
+            Some(err) => Err(err),
+            None => Ok(self.args),
+        }
+    }
+}
+
+/// A SQL expression for the protobuf varint (base-128, least significant group first) of
+/// the non-negative integer expression `n` (a column: it is repeated), up to 2²⁸ − 1.
+pub fn varint_sql(n: &str) -> String {
+    format!(
+        "CASE WHEN {n} < 128 THEN set_byte('\\x00'::bytea, 0, {n}) \
+         WHEN {n} < 16384 THEN set_byte(set_byte('\\x0000'::bytea, 0, ({n} & 127) | 128), 1, {n} >> 7) \
+         WHEN {n} < 2097152 THEN set_byte(set_byte(set_byte('\\x000000'::bytea, 0, ({n} & 127) | 128), \
+             1, (({n} >> 7) & 127) | 128), 2, {n} >> 14) \
+         ELSE set_byte(set_byte(set_byte(set_byte('\\x00000000'::bytea, 0, ({n} & 127) | 128), \
+             1, (({n} >> 7) & 127) | 128), 2, (({n} >> 14) & 127) | 128), 3, {n} >> 21) END"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_count_from_the_bound_values() {
+        let mut params = Params::default();
+        assert_eq!(params.bind("consumer"), "$1");
+        assert_eq!(params.bind(7_i64), "$2");
+        assert_eq!(params.bind(vec!["a".to_owned()]), "$3");
+        assert!(params.into_arguments().is_ok());
+    }
+}
