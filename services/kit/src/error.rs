@@ -65,7 +65,7 @@ impl ApiError {
         }])
     }
 
-    /// "<what> <id> not found".
+    /// `"<what> <id> not found"`.
     pub fn not_found(what: &str, id: impl std::fmt::Display) -> Self {
         Self::NotFound(format!("{what} {id} not found"))
     }

@@ -3,7 +3,10 @@
 //! A durable JetStream pull consumer with explicit acks feeds an [`EventHandler`]. For each
 //! message the consumer opens a transaction, records the event ID in `<schema>.inbox`
 //! (skipping the event if it is already there), lets the handler apply it, commits, and
-//! only then acks. A redelivered or republished event therefore changes nothing.
+//! only then acks. A redelivered or republished event therefore changes nothing. A
+//! handler may instead give its change as one statement
+//! ([`EventHandler::one_statement`], see [`crate::one_statement`]), which carries the
+//! inbox row and the emitted events too and commits on its own.
 //!
 //! An event that can never be applied (undecodable, or rejected by the handler as
 //! poison, or failing the same way [`MAX_ATTEMPTS`] times) is published to the consumer's

@@ -1,7 +1,7 @@
 //! The transactional outbox.
 //!
 //! A command writes its state change and its events' outbox rows in one transaction
-//! ([`enqueue`]); the same transaction sends `NOTIFY <schema>_outbox`, which PostgreSQL
+//! ([`Outbox::enqueue`]); the same transaction sends `NOTIFY <schema>_outbox`, which PostgreSQL
 //! delivers only on commit. The [`Relay`] listens on that channel, publishes unsent rows
 //! to JetStream in order with `Nats-Msg-Id` = event ID, and marks them sent only after
 //! every publish is acknowledged. A crash between the ack and the mark republishes the
