@@ -119,6 +119,12 @@ struct Args {
     /// Run `VACUUM (ANALYZE)` after the ingest settles, as autovacuum eventually would.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     vacuum_after_ingest: bool,
+
+    /// Run `CHECKPOINT` before the deletion benchmark, so that the write-back of what
+    /// the ingest and the export phases wrote (gigabytes, on the same disk as the WAL)
+    /// happens before it rather than stalling its commits.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    checkpoint_before_deletion: bool,
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -290,6 +296,13 @@ async fn main() -> anyhow::Result<()> {
 
         if run_deletion {
             setup::settle(&stack, &js, Duration::from_secs(600)).await?;
+            if args.checkpoint_before_deletion {
+                eprintln!("==> CHECKPOINT before the deletion benchmark");
+                if let Err(err) = stack.execute("CHECKPOINT").await {
+                    // Only superusers (and pg_checkpoint members) may; measure anyway.
+                    eprintln!("    CHECKPOINT refused ({err:#}); measuring without it");
+                }
+            }
             let result = deletion::run(&stack, &deletion_config)
                 .await
                 .unwrap_or_else(|e| failed("deletion_propagation", &e));

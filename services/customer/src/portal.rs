@@ -7,7 +7,7 @@
 //! upload or a move overtaken by its deletion) never bring a device back.
 
 use reseller_kit::events::{
-    DeletedColumns, MovedColumns, ReceivedEvent, portal_receipt_cte, uuid_field,
+    DeletedColumns, MovedColumns, ReceivedEvent, portal_receipt_cte, tombstones_cte, uuid_field,
 };
 use reseller_kit::ids::KnoxId;
 use reseller_kit::inbox::{ApplyError, EventHandler};
@@ -118,15 +118,14 @@ fn deleted(e: &pb::DevicesDeleted, params: &mut Params) -> Result<OneStatement, 
     let ids = params.bind(deleted.device_ids);
     let uploads = params.bind(deleted.upload_ids);
     let ctes = format!(
-        "tombstones AS ( \
-           INSERT INTO customer.deleted_registrations (device_id, upload_id) \
-           SELECT * FROM UNNEST({ids}::text[], {uploads}::uuid[]) ON CONFLICT DO NOTHING), \
+        "{tombstones}, \
          removed AS ( \
            DELETE FROM customer.portal_devices p \
            USING UNNEST({ids}::text[], {uploads}::uuid[]) AS d (device_id, upload_id) \
            WHERE p.device_id = d.device_id AND p.upload_id = d.upload_id RETURNING p.device_id), \
          {receipt}",
-        receipt = portal_receipt_cte(e, pb::Portal::Customer, "removed", params)
+        tombstones = tombstones_cte(crate::SCHEMA, &ids, &uploads),
+        receipt = portal_receipt_cte(e, pb::Portal::Customer, "removed", params),
     );
     Ok(OneStatement {
         ctes,

@@ -217,6 +217,18 @@ impl DeletedColumns {
     }
 }
 
+/// `tombstones AS (…)`: the CTE with which a projection's deletion statement remembers the
+/// deleted registrations (`device_ids`, `upload_ids`: placeholders of `text[]` and
+/// `uuid[]`) in `<schema>.deleted_registrations`, so that an upload event arriving later
+/// never shows them again.
+pub fn tombstones_cte(schema: &str, device_ids: &str, upload_ids: &str) -> String {
+    format!(
+        "tombstones AS ( \
+           INSERT INTO {schema}.deleted_registrations (device_id, upload_id) \
+           SELECT * FROM UNNEST({device_ids}::text[], {upload_ids}::uuid[]) ON CONFLICT DO NOTHING)"
+    )
+}
+
 /// The registrations of an `msp_devices_moved` event as columns, for one set-based
 /// statement (`UNNEST`) per event.
 #[derive(Debug, Default)]

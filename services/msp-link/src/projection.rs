@@ -10,7 +10,7 @@
 //! NOT_APPLICABLE.
 
 use reseller_kit::events::{
-    DeletedColumns, MovedColumns, ReceivedEvent, portal_receipt_cte, uuid_field,
+    DeletedColumns, MovedColumns, ReceivedEvent, portal_receipt_cte, tombstones_cte, uuid_field,
 };
 use reseller_kit::inbox::{ApplyError, EventHandler};
 use reseller_kit::one_statement::{OneStatement, Params};
@@ -88,9 +88,7 @@ fn deleted(e: &pb::DevicesDeleted, params: &mut Params) -> Result<OneStatement, 
     let ids = params.bind(deleted.device_ids);
     let uploads = params.bind(deleted.upload_ids);
     let ctes = format!(
-        "tombstones AS ( \
-           INSERT INTO msp.deleted_registrations (device_id, upload_id) \
-           SELECT * FROM UNNEST({ids}::text[], {uploads}::uuid[]) ON CONFLICT DO NOTHING), \
+        "{tombstones}, \
          deleted AS ( \
            DELETE FROM msp.devices m USING UNNEST({ids}::text[], {uploads}::uuid[]) AS d (device_id, upload_id) \
            WHERE m.device_id = d.device_id AND m.upload_id = d.upload_id \
@@ -98,7 +96,8 @@ fn deleted(e: &pb::DevicesDeleted, params: &mut Params) -> Result<OneStatement, 
              (SELECT 1 FROM msp.links l WHERE l.customer_knox_id = m.holder_knox_id)) AS shown), \
          removed AS (SELECT device_id FROM deleted WHERE shown), \
          {receipt}",
-        receipt = portal_receipt_cte(e, pb::Portal::Msp, "removed", params)
+        tombstones = tombstones_cte(crate::SCHEMA, &ids, &uploads),
+        receipt = portal_receipt_cte(e, pb::Portal::Msp, "removed", params),
     );
     Ok(OneStatement {
         ctes,

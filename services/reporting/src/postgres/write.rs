@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 
+use reseller_kit::events::tombstones_cte;
 use reseller_kit::ids::{KnoxId, ResellerId};
 use reseller_kit::one_statement::Params;
 use sqlx::PgConnection;
@@ -302,9 +303,7 @@ pub fn delete_registrations_ctes(part: &DeletedPart, params: &mut Params) -> Str
     let uploads = params.bind(uploads);
     let reseller = params.bind(part.reseller_id.as_str().to_owned());
     format!(
-        "tombstones AS ( \
-           INSERT INTO reporting.deleted_registrations (device_id, upload_id) \
-           SELECT * FROM UNNEST({ids}::text[], {uploads}::uuid[]) ON CONFLICT DO NOTHING), \
+        "{tombstones}, \
          marked AS ( \
            UPDATE reporting.registrations r SET deleted = true \
            FROM UNNEST({ids}::text[], {uploads}::uuid[]) AS d (device_id, upload_id) \
@@ -335,6 +334,7 @@ pub fn delete_registrations_ctes(part: &DeletedPart, params: &mut Params) -> Str
            FROM (SELECT knox_id, min(kind) AS kind, sum(live) AS live FROM deltas GROUP BY knox_id) r \
            LEFT JOIN reporting.accounts a ON a.knox_id = r.knox_id \
            ON CONFLICT (reseller_id, knox_id) DO UPDATE SET devices = c.devices + EXCLUDED.devices)",
+        tombstones = tombstones_cte(crate::SCHEMA, &ids, &uploads),
         msp = AccountKind::Msp.as_db(),
         customer = AccountKind::Customer.as_db(),
     )
