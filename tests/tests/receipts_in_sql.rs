@@ -28,6 +28,39 @@ async fn receipt_row(
         .expect("the receipt row")
 }
 
+/// The protobuf varint of `n`, written out here so the SQL is checked against a second
+/// implementation.
+fn varint(mut n: u64) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    while n >= 0x80 {
+        bytes.push((n as u8 & 0x7f) | 0x80);
+        n >>= 7;
+    }
+    bytes.push(n as u8);
+    bytes
+}
+
+#[tokio::test]
+async fn lengths_are_varints_up_to_256_mib_and_null_beyond() {
+    let mut conn = PgConnection::connect(&reseller_tests::db::admin_url())
+        .await
+        .expect("PostgreSQL");
+    let sql = format!(
+        "SELECT n::bigint, {} FROM unnest(ARRAY[0, 1, 127, 128, 300, 16383, 16384, 2097151, \
+           2097152, 268435455, 268435456]) AS v (n) ORDER BY n",
+        reseller_kit::one_statement::varint_sql("n")
+    );
+    let rows: Vec<(i64, Option<Vec<u8>>)> = sqlx::query_as(AssertSqlSafe(sql))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 11);
+    for (n, bytes) in rows {
+        let expected = (n < 1 << 28).then(|| varint(n as u64));
+        assert_eq!(bytes, expected, "the varint of {n}");
+    }
+}
+
 fn deletion(part: u32, part_count: u32) -> pb::DevicesDeleted {
     pb::DevicesDeleted {
         deletion_id: uuid::Uuid::now_v7().to_string(),

@@ -110,7 +110,6 @@ pub fn portal_receipt_cte(
     params: &mut crate::one_statement::Params,
 ) -> String {
     use crate::one_statement::varint_sql;
-    use prost::encoding::{WireType, encode_key};
     use reseller_proto::v1::{PortalDeletionApplied, PortalState};
 
     let event_id = Uuid::now_v7();
@@ -140,18 +139,8 @@ pub fn portal_receipt_cte(
         part_count: deleted.part_count,
         ..Default::default()
     });
-    let mut payload_key = Vec::new();
-    encode_key(
-        PORTAL_DELETION_APPLIED_FIELD,
-        WireType::LengthDelimited,
-        &mut payload_key,
-    );
-    let mut removed_key = Vec::new();
-    encode_key(
-        REMOVED_DEVICE_IDS_FIELD,
-        WireType::LengthDelimited,
-        &mut removed_key,
-    );
+    let payload_key = length_delimited_key(PORTAL_DELETION_APPLIED_FIELD);
+    let removed_key = length_delimited_key(REMOVED_DEVICE_IDS_FIELD);
     format!(
         "receipt AS (SELECT {event_id}::uuid AS event_id, {subject}::text AS subject, \
            {head}::bytea || {payload_key}::bytea || {body_length} || body AS payload \
@@ -176,6 +165,18 @@ pub fn portal_receipt_cte(
         removed_key = params.bind(removed_key),
         id_length = varint_sql("id_length"),
     )
+}
+
+/// The protobuf key of a length-delimited field: the varint of `field << 3 | 2`.
+fn length_delimited_key(field: u32) -> Vec<u8> {
+    let mut key = (field << 3) | 2;
+    let mut bytes = Vec::with_capacity(2);
+    while key >= 0x80 {
+        bytes.push((key as u8 & 0x7f) | 0x80);
+        key >>= 7;
+    }
+    bytes.push(key as u8);
+    bytes
 }
 
 /// An event field that must hold a UUID; a message for the dead letter when it does not

@@ -262,7 +262,9 @@ pub async fn apply_once<H: EventHandler>(
 /// transaction open while another one runs.
 ///
 /// # Errors
-/// [`Failure`] saying whether the consumer would dead-letter or retry.
+/// [`Failure`] saying whether the consumer would dead-letter or retry; an event already in
+/// the inbox is a retry here (the consumer reports it as [`Outcome::Duplicate`]), and
+/// leaves `tx` failed.
 pub async fn apply_uncommitted<H: EventHandler>(
     spec: &ConsumerSpec,
     handler: &H,
@@ -316,10 +318,10 @@ fn one_statement_query(
         "WITH inbox AS (INSERT INTO {schema}.inbox (consumer, event_id) VALUES ($1, $2)), {}{tail}",
         statement.ctes
     );
-    let args = params.into_arguments().map_err(|err| Failure::Retry {
-        error: anyhow::anyhow!("encoding the statement's values: {err}"),
-        unlimited: false,
-    })?;
+    // A value that does not encode never will: dead-letter the event at once.
+    let args = params
+        .into_arguments()
+        .map_err(|err| Failure::Poison(format!("encoding the statement's values: {err}")))?;
     Ok(sqlx::query_with(AssertSqlSafe(sql), args))
 }
 
@@ -372,6 +374,11 @@ impl<H: EventHandler> Applier<H> {
 
     /// Runs a handler's [`OneStatement`] with the inbox row (`$1`, `$2`) and the outbox
     /// rows of what it emits: applied and committed in one round trip, or not at all.
+    ///
+    /// PostgreSQL runs a data-modifying CTE that nothing reads, like the inbox insert,
+    /// after the rest: a redelivered event does the handler's work, then fails on the
+    /// inbox row and rolls it all back. Correct, and rare enough not to cost a round trip
+    /// up front.
     async fn apply_one(
         &self,
         statement: OneStatement,

@@ -64,15 +64,18 @@ impl Params {
 }
 
 /// A SQL expression for the protobuf varint (base-128, least significant group first) of
-/// the non-negative integer expression `n` (a column: it is repeated), up to 2²⁸ − 1.
+/// the non-negative integer expression `n` (a column: it is repeated), up to 2²⁸ − 1
+/// (256 MiB, far above any event; beyond it the expression is NULL, which the outbox's
+/// `NOT NULL` payload refuses rather than publishing a wrong length).
 pub fn varint_sql(n: &str) -> String {
     format!(
         "CASE WHEN {n} < 128 THEN set_byte('\\x00'::bytea, 0, {n}) \
          WHEN {n} < 16384 THEN set_byte(set_byte('\\x0000'::bytea, 0, ({n} & 127) | 128), 1, {n} >> 7) \
          WHEN {n} < 2097152 THEN set_byte(set_byte(set_byte('\\x000000'::bytea, 0, ({n} & 127) | 128), \
              1, (({n} >> 7) & 127) | 128), 2, {n} >> 14) \
-         ELSE set_byte(set_byte(set_byte(set_byte('\\x00000000'::bytea, 0, ({n} & 127) | 128), \
-             1, (({n} >> 7) & 127) | 128), 2, (({n} >> 14) & 127) | 128), 3, {n} >> 21) END"
+         WHEN {n} < 268435456 THEN set_byte(set_byte(set_byte(set_byte('\\x00000000'::bytea, 0, \
+             ({n} & 127) | 128), 1, (({n} >> 7) & 127) | 128), 2, (({n} >> 14) & 127) | 128), 3, {n} >> 21) \
+         END"
     )
 }
 
