@@ -28,7 +28,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::{self, ReceivedEvent};
 use crate::one_statement::{OneStatement, Params};
-use crate::outbox::Outbox;
 use crate::subjects::{self, headers};
 use reseller_proto::v1::event::Payload;
 
@@ -303,26 +302,16 @@ fn inbox_params(spec: &ConsumerSpec, event: &ReceivedEvent) -> Params {
     params
 }
 
-/// A handler's [`OneStatement`] with the inbox row and the outbox rows of what it emits.
+/// A handler's [`OneStatement`] as the query the consumer runs.
 fn one_statement_query(
     spec: &ConsumerSpec,
     statement: OneStatement,
     params: Params,
 ) -> Result<sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments>, Failure> {
-    let schema = spec.schema;
-    let tail = match statement.emits {
-        Some(source) => format!(", {}", Outbox::new(schema).insert_and_notify_sql(source)),
-        None => " SELECT 1".to_owned(),
-    };
-    let sql = format!(
-        "WITH inbox AS (INSERT INTO {schema}.inbox (consumer, event_id) VALUES ($1, $2)), {}{tail}",
-        statement.ctes
-    );
     // A value that does not encode never will: dead-letter the event at once.
-    let args = params
-        .into_arguments()
-        .map_err(|err| Failure::Poison(format!("encoding the statement's values: {err}")))?;
-    Ok(sqlx::query_with(AssertSqlSafe(sql), args))
+    statement
+        .into_query(spec.schema, params)
+        .map_err(|err| Failure::Poison(format!("encoding the statement's values: {err}")))
 }
 
 /// A database error as a retry (without limit while PostgreSQL is unreachable).

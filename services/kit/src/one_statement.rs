@@ -11,7 +11,10 @@
 //! [`EventHandler::one_statement`]: crate::inbox::EventHandler::one_statement
 
 use sqlx::postgres::{PgArguments, Postgres};
-use sqlx::{Arguments, Encode, Type};
+use sqlx::query::Query;
+use sqlx::{Arguments, AssertSqlSafe, Encode, Type};
+
+use crate::outbox::Outbox;
 
 /// A handler's change, as CTEs of the statement the consumer runs.
 #[derive(Debug, Clone)]
@@ -22,6 +25,33 @@ pub struct OneStatement {
     /// The CTE among `ctes` whose rows `(event_id uuid, subject text, payload bytea)` go
     /// to the service's outbox, if the change emits events.
     pub emits: Option<&'static str>,
+}
+
+impl OneStatement {
+    /// The whole statement for a consumer whose inbox and outbox are in `schema`: the
+    /// inbox row (`$1` consumer, `$2` event ID; plain, so a duplicate fails it), the
+    /// handler's CTEs, then the outbox rows of what they emit and their `NOTIFY`.
+    ///
+    /// # Errors
+    /// The encoding error of the first value in `params` that failed.
+    pub(crate) fn into_query(
+        self,
+        schema: &'static str,
+        params: Params,
+    ) -> Result<Query<'static, Postgres, PgArguments>, sqlx::error::BoxDynError> {
+        let tail = match self.emits {
+            Some(source) => format!(", {}", Outbox::new(schema).insert_and_notify_sql(source)),
+            None => " SELECT 1".to_owned(),
+        };
+        let sql = format!(
+            "WITH inbox AS (INSERT INTO {schema}.inbox (consumer, event_id) VALUES ($1, $2)), {}{tail}",
+            self.ctes
+        );
+        Ok(sqlx::query_with(
+            AssertSqlSafe(sql),
+            params.into_arguments()?,
+        ))
+    }
 }
 
 /// The statement's parameters: the inbox row's first, then the handler's.
