@@ -3,7 +3,7 @@
 //! receipt: any protobuf reader decodes them, and their `Nats-Msg-Id` is their event ID.
 
 use prost::Message;
-use reseller_kit::events::portal_receipt_cte;
+use reseller_kit::events::{portal_receipt, portal_receipt_cte};
 use reseller_kit::one_statement::Params;
 use reseller_proto::v1::{self as pb, event::Payload};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
@@ -112,23 +112,20 @@ async fn receipts_built_in_sql_are_what_prost_encodes() {
         assert_eq!(subject, "reseller.events.v1.deletion.portal_applied");
         let mut sorted = removed.clone();
         sorted.sort();
-        let expected = pb::Event {
-            event_id: event_id.to_string(),
-            occurred_at: decoded.occurred_at,
-            payload: Some(Payload::PortalDeletionApplied(pb::PortalDeletionApplied {
-                deletion_id: deleted.deletion_id.clone(),
-                portal: portal as i32,
-                state: if removed.is_empty() {
-                    pb::PortalState::NotApplicable
-                } else {
-                    pb::PortalState::Removed
-                } as i32,
-                part: deleted.part,
-                part_count: deleted.part_count,
-                removed_device_ids: sorted,
-            })),
-        };
+        // The Rust receipt for the same removal, with the SQL one's ID and time.
+        let mut expected = portal_receipt(&deleted, portal, sorted);
+        expected.event_id = event_id.to_string();
+        expected.occurred_at = decoded.occurred_at;
         assert!(decoded.occurred_at.is_some());
+        let Some(Payload::PortalDeletionApplied(receipt)) = &decoded.payload else {
+            panic!("not a receipt: {decoded:?}");
+        };
+        let state = if removed.is_empty() {
+            pb::PortalState::NotApplicable
+        } else {
+            pb::PortalState::Removed
+        };
+        assert_eq!(receipt.state, state as i32);
         assert_eq!(decoded, expected);
         assert_eq!(
             payload,

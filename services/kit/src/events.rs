@@ -65,7 +65,8 @@ pub fn decode(bytes: &[u8]) -> Result<ReceivedEvent, DecodeError> {
 }
 
 /// A portal's receipt for one part of a deletion: `REMOVED` when the portal held (and
-/// removed) at least one of the part's devices, else `NOT_APPLICABLE`.
+/// removed) at least one of the part's devices, else `NOT_APPLICABLE`. The portals build
+/// it in SQL ([`portal_receipt_cte`]); this is the reference that SQL is tested against.
 pub fn portal_receipt(
     deleted: &reseller_proto::v1::DevicesDeleted,
     portal: reseller_proto::v1::Portal,
