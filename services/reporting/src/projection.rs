@@ -1,5 +1,6 @@
 //! The projection: applies events to the reseller views. Each event is checked here, then
-//! written by `postgres` inside the consumer's transaction.
+//! written by `postgres` inside the consumer's transaction (for a deletion, its one
+//! statement).
 //!
 //! Content that can never apply (a malformed ID, an unspecified enum) is poison and goes
 //! to the dead-letter subject. Nothing else waits for another event: events of different
@@ -14,9 +15,9 @@
 //!   placement's delta to the counters; a deletion part marks its registrations deleted,
 //!   takes them out of DEVICES (UPLOADS keeps them) and enqueues the reseller portal's
 //!   `portal_deletion_applied` receipt, all in one statement (the consumer's only round
-//!   trip for it). An upload may be projected
-//!   before the reseller's `customer_added` (its counters wait in an unlisted row) and a
-//!   deletion before its upload (a tombstone keeps the device from showing).
+//!   trip for it). An upload may be projected before the reseller's `customer_added` (its
+//!   counters wait in an unlisted row) and a deletion before its upload (a tombstone keeps
+//!   the device from showing).
 //! - MSP events (rules 2 and 3): a link, mode change or delink records the customer's
 //!   link fact (highest `seq` wins) and re-places the registrations uploaded to an MSP
 //!   that the customer holds; a move records the new holder (newest move `seq` wins, on
