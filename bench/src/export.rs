@@ -101,6 +101,7 @@ async fn service_export(stack: &Stack) -> Result<Download, tonic::Status> {
         .reporting()
         .export_customer_csv(pb::ExportCustomerCsvRequest {
             knox_id: INGEST_CUSTOMER.into(),
+            ..Default::default()
         })
         .await?
         .into_inner();

@@ -170,6 +170,7 @@ pub fn upload_messages(
                 device_id: device_id(i),
                 id_kind: 0,
                 model: MODEL.into(),
+                ..Default::default()
             })
             .collect();
         messages.push(pb::UploadDevicesRequest {

@@ -97,6 +97,7 @@ pub fn device(id: &str) -> pb::DeviceInput {
         device_id: id.into(),
         id_kind: 0,
         model: String::new(),
+        secondary_ids: Vec::new(),
     }
 }
 

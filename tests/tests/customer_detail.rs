@@ -31,6 +31,7 @@ async fn export(acme: &Caller, knox: &str) -> (Vec<u8>, Vec<usize>) {
         .reporting()
         .export_customer_csv(pb::ExportCustomerCsvRequest {
             knox_id: knox.into(),
+            ..Default::default()
         })
         .await
         .expect("export")
@@ -189,11 +190,13 @@ async fn the_customer_csv_has_its_columns_and_neutralises_cells() {
             device_id: "-X1".into(),
             id_kind: 0,
             model: "=cmd".into(),
+            ..Default::default()
         },
         pb::DeviceInput {
             device_id: imei(1),
             id_kind: 0,
             model: "Galaxy, \"A56\"".into(),
+            ..Default::default()
         },
     ];
     let up = acme
@@ -327,6 +330,7 @@ async fn another_resellers_customer_is_not_found() {
             .reporting()
             .export_customer_csv(pb::ExportCustomerCsvRequest {
                 knox_id: knox.into(),
+                ..Default::default()
             })
             .await;
         let err = match export {
@@ -367,6 +371,7 @@ async fn projections_fed_out_of_order_end_right() {
                         device_id: (*s).into(),
                         id_kind: 3,
                         model: String::new(),
+                        ..Default::default()
                     })
                     .collect(),
                 target_kind: AccountKind::Customer as i32,

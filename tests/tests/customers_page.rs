@@ -323,6 +323,7 @@ async fn export(caller: &Caller, query: &str) -> (Vec<u8>, Vec<usize>) {
         .reporting()
         .export_customers_csv(pb::ExportCustomersCsvRequest {
             query: query.into(),
+            ..Default::default()
         })
         .await
         .expect("export")

@@ -46,11 +46,13 @@ async fn every_device_is_judged_on_its_own() {
             device_id: "G0000000002329".into(),
             id_kind: pb::DeviceIdKind::Meid as i32,
             model: "".into(),
+            ..Default::default()
         }, // 6 not hex
         pb::DeviceInput {
             device_id: "12345".into(),
             id_kind: pb::DeviceIdKind::Serial as i32,
             model: "Galaxy A56".into(),
+            ..Default::default()
         }, // 7 serial given
         device(""),                        // 8 empty
         device(&good_imei),                // 9 duplicate of 0

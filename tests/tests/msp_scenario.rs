@@ -431,6 +431,7 @@ async fn the_behaviour_rules_step_by_step() {
         .reporting()
         .export_customer_csv(pb::ExportCustomerCsvRequest {
             knox_id: FULL.into(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -37,6 +37,8 @@ pub struct AcceptedDevice {
     pub kind: DeviceIdKind,
     /// Its model.
     pub model: String,
+    /// Its secondary identifiers, canonical (DOMAIN.md "Secondary identifiers").
+    pub secondary_ids: Vec<String>,
 }
 
 /// One part of `devices_uploaded`.
@@ -57,6 +59,7 @@ pub fn devices_uploaded(
                     device_id: d.device_id,
                     id_kind: i32::from(d.kind.as_i16()),
                     model: d.model,
+                    secondary_ids: d.secondary_ids,
                 })
                 .collect(),
             target_kind: ctx.target.kind,

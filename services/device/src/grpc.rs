@@ -2,7 +2,7 @@
 
 use futures::Stream;
 use reseller_kit::auth::Principal;
-use reseller_kit::device_id::{normalise, parse_input};
+use reseller_kit::device_id::{lookup_key, parse_input};
 use reseller_kit::ids::KnoxId;
 use reseller_kit::{ApiError, FieldViolations, timestamp};
 use reseller_proto::v1::{
@@ -153,6 +153,7 @@ fn upload_to_proto(upload: Upload) -> pb::Upload {
             .collect(),
         uploaded_at: Some(timestamp::to_proto(upload.uploaded_at)),
         client_upload_id: upload.client_upload_id.unwrap_or_default(),
+        rejections_truncated: false,
     }
 }
 
@@ -262,7 +263,7 @@ impl DeviceService for DeviceApi {
         let mut seen = std::collections::HashSet::new();
         let ids: Vec<String> = requested
             .iter()
-            .map(|id| normalise(id))
+            .map(|id| lookup_key(id).unwrap_or_default())
             .filter(|id| !id.is_empty() && seen.insert(id.clone()))
             .collect();
         if ids.is_empty() {
@@ -289,5 +290,12 @@ impl DeviceService for DeviceApi {
             .map_err(ApiError::from)?
             .ok_or_else(|| ApiError::not_found("deletion", deletion_id))?;
         Ok(Response::new(deletion_to_proto(deletion)))
+    }
+
+    async fn list_upload_rejections(
+        &self,
+        _request: Request<pb::ListUploadRejectionsRequest>,
+    ) -> Result<Response<pb::ListUploadRejectionsResponse>, Status> {
+        Err(Status::unimplemented("not yet"))
     }
 }

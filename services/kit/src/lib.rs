@@ -19,6 +19,7 @@ pub mod shutdown;
 pub mod stream;
 pub mod subjects;
 pub mod telemetry;
+pub mod text;
 pub mod timestamp;
 
 pub use error::{ApiError, FieldViolations};

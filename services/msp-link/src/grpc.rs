@@ -1,7 +1,7 @@
 //! The gRPC edge of msp-link-service: authorise, parse, call the repository, convert.
 
 use reseller_kit::auth::{Principal, Role};
-use reseller_kit::device_id::normalise;
+use reseller_kit::device_id::echo_id;
 use reseller_kit::ids::KnoxId;
 use reseller_kit::{ApiError, paging, timestamp};
 use reseller_proto::v1::{self as pb, msp_service_server::MspService};
@@ -185,7 +185,7 @@ impl MspService for MspApi {
         let ids: Vec<String> = req
             .device_ids
             .iter()
-            .map(|id| normalise(id))
+            .map(|id| echo_id(id))
             .filter(|id| seen.insert(id.clone()))
             .collect();
         let msp = self.calling_msp(&request).await?;

@@ -418,11 +418,13 @@ mod tests {
                     device_id: "R58M-1".into(),
                     id_kind: pb::DeviceIdKind::Serial as i32,
                     model: "Galaxy".into(),
+                    ..Default::default()
                 },
                 pb::UploadedDevice {
                     device_id: "356938035643809".into(),
                     id_kind: 0,
                     model: String::new(),
+                    ..Default::default()
                 },
             ],
             target_kind: pb::AccountKind::Msp as i32,

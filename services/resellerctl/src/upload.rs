@@ -206,6 +206,7 @@ impl DeviceFile {
             device_id: text(record, Some(self.columns.id)),
             id_kind: kind,
             model: text(record, self.columns.model),
+            secondary_ids: Vec::new(),
         }
     }
 

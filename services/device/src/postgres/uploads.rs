@@ -576,6 +576,7 @@ impl Repository {
                     device_id: row.device_id,
                     kind: row.kind,
                     model: row.model,
+                    secondary_ids: Vec::new(),
                 })
                 .collect();
             Self::enqueue_parts(tx, context, &mut part, devices).await?;
@@ -610,6 +611,7 @@ impl Repository {
                         kind: DeviceIdKind::from_i16(r.try_get("id_kind")?)
                             .unwrap_or(DeviceIdKind::Serial),
                         model: r.try_get("model")?,
+                        secondary_ids: Vec::new(),
                     })
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()?;

@@ -75,6 +75,7 @@ fn uploaded(
                 device_id: (*id).to_owned(),
                 id_kind: pb::DeviceIdKind::Serial as i32,
                 model: format!("model of {id}"),
+                ..Default::default()
             })
             .collect(),
         target_kind: kind as i32,

@@ -63,7 +63,10 @@ pub async fn run(portal: &Portal, printer: Printer, cmd: CustomersCommand) -> Re
             let stream = match knox_id {
                 Some(knox_id) => portal
                     .reporting()
-                    .export_customer_csv(pb::ExportCustomerCsvRequest { knox_id })
+                    .export_customer_csv(pb::ExportCustomerCsvRequest {
+                        knox_id,
+                        byte_order_mark: false,
+                    })
                     .await
                     .map_err(|s| portal.fail(s))?
                     .into_inner(),
@@ -71,6 +74,7 @@ pub async fn run(portal: &Portal, printer: Printer, cmd: CustomersCommand) -> Re
                     .reporting()
                     .export_customers_csv(pb::ExportCustomersCsvRequest {
                         query: search.unwrap_or_default(),
+                        byte_order_mark: false,
                     })
                     .await
                     .map_err(|s| portal.fail(s))?
