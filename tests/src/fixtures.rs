@@ -143,3 +143,34 @@ pub async fn upload_pausing(
         .await
         .map(tonic::Response::into_inner)
 }
+
+/// Every rejection of `upload`, by index: the inline ones when they are all there, else
+/// every page of `ListUploadRejections` (the answer carries at most the first 1,000).
+pub async fn all_rejections(
+    stack: &TestStack,
+    reseller_id: &str,
+    upload: &pb::Upload,
+) -> Vec<pb::DeviceRejection> {
+    if !upload.rejections_truncated {
+        return upload.rejections.clone();
+    }
+    let mut all = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = reseller(stack, reseller_id)
+            .devices()
+            .list_upload_rejections(pb::ListUploadRejectionsRequest {
+                upload_id: upload.upload_id.clone(),
+                page_size: 1000,
+                page_token,
+            })
+            .await
+            .expect("ListUploadRejections")
+            .into_inner();
+        all.extend(page.rejections);
+        if page.next_page_token.is_empty() {
+            return all;
+        }
+        page_token = page.next_page_token;
+    }
+}

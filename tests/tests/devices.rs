@@ -8,7 +8,8 @@ use reseller_proto::v1::{self as pb, AccountKind, PortalState, RejectionReason};
 use reseller_tests::assert::{invalid_fields, status};
 use reseller_tests::clients::{customer, reseller};
 use reseller_tests::fixtures::{
-    active_account, active_customer, device, imei, register, upload, upload_pausing, upload_stream,
+    active_account, active_customer, all_rejections, device, imei, register, upload,
+    upload_pausing, upload_stream,
 };
 use reseller_tests::{TestStack, eventually};
 use tonic::Code;
@@ -736,10 +737,9 @@ async fn concurrent_uploads_sharing_devices_register_each_device_once() {
     );
     let (first, second) = (first.unwrap(), second.unwrap());
     assert_eq!(first.accepted_count + second.accepted_count, 10_000);
-    assert_each_rejected_once(
-        first.rejections.iter().chain(&second.rejections),
-        &ascending,
-    );
+    let first = all_rejections(&stack, "acme", &first).await;
+    let second = all_rejections(&stack, "other", &second).await;
+    assert_each_rejected_once(first.iter().chain(&second), &ascending);
 }
 
 /// A stream that breaks after the service found a repeated device (its first rows had
@@ -807,7 +807,9 @@ async fn the_exact_path_survives_a_deadlock_with_a_concurrent_upload() {
     let (exact, paused) = tokio::join!(exact, paused);
     let (exact, paused) = (exact.unwrap(), paused.unwrap());
     assert_eq!(exact.accepted_count + paused.accepted_count, 10_000);
-    let (repeat, others): (Vec<_>, Vec<_>) = exact.rejections.iter().partition(|r| r.index == 1);
+    let exact_rejections = all_rejections(&stack, "acme", &exact).await;
+    let paused_rejections = all_rejections(&stack, "other", &paused).await;
+    let (repeat, others): (Vec<_>, Vec<_>) = exact_rejections.iter().partition(|r| r.index == 1);
     assert_eq!(
         rejections(&pb::Upload {
             rejections: repeat.into_iter().cloned().collect(),
@@ -819,5 +821,5 @@ async fn the_exact_path_survives_a_deadlock_with_a_concurrent_upload() {
             RejectionReason::DuplicateInUpload
         )]
     );
-    assert_each_rejected_once(others.into_iter().chain(&paused.rejections), &ascending);
+    assert_each_rejected_once(others.into_iter().chain(&paused_rejections), &ascending);
 }

@@ -11,6 +11,10 @@ use uuid::Uuid;
 pub const EVENT_PART_SIZE: usize = 1000;
 /// Most device IDs one `DeleteDevices` call may name.
 pub const MAX_DELETE_IDS: usize = 100_000;
+/// Most rejections an `Upload` answer carries inline, and most not-found IDs a
+/// `Deletion` answer carries (DOMAIN.md: answers stay deliverable whatever their size;
+/// 1,000 echoes of at most 64 characters stay far below a default client's 4 MiB).
+pub const MAX_INLINE_ECHOES: usize = 1000;
 
 /// Checks free text: at most `max` characters, no control characters.
 fn bounded_text(input: &str, max: usize, what: &str) -> Result<String, String> {
@@ -107,6 +111,9 @@ pub struct UploadRow {
     pub device: DeviceId,
     /// The model ("" when not given).
     pub model: String,
+    /// The same handset's other identifiers (IMEI 2, serial), canonical, none equal to
+    /// `device` or to each other.
+    pub secondary: Vec<DeviceId>,
 }
 
 /// One request batch of an upload after parsing.
@@ -142,10 +149,22 @@ pub struct Upload {
     pub accepted_count: i64,
     /// Devices rejected.
     pub rejected_count: i64,
-    /// Every rejection, by index.
+    /// The first [`MAX_INLINE_ECHOES`] rejections, by index.
     pub rejections: Vec<Rejection>,
+    /// Whether `rejections` holds fewer than `rejected_count`.
+    pub rejections_truncated: bool,
     /// When.
     pub uploaded_at: OffsetDateTime,
+}
+
+/// One identifier a caller named to delete, after the one lookup rule
+/// (`reseller_kit::device_id::lookup_key`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Lookup {
+    /// The canonical identifier: it may name a live device.
+    Key(String),
+    /// No device can have this identifier; its echo (cut, escaped) for the answer.
+    Unknown(String),
 }
 
 /// One portal's progress on a deletion (`reseller.v1.PortalState`).
@@ -202,8 +221,11 @@ pub struct Deletion {
     pub deletion_id: Uuid,
     /// Devices deleted.
     pub deleted_device_ids: Vec<String>,
-    /// Devices asked for that this reseller has not uploaded (or no longer holds).
+    /// The first [`MAX_INLINE_ECHOES`] IDs asked for that name no live device this
+    /// reseller uploaded, each canonical or echoed (cut to 64 characters).
     pub not_found_device_ids: Vec<String>,
+    /// How many IDs were not found in all.
+    pub not_found_count: i64,
     /// The reseller portal.
     pub reseller_portal: PortalState,
     /// The MSP portal.

@@ -2,9 +2,10 @@
 
 use futures::Stream;
 use reseller_kit::auth::Principal;
-use reseller_kit::device_id::{lookup_key, parse_input};
+use reseller_kit::device_id::{echo_id, lookup_key, parse_input, parse_secondary_ids};
 use reseller_kit::ids::KnoxId;
-use reseller_kit::{ApiError, FieldViolations, timestamp};
+use reseller_kit::text::echo;
+use reseller_kit::{ApiError, FieldViolations, paging, timestamp};
 use reseller_proto::v1::{
     self as pb, device_service_server::DeviceService, upload_devices_request::Item,
 };
@@ -13,8 +14,8 @@ use uuid::Uuid;
 
 use crate::directory::CustomerDirectory;
 use crate::domain::{
-    self, Deletion, MAX_DELETE_IDS, ParsedBatch, PortalState, Rejection, RejectionReason, Upload,
-    UploadHeader, UploadRow,
+    self, Deletion, Lookup, MAX_DELETE_IDS, ParsedBatch, PortalState, Rejection, RejectionReason,
+    Upload, UploadHeader, UploadRow,
 };
 use crate::postgres::Repository;
 
@@ -67,22 +68,27 @@ fn stream_error(status: Status) -> ApiError {
     }
 }
 
-/// Parses one device with the shared parser; a bad one becomes a rejection, never an
-/// error.
+/// Parses one device with the shared parser; a bad one (identifier, model or secondary
+/// identifier) becomes a rejection, never an error. The rejection echoes the ID cut to
+/// 64 characters with control characters escaped, so a NUL or 10 kB of junk is one
+/// row's problem (DOMAIN.md "Devices and uploads").
 fn parse_device(index: i64, input: &pb::DeviceInput) -> Result<UploadRow, Rejection> {
-    match parse_input(&input.device_id, input.id_kind, &input.model) {
-        Ok((device, model)) => Ok(UploadRow {
-            index,
-            device,
-            model,
-        }),
-        Err(message) => Err(Rejection {
-            index,
-            device_id: input.device_id.trim().to_owned(),
-            reason: RejectionReason::InvalidId,
-            message,
-        }),
-    }
+    let parsed =
+        parse_input(&input.device_id, input.id_kind, &input.model).and_then(|(device, model)| {
+            let secondary = parse_secondary_ids(&input.secondary_ids, &device)?;
+            Ok(UploadRow {
+                index,
+                device,
+                model,
+                secondary,
+            })
+        });
+    parsed.map_err(|message| Rejection {
+        index,
+        device_id: echo_id(&input.device_id),
+        reason: RejectionReason::InvalidId,
+        message,
+    })
 }
 
 /// Turns the rest of the request stream into parsed batches, numbering devices across
@@ -131,7 +137,7 @@ fn parse_batches(
 
 fn parse_id(field: &str, value: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(value.trim())
-        .map_err(|_| ApiError::invalid(field, format!("must be a UUID, got {value:?}")))
+        .map_err(|_| ApiError::invalid(field, format!("must be a UUID, got \"{}\"", echo(value))))
 }
 
 fn upload_to_proto(upload: Upload) -> pb::Upload {
@@ -144,16 +150,20 @@ fn upload_to_proto(upload: Upload) -> pb::Upload {
         rejections: upload
             .rejections
             .into_iter()
-            .map(|r| pb::DeviceRejection {
-                index: r.index,
-                device_id: r.device_id,
-                reason: i32::from(r.reason.as_i16()),
-                message: r.message,
-            })
+            .map(rejection_to_proto)
             .collect(),
         uploaded_at: Some(timestamp::to_proto(upload.uploaded_at)),
         client_upload_id: upload.client_upload_id.unwrap_or_default(),
-        rejections_truncated: false,
+        rejections_truncated: upload.rejections_truncated,
+    }
+}
+
+fn rejection_to_proto(r: Rejection) -> pb::DeviceRejection {
+    pb::DeviceRejection {
+        index: r.index,
+        device_id: r.device_id,
+        reason: i32::from(r.reason.as_i16()),
+        message: r.message,
     }
 }
 
@@ -166,6 +176,9 @@ fn deletion_to_proto(deletion: Deletion) -> pb::Deletion {
     pb::Deletion {
         deletion_id: deletion.deletion_id.to_string(),
         deleted_device_ids: deletion.deleted_device_ids,
+        not_found_truncated: (deletion.not_found_device_ids.len() as i64)
+            < deletion.not_found_count,
+        not_found_count: deletion.not_found_count,
         not_found_device_ids: deletion.not_found_device_ids,
         reseller_portal: state_to_proto(deletion.reseller_portal),
         msp_portal: state_to_proto(deletion.msp_portal),
@@ -259,22 +272,51 @@ impl DeviceService for DeviceApi {
             )
             .into());
         }
-        // Normalised like uploads, duplicates dropped, order kept.
+        // The one lookup rule (DOMAIN.md): canonical like uploads, repeats dropped, order
+        // kept. An ID no device can have (a NUL, 10 kB of junk) is simply not found.
         let mut seen = std::collections::HashSet::new();
-        let ids: Vec<String> = requested
-            .iter()
-            .map(|id| lookup_key(id).unwrap_or_default())
-            .filter(|id| !id.is_empty() && seen.insert(id.clone()))
-            .collect();
-        if ids.is_empty() {
+        let mut lookups = Vec::with_capacity(requested.len());
+        for id in requested {
+            let lookup = match lookup_key(id) {
+                Some(key) => Lookup::Key(key),
+                None if id.trim().is_empty() => continue,
+                None => Lookup::Unknown(echo(id.trim())),
+            };
+            if seen.insert(lookup.clone()) {
+                lookups.push(lookup);
+            }
+        }
+        if lookups.is_empty() {
             return Err(ApiError::invalid("device_ids", "every device ID is empty").into());
         }
         let deletion = self
             .repo
-            .delete(&reseller, &ids)
+            .delete(&reseller, &lookups)
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(deletion_to_proto(deletion)))
+    }
+
+    async fn list_upload_rejections(
+        &self,
+        request: Request<pb::ListUploadRejectionsRequest>,
+    ) -> Result<Response<pb::ListUploadRejectionsResponse>, Status> {
+        let reseller = Principal::of(&request)?.reseller()?;
+        let req = request.get_ref();
+        let upload_id = parse_id("upload_id", &req.upload_id)?;
+        let limit = paging::page_size(req.page_size)?;
+        let after: i64 = paging::decode_token(&req.page_token)?.unwrap_or(-1);
+        let mut rejections = self
+            .repo
+            .upload_rejections(&reseller, upload_id, after, limit + 1)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::not_found("upload", upload_id))?;
+        let next_page_token = paging::finish_page(&mut rejections, limit, |r| r.index);
+        Ok(Response::new(pb::ListUploadRejectionsResponse {
+            rejections: rejections.into_iter().map(rejection_to_proto).collect(),
+            next_page_token,
+        }))
     }
 
     async fn get_deletion(
@@ -290,12 +332,5 @@ impl DeviceService for DeviceApi {
             .map_err(ApiError::from)?
             .ok_or_else(|| ApiError::not_found("deletion", deletion_id))?;
         Ok(Response::new(deletion_to_proto(deletion)))
-    }
-
-    async fn list_upload_rejections(
-        &self,
-        _request: Request<pb::ListUploadRejectionsRequest>,
-    ) -> Result<Response<pb::ListUploadRejectionsResponse>, Status> {
-        Err(Status::unimplemented("not yet"))
     }
 }

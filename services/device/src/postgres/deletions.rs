@@ -7,68 +7,80 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{OUTBOX, Repository};
-use crate::domain::{Deletion, EVENT_PART_SIZE, PortalState, fold_portal, part_count};
+use crate::domain::{
+    Deletion, EVENT_PART_SIZE, Lookup, MAX_INLINE_ECHOES, PortalState, fold_portal, part_count,
+};
 use crate::events::{self, DeletedRegistration};
 
 /// `reseller.v1.Portal` numbers.
 const PORTALS: [i16; 3] = [1, 2, 3];
 
 impl Repository {
-    /// Deletes the live registrations of `device_ids` that `reseller` uploaded, in one
-    /// transaction with its `devices_deleted` events. Every other ID — unknown, deleted
-    /// already, or someone else's — is reported as not found.
+    /// Deletes the devices that `lookups` name by any of their identifiers and that
+    /// `reseller` uploaded, with all their identifiers, in one transaction with its
+    /// `devices_deleted` events. Every other ID (unknown, deleted already, someone
+    /// else's, or no identifier at all) is reported as not found; the answer keeps the
+    /// first [`MAX_INLINE_ECHOES`] of them and their count.
     ///
     /// # Errors
     /// Database errors; nothing is deleted then.
     pub async fn delete(
         &self,
         reseller: &ResellerId,
-        device_ids: &[String],
+        lookups: &[Lookup],
     ) -> Result<Deletion, sqlx::Error> {
         let deletion_id = Uuid::now_v7();
-        let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query(
-            "UPDATE device.registrations SET deleted_at = now(), deletion_id = $1 \
-             WHERE deleted_at IS NULL AND reseller_id = $2 AND device_id = ANY($3) \
-             RETURNING device_id, upload_id, target_knox_id",
-        )
-        .bind(deletion_id)
-        .bind(reseller.as_str())
-        .bind(device_ids)
-        .fetch_all(&mut *tx)
-        .await?;
-        let deleted: Vec<DeletedRegistration> = rows
+        let keys: Vec<&str> = lookups
             .iter()
-            .map(|r| {
-                Ok(DeletedRegistration {
-                    device_id: r.try_get("device_id")?,
-                    upload_id: r.try_get("upload_id")?,
-                    target_knox_id: r.try_get("target_knox_id")?,
-                })
+            .filter_map(|l| match l {
+                Lookup::Key(key) => Some(key.as_str()),
+                Lookup::Unknown(_) => None,
             })
-            .collect::<Result<_, sqlx::Error>>()?;
-        let deleted_set: std::collections::HashSet<&str> =
-            deleted.iter().map(|d| d.device_id.as_str()).collect();
-        let deleted_ids: Vec<String> = device_ids
-            .iter()
-            .filter(|id| deleted_set.contains(id.as_str()))
-            .cloned()
             .collect();
-        let not_found: Vec<String> = device_ids
-            .iter()
-            .filter(|id| !deleted_set.contains(id.as_str()))
-            .cloned()
-            .collect();
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(include_str!("delete_devices.sql"))
+            .bind(deletion_id)
+            .bind(reseller.as_str())
+            .bind(&keys)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut found = std::collections::HashSet::new();
+        let mut deleted = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let asked: Vec<String> = row.try_get("asked")?;
+            found.extend(asked);
+            deleted.push(DeletedRegistration {
+                device_id: row.try_get("device_id")?,
+                upload_id: row.try_get("upload_id")?,
+                target_knox_id: row.try_get("target_knox_id")?,
+            });
+        }
+        let mut deleted_ids = Vec::with_capacity(found.len());
+        let mut not_found = Vec::new();
+        let mut not_found_count: i64 = 0;
+        for lookup in lookups {
+            match lookup {
+                Lookup::Key(key) if found.contains(key) => deleted_ids.push(key.clone()),
+                Lookup::Key(id) | Lookup::Unknown(id) => {
+                    not_found_count += 1;
+                    if not_found.len() < MAX_INLINE_ECHOES {
+                        not_found.push(id.clone());
+                    }
+                }
+            }
+        }
         let parts = part_count(deleted.len());
         let requested_at: OffsetDateTime = sqlx::query_scalar(
             "INSERT INTO device.deletions (deletion_id, reseller_id, requested_at, part_count, \
-             deleted_device_ids, not_found_device_ids) VALUES ($1, $2, now(), $3, $4, $5) RETURNING requested_at",
+             deleted_device_ids, not_found_device_ids, not_found_count) \
+             VALUES ($1, $2, now(), $3, $4, $5, $6) RETURNING requested_at",
         )
         .bind(deletion_id)
         .bind(reseller.as_str())
         .bind(parts as i32)
         .bind(&deleted_ids)
         .bind(&not_found)
+        .bind(not_found_count)
         .fetch_one(&mut *tx)
         .await?;
         let batch: Vec<_> = deleted
@@ -116,6 +128,7 @@ impl Repository {
         // receipts' portals and states as two aligned arrays.
         let Some(row) = sqlx::query(
             "SELECT d.part_count, d.requested_at, d.deleted_device_ids, d.not_found_device_ids, \
+                    d.not_found_count, \
                     array_remove(array_agg(r.portal), NULL) AS portals, \
                     array_remove(array_agg(r.state), NULL) AS states \
              FROM device.deletions d LEFT JOIN device.deletion_receipts r USING (deletion_id) \
@@ -146,6 +159,7 @@ impl Repository {
             deletion_id,
             deleted_device_ids: row.try_get("deleted_device_ids")?,
             not_found_device_ids: row.try_get("not_found_device_ids")?,
+            not_found_count: row.try_get("not_found_count")?,
             reseller_portal: states.next().unwrap_or(PortalState::Pending),
             msp_portal: states.next().unwrap_or(PortalState::Pending),
             customer_portal: states.next().unwrap_or(PortalState::Pending),

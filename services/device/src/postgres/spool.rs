@@ -9,7 +9,8 @@
 //! has no name and is gone when the spool is dropped, even if the process dies.
 //!
 //! A record is `index: i64, kind: i16, device_id: u16-length-prefixed, model:
-//! u32-length-prefixed`, little-endian.
+//! u32-length-prefixed, secondary count: u8`, then per secondary identifier `kind: i16,
+//! identifier: u16-length-prefixed`; little-endian.
 
 use std::io::{self, SeekFrom};
 
@@ -33,6 +34,8 @@ pub struct SpooledRow {
     pub kind: DeviceIdKind,
     /// The model ("" when not given).
     pub model: String,
+    /// The device's secondary identifiers, canonical, with their kinds.
+    pub secondary: Vec<(String, DeviceIdKind)>,
 }
 
 /// The writing end.
@@ -76,6 +79,16 @@ impl Spool {
             self.buf
                 .extend_from_slice(&(model.len() as u32).to_le_bytes());
             self.buf.extend_from_slice(model);
+            // At most MAX_SECONDARY_IDS (4), checked by the parser.
+            self.buf.push(row.secondary.len() as u8);
+            for id in &row.secondary {
+                self.buf
+                    .extend_from_slice(&id.kind().as_i16().to_le_bytes());
+                let bytes = id.as_str().as_bytes();
+                self.buf
+                    .extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+                self.buf.extend_from_slice(bytes);
+            }
             self.rows += 1;
         }
         if self.buf.len() >= WRITE_CHUNK {
@@ -117,21 +130,33 @@ impl SpoolReader {
         let mut rows = Vec::with_capacity(n);
         for _ in 0..n {
             let index = self.file.read_i64_le().await?;
-            let kind = DeviceIdKind::from_i16(self.file.read_i16_le().await?)
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad device kind"))?;
+            let kind = self.read_kind().await?;
             let len = usize::from(self.file.read_u16_le().await?);
             let device_id = self.read_string(len).await?;
             let len = self.file.read_u32_le().await? as usize;
             let model = self.read_string(len).await?;
+            let count = self.file.read_u8().await?;
+            let mut secondary = Vec::with_capacity(usize::from(count));
+            for _ in 0..count {
+                let kind = self.read_kind().await?;
+                let len = usize::from(self.file.read_u16_le().await?);
+                secondary.push((self.read_string(len).await?, kind));
+            }
             rows.push(SpooledRow {
                 index,
                 device_id,
                 kind,
                 model,
+                secondary,
             });
         }
         self.remaining -= n as u64;
         Ok(rows)
+    }
+
+    async fn read_kind(&mut self) -> io::Result<DeviceIdKind> {
+        DeviceIdKind::from_i16(self.file.read_i16_le().await?)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad device kind"))
     }
 
     async fn read_string(&mut self, len: usize) -> io::Result<String> {
@@ -158,6 +183,11 @@ mod tests {
                 } else {
                     format!("Tab\\Model\t{i} ✓")
                 },
+                secondary: if i % 2 == 0 {
+                    vec![DeviceId::parse(&format!("sn-{i}"), None).unwrap()]
+                } else {
+                    Vec::new()
+                },
             })
             .collect();
         for chunk in rows.chunks(777) {
@@ -179,6 +209,12 @@ mod tests {
             assert_eq!(got.device_id, row.device.as_str());
             assert_eq!(got.kind, row.device.kind());
             assert_eq!(got.model, row.model);
+            let secondary: Vec<(String, DeviceIdKind)> = row
+                .secondary
+                .iter()
+                .map(|id| (id.as_str().to_owned(), id.kind()))
+                .collect();
+            assert_eq!(got.secondary, secondary);
         }
     }
 }

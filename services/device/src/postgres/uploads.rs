@@ -28,8 +28,8 @@ use uuid::Uuid;
 use super::spool::{Spool, SpoolReader, SpooledRow};
 use super::{OUTBOX, Repository};
 use crate::domain::{
-    EVENT_PART_SIZE, ParsedBatch, Rejection, RejectionReason, Target, Upload, UploadHeader,
-    part_count,
+    EVENT_PART_SIZE, MAX_INLINE_ECHOES, ParsedBatch, Rejection, RejectionReason, Target, Upload,
+    UploadHeader, UploadRow, part_count,
 };
 use crate::events;
 
@@ -99,33 +99,76 @@ fn registration_line_tail(reseller: &ResellerId, upload_id: Uuid, target: &Targe
     tail
 }
 
-/// Appends one `device.registrations (device_id, id_kind, model, reseller_id, upload_id,
-/// target_knox_id)` line.
-fn write_registration_line(
+/// The columns of a registration line, in [`write_registration_lines`]'s order.
+const REGISTRATION_COLUMNS: &str =
+    "device_id, id_kind, model, secondary_of, reseller_id, upload_id, target_knox_id";
+
+/// Appends the `device.registrations` lines of one device: its own (`secondary_of`
+/// NULL), then one per secondary identifier, naming the device.
+fn write_registration_lines(buf: &mut Vec<u8>, row: &UploadRow, tail: &[u8]) {
+    let device_id = row.device.as_str();
+    write_identifier_line(buf, device_id, row.device.kind(), &row.model, None, tail);
+    for id in &row.secondary {
+        write_identifier_line(
+            buf,
+            id.as_str(),
+            id.kind(),
+            &row.model,
+            Some(device_id),
+            tail,
+        );
+    }
+}
+
+/// Appends one registration line (see [`REGISTRATION_COLUMNS`]).
+fn write_identifier_line(
     buf: &mut Vec<u8>,
-    device_id: &str,
+    identifier: &str,
     kind: DeviceIdKind,
     model: &str,
+    secondary_of: Option<&str>,
     tail: &[u8],
 ) {
-    push_copy_field(buf, device_id);
+    push_copy_field(buf, identifier);
     buf.push(b'\t');
     buf.extend_from_slice(kind.as_i16().to_string().as_bytes());
     buf.push(b'\t');
     push_copy_field(buf, model);
+    buf.push(b'\t');
+    match secondary_of {
+        Some(device_id) => push_copy_field(buf, device_id),
+        None => buf.extend_from_slice(b"\\N"),
+    }
     buf.extend_from_slice(tail);
 }
 
-/// Appends one `upload_staging (idx, device_id, id_kind, model)` line.
-fn write_staging_line(buf: &mut Vec<u8>, row: &SpooledRow) {
-    buf.extend_from_slice(row.index.to_string().as_bytes());
-    buf.push(b'\t');
-    push_copy_field(buf, &row.device_id);
-    buf.push(b'\t');
-    buf.extend_from_slice(row.kind.as_i16().to_string().as_bytes());
-    buf.push(b'\t');
-    push_copy_field(buf, &row.model);
-    buf.push(b'\n');
+/// The columns of a staging line, in [`write_staging_lines`]'s order.
+const STAGING_COLUMNS: &str = "idx, pos, device_id, id_kind, model, secondary_of";
+
+/// Appends the `upload_staging` lines of one spooled device: its own (`pos` 0) and one
+/// per secondary identifier (`pos` 1 to 4, naming the device).
+fn write_staging_lines(buf: &mut Vec<u8>, row: &SpooledRow) {
+    let index = row.index.to_string();
+    let identifiers = std::iter::once((&row.device_id, row.kind))
+        .chain(row.secondary.iter().map(|(id, kind)| (id, *kind)));
+    for (pos, (identifier, kind)) in identifiers.enumerate() {
+        buf.extend_from_slice(index.as_bytes());
+        buf.push(b'\t');
+        buf.extend_from_slice(pos.to_string().as_bytes());
+        buf.push(b'\t');
+        push_copy_field(buf, identifier);
+        buf.push(b'\t');
+        buf.extend_from_slice(kind.as_i16().to_string().as_bytes());
+        buf.push(b'\t');
+        push_copy_field(buf, &row.model);
+        buf.push(b'\t');
+        if pos == 0 {
+            buf.extend_from_slice(b"\\N");
+        } else {
+            push_copy_field(buf, &row.device_id);
+        }
+        buf.push(b'\n');
+    }
 }
 
 fn rejection_from_row(row: &PgRow) -> Result<Rejection, sqlx::Error> {
@@ -200,16 +243,8 @@ impl Repository {
         else {
             return Ok(None);
         };
-        let rejections = sqlx::query(
-            "SELECT idx, device_id, reason, message FROM device.upload_rejections \
-             WHERE upload_id = $1 ORDER BY idx",
-        )
-        .bind(upload_id)
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(rejection_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
+        let rejections = Self::rejections_in(conn, upload_id, -1, MAX_INLINE_ECHOES as i64).await?;
+        let rejected_count: i64 = row.try_get("rejected_count")?;
         Ok(Some(Upload {
             upload_id: row.try_get("upload_id")?,
             target_knox_id: row.try_get("target_knox_id")?,
@@ -217,9 +252,60 @@ impl Repository {
             client_upload_id: row.try_get("client_upload_id")?,
             uploaded_at: row.try_get("uploaded_at")?,
             accepted_count: row.try_get("accepted_count")?,
-            rejected_count: row.try_get("rejected_count")?,
+            rejected_count,
+            rejections_truncated: (rejections.len() as i64) < rejected_count,
             rejections,
         }))
+    }
+
+    /// Up to `limit` rejections of an upload with an index above `after`, by index.
+    async fn rejections_in(
+        conn: &mut PgConnection,
+        upload_id: Uuid,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Rejection>, sqlx::Error> {
+        sqlx::query(
+            "SELECT idx, device_id, reason, message FROM device.upload_rejections \
+             WHERE upload_id = $1 AND idx > $2 ORDER BY idx LIMIT $3",
+        )
+        .bind(upload_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(rejection_from_row)
+        .collect()
+    }
+
+    /// A page of one of a reseller's uploads' rejections: up to `limit` with an index
+    /// above `after` (-1 for the first page), by index; `None` when the upload is unknown
+    /// or another reseller's.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn upload_rejections(
+        &self,
+        reseller: &ResellerId,
+        upload_id: Uuid,
+        after: i64,
+        limit: i64,
+    ) -> Result<Option<Vec<Rejection>>, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        let known: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM device.uploads WHERE upload_id = $1 AND reseller_id = $2",
+        )
+        .bind(upload_id)
+        .bind(reseller.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+        if known.is_none() {
+            return Ok(None);
+        }
+        Self::rejections_in(&mut conn, upload_id, after, limit)
+            .await
+            .map(Some)
     }
 
     /// Runs one upload in one transaction: nothing is written unless all of it is.
@@ -353,7 +439,7 @@ impl Repository {
 
     /// The fast path: streams the upload's valid rows by `COPY` into
     /// `device.registrations` under the savepoint `copy_registrations`, and into a spool.
-    /// Returns the rows that failed validation, the spool, and how many rows were
+    /// Returns the rows that failed validation, the spool, and how many devices were
     /// registered, or `None` when a device is in the upload twice or registered already,
     /// or on a deadlock (the transaction is then failed until the caller rolls back to the
     /// savepoint).
@@ -370,11 +456,13 @@ impl Repository {
             .await?;
         let tail = registration_line_tail(reseller, upload_id, target);
         let mut invalid = Vec::new();
-        let mut copy = tx
-            .copy_in_raw(
-                "COPY device.registrations (device_id, id_kind, model, reseller_id, upload_id, target_knox_id) FROM STDIN",
-            )
-            .await?;
+        // Every device of the upload, valid or not: an upload of none is refused.
+        let mut devices: u64 = 0;
+        // Valid devices: what the fast path registers (COPY counts rows, and a device
+        // with secondary identifiers has several).
+        let mut valid: i64 = 0;
+        let statement = format!("COPY device.registrations ({REGISTRATION_COLUMNS}) FROM STDIN");
+        let mut copy = tx.copy_in_raw(&statement).await?;
         let mut buf = Vec::with_capacity(COPY_CHUNK + 4096);
         while let Some(item) = items.next().await {
             let batch = match item {
@@ -384,15 +472,11 @@ impl Repository {
                     return Err(err.into());
                 }
             };
+            devices += (batch.rows.len() + batch.rejected.len()) as u64;
+            valid += batch.rows.len() as i64;
             invalid.extend(batch.rejected);
             for row in &batch.rows {
-                write_registration_line(
-                    &mut buf,
-                    row.device.as_str(),
-                    row.device.kind(),
-                    &row.model,
-                    &tail,
-                );
+                write_registration_lines(&mut buf, row, &tail);
             }
             if let Err(err) = spool.append(&batch.rows).await {
                 let _ = copy.abort("the upload spool failed").await;
@@ -403,11 +487,19 @@ impl Repository {
                 buf.reserve(COPY_CHUNK + 4096);
             }
         }
+        if devices == 0 {
+            let _ = copy.abort("the upload holds no devices").await;
+            return Err(ApiError::invalid(
+                "batch",
+                "the upload holds no devices; send at least one device after the header",
+            )
+            .into());
+        }
         if !buf.is_empty() {
             copy.send(buf).await?;
         }
         match copy.finish().await {
-            Ok(count) => Ok((invalid, spool, Some(count as i64))),
+            Ok(_rows) => Ok((invalid, spool, Some(valid))),
             Err(sqlx::Error::Database(err))
                 if err
                     .code()
@@ -435,14 +527,17 @@ impl Repository {
         sqlx::raw_sql("SET LOCAL jit = off; SET LOCAL work_mem = '256MB'")
             .execute(&mut *tx)
             .await?;
+        // A row per identifier: `pos` 0 is the device's own, 1 to 4 its secondary ones.
         sqlx::query(
-            "CREATE TEMP TABLE upload_staging (idx bigint, device_id text, id_kind smallint, model text) ON COMMIT DROP",
+            "CREATE TEMP TABLE upload_staging (idx bigint, pos smallint, device_id text, id_kind smallint, \
+             model text, secondary_of text) ON COMMIT DROP",
         )
         .execute(&mut *tx)
         .await?;
         {
             let mut reader = spool.into_reader().await?;
-            let mut copy = tx.copy_in_raw("COPY upload_staging FROM STDIN").await?;
+            let statement = format!("COPY upload_staging ({STAGING_COLUMNS}) FROM STDIN");
+            let mut copy = tx.copy_in_raw(&statement).await?;
             loop {
                 let rows = match reader.next_batch(ROWS_PER_BATCH).await {
                     Ok(rows) => rows,
@@ -456,15 +551,18 @@ impl Repository {
                 }
                 let mut buf = Vec::with_capacity(COPY_CHUNK + 4096);
                 for row in &rows {
-                    write_staging_line(&mut buf, row);
+                    write_staging_lines(&mut buf, row);
                 }
                 copy.send(buf).await?;
             }
             copy.finish().await?;
         }
-        sqlx::query("CREATE TEMP TABLE upload_accepted (device_id text, id_kind smallint, model text) ON COMMIT DROP")
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "CREATE TEMP TABLE upload_accepted (device_id text, id_kind smallint, model text, \
+             secondary_ids text[]) ON COMMIT DROP",
+        )
+        .execute(&mut *tx)
+        .await?;
         // A concurrent upload on the fast path inserts in its own order and can deadlock
         // with this one; whichever PostgreSQL picks as the victim, the upload still
         // completes: the fast path falls back to here, and here retries.
@@ -492,40 +590,35 @@ impl Repository {
             .await?)
     }
 
-    /// One statement over `upload_staging`: registers the first occurrence of each
-    /// device unless a live registration exists (the partial unique index decides, also
-    /// against concurrent uploads), in device order, into `upload_accepted`, and rejects
-    /// the others.
+    /// One statement over `upload_staging` (`register_staged.sql`): registers every
+    /// device that is neither a repeat within the upload nor registered already, with all
+    /// of its identifiers, into `upload_accepted`, and rejects the others. A device a
+    /// concurrent upload beat to some of its identifiers is rejected, and the rows it did
+    /// get are deleted again, so a device is registered whole or not at all.
     async fn register_staged(
         tx: &mut PgConnection,
         reseller: &ResellerId,
         upload_id: Uuid,
         target: &Target,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "WITH ranked AS MATERIALIZED ( \
-                 SELECT idx, device_id, id_kind, model, \
-                        row_number() OVER w AS rn, first_value(idx) OVER w AS first_idx \
-                 FROM upload_staging WINDOW w AS (PARTITION BY device_id ORDER BY idx)), \
-             inserted AS ( \
-                 INSERT INTO device.registrations (device_id, id_kind, model, reseller_id, upload_id, target_knox_id) \
-                 SELECT device_id, id_kind, model, $1, $2, $3 FROM ranked WHERE rn = 1 \
-                 ON CONFLICT (device_id) WHERE deleted_at IS NULL DO NOTHING \
-                 RETURNING device_id, id_kind, model), \
-             accepted AS (INSERT INTO upload_accepted SELECT device_id, id_kind, model FROM inserted) \
-             INSERT INTO device.upload_rejections (upload_id, idx, device_id, reason, message) \
-             SELECT $2, r.idx, r.device_id, \
-                    CASE WHEN r.rn > 1 THEN 2 ELSE 3 END, \
-                    CASE WHEN r.rn > 1 THEN 'duplicate of the device at index ' || r.first_idx \
-                         ELSE 'already registered to an account' END \
-             FROM ranked r \
-             WHERE r.rn > 1 OR NOT EXISTS (SELECT 1 FROM inserted i WHERE i.device_id = r.device_id)",
-        )
-        .bind(reseller.as_str())
-        .bind(upload_id)
-        .bind(target.knox_id.as_str())
-        .execute(&mut *tx)
-        .await?;
+        let partial: Vec<String> = sqlx::query_scalar(include_str!("register_staged.sql"))
+            .bind(reseller.as_str())
+            .bind(upload_id)
+            .bind(target.knox_id.as_str())
+            .bind(RejectionReason::DuplicateInUpload.as_i16())
+            .bind(RejectionReason::AlreadyRegistered.as_i16())
+            .fetch_all(&mut *tx)
+            .await?;
+        if !partial.is_empty() {
+            sqlx::query(
+                "DELETE FROM device.registrations WHERE upload_id = $1 AND deleted_at IS NULL \
+                 AND coalesce(secondary_of, device_id) = ANY($2)",
+            )
+            .bind(upload_id)
+            .bind(&partial)
+            .execute(&mut *tx)
+            .await?;
+        }
         Ok(())
     }
 
@@ -576,7 +669,7 @@ impl Repository {
                     device_id: row.device_id,
                     kind: row.kind,
                     model: row.model,
-                    secondary_ids: Vec::new(),
+                    secondary_ids: row.secondary.into_iter().map(|(id, _)| id).collect(),
                 })
                 .collect();
             Self::enqueue_parts(tx, context, &mut part, devices).await?;
@@ -590,7 +683,7 @@ impl Repository {
         context: &events::UploadContext<'_>,
     ) -> Result<(), UploadError> {
         sqlx::query(
-            "DECLARE accepted_cursor NO SCROLL CURSOR FOR SELECT device_id, id_kind, model FROM upload_accepted",
+            "DECLARE accepted_cursor NO SCROLL CURSOR FOR SELECT device_id, id_kind, model, secondary_ids FROM upload_accepted",
         )
         .execute(&mut *tx)
         .await?;
@@ -611,7 +704,7 @@ impl Repository {
                         kind: DeviceIdKind::from_i16(r.try_get("id_kind")?)
                             .unwrap_or(DeviceIdKind::Serial),
                         model: r.try_get("model")?,
-                        secondary_ids: Vec::new(),
+                        secondary_ids: r.try_get("secondary_ids")?,
                     })
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()?;
@@ -647,23 +740,25 @@ mod tests {
     use reseller_kit::device_id::DeviceId;
 
     #[test]
-    fn staging_lines_escape_the_model() {
+    fn staging_lines_escape_the_model_and_list_secondary_identifiers() {
         let mut buf = Vec::new();
         let row = SpooledRow {
             index: 7,
             device_id: "ABC-1".into(),
             kind: DeviceIdKind::Serial,
             model: "Tab\\Model\tX".into(),
+            secondary: vec![("490154203237518".into(), DeviceIdKind::Imei)],
         };
-        write_staging_line(&mut buf, &row);
+        write_staging_lines(&mut buf, &row);
         assert_eq!(
             String::from_utf8(buf).unwrap(),
-            "7\tABC-1\t3\tTab\\\\Model\\tX\n"
+            "7\t0\tABC-1\t3\tTab\\\\Model\\tX\t\\N\n\
+             7\t1\t490154203237518\t1\tTab\\\\Model\\tX\tABC-1\n"
         );
     }
 
     #[test]
-    fn registration_lines_carry_the_upload() {
+    fn registration_lines_carry_the_upload_and_name_the_device_of_a_secondary_id() {
         let reseller = ResellerId::parse("reseller-1").unwrap();
         let upload_id = Uuid::nil();
         let target = Target {
@@ -672,11 +767,17 @@ mod tests {
         };
         let tail = registration_line_tail(&reseller, upload_id, &target);
         let mut buf = Vec::new();
-        let device = DeviceId::parse("abc-1", None).unwrap();
-        write_registration_line(&mut buf, device.as_str(), device.kind(), "M\\1", &tail);
+        let row = UploadRow {
+            index: 0,
+            device: DeviceId::parse("abc-1", None).unwrap(),
+            model: "M\\1".into(),
+            secondary: vec![DeviceId::parse("49-015420-323751-8", None).unwrap()],
+        };
+        write_registration_lines(&mut buf, &row, &tail);
         assert_eq!(
             String::from_utf8(buf).unwrap(),
-            "ABC-1\t3\tM\\\\1\treseller-1\t00000000-0000-0000-0000-000000000000\t900000000001\n"
+            "ABC-1\t3\tM\\\\1\t\\N\treseller-1\t00000000-0000-0000-0000-000000000000\t900000000001\n\
+             490154203237518\t1\tM\\\\1\tABC-1\treseller-1\t00000000-0000-0000-0000-000000000000\t900000000001\n"
         );
     }
 }
