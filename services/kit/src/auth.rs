@@ -188,8 +188,10 @@ impl JwtAuth {
             Role::Msp | Role::Customer => KnoxId::parse(&sub).is_ok(),
         };
         if !valid_subject {
+            // The subject is echoed cut and escaped: a token may carry anything.
             return Err(ApiError::Unauthenticated(format!(
-                "the bearer token's subject {sub:?} is not a valid ID for role {}",
+                "the bearer token's subject \"{}\" is not a valid ID for role {}",
+                crate::text::echo(&sub),
                 role.as_str()
             )));
         }
@@ -278,5 +280,20 @@ mod tests {
             auth.verify(&bad),
             Err(ApiError::Unauthenticated(_))
         ));
+    }
+
+    #[test]
+    fn a_hostile_subject_is_echoed_short_and_escaped() {
+        let auth = JwtAuth::new("a");
+        for subject in ["X".repeat(10_000), "R5\u{0}X".into()] {
+            let token = auth
+                .mint(Role::Customer, &subject, Duration::from_secs(60))
+                .unwrap();
+            let Err(ApiError::Unauthenticated(message)) = auth.verify(&token) else {
+                panic!("{subject:.20} was accepted");
+            };
+            assert!(message.len() < 200, "{message}");
+            assert!(!message.contains('\u{0}'), "{message:?}");
+        }
     }
 }

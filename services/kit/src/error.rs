@@ -3,9 +3,37 @@
 //! Services convert their domain errors into [`ApiError`]; `From<ApiError> for Status`
 //! is the only place codes are chosen. Bad fields travel as `google.rpc.BadRequest`
 //! field violations; internal errors are logged in full and answered generically.
+//!
+//! Messages are bounded ([`MAX_MESSAGE_BYTES`]): a status travels in HTTP/2 headers
+//! (`grpc-message`, percent-encoded, and `grpc-status-details-bin`, base64), and a
+//! default client refuses a header list over 16 KiB with a protocol error it reports as
+//! `INTERNAL`. Parsers echo a caller's value cut to 64 characters
+//! ([`crate::text::echo`]); the bound here is the safety net for any message that
+//! still grows with the input.
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
+
+/// Most bytes of a status message, and of one field violation's description; longer
+/// ones are cut at a character boundary and end in `…`.
+pub const MAX_MESSAGE_BYTES: usize = 1000;
+
+/// `text` cut to at most [`MAX_MESSAGE_BYTES`] bytes (at a character boundary, the `…`
+/// included), or unchanged when it fits.
+pub fn bounded(text: String) -> String {
+    if text.len() <= MAX_MESSAGE_BYTES {
+        return text;
+    }
+    let ellipsis = '…'.len_utf8();
+    let mut end = MAX_MESSAGE_BYTES - ellipsis;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut cut = text;
+    cut.truncate(end);
+    cut.push('…');
+    cut
+}
 
 /// One bad field of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,12 +116,12 @@ impl From<sqlx::Error> for ApiError {
 
 impl From<ApiError> for Status {
     fn from(err: ApiError) -> Self {
-        let message = err.to_string();
+        let message = bounded(err.to_string());
         match err {
             ApiError::InvalidArgument(violations) => {
                 let mut details = ErrorDetails::new();
-                for v in &violations {
-                    details.add_bad_request_violation(v.field.clone(), v.description.clone());
+                for v in violations {
+                    details.add_bad_request_violation(v.field, bounded(v.description));
                 }
                 Status::with_error_details(Code::InvalidArgument, message, details)
             }
@@ -165,6 +193,24 @@ mod tests {
         let details = status.get_error_details();
         let bad = details.bad_request().expect("BadRequest detail");
         assert_eq!(bad.field_violations[0].field, "knox_id");
+    }
+
+    #[test]
+    fn messages_and_descriptions_are_bounded() {
+        let huge = format!("got {}", "Ä".repeat(10_000));
+        let status = Status::from(ApiError::invalid("knox_id", huge.clone()));
+        assert!(status.message().len() <= MAX_MESSAGE_BYTES);
+        assert!(status.message().ends_with('…'));
+        let details = status.get_error_details();
+        let bad = details.bad_request().expect("BadRequest detail");
+        assert!(bad.field_violations[0].description.len() <= MAX_MESSAGE_BYTES);
+        let status = Status::from(ApiError::NotFound(huge));
+        assert!(status.message().len() <= MAX_MESSAGE_BYTES);
+        // Short messages are left alone.
+        assert_eq!(
+            bounded("customer 1 not found".into()),
+            "customer 1 not found"
+        );
     }
 
     #[test]

@@ -1,5 +1,13 @@
 //! The gRPC server bootstrap: the services of a program, plus `grpc.health.v1` and
 //! server reflection (both without auth), served on a bound listener until shutdown.
+//!
+//! Header limits, both ways. A request's headers may be up to
+//! [`MAX_REQUEST_HEADER_BYTES`], so a bearer token carrying a 10 kB junk subject still
+//! reaches the auth interceptor and is refused as `UNAUTHENTICATED` (HTTP/2's 16 KiB
+//! default would answer HTTP 431, which clients read as `UNKNOWN`). An error answer's
+//! status headers are kept under a default client's 16 KiB header-list limit
+//! ([`keep_status_headers_small`]), or the client would see a protocol error
+//! (`INTERNAL`) instead of the status.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -12,6 +20,16 @@ use tonic::service::RoutesBuilder;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
+
+/// Most bytes of a request's header list (HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`).
+pub const MAX_REQUEST_HEADER_BYTES: u32 = 64 * 1024;
+
+/// Most bytes of an answer's `grpc-message` header (percent-encoded).
+const MAX_GRPC_MESSAGE_HEADER_BYTES: usize = 3 * 1024;
+
+/// Most bytes of an answer's `grpc-status-details-bin` header (base64); larger details
+/// are dropped, the status and its message stay.
+const MAX_STATUS_DETAILS_HEADER_BYTES: usize = 8 * 1024;
 
 /// The services one program serves.
 #[derive(Debug, Default)]
@@ -80,8 +98,12 @@ impl GrpcServer {
         };
         Server::builder()
             .layer(tower::util::MapResponseLayer::new(
-                too_large_is_resource_exhausted,
+                contract_codes_for_tonics_answers,
             ))
+            .layer(tower::util::MapResponseLayer::new(
+                keep_status_headers_small,
+            ))
+            .http2_max_header_list_size(MAX_REQUEST_HEADER_BYTES)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_routes(self.routes.routes())
@@ -99,18 +121,133 @@ impl GrpcServer {
     }
 }
 
-/// tonic answers an over-sized request with `OUT_OF_RANGE`; the contract (and gRPC's own
-/// status-code guide) says `RESOURCE_EXHAUSTED`. Rewrites that one answer.
-fn too_large_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+/// Two answers tonic gives before a handler runs, rewritten to what the contract says:
+/// an over-sized request is `OUT_OF_RANGE` in tonic and `RESOURCE_EXHAUSTED` in the
+/// contract (and gRPC's own status-code guide); a request that does not decode (a string
+/// field that is not UTF-8: stray bytes from a caller) is `INTERNAL` in tonic, which
+/// tells the caller the server failed, where the caller's input is malformed:
+/// `INVALID_ARGUMENT`, with tonic's message naming the field
+/// (`ListCustomersRequest.query: invalid string value: data is not UTF-8 encoded`).
+fn contract_codes_for_tonics_answers<B>(mut response: http::Response<B>) -> http::Response<B> {
     let headers = response.headers_mut();
-    let out_of_range = headers
-        .get("grpc-status")
-        .is_some_and(|v| v.as_bytes() == b"11");
-    let too_large = headers.get("grpc-message").is_some_and(|v| {
-        String::from_utf8_lossy(v.as_bytes()).contains("message%20length%20too%20large")
-    });
-    if out_of_range && too_large {
-        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+    let status = headers.get("grpc-status").map(|v| v.as_bytes().to_vec());
+    let message = headers
+        .get("grpc-message")
+        .map(|v| percent_decode(v.as_bytes()))
+        .unwrap_or_default();
+    let rewritten = match status.as_deref() {
+        Some(b"11") if message.contains("message length too large") => Some("8"),
+        Some(b"13") if message.starts_with("failed to decode Protobuf message") => Some("3"),
+        _ => None,
+    };
+    if let Some(code) = rewritten {
+        headers.insert("grpc-status", http::HeaderValue::from_static(code));
     }
     response
+}
+
+/// Keeps an error answer's status headers small enough for any client (16 KiB of
+/// headers is the common default): a `grpc-message` over
+/// [`MAX_GRPC_MESSAGE_HEADER_BYTES`] is cut to [`crate::error::MAX_MESSAGE_BYTES`] of
+/// text, and `grpc-status-details-bin` over [`MAX_STATUS_DETAILS_HEADER_BYTES`] is
+/// dropped. Statuses built from [`crate::ApiError`] are bounded already; this catches any
+/// other (a handler's own `Status`, tonic's). It sees the headers of unary answers and of
+/// streams that fail before their first message, where errors are answered.
+fn keep_status_headers_small<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let long_message = headers
+        .get("grpc-message")
+        .filter(|v| v.len() > MAX_GRPC_MESSAGE_HEADER_BYTES)
+        .map(|v| percent_decode(v.as_bytes()));
+    if let Some(message) = long_message {
+        let cut = crate::error::bounded(message);
+        if let Ok(value) = http::HeaderValue::from_str(&percent_encode(&cut)) {
+            headers.insert("grpc-message", value);
+        }
+    }
+    if headers
+        .get("grpc-status-details-bin")
+        .is_some_and(|v| v.len() > MAX_STATUS_DETAILS_HEADER_BYTES)
+    {
+        headers.remove("grpc-status-details-bin");
+    }
+    response
+}
+
+/// gRPC's percent-encoding of `grpc-message` (PROTOCOL-HTTP2.md): printable ASCII but
+/// `%` as it is, every other byte as `%XX`.
+const GRPC_MESSAGE_ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+
+/// Decodes a `grpc-message` value; invalid UTF-8 is replaced.
+fn percent_decode(encoded: &[u8]) -> String {
+    percent_encoding::percent_decode(encoded)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// Encodes `text` for `grpc-message`.
+fn percent_encode(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, GRPC_MESSAGE_ESCAPED).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(message: &str, details: usize) -> http::Response<()> {
+        http::Response::builder()
+            .header("grpc-status", "3")
+            .header("grpc-message", percent_encode(message))
+            .header("grpc-status-details-bin", "A".repeat(details))
+            .body(())
+            .unwrap()
+    }
+
+    #[test]
+    fn an_undecodable_request_is_invalid_argument() {
+        let answer = http::Response::builder()
+            .header("grpc-status", "13")
+            .header(
+                "grpc-message",
+                percent_encode("failed to decode Protobuf message: X.query: invalid string value"),
+            )
+            .body(())
+            .unwrap();
+        let answer = contract_codes_for_tonics_answers(answer);
+        assert_eq!(answer.headers()["grpc-status"], "3");
+        let other = http::Response::builder()
+            .header("grpc-status", "13")
+            .header("grpc-message", "internal%20error")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            contract_codes_for_tonics_answers(other).headers()["grpc-status"],
+            "13"
+        );
+    }
+
+    #[test]
+    fn percent_encoding_round_trips() {
+        let text = "knox_id must be 6 to 20 digits, got \"Ä\u{0}%\"";
+        let encoded = percent_encode(text);
+        assert!(encoded.is_ascii() && !encoded.contains('\u{0}'));
+        assert_eq!(percent_decode(encoded.as_bytes()), text);
+        assert_eq!(percent_decode(b"100%"), "100%");
+    }
+
+    #[test]
+    fn long_status_headers_are_cut_and_short_ones_kept() {
+        let long = keep_status_headers_small(answer(&"Ä".repeat(5_000), 20_000));
+        let message = long.headers()["grpc-message"].as_bytes();
+        assert!(message.len() <= 3 * crate::error::MAX_MESSAGE_BYTES);
+        assert!(percent_decode(message).ends_with('…'));
+        assert!(!long.headers().contains_key("grpc-status-details-bin"));
+
+        let short = keep_status_headers_small(answer("customer 1 not found", 100));
+        assert_eq!(
+            percent_decode(short.headers()["grpc-message"].as_bytes()),
+            "customer 1 not found"
+        );
+        assert!(short.headers().contains_key("grpc-status-details-bin"));
+    }
 }

@@ -1,6 +1,12 @@
 //! Identifiers every service shares, parsed once at the edge (parse, don't validate).
+//!
+//! Error messages echo the caller's value through [`crate::text::echo`]: cut to 64
+//! characters with control characters escaped, so a 10 kB or NUL-laden value gives a
+//! short message that is safe to log and to send in a `grpc-message` header.
 
 use std::fmt;
+
+use crate::text::echo;
 
 /// A Knox ID: 6 to 20 ASCII digits (DOMAIN.md "Parties and accounts").
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -17,7 +23,7 @@ impl KnoxId {
             return Err("is required".into());
         }
         if !(6..=20).contains(&s.len()) || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("must be 6 to 20 digits, got {s:?}"));
+            return Err(format!("must be 6 to 20 digits, got \"{}\"", echo(s)));
         }
         Ok(Self(s.to_owned()))
     }
@@ -59,7 +65,8 @@ impl ResellerId {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         {
             return Err(format!(
-                "must be 1 to 64 of A-Z, a-z, 0-9, '_' and '-', got {s:?}"
+                "must be 1 to 64 of A-Z, a-z, 0-9, '_' and '-', got \"{}\"",
+                echo(s)
             ));
         }
         Ok(Self(s.to_owned()))
@@ -103,5 +110,23 @@ mod tests {
         assert!(ResellerId::parse("acme eu").is_err());
         assert!(ResellerId::parse("acme.eu").is_err());
         assert!(ResellerId::parse("").is_err());
+    }
+
+    #[test]
+    fn messages_echo_the_value_cut_and_escaped() {
+        assert_eq!(
+            KnoxId::parse("12").unwrap_err(),
+            "must be 6 to 20 digits, got \"12\""
+        );
+        let err = KnoxId::parse("1000\u{0}00001").unwrap_err();
+        assert!(err.contains("1000\\u{0}00001"), "{err}");
+        assert!(KnoxId::parse(&"9".repeat(10_000)).unwrap_err().len() < 200);
+        let err = ResellerId::parse(&"Ä".repeat(5_000)).unwrap_err();
+        assert!(err.len() < 400 && err.contains('…'), "{err}");
+        assert!(
+            ResellerId::parse("acme\u{1b}[31m")
+                .unwrap_err()
+                .contains("\\u{1b}")
+        );
     }
 }
