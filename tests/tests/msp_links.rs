@@ -516,3 +516,262 @@ async fn msps_move_only_what_they_hold_to_customers_they_link() {
         Code::FailedPrecondition,
     );
 }
+
+// ------------------------------------------------------------------------------------
+// One lookup rule in MoveDevices (issue 9): a device is found by any of its identifiers
+// in any spelling; answers name what the caller gave, canonicalised, and stay
+// deliverable to a default client whatever the request.
+
+/// The dual-SIM device of these tests: IMEI 1 (its device ID), IMEI 2 and its serial.
+const IMEI_1: &str = "355887999465330";
+const IMEI_2: &str = "490154203237518";
+const SERIAL: &str = "R58M-DUAL";
+
+/// A `devices_uploaded` event as device-service publishes it, built by hand: the dual-SIM
+/// device with its secondary identifiers, and a plain serial, uploaded to `msp_id`.
+fn uploaded_to_msp(msp_id: &str) -> pb::Event {
+    use reseller_proto::v1::event::Payload;
+    let devices = vec![
+        pb::UploadedDevice {
+            device_id: IMEI_1.into(),
+            id_kind: pb::DeviceIdKind::Imei as i32,
+            model: "Galaxy Duo".into(),
+            secondary_ids: vec![IMEI_2.into(), SERIAL.into()],
+        },
+        pb::UploadedDevice {
+            device_id: "R58M-SOLO".into(),
+            id_kind: pb::DeviceIdKind::Serial as i32,
+            model: String::new(),
+            secondary_ids: Vec::new(),
+        },
+    ];
+    reseller_kit::events::new_event(
+        Payload::DevicesUploaded(pb::DevicesUploaded {
+            upload_id: uuid::Uuid::now_v7().to_string(),
+            reseller_id: "acme".into(),
+            target_knox_id: msp_id.into(),
+            device_ids: devices.iter().map(|d| d.device_id.clone()).collect(),
+            devices,
+            target_kind: AccountKind::Msp as i32,
+            order_number: "PO-DUAL".into(),
+            uploaded_at: Some(reseller_kit::timestamp::to_proto(
+                time::OffsetDateTime::now_utc(),
+            )),
+            part: 1,
+            part_count: 1,
+            accepted_count: 2,
+        }),
+        time::OffsetDateTime::now_utc(),
+    )
+}
+
+async fn move_to(caller: &Caller, to: &str, ids: &[&str]) -> pb::MoveDevicesResponse {
+    caller
+        .msp()
+        .move_devices(pb::MoveDevicesRequest {
+            device_ids: ids.iter().map(|id| id.to_string()).collect(),
+            to_customer_knox_id: to.into(),
+        })
+        .await
+        .expect("move")
+        .into_inner()
+}
+
+async fn secondary_ids_stored(stack: &TestStack) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM msp.secondary_ids")
+        .fetch_one(&stack.platform.pool)
+        .await
+        .unwrap()
+}
+
+/// msp-link's projection, fed a hand-built event: it keeps each device's secondary
+/// identifiers, a move finds the device by any of them in any spelling, and a deletion
+/// takes them with the registration.
+#[tokio::test]
+async fn a_move_finds_a_device_by_any_of_its_identifiers_in_any_spelling() {
+    let stack = TestStack::start().await;
+    setup(&stack).await;
+    let a = msp(&stack, MSP_A);
+    for knox in [CUST_1, CUST_2] {
+        a.msp()
+            .link_customer(link(knox, ManagementMode::JointlyManaged))
+            .await
+            .unwrap();
+    }
+    let consumer = msp_link_service::portal_consumer(&stack.platform);
+    let uploaded = uploaded_to_msp(MSP_A);
+    consumer
+        .apply(&reseller_kit::events::encode(&uploaded))
+        .await
+        .expect("apply the upload");
+    assert_eq!(secondary_ids_stored(&stack).await, 2);
+
+    // IMEI 2 written with dashes, a serial in lower case, and a NUL-laden junk ID: the
+    // junk is rejected alone, and every name comes back canonical.
+    let answer = move_to(
+        &a,
+        CUST_1,
+        &["49-015420-323751-8", "r58m-solo", "R5CW\u{0}10DDD"],
+    )
+    .await;
+    assert_eq!(answer.moved_device_ids, [IMEI_2, "R58M-SOLO"]);
+    assert_eq!(answer.rejected_device_ids, ["R5CW\\u{0}10DDD"]);
+    assert_eq!((answer.moved_count, answer.rejected_count), (2, 1));
+    assert!(!answer.rejected_truncated);
+    // The portals name the device by its device ID, whichever identifier moved it.
+    assert_eq!(ids(&portal(&a, CUST_1).await), [IMEI_1, "R58M-SOLO"]);
+    let shown = eventually("the customer portal to show the moved devices", || async {
+        let devices = my_devices(&customer(&stack, CUST_1)).await;
+        (devices.len() == 2).then_some(devices)
+    })
+    .await;
+    assert_eq!(ids(&shown), [IMEI_1, "R58M-SOLO"]);
+    assert!(shown.iter().all(|d| d.moved_by_msp && d.msp_id == MSP_A));
+
+    // Named by all three identifiers at once, it moves once and each name is answered.
+    let answer = move_to(&a, CUST_2, &[SERIAL, IMEI_1, "35 588799 946533 0", IMEI_2]).await;
+    assert_eq!(answer.moved_device_ids, [SERIAL, IMEI_1, IMEI_2]);
+    assert!(answer.rejected_device_ids.is_empty());
+    assert_eq!(ids(&portal(&a, CUST_2).await), [IMEI_1]);
+    eventually("the device to leave CUST_1's portal", || async {
+        (ids(&my_devices(&customer(&stack, CUST_1)).await) == ["R58M-SOLO"]).then_some(())
+    })
+    .await;
+
+    // A deletion takes the secondary identifiers with the registration.
+    use reseller_proto::v1::event::Payload;
+    let Some(Payload::DevicesUploaded(upload)) = &uploaded.payload else {
+        unreachable!()
+    };
+    let deleted = reseller_kit::events::new_event(
+        Payload::DevicesDeleted(pb::DevicesDeleted {
+            deletion_id: uuid::Uuid::now_v7().to_string(),
+            reseller_id: "acme".into(),
+            device_ids: vec![IMEI_1.into()],
+            part: 1,
+            part_count: 1,
+            devices: vec![pb::DeletedDevice {
+                device_id: IMEI_1.into(),
+                upload_id: upload.upload_id.clone(),
+                target_knox_id: MSP_A.into(),
+            }],
+        }),
+        time::OffsetDateTime::now_utc(),
+    );
+    consumer
+        .apply(&reseller_kit::events::encode(&deleted))
+        .await
+        .expect("apply the deletion");
+    assert_eq!(secondary_ids_stored(&stack).await, 0);
+    let answer = move_to(&a, CUST_1, &[IMEI_2]).await;
+    assert_eq!(answer.rejected_device_ids, [IMEI_2]);
+}
+
+/// End to end: a reseller uploads a dual-SIM device with its IMEI 2, the MSP moves it by
+/// IMEI 2, and the MSP portal and the customer portal show it moved. Needs
+/// device-service to carry `UploadedDevice.secondary_ids` in `devices_uploaded`.
+#[tokio::test]
+async fn an_msp_moves_a_dual_sim_device_by_its_imei_2() {
+    let stack = TestStack::start().await;
+    setup(&stack).await;
+    active_account(&stack, "acme", MSP_A, AccountKind::Msp, "MSP A").await;
+    let a = msp(&stack, MSP_A);
+    a.msp()
+        .link_customer(link(CUST_1, ManagementMode::FullyManaged))
+        .await
+        .unwrap();
+    let messages = reseller_tests::fixtures::upload_stream(
+        pb::UploadHeader {
+            target_knox_id: MSP_A.into(),
+            ..Default::default()
+        },
+        vec![pb::DeviceInput {
+            device_id: IMEI_1.into(),
+            secondary_ids: vec![IMEI_2.into()],
+            ..Default::default()
+        }],
+        10,
+    );
+    let upload = reseller_tests::clients::reseller(&stack, "acme")
+        .devices()
+        .upload_devices(futures::stream::iter(messages))
+        .await
+        .expect("upload")
+        .into_inner();
+    assert_eq!(upload.accepted_count, 1);
+    eventually("the MSP portal to show the pool", || async {
+        (ids(&portal(&a, "").await) == [IMEI_1]).then_some(())
+    })
+    .await;
+
+    let answer = move_to(&a, CUST_1, &["49 015420 323751 8"]).await;
+    assert_eq!(
+        (answer.moved_device_ids, answer.rejected_device_ids),
+        (vec![IMEI_2.to_owned()], Vec::<String>::new()),
+        "msp-link must know the device's IMEI 2 from devices_uploaded"
+    );
+    assert_eq!(ids(&portal(&a, CUST_1).await), [IMEI_1]);
+    let shown = eventually("the customer portal to show the moved device", || async {
+        let devices = my_devices(&customer(&stack, CUST_1)).await;
+        (!devices.is_empty()).then_some(devices)
+    })
+    .await;
+    assert_eq!(ids(&shown), [IMEI_1]);
+    assert!(shown[0].moved_by_msp && shown[0].msp_id == MSP_A);
+}
+
+/// A move of the most IDs a call takes, each a long bogus one, answers a client with
+/// tonic's default 4 MiB receive limit (the harness's clients): each rejected ID is cut to
+/// 64 characters and the list to its first 1,000, with the full count.
+#[tokio::test]
+async fn the_largest_move_answers_a_default_client() {
+    let stack = TestStack::start().await;
+    setup(&stack).await;
+    let a = msp(&stack, MSP_A);
+    a.msp()
+        .link_customer(link(CUST_1, ManagementMode::FullyManaged))
+        .await
+        .unwrap();
+    // 100,000 IDs of 70 characters (7 MB: under the server's 8 MiB request limit; echoed
+    // whole they would answer with 7 MB).
+    let ids: Vec<String> = (0..100_000)
+        .map(|n| format!("BOGUS-{n:06}-{}", "X".repeat(57)))
+        .collect();
+    let answer = a
+        .msp()
+        .move_devices(pb::MoveDevicesRequest {
+            device_ids: ids.clone(),
+            to_customer_knox_id: CUST_1.into(),
+        })
+        .await
+        .expect("a default client gets the answer")
+        .into_inner();
+    assert!(answer.moved_device_ids.is_empty());
+    assert_eq!(answer.rejected_count, 100_000);
+    assert!(answer.rejected_truncated);
+    assert_eq!(answer.rejected_device_ids.len(), 1_000);
+    assert!(
+        answer
+            .rejected_device_ids
+            .iter()
+            .all(|id| id.chars().count() == 64 && id.ends_with('…'))
+    );
+    assert_eq!(
+        answer.rejected_device_ids[0],
+        reseller_kit::text::echo(&ids[0])
+    );
+    // One more than the limit is refused as a bad field.
+    let mut too_many = ids;
+    too_many.push("R58M-1".into());
+    assert_eq!(
+        invalid_fields(
+            a.msp()
+                .move_devices(pb::MoveDevicesRequest {
+                    device_ids: too_many,
+                    to_customer_knox_id: CUST_1.into(),
+                })
+                .await
+        ),
+        ["device_ids"]
+    );
+}

@@ -2,7 +2,7 @@
 
 use reseller_kit::auth::{Principal, Role};
 use reseller_kit::ids::{KnoxId, ResellerId};
-use reseller_kit::{ApiError, FieldViolations, paging};
+use reseller_kit::{ApiError, FieldViolations, paging, text};
 use reseller_proto::v1::{
     self as pb, account_service_server::AccountService, customer_service_server::CustomerService,
 };
@@ -57,6 +57,20 @@ fn customer_fields(
     let reference = v.check("internal_reference", InternalReference::parse(reference));
     v.finish()?;
     Ok((knox_id.expect("checked"), reference.expect("checked")))
+}
+
+/// The cursor of a customer-portal page token (device ID, upload ID). A token is the
+/// caller's input like any field: one whose device ID holds a NUL or another control
+/// character was not issued by this list (stored IDs never hold one), and PostgreSQL
+/// would refuse the NUL, so it is refused here as a bad `page_token`.
+fn device_cursor(token: &str) -> Result<Option<(String, uuid::Uuid)>, ApiError> {
+    match paging::decode_token::<(String, uuid::Uuid)>(token)? {
+        Some((device_id, _)) if !text::is_plain(&device_id) => Err(ApiError::invalid(
+            "page_token",
+            "is not a token this list issued",
+        )),
+        after => Ok(after),
+    }
 }
 
 /// The account an approving principal speaks for: customers approve as customers, MSPs
@@ -181,7 +195,7 @@ impl CustomerService for CustomerApi {
         let holder = Principal::of(&request)?.account(&[Role::Customer])?;
         let req = request.get_ref();
         let limit = paging::page_size(req.page_size)?;
-        let after = paging::decode_token::<(String, uuid::Uuid)>(&req.page_token)?;
+        let after = device_cursor(&req.page_token)?;
         let mut devices = self
             .repo
             .portal_devices(&holder, after, limit + 1)

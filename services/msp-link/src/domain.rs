@@ -1,5 +1,9 @@
 //! The rules of MSP links and moves (DOMAIN.md "MSPs and their customers"), free of I/O.
 
+use std::collections::HashSet;
+
+use reseller_kit::device_id::lookup_key;
+use reseller_kit::text::echo;
 use time::OffsetDateTime;
 
 /// How an MSP manages a linked customer (`reseller.v1.ManagementMode`).
@@ -123,6 +127,123 @@ impl From<MspError> for reseller_kit::ApiError {
     }
 }
 
+/// Most device IDs one `MoveDevices` call may name.
+pub const MAX_MOVE_IDS: usize = 100_000;
+
+/// Most rejected identifiers one `MoveDevices` answer lists (it counts them all).
+pub const MAX_REJECTED_LISTED: usize = 1_000;
+
+/// One identifier a move names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Named {
+    /// Its canonical form, by the one lookup rule; `None` when no device can have it.
+    key: Option<String>,
+    /// How the answer names it: the canonical form, or the input cut and escaped.
+    shown: String,
+}
+
+/// The identifiers a `MoveDevices` request names, by the one lookup rule (DOMAIN.md
+/// "Secondary identifiers"): each canonicalised like an upload, so any spelling of any
+/// of a device's identifiers finds it. A string no device can have (a NUL inside, 10 kB
+/// of junk) is kept only to be rejected by name; it never fails the call and never
+/// reaches the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoveRequest {
+    /// Distinct, in request order.
+    named: Vec<Named>,
+}
+
+/// What a move answers (`reseller.v1.MoveDevicesResponse`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MoveAnswer {
+    /// The identifiers now held by the target (moved, or there already); complete.
+    pub moved: Vec<String>,
+    /// The identifiers the MSP does not hold: the first [`MAX_REJECTED_LISTED`].
+    pub rejected: Vec<String>,
+    /// Distinct identifiers moved.
+    pub moved_count: i64,
+    /// Distinct identifiers rejected.
+    pub rejected_count: i64,
+    /// `rejected` lists only the first [`MAX_REJECTED_LISTED`] of `rejected_count`.
+    pub rejected_truncated: bool,
+}
+
+impl MoveRequest {
+    /// Reads the request's `device_ids`: repeats (after canonicalising) and blank
+    /// entries are dropped, order is kept.
+    ///
+    /// # Errors
+    /// No identifier, more than [`MAX_MOVE_IDS`], or only blank ones.
+    pub fn parse(inputs: &[String]) -> Result<Self, String> {
+        if inputs.is_empty() {
+            return Err("name at least one device".into());
+        }
+        if inputs.len() > MAX_MOVE_IDS {
+            return Err(format!(
+                "at most {MAX_MOVE_IDS} devices per call, got {}",
+                inputs.len()
+            ));
+        }
+        let mut keys = HashSet::new();
+        // Inputs no device can have are told apart by their whole text, not by their
+        // (cut) echo: two different 10 kB values are two rejected identifiers.
+        let mut others = HashSet::new();
+        let mut named = Vec::new();
+        for input in inputs {
+            let trimmed = input.trim();
+            if trimmed.is_empty() {
+                continue;
+            }
+            match lookup_key(trimmed) {
+                Some(key) => {
+                    if keys.insert(key.clone()) {
+                        named.push(Named {
+                            shown: key.clone(),
+                            key: Some(key),
+                        });
+                    }
+                }
+                None => {
+                    if others.insert(trimmed) {
+                        named.push(Named {
+                            key: None,
+                            shown: echo(trimmed),
+                        });
+                    }
+                }
+            }
+        }
+        if named.is_empty() {
+            return Err("every device ID is empty".into());
+        }
+        Ok(Self { named })
+    }
+
+    /// The canonical identifiers to look up, distinct.
+    pub fn keys(&self) -> Vec<String> {
+        self.named.iter().filter_map(|n| n.key.clone()).collect()
+    }
+
+    /// The answer, given the keys that named a device the MSP holds.
+    pub fn answer(self, held: &HashSet<String>) -> MoveAnswer {
+        let mut answer = MoveAnswer::default();
+        for named in self.named {
+            if named.key.as_ref().is_some_and(|key| held.contains(key)) {
+                answer.moved.push(named.shown);
+                answer.moved_count += 1;
+            } else {
+                if answer.rejected.len() < MAX_REJECTED_LISTED {
+                    answer.rejected.push(named.shown);
+                } else {
+                    answer.rejected_truncated = true;
+                }
+                answer.rejected_count += 1;
+            }
+        }
+        answer
+    }
+}
+
 /// Whether a link in `mode` may be delinked.
 ///
 /// # Errors
@@ -153,6 +274,61 @@ mod tests {
         assert_eq!(Mode::for_new_link(2), Ok(Mode::JointlyManaged));
         assert!(Mode::for_new_link(3).is_err());
         assert!(Mode::for_new_link(0).is_err());
+    }
+
+    fn request(ids: &[&str]) -> MoveRequest {
+        MoveRequest::parse(&ids.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn a_move_names_devices_by_the_one_lookup_rule() {
+        let move_ = request(&[
+            "35-588799-946533-0",
+            "355887999465330",
+            " r58m-1 ",
+            "R5CW\u{0}10DDD",
+            "\t",
+            "R58M-1",
+        ]);
+        assert_eq!(move_.keys(), ["355887999465330", "R58M-1"]);
+        let answer = move_.answer(&HashSet::from(["R58M-1".to_owned()]));
+        assert_eq!(answer.moved, ["R58M-1"]);
+        assert_eq!(answer.rejected, ["355887999465330", "R5CW\\u{0}10DDD"]);
+        assert_eq!((answer.moved_count, answer.rejected_count), (1, 2));
+        assert!(!answer.rejected_truncated);
+    }
+
+    #[test]
+    fn a_move_with_nothing_to_name_is_refused() {
+        assert!(MoveRequest::parse(&[]).is_err());
+        assert!(MoveRequest::parse(&[" ".into(), "\t".into()]).is_err());
+        let too_many = vec!["R58M-1".to_owned(); MAX_MOVE_IDS + 1];
+        assert!(
+            MoveRequest::parse(&too_many)
+                .unwrap_err()
+                .contains("at most")
+        );
+    }
+
+    #[test]
+    fn different_long_junk_values_are_rejected_apart_and_echoed_cut() {
+        let a = format!("{}A", "X".repeat(10_000));
+        let b = format!("{}B", "X".repeat(10_000));
+        let answer = MoveRequest::parse(&[a, b]).unwrap().answer(&HashSet::new());
+        assert_eq!(answer.rejected_count, 2);
+        assert!(answer.rejected.iter().all(|r| r.chars().count() == 64));
+    }
+
+    #[test]
+    fn rejected_lists_are_capped_and_counted() {
+        let ids: Vec<String> = (0..MAX_REJECTED_LISTED + 5)
+            .map(|n| format!("NOPE-{n}"))
+            .collect();
+        let answer = MoveRequest::parse(&ids).unwrap().answer(&HashSet::new());
+        assert_eq!(answer.rejected.len(), MAX_REJECTED_LISTED);
+        assert_eq!(answer.rejected[0], "NOPE-0");
+        assert_eq!(answer.rejected_count, (MAX_REJECTED_LISTED + 5) as i64);
+        assert!(answer.rejected_truncated);
     }
 
     #[test]

@@ -1,18 +1,15 @@
 //! The gRPC edge of msp-link-service: authorise, parse, call the repository, convert.
 
 use reseller_kit::auth::{Principal, Role};
-use reseller_kit::device_id::echo_id;
 use reseller_kit::ids::KnoxId;
-use reseller_kit::{ApiError, paging, timestamp};
+use reseller_kit::{ApiError, FieldViolations, paging, text, timestamp};
 use reseller_proto::v1::{self as pb, msp_service_server::MspService};
+use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
 
 use crate::accounts::{AccountDirectory, Kind};
-use crate::domain::{Link, Mode, MspError};
+use crate::domain::{Link, Mode, MoveAnswer, MoveRequest, MspError};
 use crate::postgres::{PortalDevice, Repository};
-
-/// Most device IDs one `MoveDevices` call may name.
-const MAX_MOVE_IDS: usize = 100_000;
 
 /// `reseller.v1.MspService`.
 #[derive(Debug, Clone)]
@@ -39,6 +36,33 @@ impl MspApi {
 
 fn knox(field: &str, value: &str) -> Result<KnoxId, ApiError> {
     KnoxId::parse(value).map_err(|e| ApiError::invalid(field, e))
+}
+
+/// A page token's cursor, with `plain` saying whether its text could have come from
+/// this list. A token is the caller's input like any field: one whose text holds a NUL
+/// or another control character was not issued here (stored IDs never hold one), and
+/// PostgreSQL would refuse the NUL, so it is refused as a bad `page_token`.
+fn cursor<T: DeserializeOwned>(
+    token: &str,
+    plain: impl Fn(&T) -> bool,
+) -> Result<Option<T>, ApiError> {
+    match paging::decode_token::<T>(token)? {
+        Some(after) if !plain(&after) => Err(ApiError::invalid(
+            "page_token",
+            "is not a token this list issued",
+        )),
+        after => Ok(after),
+    }
+}
+
+fn move_to_proto(answer: MoveAnswer) -> pb::MoveDevicesResponse {
+    pb::MoveDevicesResponse {
+        moved_device_ids: answer.moved,
+        rejected_device_ids: answer.rejected,
+        moved_count: answer.moved_count,
+        rejected_count: answer.rejected_count,
+        rejected_truncated: answer.rejected_truncated,
+    }
 }
 
 fn link_to_proto(link: Link) -> pb::ManagedCustomer {
@@ -117,8 +141,16 @@ impl MspService for MspApi {
         let principal = Principal::of(&request)?
             .require(&[Role::Msp, Role::Customer])?
             .clone();
-        let customer = knox("customer_knox_id", &request.get_ref().customer_knox_id)?;
-        let requested_msp = request.get_ref().msp_id.trim();
+        // `msp_id` is optional; given, it must be a Knox ID (it is echoed in answers).
+        let req = request.get_ref();
+        let mut v = FieldViolations::new();
+        let customer = v.check("customer_knox_id", KnoxId::parse(&req.customer_knox_id));
+        let requested_msp = req.msp_id.trim();
+        if !requested_msp.is_empty() {
+            v.check("msp_id", KnoxId::parse(requested_msp));
+        }
+        v.finish()?;
+        let customer = customer.expect("checked");
         let msp = match principal.role {
             // An MSP delinks its own customers; `msp_id`, when given, must be itself.
             Role::Msp => {
@@ -170,34 +202,21 @@ impl MspService for MspApi {
     ) -> Result<Response<pb::MoveDevicesResponse>, Status> {
         Principal::of(&request)?.require(&[Role::Msp])?;
         let req = request.get_ref();
-        let target = knox("to_customer_knox_id", &req.to_customer_knox_id)?;
-        if req.device_ids.is_empty() {
-            return Err(ApiError::invalid("device_ids", "name at least one device").into());
-        }
-        if req.device_ids.len() > MAX_MOVE_IDS {
-            return Err(ApiError::invalid(
-                "device_ids",
-                format!("at most {MAX_MOVE_IDS} devices per call"),
-            )
-            .into());
-        }
-        let mut seen = std::collections::HashSet::new();
-        let ids: Vec<String> = req
-            .device_ids
-            .iter()
-            .map(|id| echo_id(id))
-            .filter(|id| seen.insert(id.clone()))
-            .collect();
+        let mut v = FieldViolations::new();
+        let target = v.check(
+            "to_customer_knox_id",
+            KnoxId::parse(&req.to_customer_knox_id),
+        );
+        let named = v.check("device_ids", MoveRequest::parse(&req.device_ids));
+        v.finish()?;
+        let (target, named) = (target.expect("checked"), named.expect("checked"));
         let msp = self.calling_msp(&request).await?;
-        let outcome = self
+        let held = self
             .repo
-            .move_devices(&msp, &target, &ids)
+            .move_devices(&msp, &target, &named.keys())
             .await
             .map_err(ApiError::from)?;
-        Ok(Response::new(pb::MoveDevicesResponse {
-            moved_device_ids: outcome.moved,
-            rejected_device_ids: outcome.rejected,
-        }))
+        Ok(Response::new(move_to_proto(named.answer(&held))))
     }
 
     async fn list_managed_customers(
@@ -207,7 +226,7 @@ impl MspService for MspApi {
         let msp = Principal::of(&request)?.account(&[Role::Msp])?;
         let req = request.get_ref();
         let limit = paging::page_size(req.page_size)?;
-        let after = paging::decode_token::<String>(&req.page_token)?;
+        let after = cursor(&req.page_token, |knox: &String| KnoxId::parse(knox).is_ok())?;
         let mut links = self
             .repo
             .links(&msp, after, limit + 1)
@@ -232,7 +251,9 @@ impl MspService for MspApi {
             id => Some(knox("customer_knox_id", id)?),
         };
         let limit = paging::page_size(req.page_size)?;
-        let after = paging::decode_token::<(String, uuid::Uuid)>(&req.page_token)?;
+        let after = cursor(&req.page_token, |(device_id, _): &(String, uuid::Uuid)| {
+            text::is_plain(device_id)
+        })?;
         if let Some(customer) = &customer {
             // Only a customer this MSP links (someone else's answers as if unknown).
             let linked = self.repo.link_of(customer).await.map_err(ApiError::from)?;
@@ -255,5 +276,32 @@ impl MspService for MspApi {
             devices: devices.into_iter().map(device_to_proto).collect(),
             next_page_token,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+    use crate::domain::{MAX_MOVE_IDS, MAX_REJECTED_LISTED};
+
+    /// A default gRPC client takes answers up to 4 MiB.
+    const DEFAULT_CLIENT_LIMIT: usize = 4 * 1024 * 1024;
+
+    #[test]
+    fn the_largest_move_answer_fits_a_default_client() {
+        // Every named ID moved, each a 32-character serial (the longest canonical
+        // identifier), and the rejected list full of 64-character echoes of 4-byte
+        // characters (the longest echo).
+        let answer = MoveAnswer {
+            moved: vec!["S".repeat(32); MAX_MOVE_IDS],
+            rejected: vec!["📱".repeat(64); MAX_REJECTED_LISTED],
+            moved_count: MAX_MOVE_IDS as i64,
+            rejected_count: MAX_MOVE_IDS as i64,
+            rejected_truncated: true,
+        };
+        let size = move_to_proto(answer).encoded_len();
+        assert!(size < DEFAULT_CLIENT_LIMIT, "{size} bytes");
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Layout: `domain` (rules, no I/O), `postgres` (links, moves, the MSP portal; events
 //! through the outbox), `events` (what it publishes), `projection` (the consumer that
-//! keeps every live registration and answers deletions with the MSP portal's receipt),
+//! keeps every live registration with its secondary identifiers, and answers deletions
+//! with the MSP portal's receipt),
 //! `accounts` (asks customer-service what an account is), `grpc` (the edge), `module`.
 
 #![forbid(unsafe_code)]

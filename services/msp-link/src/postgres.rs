@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashSet};
 use reseller_kit::ids::KnoxId;
 use reseller_kit::outbox::Outbox;
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -85,14 +85,10 @@ pub struct PortalDevice {
     pub uploaded_at: OffsetDateTime,
 }
 
-/// What a move did.
-#[derive(Debug, Clone, Default)]
-pub struct MoveOutcome {
-    /// Devices now at the target (including ones already there).
-    pub moved: Vec<String>,
-    /// Devices the MSP does not hold (unknown, someone else's, deleted).
-    pub rejected: Vec<String>,
-}
+/// The registrations a move's canonical identifiers (`$1`) name, as `registrations (key,
+/// device_id, upload_id)`: by device ID or by any secondary identifier (the one lookup
+/// rule). A registration named twice (by IMEI 1 and IMEI 2) appears once per key.
+const NAMED_REGISTRATIONS: &str = "WITH named AS (SELECT DISTINCT unnest($1::text[]) AS key),      registrations AS (        SELECT n.key, d.device_id, d.upload_id FROM named n JOIN msp.devices d ON d.device_id = n.key        UNION        SELECT n.key, s.device_id, s.upload_id FROM named n JOIN msp.secondary_ids s ON s.secondary_id = n.key) ";
 
 impl Repository {
     /// A repository over `pool`.
@@ -252,8 +248,10 @@ impl Repository {
         .collect()
     }
 
-    /// Moves the devices `msp` holds (in its pool or at one of its customers) among
-    /// `device_ids` to `target`, which it must link.
+    /// Moves the devices `msp` holds (in its pool or at one of its customers) named by
+    /// `keys` (canonical identifiers: device IDs or secondary ones) to `target`, which it
+    /// must link. Returns the keys that named a device it holds: those are at the target
+    /// now (moved, or there already).
     ///
     /// # Errors
     /// [`MspError::TargetNotLinked`] when `msp` does not link `target`.
@@ -261,14 +259,16 @@ impl Repository {
         &self,
         msp: &KnoxId,
         target: &KnoxId,
-        device_ids: &[String],
-    ) -> Result<MoveOutcome, MspError> {
+        keys: &[String],
+    ) -> Result<HashSet<String>, MspError> {
         let mut tx = self.pool.begin().await?;
         // Lock the target and every current holder, then read again under the locks.
-        let holders: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT holder_knox_id FROM msp.devices WHERE device_id = ANY($1)",
-        )
-        .bind(device_ids)
+        // (The statements are built from constants only; every value is bound.)
+        let holders: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "{NAMED_REGISTRATIONS} SELECT DISTINCT d.holder_knox_id FROM registrations r \
+             JOIN msp.devices d ON d.device_id = r.device_id AND d.upload_id = r.upload_id"
+        )))
+        .bind(keys)
         .fetch_all(&mut *tx)
         .await?;
         let mut locked: BTreeSet<String> = holders.into_iter().collect();
@@ -278,27 +278,33 @@ impl Repository {
             Some(link) if link.msp_id == msp.as_str() => {}
             _ => return Err(MspError::TargetNotLinked(target.to_string())),
         }
-        let rows = sqlx::query(
-            "SELECT d.device_id, d.upload_id, d.reseller_id, d.holder_knox_id, d.id_kind, d.model, d.uploaded_at, d.order_number \
-             FROM msp.devices d WHERE d.device_id = ANY($1) \
-             AND (d.holder_knox_id = $2 AND d.uploaded_to = $2 \
-                  OR EXISTS (SELECT 1 FROM msp.links l WHERE l.customer_knox_id = d.holder_knox_id AND l.msp_id = $2)) \
-             FOR UPDATE OF d",
-        )
-        .bind(device_ids)
+        // Held by the MSP: in its own pool, or at a customer it links.
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "{NAMED_REGISTRATIONS} \
+             SELECT r.key, d.device_id, d.upload_id, d.reseller_id, d.holder_knox_id, d.id_kind, d.model, \
+                    d.uploaded_at, d.order_number \
+             FROM registrations r JOIN msp.devices d ON d.device_id = r.device_id AND d.upload_id = r.upload_id \
+             WHERE d.holder_knox_id = $2 AND d.uploaded_to = $2 \
+                OR EXISTS (SELECT 1 FROM msp.links l WHERE l.customer_knox_id = d.holder_knox_id AND l.msp_id = $2) \
+             FOR UPDATE OF d"
+        )))
+        .bind(keys)
         .bind(msp.as_str())
         .fetch_all(&mut *tx)
         .await?;
         let mut held = HashSet::new();
+        let mut registrations = HashSet::new();
         let mut to_move = Vec::new();
         for row in &rows {
+            held.insert(row.try_get::<String, _>("key")?);
             let device_id: String = row.try_get("device_id")?;
-            held.insert(device_id.clone());
+            let upload_id: Uuid = row.try_get("upload_id")?;
             let holder: String = row.try_get("holder_knox_id")?;
-            if holder != target.as_str() {
+            // Named twice (IMEI 1 and IMEI 2), moved once.
+            if holder != target.as_str() && registrations.insert((device_id.clone(), upload_id)) {
                 to_move.push(MovedRegistration {
                     device_id,
-                    upload_id: row.try_get("upload_id")?,
+                    upload_id,
                     reseller_id: row.try_get("reseller_id")?,
                     from_knox_id: holder,
                     id_kind: row.try_get("id_kind")?,
@@ -324,6 +330,8 @@ impl Repository {
             .bind(&uploads)
             .execute(&mut *tx)
             .await?;
+            // Events name each registration by its device ID, whichever identifier the
+            // caller used: that is how every projection keys it.
             let batch: Vec<_> = to_move
                 .chunks(crate::EVENT_PART_SIZE)
                 .map(|chunk| events::devices_moved(msp.as_str(), target.as_str(), chunk, seq))
@@ -331,8 +339,7 @@ impl Repository {
             OUTBOX.enqueue(&mut tx, &batch).await?;
         }
         tx.commit().await?;
-        let (moved, rejected) = device_ids.iter().cloned().partition(|id| held.contains(id));
-        Ok(MoveOutcome { moved, rejected })
+        Ok(held)
     }
 
     /// A page of the MSP portal of `msp`: its pool and what its linked customers hold

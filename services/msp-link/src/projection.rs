@@ -1,7 +1,8 @@
 //! msp-link-service's view of devices, fed by device events, and its deletion receipts.
 //!
 //! Every live registration is kept with the account it was uploaded to and the account
-//! holding it now. msp-link's own moves update the holder in the command's transaction;
+//! holding it now, and with its secondary identifiers (IMEI 2, serial), so a move finds
+//! it by any of them. msp-link's own moves update the holder in the command's transaction;
 //! applying its `msp_devices_moved` events again here changes nothing (the later `seq`
 //! wins), but lets the view be rebuilt from the stream in any order: a move that
 //! arrives before its upload leaves a stub (`uploaded_to` empty) the upload completes. A deletion removes it (remembering it, so a late upload event never
@@ -9,6 +10,7 @@
 //! portal in the same statement: REMOVED when some MSP portal showed it, else
 //! NOT_APPLICABLE.
 
+use reseller_kit::device_id::lookup_key;
 use reseller_kit::events::{
     DeletedColumns, MovedColumns, ReceivedEvent, portal_receipt_cte, tombstones_cte, uuid_field,
 };
@@ -77,12 +79,50 @@ async fn uploaded(tx: &mut PgConnection, e: &pb::DevicesUploaded) -> Result<(), 
     .bind(&models)
     .execute(&mut *tx)
     .await?;
+    secondary_ids(tx, upload_id, e).await
+}
+
+/// Stores the secondary identifiers of an upload part's devices, for the registrations
+/// stored (not those a deletion overtook). Each is canonicalised again by the lookup rule
+/// (device-service sends them canonical): one that is not canonical could never be
+/// found, and one holding a NUL would fail this event forever.
+async fn secondary_ids(
+    tx: &mut PgConnection,
+    upload_id: uuid::Uuid,
+    e: &pb::DevicesUploaded,
+) -> Result<(), ApplyError> {
+    let (devices, secondaries): (Vec<&str>, Vec<String>) = e
+        .devices
+        .iter()
+        .flat_map(|d| {
+            d.secondary_ids
+                .iter()
+                .filter_map(|s| lookup_key(s))
+                .map(move |s| (d.device_id.as_str(), s))
+        })
+        .unzip();
+    if devices.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO msp.secondary_ids (secondary_id, device_id, upload_id) \
+         SELECT s.secondary_id, s.device_id, $1 \
+         FROM UNNEST($2::text[], $3::text[]) AS s (device_id, secondary_id) \
+         WHERE EXISTS (SELECT 1 FROM msp.devices d WHERE d.device_id = s.device_id AND d.upload_id = $1) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(upload_id)
+    .bind(&devices)
+    .bind(&secondaries)
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
 
 /// Removes a deletion part's devices and answers with the receipt, in one statement. The
-/// tombstones keep an upload event arriving later from bringing the devices back. Shown
-/// in an MSP portal: in an MSP's pool, or held by a customer an MSP links.
+/// tombstones keep an upload event arriving later from bringing the devices back (their
+/// secondary identifiers go with them, by the foreign key's cascade). Shown in an MSP
+/// portal: in an MSP's pool, or held by a customer an MSP links.
 fn deleted(e: &pb::DevicesDeleted, params: &mut Params) -> Result<OneStatement, ApplyError> {
     let deleted = DeletedColumns::of(e)?;
     let ids = params.bind(deleted.device_ids);

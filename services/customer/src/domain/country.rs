@@ -26,9 +26,10 @@ impl Country {
         if code.len() == 2 && ASSIGNED.split(' ').any(|c| c == code) {
             Ok(Self(code))
         } else {
+            // Echoed cut and escaped: the input may be 10 kB or hold a NUL.
             Err(format!(
-                "must be an ISO 3166-1 alpha-2 code such as DE or US, got {:?}",
-                input.trim()
+                "must be an ISO 3166-1 alpha-2 code such as DE or US, got \"{}\"",
+                reseller_kit::text::echo(input.trim())
             ))
         }
     }
@@ -50,5 +51,13 @@ mod tests {
         assert!(Country::parse("XX").is_err());
         assert!(Country::parse("DEU").is_err());
         assert!(Country::parse("").is_err());
+    }
+
+    #[test]
+    fn refusals_echo_the_input_short_and_escaped() {
+        assert!(Country::parse("XX").unwrap_err().ends_with("got \"XX\""));
+        let err = Country::parse(&"Ä".repeat(5_000)).unwrap_err();
+        assert!(err.len() < 400 && err.ends_with("…\""), "{err}");
+        assert!(Country::parse("D\u{0}E").unwrap_err().contains("D\\u{0}E"));
     }
 }
