@@ -1,7 +1,13 @@
 //! CSV files as DOMAIN.md "CSV downloads" defines them: RFC 4180 (a header row, CRLF,
-//! fields quoted only when they hold a comma, a quote or a line break, quotes doubled,
-//! UTF-8), text cells neutralised against formula injection, written into chunks of
-//! about [`CHUNK_BYTES`].
+//! fields quoted when they hold a comma, a quote or a line break, quotes doubled, UTF-8),
+//! text cells neutralised against formula injection, written into chunks of about
+//! [`CHUNK_BYTES`]. A file may start with the UTF-8 byte-order mark, for Excel
+//! ([`CsvChunker::starting`]).
+//!
+//! Text cells hold what people typed elsewhere (company names, references, order numbers,
+//! models), so no text can break the file: a cell is also quoted when it holds a
+//! semicolon or any other control character (see `needs_quotes`), and a cell that
+//! begins like a formula is neutralised ([`neutralise`]).
 //!
 //! Pure and reusable: every download (the customers list, one customer's devices) writes
 //! its rows through [`CsvChunker`]. The writer is hand-rolled rather than the `csv`
@@ -18,6 +24,10 @@ use uuid::Uuid;
 /// The size a chunk reaches before it is handed out (a chunk exceeds it by less than one
 /// row).
 pub const CHUNK_BYTES: usize = 64 * 1024;
+
+/// The UTF-8 byte-order mark (U+FEFF), which a file may start with: Excel reads a CSV
+/// file without one in the machine's legacy code page, so `Ärzte` shows as `Ã„rzte`.
+pub const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// One cell of a row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,13 +98,26 @@ impl CsvChunker {
         Self::with_chunk_bytes(header, CHUNK_BYTES)
     }
 
+    /// A file starting with [`UTF8_BOM`] when `byte_order_mark`, then `header`, in chunks
+    /// of about [`CHUNK_BYTES`]. Without the mark, the file is exactly [`new`](Self::new)'s.
+    pub fn starting(header: &[&str], byte_order_mark: bool) -> Self {
+        Self::start(header, CHUNK_BYTES, byte_order_mark)
+    }
+
     /// A file starting with `header`, in chunks of about `chunk_bytes`.
     pub fn with_chunk_bytes(header: &[&str], chunk_bytes: usize) -> Self {
+        Self::start(header, chunk_bytes, false)
+    }
+
+    fn start(header: &[&str], chunk_bytes: usize, byte_order_mark: bool) -> Self {
         let mut chunker = Self {
             buf: Self::fresh_buffer(chunk_bytes),
             chunk_bytes,
             in_row: false,
         };
+        if byte_order_mark {
+            chunker.buf.extend_from_slice(UTF8_BOM);
+        }
         for name in header {
             chunker.plain(name);
         }
@@ -220,14 +243,11 @@ impl CsvChunker {
         self.in_row = true;
     }
 
-    /// One cell: `prefix` then `text`, quoted when it holds a comma, a quote or a line
-    /// break, with its quotes doubled.
+    /// One cell: `prefix` then `text`, quoted when [`needs_quotes`], with its quotes
+    /// doubled.
     fn field(&mut self, prefix: &[u8], text: &[u8]) {
         self.separate();
-        if text
-            .iter()
-            .any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n'))
-        {
+        if needs_quotes(text) {
             self.buf.push(b'"');
             self.buf.extend_from_slice(prefix);
             for part in text.split_inclusive(|b| *b == b'"') {
@@ -242,6 +262,21 @@ impl CsvChunker {
             self.buf.extend_from_slice(text);
         }
     }
+}
+
+/// Whether a cell must be quoted: it holds a comma, a quote or a line break (RFC 4180),
+/// or a semicolon or another control character.
+///
+/// Why the last two: text cells hold what customers and resellers typed. `;` is the list
+/// separator of Excel in much of Europe, and a reader that splits at it would start a new
+/// cell inside `Acme;=HYPERLINK(…)`, past the `'` guard ([`neutralise`]), which looks only
+/// at a cell's start; quoted, the cell is one field to every reader that honours quotes
+/// (OWASP's advice against CSV injection). RFC 4180's unquoted text is printable ASCII,
+/// so a control character (a tab, say) is never left bare either. Quoting more than
+/// needed changes nothing an RFC 4180 reader reads back.
+fn needs_quotes(text: &[u8]) -> bool {
+    text.iter()
+        .any(|&b| matches!(b, b',' | b'"' | b';') || b.is_ascii_control())
 }
 
 /// Writes `n` as `out.len()` decimal digits, zero-padded (`n` fits by construction).
@@ -302,7 +337,7 @@ mod tests {
         );
         assert_eq!(out, "A,B\r\n\"'=HYPERLINK(\"\"http://x\"\")\",-5\r\n");
         let out = file(&["A"], &[vec![Cell::text("-x")], vec![Cell::text("\tx")]]);
-        assert_eq!(out, "A\r\n'-x\r\n'\tx\r\n");
+        assert_eq!(out, "A\r\n'-x\r\n\"'\tx\"\r\n");
     }
 
     #[test]
@@ -336,6 +371,37 @@ mod tests {
     #[test]
     fn an_empty_file_is_its_header() {
         assert_eq!(file(&["A", "B"], &[]), "A,B\r\n");
+    }
+
+    #[test]
+    fn a_byte_order_mark_comes_first_only_when_asked_for() {
+        let mut with = CsvChunker::starting(&["Name"], true);
+        with.text("Ärzte");
+        let _ = with.end_row();
+        assert_eq!(with.finish(), "\u{feff}Name\r\nÄrzte\r\n".as_bytes());
+        let mut without = CsvChunker::starting(&["Name"], false);
+        without.text("Ärzte");
+        let _ = without.end_row();
+        let mut plain = CsvChunker::new(&["Name"]);
+        plain.text("Ärzte");
+        let _ = plain.end_row();
+        assert_eq!(without.finish(), plain.finish());
+        assert_eq!(UTF8_BOM, "\u{feff}".as_bytes());
+    }
+
+    #[test]
+    fn semicolons_and_control_characters_are_quoted() {
+        let out = file(
+            &["A", "B"],
+            &[
+                vec![Cell::text("Acme;=HYPERLINK(1)"), Cell::text("a\u{1}b")],
+                vec![Cell::text("x\u{7f}"), Cell::text("Ärzte Nord")],
+            ],
+        );
+        assert_eq!(
+            out,
+            "A,B\r\n\"Acme;=HYPERLINK(1)\",\"a\u{1}b\"\r\n\"x\u{7f}\",Ärzte Nord\r\n"
+        );
     }
 
     #[test]
@@ -400,7 +466,14 @@ mod tests {
             "\rcr",
             "trailing \"",
             "Müller, \"GmbH\"",
+            "semi;=colon",
+            "a\u{1}\u{1b}[31m\u{7f}b",
+            "\u{85}next line\u{2028}line sep",
+            "\u{feff}bom inside",
+            "Ärzte Nord / émile 😀",
         ];
+        let long = "é,\"\n".repeat(3_000);
+        let texts: Vec<&str> = texts.iter().copied().chain([long.as_str()]).collect();
         let mut chunker = CsvChunker::with_chunk_bytes(&["i", "text"], 64);
         let mut bytes = Vec::new();
         for (i, text) in texts.iter().enumerate() {

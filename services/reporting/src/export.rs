@@ -48,9 +48,14 @@ pub trait CsvRecord {
     fn write(&self, out: &mut CsvChunker) -> Result<(), sqlx::Error>;
 }
 
-/// Streams the rows of `source` as a CSV file; `held` (a concurrency permit) is released
-/// when the cursor is done with, however the download ends.
-pub fn stream_csv<S: RowSource, H: Send + 'static>(mut source: S, held: H) -> CsvStream {
+/// Streams the rows of `source` as a CSV file, starting with the UTF-8 byte-order mark
+/// when `byte_order_mark` (the request's field of that name); `held` (a concurrency
+/// permit) is released when the cursor is done with, however the download ends.
+pub fn stream_csv<S: RowSource, H: Send + 'static>(
+    mut source: S,
+    held: H,
+    byte_order_mark: bool,
+) -> CsvStream {
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
     let (batches_tx, mut batches) = mpsc::channel(BATCHES_AHEAD);
     tokio::spawn(async move {
@@ -66,7 +71,7 @@ pub fn stream_csv<S: RowSource, H: Send + 'static>(mut source: S, held: H) -> Cs
         // Dropping the source here ends its transaction and frees its connection.
     });
     tokio::spawn(async move {
-        match write_all::<S::Row>(&mut batches, &tx).await {
+        match write_all::<S::Row>(&mut batches, &tx, byte_order_mark).await {
             Ok(true) => {}
             Ok(false) => tracing::debug!("CSV download abandoned by the client"),
             Err(err) => {
@@ -81,8 +86,9 @@ pub fn stream_csv<S: RowSource, H: Send + 'static>(mut source: S, held: H) -> Cs
 async fn write_all<R: CsvRecord>(
     batches: &mut mpsc::Receiver<Result<Vec<R>, sqlx::Error>>,
     tx: &mpsc::Sender<Result<CsvChunk, Status>>,
+    byte_order_mark: bool,
 ) -> Result<bool, ApiError> {
-    let mut chunker = CsvChunker::new(R::HEADER);
+    let mut chunker = CsvChunker::starting(R::HEADER, byte_order_mark);
     while let Some(batch) = batches.recv().await {
         let batch = batch?;
         if batch.is_empty() {
@@ -303,7 +309,7 @@ mod tests {
                 String::new(),
             ),
         ];
-        let chunks: Vec<_> = stream_csv(Devices(lines), ()).collect().await;
+        let chunks: Vec<_> = stream_csv(Devices(lines), (), false).collect().await;
         let bytes: Vec<u8> = chunks.into_iter().flat_map(|c| c.unwrap().data).collect();
         assert_eq!(
             String::from_utf8(bytes).unwrap(),
@@ -331,7 +337,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_cursor_ends_the_stream_with_an_error() {
-        let chunks: Vec<_> = stream_csv(Failing(false), ()).collect().await;
+        let chunks: Vec<_> = stream_csv(Failing(false), (), false).collect().await;
         let last = chunks.last().unwrap();
         assert_eq!(last.as_ref().unwrap_err().code(), tonic::Code::Internal);
     }
@@ -349,7 +355,7 @@ mod tests {
         inactive.status = CustomerStatus::Inactive;
         let rows = vec![row("Acme", "PO-7"), managed, inactive];
 
-        let chunks: Vec<_> = stream_csv(Batches(rows), ()).collect().await;
+        let chunks: Vec<_> = stream_csv(Batches(rows), (), false).collect().await;
         let bytes: Vec<u8> = chunks.into_iter().flat_map(|c| c.unwrap().data).collect();
         assert_eq!(
             String::from_utf8(bytes).unwrap(),
@@ -361,8 +367,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_byte_order_mark_starts_the_first_chunk_only() {
+        let rows = || vec![row("Ärzte Nord", ""), row("émile", "PO;1")];
+        let plain: Vec<u8> = stream_csv(Batches(rows()), (), false)
+            .flat_map(|c| futures::stream::iter(c.unwrap().data))
+            .collect()
+            .await;
+        let chunks: Vec<_> = stream_csv(Batches(rows()), (), true).collect().await;
+        let first = &chunks[0].as_ref().unwrap().data;
+        assert!(first.starts_with(b"\xEF\xBB\xBFCompany Name / Internal Reference,"));
+        let marked: Vec<u8> = chunks.into_iter().flat_map(|c| c.unwrap().data).collect();
+        assert_eq!(marked[3..], plain[..], "the same file after the mark");
+        assert!(plain.starts_with(b"Company Name"));
+        assert_eq!(
+            String::from_utf8(plain).unwrap(),
+            "Company Name / Internal Reference,Customer ID / MSP ID,Country,Last Uploaded,Uploads,Devices,Status\r\n\
+             Ärzte Nord,123456,DE,,0,0,Pending customer verification\r\n\
+             \"émile / PO;1\",123456,DE,,0,0,Pending customer verification\r\n"
+        );
+    }
+
+    #[tokio::test]
     async fn an_empty_list_downloads_the_header() {
-        let chunks: Vec<_> = stream_csv(Batches(Vec::new()), ()).collect().await;
+        let chunks: Vec<_> = stream_csv(Batches(Vec::new()), (), false).collect().await;
         assert_eq!(chunks.len(), 1);
         assert!(
             chunks[0]

@@ -1,5 +1,9 @@
 //! The gRPC edge of reporting-service: authorise (role reseller, confined to the caller's
 //! own rows), parse, call the repository, convert.
+//!
+//! Every string field is parsed here before anything reaches PostgreSQL, so a value the
+//! database cannot hold (a NUL) or a 10 kB string is the field's `INVALID_ARGUMENT`,
+//! never `INTERNAL`; messages quote the value through `reseller_kit::text::echo`.
 
 use std::sync::Arc;
 
@@ -118,8 +122,8 @@ impl ReportingService for ReportingApi {
         request: Request<pb::ExportCustomersCsvRequest>,
     ) -> Result<Response<Self::ExportCustomersCsvStream>, Status> {
         let reseller = Principal::of(&request)?.reseller()?;
-        let query = SearchQuery::parse(&request.get_ref().query)
-            .map_err(|e| ApiError::invalid("query", e))?;
+        let req = request.get_ref();
+        let query = SearchQuery::parse(&req.query).map_err(|e| ApiError::invalid("query", e))?;
         let slot = self.download_slot()?;
         // Open the cursor before answering, so a database failure is the call's status.
         let cursor = self
@@ -127,7 +131,7 @@ impl ReportingService for ReportingApi {
             .export_customers(&reseller, &query)
             .await
             .map_err(ApiError::from)?;
-        Ok(Response::new(stream_csv(cursor, slot)))
+        Ok(Response::new(stream_csv(cursor, slot, req.byte_order_mark)))
     }
 
     type ExportCustomerCsvStream = CsvStream;
@@ -137,7 +141,8 @@ impl ReportingService for ReportingApi {
         request: Request<pb::ExportCustomerCsvRequest>,
     ) -> Result<Response<Self::ExportCustomerCsvStream>, Status> {
         let reseller = Principal::of(&request)?.reseller()?;
-        let knox_id = parse_knox_id(&request.get_ref().knox_id)?;
+        let req = request.get_ref();
+        let knox_id = parse_knox_id(&req.knox_id)?;
         let slot = self.download_slot()?;
         // Open the cursor before answering, so an unknown customer or a database failure
         // is the call's status.
@@ -147,11 +152,11 @@ impl ReportingService for ReportingApi {
             .await
             .map_err(ApiError::from)?
             .ok_or_else(|| Self::no_customer(&knox_id))?;
-        Ok(Response::new(stream_csv(cursor, slot)))
+        Ok(Response::new(stream_csv(cursor, slot, req.byte_order_mark)))
     }
 }
 
-/// The `knox_id` field of a request.
+/// The `knox_id` field of a request (kit's message echoes at most 64 characters of it).
 fn parse_knox_id(value: &str) -> Result<KnoxId, ApiError> {
     KnoxId::parse(value).map_err(|e| ApiError::invalid("knox_id", e))
 }

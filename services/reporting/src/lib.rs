@@ -12,6 +12,27 @@
 //!   two fields); `%`, `_`, `\` and quotes match themselves.
 //! - Page tokens are tied to their query and order: reusing one with another query or
 //!   `order_by` is `INVALID_ARGUMENT` on `page_token`.
+//! - The default order (`company_name`), and the customers CSV, sort company names in
+//!   PostgreSQL's ICU root collation `und-x-icu` (migration 0004), whatever the server's
+//!   locale: `Ärzte` among the A's, `émile` among the E's, accents and then case (lower
+//!   case first) deciding only between otherwise equal names, so `acme`, `Acme`,
+//!   `acme b`; exact ties by Knox ID. The page token's comparison and the index use the
+//!   same collation; a token issued before this order (it carried the lower-cased name)
+//!   is refused on `page_token` rather than continued at a slightly wrong place.
+//! - Strings from callers (issue #9): every string field answers for itself, never
+//!   `INTERNAL`: `INVALID_ARGUMENT` naming the field for a value its rule refuses (a NUL
+//!   or another control character in `query`, more than 200 characters, a `knox_id` that
+//!   is not 6 to 20 digits), `NOT_FOUND` for a Knox ID the reseller has no row for.
+//!   Messages quote at most 64 characters of the value, control characters escaped
+//!   (`reseller_kit::text::echo`). A page token is only base64 JSON, so one may be
+//!   written by hand: one whose strings cannot be bound (a NUL) or whose Knox ID is not
+//!   one is refused as not issued by this list; other content only moves where the page
+//!   starts, inside the caller's own rows. Search is by characters, so non-ASCII text
+//!   (`Ärzte`, `ärzte`) finds what holds it.
+//! - Both CSV downloads take `byte_order_mark`: the file then starts with the UTF-8
+//!   byte-order mark (EF BB BF), for Excel; without it the file is unchanged. Besides
+//!   RFC 4180's cases, a cell is quoted when it holds a `;` (Excel's list separator in
+//!   much of Europe) or any other control character, so no typed text splits a cell.
 //! - `total_size` counts the rows matching the query, from the same snapshot as the page.
 //! - A row is listed when the reseller added the account or it holds virtual uploads; a
 //!   row that exists only because an upload's counters arrived before `customer_added`

@@ -162,6 +162,14 @@ impl ListCustomerDevices {
         let knox_id = knox_id.expect("checked");
         let after = match paging::decode_token::<DevicePageToken>(page_token)? {
             None => None,
+            // A token is only base64 JSON: one written by hand may hold a NUL, which
+            // PostgreSQL text refuses. No device ID this list shows holds one.
+            Some(token) if token.after.device_id.contains('\0') => {
+                return Err(ApiError::invalid(
+                    "page_token",
+                    super::TOKEN_NOT_ISSUED_HERE,
+                ));
+            }
             Some(token) if token.k == knox_id.as_str() => Some(token.after),
             Some(_) => {
                 return Err(ApiError::invalid(
@@ -227,6 +235,19 @@ mod tests {
         ));
         assert!(matches!(
             ListCustomerDevices::parse("123456", 10, "garbage"),
+            Err(ApiError::InvalidArgument(v)) if v[0].field == "page_token"
+        ));
+    }
+
+    #[test]
+    fn a_hand_written_token_with_a_nul_is_refused() {
+        let mut key = DeviceKey::of(&device(42));
+        key.device_id = "R5\u{0}X".into();
+        let token = ListCustomerDevices::parse("123456", 10, "")
+            .unwrap()
+            .next_token(key);
+        assert!(matches!(
+            ListCustomerDevices::parse("123456", 10, &token),
             Err(ApiError::InvalidArgument(v)) if v[0].field == "page_token"
         ));
     }

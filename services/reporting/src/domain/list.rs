@@ -2,7 +2,9 @@
 //! them.
 
 use reseller_kit::ApiError;
+use reseller_kit::ids::KnoxId;
 use reseller_kit::paging;
+use reseller_kit::text::echo;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -12,7 +14,8 @@ use super::SearchQuery;
 /// so that the order is total and keyset paging is exact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrderBy {
-    /// `company_name` (the default): case-insensitive company name, then Knox ID.
+    /// `company_name` (the default): the company name in the ICU root collation (letters
+    /// before accents before case: `acme`, `Acme`, `Ärzte`, `Beta`, `émile`), then Knox ID.
     CompanyName,
     /// `last_uploaded desc`: newest upload first, never-uploaded rows last, then Knox ID.
     LastUploadedDesc,
@@ -37,9 +40,10 @@ impl OrderBy {
             [] | ["company_name"] | ["company_name", "asc"] => Ok(OrderBy::CompanyName),
             ["last_uploaded", "desc"] => Ok(OrderBy::LastUploadedDesc),
             ["devices", "desc"] => Ok(OrderBy::DevicesDesc),
+            // The echo is cut and escaped: `order_by` is whatever the caller sent.
             _ => Err(format!(
-                "must be one of \"company_name\", \"last_uploaded desc\", \"devices desc\", got {:?}",
-                input.trim()
+                "must be one of \"company_name\", \"last_uploaded desc\", \"devices desc\", got \"{}\"",
+                echo(input.trim())
             )),
         }
     }
@@ -57,10 +61,15 @@ impl OrderBy {
 /// Where a page ends in its order: the last row's sort key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SortKey {
-    /// [`OrderBy::CompanyName`]: `lower(company_name)` as PostgreSQL computed it, and the
-    /// Knox ID.
+    /// [`OrderBy::CompanyName`]: the company name as stored, which PostgreSQL compares in
+    /// the ICU root collation (migration 0004), and the Knox ID.
+    ///
+    /// Serialised under a name of its own: tokens issued before issue #9 carry the
+    /// lower-cased name under `CompanyName`, a key of another order, and are refused as
+    /// not issued by this list rather than continued at a slightly wrong place.
+    #[serde(rename = "CompanyNameIcu")]
     CompanyName {
-        /// The lower-cased company name.
+        /// The company name.
         name: String,
         /// The Knox ID.
         knox_id: String,
@@ -102,6 +111,22 @@ impl SortKey {
     pub fn micros_to_time(at_micros: Option<i64>) -> Option<OffsetDateTime> {
         at_micros
             .and_then(|us| OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000).ok())
+    }
+
+    /// Whether every value of the key can be bound in a query. A token is only base64
+    /// JSON, so a caller can write one by hand: a NUL in a string (which PostgreSQL text
+    /// refuses) would fail the query, and a Knox ID that is not one was never issued.
+    /// Anything else a forged key holds only moves where the page starts, inside the
+    /// caller's own rows.
+    fn is_bindable(&self) -> bool {
+        let (text, knox_id) = match self {
+            SortKey::CompanyName { name, knox_id } => (Some(name), knox_id),
+            SortKey::LastUploaded { knox_id, .. } | SortKey::Devices { knox_id, .. } => {
+                (None, knox_id)
+            }
+        };
+        KnoxId::parse(knox_id).is_ok_and(|k| k.as_str() == knox_id)
+            && text.is_none_or(|text| !text.contains('\0'))
     }
 }
 
@@ -159,6 +184,12 @@ impl ListCustomers {
         let after = match paging::decode_token::<PageToken>(page_token)? {
             None => None,
             Some(token) => {
+                if !token.after.is_bindable() {
+                    return Err(ApiError::invalid(
+                        "page_token",
+                        super::TOKEN_NOT_ISSUED_HERE,
+                    ));
+                }
                 if token.q != query.as_str()
                     || token.o != order.as_str()
                     || token.after.order() != order
@@ -262,6 +293,64 @@ mod tests {
             ListCustomers::parse("acme", "devices desc", 10, "garbage"),
             Err(ApiError::InvalidArgument(v)) if v[0].field == "page_token"
         ));
+    }
+
+    #[test]
+    fn hand_written_tokens_that_cannot_be_bound_are_refused() {
+        let first = ListCustomers::parse("", "", 10, "").unwrap();
+        let forged = [
+            SortKey::CompanyName {
+                name: "Acme\u{0}".into(),
+                knox_id: "123456".into(),
+            },
+            SortKey::CompanyName {
+                name: "Acme".into(),
+                knox_id: "12\u{0}3456".into(),
+            },
+            SortKey::CompanyName {
+                name: "Acme".into(),
+                knox_id: "x".repeat(10_000),
+            },
+        ];
+        for key in forged {
+            let token = first.next_token(key.clone());
+            let err = ListCustomers::parse("", "", 10, &token).unwrap_err();
+            assert!(
+                matches!(&err, ApiError::InvalidArgument(v) if v[0].field == "page_token"),
+                "{key:?}: {err}"
+            );
+        }
+        // Names with any other character continue the list, accents included.
+        let key = SortKey::CompanyName {
+            name: "Ärzte\tNord".into(),
+            knox_id: "123456".into(),
+        };
+        let token = first.next_token(key.clone());
+        assert_eq!(
+            ListCustomers::parse("", "", 10, &token).unwrap().after,
+            Some(key)
+        );
+    }
+
+    #[test]
+    fn tokens_of_the_lower_cased_name_order_are_not_continued() {
+        // What a token of the company-name order carried before the ICU collation.
+        let old = paging::encode_token(&serde_json::json!({
+            "q": "", "o": "company_name",
+            "after": {"CompanyName": {"name": "acme", "knox_id": "123456"}},
+        }));
+        assert!(matches!(
+            ListCustomers::parse("", "", 10, &old),
+            Err(ApiError::InvalidArgument(v)) if v[0].field == "page_token"
+        ));
+    }
+
+    #[test]
+    fn a_bad_order_by_is_echoed_cut_and_escaped() {
+        let message = OrderBy::parse(&format!("\u{0}{}", "x".repeat(10_000))).unwrap_err();
+        assert!(message.contains("\\u{0}"), "{message}");
+        assert!(message.chars().count() < 150, "{message}");
+        assert!(OrderBy::parse("Ärzte").unwrap_err().contains("\"Ärzte\""));
     }
 
     #[test]

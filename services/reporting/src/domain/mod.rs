@@ -24,6 +24,10 @@ pub use search::{MAX_QUERY_CHARS, SearchQuery};
 use reseller_kit::ids::{KnoxId, ResellerId};
 use time::OffsetDateTime;
 
+/// What a `page_token` the list did not issue is told (kit's `paging::decode_token` says
+/// the same of one that does not decode).
+pub(crate) const TOKEN_NOT_ISSUED_HERE: &str = "is not a token this list issued";
+
 /// Whether an account is an ordinary customer or an MSP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccountKind {

@@ -30,6 +30,16 @@ macro_rules! row_columns {
     };
 }
 
+/// The company-name sort key: the name in the ICU root collation (migration 0004). The
+/// `ORDER BY`, the page token's comparison and the index `customer_rows_by_name_icu` must
+/// all say exactly this, or the pages would follow another order than the index, or
+/// than each other (a macro, so `concat!` can use it).
+macro_rules! name_key {
+    () => {
+        r#"company_name COLLATE "und-x-icu""#
+    };
+}
+
 /// Rows fetched per round trip by the customers CSV cursor (a macro: `FETCH` takes no
 /// parameter).
 macro_rules! export_batch {
@@ -104,8 +114,9 @@ impl Sql {
     /// (an index range) and break ties on the Knox ID.
     fn after(&mut self, key: &SortKey) -> &mut Self {
         match key {
+            // A row comparison, which the index serves as one range (`Index Cond`).
             SortKey::CompanyName { name, knox_id } => {
-                self.sql(" AND (lower(company_name), knox_id) > (")
+                self.sql(concat!(" AND (", name_key!(), ", knox_id) > ("))
                     .bind(name.clone())
                     .sql(", ")
                     .bind(knox_id.clone())
@@ -137,7 +148,7 @@ impl Sql {
     /// The `ORDER BY` of `order`, matching its index.
     fn order_by(&mut self, order: OrderBy) -> &mut Self {
         self.sql(match order {
-            OrderBy::CompanyName => " ORDER BY lower(company_name), knox_id",
+            OrderBy::CompanyName => concat!(" ORDER BY ", name_key!(), ", knox_id"),
             OrderBy::LastUploadedDesc => " ORDER BY last_uploaded_key DESC, knox_id",
             OrderBy::DevicesDesc => " ORDER BY devices DESC, knox_id",
         })
@@ -259,7 +270,7 @@ impl Repository {
         let mut page = Sql::new(concat!(
             "SELECT ",
             row_columns!(),
-            ", lower(company_name) AS name_key FROM reporting.customer_rows"
+            " FROM reporting.customer_rows"
         ));
         page.filter(reseller_id, &list.query);
         if let Some(after) = &list.after {
@@ -283,7 +294,7 @@ impl Repository {
             if more && i as i64 == list.page_size - 1 {
                 next = Some(match list.order {
                     OrderBy::CompanyName => SortKey::CompanyName {
-                        name: pg.try_get("name_key")?,
+                        name: row.company_name.clone(),
                         knox_id: row.knox_id.clone(),
                     },
                     OrderBy::LastUploadedDesc => {
@@ -300,8 +311,8 @@ impl Repository {
         Ok(CustomerPage { rows, next, total })
     }
 
-    /// Opens a cursor over a reseller's rows matching `query`, in company-name order,
-    /// for the CSV download. The cursor holds one read-only transaction (one snapshot)
+    /// Opens a cursor over a reseller's rows matching `query`, in the list's default
+    /// order (company name in the ICU root collation, then Knox ID), for the CSV download. The cursor holds one read-only transaction (one snapshot)
     /// and fetches a thousand rows at a time.
     ///
     /// # Errors

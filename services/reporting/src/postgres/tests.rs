@@ -167,6 +167,86 @@ async fn receipts(pool: &PgPool) -> Vec<pb::PortalDeletionApplied> {
         .collect()
 }
 
+/// Every row of the Customers page in the default order, paging `page_size` at a time.
+async fn all_rows(repo: &Repository, query: &str, page_size: i32) -> Vec<(String, String)> {
+    let mut rows = Vec::new();
+    let mut token = String::new();
+    loop {
+        let list = ListCustomers::parse(query, "", page_size, &token).unwrap();
+        let page = repo.list_customers(&reseller(), &list).await.unwrap();
+        rows.extend(page.rows.into_iter().map(|r| (r.company_name, r.knox_id)));
+        match page.next {
+            Some(key) => token = list.next_token(key),
+            None => return rows,
+        }
+    }
+}
+
+#[sqlx::test(migrator = "crate::MIGRATOR")]
+async fn company_names_page_and_export_in_the_icu_root_collation(pool: PgPool) {
+    let repo = Repository::new(pool.clone());
+    let names = [
+        ("600000011", "Zeta"),
+        ("600000012", "Ärzte Nord"),
+        ("600000013", "acme"),
+        ("600000014", "Acme"),
+        ("600000015", "Beta"),
+        ("600000016", "émile"),
+        ("600000017", "Émile"),
+        ("600000018", "Acme"),
+        ("600000019", "Ångström AB"),
+        ("600000020", "acme b"),
+    ];
+    for (knox_id, name) in names {
+        apply(&pool, added(knox_id, pb::AccountKind::Customer, name)).await;
+    }
+    let expected: Vec<(String, String)> = [
+        ("acme", "600000013"),
+        ("Acme", "600000014"),
+        ("Acme", "600000018"),
+        ("acme b", "600000020"),
+        ("Ångström AB", "600000019"),
+        ("Ärzte Nord", "600000012"),
+        ("Beta", "600000015"),
+        ("émile", "600000016"),
+        ("Émile", "600000017"),
+        ("Zeta", "600000011"),
+    ]
+    .iter()
+    .map(|(name, knox_id)| ((*name).to_owned(), (*knox_id).to_owned()))
+    .collect();
+    for page_size in [1, 2, 3, 1000] {
+        assert_eq!(
+            all_rows(&repo, "", page_size).await,
+            expected,
+            "pages of {page_size}"
+        );
+    }
+    // A search pages in the same order among its hits.
+    assert_eq!(all_rows(&repo, "mile", 1).await, expected[7..9].to_vec());
+
+    // The CSV's cursor, in the same order.
+    let cursor = repo
+        .export_customers(&reseller(), &crate::domain::SearchQuery::parse("").unwrap())
+        .await
+        .unwrap();
+    let chunks: Vec<_> = stream_csv(cursor, (), true).collect().await;
+    let bytes: Vec<u8> = chunks.into_iter().flat_map(|c| c.unwrap().data).collect();
+    let text = String::from_utf8(bytes).unwrap();
+    let text = text.strip_prefix('\u{feff}').expect("the byte-order mark");
+    let exported: Vec<(String, String)> = text
+        .split("\r\n")
+        .skip(1)
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            let mut cells = line.split(',');
+            let name = cells.next().unwrap().to_owned();
+            (name, cells.next().unwrap().to_owned())
+        })
+        .collect();
+    assert_eq!(exported, expected);
+}
+
 #[sqlx::test(migrator = "crate::MIGRATOR")]
 async fn counters_that_arrive_before_the_customer_wait_unlisted(pool: PgPool) {
     let repo = Repository::new(pool.clone());
@@ -406,7 +486,7 @@ async fn device_pages_follow_the_detail_order_across_equal_upload_times(pool: Pg
         .await
         .unwrap()
         .unwrap();
-    let chunks: Vec<_> = stream_csv(cursor, ()).collect().await;
+    let chunks: Vec<_> = stream_csv(cursor, (), false).collect().await;
     let bytes: Vec<u8> = chunks.into_iter().flat_map(|c| c.unwrap().data).collect();
     let text = String::from_utf8(bytes).unwrap();
     let mut lines = text.split("\r\n");
