@@ -4,7 +4,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use encoding_rs::Encoding;
 use reseller_kit::auth::Role;
+
+use crate::device_file::encoding_for_label;
+use crate::errors::EXIT_CODES_HELP;
 
 /// The default address of the reseller portal (`deploy/local/up.sh` serves here).
 pub const DEFAULT_ADDR: &str = "http://127.0.0.1:50051";
@@ -15,6 +19,7 @@ pub const DEFAULT_ADDR: &str = "http://127.0.0.1:50051";
     version,
     about = "Command-line client of the reseller portal: accounts, customers, approvals, \
              device uploads and deletions, MSP links and the portals",
+    after_help = EXIT_CODES_HELP,
     propagate_version = true
 )]
 pub struct Cli {
@@ -36,6 +41,10 @@ pub struct Global {
     /// How results are printed.
     #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table, global = true)]
     pub output: OutputFormat,
+    /// CSV for Excel: start every CSV written (customers export, -o csv, rejects files)
+    /// with a UTF-8 byte-order mark, so Excel shows accented names right.
+    #[arg(long, global = true)]
+    pub excel: bool,
 }
 
 /// How results are printed.
@@ -146,7 +155,8 @@ pub enum CustomersCommand {
     },
     /// The Customers page: company, ID, country, last upload, uploads, devices, status.
     List(ListCustomersArgs),
-    /// Download the Customers page as CSV, or one customer's devices with KNOX_ID.
+    /// Download the Customers page as CSV, or one customer's devices with KNOX_ID
+    /// (add --excel for a file Excel opens with accents intact).
     Export {
         /// Export this customer's devices instead of the customer list.
         knox_id: Option<String>,
@@ -215,6 +225,7 @@ pub enum ApprovalsCommand {
 #[derive(Debug, Subcommand)]
 pub enum DevicesCommand {
     /// Upload the devices of a file to a customer or MSP, streamed in batches.
+    #[command(after_help = EXIT_CODES_HELP, long_about = UPLOAD_ABOUT)]
     Upload(UploadArgs),
     /// Delete devices you uploaded, by ID or from a file.
     Delete(DeleteArgs),
@@ -227,10 +238,29 @@ pub enum DevicesCommand {
     },
 }
 
+/// `devices upload --help`: the file formats accepted (DOMAIN.md "Upload files").
+const UPLOAD_ABOUT: &str = "\
+Upload the devices of a file to a customer or MSP, streamed in batches.
+
+The file is CSV as spreadsheets write it: separated by , ; or tab (told from the first
+line, or from an Excel sep=X first line), CRLF, LF or CR line ends, quoted fields; UTF-8
+(with or without a byte-order mark) or UTF-16 with a byte-order mark. Other encodings are
+refused with the line and byte at fault unless named with --encoding.
+
+A header names the columns, ignoring case, spaces and _ . # -: the device ID (device_id,
+device id, imei, imei1, imei 1, meid, serial, serial number, serialnumber, sn or id),
+secondary IDs (imei2, imei 2, and a serial column beside an IMEI or device ID column),
+model, and kind or Device Type. A first line is a header when a cell is one of these names
+or no cell holds a digit. Without a header the file has one identifier per line. The
+product's own CSV exports read back as they are.
+
+Rows are numbered from 0, the header not counted, skipping rows whose cells are all empty:
+that is the index in the rejects file. A file with no devices is refused.";
+
 #[derive(Debug, Args)]
 pub struct UploadArgs {
-    /// CSV with a header (a device_id, imei, meid, serial or id column; optional model and
-    /// kind columns), or one identifier per line.
+    /// CSV with a header (a device ID column such as imei, device_id or serial; optional
+    /// imei2, model and kind columns), or one identifier per line.
     pub file: PathBuf,
     /// The Knox ID of the receiving customer or MSP (required unless --dry-run).
     #[arg(long, required_unless_present = "dry_run")]
@@ -253,6 +283,10 @@ pub struct UploadArgs {
     /// Read the first line as data even if it looks like a header.
     #[arg(long)]
     pub no_header: bool,
+    /// The file's encoding when it is neither UTF-8 nor UTF-16 with a byte-order mark:
+    /// windows-1252 (Western European Excel "CSV"), iso-8859-2, shift_jis, utf-16le, …
+    #[arg(long, value_name = "LABEL", value_parser = encoding_for_label)]
+    pub encoding: Option<&'static Encoding>,
 }
 
 #[derive(Debug, Args)]
@@ -279,13 +313,21 @@ pub struct WaitArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum UploadsCommand {
-    /// Show an upload: its counts and rejections.
+    /// Show an upload: its counts and its first rejections.
     Get {
         /// The upload's ID.
         upload_id: String,
-        /// Write its rejections to this CSV file.
+        /// Write all its rejections to this CSV file.
         #[arg(long)]
         rejects: Option<PathBuf>,
+    },
+    /// Every rejection of an upload, by index (`--all -o csv` is a complete rejects
+    /// file).
+    Rejections {
+        /// The upload's ID.
+        upload_id: String,
+        #[command(flatten)]
+        paging: Paging,
     },
 }
 

@@ -19,7 +19,9 @@ use crate::errors::{CliError, transport_cause};
 
 /// How long connecting may take before the portal counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest answer accepted: an upload's answer lists every rejected device.
+/// Largest answer accepted. The portal keeps its answers small (an upload's carries at
+/// most 1,000 rejections, the rest are paged), so this is headroom for older portals
+/// that list every rejected device inline.
 const MAX_ANSWER_BYTES: usize = 512 * 1024 * 1024;
 
 /// Adds `authorization: Bearer <token>` to every call.

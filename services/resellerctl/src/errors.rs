@@ -1,8 +1,21 @@
 //! What can go wrong, said in plain words, and the exit code for each.
 //!
-//! A gRPC status prints as "<code in words>: <message>", followed by the
+//! A gRPC status prints as `<code in words>: <message>`, followed by the
 //! `google.rpc.BadRequest` field violations when the service sent them, and a hint where
 //! one helps (a missing or rejected token, a role that may not call the RPC).
+//!
+//! Exit codes (also in `resellerctl --help`), so scripts can tell every case apart:
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success; for an upload or a dry run: every device accepted (valid) |
+//! | 1 | the portal refused or failed, or a local file did (unreadable, refused, no devices) |
+//! | 2 | a usage mistake (including a missing token) |
+//! | 3 | the portal cannot be reached |
+//! | 4 | an upload or dry run that accepted some devices and rejected others |
+//! | 5 | an upload or dry run that accepted no device: every one was rejected |
+//!
+//! 4 and 5 are not errors: the result is printed and the rejects file written as for 0.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -16,6 +29,53 @@ pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code: the portal could not be reached.
 pub const EXIT_UNREACHABLE: u8 = 3;
+/// Exit code: an upload (or dry run) accepted some devices and rejected others.
+pub const EXIT_SOME_REJECTED: u8 = 4;
+/// Exit code: an upload (or dry run) accepted no device, every one was rejected.
+pub const EXIT_NOTHING_ACCEPTED: u8 = 5;
+
+/// The exit codes as `--help` lists them.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success; for devices upload and --dry-run: every device accepted (valid)
+  1  the portal refused or failed, or a local file did (unreadable, refused, no devices)
+  2  a usage mistake (including a missing token)
+  3  the portal cannot be reached
+  4  devices upload / --dry-run: some devices accepted, some rejected (see the rejects file)
+  5  devices upload / --dry-run: no device accepted, every one rejected";
+
+/// How a command that ran to its end went: success, or an upload whose devices were not
+/// all accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything asked for was done.
+    Success,
+    /// Some devices were accepted, some rejected.
+    SomeRejected,
+    /// Devices were sent and every one was rejected.
+    NothingAccepted,
+}
+
+impl Outcome {
+    /// The outcome of an upload (or dry run) that accepted `accepted` devices and
+    /// rejected `rejected`.
+    pub fn of_upload(accepted: i64, rejected: i64) -> Self {
+        match (accepted, rejected) {
+            (_, 0) => Outcome::Success,
+            (0, _) => Outcome::NothingAccepted,
+            _ => Outcome::SomeRejected,
+        }
+    }
+
+    /// The process exit code.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Outcome::Success => 0,
+            Outcome::SomeRejected => EXIT_SOME_REJECTED,
+            Outcome::NothingAccepted => EXIT_NOTHING_ACCEPTED,
+        }
+    }
+}
 
 /// Why a command failed.
 #[derive(Debug)]
@@ -240,6 +300,26 @@ mod tests {
             text,
             "invalid argument:\n  knox_id: must be 6 to 20 digits, got \"12\""
         );
+    }
+
+    #[test]
+    fn uploads_exit_with_what_happened_to_their_devices() {
+        assert_eq!(Outcome::of_upload(10, 0).exit_code(), 0);
+        assert_eq!(Outcome::of_upload(9, 1).exit_code(), EXIT_SOME_REJECTED);
+        assert_eq!(Outcome::of_upload(0, 10).exit_code(), EXIT_NOTHING_ACCEPTED);
+        // The codes are distinct from the failures'.
+        let codes = [
+            0,
+            EXIT_FAILURE,
+            EXIT_USAGE,
+            EXIT_UNREACHABLE,
+            EXIT_SOME_REJECTED,
+            EXIT_NOTHING_ACCEPTED,
+        ];
+        for (i, code) in codes.iter().enumerate() {
+            assert!(!codes[i + 1..].contains(code));
+            assert!(EXIT_CODES_HELP.contains(&format!("  {code}  ")), "{code}");
+        }
     }
 
     #[test]

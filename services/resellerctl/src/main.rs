@@ -1,12 +1,15 @@
 //! `resellerctl`: the reseller portal's command-line client. Parses the command line,
 //! runs the command, prints errors in plain words and exits with 0 on success, 1 when
-//! the portal refused or failed, 2 on a usage error and 3 when the portal is unreachable.
+//! the portal refused or failed, 2 on a usage error, 3 when the portal is unreachable,
+//! and for uploads 4 when some devices were rejected and 5 when none was accepted
+//! ([`errors`] has the table).
 
 #![forbid(unsafe_code)]
 
 mod cli;
 mod client;
 mod commands;
+mod device_file;
 mod errors;
 mod output;
 mod upload;
@@ -53,7 +56,7 @@ fn main() -> ExitCode {
     // the exit; do not wait on it for long.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(outcome) => ExitCode::from(outcome.exit_code()),
         Err(err) if err.is_broken_pipe() => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");

@@ -3,7 +3,9 @@
 //! Results are plain structs ([`crate::views`]) that serialise to JSON and know their
 //! columns. Lists stream: CSV and JSON rows are written as pages arrive; a table waits
 //! for its rows so it can align them. Notes for people (paging hints, progress) go to
-//! standard error so standard output stays parseable.
+//! standard error so standard output stays parseable. With `--excel`, CSV starts with a
+//! UTF-8 byte-order mark, without which Excel reads UTF-8 as the local code page and
+//! garbles accented company names.
 
 use std::io::{self, Write};
 
@@ -12,6 +14,9 @@ use serde::Serialize;
 
 use crate::cli::OutputFormat;
 use crate::errors::CliError;
+
+/// The UTF-8 byte-order mark `--excel` puts before CSV.
+pub const BYTE_ORDER_MARK: &[u8] = b"\xEF\xBB\xBF";
 
 /// Something printable as a row.
 pub trait Record: Serialize {
@@ -25,6 +30,7 @@ pub trait Record: Serialize {
 #[derive(Debug, Clone, Copy)]
 pub struct Printer {
     format: OutputFormat,
+    excel: bool,
 }
 
 fn table() -> Table {
@@ -49,14 +55,29 @@ fn print_table(table: &Table) -> Result<(), CliError> {
 }
 
 impl Printer {
-    /// A printer for `format`.
-    pub fn new(format: OutputFormat) -> Self {
-        Self { format }
+    /// A printer for `format`; `excel` starts CSV with a byte-order mark.
+    pub fn new(format: OutputFormat, excel: bool) -> Self {
+        Self { format, excel }
     }
 
     /// The chosen format.
     pub fn format(&self) -> OutputFormat {
         self.format
+    }
+
+    /// Whether CSV is for Excel (`--excel`): files resellerctl writes get a byte-order
+    /// mark too.
+    pub fn excel(&self) -> bool {
+        self.excel
+    }
+
+    /// A CSV writer on standard output, after the byte-order mark when `--excel`.
+    fn csv_out(excel: bool) -> Result<csv::Writer<io::Stdout>, CliError> {
+        let mut out = io::stdout();
+        if excel {
+            out.write_all(BYTE_ORDER_MARK)?;
+        }
+        Ok(csv::Writer::from_writer(out))
     }
 
     /// One object: a table of field and value (empty fields left out), a JSON object,
@@ -78,7 +99,7 @@ impl Printer {
             }
             OutputFormat::Json => self.json(item),
             OutputFormat::Csv => {
-                let mut w = csv::Writer::from_writer(io::stdout().lock());
+                let mut w = Self::csv_out(self.excel)?;
                 w.write_record(T::headers())?;
                 w.write_record(item.cells())?;
                 w.flush()?;
@@ -103,6 +124,7 @@ impl Printer {
     pub fn list<T: Record>(&self) -> ListWriter<T> {
         ListWriter {
             format: self.format,
+            excel: self.excel,
             rows: Vec::new(),
             started: false,
             count: 0,
@@ -125,6 +147,7 @@ impl Printer {
 /// A list being printed, page by page.
 pub struct ListWriter<T: Record> {
     format: OutputFormat,
+    excel: bool,
     rows: Vec<T>,
     started: bool,
     count: usize,
@@ -149,9 +172,10 @@ impl<T: Record> ListWriter<T> {
         match self.format {
             OutputFormat::Table => self.rows.extend(rows),
             OutputFormat::Csv => {
-                let w = self
-                    .csv
-                    .get_or_insert_with(|| csv::Writer::from_writer(io::stdout()));
+                let w = match self.csv.take() {
+                    Some(w) => self.csv.insert(w),
+                    None => self.csv.insert(Printer::csv_out(self.excel)?),
+                };
                 if !self.started {
                     w.write_record(T::headers())?;
                     self.started = true;
@@ -194,7 +218,7 @@ impl<T: Record> ListWriter<T> {
             }
             OutputFormat::Csv => {
                 if !self.started {
-                    let mut w = csv::Writer::from_writer(io::stdout());
+                    let mut w = Printer::csv_out(self.excel)?;
                     w.write_record(T::headers())?;
                     w.flush()?;
                 } else if let Some(w) = self.csv.as_mut() {

@@ -533,6 +533,11 @@ impl ReasonCounts {
         }
     }
 
+    /// Every rejection counted.
+    pub fn total(&self) -> i64 {
+        self.invalid_id + self.duplicate_in_upload + self.already_registered
+    }
+
     /// "invalid ID 3, duplicate in the file 2, already registered 0".
     pub fn describe(&self) -> String {
         format!(
@@ -552,7 +557,11 @@ pub struct UploadView {
     pub uploaded_at: Option<String>,
     pub accepted: i64,
     pub rejected: i64,
-    pub rejected_by_reason: ReasonCounts,
+    /// `None` when the answer carried only the first rejections and they were not all
+    /// paged: counts of a part would mislead.
+    pub rejected_by_reason: Option<ReasonCounts>,
+    /// The answer carries only the first 1,000 rejections.
+    pub rejections_truncated: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rejects_file: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -564,7 +573,8 @@ pub struct UploadView {
 }
 
 impl UploadView {
-    /// The view of `upload` (its rejections are written elsewhere).
+    /// The view of `upload` (its rejections are written elsewhere); the counts by
+    /// reason are those of its rejections when it carries them all.
     pub fn new(upload: &pb::Upload) -> Self {
         let mut counts = ReasonCounts::default();
         for r in &upload.rejections {
@@ -578,7 +588,8 @@ impl UploadView {
             uploaded_at: time(upload.uploaded_at.as_ref()),
             accepted: upload.accepted_count,
             rejected: upload.rejected_count,
-            rejected_by_reason: counts,
+            rejected_by_reason: (!upload.rejections_truncated).then_some(counts),
+            rejections_truncated: upload.rejections_truncated,
             rejects_file: None,
             seconds: None,
             stream_seconds: None,
@@ -611,7 +622,9 @@ impl Record for UploadView {
             cell_time(&self.uploaded_at),
             self.accepted.to_string(),
             self.rejected.to_string(),
-            self.rejected_by_reason.describe(),
+            self.rejected_by_reason
+                .map(|c| c.describe())
+                .unwrap_or_default(),
             self.rejects_file.clone().unwrap_or_default(),
             self.devices_per_second
                 .map(|r| format!("{r:.0}"))

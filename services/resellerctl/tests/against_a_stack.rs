@@ -1,6 +1,8 @@
 //! `resellerctl`, the real binary, against a running stack: the customer workflow, a
-//! 100,000-line upload with bad rows and its rejects file, `--dry-run` against the
-//! service's verdicts, CSV exports that parse back, deletions followed to the end, the
+//! 100,000-line upload with bad rows and its complete rejects file, `--dry-run` against
+//! the service's verdicts, files as spreadsheets write them (issue 9: `sep=` lines,
+//! dual-SIM columns, European Excel, UTF-16), the exit codes of uploads, CSV exports
+//! that parse back (for Excel too) and upload again, deletions followed to the end, the
 //! MSP and customer portals, and the messages and exit codes of a wrong token and an
 //! unreachable portal.
 //!
@@ -41,7 +43,25 @@ impl Run {
     /// Asserts success and parses standard output as JSON.
     #[track_caller]
     fn json(&self) -> Value {
-        serde_json::from_str(self.ok())
+        self.json_exit(0)
+    }
+
+    /// Asserts the exit code of a command that ran to its end (0, or an upload's 4 "some
+    /// rejected" or 5 "nothing accepted") and returns standard output.
+    #[track_caller]
+    fn exit(&self, code: i32) -> &str {
+        assert_eq!(self.code, code, "unexpected exit: {self:#?}");
+        assert!(
+            !self.stderr.contains("error: "),
+            "a result, not an error: {self:#?}"
+        );
+        &self.stdout
+    }
+
+    /// As [`Run::exit`], and parses standard output as JSON.
+    #[track_caller]
+    fn json_exit(&self, code: i32) -> Value {
+        serde_json::from_str(self.exit(code))
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
     }
 
@@ -451,6 +471,7 @@ async fn a_100k_line_upload_reports_every_rejected_row() {
     let path = file.path.to_str().unwrap();
 
     let started = Instant::now();
+    // Some rows rejected: exit code 4.
     let run = ctl(
         &stack,
         &reseller,
@@ -470,7 +491,7 @@ async fn a_100k_line_upload_reports_every_rejected_row() {
     )
     .await;
     let elapsed = started.elapsed();
-    let summary = run.json();
+    let summary = run.json_exit(4);
     eprintln!(
         "uploaded 100,000 rows through resellerctl in {:.2}s ({:.0} rows/s end to end)",
         elapsed.as_secs_f64(),
@@ -485,7 +506,9 @@ async fn a_100k_line_upload_reports_every_rejected_row() {
     // Without a terminal, progress is plain lines, never a bar's control characters.
     assert!(!run.stderr.contains('\u{1b}'), "{}", run.stderr);
 
-    // The rejects file beside the upload file holds exactly the bad rows, in order.
+    // The answer carries the first 1,000 rejections; the rejects file beside the upload
+    // file holds every bad row, in order, paged from ListUploadRejections.
+    assert_eq!(summary["rejections_truncated"], true);
     let rejects_path = format!("{path}.rejects.csv");
     assert_eq!(summary["rejects_file"], rejects_path.as_str());
     let rejects = read_rejects(Path::new(&rejects_path));
@@ -505,17 +528,53 @@ async fn a_100k_line_upload_reports_every_rejected_row() {
         }
     }
 
-    // The upload reads back the same.
+    // The upload reads back the same: its first 1,000 rejections, and all of them on
+    // request.
     let upload_id = summary["upload_id"].as_str().unwrap();
     let again = ctl(
         &stack,
         &reseller,
         &["uploads", "get", upload_id, "-o", "json"],
     )
+    .await;
+    assert!(
+        again.stderr.contains(&format!(
+            "resellerctl uploads rejections {upload_id} --all -o csv"
+        )),
+        "says how to get them all: {again:?}"
+    );
+    let again = again.json();
+    assert_eq!(again["accepted"], file.accepted);
+    assert_eq!(again["rejected"], 1110);
+    assert_eq!(again["rejections_truncated"], true);
+    assert_eq!(again["rejections"].as_array().unwrap().len(), 1000);
+    let every = dir.path().join("every.csv");
+    let listed = ctl(
+        &stack,
+        &reseller,
+        &["uploads", "rejections", upload_id, "--all", "-o", "csv"],
+    )
+    .await;
+    std::fs::write(&every, listed.ok()).unwrap();
+    assert_eq!(read_rejects(&every), rejects);
+    let got_file = dir.path().join("got.csv");
+    let got = ctl(
+        &stack,
+        &reseller,
+        &[
+            "uploads",
+            "get",
+            upload_id,
+            "--rejects",
+            got_file.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    )
     .await
     .json();
-    assert_eq!(again["accepted"], file.accepted);
-    assert_eq!(again["rejections"].as_array().unwrap().len(), 1110);
+    assert_eq!(got["rejected_by_reason"]["invalid_id"], 1000);
+    assert_eq!(read_rejects(&got_file), rejects);
 
     // A dry run of the same file finds the same rows, messages included, except the
     // ones only the service can know about.
@@ -535,7 +594,7 @@ async fn a_100k_line_upload_reports_every_rejected_row() {
         ],
     )
     .await
-    .json();
+    .json_exit(4);
     assert_eq!(dry["rows"], 100_000);
     assert_eq!(dry["rejected"], 1100);
     let service_side: Vec<_> = rejects
@@ -580,10 +639,10 @@ async fn dry_run_finds_the_same_errors_as_the_service() {
         "r58m-12ab,,".to_owned(),              // 5 valid serial
         " R58M-12AB ,serial,".to_owned(),      // 6 repeat of 5
         "bad serial!,,".to_owned(),            // 7 invalid serial
-        format!("{},serial,", bad_luhn(3)),    // 8 valid: a serial may be 15 digits
+        format!("{},serial,", bad_luhn(3)),    // 8 15 digits are never a serial
         format!("{},gadget,", imei(4)),        // 9 unknown kind
         format!("{},,{long_model}", imei(5)),  // 10 model too long
-        "\"\",,".to_owned(),                   // 11 empty
+        "\"\",,Galaxy".to_owned(),             // 11 empty
         format!("{},,\"tab\there\"", imei(6)), // 12 control character in the model
         format!("{},,", "X".repeat(33)),       // 13 serial too long
         format!("{},,", imei(42)),             // 14 already registered
@@ -613,7 +672,7 @@ async fn dry_run_finds_the_same_errors_as_the_service() {
         ],
     )
     .await;
-    let text = dry.ok();
+    let text = dry.exit(4);
     assert!(
         text.contains("17 rows") && text.contains("already registered"),
         "the summary says what a dry run cannot know: {text}"
@@ -636,13 +695,13 @@ async fn dry_run_finds_the_same_errors_as_the_service() {
         ],
     )
     .await
-    .json();
+    .json_exit(4);
     let service = read_rejects(&real_path);
     let local = read_rejects(&dry_path);
     let indexes: Vec<i64> = service.iter().map(|r| r.0).collect();
     assert_eq!(
         indexes,
-        [1, 3, 4, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16],
+        [1, 3, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16],
         "{service:#?}"
     );
     assert_eq!(
@@ -654,7 +713,7 @@ async fn dry_run_finds_the_same_errors_as_the_service() {
         .filter(|r| r.2 != "already_registered")
         .collect();
     assert_eq!(local, service_side);
-    assert_eq!(summary["accepted"], 4);
+    assert_eq!(summary["accepted"], 3);
 }
 
 #[tokio::test]
@@ -946,4 +1005,434 @@ async fn wrong_tokens_and_unreachable_portals_are_told_plainly() {
     )
     .await;
     assert!(run.failed(2).contains("TLS"), "{run:?}");
+}
+
+/// Writes `bytes` to `dir/name`.
+fn write_file(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// `text` as UTF-16 with its byte-order mark, as Excel's "Unicode Text" writes it.
+fn utf16le(text: &str) -> Vec<u8> {
+    let mut out = vec![0xFF, 0xFE];
+    for unit in text.encode_utf16() {
+        out.extend(unit.to_le_bytes());
+    }
+    out
+}
+
+/// `devices upload FILE --target KNOX -o json` plus `extra`.
+async fn upload_file(
+    stack: &TestStack,
+    token: &str,
+    file: &Path,
+    knox: &str,
+    extra: &[&str],
+) -> Run {
+    let mut args = vec![
+        "devices",
+        "upload",
+        file.to_str().unwrap(),
+        "--target",
+        knox,
+        "-o",
+        "json",
+    ];
+    args.extend(extra);
+    ctl(stack, token, &args).await
+}
+
+#[tokio::test]
+async fn files_as_spreadsheets_write_them_upload_one_device_per_handset() {
+    let stack = TestStack::start().await;
+    let knox = "700000000001";
+    active_customer(&stack, "acme", knox, "Sheets GmbH").await;
+    let reseller = stack.token(Role::Reseller, "acme");
+    let dir = tempfile::tempdir().unwrap();
+
+    // Excel's `sep=` line then a header: one device, not `IMEI` too.
+    let sep = write_file(
+        dir.path(),
+        "sep.csv",
+        format!("sep=,\r\nIMEI\r\n{}\r\n", imei(1)),
+    );
+    let summary = upload_file(&stack, &reseller, &sep, knox, &[]).await.json();
+    assert_eq!(
+        (&summary["accepted"], &summary["rejected"]),
+        (&1.into(), &0.into())
+    );
+
+    // A European Excel file: semicolons, the header is no device, models come along.
+    let european = write_file(
+        dir.path(),
+        "european.csv",
+        format!(
+            "\u{feff}IMEI;Model\r\n{};Galaxy S26\r\n{};Galaxy A56\r\n",
+            imei(2),
+            imei(3)
+        ),
+    );
+    let run = upload_file(&stack, &reseller, &european, knox, &[]).await;
+    assert!(
+        run.stderr
+            .contains("separator \";\"; device ID \"IMEI\"; model \"Model\""),
+        "says how it read the file: {run:?}"
+    );
+    let summary = run.json();
+    assert_eq!(
+        (&summary["accepted"], &summary["rejected"]),
+        (&2.into(), &0.into())
+    );
+
+    // UTF-16 with a byte-order mark, tab-separated (Excel's "Unicode Text").
+    let unicode = write_file(
+        dir.path(),
+        "unicode.txt",
+        utf16le(&format!("IMEI\tModel\r\n{}\tGalaxy Café\r\n", imei(4))),
+    );
+    let summary = upload_file(&stack, &reseller, &unicode, knox, &[])
+        .await
+        .json();
+    assert_eq!(
+        (&summary["accepted"], &summary["rejected"]),
+        (&1.into(), &0.into())
+    );
+
+    // The customer holds exactly these four devices, with their models.
+    let devices = eventually("the four devices under the customer", || async {
+        let devices = ctl(
+            &stack,
+            &reseller,
+            &["customers", "devices", knox, "--all", "-o", "json"],
+        )
+        .await
+        .json();
+        (devices.as_array()?.len() == 4).then_some(devices)
+    })
+    .await;
+    let mut got: Vec<(String, String, String)> = devices
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["device_id"].as_str().unwrap().to_owned(),
+                d["kind"].as_str().unwrap().to_owned(),
+                d["model"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    got.sort();
+    let mut want = vec![
+        (imei(1), "imei".to_owned(), String::new()),
+        (imei(2), "imei".to_owned(), "Galaxy S26".to_owned()),
+        (imei(3), "imei".to_owned(), "Galaxy A56".to_owned()),
+        (imei(4), "imei".to_owned(), "Galaxy Café".to_owned()),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+
+    // Files that would register a header or garbage are refused before anything is
+    // sent, with the fix.
+    for (name, content, words) in [
+        (
+            "device.csv",
+            "device,model\nX1,Galaxy\n",
+            "names no device ID column",
+        ),
+        (
+            "handset.csv",
+            "Handset\nR58M1\n",
+            "names no device ID column",
+        ),
+        (
+            "joined.csv",
+            "R58M7\nR58M8,Galaxy\n",
+            "a file without a header has one identifier per line",
+        ),
+    ] {
+        let path = write_file(dir.path(), name, content);
+        let run = upload_file(&stack, &reseller, &path, knox, &[]).await;
+        assert!(run.failed(1).contains(words), "{name}: {run:?}");
+        assert!(
+            !run.stderr.contains("sent"),
+            "nothing was streamed: {run:?}"
+        );
+    }
+    let latin = write_file(
+        dir.path(),
+        "latin.csv",
+        format!("IMEI;Model\r\n{};T\u{e9}l\u{e9}phone\r\n", imei(5))
+            .chars()
+            .map(|c| u8::try_from(u32::from(c)).unwrap())
+            .collect::<Vec<u8>>(),
+    );
+    let run = upload_file(&stack, &reseller, &latin, knox, &[]).await;
+    assert!(
+        run.failed(1)
+            .contains("line 2, byte offset 29: the file is not UTF-8 (0xE9)"),
+        "{run:?}"
+    );
+    let summary = upload_file(
+        &stack,
+        &reseller,
+        &latin,
+        knox,
+        &["--encoding", "windows-1252"],
+    )
+    .await
+    .json();
+    assert_eq!(summary["accepted"], 1);
+}
+
+#[tokio::test]
+async fn a_dual_sim_file_registers_imei_2_with_its_handset() {
+    let stack = TestStack::start().await;
+    let (first, second) = ("710000000001", "710000000002");
+    active_customer(&stack, "acme", first, "Dual SIM AG").await;
+    active_customer(&stack, "acme", second, "Second Hand Ltd").await;
+    let reseller = stack.token(Role::Reseller, "acme");
+    let dir = tempfile::tempdir().unwrap();
+    let (imei1, imei2) = (imei(11), imei(12));
+
+    // Within one file, a row whose IMEI 1 is an earlier row's IMEI 2 is a repeat, in the
+    // dry run and the upload alike.
+    let file = write_file(
+        dir.path(),
+        "dual.csv",
+        format!("IMEI 1,IMEI 2,Model\n{imei1},{imei2},Galaxy S26\n{imei2},,Galaxy S26\n"),
+    );
+    let dry = ctl(
+        &stack,
+        &reseller,
+        &["devices", "upload", file.to_str().unwrap(), "--dry-run"],
+    )
+    .await;
+    assert!(
+        dry.exit(4).contains("2 rows, 1 valid, 1 would be rejected"),
+        "{dry:?}"
+    );
+    let summary = upload_file(&stack, &reseller, &file, first, &[])
+        .await
+        .json_exit(4);
+    assert_eq!(
+        (&summary["accepted"], &summary["rejected"]),
+        (&1.into(), &1.into())
+    );
+    let rejects = read_rejects(&dir.path().join("dual.csv.rejects.csv"));
+    assert_eq!(
+        rejects,
+        [(
+            1,
+            imei2.clone(),
+            "duplicate_in_upload".to_owned(),
+            "duplicate of the device at index 0".to_owned()
+        )]
+    );
+
+    // The handset cannot come back by its IMEI 2, to anyone: nothing accepted, exit 5.
+    let alone = write_file(dir.path(), "imei2.txt", format!("{imei2}\n"));
+    let run = ctl(
+        &stack,
+        &reseller,
+        &[
+            "devices",
+            "upload",
+            alone.to_str().unwrap(),
+            "--target",
+            second,
+        ],
+    )
+    .await;
+    let text = run.exit(5);
+    assert!(text.contains(": 0 accepted, 1 rejected"), "{run:?}");
+    assert!(text.contains("no device was registered"), "{run:?}");
+    let rejects = read_rejects(&dir.path().join("imei2.txt.rejects.csv"));
+    assert_eq!(rejects.len(), 1, "{rejects:?}");
+    assert_eq!(
+        (rejects[0].0, rejects[0].1.as_str(), rejects[0].2.as_str()),
+        (0, imei2.as_str(), "already_registered")
+    );
+}
+
+#[tokio::test]
+async fn upload_exit_codes_tell_scripts_what_happened() {
+    let stack = TestStack::start().await;
+    let knox = "720000000001";
+    active_customer(&stack, "acme", knox, "Exit Codes Inc").await;
+    let reseller = stack.token(Role::Reseller, "acme");
+    let dir = tempfile::tempdir().unwrap();
+
+    // Every device accepted: 0, no rejects file.
+    let good = write_file(
+        dir.path(),
+        "good.txt",
+        format!("{}\n{}\n", imei(21), imei(22)),
+    );
+    let summary = upload_file(&stack, &reseller, &good, knox, &[])
+        .await
+        .json_exit(0);
+    assert_eq!(summary["accepted"], 2);
+    assert!(!dir.path().join("good.txt.rejects.csv").exists());
+
+    // Some rejected: 4, for the dry run and the upload.
+    let mixed = write_file(
+        dir.path(),
+        "mixed.txt",
+        format!("{}\n{}\n", imei(23), bad_luhn(24)),
+    );
+    let dry = ctl(
+        &stack,
+        &reseller,
+        &["devices", "upload", mixed.to_str().unwrap(), "--dry-run"],
+    )
+    .await;
+    dry.exit(4);
+    let summary = upload_file(&stack, &reseller, &mixed, knox, &[])
+        .await
+        .json_exit(4);
+    assert_eq!(
+        (&summary["accepted"], &summary["rejected"]),
+        (&1.into(), &1.into())
+    );
+    assert_eq!(
+        read_rejects(&dir.path().join("mixed.txt.rejects.csv"))[0].2,
+        "invalid_id"
+    );
+
+    // Nothing accepted: 5, for the dry run (every row invalid) and the upload (every
+    // device already registered).
+    let invalid = write_file(dir.path(), "invalid.txt", format!("{}\n", bad_luhn(25)));
+    let dry = ctl(
+        &stack,
+        &reseller,
+        &["devices", "upload", invalid.to_str().unwrap(), "--dry-run"],
+    )
+    .await;
+    dry.exit(5);
+    let summary = upload_file(&stack, &reseller, &good, knox, &[])
+        .await
+        .json_exit(5);
+    assert_eq!(
+        (&summary["accepted"], &summary["rejected"]),
+        (&0.into(), &2.into())
+    );
+
+    // A file with no devices is refused before anything is sent: 1.
+    for (name, content) in [("empty.csv", ""), ("header.csv", "IMEI,Model\r\n")] {
+        let path = write_file(dir.path(), name, content);
+        let run = upload_file(&stack, &reseller, &path, knox, &[]).await;
+        let text = run.failed(1);
+        assert!(text.contains("the file holds no devices"), "{run:?}");
+        let dry = ctl(
+            &stack,
+            &reseller,
+            &["devices", "upload", path.to_str().unwrap(), "--dry-run"],
+        )
+        .await;
+        assert!(
+            dry.failed(1).contains("the file holds no devices"),
+            "{dry:?}"
+        );
+    }
+
+    // The portal's refusal is still 1, and a usage mistake 2.
+    let run = upload_file(&stack, &reseller, &good, "999999999999", &[]).await;
+    run.failed(1);
+    let run = ctl(
+        &stack,
+        &reseller,
+        &["devices", "upload", good.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(run.code, 2, "no --target: {run:?}");
+}
+
+#[tokio::test]
+async fn exports_for_excel_carry_a_byte_order_mark_and_upload_again() {
+    let stack = TestStack::start().await;
+    let (knox, other) = ("730000000001", "730000000002");
+    active_customer(&stack, "acme", knox, "Ärzte Köln eG").await;
+    active_customer(&stack, "acme", other, "Other GmbH").await;
+    let ids = [imei(31), imei(32)];
+    upload(&stack, "acme", knox, &ids).await.unwrap();
+    let reseller = stack.token(Role::Reseller, "acme");
+    eventually("the devices on the Customers page", || async {
+        let rows = ctl(
+            &stack,
+            &reseller,
+            &["customers", "list", "--search", knox, "-o", "json"],
+        )
+        .await
+        .json();
+        (rows[0]["devices"] == 2).then_some(())
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+
+    // The server writes the mark when asked.
+    let customers = dir.path().join("customers.csv");
+    ctl(
+        &stack,
+        &reseller,
+        &[
+            "customers",
+            "export",
+            "--excel",
+            "--output-file",
+            customers.to_str().unwrap(),
+        ],
+    )
+    .await
+    .ok();
+    let bytes = std::fs::read(&customers).unwrap();
+    assert!(bytes.starts_with(b"\xEF\xBB\xBF"), "{:?}", &bytes[..8]);
+    let text = String::from_utf8(bytes[3..].to_vec()).unwrap();
+    assert!(
+        text.starts_with("Company Name / Internal Reference,"),
+        "{text}"
+    );
+    assert!(text.contains("Ärzte Köln eG"), "{text}");
+    // Without --excel, no mark.
+    let plain = ctl(&stack, &reseller, &["customers", "export"]).await;
+    assert!(plain.ok().starts_with("Company Name"), "{plain:?}");
+
+    // CSV resellerctl writes itself gets one too.
+    let listed = ctl(
+        &stack,
+        &reseller,
+        &["customers", "list", "-o", "csv", "--excel"],
+    )
+    .await;
+    assert!(listed.ok().starts_with('\u{feff}'), "{listed:?}");
+
+    // One customer's devices, exported for Excel, read back as an upload file.
+    let devices = dir.path().join("devices.csv");
+    ctl(
+        &stack,
+        &reseller,
+        &[
+            "customers",
+            "export",
+            knox,
+            "--excel",
+            "--output-file",
+            devices.to_str().unwrap(),
+        ],
+    )
+    .await
+    .ok();
+    let dry = ctl(
+        &stack,
+        &reseller,
+        &["devices", "upload", devices.to_str().unwrap(), "--dry-run"],
+    )
+    .await;
+    assert!(dry.exit(0).contains("2 rows, 2 valid"), "{dry:?}");
+    let summary = upload_file(&stack, &reseller, &devices, other, &[])
+        .await
+        .json_exit(5);
+    assert_eq!(summary["rejected_by_reason"]["already_registered"], 2);
 }

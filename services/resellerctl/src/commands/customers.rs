@@ -65,7 +65,7 @@ pub async fn run(portal: &Portal, printer: Printer, cmd: CustomersCommand) -> Re
                     .reporting()
                     .export_customer_csv(pb::ExportCustomerCsvRequest {
                         knox_id,
-                        byte_order_mark: false,
+                        byte_order_mark: printer.excel(),
                     })
                     .await
                     .map_err(|s| portal.fail(s))?
@@ -74,7 +74,7 @@ pub async fn run(portal: &Portal, printer: Printer, cmd: CustomersCommand) -> Re
                     .reporting()
                     .export_customers_csv(pb::ExportCustomersCsvRequest {
                         query: search.unwrap_or_default(),
-                        byte_order_mark: false,
+                        byte_order_mark: printer.excel(),
                     })
                     .await
                     .map_err(|s| portal.fail(s))?

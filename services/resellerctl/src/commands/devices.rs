@@ -2,31 +2,46 @@
 //! deletions, followed with `--wait` until every portal has removed the devices
 //! (role reseller).
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use reseller_proto::v1 as pb;
 
 use super::device_ids;
-use crate::cli::{DeleteArgs, DevicesCommand, OutputFormat, UploadArgs, WaitArgs};
+use crate::cli::{DeleteArgs, DevicesCommand, Global, OutputFormat, UploadArgs, WaitArgs};
 use crate::client::Portal;
-use crate::errors::CliError;
+use crate::device_file::{DeviceFile, ReadOptions};
+use crate::errors::{CliError, Outcome};
 use crate::output::{Printer, note};
-use crate::upload::{self, DeviceFile, RejectsWriter, default_rejects_path};
-use crate::views::{DeletionView, RejectionView, UploadView, words};
+use crate::upload::{
+    self,
+    rejects::{RejectsWriter, default_rejects_path, write_rejects_file},
+};
+use crate::views::{DeletionView, UploadView, words};
 
 /// Most device IDs one DeleteDevices call may name (device-service's limit).
 const MAX_DELETE_IDS: usize = 100_000;
 
-/// Runs a `devices` command.
+/// Runs a `devices` command on a connection (an upload from the command line starts in
+/// [`upload_command`], which checks its file before connecting).
 ///
 /// # Errors
 /// The service's refusal, a lost connection, an unreadable file or a deletion that did
 /// not complete in time.
-pub async fn run(portal: &Portal, printer: Printer, cmd: DevicesCommand) -> Result<(), CliError> {
+pub async fn run(
+    portal: &Portal,
+    printer: Printer,
+    cmd: DevicesCommand,
+) -> Result<Outcome, CliError> {
     match cmd {
         DevicesCommand::Upload(args) if args.dry_run => dry_run(printer, &args),
-        DevicesCommand::Upload(args) => upload(portal, printer, &args).await,
-        DevicesCommand::Delete(args) => delete(portal, printer, args).await,
+        DevicesCommand::Upload(args) => {
+            let total = count_devices(&args)?;
+            upload(portal, printer, &args, total).await
+        }
+        DevicesCommand::Delete(args) => delete(portal, printer, args)
+            .await
+            .map(|()| Outcome::Success),
         DevicesCommand::Deletion { deletion_id, wait } => {
             let deletion = portal
                 .devices()
@@ -40,6 +55,7 @@ pub async fn run(portal: &Portal, printer: Printer, cmd: DevicesCommand) -> Resu
                 deletion
             };
             finish_deletions(printer, vec![DeletionView::from(deletion)], &wait)
+                .map(|()| Outcome::Success)
         }
     }
 }
@@ -50,17 +66,71 @@ fn rejects_path(args: &UploadArgs) -> std::path::PathBuf {
         .unwrap_or_else(|| default_rejects_path(&args.file))
 }
 
+fn read_options(args: &UploadArgs) -> ReadOptions {
+    ReadOptions {
+        no_header: args.no_header,
+        encoding: args.encoding,
+    }
+}
+
+/// The refusal of a file without devices: an upload of nothing would only be refused
+/// by the service, and a script must not take it for success.
+fn no_devices(path: &Path) -> CliError {
+    CliError::file(
+        path,
+        "the file holds no devices (it is empty, or a header line alone); nothing was sent",
+    )
+}
+
+/// Opens the file, refuses it when it holds no device, and tells how it is read.
+fn open(args: &UploadArgs) -> Result<DeviceFile, CliError> {
+    let file = DeviceFile::open(&args.file, read_options(args))?;
+    if file.is_empty() {
+        return Err(no_devices(&args.file));
+    }
+    note(format!("{}: {}", args.file.display(), file.description()));
+    Ok(file)
+}
+
+/// `devices upload FILE [--dry-run]`. The file is read to its end before connecting,
+/// so a file that cannot be read (an encoding fault on its last line), or holds no
+/// devices, is refused before anything is sent.
+///
+/// # Errors
+/// A refused or unreadable file, an unreachable portal, the service's refusal.
+pub async fn upload_command(
+    global: &Global,
+    printer: Printer,
+    args: &UploadArgs,
+) -> Result<Outcome, CliError> {
+    if args.dry_run {
+        return dry_run(printer, args);
+    }
+    let total = count_devices(args)?;
+    let portal = Portal::connect(global).await?;
+    upload(&portal, printer, args, total).await
+}
+
+/// Reads the whole upload file once: its number of devices, or why it is refused.
+fn count_devices(args: &UploadArgs) -> Result<u64, CliError> {
+    match DeviceFile::count(&args.file, read_options(args))? {
+        0 => Err(no_devices(&args.file)),
+        total => Ok(total),
+    }
+}
+
 /// `devices upload FILE --dry-run`: the service's parser over the file, no connection.
 ///
 /// # Errors
-/// When the file cannot be read or the rejects file written.
-pub fn dry_run(printer: Printer, args: &UploadArgs) -> Result<(), CliError> {
+/// When the file is refused, cannot be read or holds no devices, or the rejects file
+/// cannot be written.
+fn dry_run(printer: Printer, args: &UploadArgs) -> Result<Outcome, CliError> {
     let path = rejects_path(args);
-    let mut file = DeviceFile::open(&args.file, args.no_header)?;
+    let mut file = open(args)?;
     let mut writer: Option<RejectsWriter> = None;
-    let mut report = upload::dry_run(&mut file, |rejection| {
+    let mut report = upload::dry_run::dry_run(&mut file, |rejection| {
         if writer.is_none() {
-            writer = Some(RejectsWriter::create(&path)?);
+            writer = Some(RejectsWriter::create(&path, printer.excel())?);
         }
         match writer.as_mut() {
             Some(w) => w.write(&rejection),
@@ -87,31 +157,42 @@ pub fn dry_run(printer: Printer, args: &UploadArgs) -> Result<(), CliError> {
                 "nothing was uploaded; devices already registered to an account can only be \
                  found by the portal, so an upload may reject more"
             );
-            Ok(())
         }
-        _ => printer.one(&report),
+        _ => printer.one(&report)?,
     }
+    Ok(Outcome::of_upload(report.valid, report.rejected))
 }
 
-/// `devices upload FILE`: streams the file, then writes its rejects file.
+/// `devices upload FILE`: streams the file's `total` devices, then writes the complete
+/// rejects file (paging the rejections when the answer carries only the first ones).
 ///
 /// # Errors
 /// The service's refusal, a lost connection, or an unreadable file.
-pub async fn upload(portal: &Portal, printer: Printer, args: &UploadArgs) -> Result<(), CliError> {
-    let file = DeviceFile::open(&args.file, args.no_header)?;
+async fn upload(
+    portal: &Portal,
+    printer: Printer,
+    args: &UploadArgs,
+    total: u64,
+) -> Result<Outcome, CliError> {
+    let file = open(args)?;
     let header = pb::UploadHeader {
         target_knox_id: args.target.clone().unwrap_or_default(),
         order_number: args.order_number.clone(),
         client_upload_id: args.client_upload_id.clone(),
     };
-    let (upload, sent) = upload::upload(portal, file, header, args.batch_size as usize).await?;
+    let (upload, sent) =
+        upload::upload(portal, file, total, header, args.batch_size as usize).await?;
     let mut view = UploadView::new(&upload);
-    if !upload.rejections.is_empty() {
-        let mut writer = RejectsWriter::create(&rejects_path(args))?;
-        for r in &upload.rejections {
-            writer.write(&RejectionView::from(r.clone()))?;
+    // The upload is done whatever happens to its rejects file: say what it did first.
+    let mut failure = None;
+    if upload.rejected_count > 0 || !upload.rejections.is_empty() {
+        match write_rejects_file(portal, &upload, &rejects_path(args), printer.excel()).await {
+            Ok((path, counts)) => {
+                view.rejects_file = Some(path.display().to_string());
+                view.rejected_by_reason = Some(counts);
+            }
+            Err(err) => failure = Some(err),
         }
-        view.rejects_file = Some(writer.finish()?.display().to_string());
     }
     let seconds = sent.elapsed.as_secs_f64();
     view.seconds = Some(seconds);
@@ -123,12 +204,15 @@ pub async fn upload(portal: &Portal, printer: Printer, args: &UploadArgs) -> Res
                 "upload {}: {} accepted, {} rejected",
                 view.upload_id, view.accepted, view.rejected
             );
-            if view.rejected > 0 {
-                line.push_str(&format!(" ({})", view.rejected_by_reason.describe()));
+            if let (true, Some(counts)) = (view.rejected > 0, view.rejected_by_reason) {
+                line.push_str(&format!(" ({})", counts.describe()));
             }
             println!("{line}");
             if let Some(path) = &view.rejects_file {
                 println!("rejected rows written to {path}");
+            }
+            if view.accepted == 0 {
+                println!("no device was registered");
             }
             note(format!(
                 "{} devices in {seconds:.1}s end to end ({:.0} devices/s); streaming the file took {:.1}s",
@@ -136,9 +220,12 @@ pub async fn upload(portal: &Portal, printer: Printer, args: &UploadArgs) -> Res
                 view.devices_per_second.unwrap_or_default(),
                 sent.streamed.as_secs_f64()
             ));
-            Ok(())
         }
-        _ => printer.one(&view),
+        _ => printer.one(&view)?,
+    }
+    match failure {
+        Some(err) => Err(err),
+        None => Ok(Outcome::of_upload(view.accepted, view.rejected)),
     }
 }
 

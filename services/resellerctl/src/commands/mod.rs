@@ -13,20 +13,21 @@ use std::future::Future;
 
 use crate::cli::{Cli, Command, DevicesCommand, Paging};
 use crate::client::Portal;
-use crate::errors::CliError;
+use crate::errors::{CliError, Outcome};
 use crate::output::{ListWriter, Printer, Record, note};
 
-/// Runs one command.
+/// Runs one command; uploads tell whether every device was accepted.
 ///
 /// # Errors
 /// Whatever the command failed with, for `main` to print.
-pub async fn run(cli: Cli) -> Result<(), CliError> {
-    let printer = Printer::new(cli.global.output);
-    // Commands that need no connection.
+pub async fn run(cli: Cli) -> Result<Outcome, CliError> {
+    let printer = Printer::new(cli.global.output, cli.global.excel);
     let command = match cli.command {
-        Command::Token(args) => return token::run(args, printer),
-        Command::Devices(DevicesCommand::Upload(args)) if args.dry_run => {
-            return devices::dry_run(printer, &args);
+        // No connection needed.
+        Command::Token(args) => return token::run(args, printer).map(|()| Outcome::Success),
+        // Checks its file before it connects, and may need no connection at all.
+        Command::Devices(DevicesCommand::Upload(args)) => {
+            return devices::upload_command(&cli.global, printer, &args).await;
         }
         command => command,
     };
@@ -36,11 +37,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Accounts(cmd) => accounts::run(&portal, printer, cmd).await,
         Command::Customers(cmd) => customers::run(&portal, printer, cmd).await,
         Command::Approvals(cmd) => approvals::run(&portal, printer, cmd).await,
-        Command::Devices(cmd) => devices::run(&portal, printer, cmd).await,
+        Command::Devices(cmd) => return devices::run(&portal, printer, cmd).await,
         Command::Uploads(cmd) => uploads::run(&portal, printer, cmd).await,
         Command::Msp(cmd) => msp::run(&portal, printer, cmd).await,
         Command::Portal(cmd) => portal::run(&portal, printer, cmd).await,
-    }
+    }?;
+    Ok(Outcome::Success)
 }
 
 /// One page of a list: its rows and the token of the next page ("" on the last).
@@ -83,7 +85,8 @@ where
     Ok(count)
 }
 
-/// Device IDs from arguments and, optionally, a device file (same format as uploads).
+/// Device IDs from arguments and, optionally, a device file (same format as uploads;
+/// each row's device ID).
 ///
 /// # Errors
 /// When the file cannot be read, or no ID is named at all.
@@ -97,7 +100,7 @@ pub(crate) fn device_ids(
         .filter(|id| !id.is_empty())
         .collect();
     if let Some(path) = file {
-        let mut file = crate::upload::DeviceFile::open(path, false)?;
+        let mut file = crate::device_file::DeviceFile::open(path, Default::default())?;
         while let Some(device) = file.next_device()? {
             let id = device.device_id.trim();
             if !id.is_empty() {
