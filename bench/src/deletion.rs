@@ -81,6 +81,7 @@ pub async fn prepare(stack: &Stack, config: &DeletionConfig) -> anyhow::Result<(
         DELETE_BASE,
         config.devices(),
         10_000,
+        false,
     );
     setup::upload(stack, messages).await?;
     Ok(())

@@ -30,6 +30,9 @@ pub struct IngestConfig {
     pub batch: usize,
     /// The target ratio `reference_time / service_time`.
     pub target_ratio: f64,
+    /// Every device also carries an IMEI 2 (a dual-SIM phone): two registration rows
+    /// each, in the service and in the reference alike.
+    pub imei2: bool,
 }
 
 /// The reference table: `device.registrations`' shape and indexes, autovacuum off so it
@@ -40,19 +43,27 @@ const REFERENCE_DDL: &str = "\
     CREATE TABLE bench_ref.registrations (LIKE device.registrations INCLUDING ALL); \
     ALTER TABLE bench_ref.registrations SET (autovacuum_enabled = false);";
 
-/// The rows the service would register for devices `first..first + count`, as `COPY`
-/// text chunks, built beforehand so that building them is not timed.
-fn reference_chunks(first: u64, count: usize, target: &str) -> Vec<Vec<u8>> {
+/// The rows the service would register for devices `first..first + count` (with
+/// `imei2`, a second row per device for its IMEI 2, naming the device), as `COPY` text
+/// chunks, built beforehand so that building them is not timed.
+fn reference_chunks(first: u64, count: usize, target: &str, imei2: bool) -> Vec<Vec<u8>> {
     use std::io::Write;
     let upload_id = uuid::Uuid::now_v7();
     let mut chunks = Vec::new();
     let mut buf = Vec::with_capacity(COPY_CHUNK + 256);
     for n in first..first + count as u64 {
+        let device_id = setup::device_id(n);
         let _ = writeln!(
             buf,
-            "{}\t1\t{MODEL}\t{RESELLER}\t{upload_id}\t{target}",
-            setup::device_id(n)
+            "{device_id}\t1\t{MODEL}\t\\N\t{RESELLER}\t{upload_id}\t{target}"
         );
+        if imei2 {
+            let _ = writeln!(
+                buf,
+                "{}\t1\t{MODEL}\t{device_id}\t{RESELLER}\t{upload_id}\t{target}",
+                setup::imei2(n)
+            );
+        }
         if buf.len() >= COPY_CHUNK {
             chunks.push(std::mem::replace(
                 &mut buf,
@@ -72,7 +83,7 @@ async fn reference_copy(conn: &mut PgConnection, chunks: Vec<Vec<u8>>) -> anyhow
     let started = Instant::now();
     let mut copy = conn
         .copy_in_raw(
-            "COPY bench_ref.registrations (device_id, id_kind, model, reseller_id, upload_id, target_knox_id) FROM STDIN",
+            "COPY bench_ref.registrations (device_id, id_kind, model, secondary_of, reseller_id, upload_id, target_knox_id) FROM STDIN",
         )
         .await?;
     for chunk in chunks {
@@ -116,15 +127,21 @@ pub async fn run(
             WARMUP_BASE,
             config.warmup_devices,
             config.batch,
+            config.imei2,
         );
         setup::upload(stack, messages).await?;
-        let chunks = reference_chunks(WARMUP_BASE, config.warmup_devices, WARMUP_CUSTOMER);
+        let chunks = reference_chunks(
+            WARMUP_BASE,
+            config.warmup_devices,
+            WARMUP_CUSTOMER,
+            config.imei2,
+        );
         reference_copy(&mut conn, chunks).await?;
         setup::settle(stack, js, Duration::from_secs(600)).await?;
     }
 
     eprintln!("==> ingest: building {} rows each way", config.devices);
-    let chunks = reference_chunks(INGEST_BASE, config.devices, INGEST_CUSTOMER);
+    let chunks = reference_chunks(INGEST_BASE, config.devices, INGEST_CUSTOMER, config.imei2);
     let copy_bytes: usize = chunks.iter().map(Vec::len).sum();
     let messages = setup::upload_messages(
         INGEST_CUSTOMER,
@@ -132,6 +149,7 @@ pub async fn run(
         INGEST_BASE,
         config.devices,
         config.batch,
+        config.imei2,
     );
     let grpc_messages = messages.len();
 
@@ -169,8 +187,9 @@ pub async fn run(
     Ok(json!({
         "name": "ingest",
         "devices": config.devices,
+        "imei2": config.imei2,
         "service": {
-            "what": "UploadDevices (client streaming, one connection) of N valid IMEIs to one customer: first message sent to response received (committed)",
+            "what": "UploadDevices (client streaming, one connection) of N valid IMEIs (with --imei2, each with an IMEI 2) to one customer: first message sent to response received (committed)",
             "seconds": secs(service),
             "devices_per_second": (n / service.as_secs_f64()).round(),
             "grpc_messages": grpc_messages,
@@ -181,7 +200,7 @@ pub async fn run(
             "peak_rss_mib_since_start": crate::stack::mib(memory_after.hwm_kib),
         },
         "reference": {
-            "what": "COPY ... FROM STDIN (text) of the same rows into bench_ref.registrations (LIKE device.registrations INCLUDING ALL), autocommit",
+            "what": "COPY ... FROM STDIN (text) of the same rows (a row per identifier) into bench_ref.registrations (LIKE device.registrations INCLUDING ALL), autocommit",
             "seconds": secs(reference),
             "devices_per_second": (n / reference.as_secs_f64()).round(),
             "bytes": copy_bytes,

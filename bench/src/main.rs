@@ -57,6 +57,11 @@ struct Args {
     #[arg(long, env = "BENCH_WARMUP_DEVICES", default_value_t = 100_000)]
     warmup_devices: usize,
 
+    /// Every uploaded device also carries an IMEI 2 (a dual-SIM phone: two identifiers,
+    /// two registration rows; the ingest's reference copies both rows too).
+    #[arg(long)]
+    imei2: bool,
+
     /// Devices per `DeviceBatch` message of an upload.
     #[arg(long, default_value_t = 10_000)]
     upload_batch: usize,
@@ -249,6 +254,7 @@ async fn main() -> anyhow::Result<()> {
                 warmup_devices: args.warmup_devices,
                 batch: args.upload_batch,
                 target_ratio: 0.5,
+                imei2: args.imei2,
             };
             let result = ingest::run(&stack, &js, &ingest_config)
                 .await
@@ -266,6 +272,7 @@ async fn main() -> anyhow::Result<()> {
                 setup::INGEST_BASE,
                 args.devices,
                 args.upload_batch,
+                args.imei2,
             );
             setup::upload(&stack, messages).await?;
         }

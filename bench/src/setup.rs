@@ -36,6 +36,15 @@ pub const WARMUP_BASE: u64 = 30_000_000;
 /// The deletion benchmark's devices.
 pub const DELETE_BASE: u64 = 40_000_000;
 
+/// Offset of a device's IMEI 2 from its IMEI 1's number (`--imei2`): far above every
+/// base, so no IMEI 2 is another device's IMEI 1.
+pub const IMEI2_OFFSET: u64 = 500_000_000;
+
+/// The IMEI 2 of device number `n` (a dual-SIM phone).
+pub fn imei2(n: u64) -> String {
+    device_id(n + IMEI2_OFFSET)
+}
+
 /// The IMEI of device number `n`. IMEIs of the same width sort like their numbers, so a
 /// range of devices is in ascending ID order.
 pub fn device_id(n: u64) -> String {
@@ -152,6 +161,7 @@ pub fn upload_messages(
     first: u64,
     count: usize,
     batch: usize,
+    with_imei2: bool,
 ) -> Vec<pb::UploadDevicesRequest> {
     let mut messages = Vec::with_capacity(count / batch.max(1) + 2);
     messages.push(pb::UploadDevicesRequest {
@@ -170,7 +180,11 @@ pub fn upload_messages(
                 device_id: device_id(i),
                 id_kind: 0,
                 model: MODEL.into(),
-                ..Default::default()
+                secondary_ids: if with_imei2 {
+                    vec![imei2(i)]
+                } else {
+                    Vec::new()
+                },
             })
             .collect();
         messages.push(pb::UploadDevicesRequest {
