@@ -250,14 +250,14 @@ async fn a_secondary_identifier_is_one_handset_for_every_rule() {
     let Some(pb::event::Payload::DevicesUploaded(part)) = event.payload else {
         panic!("not devices_uploaded")
     };
-    assert_eq!(part.device_ids, [imei1.clone()]);
+    assert_eq!(part.device_ids, std::slice::from_ref(&imei1));
     assert_eq!(
         part.devices[0].secondary_ids,
         [imei2.clone(), "SN-R58M-1".into()]
     );
 
     // Fast path (nothing else wrong): IMEI 2 alone is registered already.
-    let again = upload(&stack, "other", "740000002", &[imei2.clone()])
+    let again = upload(&stack, "other", "740000002", std::slice::from_ref(&imei2))
         .await
         .unwrap();
     assert_eq!(
@@ -307,7 +307,7 @@ async fn a_secondary_identifier_is_one_handset_for_every_rule() {
     // Deleting by IMEI 2 deletes the device with every identifier: all three can be
     // uploaded again, by anyone.
     let deletion = delete(&stack, "acme", &[&imei2]).await;
-    assert_eq!(deletion.deleted_device_ids, [imei2.clone()]);
+    assert_eq!(deletion.deleted_device_ids, std::slice::from_ref(&imei2));
     let back = upload_inputs(
         &stack,
         "other",
