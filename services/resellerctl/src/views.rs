@@ -654,7 +654,8 @@ impl From<pb::Deletion> for DeletionView {
             requested_at: time(d.requested_at.as_ref()),
             deletion_id: d.deletion_id,
             deleted: d.deleted_device_ids.len(),
-            not_found: d.not_found_device_ids.len(),
+            // The count, not the list: the answer lists at most the first 1,000.
+            not_found: (d.not_found_count as usize).max(d.not_found_device_ids.len()),
             deleted_device_ids: d.deleted_device_ids,
             not_found_device_ids: d.not_found_device_ids,
             reseller_portal: portal_state(d.reseller_portal),
@@ -665,8 +666,9 @@ impl From<pb::Deletion> for DeletionView {
     }
 }
 
-/// At most a few IDs, then "… and N more".
-fn some_ids(ids: &[String]) -> String {
+/// At most a few IDs, then "… and N more", where `total` is how many there are in all
+/// (an answer may carry only the first 1,000 of them).
+fn some_ids(ids: &[String], total: usize) -> String {
     const SHOWN: usize = 10;
     let mut text = ids
         .iter()
@@ -674,8 +676,10 @@ fn some_ids(ids: &[String]) -> String {
         .cloned()
         .collect::<Vec<_>>()
         .join(" ");
-    if ids.len() > SHOWN {
-        text.push_str(&format!(" … and {} more", ids.len() - SHOWN));
+    let shown = ids.len().min(SHOWN);
+    let total = total.max(ids.len());
+    if total > shown {
+        text.push_str(&format!(" … and {} more", total - shown));
     }
     text
 }
@@ -700,7 +704,7 @@ impl Record for DeletionView {
             format!(
                 "{} ({})",
                 self.not_found,
-                some_ids(&self.not_found_device_ids)
+                some_ids(&self.not_found_device_ids, self.not_found)
             )
         };
         vec![
@@ -769,7 +773,7 @@ impl Record for MoveView {
             self.to_customer_knox_id.clone(),
             self.moved.to_string(),
             self.rejected.to_string(),
-            some_ids(&self.rejected_device_ids),
+            some_ids(&self.rejected_device_ids, self.rejected),
         ]
     }
 }
@@ -786,6 +790,22 @@ pub struct TokenView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deletion_counts_every_id_not_found_even_when_the_list_is_cut() {
+        let view = DeletionView::from(pb::Deletion {
+            not_found_device_ids: (0..1000).map(|n| format!("X{n}")).collect(),
+            not_found_count: 100_000,
+            not_found_truncated: true,
+            ..Default::default()
+        });
+        assert_eq!(view.not_found, 100_000);
+        let cells = view.cells();
+        assert!(
+            cells.iter().any(|c| c.ends_with("… and 99990 more")),
+            "{cells:?}"
+        );
+    }
 
     #[test]
     fn customer_rows_show_the_portal_columns() {

@@ -73,8 +73,9 @@ pub async fn run(portal: &Portal, printer: Printer, cmd: MspCommand) -> Result<(
                 .into_inner();
             printer.one(&MoveView {
                 to_customer_knox_id: to,
-                moved: moved.moved_device_ids.len(),
-                rejected: moved.rejected_device_ids.len(),
+                // The counts, not the lists: at most 1,000 rejected IDs are listed.
+                moved: (moved.moved_count as usize).max(moved.moved_device_ids.len()),
+                rejected: (moved.rejected_count as usize).max(moved.rejected_device_ids.len()),
                 moved_device_ids: moved.moved_device_ids,
                 rejected_device_ids: moved.rejected_device_ids,
             })
