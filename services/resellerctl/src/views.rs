@@ -802,7 +802,7 @@ mod tests {
         assert_eq!(view.not_found, 100_000);
         let cells = view.cells();
         assert!(
-            cells.iter().any(|c| c.ends_with("… and 99990 more")),
+            cells.iter().any(|c| c.ends_with("… and 99990 more)")),
             "{cells:?}"
         );
     }
