@@ -16,6 +16,10 @@ source deploy/local/lib.sh
 ensure_build_tools
 # Nothing here reads a terminal (and /dev/null is the real device now).
 exec </dev/null
+
+# The Kubernetes manifests, rendered and checked offline (makes its own venv once).
+deploy/k8s/validate.sh
+
 ensure_postgres
 ensure_nats
 # Tests read these: DATABASE_URL (sqlx::test creates a database per test on
