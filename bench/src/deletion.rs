@@ -41,6 +41,8 @@ pub struct DeletionConfig {
     pub poll_interval: Duration,
     /// A deletion not seen through within this long counts as a timeout.
     pub timeout: Duration,
+    /// Replicas of the durable floor's stream (the services' `NATS_STREAM_REPLICAS`).
+    pub stream_replicas: usize,
 }
 
 impl DeletionConfig {
@@ -58,10 +60,14 @@ impl DeletionConfig {
     }
 }
 
-/// Targets: (i) views p50 ≤ 3× and p99 ≤ 10× the floor's; (ii) complete p50 ≤ 6× and
-/// p99 ≤ 15×.
+/// Issue #3's targets against the bare JetStream floor: (i) views p50 ≤ 3× and p99 ≤
+/// 10× the floor's; (ii) complete p50 ≤ 6× and p99 ≤ 15×.
 const TARGET_VIEWS: (f64, f64) = (3.0, 10.0);
 const TARGET_COMPLETE: (f64, f64) = (6.0, 15.0);
+/// Issue #10's targets against the durable-hop floor ([`crate::durable_floor`]): (i)
+/// views p50 ≤ 1.5× and p99 ≤ 3×; (ii) complete (two hops) p50 ≤ 2.5× and p99 ≤ 5×.
+const DURABLE_TARGET_VIEWS: (f64, f64) = (1.5, 3.0);
+const DURABLE_TARGET_COMPLETE: (f64, f64) = (2.5, 5.0);
 
 /// Entries per poll. The device being deleted is among the first ones unless this many
 /// earlier deletions are still shown; a full page of smaller IDs counts as "still shown".
@@ -602,6 +608,27 @@ pub async fn run(stack: &Stack, config: &DeletionConfig) -> anyhow::Result<Value
         floor.percentile(50.0),
         floor.percentile(99.0)
     );
+    eprintln!(
+        "==> deletion: durable-hop floor, {floor_count} outbox → stream → inbox hops at {}/s",
+        config.rate
+    );
+    let durable = crate::durable_floor::measure(
+        &crate::durable_floor::FloorTarget {
+            database_url: &stack.db.url,
+            nats_url: &stack.nats_url(),
+            replicas: config.stream_replicas,
+        },
+        config.rate,
+        config.warmup_count().max(10),
+        floor_count,
+    )
+    .await
+    .context("measuring the durable-hop floor")?;
+    eprintln!(
+        "    p50 {:?} p99 {:?}",
+        durable.percentile(50.0),
+        durable.percentile(99.0)
+    );
 
     let pollers = Pollers {
         reseller: stack.caller(Role::Reseller, RESELLER)?,
@@ -768,6 +795,15 @@ pub async fn run(stack: &Stack, config: &DeletionConfig) -> anyhow::Result<Value
         ratio(&complete, 50.0, floor_p50),
         ratio(&complete, 99.0, floor_p99),
     );
+    let (durable_p50, durable_p99) = (durable.percentile(50.0), durable.percentile(99.0));
+    let durable_views_ratio = (
+        ratio(&all_views, 50.0, durable_p50),
+        ratio(&all_views, 99.0, durable_p99),
+    );
+    let durable_complete_ratio = (
+        ratio(&complete, 50.0, durable_p50),
+        ratio(&complete, 99.0, durable_p99),
+    );
     let all_polled = polled.views.iter().all(|v| *v);
     let within = |r: Option<f64>, limit: f64| r.is_some_and(|r| r <= limit);
     let pass_views = all_polled
@@ -777,6 +813,13 @@ pub async fn run(stack: &Stack, config: &DeletionConfig) -> anyhow::Result<Value
         && within(complete_ratio.0, TARGET_COMPLETE.0)
         && within(complete_ratio.1, TARGET_COMPLETE.1)
         && shown_after_complete == 0;
+    let pass_durable = all_polled
+        && polled.complete
+        && shown_after_complete == 0
+        && within(durable_views_ratio.0, DURABLE_TARGET_VIEWS.0)
+        && within(durable_views_ratio.1, DURABLE_TARGET_VIEWS.1)
+        && within(durable_complete_ratio.0, DURABLE_TARGET_COMPLETE.0)
+        && within(durable_complete_ratio.1, DURABLE_TARGET_COMPLETE.1);
     let mut per_view_json = serde_json::Map::new();
     for (i, view) in VIEWS.into_iter().enumerate() {
         if polled.views[i] {
@@ -794,6 +837,12 @@ pub async fn run(stack: &Stack, config: &DeletionConfig) -> anyhow::Result<Value
         "floor": {
             "what": "one JetStream publish (file stream) acked, received by a durable pull consumer, double-acked; one at a time at the same rate",
             "latency": floor.summary(),
+        },
+        "durable_floor": {
+            "what": "one outbox -> stream -> inbox hop with every PostgreSQL write durable: a statement inserting an outbox row and NOTIFYing (committed), a listener publishing it to JetStream and awaiting the ack, a durable pull consumer committing an inbox row and double-acking; at the same rate, on the same servers",
+            "stream_replicas": config.stream_replicas,
+            "fsync": "PostgreSQL: WAL fsynced at each commit (synchronous_commit on); nats-server 2.9: stream files synced on its own interval (2 min by default), not per message",
+            "latency": durable.summary(),
         },
         "service": {
             "what": "from DeleteDevices (one device) returning; one poller per view (first page of 16, shared by the deletions in flight, polling only while one is) until the device is gone; GetDeletion polled per deletion (at most 2 polls in flight overall) until complete; a time is when the first answer saying so arrived",
@@ -814,7 +863,16 @@ pub async fn run(stack: &Stack, config: &DeletionConfig) -> anyhow::Result<Value
             "absent_p99_over_floor_p99": views_ratio.1,
             "complete_p50_over_floor_p50": complete_ratio.0,
             "complete_p99_over_floor_p99": complete_ratio.1,
+            "absent_p50_over_durable_floor_p50": durable_views_ratio.0,
+            "absent_p99_over_durable_floor_p99": durable_views_ratio.1,
+            "complete_p50_over_durable_floor_p50": durable_complete_ratio.0,
+            "complete_p99_over_durable_floor_p99": durable_complete_ratio.1,
         },
+        "durable_target": format!(
+            "(i) absent from all three views: p50 <= {}x durable floor p50, p99 <= {}x; (ii) complete: p50 <= {}x, p99 <= {}x",
+            DURABLE_TARGET_VIEWS.0, DURABLE_TARGET_VIEWS.1, DURABLE_TARGET_COMPLETE.0, DURABLE_TARGET_COMPLETE.1
+        ),
+        "pass_durable": pass_durable,
         "target": format!(
             "(i) absent from all three views: p50 <= {}x floor p50, p99 <= {}x floor p99; (ii) complete: p50 <= {}x, p99 <= {}x (and no view shows the device after complete)",
             TARGET_VIEWS.0, TARGET_VIEWS.1, TARGET_COMPLETE.0, TARGET_COMPLETE.1

@@ -14,6 +14,7 @@
 
 mod clients;
 mod deletion;
+mod durable_floor;
 mod export;
 mod ingest;
 mod setup;
@@ -221,6 +222,8 @@ async fn main() -> anyhow::Result<()> {
         floor_seconds: args.floor_seconds.unwrap_or(args.delete_seconds),
         poll_interval: Duration::from_micros(args.poll_interval_us),
         timeout: Duration::from_millis(args.propagation_timeout_ms),
+        // The single-process stack runs one NATS server.
+        stream_replicas: 1,
     };
     let run_ingest = args.only.contains(&Bench::Ingest);
     let run_deletion = args.only.contains(&Bench::Deletion);

@@ -87,6 +87,11 @@ pub async fn connect(addr: SocketAddr) -> anyhow::Result<Channel> {
 }
 
 impl Stack {
+    /// Every NATS server of the stack, comma-separated (one for this stack).
+    pub fn nats_url(&self) -> String {
+        self.nats.url.clone()
+    }
+
     /// Creates the database and NATS server, starts the service and waits until it
     /// answers.
     ///
