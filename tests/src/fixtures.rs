@@ -126,6 +126,7 @@ pub async fn upload_pausing(
         target_knox_id: target.into(),
         order_number: "PO-1".into(),
         client_upload_id: String::new(),
+        validate_only: false,
     };
     let messages = upload_stream(header, ids.iter().map(|id| device(id)).collect(), 500);
     let half = messages.len() / 2;

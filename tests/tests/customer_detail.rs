@@ -184,6 +184,7 @@ async fn the_customer_csv_has_its_columns_and_neutralises_cells() {
         target_knox_id: CUSTOMER.into(),
         order_number: "=SUM(A1)".into(),
         client_upload_id: String::new(),
+        validate_only: false,
     };
     let devices = vec![
         pb::DeviceInput {

@@ -62,6 +62,7 @@ async fn every_device_is_judged_on_its_own() {
         target_knox_id: "600000001".into(),
         order_number: "PO-9".into(),
         client_upload_id: String::new(),
+        validate_only: false,
     };
     // Batches of 3: indexes count across batches.
     let upload = reseller(&stack, "acme")
@@ -244,6 +245,7 @@ async fn a_retry_with_the_client_upload_id_returns_the_first_result() {
         target_knox_id: "620000001".into(),
         order_number: "PO-1".into(),
         client_upload_id: "batch-7".into(),
+        validate_only: false,
     };
     let send = || async {
         reseller(&stack, "acme")
@@ -402,6 +404,7 @@ async fn uploads_check_their_target_and_header() {
         target_knox_id: "x".into(),
         order_number: "o".repeat(65),
         client_upload_id: String::new(),
+        validate_only: false,
     };
     assert_eq!(
         invalid_fields(
@@ -756,6 +759,7 @@ async fn a_stream_broken_after_a_repeated_device_writes_nothing() {
             target_knox_id: "680000001".into(),
             order_number: "PO-1".into(),
             client_upload_id: String::new(),
+            validate_only: false,
         },
         ids.iter().map(|id| device(id)).collect(),
         500,

@@ -56,6 +56,17 @@ pub struct UploadHeader {
     pub order_number: String,
     /// Makes a retry return the first result.
     pub client_upload_id: Option<String>,
+    /// Check every rule and answer, but register and record nothing.
+    pub validate_only: bool,
+}
+
+/// Which uploads `ListUploads` lists.
+#[derive(Debug, Clone, Default)]
+pub struct UploadFilter {
+    /// Only uploads to this account.
+    pub target: Option<KnoxId>,
+    /// Only uploads with exactly this order number.
+    pub order_number: Option<String>,
 }
 
 /// Why a device was rejected (`reseller.v1.RejectionReason`).
@@ -219,8 +230,11 @@ pub fn fold_portal(part_count: i32, receipts: &[PortalState]) -> PortalState {
 pub struct Deletion {
     /// Its ID.
     pub deletion_id: Uuid,
-    /// Devices deleted.
+    /// The identifiers asked for that named a deleted device (empty in a list's
+    /// summary).
     pub deleted_device_ids: Vec<String>,
+    /// How many they were.
+    pub deleted_count: i64,
     /// The first [`MAX_INLINE_ECHOES`] IDs asked for that name no live device this
     /// reseller uploaded, each canonical or echoed (cut to 64 characters).
     pub not_found_device_ids: Vec<String>,

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::directory::CustomerDirectory;
 use crate::domain::{
     self, Deletion, Lookup, MAX_DELETE_IDS, ParsedBatch, PortalState, Rejection, RejectionReason,
-    Upload, UploadHeader, UploadRow,
+    Upload, UploadFilter, UploadHeader, UploadRow,
 };
 use crate::postgres::Repository;
 
@@ -45,14 +45,56 @@ fn parse_header(header: &pb::UploadHeader) -> Result<UploadHeader, ApiError> {
     );
     let client_upload_id = v.check(
         "header.client_upload_id",
-        domain::parse_client_upload_id(&header.client_upload_id),
+        domain::parse_client_upload_id(&header.client_upload_id).and_then(|id| {
+            // A validation records nothing, so there is no first result to return.
+            if header.validate_only && id.is_some() {
+                Err(
+                    "a validate-only upload records nothing; send it without a client upload ID"
+                        .into(),
+                )
+            } else {
+                Ok(id)
+            }
+        }),
     );
     v.finish()?;
     Ok(UploadHeader {
         target: target.expect("checked"),
         order_number: order_number.expect("checked"),
         client_upload_id: client_upload_id.expect("checked"),
+        validate_only: header.validate_only,
     })
+}
+
+/// A keyset page token of a newest-first list: the last item's time (microseconds since
+/// the epoch, PostgreSQL's precision) and ID.
+type NewestFirstToken = (i64, Uuid);
+
+fn newest_first_token(at: time::OffsetDateTime, id: Uuid) -> NewestFirstToken {
+    ((at.unix_timestamp_nanos() / 1000) as i64, id)
+}
+
+fn newest_first_after(token: &str) -> Result<Option<(time::OffsetDateTime, Uuid)>, ApiError> {
+    let Some((micros, id)) = paging::decode_token::<NewestFirstToken>(token)? else {
+        return Ok(None);
+    };
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
+        .map_err(|_| ApiError::invalid("page_token", "is not a token this list issued"))?;
+    Ok(Some((at, id)))
+}
+
+/// An optional filter of a list: `None` when left empty, else parsed (a bad one is a
+/// field violation).
+fn optional_filter<T>(
+    v: &mut FieldViolations,
+    field: &str,
+    value: &str,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Option<T> {
+    if value.trim().is_empty() {
+        return None;
+    }
+    v.check(field, parse(value))
 }
 
 /// A request-stream failure as the caller should see it.
@@ -174,6 +216,7 @@ fn state_to_proto(state: PortalState) -> i32 {
 fn deletion_to_proto(deletion: Deletion) -> pb::Deletion {
     let complete = deletion.complete();
     pb::Deletion {
+        deleted_count: deletion.deleted_count,
         deletion_id: deletion.deletion_id.to_string(),
         deleted_device_ids: deletion.deleted_device_ids,
         not_found_truncated: (deletion.not_found_device_ids.len() as i64)
@@ -235,7 +278,12 @@ impl DeviceService for DeviceApi {
             .ingest(&reseller, &header, &target, parse_batches(stream))
             .await
             .map_err(ApiError::from)?;
-        Ok(Response::new(upload_to_proto(upload)))
+        let mut answer = upload_to_proto(upload);
+        if header.validate_only {
+            // Nothing was recorded: there is no upload to name.
+            answer.upload_id.clear();
+        }
+        Ok(Response::new(answer))
     }
 
     async fn get_upload(
@@ -315,6 +363,63 @@ impl DeviceService for DeviceApi {
         let next_page_token = paging::finish_page(&mut rejections, limit, |r| r.index);
         Ok(Response::new(pb::ListUploadRejectionsResponse {
             rejections: rejections.into_iter().map(rejection_to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn list_uploads(
+        &self,
+        request: Request<pb::ListUploadsRequest>,
+    ) -> Result<Response<pb::ListUploadsResponse>, Status> {
+        let reseller = Principal::of(&request)?.reseller()?;
+        let req = request.get_ref();
+        let mut v = FieldViolations::new();
+        let target = optional_filter(&mut v, "target_knox_id", &req.target_knox_id, KnoxId::parse);
+        let order_number = optional_filter(
+            &mut v,
+            "order_number",
+            &req.order_number,
+            domain::parse_order_number,
+        );
+        v.finish()?;
+        let filter = UploadFilter {
+            target,
+            order_number,
+        };
+        let limit = paging::page_size(req.page_size)?;
+        let before = newest_first_after(&req.page_token)?;
+        let mut uploads = self
+            .repo
+            .uploads(&reseller, &filter, before, limit + 1)
+            .await
+            .map_err(ApiError::from)?;
+        let next_page_token = paging::finish_page(&mut uploads, limit, |u| {
+            newest_first_token(u.uploaded_at, u.upload_id)
+        });
+        Ok(Response::new(pb::ListUploadsResponse {
+            uploads: uploads.into_iter().map(upload_to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn list_deletions(
+        &self,
+        request: Request<pb::ListDeletionsRequest>,
+    ) -> Result<Response<pb::ListDeletionsResponse>, Status> {
+        let reseller = Principal::of(&request)?.reseller()?;
+        let req = request.get_ref();
+        let limit = paging::page_size(req.page_size)?;
+        let before = newest_first_after(&req.page_token)?;
+        let mut deletions = self
+            .repo
+            .deletions(&reseller, before, limit + 1)
+            .await
+            .map_err(ApiError::from)?;
+        let next_page_token = paging::finish_page(&mut deletions, limit, |d| {
+            newest_first_token(d.requested_at, d.deletion_id)
+        });
+        Ok(Response::new(pb::ListDeletionsResponse {
+            deletions: deletions.into_iter().map(deletion_to_proto).collect(),
             next_page_token,
         }))
     }

@@ -2,6 +2,7 @@
 
 use reseller_kit::ids::ResellerId;
 use reseller_kit::one_statement::Params;
+use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -127,8 +128,8 @@ impl Repository {
         // One round trip (GetDeletion is what callers poll): the deletion with its
         // receipts' portals and states as two aligned arrays.
         let Some(row) = sqlx::query(
-            "SELECT d.part_count, d.requested_at, d.deleted_device_ids, d.not_found_device_ids, \
-                    d.not_found_count, \
+            "SELECT d.deletion_id, d.part_count, d.requested_at, d.deleted_device_ids, \
+                    d.not_found_device_ids, d.not_found_count, \
                     array_remove(array_agg(r.portal), NULL) AS portals, \
                     array_remove(array_agg(r.state), NULL) AS states \
              FROM device.deletions d LEFT JOIN device.deletion_receipts r USING (deletion_id) \
@@ -141,31 +142,82 @@ impl Repository {
         else {
             return Ok(None);
         };
-        let part_count: i32 = row.try_get("part_count")?;
-        let portals: Vec<i16> = row.try_get("portals")?;
-        let receipt_states: Vec<i16> = row.try_get("states")?;
-        let mut states = PORTALS
-            .map(|portal| {
-                let of_portal: Vec<PortalState> = portals
-                    .iter()
-                    .zip(&receipt_states)
-                    .filter(|(p, _)| **p == portal)
-                    .map(|(_, state)| PortalState::from_i16(*state))
-                    .collect();
-                fold_portal(part_count, &of_portal)
-            })
-            .into_iter();
+        let deleted_device_ids: Vec<String> = row.try_get("deleted_device_ids")?;
         Ok(Some(Deletion {
-            deletion_id,
-            deleted_device_ids: row.try_get("deleted_device_ids")?,
+            deleted_count: deleted_device_ids.len() as i64,
+            deleted_device_ids,
             not_found_device_ids: row.try_get("not_found_device_ids")?,
-            not_found_count: row.try_get("not_found_count")?,
-            reseller_portal: states.next().unwrap_or(PortalState::Pending),
-            msp_portal: states.next().unwrap_or(PortalState::Pending),
-            customer_portal: states.next().unwrap_or(PortalState::Pending),
-            requested_at: row.try_get("requested_at")?,
+            ..deletion_summary(&row)?
         }))
     }
+
+    /// A page of a reseller's deletions, newest first, as summaries (counts and portal
+    /// states, the device lists left empty): up to `limit` older than `before`
+    /// (`(requested_at, deletion_id)`, `None` for the first page).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn deletions(
+        &self,
+        reseller: &ResellerId,
+        before: Option<(OffsetDateTime, Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<Deletion>, sqlx::Error> {
+        sqlx::query(
+            "SELECT d.deletion_id, d.part_count, d.requested_at, d.not_found_count, \
+                    cardinality(d.deleted_device_ids)::bigint AS deleted_count, \
+                    array_remove(array_agg(r.portal), NULL) AS portals, \
+                    array_remove(array_agg(r.state), NULL) AS states \
+             FROM device.deletions d LEFT JOIN device.deletion_receipts r USING (deletion_id) \
+             WHERE d.reseller_id = $1 \
+               AND ($2::timestamptz IS NULL OR (d.requested_at, d.deletion_id) < ($2, $3)) \
+             GROUP BY d.deletion_id ORDER BY d.requested_at DESC, d.deletion_id DESC LIMIT $4",
+        )
+        .bind(reseller.as_str())
+        .bind(before.map(|(at, _)| at))
+        .bind(before.map(|(_, id)| id))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(Deletion {
+                deleted_count: row.try_get("deleted_count")?,
+                ..deletion_summary(row)?
+            })
+        })
+        .collect()
+    }
+}
+
+/// A deletion row with its receipts' `portals` and `states` (two aligned arrays) as a
+/// summary: each portal's folded state, the not-found count, no device lists.
+fn deletion_summary(row: &PgRow) -> Result<Deletion, sqlx::Error> {
+    let part_count: i32 = row.try_get("part_count")?;
+    let portals: Vec<i16> = row.try_get("portals")?;
+    let receipt_states: Vec<i16> = row.try_get("states")?;
+    let mut states = PORTALS
+        .map(|portal| {
+            let of_portal: Vec<PortalState> = portals
+                .iter()
+                .zip(&receipt_states)
+                .filter(|(p, _)| **p == portal)
+                .map(|(_, state)| PortalState::from_i16(*state))
+                .collect();
+            fold_portal(part_count, &of_portal)
+        })
+        .into_iter();
+    Ok(Deletion {
+        deletion_id: row.try_get("deletion_id")?,
+        deleted_device_ids: Vec::new(),
+        deleted_count: 0,
+        not_found_device_ids: Vec::new(),
+        not_found_count: row.try_get("not_found_count")?,
+        reseller_portal: states.next().unwrap_or(PortalState::Pending),
+        msp_portal: states.next().unwrap_or(PortalState::Pending),
+        customer_portal: states.next().unwrap_or(PortalState::Pending),
+        requested_at: row.try_get("requested_at")?,
+    })
 }
 
 /// Records one portal's receipt for one part of a deletion (idempotent per part): a CTE

@@ -29,7 +29,7 @@ use super::spool::{Spool, SpoolReader, SpooledRow};
 use super::{OUTBOX, Repository};
 use crate::domain::{
     EVENT_PART_SIZE, MAX_INLINE_ECHOES, ParsedBatch, Rejection, RejectionReason, Target, Upload,
-    UploadHeader, UploadRow, part_count,
+    UploadFilter, UploadHeader, UploadRow, part_count,
 };
 use crate::events;
 
@@ -171,6 +171,23 @@ fn write_staging_lines(buf: &mut Vec<u8>, row: &SpooledRow) {
     }
 }
 
+/// An upload row with the `rejections` given (the first ones, or none in a list);
+/// `rejections_truncated` says whether the upload has more.
+fn upload_summary(row: &PgRow, rejections: Vec<Rejection>) -> Result<Upload, sqlx::Error> {
+    let rejected_count: i64 = row.try_get("rejected_count")?;
+    Ok(Upload {
+        upload_id: row.try_get("upload_id")?,
+        target_knox_id: row.try_get("target_knox_id")?,
+        order_number: row.try_get("order_number")?,
+        client_upload_id: row.try_get("client_upload_id")?,
+        uploaded_at: row.try_get("uploaded_at")?,
+        accepted_count: row.try_get("accepted_count")?,
+        rejected_count,
+        rejections_truncated: (rejections.len() as i64) < rejected_count,
+        rejections,
+    })
+}
+
 fn rejection_from_row(row: &PgRow) -> Result<Rejection, sqlx::Error> {
     Ok(Rejection {
         index: row.try_get("idx")?,
@@ -244,18 +261,43 @@ impl Repository {
             return Ok(None);
         };
         let rejections = Self::rejections_in(conn, upload_id, -1, MAX_INLINE_ECHOES as i64).await?;
-        let rejected_count: i64 = row.try_get("rejected_count")?;
-        Ok(Some(Upload {
-            upload_id: row.try_get("upload_id")?,
-            target_knox_id: row.try_get("target_knox_id")?,
-            order_number: row.try_get("order_number")?,
-            client_upload_id: row.try_get("client_upload_id")?,
-            uploaded_at: row.try_get("uploaded_at")?,
-            accepted_count: row.try_get("accepted_count")?,
-            rejected_count,
-            rejections_truncated: (rejections.len() as i64) < rejected_count,
-            rejections,
-        }))
+        upload_summary(&row, rejections).map(Some)
+    }
+
+    /// A page of a reseller's uploads, newest first, as summaries (no rejections):
+    /// up to `limit` older than `before` (`(uploaded_at, upload_id)`, `None` for the
+    /// first page), to `target` and with `order_number` when given.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn uploads(
+        &self,
+        reseller: &ResellerId,
+        filter: &UploadFilter,
+        before: Option<(OffsetDateTime, Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<Upload>, sqlx::Error> {
+        sqlx::query(
+            "SELECT upload_id, target_knox_id, order_number, client_upload_id, uploaded_at, \
+                    accepted_count, rejected_count \
+             FROM device.uploads \
+             WHERE reseller_id = $1 \
+               AND ($2::text IS NULL OR target_knox_id = $2) \
+               AND ($3::text IS NULL OR order_number = $3) \
+               AND ($4::timestamptz IS NULL OR (uploaded_at, upload_id) < ($4, $5)) \
+             ORDER BY uploaded_at DESC, upload_id DESC LIMIT $6",
+        )
+        .bind(reseller.as_str())
+        .bind(filter.target.as_ref().map(|k| k.as_str()))
+        .bind(filter.order_number.as_deref())
+        .bind(before.map(|(at, _)| at))
+        .bind(before.map(|(_, id)| id))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| upload_summary(row, Vec::new()))
+        .collect()
     }
 
     /// Up to `limit` rejections of an upload with an index above `after`, by index.
@@ -423,6 +465,14 @@ impl Repository {
         let upload = Self::upload_in(&mut tx, reseller, upload_id)
             .await?
             .ok_or(sqlx::Error::RowNotFound)?;
+        if header.validate_only {
+            // Every rule ran, on the real tables and against concurrent uploads, exactly
+            // as for the upload itself; nothing of it is kept: no registration, no
+            // upload row, no event.
+            tx.rollback().await?;
+            tracing::info!(%upload_id, accepted, rejected, "upload validated, nothing recorded");
+            return Ok(upload);
+        }
         tx.commit().await?;
         tracing::info!(
             %upload_id,

@@ -179,6 +179,7 @@ async fn upload(
         target_knox_id: args.target.clone().unwrap_or_default(),
         order_number: args.order_number.clone(),
         client_upload_id: args.client_upload_id.clone(),
+        validate_only: false,
     };
     let (upload, sent) =
         upload::upload(portal, file, total, header, args.batch_size as usize).await?;
