@@ -169,6 +169,7 @@ pub fn upload_messages(
             target_knox_id: target.into(),
             order_number: order_number.into(),
             client_upload_id: String::new(),
+            validate_only: false,
         })),
     });
     let mut n = first;
