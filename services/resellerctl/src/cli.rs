@@ -77,6 +77,9 @@ pub enum Command {
     /// Past uploads and their rejections (role reseller).
     #[command(subcommand)]
     Uploads(UploadsCommand),
+    /// Past deletions (role reseller).
+    #[command(subcommand)]
+    Deletions(DeletionsCommand),
     /// MSP links, modes, device moves and the MSP portal (role msp; delink also customer).
     #[command(subcommand)]
     Msp(MspCommand),
@@ -280,6 +283,10 @@ pub struct UploadArgs {
     /// Check the file locally with the service's identifier rules; upload nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Send the file to the portal to check every rule, "already registered"
+    /// included, and answer as the upload would; nothing is registered or recorded.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub validate_only: bool,
     /// Read the first line as data even if it looks like a header.
     #[arg(long)]
     pub no_header: bool,
@@ -326,6 +333,27 @@ pub enum UploadsCommand {
     Rejections {
         /// The upload's ID.
         upload_id: String,
+        #[command(flatten)]
+        paging: Paging,
+    },
+    /// Your uploads, newest first (counts; `uploads get ID` for one's rejections).
+    List {
+        /// Only uploads to this customer or MSP (Knox ID).
+        #[arg(long)]
+        target: Option<String>,
+        /// Only uploads with exactly this order number.
+        #[arg(long)]
+        order_number: Option<String>,
+        #[command(flatten)]
+        paging: Paging,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeletionsCommand {
+    /// Your deletions, newest first, with their counts and each portal's state
+    /// (`devices deletion ID` for one's device lists).
+    List {
         #[command(flatten)]
         paging: Paging,
     },

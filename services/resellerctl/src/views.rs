@@ -653,7 +653,8 @@ impl From<pb::Deletion> for DeletionView {
         Self {
             requested_at: time(d.requested_at.as_ref()),
             deletion_id: d.deletion_id,
-            deleted: d.deleted_device_ids.len(),
+            // The count: a list's summaries carry no device lists.
+            deleted: (d.deleted_count as usize).max(d.deleted_device_ids.len()),
             // The count, not the list: the answer lists at most the first 1,000.
             not_found: (d.not_found_count as usize).max(d.not_found_device_ids.len()),
             deleted_device_ids: d.deleted_device_ids,

@@ -1436,3 +1436,80 @@ async fn exports_for_excel_carry_a_byte_order_mark_and_upload_again() {
         .json_exit(5);
     assert_eq!(summary["rejected_by_reason"]["already_registered"], 2);
 }
+
+/// `--validate-only` asks the portal every rule ("already registered" too) and records
+/// nothing; `uploads list` and `deletions list` show what was done, newest first.
+#[tokio::test]
+async fn validating_a_file_records_nothing_and_the_lists_show_what_was_done() {
+    let stack = TestStack::start().await;
+    let knox = "730000000001";
+    active_customer(&stack, "acme", knox, "Lists Inc").await;
+    let reseller = stack.token(Role::Reseller, "acme");
+    let dir = tempfile::tempdir().unwrap();
+    let first = write_file(dir.path(), "first.txt", format!("{}\n", imei(31)));
+    upload_file(&stack, &reseller, &first, knox, &[])
+        .await
+        .json_exit(0);
+
+    // The portal finds the registered device, which a local dry run cannot.
+    let again = write_file(
+        dir.path(),
+        "again.txt",
+        format!("{}\n{}\n", imei(31), imei(32)),
+    );
+    let dry = ctl(
+        &stack,
+        &reseller,
+        &["devices", "upload", again.to_str().unwrap(), "--dry-run"],
+    )
+    .await;
+    dry.exit(0);
+    let checked = upload_file(&stack, &reseller, &again, knox, &["--validate-only"])
+        .await
+        .json_exit(4);
+    assert_eq!(
+        (
+            &checked["accepted"],
+            &checked["rejected"],
+            &checked["upload_id"]
+        ),
+        (&1.into(), &1.into(), &"".into())
+    );
+    let rejects = read_rejects(&dir.path().join("again.txt.rejects.csv"));
+    assert_eq!(rejects.len(), 1);
+    assert_eq!(
+        (rejects[0].0, rejects[0].2.as_str()),
+        (0, "already_registered")
+    );
+
+    // Nothing was recorded: one upload listed, and imei(32) is still free.
+    let uploads = ctl(&stack, &reseller, &["uploads", "list", "-o", "json"])
+        .await
+        .json();
+    assert_eq!(uploads.as_array().map(Vec::len), Some(1), "{uploads}");
+    let real = upload_file(&stack, &reseller, &again, knox, &[])
+        .await
+        .json_exit(4);
+    assert_eq!(real["accepted"], 1);
+    let uploads = ctl(&stack, &reseller, &["uploads", "list", "-o", "json"])
+        .await
+        .json();
+    assert_eq!(uploads[0]["upload_id"], real["upload_id"], "newest first");
+
+    let deleted = ctl(
+        &stack,
+        &reseller,
+        &["devices", "delete", &imei(31), &imei(99), "-o", "json"],
+    )
+    .await;
+    deleted.ok();
+    let deletions = ctl(&stack, &reseller, &["deletions", "list", "-o", "json"])
+        .await
+        .json();
+    let deletions = deletions.as_array().expect("a JSON array");
+    assert_eq!(deletions.len(), 1);
+    assert_eq!(
+        (&deletions[0]["deleted"], &deletions[0]["not_found"]),
+        (&1.into(), &1.into())
+    );
+}

@@ -179,7 +179,7 @@ async fn upload(
         target_knox_id: args.target.clone().unwrap_or_default(),
         order_number: args.order_number.clone(),
         client_upload_id: args.client_upload_id.clone(),
-        validate_only: false,
+        validate_only: args.validate_only,
     };
     let (upload, sent) =
         upload::upload(portal, file, total, header, args.batch_size as usize).await?;
@@ -201,10 +201,17 @@ async fn upload(
     view.devices_per_second = Some(sent.devices as f64 / seconds.max(1e-3));
     match printer.format() {
         OutputFormat::Table => {
-            let mut line = format!(
-                "upload {}: {} accepted, {} rejected",
-                view.upload_id, view.accepted, view.rejected
-            );
+            let mut line = if args.validate_only {
+                format!(
+                    "validated, nothing recorded: {} would be accepted, {} rejected",
+                    view.accepted, view.rejected
+                )
+            } else {
+                format!(
+                    "upload {}: {} accepted, {} rejected",
+                    view.upload_id, view.accepted, view.rejected
+                )
+            };
             if let (true, Some(counts)) = (view.rejected > 0, view.rejected_by_reason) {
                 line.push_str(&format!(" ({})", counts.describe()));
             }
@@ -212,7 +219,12 @@ async fn upload(
             if let Some(path) = &view.rejects_file {
                 println!("rejected rows written to {path}");
             }
-            if view.accepted == 0 {
+            if args.validate_only && upload.rejections_truncated {
+                println!(
+                    "the rejects file holds the first {} rejections (a validation keeps no more)",
+                    upload.rejections.len()
+                );
+            } else if view.accepted == 0 && !args.validate_only {
                 println!("no device was registered");
             }
             note(format!(

@@ -3,6 +3,7 @@
 mod accounts;
 mod approvals;
 mod customers;
+mod deletions;
 mod devices;
 mod msp;
 mod portal;
@@ -39,6 +40,7 @@ pub async fn run(cli: Cli) -> Result<Outcome, CliError> {
         Command::Approvals(cmd) => approvals::run(&portal, printer, cmd).await,
         Command::Devices(cmd) => return devices::run(&portal, printer, cmd).await,
         Command::Uploads(cmd) => uploads::run(&portal, printer, cmd).await,
+        Command::Deletions(cmd) => deletions::run(&portal, printer, cmd).await,
         Command::Msp(cmd) => msp::run(&portal, printer, cmd).await,
         Command::Portal(cmd) => portal::run(&portal, printer, cmd).await,
     }?;

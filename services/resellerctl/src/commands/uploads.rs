@@ -29,7 +29,46 @@ pub async fn run(portal: &Portal, printer: Printer, cmd: UploadsCommand) -> Resu
         UploadsCommand::Rejections { upload_id, paging } => {
             rejections(portal, printer, &upload_id, &paging).await
         }
+        UploadsCommand::List {
+            target,
+            order_number,
+            paging,
+        } => list(portal, printer, target, order_number, &paging).await,
     }
+}
+
+/// `uploads list`: the reseller's uploads, newest first, page by page.
+async fn list(
+    portal: &Portal,
+    printer: Printer,
+    target: Option<String>,
+    order_number: Option<String>,
+    paging: &Paging,
+) -> Result<(), CliError> {
+    let (target, order_number) = (target.unwrap_or_default(), order_number.unwrap_or_default());
+    let page_size = paging.page_size;
+    paged(printer, paging, |page_token| {
+        let (target_knox_id, order_number) = (target.clone(), order_number.clone());
+        async move {
+            let page = portal
+                .devices()
+                .list_uploads(pb::ListUploadsRequest {
+                    target_knox_id,
+                    order_number,
+                    page_size,
+                    page_token,
+                })
+                .await
+                .map_err(|s| portal.fail(s))?
+                .into_inner();
+            Ok(Page {
+                rows: page.uploads.iter().map(UploadView::new).collect(),
+                next_page_token: page.next_page_token,
+            })
+        }
+    })
+    .await?;
+    Ok(())
 }
 
 /// `uploads get ID`: the upload, its first rejections, and where to get the rest.

@@ -104,7 +104,8 @@ pub async fn each_rejection(
     upload: &pb::Upload,
     mut each: impl FnMut(Vec<RejectionView>) -> Result<(), CliError>,
 ) -> Result<(), CliError> {
-    if !upload.rejections_truncated {
+    // A validation (no upload ID) recorded nothing to page: its answer is all there is.
+    if !upload.rejections_truncated || upload.upload_id.is_empty() {
         return each(
             upload
                 .rejections
