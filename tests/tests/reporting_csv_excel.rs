@@ -98,7 +98,16 @@ async fn both_exports_start_with_a_byte_order_mark_only_when_asked() {
         .await
         .expect("upload");
     eventually("the device in the customer's CSV", || async {
-        (records(&customer_csv(&acme, KNOX, false).await).len() == 1).then_some(())
+        // NOT_FOUND until reporting has the customer's events.
+        let export = acme
+            .reporting()
+            .export_customer_csv(pb::ExportCustomerCsvRequest {
+                knox_id: KNOX.into(),
+                byte_order_mark: false,
+            })
+            .await
+            .ok()?;
+        (records(&read_all(Ok(export)).await).len() == 1).then_some(())
     })
     .await;
 
