@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::JwtAuth;
 use crate::config::CommonConfig;
 use crate::grpc::GrpcServer;
+use crate::readiness::{self, Dependencies};
 use crate::{db, stream};
 
 /// The connections every service of a program shares.
@@ -30,14 +31,19 @@ pub struct Platform {
 }
 
 impl Platform {
-    /// Connects to PostgreSQL and NATS and creates the JetStream streams.
+    /// Connects to PostgreSQL and NATS and sets up the JetStream streams, waiting out
+    /// dependencies that are still coming up (see [`crate::startup`]).
     ///
     /// # Errors
-    /// When a dependency cannot be reached or refuses the set-up.
+    /// At once for a malformed `NATS_URL` or `DATABASE_URL`, refused credentials or
+    /// certificates; when a dependency stays unreachable for
+    /// [`crate::startup::STARTUP_BUDGET`] or refuses the set-up.
     pub async fn connect(config: &CommonConfig) -> anyhow::Result<Self> {
+        // Check NATS_URL before waiting on anything: a typo must not look like an outage.
+        stream::parse_servers(&config.nats_url)?;
         let pool = db::connect(config).await?;
         let (nats, js) = stream::connect(&config.nats_url).await?;
-        stream::ensure_streams(&js).await?;
+        stream::ensure_streams(&js, &config.stream_settings()).await?;
         Ok(Self {
             pool,
             nats,
@@ -45,6 +51,11 @@ impl Platform {
             auth: JwtAuth::new(&config.auth_jwt_secret),
             config: config.clone(),
         })
+    }
+
+    /// What the program depends on, for its readiness probe.
+    pub fn dependencies(&self) -> Dependencies {
+        Dependencies::new(self.pool.clone(), self.nats.clone(), self.js.clone())
     }
 }
 
@@ -63,6 +74,8 @@ pub struct App {
     listener: TcpListener,
     modules: Vec<Box<dyn ServiceModule>>,
     grace: std::time::Duration,
+    max_connection_age: Option<std::time::Duration>,
+    dependencies: Option<Dependencies>,
 }
 
 impl std::fmt::Debug for App {
@@ -86,6 +99,8 @@ impl App {
             listener,
             modules: Vec::new(),
             grace: config.shutdown_grace(),
+            max_connection_age: config.grpc_max_connection_age(),
+            dependencies: None,
         })
     }
 
@@ -95,6 +110,14 @@ impl App {
     /// Only if the OS cannot tell.
     pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
         Ok(self.listener.local_addr()?)
+    }
+
+    /// Reports the services' health `NOT_SERVING` while `platform`'s PostgreSQL or NATS
+    /// is unreachable (see [`crate::readiness`]); without it they are `SERVING` until
+    /// shutdown. [`run_program`] always sets it.
+    pub fn ready_when_reachable(mut self, platform: &Platform) -> Self {
+        self.dependencies = Some(platform.dependencies());
+        self
     }
 
     /// Hosts `module`.
@@ -110,7 +133,13 @@ impl App {
     /// When the gRPC transport fails.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut server = GrpcServer::new();
+        server.max_connection_age(self.max_connection_age);
         let mut tasks = Vec::new();
+        if let Some(deps) = self.dependencies {
+            let (readiness, probe) = readiness::watch(deps, shutdown.clone());
+            server.ready_when(readiness);
+            tasks.push(probe);
+        }
         for module in &self.modules {
             module.register(&mut server);
             tasks.extend(module.spawn_background(shutdown.clone()));
@@ -166,7 +195,9 @@ where
     crate::telemetry::init(args.common.log_format);
     let shutdown = crate::shutdown::on_signal();
     let platform = Platform::connect(&args.common).await?;
-    let mut app = App::bind(&args.grpc_addr, &args.common).await?;
+    let mut app = App::bind(&args.grpc_addr, &args.common)
+        .await?
+        .ready_when_reachable(&platform);
     let own_url = format!("http://{}", app.local_addr()?);
     app.modules = start(platform, own_url).await?;
     app.run_until_stopped(shutdown).await

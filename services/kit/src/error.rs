@@ -101,15 +101,19 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
-        match &err {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_) => {
-                tracing::warn!(error = %err, "database unavailable");
-                Self::Unavailable("the database is unavailable, retry later".into())
-            }
-            _ => Self::Internal(err.into()),
+        // The same rule as start-up's (`db::is_transient`): the server unreachable,
+        // restarting (57P01 admin_shutdown, 57P03 cannot_connect_now) or out of
+        // connections is worth a retry, so the caller gets UNAVAILABLE, not INTERNAL.
+        if crate::db::is_transient(&err)
+            || matches!(
+                err,
+                sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_)
+            )
+        {
+            tracing::warn!(error = %err, "database unavailable");
+            Self::Unavailable("the database is unavailable, retry later".into())
+        } else {
+            Self::Internal(err.into())
         }
     }
 }

@@ -1,5 +1,12 @@
 //! The gRPC server bootstrap: the services of a program, plus `grpc.health.v1` and
-//! server reflection (both without auth), served on a bound listener until shutdown.
+//! server reflection (`grpc.reflection.v1` and `v1alpha`, both without auth), served on a
+//! bound listener until shutdown.
+//!
+//! Health: `""` is `SERVING` while the process runs (the liveness probe); each service's
+//! own name (e.g. `reseller.v1.DeviceService`) follows the program's
+//! [`Readiness`](crate::readiness::Readiness) when one is given
+//! ([`GrpcServer::ready_when`]): `NOT_SERVING` while PostgreSQL or NATS is unreachable
+//! (the readiness probe). On shutdown every name turns `NOT_SERVING` first.
 //!
 //! Header limits, both ways. A request's headers may be up to
 //! [`MAX_REQUEST_HEADER_BYTES`], so a bearer token carrying a 10 kB junk subject still
@@ -13,6 +20,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
 use tonic::server::NamedService;
@@ -20,6 +28,9 @@ use tonic::service::RoutesBuilder;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::readiness::Readiness;
 
 /// Most bytes of a request's header list (HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`).
 pub const MAX_REQUEST_HEADER_BYTES: u32 = 64 * 1024;
@@ -36,6 +47,8 @@ const MAX_STATUS_DETAILS_HEADER_BYTES: usize = 8 * 1024;
 pub struct GrpcServer {
     routes: RoutesBuilder,
     names: Vec<&'static str>,
+    readiness: Option<watch::Receiver<Readiness>>,
+    max_connection_age: Option<Duration>,
 }
 
 impl GrpcServer {
@@ -62,6 +75,21 @@ impl GrpcServer {
         self
     }
 
+    /// Ends each client connection after `age` (HTTP/2 GOAWAY; calls in flight finish,
+    /// the client reconnects), so clients spread onto replicas started after them. `None`
+    /// keeps connections for as long as the client does.
+    pub fn max_connection_age(&mut self, age: Option<Duration>) -> &mut Self {
+        self.max_connection_age = age;
+        self
+    }
+
+    /// Reports the services' health names as `readiness` says (see the module docs);
+    /// without it they are `SERVING` until shutdown.
+    pub fn ready_when(&mut self, readiness: watch::Receiver<Readiness>) -> &mut Self {
+        self.readiness = Some(readiness);
+        self
+    }
+
     /// Serves on `listener` until `shutdown`, then stops accepting and lets in-flight
     /// calls finish (the caller bounds that with the grace period).
     ///
@@ -73,30 +101,48 @@ impl GrpcServer {
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let (health, health_service) = tonic_health::server::health_reporter();
-        for name in &self.names {
-            health
-                .set_service_status(*name, ServingStatus::Serving)
-                .await;
-        }
         health.set_service_status("", ServingStatus::Serving).await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(reseller_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
+        // Every name has its status before the first call can ask (the task below keeps
+        // them current).
+        let ready = self
+            .readiness
+            .as_ref()
+            .is_none_or(|r| r.borrow().is_ready());
+        for name in &self.names {
+            let status = if ready {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            health.set_service_status(*name, status).await;
+        }
         let names = self.names;
+        let statuses = tokio::spawn(report_health(
+            health,
+            names,
+            self.readiness,
+            shutdown.clone(),
+        ));
+        // Both reflection versions: grpcurl and most tools speak v1, Python's
+        // grpcio-reflection and older clients only v1alpha.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(reseller_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
         let stopping = async move {
             shutdown.cancelled().await;
-            // Tell load balancers first, then stop accepting.
-            for name in &names {
-                health
-                    .set_service_status(*name, ServingStatus::NotServing)
-                    .await;
-            }
-            health
-                .set_service_status("", ServingStatus::NotServing)
-                .await;
+            // Tell load balancers first (the health task turns every name NOT_SERVING
+            // as it stops), then stop accepting.
+            let _ = statuses.await;
         };
-        Server::builder()
+        let mut builder = Server::builder();
+        if let Some(age) = self.max_connection_age {
+            builder = builder.max_connection_age(age);
+        }
+        builder
             .layer(tower::util::MapResponseLayer::new(
                 contract_codes_for_tonics_answers,
             ))
@@ -108,7 +154,8 @@ impl GrpcServer {
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_routes(self.routes.routes())
             .add_service(health_service)
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .serve_with_incoming_shutdown(
                 // TCP_NODELAY: without it every unary answer waits for the client's
                 // delayed ACK (~40 ms); tonic applies no socket options to a listener
@@ -119,6 +166,55 @@ impl GrpcServer {
             .await?;
         Ok(())
     }
+}
+
+/// Keeps the health of `names` in step with `readiness` (or `SERVING` without one) until
+/// `shutdown`, then reports every name, `""` included, `NOT_SERVING`. One task does both,
+/// so a late readiness change can never turn a stopping server back to `SERVING`.
+async fn report_health(
+    health: HealthReporter,
+    names: Vec<&'static str>,
+    mut readiness: Option<watch::Receiver<Readiness>>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let set_all = |status: ServingStatus| {
+        let health = health.clone();
+        let names = names.clone();
+        async move {
+            for name in names {
+                health.set_service_status(name, status).await;
+            }
+        }
+    };
+    let mut ready = true;
+    loop {
+        if let Some(r) = readiness.as_mut() {
+            ready = r.borrow_and_update().is_ready();
+        }
+        set_all(if ready {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        })
+        .await;
+        let changed = async {
+            match readiness.as_mut() {
+                Some(r) => r.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            still_watching = changed => if !still_watching {
+                // The probe stopped (it stops at shutdown): keep the last answer.
+                readiness = None;
+            },
+        }
+    }
+    set_all(ServingStatus::NotServing).await;
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
 }
 
 /// Two answers tonic gives before a handler runs, rewritten to what the contract says:

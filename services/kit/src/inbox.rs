@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::{
     self, AckKind,
-    consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
+    consumer::{AckPolicy, DeliverPolicy, FromConsumer, PullConsumer, pull},
+    context::ConsumerInfoErrorKind,
     message::PublishMessage,
 };
 use futures::StreamExt;
@@ -27,6 +28,7 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{self, ReceivedEvent};
+use crate::lost_events::{self, LossWatch};
 use crate::one_statement::{OneStatement, Params};
 use crate::subjects::{self, headers};
 use reseller_proto::v1::event::Payload;
@@ -36,8 +38,17 @@ use reseller_proto::v1::event::Payload;
 pub const MAX_ATTEMPTS: i64 = 5;
 /// PostgreSQL's SQLSTATE for a unique violation (the event is in the inbox already).
 const UNIQUE_VIOLATION: &str = "23505";
-/// How long JetStream waits for an ack before redelivering (the default).
-const ACK_WAIT: Duration = Duration::from_secs(30);
+/// How long JetStream waits for an ack before redelivering. It is also how long the
+/// events a killed replica had pulled wait before another replica gets them, so it is
+/// short; an event that takes longer to apply says it is still in progress every
+/// [`PROGRESS_EVERY`].
+const ACK_WAIT: Duration = Duration::from_secs(10);
+/// How often a consumer tells JetStream an event it is still applying is in progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(3);
+/// Events pulled ahead per event applied at once: enough to keep the consumer busy
+/// between pulls, few enough that the last one pulled is applied well inside
+/// [`ACK_WAIT`] (its clock starts on delivery, not when its turn comes).
+const PULLED_AHEAD_PER_WORKER: usize = 32;
 
 /// Why an event was not applied.
 #[derive(Debug, thiserror::Error)]
@@ -211,28 +222,87 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     /// # Errors
     /// When JetStream refuses.
     pub async fn durable(&self) -> anyhow::Result<PullConsumer> {
-        let stream = self
-            .js
+        Ok(self.open().await?.consumer)
+    }
+
+    /// The stream and the durable consumer, created if missing. The consumer keeps as many
+    /// replicas as the stream (`num_replicas` 0: JetStream scales it with the stream when
+    /// `NATS_STREAM_REPLICAS` raises that); one created with fewer of its own is raised.
+    async fn open(&self) -> anyhow::Result<Opened> {
+        let name = &self.applier.spec.name;
+        let stream = crate::stream::quick(&self.js)
             .get_stream(subjects::EVENTS_STREAM)
             .await
             .map_err(|e| anyhow::anyhow!("stream {}: {e}", subjects::EVENTS_STREAM))?;
-        stream
-            .get_or_create_consumer(
-                &self.applier.spec.name,
-                pull::Config {
-                    durable_name: Some(self.applier.spec.name.clone()),
+        let consumer_error = |e: &dyn std::fmt::Display| anyhow::anyhow!("consumer {name}: {e}");
+        let existing = match stream.consumer_info(name).await {
+            Ok(info) => Some(info),
+            Err(err) if err.kind() == ConsumerInfoErrorKind::NotFound => None,
+            Err(err) => return Err(consumer_error(&err)),
+        };
+        let Some(existing) = existing else {
+            // Created by every replica at once, it is created once: JetStream answers an
+            // identical create with the consumer.
+            let consumer = stream
+                .create_consumer(pull::Config {
+                    durable_name: Some(name.clone()),
                     filter_subject: self.applier.spec.filter_subject.clone(),
                     deliver_policy: DeliverPolicy::All,
                     ack_policy: AckPolicy::Explicit,
                     ack_wait: self.ack_wait,
                     max_deliver: -1,
                     max_ack_pending: 1024,
+                    num_replicas: 0,
                     ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("consumer {}: {e}", self.applier.spec.name))
+                })
+                .await
+                .map_err(|e| consumer_error(&e))?;
+            return Ok(Opened {
+                stream,
+                consumer,
+                created: true,
+            });
+        };
+        let stream_replicas = stream.cached_info().config.num_replicas.max(1);
+        let own = existing.config.num_replicas;
+        let consumer = if own != 0 && own < stream_replicas {
+            let mut config = pull::Config::try_from_consumer_config(existing.config)
+                .map_err(|e| consumer_error(&e))?;
+            config.num_replicas = stream_replicas;
+            let raised = stream.create_consumer(config).await;
+            match raised {
+                Ok(consumer) => {
+                    tracing::info!(consumer = %name, from = own, to = stream_replicas, "consumer replicas raised to the stream's");
+                    consumer
+                }
+                Err(err) => {
+                    tracing::warn!(consumer = %name, error = %err, "could not raise the consumer's replicas; running with it as it is");
+                    stream
+                        .get_consumer(name)
+                        .await
+                        .map_err(|e| consumer_error(&e))?
+                }
+            }
+        } else {
+            stream
+                .get_consumer(name)
+                .await
+                .map_err(|e| consumer_error(&e))?
+        };
+        Ok(Opened {
+            stream,
+            consumer,
+            created: false,
+        })
     }
+}
+
+/// What [`IdempotentConsumer::open`] found or made.
+struct Opened {
+    stream: jetstream::stream::Stream,
+    consumer: PullConsumer,
+    /// Whether the consumer was created just now.
+    created: bool,
 }
 
 /// Applies one encoded event once with `handler`, as the consumer `spec` does (inbox,
@@ -441,12 +511,18 @@ impl From<ApplyError> for Failure {
 
 impl<H: EventHandler> IdempotentConsumer<H> {
     /// Pulls and applies events until `shutdown`; the message in hand is finished first.
+    /// Reports events the stream removed before this consumer read them (see
+    /// [`crate::lost_events`]).
     pub async fn run(self, shutdown: CancellationToken) {
+        let mut losses = LossWatch::new(
+            &self.applier.spec.name,
+            self.applier.spec.filter_subject != subjects::ALL_EVENTS,
+        );
         loop {
             if shutdown.is_cancelled() {
                 return;
             }
-            if let Err(err) = self.pull_until_error(&shutdown).await {
+            if let Err(err) = self.pull_until_error(&shutdown, &mut losses).await {
                 tracing::warn!(consumer = %self.applier.spec.name, error = %err, "consumer interrupted; resuming");
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -456,12 +532,29 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         }
     }
 
-    async fn pull_until_error(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
-        let consumer = self.durable().await?;
+    async fn pull_until_error(
+        &self,
+        shutdown: &CancellationToken,
+        losses: &mut LossWatch,
+    ) -> anyhow::Result<()> {
+        let Opened {
+            stream,
+            consumer,
+            created,
+        } = self.open().await?;
+        // Before pulling: a consumer that was down while the stream removed events it had
+        // not read still shows the gap (JetStream skips it silently on the next pull).
+        self.check_losses(losses, &stream, created).await;
+        let mut checks = tokio::time::interval_at(
+            tokio::time::Instant::now() + lost_events::CHECK_INTERVAL,
+            lost_events::CHECK_INTERVAL,
+        );
         let mut messages = consumer
             .stream()
-            .max_messages_per_batch(256)
-            .heartbeat(Duration::from_secs(5))
+            .max_messages_per_batch((self.concurrency * PULLED_AHEAD_PER_WORKER).min(256))
+            // A pull waiting at a consumer leader that died goes unanswered: two missed
+            // heartbeats end the stream and the loop pulls again from the new leader.
+            .heartbeat(Duration::from_secs(2))
             .expires(Duration::from_secs(30))
             .messages()
             .await?;
@@ -471,6 +564,10 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                 _ = shutdown.cancelled() => break,
                 Some(handled) = in_flight.next(), if !in_flight.is_empty() => {
                     handled?;
+                    continue;
+                }
+                _ = checks.tick() => {
+                    self.check_losses(losses, &stream, false).await;
                     continue;
                 }
                 next = messages.next(), if in_flight.len() < self.concurrency => match next {
@@ -487,9 +584,39 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         Ok(())
     }
 
+    /// One [`LossWatch::check`], bounded in time; a check that fails is only logged (the
+    /// next one compares with the last that worked).
+    async fn check_losses(
+        &self,
+        losses: &mut LossWatch,
+        stream: &jetstream::stream::Stream,
+        created: bool,
+    ) {
+        match tokio::time::timeout(Duration::from_secs(5), losses.check(stream, created)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::debug!(consumer = %self.applier.spec.name, error = %format!("{err:#}"), "could not compare the consumer with the stream")
+            }
+            Err(_) => {
+                tracing::debug!(consumer = %self.applier.spec.name, "comparing the consumer with the stream timed out")
+            }
+        }
+    }
+
     async fn handle(&self, message: jetstream::Message) -> anyhow::Result<()> {
         let ack = |kind| message.ack_with(kind);
-        match self.apply(&message.payload).await {
+        let applying = self.apply(&message.payload);
+        tokio::pin!(applying);
+        let mut progress =
+            tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+        let applied = loop {
+            tokio::select! {
+                applied = &mut applying => break applied,
+                // A lost progress ack only risks a redelivery, which the inbox absorbs.
+                _ = progress.tick() => { let _ = ack(AckKind::Progress).await; }
+            }
+        };
+        match applied {
             Ok(_) => ack(AckKind::Ack)
                 .await
                 .map_err(|e| anyhow::anyhow!("ack: {e}"))?,

@@ -39,6 +39,10 @@ const POLL: Duration = Duration::from_secs(2);
 const INLINE_MAX_BYTES: usize = 3000;
 /// How often a replica that is not the relay asks again.
 const LEADER_RETRY: Duration = Duration::from_secs(1);
+/// Longest pause between attempts after failures. Short, because what fails is mostly
+/// brief: a NATS stream electing a new leader after a node is lost (about 5 s on 2.9),
+/// a PostgreSQL restart; events wait in the outbox meanwhile.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Sent rows are kept this long for inspection, then pruned.
 const RETENTION: &str = "1 day";
 
@@ -151,7 +155,7 @@ impl Relay {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(backoff) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }
@@ -200,16 +204,27 @@ impl Relay {
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(&self.outbox.channel()).await?;
         let mut last_prune = tokio::time::Instant::now();
-        self.publish_pending(&mut conn).await?;
+        let mut outcome = self.publish_pending(&mut conn).await.map(drop);
         loop {
-            *backoff = Duration::from_millis(50);
+            match outcome {
+                Ok(()) => *backoff = Duration::from_millis(50),
+                // A failed publish keeps the leadership (see `ride_out`); read the
+                // outbox again once the pause is over.
+                Err(err) => {
+                    if !self.ride_out(err, backoff, shutdown).await? {
+                        return Ok(());
+                    }
+                    outcome = self.publish_pending(&mut conn).await.map(drop);
+                    continue;
+                }
+            }
             if last_prune.elapsed() > Duration::from_secs(600) {
                 last_prune = tokio::time::Instant::now();
                 if let Err(err) = within_batch_timeout(self.prune(&mut conn)).await {
                     tracing::warn!(error = %err, "pruning the outbox failed");
                 }
             }
-            tokio::select! {
+            outcome = tokio::select! {
                 _ = shutdown.cancelled() => {
                     // Publish what committed before the signal, then stop.
                     let _ = self.publish_pending(&mut conn).await;
@@ -217,22 +232,48 @@ impl Relay {
                 }
                 notification = listener.recv() => match notification {
                     Ok(notification) => match Inline::parse(notification.payload()) {
-                        Some(inline) => within_batch_timeout(self.publish_inline(&mut conn, inline)).await?,
-                        None => {
-                            self.publish_pending(&mut conn).await?;
-                        }
+                        Some(inline) => within_batch_timeout(self.publish_inline(&mut conn, inline)).await,
+                        None => self.publish_pending(&mut conn).await.map(drop),
                     },
                     // The listener reconnects by itself; read what it may have missed.
                     Err(err) => {
                         tracing::warn!(error = %err, "outbox LISTEN connection lost; reconnecting");
-                        self.publish_pending(&mut conn).await?;
+                        self.publish_pending(&mut conn).await.map(drop)
                     }
                 },
-                _ = tokio::time::sleep(POLL) => {
-                    self.publish_pending(&mut conn).await?;
-                }
-            }
+                _ = tokio::time::sleep(POLL) => self.publish_pending(&mut conn).await.map(drop),
+            };
         }
+    }
+
+    /// After a failed step while leading: a publish JetStream refused or did not
+    /// acknowledge (NATS unreachable, the stream electing a new leader after a node was
+    /// lost) keeps the leadership and the connection, pauses with backoff and returns
+    /// `Ok(true)` (`Ok(false)` on shutdown): the rows are still unsent and are read again,
+    /// in order. Dropping the lock instead would hand leadership round the replicas on
+    /// every failed publish, each paying a reconnect. Anything else (the PostgreSQL
+    /// connection that holds the lock, a batch that timed out) is returned, ending the
+    /// leadership.
+    async fn ride_out(
+        &self,
+        err: anyhow::Error,
+        backoff: &mut Duration,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<bool> {
+        if err
+            .downcast_ref::<async_nats::jetstream::context::PublishError>()
+            .is_none()
+        {
+            return Err(err);
+        }
+        tracing::warn!(schema = self.outbox.schema, error = %format!("{err:#}"),
+            "publishing to JetStream failed; keeping the relay and retrying");
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(false),
+            _ = tokio::time::sleep(*backoff) => {}
+        }
+        *backoff = (*backoff * 2).min(MAX_BACKOFF);
+        Ok(true)
     }
 
     /// Publishes the event a notification carried and marks its row sent. Should a poll

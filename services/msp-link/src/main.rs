@@ -1,4 +1,4 @@
-//! `msp-link-service`: uploads, devices and deletions.
+//! `msp-link-service`: MSP links, moves and the MSP portal.
 
 use clap::Parser;
 use reseller_kit::app::{ProgramArgs, ServiceModule, run_program};
