@@ -1272,3 +1272,41 @@ async fn a_deletion_concurrent_with_a_delink_counts_where_the_delink_leaves_it(p
         "both devices were shown when deleted"
     );
 }
+
+/// Two consumer replicas apply a customer's `customer_added` and its next decision at the
+/// same time (the chaos test found it): whichever commits second must see the first, or
+/// the row keeps the older status for good.
+#[sqlx::test(migrator = "crate::MIGRATOR")]
+async fn a_decision_applied_beside_the_add_is_never_lost(pool: PgPool) {
+    use crate::domain::CustomerStatus as S;
+    let repo = Repository::new(pool.clone());
+    let Payload::CustomerAdded(mut add) = added(CUSTOMER, pb::AccountKind::Customer, "Globex")
+    else {
+        unreachable!()
+    };
+    add.status = pb::CustomerStatus::PendingVerification as i32;
+    add.status_revision = 1;
+    let decision = Payload::CustomerStatusChanged(pb::CustomerStatusChanged {
+        reseller_id: RESELLER.into(),
+        knox_id: CUSTOMER.into(),
+        status: pb::CustomerStatus::Active as i32,
+        revision: 2,
+    });
+
+    // The add holds its transaction open; the decision waits for it, then shows.
+    let adding = begin_applying(&pool, Payload::CustomerAdded(add)).await;
+    let deciding = tokio::spawn({
+        let pool = pool.clone();
+        async move { apply(&pool, decision).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!deciding.is_finished(), "the decision waits for the add");
+    adding.commit().await.unwrap();
+    deciding.await.unwrap();
+    let status = repo
+        .customer_detail(&reseller(), &knox(CUSTOMER))
+        .await
+        .unwrap()
+        .map(|d| d.row.status);
+    assert_eq!(status, Some(S::Active));
+}

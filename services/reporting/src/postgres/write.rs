@@ -67,6 +67,7 @@ pub async fn add_customer(
     conn: &mut PgConnection,
     customer: &AddedCustomer,
 ) -> Result<(), sqlx::Error> {
+    lock_customer_row(&mut *conn, &customer.reseller_id, &customer.account.knox_id).await?;
     upsert_account(&mut *conn, &customer.account).await?;
     sqlx::query(
         "INSERT INTO reporting.customer_rows AS r \
@@ -155,6 +156,7 @@ pub async fn change_status(
     revision: i64,
     changed_at: OffsetDateTime,
 ) -> Result<(), sqlx::Error> {
+    lock_customer_row(&mut *conn, reseller_id, knox_id).await?;
     sqlx::query(
         "INSERT INTO reporting.approvals AS a (reseller_id, knox_id, status, changed_at, revision) \
          VALUES ($1, $2, $3, $4, $5) \
@@ -180,6 +182,25 @@ pub async fn change_status(
     .bind(revision)
     .execute(&mut *conn)
     .await?;
+    Ok(())
+}
+
+/// Serialises, until the transaction ends, the handlers that read one of the reseller's
+/// customer facts (the row, its recorded decision) to write the other: `add_customer`
+/// reads `approvals` to set the row's status, `change_status` updates the row only if it
+/// exists. Without it, two consumer replicas applying both at once each miss the other's
+/// uncommitted write (READ COMMITTED) and the row keeps the older status for good. The
+/// lock is taken before either reads, so the second sees the first's commit.
+async fn lock_customer_row(
+    conn: &mut PgConnection,
+    reseller_id: &ResellerId,
+    knox_id: &KnoxId,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('reporting.customer:' || $1 || '/' || $2, 0))")
+        .bind(reseller_id.as_str())
+        .bind(knox_id.as_str())
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
