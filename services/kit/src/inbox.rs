@@ -604,6 +604,18 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     }
 
     async fn handle(&self, message: jetstream::Message) -> anyhow::Result<()> {
+        if tracing::enabled!(tracing::Level::DEBUG)
+            && let Ok(info) = message.info()
+        {
+            // The stream's own clock splits an event's age in two: before the stream
+            // stored it (command, outbox relay) and after (delivery to this consumer).
+            tracing::debug!(
+                consumer = %self.applier.spec.name,
+                stream_sequence = info.stream_sequence,
+                since_stored_us = (time::OffsetDateTime::now_utc() - info.published).whole_microseconds() as i64,
+                "event pulled"
+            );
+        }
         let ack = |kind| message.ack_with(kind);
         let applying = self.apply(&message.payload);
         tokio::pin!(applying);

@@ -283,7 +283,9 @@ impl Relay {
             .payload(inline.payload.into())
             .message_id(inline.event_id.to_string())
             .header("Content-Type", headers::CONTENT_TYPE_PROTOBUF);
+        let started = std::time::Instant::now();
         self.js.send_publish(inline.subject, message).await?.await?;
+        let acked = started.elapsed();
         sqlx::query(AssertSqlSafe(format!(
             "UPDATE {}.outbox SET published_at = now() WHERE id = $1 AND published_at IS NULL",
             self.outbox.schema
@@ -291,6 +293,9 @@ impl Relay {
         .bind(inline.id)
         .execute(&mut *conn)
         .await?;
+        tracing::debug!(schema = self.outbox.schema, id = inline.id,
+            ack_us = acked.as_micros() as u64, marked_us = (started.elapsed() - acked).as_micros() as u64,
+            "event relayed");
         Ok(())
     }
 
