@@ -16,7 +16,9 @@ pub struct NatsServer {
     _store: tempfile::TempDir,
 }
 
-fn binary() -> PathBuf {
+/// The `nats-server` binary: `NATS_SERVER_BIN`, else `nats-server` on `PATH`, else
+/// `/usr/sbin/nats-server`.
+pub fn binary() -> PathBuf {
     if let Ok(path) = std::env::var("NATS_SERVER_BIN") {
         return PathBuf::from(path);
     }
@@ -31,7 +33,8 @@ fn binary() -> PathBuf {
     PathBuf::from("/usr/sbin/nats-server")
 }
 
-fn free_port() -> u16 {
+/// A port free on 127.0.0.1 now (the OS may hand it out again later: callers retry).
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

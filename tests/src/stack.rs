@@ -48,7 +48,7 @@ pub struct TestStack {
     shutdown: CancellationToken,
     running: Option<JoinHandle<anyhow::Result<()>>>,
     // Drop order: services first (fields drop in order), then NATS, then the database.
-    _nats: NatsServer,
+    _nats: Option<NatsServer>,
     _db: TestDb,
 }
 
@@ -86,15 +86,36 @@ impl TestStack {
     /// # Panics
     /// When PostgreSQL, NATS or a service does not come up.
     pub async fn start_with(options: StackOptions) -> Self {
-        reseller_kit::telemetry::init_with_default(reseller_kit::config::LogFormat::Text, "warn");
         let db = TestDb::create().await;
         let nats = NatsServer::start().await;
+        let nats_url = nats.url.clone();
+        Self::start_on(options, db, Some(nats), &nats_url, |_| {}).await
+    }
+
+    /// Starts a stack with `options` on `db` and the NATS servers of `nats_url` (a
+    /// private `nats` the stack keeps running, or a cluster the test owns); `configure`
+    /// may change the settings first (a proxy's address, stream replicas).
+    ///
+    /// # Panics
+    /// When PostgreSQL, NATS or a service does not come up.
+    pub async fn start_on(
+        options: StackOptions,
+        db: TestDb,
+        nats: Option<NatsServer>,
+        nats_url: &str,
+        configure: impl FnOnce(&mut CommonConfig),
+    ) -> Self {
+        reseller_kit::telemetry::init_with_default(reseller_kit::config::LogFormat::Text, "warn");
         let secret = format!("test-secret-{}", uuid::Uuid::new_v4());
-        let mut config = CommonConfig::new(&db.url, &nats.url, &secret);
+        let mut config = CommonConfig::new(&db.url, nats_url, &secret);
         config.shutdown_grace_seconds = 5;
         config.database_max_connections = 8;
+        configure(&mut config);
         let platform = Platform::connect(&config).await.expect("platform");
-        let app = App::bind("127.0.0.1:0", &config).await.expect("bind");
+        let app = App::bind("127.0.0.1:0", &config)
+            .await
+            .expect("bind")
+            .ready_when_reachable(&platform);
         let addr = app.local_addr().expect("addr");
         let own_url = format!("http://{addr}");
         let reporting = reporting_service::ReportingModule::start(&platform)

@@ -1,0 +1,92 @@
+//! TLS to PostgreSQL: against a private server that accepts only TLS, with a certificate
+//! from a CA the test makes, `sslmode=require` and `verify-full` with the CA work (and
+//! `pg_stat_ssl` shows the session encrypted), a wrong CA is refused at once, and a
+//! service's pool and migrations run over it.
+
+use std::time::{Duration, Instant};
+
+use reseller_kit::config::CommonConfig;
+use reseller_tests::private_postgres::{PrivatePostgres, make_ca};
+use sqlx::{Connection, PgConnection};
+
+/// Whether the session on `conn` is encrypted, as the server sees it.
+async fn encrypted(conn: &mut PgConnection) -> (bool, String) {
+    sqlx::query_as("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(conn)
+        .await
+        .expect("pg_stat_ssl")
+}
+
+#[tokio::test]
+async fn tls_to_postgres_verifies_the_server_against_the_given_ca() {
+    let server = PrivatePostgres::start(true).await;
+    let ca = server.ca_cert.clone().expect("a TLS server has a CA");
+    let ca = ca.to_str().expect("path");
+
+    // Encrypted without checking, and with the certificate checked against the CA and
+    // the host name (the certificate names 127.0.0.1 and localhost).
+    for params in [
+        "sslmode=require".to_owned(),
+        format!("sslmode=verify-ca&sslrootcert={ca}"),
+        format!("sslmode=verify-full&sslrootcert={ca}"),
+    ] {
+        let mut conn = PgConnection::connect(&server.url(&params))
+            .await
+            .unwrap_or_else(|e| panic!("{params}: {e}"));
+        let (ssl, version) = encrypted(&mut conn).await;
+        assert!(ssl, "{params}: not encrypted");
+        eprintln!("{params}: encrypted with {version}");
+    }
+    let localhost = server
+        .url(&format!("sslmode=verify-full&sslrootcert={ca}"))
+        .replace("127.0.0.1", "localhost");
+    PgConnection::connect(&localhost)
+        .await
+        .expect("verify-full via localhost");
+
+    // The server takes no plain connections (hostssl only), so TLS is not optional here.
+    PgConnection::connect(&server.url("sslmode=disable"))
+        .await
+        .expect_err("a plain connection");
+
+    // A certificate from another CA is refused, and the program does not wait for it.
+    let other = tempfile::tempdir().unwrap();
+    let (wrong_ca, _) = make_ca(other.path(), "other-ca");
+    let wrong = server.url(&format!(
+        "sslmode=verify-full&sslrootcert={}",
+        wrong_ca.display()
+    ));
+    let err = PgConnection::connect(&wrong)
+        .await
+        .expect_err("the wrong CA");
+    eprintln!("wrong CA: {err}");
+    let config = CommonConfig::new(&wrong, "nats://127.0.0.1:4222", "secret");
+    let started = Instant::now();
+    let err = reseller_kit::db::connect(&config)
+        .await
+        .expect_err("the wrong CA");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    eprintln!("the service refuses at once: {err:#}");
+
+    // A service's pool and migrations over verify-full.
+    let config = CommonConfig::new(
+        &server.url(&format!("sslmode=verify-full&sslrootcert={ca}")),
+        "nats://127.0.0.1:4222",
+        "secret",
+    );
+    let pool = reseller_kit::db::connect(&config)
+        .await
+        .expect("pool over TLS");
+    reseller_kit::db::migrate(&pool, &reporting_service::MIGRATOR, "reporting-service")
+        .await
+        .expect("migrations over TLS");
+    let mut conn = pool.acquire().await.unwrap();
+    assert!(
+        encrypted(&mut conn).await.0,
+        "the pool's sessions are encrypted"
+    );
+}
