@@ -165,7 +165,10 @@ ensure_postgres() {
         wait_for "PostgreSQL on 127.0.0.1:5432" 60 pg_isready -q -h 127.0.0.1 -p 5432
     fi
 
-    local url=postgres://postgres:postgres@127.0.0.1:5432/postgres
+    # Loopback: no TLS (sqlx's default, sslmode=prefer, would encrypt every test's
+    # connections to Debian's server, which has ssl=on). Deployments choose
+    # sslmode=require or verify-full; operations_postgres_tls tests that path.
+    local url='postgres://postgres:postgres@127.0.0.1:5432/postgres?sslmode=disable'
     if ! _pg_answers "$url"; then
         # A fresh Debian cluster has no password for postgres, and pg_hba asks
         # for one on TCP; give it the password the URL uses.
