@@ -11,7 +11,10 @@
 //! schema's session advisory lock (other replicas retry every second, and take over when
 //! that connection goes). A small event travels in its commit notification, so the relay
 //! publishes it without reading it back; a large one is announced bare and read from the
-//! outbox. A poll every two seconds reads whatever a lost notification missed.
+//! outbox. Notifications that arrive while the relay is publishing queue up and go
+//! together, pipelined, in its next turn: the relay keeps up with commits however long a
+//! JetStream ack takes (one at a time, a 20 ms ack on a busy cluster capped it at 50
+//! events/s). A poll every two seconds reads whatever a lost notification missed.
 //!
 //! Each service's migrations create `<schema>.outbox` with the columns used here.
 
@@ -21,6 +24,7 @@ use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMes
 use reseller_proto::v1::Event;
 use sqlx::postgres::PgListener;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Row};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -203,6 +207,7 @@ impl Relay {
         // read what committed before.
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen(&self.outbox.channel()).await?;
+        let mut notified = Notifications::spawn(listener);
         let mut last_prune = tokio::time::Instant::now();
         let mut outcome = self.publish_pending(&mut conn).await.map(drop);
         loop {
@@ -230,16 +235,12 @@ impl Relay {
                     let _ = self.publish_pending(&mut conn).await;
                     return Ok(());
                 }
-                notification = listener.recv() => match notification {
-                    Ok(notification) => match Inline::parse(notification.payload()) {
-                        Some(inline) => within_batch_timeout(self.publish_inline(&mut conn, inline)).await,
-                        None => self.publish_pending(&mut conn).await.map(drop),
-                    },
-                    // The listener reconnects by itself; read what it may have missed.
-                    Err(err) => {
-                        tracing::warn!(error = %err, "outbox LISTEN connection lost; reconnecting");
-                        self.publish_pending(&mut conn).await.map(drop)
-                    }
+                // Everything notified since the last turn at once: while a batch is
+                // published, the next commits queue up and go together in the next one.
+                batch = notified.next_batch() => match batch {
+                    Some(inline) => within_batch_timeout(self.publish_inline(&mut conn, inline)).await,
+                    // A large event, or notifications the listener may have missed.
+                    None => self.publish_pending(&mut conn).await.map(drop),
                 },
                 _ = tokio::time::sleep(POLL) => self.publish_pending(&mut conn).await.map(drop),
             };
@@ -276,26 +277,44 @@ impl Relay {
         Ok(true)
     }
 
-    /// Publishes the event a notification carried and marks its row sent. Should a poll
-    /// have sent it already, JetStream drops the repeat (same `Nats-Msg-Id`).
-    async fn publish_inline(&self, conn: &mut PgConnection, inline: Inline) -> anyhow::Result<()> {
-        let message = PublishMessage::build()
-            .payload(inline.payload.into())
-            .message_id(inline.event_id.to_string())
-            .header("Content-Type", headers::CONTENT_TYPE_PROTOBUF);
+    /// Publishes the events notifications carried, pipelined (every publish sent, then
+    /// the acks awaited, in commit order), and marks their rows sent in one statement.
+    /// Should a poll have sent one already, JetStream drops the repeat (same
+    /// `Nats-Msg-Id`).
+    async fn publish_inline(
+        &self,
+        conn: &mut PgConnection,
+        batch: Vec<Inline>,
+    ) -> anyhow::Result<()> {
         let started = std::time::Instant::now();
-        self.js.send_publish(inline.subject, message).await?.await?;
+        let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(batch.len());
+        let mut ids: Vec<i64> = Vec::with_capacity(batch.len());
+        for inline in batch {
+            let message = PublishMessage::build()
+                .payload(inline.payload.into())
+                .message_id(inline.event_id.to_string())
+                .header("Content-Type", headers::CONTENT_TYPE_PROTOBUF);
+            acks.push(self.js.send_publish(inline.subject, message).await?);
+            ids.push(inline.id);
+        }
+        for ack in acks {
+            ack.await?;
+        }
         let acked = started.elapsed();
         sqlx::query(AssertSqlSafe(format!(
-            "UPDATE {}.outbox SET published_at = now() WHERE id = $1 AND published_at IS NULL",
+            "UPDATE {}.outbox SET published_at = now() WHERE id = ANY($1) AND published_at IS NULL",
             self.outbox.schema
         )))
-        .bind(inline.id)
+        .bind(&ids)
         .execute(&mut *conn)
         .await?;
-        tracing::debug!(schema = self.outbox.schema, id = inline.id,
-            ack_us = acked.as_micros() as u64, marked_us = (started.elapsed() - acked).as_micros() as u64,
-            "event relayed");
+        tracing::debug!(
+            schema = self.outbox.schema,
+            events = ids.len(),
+            ack_us = acked.as_micros() as u64,
+            marked_us = (started.elapsed() - acked).as_micros() as u64,
+            "event relayed"
+        );
         Ok(())
     }
 
@@ -370,6 +389,74 @@ async fn within_batch_timeout<T>(
     tokio::time::timeout(BATCH_TIMEOUT, work)
         .await
         .map_err(|_| anyhow::anyhow!("an outbox batch took over {BATCH_TIMEOUT:?}"))?
+}
+
+/// The relay's commit notifications, received by a task of their own so that they queue
+/// while the relay publishes, and are taken a batch at a time.
+struct Notifications {
+    queue: mpsc::UnboundedReceiver<Notified>,
+    receiving: tokio::task::JoinHandle<()>,
+}
+
+/// One notification, as the relay needs it.
+enum Notified {
+    /// A small event, carried whole.
+    Inline(Inline),
+    /// A large event announced bare, or the listener's connection lost and remade
+    /// (notifications sent meanwhile are gone): read the outbox.
+    ReadOutbox,
+}
+
+impl Notifications {
+    fn spawn(mut listener: PgListener) -> Self {
+        let (sender, queue) = mpsc::unbounded_channel();
+        let receiving = tokio::spawn(async move {
+            loop {
+                let notified = match listener.recv().await {
+                    Ok(notification) => match Inline::parse(notification.payload()) {
+                        Some(inline) => Notified::Inline(inline),
+                        None => Notified::ReadOutbox,
+                    },
+                    // The listener reconnects by itself; the relay reads what it missed.
+                    Err(err) => {
+                        tracing::warn!(error = %err, "outbox LISTEN connection lost; reconnecting");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        Notified::ReadOutbox
+                    }
+                };
+                if sender.send(notified).is_err() {
+                    return; // the relay is gone
+                }
+            }
+        });
+        Self { queue, receiving }
+    }
+
+    /// Waits for a notification, then takes every one queued behind it (up to a batch):
+    /// `Some` with the events when all of them were carried inline, `None` when the
+    /// outbox must be read instead (it holds them all, in order).
+    async fn next_batch(&mut self) -> Option<Vec<Inline>> {
+        let mut taken = Vec::new();
+        if self.queue.recv_many(&mut taken, BATCH as usize).await == 0 {
+            // The receiving task ended (it never does while the relay runs): leave the
+            // relay to its poll.
+            std::future::pending::<()>().await;
+        }
+        taken
+            .into_iter()
+            .map(|n| match n {
+                Notified::Inline(inline) => Some(inline),
+                Notified::ReadOutbox => None,
+            })
+            .collect()
+    }
+}
+
+impl Drop for Notifications {
+    fn drop(&mut self) {
+        // The LISTEN connection goes with the leadership.
+        self.receiving.abort();
+    }
 }
 
 /// An outbox row carried by its commit notification: `<id> <event_id> <subject> <hex>`.
