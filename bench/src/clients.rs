@@ -33,10 +33,37 @@ impl Interceptor for Bearer {
 /// A channel that authenticates.
 pub type Authed = InterceptedService<Channel, Bearer>;
 
+/// A channel per service program. In the single-process stack all four are the same
+/// channel (one `reseller-portal` serves every service); on the cluster shape each is a
+/// [`Channel::balance_list`] over that service's replicas, so calls spread over them.
+#[derive(Debug, Clone)]
+pub struct ServiceChannels {
+    /// customer-service: `AccountService` and `CustomerService`.
+    pub customer: Channel,
+    /// device-service: `DeviceService`.
+    pub device: Channel,
+    /// msp-link-service: `MspService`.
+    pub msp: Channel,
+    /// reporting-service: `ReportingService`.
+    pub reporting: Channel,
+}
+
+impl ServiceChannels {
+    /// The same channel for every service (one process serves them all).
+    pub fn same(channel: Channel) -> Self {
+        Self {
+            customer: channel.clone(),
+            device: channel.clone(),
+            msp: channel.clone(),
+            reporting: channel,
+        }
+    }
+}
+
 /// One principal's clients.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    channel: Channel,
+    channels: ServiceChannels,
     auth: Bearer,
 }
 
@@ -46,46 +73,46 @@ impl Caller {
     /// # Errors
     /// Only if minting fails.
     pub fn new(
-        channel: Channel,
+        channels: ServiceChannels,
         auth: &JwtAuth,
         role: Role,
         subject: &str,
     ) -> anyhow::Result<Self> {
         let token = auth.mint(role, subject, Duration::from_secs(86_400))?;
         Ok(Self {
-            channel,
+            channels,
             auth: Bearer(format!("Bearer {token}").parse()?),
         })
     }
 
     /// AccountService.
     pub fn accounts(&self) -> AccountServiceClient<Authed> {
-        AccountServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
+        AccountServiceClient::with_interceptor(self.channels.customer.clone(), self.auth.clone())
             .max_decoding_message_size(MAX_MESSAGE)
     }
 
     /// CustomerService.
     pub fn customers(&self) -> CustomerServiceClient<Authed> {
-        CustomerServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
+        CustomerServiceClient::with_interceptor(self.channels.customer.clone(), self.auth.clone())
             .max_decoding_message_size(MAX_MESSAGE)
     }
 
     /// DeviceService.
     pub fn devices(&self) -> DeviceServiceClient<Authed> {
-        DeviceServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
+        DeviceServiceClient::with_interceptor(self.channels.device.clone(), self.auth.clone())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE)
     }
 
     /// MspService.
     pub fn msp(&self) -> MspServiceClient<Authed> {
-        MspServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
+        MspServiceClient::with_interceptor(self.channels.msp.clone(), self.auth.clone())
             .max_decoding_message_size(MAX_MESSAGE)
     }
 
     /// ReportingService.
     pub fn reporting(&self) -> ReportingServiceClient<Authed> {
-        ReportingServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
+        ReportingServiceClient::with_interceptor(self.channels.reporting.clone(), self.auth.clone())
             .max_decoding_message_size(MAX_MESSAGE)
     }
 }

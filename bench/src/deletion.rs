@@ -109,15 +109,25 @@ async fn pause(d: Duration) {
 // The floor.
 
 /// One JetStream publish acked, received by a durable pull consumer, acked (double ack:
-/// the server confirmed the ack); one at a time at `rate`. Returns the measured samples.
-async fn floor(nats_url: &str, rate: f64, warmup: usize, count: usize) -> anyhow::Result<Samples> {
-    let client = async_nats::connect(nats_url).await?;
+/// the server confirmed the ack); one at a time at `rate`, through a stream (and
+/// consumer) of `replicas` replicas on the servers of `nats_url` (comma-separated).
+/// Returns the measured samples.
+async fn floor(
+    nats_url: &str,
+    replicas: usize,
+    rate: f64,
+    warmup: usize,
+    count: usize,
+) -> anyhow::Result<Samples> {
+    let client = crate::stack::nats_connect(nats_url).await?;
     let js = jetstream::new(client);
+    let _ = js.delete_stream("BENCH_FLOOR").await;
     let stream = js
-        .get_or_create_stream(stream::Config {
+        .create_stream(stream::Config {
             name: "BENCH_FLOOR".into(),
             subjects: vec!["bench.floor".into()],
             storage: stream::StorageType::File,
+            num_replicas: replicas,
             ..Default::default()
         })
         .await
@@ -133,6 +143,7 @@ async fn floor(nats_url: &str, rate: f64, warmup: usize, count: usize) -> anyhow
                 ack_wait: Duration::from_secs(30),
                 max_deliver: -1,
                 max_ack_pending: 1024,
+                num_replicas: replicas,
                 ..Default::default()
             },
         )
@@ -596,7 +607,8 @@ pub async fn run(stack: &Stack, config: &DeletionConfig) -> anyhow::Result<Value
         config.rate
     );
     let floor = floor(
-        &stack.nats.url,
+        &stack.nats_url,
+        config.stream_replicas,
         config.rate,
         config.warmup_count().max(10),
         floor_count,
@@ -614,8 +626,8 @@ pub async fn run(stack: &Stack, config: &DeletionConfig) -> anyhow::Result<Value
     );
     let durable = crate::durable_floor::measure(
         &crate::durable_floor::FloorTarget {
-            database_url: &stack.db.url,
-            nats_url: &stack.nats_url(),
+            database_url: &stack.database_url,
+            nats_url: &stack.nats_url,
             replicas: config.stream_replicas,
         },
         config.rate,
@@ -734,8 +746,21 @@ pub async fn run(stack: &Stack, config: &DeletionConfig) -> anyhow::Result<Value
         "==> deletion: measuring {count} deletions at {}/s for {} s",
         config.rate, config.seconds
     );
+    let measured_from = std::time::SystemTime::now();
+    let cpu_before = crate::cpu::Snapshot::take();
     let tracked = run_phase(&pollers, DELETE_BASE + warmup as u64, count, polled, config).await?;
+    let cpu = cpu_before.report(&crate::cpu::Snapshot::take(), count);
+    let measured_to = std::time::SystemTime::now();
     let stats_after = pollers.stats.snapshot();
+    // The services' own account of each hop, when their log level has it.
+    let event_ages = crate::hops::event_ages(&stack.log_files(), measured_from, measured_to)
+        .unwrap_or_else(|| {
+            json!("not logged: run with --service-log-level warn,reseller_kit::inbox=debug to see each consumer's event ages (received, applied) during the measurement")
+        });
+    let relays = crate::hops::relay_times(&stack.log_files(), measured_from, measured_to)
+        .unwrap_or_else(|| {
+            json!("not logged: add reseller_kit::outbox=debug to --service-log-level to see each relay's publish-to-ack and mark-sent times")
+        });
     let mut polls = serde_json::Map::new();
     for (slot, name) in ["reseller", "msp", "customer", "get_deletion"]
         .into_iter()
@@ -835,13 +860,14 @@ pub async fn run(stack: &Stack, config: &DeletionConfig) -> anyhow::Result<Value
         "poll_interval_us": config.poll_interval.as_micros() as u64,
         "timeout_ms": config.timeout.as_millis() as u64,
         "floor": {
-            "what": "one JetStream publish (file stream) acked, received by a durable pull consumer, double-acked; one at a time at the same rate",
+            "what": "one JetStream publish (file stream) acked, received by a durable pull consumer, double-acked; one at a time at the same rate, on the same NATS servers",
+            "stream_replicas": config.stream_replicas,
             "latency": floor.summary(),
         },
         "durable_floor": {
             "what": "one outbox -> stream -> inbox hop with every PostgreSQL write durable: a statement inserting an outbox row and NOTIFYing (committed), a listener publishing it to JetStream and awaiting the ack, a durable pull consumer committing an inbox row and double-acking; at the same rate, on the same servers",
             "stream_replicas": config.stream_replicas,
-            "fsync": "PostgreSQL: WAL fsynced at each commit (synchronous_commit on); nats-server 2.9: stream files synced on its own interval (2 min by default), not per message",
+            "fsync": "PostgreSQL: WAL fsynced at each commit (synchronous_commit on); nats-server 2.9: stream files synced on its own interval (2 min by default), not per message; with stream replicas > 1 a publish is acked once a quorum of the replicas stored it",
             "latency": durable.summary(),
         },
         "service": {
@@ -857,6 +883,10 @@ pub async fn run(stack: &Stack, config: &DeletionConfig) -> anyhow::Result<Value
             "final_portal_states_reseller_msp_customer": final_states,
             "idle_poll_rtt": idle_rtt,
             "polls_during_measurement": polls,
+            "event_ages_by_consumer": event_ages,
+            "event_ages_what": "from the services' logs (reseller_kit::inbox at debug): each event's age, from occurred_at (set where it was made), when its consumer received it and when it had applied it, and the time from the stream storing it to the consumer pulling it; devices_deleted events reach customer-portal, msp-portal and reporting (hop 1), the portals' receipts reach device-receipts (hop 2)",
+            "relays_by_schema": relays,
+            "cpu_during_measurement": cpu,
         },
         "ratios": {
             "absent_p50_over_floor_p50": views_ratio.0,

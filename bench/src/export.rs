@@ -162,7 +162,7 @@ async fn measured_export(
     let peak = Arc::new(AtomicU64::new(before.rss_kib));
     let done = Arc::new(AtomicBool::new(false));
     let sampler = {
-        let (peak, done, pid) = (peak.clone(), done.clone(), stack.pid);
+        let (peak, done, pid) = (peak.clone(), done.clone(), stack.pid()?);
         std::thread::spawn(move || {
             while !done.load(Ordering::Relaxed) {
                 if let Ok(m) = crate::stack::Memory::of(pid) {
@@ -205,7 +205,7 @@ fn download_json(d: &Download) -> Value {
 /// When the stack fails (a miss of a target, or the RPC being unavailable, is reported,
 /// not an error).
 pub async fn run(stack: &Stack, config: &ExportConfig, devices: usize) -> anyhow::Result<Value> {
-    let mut conn = PgConnection::connect(&stack.db.url).await?;
+    let mut conn = PgConnection::connect(&stack.database_url).await?;
     let (statement, source) = reference_query(&mut conn).await?;
     let target = format!(
         "rows/s ratio >= {} and service peak memory growth < {} MiB",

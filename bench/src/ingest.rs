@@ -114,7 +114,7 @@ pub async fn run(
         .execute(REFERENCE_DDL)
         .await
         .context("creating the reference table")?;
-    let mut conn = PgConnection::connect(&stack.db.url).await?;
+    let mut conn = PgConnection::connect(&stack.database_url).await?;
 
     if config.warmup_devices > 0 {
         eprintln!(

@@ -70,14 +70,94 @@ where
     }
 }
 
+/// Registers `knox_id` as an account of `kind`, adds it as [`RESELLER`]'s customer and
+/// approves the reseller as that account.
+///
+/// # Errors
+/// When a call fails.
+pub async fn onboard(
+    stack: &Stack,
+    knox_id: &str,
+    kind: AccountKind,
+    name: &str,
+) -> anyhow::Result<()> {
+    let admin = stack.caller(Role::Admin, "bench-admin")?;
+    let reseller = stack.caller(Role::Reseller, RESELLER)?;
+    admin
+        .accounts()
+        .register_account(pb::RegisterAccountRequest {
+            knox_id: knox_id.into(),
+            kind: kind as i32,
+            company_name: name.into(),
+            country: "DE".into(),
+        })
+        .await
+        .with_context(|| format!("registering {knox_id}"))?;
+    reseller
+        .customers()
+        .add_customer(pb::AddCustomerRequest {
+            knox_id: knox_id.into(),
+            internal_reference: format!("BENCH-{knox_id}"),
+        })
+        .await
+        .with_context(|| format!("adding {knox_id}"))?;
+    let role = if kind == AccountKind::Msp {
+        Role::Msp
+    } else {
+        Role::Customer
+    };
+    stack
+        .caller(role, knox_id)?
+        .customers()
+        .approve_reseller(pb::ApproveResellerRequest {
+            reseller_id: RESELLER.into(),
+        })
+        .await
+        .with_context(|| format!("approving as {knox_id}"))?;
+    Ok(())
+}
+
+/// `msp` links `customer` in `mode`, retried while msp-link-service has not heard of the
+/// account or the approval yet.
+///
+/// # Errors
+/// When the link fails for another reason or for 30 s.
+pub async fn link(
+    stack: &Stack,
+    msp: &str,
+    customer: &str,
+    mode: pb::ManagementMode,
+) -> anyhow::Result<()> {
+    let caller = stack.caller(Role::Msp, msp)?;
+    retrying(
+        &format!("linking {customer} to the MSP {msp}"),
+        &[
+            Code::NotFound,
+            Code::FailedPrecondition,
+            Code::PermissionDenied,
+        ],
+        || {
+            let mut client = caller.msp();
+            async move {
+                client
+                    .link_customer(pb::LinkCustomerRequest {
+                        customer_knox_id: customer.into(),
+                        mode: mode as i32,
+                    })
+                    .await
+            }
+        },
+    )
+    .await?;
+    Ok(())
+}
+
 /// Registers the accounts, adds them as the reseller's customers, approves the reseller
 /// as each account, and links [`DELETE_CUSTOMER`] to [`MSP`] (fully managed).
 ///
 /// # Errors
 /// When a call fails.
 pub async fn accounts(stack: &Stack) -> anyhow::Result<()> {
-    let admin = stack.caller(Role::Admin, "bench-admin")?;
-    let reseller = stack.caller(Role::Reseller, RESELLER)?;
     let accounts = [
         (
             INGEST_CUSTOMER,
@@ -97,60 +177,15 @@ pub async fn accounts(stack: &Stack) -> anyhow::Result<()> {
         (MSP, AccountKind::Msp, "Bench MSP AG"),
     ];
     for (knox_id, kind, name) in accounts {
-        admin
-            .accounts()
-            .register_account(pb::RegisterAccountRequest {
-                knox_id: knox_id.into(),
-                kind: kind as i32,
-                company_name: name.into(),
-                country: "DE".into(),
-            })
-            .await
-            .with_context(|| format!("registering {knox_id}"))?;
-        reseller
-            .customers()
-            .add_customer(pb::AddCustomerRequest {
-                knox_id: knox_id.into(),
-                internal_reference: format!("BENCH-{knox_id}"),
-            })
-            .await
-            .with_context(|| format!("adding {knox_id}"))?;
-        let role = if kind == AccountKind::Msp {
-            Role::Msp
-        } else {
-            Role::Customer
-        };
-        stack
-            .caller(role, knox_id)?
-            .customers()
-            .approve_reseller(pb::ApproveResellerRequest {
-                reseller_id: RESELLER.into(),
-            })
-            .await
-            .with_context(|| format!("approving as {knox_id}"))?;
+        onboard(stack, knox_id, kind, name).await?;
     }
-    let msp = stack.caller(Role::Msp, MSP)?;
-    retrying(
-        "linking the deletion customer to the MSP",
-        &[
-            Code::NotFound,
-            Code::FailedPrecondition,
-            Code::PermissionDenied,
-        ],
-        || {
-            let mut client = msp.msp();
-            async move {
-                client
-                    .link_customer(pb::LinkCustomerRequest {
-                        customer_knox_id: DELETE_CUSTOMER.into(),
-                        mode: pb::ManagementMode::FullyManaged as i32,
-                    })
-                    .await
-            }
-        },
+    link(
+        stack,
+        MSP,
+        DELETE_CUSTOMER,
+        pb::ManagementMode::FullyManaged,
     )
-    .await?;
-    Ok(())
+    .await
 }
 
 /// The request stream of an upload of devices `first..first + count` to `target`, in
