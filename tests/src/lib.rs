@@ -13,8 +13,6 @@ pub mod cluster;
 pub mod db;
 pub mod fixtures;
 pub mod nats;
-pub mod nats_cluster;
-pub mod private_postgres;
 pub mod proxy;
 pub mod stack;
 pub mod wait;

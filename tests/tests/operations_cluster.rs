@@ -11,9 +11,9 @@ use reseller_kit::config::CommonConfig;
 use reseller_kit::subjects;
 use reseller_proto::v1 as pb;
 use reseller_tests::clients::reseller;
+use reseller_tests::cluster::nats::NatsCluster;
 use reseller_tests::db::TestDb;
 use reseller_tests::fixtures::{active_customer, imei, upload};
-use reseller_tests::nats_cluster::NatsCluster;
 use reseller_tests::{StackOptions, TestStack};
 
 /// How many servers hold the stream (the leader and its followers).
@@ -32,9 +32,10 @@ async fn stream_copies(js: &jetstream::Context) -> usize {
 #[tokio::test]
 async fn eight_replicas_starting_together_on_a_fresh_cluster_all_start() {
     reseller_kit::telemetry::init_with_default(reseller_kit::config::LogFormat::Text, "warn");
-    let mut cluster = NatsCluster::unstarted();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cluster = NatsCluster::unstarted(dir.path(), 3);
     let db = TestDb::create().await;
-    let mut config = CommonConfig::new(&db.url, &cluster.url(), "secret");
+    let mut config = CommonConfig::new(&db.url, &cluster.url_list(), "secret");
     config.nats_stream_replicas = 3;
     config.database_max_connections = 2;
     // All at once, before the servers even listen (as Kubernetes starts them beside a
@@ -47,7 +48,10 @@ async fn eight_replicas_starting_together_on_a_fresh_cluster_all_start() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    cluster.start_all().await;
+    cluster
+        .start_all()
+        .await
+        .unwrap_or_else(|e| panic!("the NATS cluster did not start: {e:#}"));
     let mut platforms = Vec::new();
     for (i, replica) in futures::future::join_all(replicas)
         .await
@@ -102,13 +106,16 @@ async fn until_shown(stack: &TestStack, knox_id: &str, n: usize) -> Duration {
 
 #[tokio::test]
 async fn an_upload_and_its_event_flow_after_the_connected_node_is_killed() {
-    let mut cluster = NatsCluster::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cluster = NatsCluster::start(dir.path(), 3)
+        .await
+        .unwrap_or_else(|e| panic!("the NATS cluster did not start: {e:#}"));
     let db = TestDb::create().await;
     let stack = TestStack::start_on(
         StackOptions::default(),
         db,
         None,
-        &cluster.url(),
+        &cluster.url_list(),
         |config| {
             config.nats_stream_replicas = 3;
         },
@@ -144,7 +151,7 @@ async fn an_upload_and_its_event_flow_after_the_connected_node_is_killed() {
     let node = cluster
         .node_on(port)
         .expect("connected to a node of the cluster");
-    cluster.kill(node).await;
+    cluster.kill(node).await.expect("kill the connected node");
     let killed = Instant::now();
 
     let second: Vec<String> = (5..10).map(imei).collect();

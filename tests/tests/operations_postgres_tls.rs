@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use reseller_kit::config::CommonConfig;
-use reseller_tests::private_postgres::{PrivatePostgres, make_ca};
+use reseller_tests::cluster::postgres::{PostgresServer, make_ca};
 use sqlx::{Connection, PgConnection};
 
 /// Whether the session on `conn` is encrypted, as the server sees it.
@@ -19,9 +19,14 @@ async fn encrypted(conn: &mut PgConnection) -> (bool, String) {
 
 #[tokio::test]
 async fn tls_to_postgres_verifies_the_server_against_the_given_ca() {
-    let server = PrivatePostgres::start(true).await;
-    let ca = server.ca_cert.clone().expect("a TLS server has a CA");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = PostgresServer::start_tls(dir.path())
+        .await
+        .unwrap_or_else(|e| panic!("the private PostgreSQL did not start: {e:#}"));
+    let ca = server.ca_cert().expect("a TLS server has a CA");
     let ca = ca.to_str().expect("path");
+    // Database `postgres` as user `postgres`, with `params`.
+    let url = |params: &str| format!("{}?{params}", server.url("postgres"));
 
     // Encrypted without checking, and with the certificate checked against the CA and
     // the host name (the certificate names 127.0.0.1 and localhost).
@@ -30,29 +35,28 @@ async fn tls_to_postgres_verifies_the_server_against_the_given_ca() {
         format!("sslmode=verify-ca&sslrootcert={ca}"),
         format!("sslmode=verify-full&sslrootcert={ca}"),
     ] {
-        let mut conn = PgConnection::connect(&server.url(&params))
+        let mut conn = PgConnection::connect(&url(&params))
             .await
             .unwrap_or_else(|e| panic!("{params}: {e}"));
         let (ssl, version) = encrypted(&mut conn).await;
         assert!(ssl, "{params}: not encrypted");
         eprintln!("{params}: encrypted with {version}");
     }
-    let localhost = server
-        .url(&format!("sslmode=verify-full&sslrootcert={ca}"))
-        .replace("127.0.0.1", "localhost");
+    let localhost =
+        url(&format!("sslmode=verify-full&sslrootcert={ca}")).replace("127.0.0.1", "localhost");
     PgConnection::connect(&localhost)
         .await
         .expect("verify-full via localhost");
 
     // The server takes no plain connections (hostssl only), so TLS is not optional here.
-    PgConnection::connect(&server.url("sslmode=disable"))
+    PgConnection::connect(&url("sslmode=disable"))
         .await
         .expect_err("a plain connection");
 
     // A certificate from another CA is refused, and the program does not wait for it.
     let other = tempfile::tempdir().unwrap();
-    let (wrong_ca, _) = make_ca(other.path(), "other-ca");
-    let wrong = server.url(&format!(
+    let (wrong_ca, _) = make_ca(other.path(), "other-ca").expect("another CA");
+    let wrong = url(&format!(
         "sslmode=verify-full&sslrootcert={}",
         wrong_ca.display()
     ));
@@ -74,7 +78,7 @@ async fn tls_to_postgres_verifies_the_server_against_the_given_ca() {
 
     // A service's pool and migrations over verify-full.
     let config = CommonConfig::new(
-        &server.url(&format!("sslmode=verify-full&sslrootcert={ca}")),
+        &url(&format!("sslmode=verify-full&sslrootcert={ca}")),
         "nats://127.0.0.1:4222",
         "secret",
     );
