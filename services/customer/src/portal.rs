@@ -132,3 +132,121 @@ fn deleted(e: &pb::DevicesDeleted, params: &mut Params) -> Result<OneStatement, 
         emits: Some("receipt"),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use reseller_kit::events::{self, ReceivedEvent};
+    use reseller_kit::inbox::{self, ConsumerSpec, Outcome};
+    use reseller_proto::v1::{self as pb, event::Payload};
+    use sqlx::PgPool;
+    use time::OffsetDateTime;
+    use uuid::Uuid;
+
+    use super::CustomerPortal;
+
+    const CUSTOMER: &str = "970000099";
+    const DEVICE: &str = "350000000049508";
+
+    fn spec() -> ConsumerSpec {
+        ConsumerSpec {
+            name: crate::PORTAL_CONSUMER.into(),
+            schema: crate::SCHEMA,
+            filter_subject: reseller_kit::subjects::ALL_EVENTS.into(),
+        }
+    }
+
+    fn moved(upload: Uuid) -> Payload {
+        Payload::MspDevicesMoved(pb::MspDevicesMoved {
+            msp_id: "980000001".into(),
+            to_customer_knox_id: CUSTOMER.into(),
+            device_ids: vec![DEVICE.into()],
+            devices: vec![pb::MovedDevice {
+                device_id: DEVICE.into(),
+                reseller_id: "acme".into(),
+                upload_id: upload.to_string(),
+                from_knox_id: "980000001".into(),
+                id_kind: pb::DeviceIdKind::Imei as i32,
+                model: "Galaxy".into(),
+                uploaded_at: Some(prost_types::Timestamp {
+                    seconds: 1_700_000_000,
+                    nanos: 0,
+                }),
+                order_number: String::new(),
+            }],
+            moved_at: None,
+            seq: 4,
+        })
+    }
+
+    fn deleted(upload: Uuid) -> Payload {
+        Payload::DevicesDeleted(pb::DevicesDeleted {
+            deletion_id: Uuid::now_v7().to_string(),
+            reseller_id: "acme".into(),
+            device_ids: vec![DEVICE.into()],
+            part: 1,
+            part_count: 1,
+            devices: vec![pb::DeletedDevice {
+                device_id: DEVICE.into(),
+                upload_id: upload.to_string(),
+                target_knox_id: "980000001".into(),
+            }],
+        })
+    }
+
+    /// Applies `payload` as the consumer does, retrying a conflict as it would.
+    async fn apply(pool: &PgPool, payload: Payload) {
+        let event = events::encode(&events::new_event(payload, OffsetDateTime::now_utc()));
+        for _ in 0..5 {
+            match inbox::apply_once(spec(), pool.clone(), CustomerPortal, &event).await {
+                Ok(outcome) => {
+                    assert_eq!(outcome, Outcome::Applied);
+                    return;
+                }
+                Err(inbox::Failure::Retry {
+                    unlimited: true, ..
+                }) => continue,
+                Err(failure) => panic!("not applied: {failure:?}"),
+            }
+        }
+        panic!("still conflicting after 5 attempts");
+    }
+
+    async fn shown(pool: &PgPool) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM customer.portal_devices WHERE device_id = $1")
+            .bind(DEVICE)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    }
+
+    /// Two replicas apply a move and the moved device's deletion at the same time: the
+    /// move checks for a tombstone while the deletion deletes the rows it can see, and
+    /// neither sees the other's uncommitted write. The deleted device must not stay.
+    #[sqlx::test(migrator = "crate::MIGRATOR")]
+    async fn a_move_applied_beside_the_deletion_never_keeps_the_device(pool: PgPool) {
+        let upload = Uuid::now_v7();
+        // One replica is applying the move, the transaction still open (as the consumer
+        // opens it).
+        let mut moving = pool
+            .begin_with("BEGIN ISOLATION LEVEL SERIALIZABLE")
+            .await
+            .unwrap();
+        let move_event = ReceivedEvent {
+            id: Uuid::now_v7(),
+            occurred_at: OffsetDateTime::now_utc(),
+            payload: moved(upload),
+        };
+        inbox::apply_uncommitted(&spec(), &CustomerPortal, &mut moving, &move_event)
+            .await
+            .unwrap_or_else(|failure| panic!("move not applied: {failure:?}"));
+        // The other applies the deletion and commits first.
+        apply(&pool, deleted(upload)).await;
+        // The move's commit is refused (the consumer then applies it again) or, had it
+        // won, the deletion would have been the one to run again: either way the device
+        // is not shown once both are through.
+        if moving.commit().await.is_err() {
+            apply(&pool, moved(upload)).await;
+        }
+        assert_eq!(shown(&pool).await, 0, "a deleted device is shown");
+    }
+}

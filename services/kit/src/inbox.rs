@@ -38,6 +38,17 @@ use reseller_proto::v1::event::Payload;
 pub const MAX_ATTEMPTS: i64 = 5;
 /// PostgreSQL's SQLSTATE for a unique violation (the event is in the inbox already).
 const UNIQUE_VIOLATION: &str = "23505";
+/// PostgreSQL's SQLSTATEs for transactions that conflicted with a concurrent one.
+const SERIALIZATION_FAILURE: &str = "40001";
+const DEADLOCK_DETECTED: &str = "40P01";
+/// How every event is applied: as if the replicas applying events at the same time had
+/// applied them one after the other. Under READ COMMITTED two replicas could interleave
+/// into a state no order gives: one applies a move, checking that no tombstone exists,
+/// while the other applies the device's deletion, deleting the rows it can see; neither
+/// sees the other's uncommitted write and the deleted device stays in the portal for good
+/// (the chaos test found it). PostgreSQL's serializable snapshot isolation aborts one of
+/// the two instead (40001), and the consumer applies it again.
+const BEGIN_SERIALIZABLE: &str = "BEGIN ISOLATION LEVEL SERIALIZABLE";
 /// How long JetStream waits for an ack before redelivering. It is also how long the
 /// events a killed replica had pulled wait before another replica gets them, so it is
 /// short; an event that takes longer to apply says it is still in progress every
@@ -114,11 +125,13 @@ pub enum Outcome {
 pub enum Failure {
     /// Dead-letter it now.
     Poison(String),
-    /// Retry later; `unlimited` when the cause is an unreachable dependency.
+    /// Retry later; `unlimited` when the cause is an unreachable dependency or a
+    /// conflict with a concurrent apply.
     Retry {
         /// What went wrong.
         error: anyhow::Error,
-        /// True while PostgreSQL is unreachable: never dead-letter for that.
+        /// True while PostgreSQL is unreachable, or when another replica's concurrent
+        /// apply conflicted (serialization failure, deadlock): never dead-letter for that.
         unlimited: bool,
     },
 }
@@ -407,7 +420,7 @@ impl<H: EventHandler> Applier<H> {
         // One round trip opens the transaction and records the event. The insert is a
         // plain one, so a duplicate fails it rather than costing a round trip to ask.
         let begin = format!(
-            "BEGIN; INSERT INTO {}.inbox (consumer, event_id) VALUES ('{}', '{}')",
+            "{BEGIN_SERIALIZABLE}; INSERT INTO {}.inbox (consumer, event_id) VALUES ('{}', '{}')",
             self.spec.schema,
             self.spec.name.replace('\'', "''"),
             event.id
@@ -432,7 +445,9 @@ impl<H: EventHandler> Applier<H> {
     }
 
     /// Runs a handler's [`OneStatement`] with the inbox row (`$1`, `$2`) and the outbox
-    /// rows of what it emits: applied and committed in one round trip, or not at all.
+    /// rows of what it emits, in a serializable transaction of its own (see
+    /// [`BEGIN_SERIALIZABLE`]; the statement itself is one round trip): applied and
+    /// committed, or not at all.
     ///
     /// PostgreSQL runs a data-modifying CTE that nothing reads, like the inbox insert,
     /// after the rest: a redelivered event does the handler's work, then fails on the
@@ -445,11 +460,18 @@ impl<H: EventHandler> Applier<H> {
         event: &ReceivedEvent,
         received_at: time::OffsetDateTime,
     ) -> Result<Outcome, Failure> {
-        match one_statement_query(&self.spec, statement, params)?
-            .execute(&self.pool)
+        let query = one_statement_query(&self.spec, statement, params)?;
+        let mut tx = self
+            .pool
+            .begin_with(BEGIN_SERIALIZABLE)
             .await
-        {
-            Ok(_) => {}
+            .map_err(retry)?;
+        let applied = match query.execute(&mut *tx).await {
+            Ok(_) => tx.commit().await,
+            Err(err) => Err(err),
+        };
+        match applied {
+            Ok(()) => {}
             // The inbox insert is a plain one: a duplicate fails the statement, which
             // then changed nothing.
             Err(sqlx::Error::Database(db))
@@ -697,5 +719,13 @@ fn is_unreachable(err: &sqlx::Error) -> bool {
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
-    )
+    ) || is_conflict(err)
+}
+
+/// A serialization failure (40001) or deadlock (40P01): another replica applied a
+/// conflicting event at the same time and this one must run again. Never a reason to
+/// dead-letter the event.
+fn is_conflict(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db)
+        if matches!(db.code().as_deref(), Some(SERIALIZATION_FAILURE | DEADLOCK_DETECTED)))
 }
