@@ -227,10 +227,7 @@ mod tests {
         let upload = Uuid::now_v7();
         // One replica is applying the move, the transaction still open (as the consumer
         // opens it).
-        let mut moving = pool
-            .begin_with("BEGIN ISOLATION LEVEL SERIALIZABLE")
-            .await
-            .unwrap();
+        let mut moving = pool.begin_with(inbox::BEGIN_SERIALIZABLE).await.unwrap();
         let move_event = ReceivedEvent {
             id: Uuid::now_v7(),
             occurred_at: OffsetDateTime::now_utc(),

@@ -41,14 +41,15 @@ const UNIQUE_VIOLATION: &str = "23505";
 /// PostgreSQL's SQLSTATEs for transactions that conflicted with a concurrent one.
 const SERIALIZATION_FAILURE: &str = "40001";
 const DEADLOCK_DETECTED: &str = "40P01";
-/// How every event is applied: as if the replicas applying events at the same time had
+/// How every event is applied (the statement that opens its transaction; tests that
+/// hold a consumer's transaction open use it too): as if the replicas applying events at the same time had
 /// applied them one after the other. Under READ COMMITTED two replicas could interleave
 /// into a state no order gives: one applies a move, checking that no tombstone exists,
 /// while the other applies the device's deletion, deleting the rows it can see; neither
 /// sees the other's uncommitted write and the deleted device stays in the portal for good
 /// (the chaos test found it). PostgreSQL's serializable snapshot isolation aborts one of
 /// the two instead (40001), and the consumer applies it again.
-const BEGIN_SERIALIZABLE: &str = "BEGIN ISOLATION LEVEL SERIALIZABLE";
+pub const BEGIN_SERIALIZABLE: &str = "BEGIN ISOLATION LEVEL SERIALIZABLE";
 /// How long JetStream waits for an ack before redelivering. It is also how long the
 /// events a killed replica had pulled wait before another replica gets them, so it is
 /// short; an event that takes longer to apply says it is still in progress every

@@ -23,13 +23,24 @@ const RESELLER: &str = "acme";
 const CUSTOMER: &str = "600000001";
 const MSP: &str = "700000001";
 
-/// Applies `payload` as the reporting consumer does (in its own transaction or statement).
+/// Applies `payload` as the reporting consumer does (in its own transaction or
+/// statement), applying it again after a conflict with a concurrent apply, as the
+/// consumer does.
 async fn apply(pool: &PgPool, payload: Payload) {
     let event = events::encode(&events::new_event(payload, OffsetDateTime::now_utc()));
-    let outcome = inbox::apply_once(crate::module::spec(), pool.clone(), Projection, &event)
-        .await
-        .unwrap_or_else(|failure| panic!("not applied: {failure:?}"));
-    assert_eq!(outcome, Outcome::Applied);
+    for _ in 0..5 {
+        match inbox::apply_once(crate::module::spec(), pool.clone(), Projection, &event).await {
+            Ok(outcome) => {
+                assert_eq!(outcome, Outcome::Applied);
+                return;
+            }
+            Err(inbox::Failure::Retry {
+                unlimited: true, ..
+            }) => continue,
+            Err(failure) => panic!("not applied: {failure:?}"),
+        }
+    }
+    panic!("still conflicting after 5 attempts");
 }
 
 fn at(seconds: i64) -> prost_types::Timestamp {
@@ -1196,7 +1207,7 @@ async fn begin_applying(
         occurred_at: OffsetDateTime::now_utc(),
         payload,
     };
-    let mut tx = pool.begin().await.unwrap();
+    let mut tx = pool.begin_with(inbox::BEGIN_SERIALIZABLE).await.unwrap();
     inbox::apply_uncommitted(&crate::module::spec(), &Projection, &mut tx, &event)
         .await
         .unwrap_or_else(|failure| panic!("not applied: {failure:?}"));

@@ -188,9 +188,12 @@ pub async fn change_status(
 /// Serialises, until the transaction ends, the handlers that read one of the reseller's
 /// customer facts (the row, its recorded decision) to write the other: `add_customer`
 /// reads `approvals` to set the row's status, `change_status` updates the row only if it
-/// exists. Without it, two consumer replicas applying both at once each miss the other's
-/// uncommitted write (READ COMMITTED) and the row keeps the older status for good. The
-/// lock is taken before either reads, so the second sees the first's commit.
+/// exists. Two consumer replicas applying both at once would each miss the other's
+/// uncommitted write, and the row would keep the older status for good. The consumers'
+/// serializable transactions (`reseller_kit::inbox::BEGIN_SERIALIZABLE`) are what rule
+/// that out: the second to commit is aborted (40001) and applied again. The lock makes
+/// the second wait for the first to finish instead of racing it, so the conflict shows
+/// at once rather than at commit.
 async fn lock_customer_row(
     conn: &mut PgConnection,
     reseller_id: &ResellerId,
