@@ -42,8 +42,14 @@ pub struct Caller {
 impl Caller {
     /// A caller sending `authorization` exactly as given (`None`: no metadata).
     pub fn raw(stack: &TestStack, authorization: Option<String>) -> Self {
+        Self::on(stack.channel.clone(), authorization)
+    }
+
+    /// A caller on `channel` (e.g. one replica of a cluster), sending `authorization`
+    /// exactly as given.
+    pub fn on(channel: Channel, authorization: Option<String>) -> Self {
         Self {
-            channel: stack.channel.clone(),
+            channel,
             auth: Authorization(authorization),
         }
     }

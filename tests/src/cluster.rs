@@ -24,11 +24,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use reseller_kit::auth::{JwtAuth, Role};
-use reseller_proto::v1::{
-    account_service_client::AccountServiceClient, customer_service_client::CustomerServiceClient,
-    device_service_client::DeviceServiceClient, msp_service_client::MspServiceClient,
-    reporting_service_client::ReportingServiceClient,
-};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio::process::{Child, Command};
@@ -36,7 +31,7 @@ use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-use crate::clients::{Authed, Authorization};
+use crate::clients::Caller;
 
 /// One of the four service programs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -582,13 +577,7 @@ impl Clients {
     ///
     /// # Panics
     /// When there is no such replica.
-    pub fn client(
-        &self,
-        service: Service,
-        index: usize,
-        role: Role,
-        subject: &str,
-    ) -> ClusterClient {
+    pub fn client(&self, service: Service, index: usize, role: Role, subject: &str) -> Caller {
         let channel = self
             .channels
             .iter()
@@ -598,43 +587,6 @@ impl Clients {
         let token = JwtAuth::new(&self.secret)
             .mint(role, subject, Duration::from_secs(3600))
             .expect("mint");
-        ClusterClient {
-            channel,
-            auth: Authorization(Some(format!("Bearer {token}"))),
-        }
-    }
-}
-
-/// One principal's clients of one replica, sending its bearer token.
-#[derive(Debug, Clone)]
-pub struct ClusterClient {
-    channel: Channel,
-    auth: Authorization,
-}
-
-impl ClusterClient {
-    /// AccountService.
-    pub fn accounts(&self) -> AccountServiceClient<Authed> {
-        AccountServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
-    }
-
-    /// CustomerService.
-    pub fn customers(&self) -> CustomerServiceClient<Authed> {
-        CustomerServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
-    }
-
-    /// DeviceService.
-    pub fn devices(&self) -> DeviceServiceClient<Authed> {
-        DeviceServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
-    }
-
-    /// MspService.
-    pub fn msp(&self) -> MspServiceClient<Authed> {
-        MspServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
-    }
-
-    /// ReportingService.
-    pub fn reporting(&self) -> ReportingServiceClient<Authed> {
-        ReportingServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
+        Caller::on(channel, Some(format!("Bearer {token}")))
     }
 }

@@ -322,12 +322,12 @@ impl Api {
         }
     }
 
-    fn admin(&self, service: Service, replica: usize) -> reseller_tests::cluster::ClusterClient {
+    fn admin(&self, service: Service, replica: usize) -> reseller_tests::clients::Caller {
         self.clients
             .client(service, replica, Role::Admin, "platform-admin")
     }
 
-    fn reseller(&self, service: Service, replica: usize) -> reseller_tests::cluster::ClusterClient {
+    fn reseller(&self, service: Service, replica: usize) -> reseller_tests::clients::Caller {
         self.clients
             .client(service, replica, Role::Reseller, RESELLER)
     }
