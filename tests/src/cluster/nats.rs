@@ -44,22 +44,8 @@ pub struct NatsCluster {
     nodes: Vec<NatsNode>,
 }
 
-/// The `nats-server` binary: `NATS_SERVER_BIN`, `nats-server` on `PATH`, or
-/// `/usr/sbin/nats-server`.
-pub fn binary() -> PathBuf {
-    if let Ok(path) = std::env::var("NATS_SERVER_BIN") {
-        return PathBuf::from(path);
-    }
-    if let Some(paths) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&paths) {
-            let candidate = dir.join("nats-server");
-            if candidate.is_file() {
-                return candidate;
-            }
-        }
-    }
-    PathBuf::from("/usr/sbin/nats-server")
-}
+/// The `nats-server` binary (see [`crate::nats::binary`]).
+pub use crate::nats::binary;
 
 /// `n` distinct ports free on 127.0.0.1 now, below the kernel's ephemeral range (see the
 /// module docs), in random order.
