@@ -10,7 +10,8 @@
 # Usage: deploy/local/sqlx.sh schema    recreate the schema database, print its URL
 #        deploy/local/sqlx.sh prepare   rewrite .sqlx/ after a query or migration changed
 #        deploy/local/sqlx.sh check     fail when .sqlx/ does not match the queries (CI)
-# Honours DATABASE_URL (the server to make the schema database on).
+# Honours DATABASE_URL (the server to make the schema database on) and SQLX_SCHEMA_DB
+# (its name, default reseller_sqlx_schema; one per worktree lets several people work).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 # shellcheck source=deploy/local/lib.sh
@@ -18,6 +19,8 @@ source deploy/local/lib.sh
 
 SQLX_CLI_VERSION=0.9.0
 SERVICES=(customer device msp-link reporting)
+SCHEMA_DB=${SQLX_SCHEMA_DB:-reseller_sqlx_schema}
+[[ $SCHEMA_DB =~ ^[a-z_][a-z0-9_]*$ ]] || die "SQLX_SCHEMA_DB must be a plain lower-case name"
 
 ensure_sqlx_cli() {
     if cargo sqlx --version 2>/dev/null | grep -q "$SQLX_CLI_VERSION"; then
@@ -33,11 +36,9 @@ ensure_sqlx_cli() {
 schema_database() {
     ensure_postgres >/dev/null
     local url
-    url=$(db_url_with_name "$DATABASE_URL" reseller_sqlx_schema)
-    psql "$DATABASE_URL" -X -q -v ON_ERROR_STOP=1 >&2 <<'SQL'
-DROP DATABASE IF EXISTS reseller_sqlx_schema WITH (FORCE);
-CREATE DATABASE reseller_sqlx_schema;
-SQL
+    url=$(db_url_with_name "$DATABASE_URL" "$SCHEMA_DB")
+    psql "$DATABASE_URL" -X -q -v ON_ERROR_STOP=1 >&2 \
+        -c "DROP DATABASE IF EXISTS $SCHEMA_DB WITH (FORCE)" -c "CREATE DATABASE $SCHEMA_DB"
     local service schema file
     for service in "${SERVICES[@]}"; do
         schema=$(sed -n 's/^create-schemas = \["\([a-z_]*\)"\]/\1/p' "services/$service/sqlx.toml")
