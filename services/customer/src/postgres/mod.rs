@@ -11,7 +11,7 @@ use crate::domain::{
     Account, AccountKind, Approval, Customer, CustomerError, CustomerStatus, InternalReference,
     NewAccount,
 };
-use crate::events;
+use crate::events::published as events;
 
 /// The service's outbox.
 pub const OUTBOX: Outbox = Outbox::new(crate::SCHEMA);

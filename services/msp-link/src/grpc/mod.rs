@@ -1,5 +1,7 @@
 //! The gRPC edge of msp-link-service: authorise, parse, call the repository, convert.
 
+pub(crate) mod accounts;
+
 use reseller_kit::auth::{Principal, Role};
 use reseller_kit::ids::KnoxId;
 use reseller_kit::{ApiError, FieldViolations, paging, text, timestamp};
@@ -7,7 +9,7 @@ use reseller_proto::v1::{self as pb, msp_service_server::MspService};
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
 
-use crate::accounts::{AccountDirectory, Kind};
+use accounts::{AccountDirectory, Kind};
 use crate::domain::{Link, Mode, MoveAnswer, MoveRequest, MspError};
 use crate::postgres::{PortalDevice, Repository};
 

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::domain::{Link, Mode, MspError, check_delink};
-use crate::events::{self, MovedRegistration};
+use crate::events::published::{self as events, MovedRegistration};
 
 /// The service's outbox.
 pub const OUTBOX: Outbox = Outbox::new(crate::SCHEMA);

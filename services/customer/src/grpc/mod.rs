@@ -1,5 +1,7 @@
 //! The gRPC edge of customer-service: authorise, parse, call the repository, convert.
 
+pub(crate) mod convert;
+
 use reseller_kit::auth::{Principal, Role};
 use reseller_kit::ids::{KnoxId, ResellerId};
 use reseller_kit::{ApiError, FieldViolations, paging, text};
@@ -8,7 +10,6 @@ use reseller_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::convert;
 use crate::domain::{AccountKind, CompanyName, Country, InternalReference, NewAccount};
 use crate::postgres::Repository;
 
