@@ -1,21 +1,37 @@
 //! msp-link-service's repository: links, moves and the MSP portal. Every command is one
-//! transaction that also writes its events to the outbox; commands about one customer
-//! are serialised by an advisory lock on it, so their `seq` numbers follow commit order.
+//! transaction that reads the customer's live link under an advisory lock on the
+//! customer, lets the domain decide (`crate::domain`), and writes the change with its
+//! events to the outbox; the lock makes the events' `seq` numbers follow commit order.
+//! Queries are checked against the schema at compile time (`sqlx::query!`); the MSP
+//! portal's page is `portal_page.sql`, and the one lookup rule of a move's identifiers
+//! is the SQL function `msp.named_registrations` (migration 0006).
 
 use std::collections::{BTreeSet, HashSet};
 
+use reseller_kit::CommandError;
 use reseller_kit::ids::KnoxId;
 use reseller_kit::outbox::Outbox;
-use sqlx::postgres::PgRow;
-use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
+use reseller_proto::v1 as pb;
+use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::domain::{Link, Mode, MspError, check_delink};
+use crate::domain::{
+    DelinkRequest, Link, Mode, MspError, check_link, check_move_target, managed_by,
+};
 use crate::events::published::{self as events, MovedRegistration};
 
 /// The service's outbox.
 pub const OUTBOX: Outbox = Outbox::new(crate::SCHEMA);
+
+/// Why a repository command failed: [`MspError`] when a rule refused it, or the database.
+pub type Error = CommandError<MspError>;
+
+impl From<MspError> for Error {
+    fn from(refused: MspError) -> Self {
+        CommandError::Refused(refused)
+    }
+}
 
 /// Links, device holders and the MSP portal in PostgreSQL.
 #[derive(Debug, Clone)]
@@ -30,38 +46,71 @@ async fn lock_customers(
     customers: &BTreeSet<String>,
 ) -> Result<(), sqlx::Error> {
     for customer in customers {
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('msp-customer:' || $1))")
-            .bind(customer)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            r#"SELECT true AS "locked!"
+               FROM pg_advisory_xact_lock(hashtext('msp-customer:' || $1::text))"#,
+            customer,
+        )
+        .fetch_one(&mut *tx)
+        .await?;
     }
     Ok(())
 }
 
+/// The next `seq` of msp-link's events (events.proto).
 async fn next_seq(tx: &mut PgConnection) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT nextval('msp.event_seq')")
+    sqlx::query_scalar!(r#"SELECT nextval('msp.event_seq') AS "seq!""#)
         .fetch_one(&mut *tx)
         .await
 }
 
-fn link_from_row(row: &PgRow) -> Result<Link, sqlx::Error> {
-    Ok(Link {
-        msp_id: row.try_get("msp_id")?,
-        customer_knox_id: row.try_get("customer_knox_id")?,
-        mode: Mode::from_i16(row.try_get("mode")?),
-        since: row.try_get("since")?,
-    })
+/// Publishes the event `event(seq)`, numbered by the next `seq`.
+async fn publish(
+    tx: &mut PgConnection,
+    event: impl FnOnce(i64) -> pb::Event,
+) -> Result<(), sqlx::Error> {
+    let seq = next_seq(tx).await?;
+    OUTBOX.enqueue(tx, &[event(seq)]).await
 }
 
-async fn live_link(tx: &mut PgConnection, customer: &str) -> Result<Option<Link>, sqlx::Error> {
-    sqlx::query(
+/// An `msp.links` row.
+struct LinkRow {
+    msp_id: String,
+    customer_knox_id: String,
+    mode: i16,
+    since: OffsetDateTime,
+}
+
+impl From<LinkRow> for Link {
+    fn from(row: LinkRow) -> Self {
+        Link {
+            msp_id: row.msp_id,
+            customer_knox_id: row.customer_knox_id,
+            mode: Mode::from_i16(row.mode),
+            since: row.since,
+        }
+    }
+}
+
+/// The live link of `customer`, if any.
+async fn live_link(tx: &mut PgConnection, customer: &KnoxId) -> Result<Option<Link>, sqlx::Error> {
+    let row = sqlx::query_as!(
+        LinkRow,
         "SELECT msp_id, customer_knox_id, mode, since FROM msp.links WHERE customer_knox_id = $1",
+        customer.as_str(),
     )
-    .bind(customer)
     .fetch_optional(&mut *tx)
-    .await?
-    .map(|r| link_from_row(&r))
-    .transpose()
+    .await?;
+    Ok(row.map(Link::from))
+}
+
+/// Locks `customer` and reads its live link: the state every link command decides on.
+async fn locked_link(
+    tx: &mut PgConnection,
+    customer: &KnoxId,
+) -> Result<Option<Link>, sqlx::Error> {
+    lock_customers(tx, &BTreeSet::from([customer.to_string()])).await?;
+    live_link(tx, customer).await
 }
 
 /// One device of the MSP portal.
@@ -85,11 +134,6 @@ pub struct PortalDevice {
     pub uploaded_at: OffsetDateTime,
 }
 
-/// The registrations a move's canonical identifiers (`$1`) name, as `registrations (key,
-/// device_id, upload_id)`: by device ID or by any secondary identifier (the one lookup
-/// rule). A registration named twice (by IMEI 1 and IMEI 2) appears once per key.
-const NAMED_REGISTRATIONS: &str = "WITH named AS (SELECT DISTINCT unnest($1::text[]) AS key),      registrations AS (        SELECT n.key, d.device_id, d.upload_id FROM named n JOIN msp.devices d ON d.device_id = n.key        UNION        SELECT n.key, s.device_id, s.upload_id FROM named n JOIN msp.secondary_ids s ON s.secondary_id = n.key) ";
-
 impl Repository {
     /// A repository over `pool`.
     pub fn new(pool: PgPool) -> Self {
@@ -100,35 +144,25 @@ impl Repository {
     ///
     /// # Errors
     /// [`MspError::AlreadyLinked`] or [`MspError::LinkedElsewhere`] when it has a link.
-    pub async fn link(
-        &self,
-        msp: &KnoxId,
-        customer: &KnoxId,
-        mode: Mode,
-    ) -> Result<Link, MspError> {
+    pub async fn link(&self, msp: &KnoxId, customer: &KnoxId, mode: Mode) -> Result<Link, Error> {
         let mut tx = self.pool.begin().await?;
-        lock_customers(&mut tx, &BTreeSet::from([customer.to_string()])).await?;
-        if let Some(existing) = live_link(&mut tx, customer.as_str()).await? {
-            return Err(if existing.msp_id == msp.as_str() {
-                MspError::AlreadyLinked(customer.to_string())
-            } else {
-                MspError::LinkedElsewhere(customer.to_string())
-            });
-        }
-        let row = sqlx::query(
-            "INSERT INTO msp.links (customer_knox_id, msp_id, mode, since) VALUES ($1, $2, $3, now()) \
-             RETURNING msp_id, customer_knox_id, mode, since",
+        check_link(
+            msp,
+            customer,
+            locked_link(&mut tx, customer).await?.as_ref(),
+        )?;
+        let link: Link = sqlx::query_as!(
+            LinkRow,
+            "INSERT INTO msp.links (customer_knox_id, msp_id, mode, since) \
+             VALUES ($1, $2, $3, now()) RETURNING msp_id, customer_knox_id, mode, since",
+            customer.as_str(),
+            msp.as_str(),
+            mode.as_i16(),
         )
-        .bind(customer.as_str())
-        .bind(msp.as_str())
-        .bind(mode.as_i16())
         .fetch_one(&mut *tx)
-        .await?;
-        let link = link_from_row(&row)?;
-        let seq = next_seq(&mut tx).await?;
-        OUTBOX
-            .enqueue(&mut tx, &[events::linked(&link, seq)])
-            .await?;
+        .await?
+        .into();
+        publish(&mut tx, |seq| events::linked(&link, seq)).await?;
         tx.commit().await?;
         Ok(link)
     }
@@ -142,64 +176,49 @@ impl Repository {
         &self,
         msp: &KnoxId,
         customer: &KnoxId,
-    ) -> Result<Link, MspError> {
+    ) -> Result<Link, Error> {
         let mut tx = self.pool.begin().await?;
-        lock_customers(&mut tx, &BTreeSet::from([customer.to_string()])).await?;
-        let link = live_link(&mut tx, customer.as_str())
-            .await?
-            .filter(|l| l.msp_id == msp.as_str())
-            .ok_or_else(|| MspError::LinkNotFound {
-                msp_id: msp.to_string(),
-                customer: customer.to_string(),
-            })?;
-        if link.mode == Mode::JointlyManaged {
-            return Ok(link);
-        }
-        let row = sqlx::query(
+        let live = locked_link(&mut tx, customer).await?;
+        let link = managed_by(msp, customer, live.as_ref())?;
+        let Some(mode) = link.mode.to_jointly_managed() else {
+            return Ok(link.clone());
+        };
+        let link: Link = sqlx::query_as!(
+            LinkRow,
             "UPDATE msp.links SET mode = $2, since = now() WHERE customer_knox_id = $1 \
              RETURNING msp_id, customer_knox_id, mode, since",
+            customer.as_str(),
+            mode.as_i16(),
         )
-        .bind(customer.as_str())
-        .bind(Mode::JointlyManaged.as_i16())
         .fetch_one(&mut *tx)
-        .await?;
-        let link = link_from_row(&row)?;
-        let seq = next_seq(&mut tx).await?;
-        OUTBOX
-            .enqueue(&mut tx, &[events::mode_changed(&link, seq)])
-            .await?;
+        .await?
+        .into();
+        publish(&mut tx, |seq| events::mode_changed(&link, seq)).await?;
         tx.commit().await?;
         Ok(link)
     }
 
-    /// Ends the link between `msp` and `customer`, asked for by `requested_by`.
+    /// Ends the live link of `request.customer` as [`DelinkRequest::decide`] allows,
+    /// asked for by `requested_by` (the caller's token subject, kept in the history).
     ///
     /// # Errors
-    /// [`MspError::LinkNotFound`] when they are not linked; [`MspError::FullyManaged`]
-    /// when the customer is fully managed.
-    pub async fn delink(
-        &self,
-        msp: &KnoxId,
-        customer: &KnoxId,
-        requested_by: &str,
-    ) -> Result<Link, MspError> {
+    /// [`MspError::LinkNotFound`] when the caller has no link to end;
+    /// [`MspError::FullyManaged`] when the customer is fully managed.
+    pub async fn delink(&self, request: &DelinkRequest, requested_by: &str) -> Result<Link, Error> {
+        let customer = &request.customer;
         let mut tx = self.pool.begin().await?;
-        lock_customers(&mut tx, &BTreeSet::from([customer.to_string()])).await?;
-        let link = live_link(&mut tx, customer.as_str())
-            .await?
-            .filter(|l| l.msp_id == msp.as_str())
-            .ok_or_else(|| MspError::LinkNotFound {
-                msp_id: msp.to_string(),
-                customer: customer.to_string(),
-            })?;
-        check_delink(link.mode, customer.as_str())?;
-        let delinked_at: OffsetDateTime = sqlx::query_scalar(
-            "WITH ended AS (DELETE FROM msp.links WHERE customer_knox_id = $1 RETURNING customer_knox_id, msp_id, since) \
-             INSERT INTO msp.link_history (customer_knox_id, msp_id, linked_at, delinked_at, requested_by) \
+        let live = locked_link(&mut tx, customer).await?;
+        let link = request.decide(live.as_ref())?.clone();
+        let delinked_at = sqlx::query_scalar!(
+            "WITH ended AS ( \
+                 DELETE FROM msp.links WHERE customer_knox_id = $1 \
+                 RETURNING customer_knox_id, msp_id, since) \
+             INSERT INTO msp.link_history \
+                 (customer_knox_id, msp_id, linked_at, delinked_at, requested_by) \
              SELECT customer_knox_id, msp_id, since, now(), $2 FROM ended RETURNING delinked_at",
+            customer.as_str(),
+            requested_by,
         )
-        .bind(customer.as_str())
-        .bind(requested_by)
         .fetch_one(&mut *tx)
         .await?;
         let ended = Link {
@@ -207,10 +226,7 @@ impl Repository {
             since: delinked_at,
             ..link
         };
-        let seq = next_seq(&mut tx).await?;
-        OUTBOX
-            .enqueue(&mut tx, &[events::delinked(&ended, requested_by, seq)])
-            .await?;
+        publish(&mut tx, |seq| events::delinked(&ended, requested_by, seq)).await?;
         tx.commit().await?;
         Ok(ended)
     }
@@ -221,7 +237,7 @@ impl Repository {
     /// Database errors.
     pub async fn link_of(&self, customer: &KnoxId) -> Result<Option<Link>, sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
-        live_link(&mut conn, customer.as_str()).await
+        live_link(&mut conn, customer).await
     }
 
     /// A page of `msp`'s links, by customer Knox ID after `after`.
@@ -234,18 +250,17 @@ impl Repository {
         after: Option<String>,
         limit: i64,
     ) -> Result<Vec<Link>, sqlx::Error> {
-        sqlx::query(
+        let rows = sqlx::query_as!(
+            LinkRow,
             "SELECT msp_id, customer_knox_id, mode, since FROM msp.links WHERE msp_id = $1 \
              AND ($2::text IS NULL OR customer_knox_id > $2) ORDER BY customer_knox_id LIMIT $3",
+            msp.as_str(),
+            after,
+            limit,
         )
-        .bind(msp.as_str())
-        .bind(after)
-        .bind(limit)
         .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(link_from_row)
-        .collect()
+        .await?;
+        Ok(rows.into_iter().map(Link::from).collect())
     }
 
     /// Moves the devices `msp` holds (in its pool or at one of its customers) named by
@@ -260,74 +275,70 @@ impl Repository {
         msp: &KnoxId,
         target: &KnoxId,
         keys: &[String],
-    ) -> Result<HashSet<String>, MspError> {
+    ) -> Result<HashSet<String>, Error> {
         let mut tx = self.pool.begin().await?;
         // Lock the target and every current holder, then read again under the locks.
-        // (The statements are built from constants only; every value is bound.)
-        let holders: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!(
-            "{NAMED_REGISTRATIONS} SELECT DISTINCT d.holder_knox_id FROM registrations r \
-             JOIN msp.devices d ON d.device_id = r.device_id AND d.upload_id = r.upload_id"
-        )))
-        .bind(keys)
+        let holders = sqlx::query_scalar!(
+            r#"SELECT DISTINCT d.holder_knox_id AS "holder!" FROM msp.named_registrations($1) r
+             JOIN msp.devices d ON d.device_id = r.device_id AND d.upload_id = r.upload_id"#,
+            keys,
+        )
         .fetch_all(&mut *tx)
         .await?;
         let mut locked: BTreeSet<String> = holders.into_iter().collect();
         locked.insert(target.to_string());
         lock_customers(&mut tx, &locked).await?;
-        match live_link(&mut tx, target.as_str()).await? {
-            Some(link) if link.msp_id == msp.as_str() => {}
-            _ => return Err(MspError::TargetNotLinked(target.to_string())),
-        }
+        check_move_target(msp, target, live_link(&mut tx, target).await?.as_ref())?;
         // Held by the MSP: in its own pool, or at a customer it links.
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "{NAMED_REGISTRATIONS} \
-             SELECT r.key, d.device_id, d.upload_id, d.reseller_id, d.holder_knox_id, d.id_kind, d.model, \
-                    d.uploaded_at, d.order_number \
-             FROM registrations r JOIN msp.devices d ON d.device_id = r.device_id AND d.upload_id = r.upload_id \
-             WHERE d.holder_knox_id = $2 AND d.uploaded_to = $2 \
-                OR EXISTS (SELECT 1 FROM msp.links l WHERE l.customer_knox_id = d.holder_knox_id AND l.msp_id = $2) \
-             FOR UPDATE OF d"
-        )))
-        .bind(keys)
-        .bind(msp.as_str())
+        let rows = sqlx::query!(
+            r#"SELECT r.key AS "key!", d.device_id, d.upload_id, d.reseller_id, d.holder_knox_id,
+                      d.id_kind, d.model, d.uploaded_at, d.order_number
+               FROM msp.named_registrations($1) r
+               JOIN msp.devices d ON d.device_id = r.device_id AND d.upload_id = r.upload_id
+               WHERE d.holder_knox_id = $2 AND d.uploaded_to = $2
+                  OR EXISTS (SELECT 1 FROM msp.links l
+                             WHERE l.customer_knox_id = d.holder_knox_id AND l.msp_id = $2)
+               FOR UPDATE OF d"#,
+            keys,
+            msp.as_str(),
+        )
         .fetch_all(&mut *tx)
         .await?;
         let mut held = HashSet::new();
         let mut registrations = HashSet::new();
         let mut to_move = Vec::new();
-        for row in &rows {
-            held.insert(row.try_get::<String, _>("key")?);
-            let device_id: String = row.try_get("device_id")?;
-            let upload_id: Uuid = row.try_get("upload_id")?;
-            let holder: String = row.try_get("holder_knox_id")?;
+        for row in rows {
+            held.insert(row.key);
             // Named twice (IMEI 1 and IMEI 2), moved once.
-            if holder != target.as_str() && registrations.insert((device_id.clone(), upload_id)) {
+            if row.holder_knox_id != target.as_str()
+                && registrations.insert((row.device_id.clone(), row.upload_id))
+            {
                 to_move.push(MovedRegistration {
-                    device_id,
-                    upload_id,
-                    reseller_id: row.try_get("reseller_id")?,
-                    from_knox_id: holder,
-                    id_kind: row.try_get("id_kind")?,
-                    model: row.try_get("model")?,
-                    uploaded_at: row.try_get("uploaded_at")?,
-                    order_number: row.try_get("order_number")?,
+                    device_id: row.device_id,
+                    upload_id: row.upload_id,
+                    reseller_id: row.reseller_id,
+                    from_knox_id: row.holder_knox_id,
+                    id_kind: row.id_kind,
+                    model: row.model,
+                    uploaded_at: row.uploaded_at,
+                    order_number: row.order_number,
                 });
             }
         }
         if !to_move.is_empty() {
             let seq = next_seq(&mut tx).await?;
-            let ids: Vec<&str> = to_move.iter().map(|m| m.device_id.as_str()).collect();
+            let ids: Vec<String> = to_move.iter().map(|m| m.device_id.clone()).collect();
             let uploads: Vec<Uuid> = to_move.iter().map(|m| m.upload_id).collect();
-            sqlx::query(
+            sqlx::query!(
                 "UPDATE msp.devices d SET holder_knox_id = $1, moved_by_msp = $2, move_seq = $3 \
                  FROM UNNEST($4::text[], $5::uuid[]) AS m (device_id, upload_id) \
                  WHERE d.device_id = m.device_id AND d.upload_id = m.upload_id",
+                target.as_str(),
+                msp.as_str(),
+                seq,
+                &ids,
+                &uploads,
             )
-            .bind(target.as_str())
-            .bind(msp.as_str())
-            .bind(seq)
-            .bind(&ids)
-            .bind(&uploads)
             .execute(&mut *tx)
             .await?;
             // Events name each registration by its device ID, whichever identifier the
@@ -358,45 +369,26 @@ impl Repository {
         let holders: Vec<String> = match customer {
             Some(customer) => vec![customer.to_string()],
             None => {
-                let mut holders: Vec<String> =
-                    sqlx::query_scalar("SELECT customer_knox_id FROM msp.links WHERE msp_id = $1")
-                        .bind(msp.as_str())
-                        .fetch_all(&mut *conn)
-                        .await?;
+                let mut holders = sqlx::query_scalar!(
+                    "SELECT customer_knox_id FROM msp.links WHERE msp_id = $1",
+                    msp.as_str(),
+                )
+                .fetch_all(&mut *conn)
+                .await?;
                 holders.push(msp.to_string());
                 holders
             }
         };
         let (after_device, after_upload) = after.unzip();
-        // One ordered index range per holder, merged: `holder = ANY(..) ORDER BY` would
-        // walk every device of every holder.
-        let rows = sqlx::query(
-            "SELECT d.* FROM UNNEST($1::text[]) AS h (holder), LATERAL ( \
-                 SELECT device_id, id_kind, model, reseller_id, upload_id, holder_knox_id, moved_by_msp, uploaded_at \
-                 FROM msp.devices WHERE holder_knox_id = h.holder \
-                 AND ($2::text IS NULL OR (device_id, upload_id) > ($2, $3)) \
-                 ORDER BY device_id, upload_id LIMIT $4) AS d \
-             ORDER BY d.device_id, d.upload_id LIMIT $4",
+        sqlx::query_file_as!(
+            PortalDevice,
+            "src/postgres/portal_page.sql",
+            &holders,
+            after_device,
+            after_upload,
+            limit,
         )
-        .bind(&holders)
-        .bind(after_device)
-        .bind(after_upload)
-        .bind(limit)
         .fetch_all(&mut *conn)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PortalDevice {
-                    device_id: r.try_get("device_id")?,
-                    id_kind: r.try_get("id_kind")?,
-                    model: r.try_get("model")?,
-                    reseller_id: r.try_get("reseller_id")?,
-                    upload_id: r.try_get("upload_id")?,
-                    holder_knox_id: r.try_get("holder_knox_id")?,
-                    moved_by_msp: r.try_get("moved_by_msp")?,
-                    uploaded_at: r.try_get("uploaded_at")?,
-                })
-            })
-            .collect()
+        .await
     }
 }
