@@ -12,8 +12,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 
+use crate::events::portal::CustomerPortal;
 use crate::grpc::CustomerApi;
-use crate::portal::CustomerPortal;
 use crate::postgres::{OUTBOX, Repository};
 
 /// customer-service as hosted by a program.

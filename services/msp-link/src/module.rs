@@ -9,10 +9,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 
-use crate::accounts::AccountDirectory;
+use crate::events::portal::MspPortal;
 use crate::grpc::MspApi;
+use crate::grpc::accounts::AccountDirectory;
 use crate::postgres::{OUTBOX, Repository};
-use crate::projection::MspPortal;
 
 /// msp-link-service as hosted by a program.
 #[derive(Debug, Clone)]

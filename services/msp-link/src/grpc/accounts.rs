@@ -10,14 +10,7 @@ use reseller_proto::v1::{self as pb, account_service_client::AccountServiceClien
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
-/// Whether an account is a customer or an MSP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// A customer account.
-    Customer,
-    /// An MSP account.
-    Msp,
-}
+use crate::domain::AccountKind;
 
 /// customer-service's accounts, as msp-link-service sees them.
 #[derive(Debug, Clone)]
@@ -43,7 +36,7 @@ impl AccountDirectory {
     ///
     /// # Errors
     /// `UNAVAILABLE` when customer-service cannot be asked.
-    pub async fn kind(&self, knox_id: &str) -> Result<Option<Kind>, ApiError> {
+    pub async fn kind(&self, knox_id: &str) -> Result<Option<AccountKind>, ApiError> {
         let token = self
             .auth
             .mint(Role::Admin, "msp-link-service", Duration::from_secs(60))?;
@@ -59,8 +52,8 @@ impl AccountDirectory {
             .await
         {
             Ok(account) => Ok(match pb::AccountKind::try_from(account.into_inner().kind) {
-                Ok(pb::AccountKind::Msp) => Some(Kind::Msp),
-                _ => Some(Kind::Customer),
+                Ok(pb::AccountKind::Msp) => Some(AccountKind::Msp),
+                _ => Some(AccountKind::Customer),
             }),
             Err(status) if status.code() == Code::NotFound => Ok(None),
             Err(status) => {

@@ -6,8 +6,8 @@ use reseller_kit::timestamp;
 use reseller_proto::v1::{self as pb, event::Payload};
 use time::OffsetDateTime;
 
-use crate::convert;
 use crate::domain::{Account, Customer, CustomerStatus, InternalReference};
+use crate::grpc::convert;
 
 /// `account_registered`.
 pub fn account_registered(account: &Account) -> pb::Event {
