@@ -51,7 +51,9 @@ fn device(id: &str, kind: i32, model: &str, secondary: &[&str]) -> pb::DeviceInp
     }
 }
 
-fn utf16(text: &str, big_endian: bool) -> Vec<u8> {
+/// `text` in UTF-16 after its byte-order mark, as Excel's "Unicode Text" saves it
+/// (little-endian) or big-endian; also the decoder's tests' input.
+pub(super) fn utf16(text: &str, big_endian: bool) -> Vec<u8> {
     let mut out: Vec<u8> = if big_endian {
         vec![0xFE, 0xFF]
     } else {
