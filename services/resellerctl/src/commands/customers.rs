@@ -121,9 +121,8 @@ async fn list(portal: &Portal, printer: Printer, args: ListCustomersArgs) -> Res
     let count = paged(portal, printer, &args.paging, |page| async move {
         let request = pb::ListCustomersRequest {
             query: search.clone(),
-            page_size: page.size,
-            page_token: page.token,
             order_by: order_by.clone(),
+            ..page.into()
         };
         let answer = portal.reporting().list_customers(request).await?;
         total_ref.set(Some(answer.get_ref().total_size));
@@ -163,8 +162,7 @@ async fn devices(
     paged_rows(portal, printer, paging, row, |page| async move {
         let request = pb::ListCustomerDevicesRequest {
             knox_id: knox_id.to_owned(),
-            page_size: page.size,
-            page_token: page.token,
+            ..page.into()
         };
         let answer = portal.reporting().list_customer_devices(request).await?;
         let unknown =

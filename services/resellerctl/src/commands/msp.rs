@@ -96,8 +96,7 @@ pub async fn run(portal: &Portal, printer: Printer, cmd: MspCommand) -> Result<(
             paged(portal, printer, &paging, |page| async move {
                 let request = pb::ListMspDevicesRequest {
                     customer_knox_id: customer_knox_id.clone(),
-                    page_size: page.size,
-                    page_token: page.token,
+                    ..page.into()
                 };
                 portal.msp().list_msp_devices(request).await
             })

@@ -56,14 +56,18 @@ list_answers! {
     ListDeletionsResponse { deletions: Deletion } => DeletionView,
 }
 
-/// `From<PageAt>` for list requests that ask for nothing but a page.
+/// `From<PageAt>` for every list request: the page, and the other fields empty, for a
+/// call site to fill with struct update syntax (`Request { knox_id, ..page.into() }`).
 macro_rules! page_requests {
     ($($request:ident),* $(,)?) => {$(
         impl From<PageAt> for pb::$request {
+            // Some requests have no other fields.
+            #[allow(clippy::needless_update)]
             fn from(page: PageAt) -> Self {
                 Self {
                     page_size: page.size,
                     page_token: page.token,
+                    ..Default::default()
                 }
             }
         }
@@ -71,9 +75,14 @@ macro_rules! page_requests {
 }
 
 page_requests!(
+    ListCustomersRequest,
+    ListCustomerDevicesRequest,
     ListManagedCustomersRequest,
+    ListMspDevicesRequest,
     ListMyDevicesRequest,
-    ListDeletionsRequest
+    ListUploadsRequest,
+    ListUploadRejectionsRequest,
+    ListDeletionsRequest,
 );
 
 /// Prints a paged list, each row as its answer's [`ListAnswer::View`]; `fetch` asks for

@@ -51,8 +51,7 @@ async fn list(
         let request = pb::ListUploadsRequest {
             target_knox_id: target.clone(),
             order_number: order_number.clone(),
-            page_size: page.size,
-            page_token: page.token,
+            ..page.into()
         };
         portal.devices().list_uploads(request).await
     })
@@ -160,8 +159,7 @@ async fn rejections(
     paged(portal, printer, &paging, |page| async move {
         let request = pb::ListUploadRejectionsRequest {
             upload_id: upload_id.to_owned(),
-            page_size: page.size,
-            page_token: page.token,
+            ..page.into()
         };
         portal.devices().list_upload_rejections(request).await
     })
