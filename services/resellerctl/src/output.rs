@@ -261,9 +261,12 @@ impl Printer {
 pub struct ListWriter<T: Record> {
     format: OutputFormat,
     excel: bool,
+    /// A table's rows, printed together by `finish` (aligned).
     rows: Vec<T>,
+    /// JSON: the opening `[` is written.
     started: bool,
     count: usize,
+    /// CSV: the writer, from the first page on (header written).
     csv: Option<CsvOut>,
 }
 

@@ -320,7 +320,9 @@ fn the_products_own_exports_read_back() {
     assert_eq!(devices(export), want);
     // With the byte-order mark `--excel` asks for.
     assert_eq!(devices(&format!("\u{feff}{export}")), want);
-    // resellerctl's own `-o csv` device lists, and its rejects files.
+    // resellerctl's own `-o csv` device lists (`customers devices` as it wrote them
+    // before issue 13 — it now writes the download above; `msp devices` and `portal
+    // devices` still start with these columns), and its rejects files.
     let d = devices(
         "DEVICE ID,KIND,MODEL,UPLOAD ID,UPLOADED,ORDER NUMBER,VIRTUAL\n\
          356938035643809,imei,S26,01900000-0000-7000-8000-000000000001,2023-11-14T22:13:20Z,PO-1,no\n",
