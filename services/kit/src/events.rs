@@ -281,3 +281,87 @@ impl MovedColumns {
         Ok(columns)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reseller_proto::v1::{DevicesDeleted, Portal};
+
+    #[test]
+    fn a_portal_that_removed_a_device_removed_it_else_it_was_not_applicable() {
+        assert_eq!(portal_state(true), PortalState::Removed);
+        assert_eq!(portal_state(false), PortalState::NotApplicable);
+    }
+
+    fn receipt(removed: &[&str]) -> PortalReceipt {
+        let deleted = DevicesDeleted {
+            deletion_id: Uuid::now_v7().to_string(),
+            part: 2,
+            part_count: 3,
+            ..Default::default()
+        };
+        PortalReceipt {
+            removed_device_ids: removed.iter().map(|id| (*id).to_owned()).collect(),
+            ..PortalReceipt::of(&deleted, Portal::Msp)
+        }
+    }
+
+    fn encoded_receipt(event: &Event) -> &PortalDeletionApplied {
+        match &event.payload {
+            Some(Payload::PortalDeletionApplied(receipt)) => receipt,
+            other => panic!("not a receipt: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_receipt_says_the_rule_s_state_and_its_devices_in_byte_order() {
+        let id = Uuid::now_v7();
+        let fields = receipt(&["b", "É", "a", "Z"]);
+        let event = fields.clone().into_event(id);
+        assert_eq!(event.event_id, id.to_string());
+        assert_eq!(
+            event.occurred_at,
+            Some(prost_types::Timestamp {
+                seconds: fields.occurred_at_seconds,
+                nanos: fields.occurred_at_nanos,
+            })
+        );
+        let encoded = encoded_receipt(&event);
+        assert_eq!(encoded.state, PortalState::Removed as i32);
+        assert_eq!(encoded.removed_device_ids, ["Z", "a", "b", "É"]);
+        assert_eq!(
+            (encoded.portal, encoded.part, encoded.part_count),
+            (Portal::Msp as i32, 2, 3)
+        );
+        assert_eq!(encoded.deletion_id, fields.deletion_id);
+
+        let none = encoded_receipt(&receipt(&[]).into_event(id)).clone();
+        assert_eq!(none.state, PortalState::NotApplicable as i32);
+        assert!(none.removed_device_ids.is_empty());
+    }
+
+    #[test]
+    fn the_same_fields_encode_to_the_same_bytes() {
+        let id = Uuid::now_v7();
+        let fields = receipt(&["350000000049508", "R58N00Z"]);
+        let json = serde_json::to_string(&fields).unwrap();
+        let again: PortalReceipt = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            encode(&fields.into_event(id)),
+            encode(&again.into_event(id))
+        );
+    }
+
+    #[test]
+    fn the_statement_adds_the_removed_devices_under_the_field_s_name() {
+        // Rust writes the fields without the removed devices; the SQL adds them under
+        // this key. Fields missing them do not decode (rather than saying "none").
+        let head = serde_json::to_value(receipt(&[])).unwrap();
+        assert!(head.get(REMOVED_DEVICE_IDS_KEY).is_none());
+        assert!(serde_json::from_value::<PortalReceipt>(head.clone()).is_err());
+        let mut full = head;
+        full[REMOVED_DEVICE_IDS_KEY] = serde_json::json!(["A"]);
+        let decoded: PortalReceipt = serde_json::from_value(full).unwrap();
+        assert_eq!(decoded.removed_device_ids, ["A"]);
+    }
+}

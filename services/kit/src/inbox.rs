@@ -107,18 +107,17 @@ pub enum Change {
 }
 
 /// A change applied in the consumer's transaction, given the transaction.
-pub struct InTransaction(
-    Box<dyn for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<(), ApplyError>> + Send>,
-);
+pub struct InTransaction(Box<dyn for<'c> FnOnce(&'c mut PgConnection) -> Applying<'c> + Send>);
+
+/// The work of an [`InTransaction`] change, borrowing the transaction for `'c`.
+pub type Applying<'c> = BoxFuture<'c, Result<(), ApplyError>>;
 
 impl Change {
     /// The change `apply` makes in the consumer's transaction (the event already in the
     /// inbox): `move |tx| Box::pin(async move { … })`, owning what it needs of the event.
     pub fn in_transaction<F>(apply: F) -> Self
     where
-        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<(), ApplyError>>
-            + Send
-            + 'static,
+        F: for<'c> FnOnce(&'c mut PgConnection) -> Applying<'c> + Send + 'static,
     {
         Self::InTransaction(InTransaction(Box::new(apply)))
     }

@@ -601,4 +601,24 @@ mod tests {
             None
         );
     }
+
+    #[test]
+    fn notifications_carry_receipts_as_their_fields() {
+        let id = Uuid::now_v7();
+        // As PostgreSQL prints a jsonb: spaces after the separators, keys reordered.
+        let fields = r#"{"part": 1, "portal": 3, "part_count": 2, "deletion_id": "d", "occurred_at_nanos": 5, "occurred_at_seconds": 1700000000, "removed_device_ids": ["b", "a b"]}"#;
+        let notified = OutboxEvent::from_notification(&format!(
+            "7 {id} reseller.events.v1.deletion.portal_applied {fields}"
+        ))
+        .expect("a receipt carried inline");
+        let receipt: PortalReceipt = serde_json::from_str(fields).unwrap();
+        assert_eq!(notified.id, 7);
+        assert_eq!(notified.event_id, id);
+        assert_eq!(notified.payload, events::encode(&receipt.into_event(id)));
+        // Fields that are not a receipt's: the relay reads the outbox instead.
+        assert_eq!(
+            OutboxEvent::from_notification(&format!("7 {id} subject {{\"part\": 1}}")),
+            None
+        );
+    }
 }
