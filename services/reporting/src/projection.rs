@@ -33,6 +33,7 @@ use reseller_kit::one_statement::{OneStatement, Params};
 use reseller_kit::timestamp;
 use reseller_proto::v1::{self as pb, event::Payload};
 use sqlx::PgConnection;
+use time::OffsetDateTime;
 
 use crate::convert;
 use crate::domain::{
@@ -61,45 +62,12 @@ impl EventHandler for Projection {
                     Box::pin(async move { Ok(postgres::add_customer(tx, &customer).await?) })
                 })
             }
-            Payload::CustomerReferenceUpdated(e) => {
-                let reseller_id = reseller_id(&e.reseller_id)?;
-                let knox_id = knox_id("knox_id", &e.knox_id)?;
-                let reference = text("internal_reference", &e.internal_reference, false)?;
-                Change::in_transaction(move |tx| {
-                    Box::pin(async move {
-                        let revision = e.revision;
-                        postgres::update_reference(
-                            tx,
-                            &reseller_id,
-                            &knox_id,
-                            &reference,
-                            revision,
-                        )
-                        .await?;
-                        Ok(())
-                    })
-                })
-            }
-            Payload::CustomerStatusChanged(e) => {
-                let reseller_id = reseller_id(&e.reseller_id)?;
-                let knox_id = knox_id("knox_id", &e.knox_id)?;
-                let status = convert::status_from_proto(e.status).map_err(ApplyError::Poison)?;
-                Change::in_transaction(move |tx| {
-                    Box::pin(async move {
-                        let revision = e.revision;
-                        postgres::change_status(
-                            tx,
-                            &reseller_id,
-                            &knox_id,
-                            status,
-                            revision,
-                            occurred_at,
-                        )
-                        .await?;
-                        Ok(())
-                    })
-                })
-            }
+            Payload::CustomerReferenceUpdated(e) => Change::in_transaction(move |tx| {
+                Box::pin(async move { reference_updated(tx, &e).await })
+            }),
+            Payload::CustomerStatusChanged(e) => Change::in_transaction(move |tx| {
+                Box::pin(async move { status_changed(tx, &e, occurred_at).await })
+            }),
             Payload::DevicesUploaded(e) => {
                 let part = uploaded_part(&e)?;
                 Change::in_transaction(move |tx| Box::pin(async move { uploaded(tx, &part).await }))
@@ -133,6 +101,31 @@ impl EventHandler for Projection {
             Payload::PortalDeletionApplied(_) => Change::Ignored,
         })
     }
+}
+
+/// Keeps a customer's reference at its highest revision.
+async fn reference_updated(
+    tx: &mut PgConnection,
+    e: &pb::CustomerReferenceUpdated,
+) -> Result<(), ApplyError> {
+    let reseller_id = reseller_id(&e.reseller_id)?;
+    let knox_id = knox_id("knox_id", &e.knox_id)?;
+    let reference = text("internal_reference", &e.internal_reference, false)?;
+    postgres::update_reference(tx, &reseller_id, &knox_id, &reference, e.revision).await?;
+    Ok(())
+}
+
+/// Keeps a customer's status at its highest revision.
+async fn status_changed(
+    tx: &mut PgConnection,
+    e: &pb::CustomerStatusChanged,
+    occurred_at: OffsetDateTime,
+) -> Result<(), ApplyError> {
+    let reseller_id = reseller_id(&e.reseller_id)?;
+    let knox_id = knox_id("knox_id", &e.knox_id)?;
+    let status = convert::status_from_proto(e.status).map_err(ApplyError::Poison)?;
+    postgres::change_status(tx, &reseller_id, &knox_id, status, e.revision, occurred_at).await?;
+    Ok(())
 }
 
 /// Registers an upload part and counts it under its placement; places the registrations
