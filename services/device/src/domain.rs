@@ -210,19 +210,18 @@ impl PortalState {
 }
 
 /// Folds one portal's receipts: pending until every part is answered, then removed if
-/// any part removed something, else not applicable. A deletion of no devices has no
-/// parts and is not applicable everywhere.
+/// any part removed something, else not applicable (the one rule,
+/// `reseller_kit::events::portal_state`). A deletion of no devices has no parts and is
+/// not applicable everywhere.
 pub fn fold_portal(part_count: i32, receipts: &[PortalState]) -> PortalState {
     if part_count == 0 {
         return PortalState::NotApplicable;
     }
     if (receipts.len() as i32) < part_count {
-        PortalState::Pending
-    } else if receipts.contains(&PortalState::Removed) {
-        PortalState::Removed
-    } else {
-        PortalState::NotApplicable
+        return PortalState::Pending;
     }
+    let removed_any = receipts.contains(&PortalState::Removed);
+    PortalState::from_i16(reseller_kit::events::portal_state(removed_any) as i16)
 }
 
 /// A deletion and its progress.

@@ -63,7 +63,7 @@ impl ServiceModule for DeviceModule {
             ConsumerSpec {
                 name: "device-receipts".into(),
                 schema: crate::SCHEMA,
-                filter_subject: "reseller.events.v1.deletion.>".into(),
+                filter_subject: reseller_kit::subjects::DELETION_EVENTS.into(),
             },
             p.pool.clone(),
             p.js.clone(),

@@ -1,10 +1,9 @@
 //! Folds `portal_deletion_applied` receipts into deletions.
 
 use reseller_kit::events::{ReceivedEvent, uuid_field};
-use reseller_kit::inbox::{ApplyError, EventHandler};
+use reseller_kit::inbox::{ApplyError, Change, EventHandler};
 use reseller_kit::one_statement::{OneStatement, Params};
 use reseller_proto::v1::event::Payload;
-use sqlx::PgConnection;
 
 use crate::domain::PortalState;
 use crate::postgres::record_receipt_cte;
@@ -14,22 +13,9 @@ use crate::postgres::record_receipt_cte;
 pub struct Receipts;
 
 impl EventHandler for Receipts {
-    fn wants(&self, payload: &Payload) -> bool {
-        matches!(payload, Payload::PortalDeletionApplied(_))
-    }
-
-    /// Receipts are recorded by [`one_statement`](Self::one_statement).
-    async fn apply(&self, _: &mut PgConnection, _: &ReceivedEvent) -> Result<(), ApplyError> {
-        Ok(())
-    }
-
-    fn one_statement(
-        &self,
-        event: &ReceivedEvent,
-        params: &mut Params,
-    ) -> Result<Option<OneStatement>, ApplyError> {
+    fn change(&self, event: ReceivedEvent, params: &mut Params) -> Result<Change, ApplyError> {
         let Payload::PortalDeletionApplied(receipt) = &event.payload else {
-            return Ok(None);
+            return Ok(Change::Ignored);
         };
         let deletion_id = uuid_field("deletion_id", &receipt.deletion_id)?;
         if !(1..=3).contains(&receipt.portal) {
@@ -51,6 +37,6 @@ impl EventHandler for Receipts {
             receipt.part as i32,
             state,
         );
-        Ok(Some(OneStatement { ctes, emits: None }))
+        Ok(Change::OneStatement(OneStatement { ctes, emits: None }))
     }
 }

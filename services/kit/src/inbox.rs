@@ -4,16 +4,14 @@
 //! message the consumer opens a transaction, records the event ID in `<schema>.inbox`
 //! (skipping the event if it is already there), lets the handler apply it, commits, and
 //! only then acks. A redelivered or republished event therefore changes nothing. A
-//! handler may instead give its change as one statement
-//! ([`EventHandler::one_statement`], see [`crate::one_statement`]), which carries the
-//! inbox row and the emitted events too and commits on its own.
+//! handler may instead give its change as one statement ([`Change::OneStatement`], see
+//! [`crate::one_statement`]), which carries the inbox row and the emitted events too.
 //!
 //! An event that can never be applied (undecodable, or rejected by the handler as
 //! poison, or failing the same way [`MAX_ATTEMPTS`] times) is published to the consumer's
 //! dead-letter subject with the reason and terminated, so it does not block the events
 //! behind it. While PostgreSQL is unreachable, events are retried without limit.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,14 +22,15 @@ use async_nats::jetstream::{
     message::PublishMessage,
 };
 use futures::StreamExt;
-use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
+use futures::future::BoxFuture;
+use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{self, ReceivedEvent};
 use crate::lost_events::{self, LossWatch};
 use crate::one_statement::{OneStatement, Params};
+use crate::sql::Schema;
 use crate::subjects::{self, headers};
-use reseller_proto::v1::event::Payload;
 
 /// Failures (other than an unreachable database) tolerated before an event is
 /// dead-lettered.
@@ -81,34 +80,64 @@ impl From<sqlx::Error> for ApplyError {
 
 /// A projection or reaction fed by events.
 pub trait EventHandler: Send + Sync + 'static {
-    /// Whether [`apply`](Self::apply) does anything with this event. Consumers read the
-    /// whole event stream (nats-server 2.9 has one filter subject per consumer), so most
-    /// events are someone else's: those are acked without a transaction. It must agree
-    /// with `apply`, which is never called for an event this refuses.
-    fn wants(&self, payload: &Payload) -> bool;
+    /// How this handler applies `event`: not at all ([`Change::Ignored`]: most events are
+    /// someone else's, since consumers read the whole event stream, nats-server 2.9 having
+    /// one filter subject per consumer), in the consumer's transaction, or as one
+    /// statement. Values of a [`Change::OneStatement`] are bound with `params` (the inbox
+    /// row's come first).
+    ///
+    /// # Errors
+    /// [`ApplyError::Poison`] for an event that can never be applied; the consumer
+    /// dead-letters it.
+    fn change(&self, event: ReceivedEvent, params: &mut Params) -> Result<Change, ApplyError>;
+}
 
-    /// Applies one event inside `tx` (the transaction that also records it in the inbox).
-    /// Events this handler does not care about return `Ok(())`.
-    fn apply(
-        &self,
-        tx: &mut PgConnection,
-        event: &ReceivedEvent,
-    ) -> impl Future<Output = Result<(), ApplyError>> + Send;
+/// How a handler applies one event ([`EventHandler::change`]).
+#[must_use]
+pub enum Change {
+    /// Not this handler's event: acked with nothing written, not even the inbox row.
+    Ignored,
+    /// Applied inside the consumer's serializable transaction ([`BEGIN_SERIALIZABLE`]),
+    /// which also records the event in the inbox, then committed. Made by
+    /// [`Change::in_transaction`].
+    InTransaction(InTransaction),
+    /// Applied as one statement with the inbox row and the events it emits (see
+    /// [`crate::one_statement`]), in a serializable transaction of its own.
+    OneStatement(OneStatement),
+}
 
-    /// The change for `event` as one statement, when the handler can say it so: the
-    /// consumer then runs it, with the inbox row and the emitted events, in one round
-    /// trip that PostgreSQL commits on its own, and does not call [`apply`](Self::apply).
-    /// Values are bound with `params` (the inbox row's come first). `None`, the default:
-    /// apply in a transaction.
-    fn one_statement(
-        &self,
-        event: &ReceivedEvent,
-        params: &mut Params,
-    ) -> Result<Option<OneStatement>, ApplyError> {
-        let _ = (event, params);
-        Ok(None)
+/// A change applied in the consumer's transaction, given the transaction.
+pub struct InTransaction(Box<dyn for<'c> FnOnce(&'c mut PgConnection) -> Applying<'c> + Send>);
+
+/// The work of an [`InTransaction`] change, borrowing the transaction for `'c`.
+pub type Applying<'c> = BoxFuture<'c, Result<(), ApplyError>>;
+
+impl Change {
+    /// The change `apply` makes in the consumer's transaction (the event already in the
+    /// inbox): `move |tx| Box::pin(async move { … })`, owning what it needs of the event.
+    pub fn in_transaction<F>(apply: F) -> Self
+    where
+        F: for<'c> FnOnce(&'c mut PgConnection) -> Applying<'c> + Send + 'static,
+    {
+        Self::InTransaction(InTransaction(Box::new(apply)))
     }
 }
+
+impl std::fmt::Debug for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Change::Ignored => f.write_str("Ignored"),
+            Change::InTransaction(_) => f.write_str("InTransaction"),
+            Change::OneStatement(statement) => {
+                f.debug_tuple("OneStatement").field(statement).finish()
+            }
+        }
+    }
+}
+
+/// The inbox row that makes applying an event once: a plain insert, so that a duplicate
+/// fails it (and with it the change) rather than costing a round trip to ask first.
+const INBOX_INSERT: &str = "INSERT INTO {schema}.inbox (consumer, event_id) VALUES ($1, $2)";
 
 /// What became of one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,7 +146,7 @@ pub enum Outcome {
     Applied,
     /// Already applied before; nothing changed.
     Duplicate,
-    /// Not for this handler ([`EventHandler::wants`]); nothing was written.
+    /// Not for this handler ([`Change::Ignored`]); nothing was written.
     Ignored,
 }
 
@@ -355,30 +384,38 @@ pub async fn apply_uncommitted<H: EventHandler>(
     event: &ReceivedEvent,
 ) -> Result<(), Failure> {
     let mut params = inbox_params(spec, event);
-    match handler.one_statement(event, &mut params)? {
-        Some(statement) => {
+    match handler.change(event.clone(), &mut params)? {
+        Change::Ignored => {}
+        Change::OneStatement(statement) => {
             one_statement_query(spec, statement, params)?
                 .execute(&mut *tx)
                 .await
                 .map_err(retry)?;
         }
-        None => {
-            sqlx::query(AssertSqlSafe(format!(
-                "INSERT INTO {}.inbox (consumer, event_id) VALUES ($1, $2)",
-                spec.schema
-            )))
-            .bind(&spec.name)
-            .bind(event.id)
-            .execute(&mut *tx)
-            .await
-            .map_err(retry)?;
-            handler.apply(tx, event).await?;
+        Change::InTransaction(InTransaction(apply)) => {
+            insert_inbox_row(spec, event.id, tx).await.map_err(retry)?;
+            apply(tx).await?;
         }
     }
     Ok(())
 }
 
-/// The statement's first parameters: the inbox row (`$1` consumer, `$2` event ID).
+/// Records the event `event_id` in the inbox of `spec`, in the caller's transaction.
+async fn insert_inbox_row(
+    spec: &ConsumerSpec,
+    event_id: uuid::Uuid,
+    tx: &mut PgConnection,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(Schema::new(spec.schema).sql(INBOX_INSERT))
+        .bind(&spec.name)
+        .bind(event_id)
+        .execute(tx)
+        .await
+        .map(drop)
+}
+
+/// The statement's first parameters: the inbox row (`$1` consumer, `$2` event ID, as in
+/// [`INBOX_INSERT`]).
 fn inbox_params(spec: &ConsumerSpec, event: &ReceivedEvent) -> Params {
     let mut params = Params::default();
     params.bind(spec.name.as_str());
@@ -394,8 +431,14 @@ fn one_statement_query(
 ) -> Result<sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments>, Failure> {
     // A value that does not encode never will: dead-letter the event at once.
     statement
-        .into_query(spec.schema, params)
+        .into_query(Schema::new(spec.schema), params)
         .map_err(|err| Failure::Poison(format!("encoding the statement's values: {err}")))
+}
+
+/// Whether `err` is the inbox row's unique violation: the event was applied before.
+fn is_duplicate(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db)
+        if db.code().as_deref() == Some(UNIQUE_VIOLATION) && db.constraint() == Some("inbox_pkey"))
 }
 
 /// A database error as a retry (without limit while PostgreSQL is unreachable).
@@ -409,39 +452,17 @@ fn retry(err: sqlx::Error) -> Failure {
 impl<H: EventHandler> Applier<H> {
     async fn apply(&self, payload: &[u8]) -> Result<Outcome, Failure> {
         let event = events::decode(payload).map_err(|e| Failure::Poison(e.to_string()))?;
-        if !self.handler.wants(&event.payload) {
-            return Ok(Outcome::Ignored);
-        }
         let received_at = time::OffsetDateTime::now_utc();
-        let mut params = inbox_params(&self.spec, &event);
-        if let Some(statement) = self.handler.one_statement(&event, &mut params)? {
-            return self.apply_one(statement, params, &event, received_at).await;
-        }
-        let mut conn = self.pool.acquire().await.map_err(retry)?;
-        // One round trip opens the transaction and records the event. The insert is a
-        // plain one, so a duplicate fails it rather than costing a round trip to ask.
-        let begin = format!(
-            "{BEGIN_SERIALIZABLE}; INSERT INTO {}.inbox (consumer, event_id) VALUES ('{}', '{}')",
-            self.spec.schema,
-            self.spec.name.replace('\'', "''"),
-            event.id
-        );
-        let failed = match conn.begin_with(AssertSqlSafe(begin)).await {
-            Ok(tx) => return self.apply_in(tx, &event, received_at).await,
-            Err(err) => err,
+        let applied = Applied {
+            event_id: event.id,
+            occurred_at: event.occurred_at,
+            received_at,
         };
-        // The server is left in a failed transaction that sqlx did not see open; a
-        // connection that cannot even roll back is closed, not pooled.
-        let rolled_back = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-        if rolled_back.is_err() {
-            conn.close_on_drop();
-        }
-        match failed {
-            sqlx::Error::Database(db) if db.code().as_deref() == Some(UNIQUE_VIOLATION) => {
-                rolled_back.map_err(retry)?;
-                Ok(Outcome::Duplicate)
-            }
-            err => Err(retry(err)),
+        let mut params = inbox_params(&self.spec, &event);
+        match self.handler.change(event, &mut params)? {
+            Change::Ignored => Ok(Outcome::Ignored),
+            Change::OneStatement(statement) => self.apply_one(statement, params, applied).await,
+            Change::InTransaction(change) => self.apply_in(change, applied).await,
         }
     }
 
@@ -458,8 +479,7 @@ impl<H: EventHandler> Applier<H> {
         &self,
         statement: OneStatement,
         params: Params,
-        event: &ReceivedEvent,
-        received_at: time::OffsetDateTime,
+        applied: Applied,
     ) -> Result<Outcome, Failure> {
         let query = one_statement_query(&self.spec, statement, params)?;
         let mut tx = self
@@ -467,55 +487,66 @@ impl<H: EventHandler> Applier<H> {
             .begin_with(BEGIN_SERIALIZABLE)
             .await
             .map_err(retry)?;
-        let applied = match query.execute(&mut *tx).await {
+        let done = match query.execute(&mut *tx).await {
             Ok(_) => tx.commit().await,
             Err(err) => Err(err),
         };
-        match applied {
+        match done {
             Ok(()) => {}
             // The inbox insert is a plain one: a duplicate fails the statement, which
             // then changed nothing.
-            Err(sqlx::Error::Database(db))
-                if db.code().as_deref() == Some(UNIQUE_VIOLATION)
-                    && db.constraint() == Some("inbox_pkey") =>
-            {
-                return Ok(Outcome::Duplicate);
-            }
+            Err(err) if is_duplicate(&err) => return Ok(Outcome::Duplicate),
             Err(err) => return Err(retry(err)),
         }
-        self.log_applied(event, received_at);
+        self.log_applied(&applied);
         Ok(Outcome::Applied)
     }
 
-    /// Applies `event` in `tx`, which recorded it in the inbox, and commits.
+    /// Opens a serializable transaction (see [`BEGIN_SERIALIZABLE`]), records the event in
+    /// the inbox (a plain insert: a duplicate fails it, and nothing is applied), applies
+    /// `change` and commits.
     async fn apply_in(
         &self,
-        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
-        event: &ReceivedEvent,
-        received_at: time::OffsetDateTime,
+        InTransaction(change): InTransaction,
+        applied: Applied,
     ) -> Result<Outcome, Failure> {
-        self.handler
-            .apply(&mut tx, event)
+        let mut tx = self
+            .pool
+            .begin_with(BEGIN_SERIALIZABLE)
             .await
-            .map_err(Failure::from)?;
-        tx.commit().await.map_err(|err| Failure::Retry {
-            unlimited: is_unreachable(&err),
-            error: err.into(),
-        })?;
-        self.log_applied(event, received_at);
+            .map_err(retry)?;
+        match insert_inbox_row(&self.spec, applied.event_id, &mut tx).await {
+            Ok(_) => {}
+            Err(err) if is_duplicate(&err) => {
+                tx.rollback().await.map_err(retry)?;
+                return Ok(Outcome::Duplicate);
+            }
+            // The transaction rolls back when dropped.
+            Err(err) => return Err(retry(err)),
+        }
+        change(&mut tx).await.map_err(Failure::from)?;
+        tx.commit().await.map_err(retry)?;
+        self.log_applied(&applied);
         Ok(Outcome::Applied)
     }
 
     /// How long events take to get here and to apply: the hops of propagation.
-    fn log_applied(&self, event: &ReceivedEvent, received_at: time::OffsetDateTime) {
+    fn log_applied(&self, applied: &Applied) {
         tracing::debug!(
             consumer = %self.spec.name,
-            event_id = %event.id,
-            age_received_us = (received_at - event.occurred_at).whole_microseconds() as i64,
-            age_applied_us = (time::OffsetDateTime::now_utc() - event.occurred_at).whole_microseconds() as i64,
+            event_id = %applied.event_id,
+            age_received_us = (applied.received_at - applied.occurred_at).whole_microseconds() as i64,
+            age_applied_us = (time::OffsetDateTime::now_utc() - applied.occurred_at).whole_microseconds() as i64,
             "event applied"
         );
     }
+}
+
+/// What [`Applier::log_applied`] says of an event, kept when the handler takes the event.
+struct Applied {
+    event_id: uuid::Uuid,
+    occurred_at: time::OffsetDateTime,
+    received_at: time::OffsetDateTime,
 }
 
 impl From<ApplyError> for Failure {

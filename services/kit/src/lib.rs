@@ -18,6 +18,7 @@ pub mod outbox;
 pub mod paging;
 pub mod readiness;
 pub mod shutdown;
+pub mod sql;
 pub mod startup;
 pub mod stream;
 pub mod subjects;

@@ -1,29 +1,33 @@
 //! Applying an event as one statement.
 //!
-//! A consumer's transaction costs four round trips to PostgreSQL: `BEGIN` with the inbox
-//! row, the change, the outbox row of the answer, `COMMIT`. At a few events a second each
-//! one wakes an idle process, so on deletion's path (three portals, then device-service
-//! folding their receipts) those round trips were most of the latency. A handler that can
-//! say its change as data-modifying CTEs ([`EventHandler::one_statement`]) is applied by
-//! one statement instead, which PostgreSQL commits on its own: the inbox row, the change,
-//! the events it emits with their `NOTIFY`, all or nothing, in one round trip.
+//! A consumer's transaction costs a round trip to PostgreSQL for each of `BEGIN`, the
+//! inbox row, the change, the outbox row of the answer and `COMMIT`. At a few events a
+//! second each one wakes an idle process, so on deletion's path (three portals, then
+//! device-service folding their receipts) those round trips were most of the latency. A
+//! handler that can say its change as data-modifying CTEs
+//! ([`Change::OneStatement`]) is applied by one statement instead: the inbox row, the
+//! change, the events it emits with their `NOTIFY`, all or nothing, in one round trip
+//! (between the serializable transaction's `BEGIN` and `COMMIT`).
 //!
-//! [`EventHandler::one_statement`]: crate::inbox::EventHandler::one_statement
+//! [`Change::OneStatement`]: crate::inbox::Change::OneStatement
 
 use sqlx::postgres::{PgArguments, Postgres};
 use sqlx::query::Query;
-use sqlx::{Arguments, AssertSqlSafe, Encode, Type};
+use sqlx::{Arguments, Encode, Type};
 
 use crate::outbox::Outbox;
+use crate::sql::Schema;
 
 /// A handler's change, as CTEs of the statement the consumer runs.
 #[derive(Debug, Clone)]
 pub struct OneStatement {
     /// `name AS (…)` CTEs, comma-separated. Data-modifying ones always run; a plain
-    /// `SELECT` one runs only when another uses it. Values come from [`Params::bind`].
+    /// `SELECT` one runs only when another uses it. Tables of the consumer's schema may be
+    /// named `{schema}.<table>` ([`crate::sql`]); values come from [`Params::bind`].
     pub ctes: String,
-    /// The CTE among `ctes` whose rows `(event_id uuid, subject text, payload bytea)` go
-    /// to the service's outbox, if the change emits events.
+    /// The CTE among `ctes` whose rows `(event_id uuid, subject text, payload bytea,
+    /// receipt jsonb)` go to the service's outbox, if the change emits events (see
+    /// [`Outbox::insert_and_notify_sql`]).
     pub emits: Option<&'static str>,
 }
 
@@ -36,19 +40,19 @@ impl OneStatement {
     /// The encoding error of the first value in `params` that failed.
     pub(crate) fn into_query(
         self,
-        schema: &'static str,
+        schema: Schema,
         params: Params,
     ) -> Result<Query<'static, Postgres, PgArguments>, sqlx::error::BoxDynError> {
         let tail = match self.emits {
-            Some(source) => format!(", {}", Outbox::new(schema).insert_and_notify_sql(source)),
+            Some(source) => format!(", {}", Outbox::insert_and_notify_sql(source)),
             None => " SELECT 1".to_owned(),
         };
-        let sql = format!(
-            "WITH inbox AS (INSERT INTO {schema}.inbox (consumer, event_id) VALUES ($1, $2)), {}{tail}",
+        let template = format!(
+            "WITH inbox AS (INSERT INTO {{schema}}.inbox (consumer, event_id) VALUES ($1, $2)), {}{tail}",
             self.ctes
         );
         Ok(sqlx::query_with(
-            AssertSqlSafe(sql),
+            schema.sql(&template),
             params.into_arguments()?,
         ))
     }
@@ -91,22 +95,6 @@ impl Params {
             None => Ok(self.args),
         }
     }
-}
-
-/// A SQL expression for the protobuf varint (base-128, least significant group first) of
-/// the non-negative integer expression `n` (a column: it is repeated), up to 2²⁸ − 1
-/// (256 MiB, far above any event; beyond it the expression is NULL, which the outbox's
-/// `NOT NULL` payload refuses rather than publishing a wrong length).
-pub fn varint_sql(n: &str) -> String {
-    format!(
-        "CASE WHEN {n} < 128 THEN set_byte('\\x00'::bytea, 0, {n}) \
-         WHEN {n} < 16384 THEN set_byte(set_byte('\\x0000'::bytea, 0, ({n} & 127) | 128), 1, {n} >> 7) \
-         WHEN {n} < 2097152 THEN set_byte(set_byte(set_byte('\\x000000'::bytea, 0, ({n} & 127) | 128), \
-             1, (({n} >> 7) & 127) | 128), 2, {n} >> 14) \
-         WHEN {n} < 268435456 THEN set_byte(set_byte(set_byte(set_byte('\\x00000000'::bytea, 0, \
-             ({n} & 127) | 128), 1, (({n} >> 7) & 127) | 128), 2, (({n} >> 14) & 127) | 128), 3, {n} >> 21) \
-         END"
-    )
 }
 
 #[cfg(test)]

@@ -16,19 +16,26 @@
 //! JetStream ack takes (one at a time, a 20 ms ack on a busy cluster capped it at 50
 //! events/s). A poll every two seconds reads whatever a lost notification missed.
 //!
-//! Each service's migrations create `<schema>.outbox` with the columns used here.
+//! A row holds its event encoded (`payload`), as [`Outbox::enqueue`] writes it, or, for a
+//! deletion receipt that a portal's one statement writes, the receipt's fields
+//! (`receipt`, a [`PortalReceipt`] as jsonb): the relay encodes those with prost when it
+//! publishes, the same bytes every time, since the event ID and time are the row's.
+//!
+//! Each service's migrations create `<schema>.outbox` with the columns used here
+//! (`receipt` since their `0005_outbox_receipts.sql`).
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage};
 use reseller_proto::v1::Event;
-use sqlx::postgres::PgListener;
-use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Row};
+use sqlx::postgres::{PgListener, PgRow};
+use sqlx::{Connection, PgConnection, PgPool, Row};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::events;
+use crate::events::{self, PortalReceipt};
+use crate::sql::Schema;
 use crate::subjects::{self, headers};
 
 /// Rows published per relay transaction.
@@ -41,6 +48,9 @@ const POLL: Duration = Duration::from_secs(2);
 /// Events up to this size travel in their commit notification (hex-encoded, well under
 /// PostgreSQL's 8,000-byte limit for a payload).
 const INLINE_MAX_BYTES: usize = 3000;
+/// A receipt whose fields (as JSON text) are up to this size travels in its commit
+/// notification: as long as the hex of the largest event sent inline.
+const INLINE_MAX_RECEIPT_BYTES: usize = 2 * INLINE_MAX_BYTES;
 /// How often a replica that is not the relay asks again.
 const LEADER_RETRY: Duration = Duration::from_secs(1);
 /// Longest pause between attempts after failures. Short, because what fails is mostly
@@ -53,17 +63,37 @@ const RETENTION: &str = "1 day";
 /// The outbox of one service schema.
 #[derive(Debug, Clone, Copy)]
 pub struct Outbox {
-    schema: &'static str,
+    schema: Schema,
 }
+
+/// The outbox rows of one statement, and their notifications; see
+/// [`Outbox::insert_and_notify_sql`].
+const INSERT_AND_NOTIFY: &str = "\
+    outbox_rows AS (INSERT INTO {schema}.outbox (event_id, subject, payload, receipt) \
+      SELECT event_id, subject, payload, receipt FROM {source} \
+      RETURNING id, event_id, subject, payload, receipt) \
+    SELECT pg_notify('{schema}_outbox', CASE \
+      WHEN length(payload) <= {inline_max_bytes} \
+        THEN id || ' ' || event_id || ' ' || subject || ' ' || encode(payload, 'hex') \
+      WHEN octet_length(receipt::text) <= {inline_max_receipt_bytes} \
+        THEN id || ' ' || event_id || ' ' || subject || ' ' || receipt::text \
+      ELSE '' END) \
+    FROM outbox_rows ORDER BY id";
 
 impl Outbox {
     /// The outbox in `schema` (the service's own schema).
+    ///
+    /// # Panics
+    /// When `schema` is not a plain identifier ([`Schema::new`]).
     pub const fn new(schema: &'static str) -> Self {
-        Self { schema }
+        Self {
+            schema: Schema::new(schema),
+        }
     }
 
+    /// The channel the relay listens on, as [`INSERT_AND_NOTIFY`] names it.
     fn channel(&self) -> String {
-        format!("{}_outbox", self.schema)
+        format!("{}_outbox", self.schema.name())
     }
 
     /// Adds `events` to the outbox inside the caller's transaction and wakes the relay on
@@ -88,45 +118,62 @@ impl Outbox {
                 sqlx::Error::Encode(format!("event_id {:?}: {e}", event.event_id).into())
             })?;
             ids.push(id);
-            let subject = event
-                .payload
-                .as_ref()
-                .map(subjects::event_subject)
-                .unwrap_or("reseller.events.v1.unknown.unknown");
-            subjects.push(subject.to_owned());
+            subjects.push(subjects::subject_of(event).to_owned());
             payloads.push(events::encode(event));
         }
         // One round trip: the rows and their notifications (delivered on commit).
-        sqlx::query(AssertSqlSafe(format!(
-            "WITH new_events AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bytea[]) \
-               AS e (event_id, subject, payload)), {}",
-            self.insert_and_notify_sql("new_events")
-        )))
-        .bind(&ids)
-        .bind(&subjects)
-        .bind(&payloads)
-        .execute(&mut *tx)
-        .await?;
+        let template = format!(
+            "WITH new_events AS (SELECT *, NULL::jsonb AS receipt \
+               FROM UNNEST($1::uuid[], $2::text[], $3::bytea[]) AS e (event_id, subject, payload)), {}",
+            Self::insert_and_notify_sql("new_events")
+        );
+        sqlx::query(self.schema.sql(&template))
+            .bind(&ids)
+            .bind(&subjects)
+            .bind(&payloads)
+            .execute(&mut *tx)
+            .await?;
         Ok(())
     }
 
-    /// The end of a statement that adds the rows `(event_id, subject, payload)` of the CTE
-    /// `source` to the outbox and notifies the relay on commit: a CTE named `outbox_rows`,
-    /// then the final `SELECT`. A small event travels in its notification, so the relay
-    /// can publish it without reading it back; a large one is announced bare (see
-    /// [`Inline`]).
-    pub(crate) fn insert_and_notify_sql(&self, source: &str) -> String {
-        format!(
-            "outbox_rows AS (INSERT INTO {schema}.outbox (event_id, subject, payload) \
-               SELECT event_id, subject, payload FROM {source} \
-               RETURNING id, event_id, subject, payload) \
-             SELECT pg_notify('{channel}', CASE WHEN length(payload) <= {INLINE_MAX_BYTES} \
-               THEN id || ' ' || event_id || ' ' || subject || ' ' || encode(payload, 'hex') \
-               ELSE '' END) \
-             FROM outbox_rows ORDER BY id",
-            schema = self.schema,
-            channel = self.channel(),
-        )
+    /// The end of a statement (a template for [`Schema::sql`]) that adds the rows
+    /// `(event_id, subject, payload, receipt)` of the CTE `source` to the outbox and
+    /// notifies the relay on commit: a CTE named `outbox_rows`, then the final `SELECT`.
+    /// A row holds its event encoded (`payload`) or a deletion receipt's fields
+    /// (`receipt`, a [`PortalReceipt`] as jsonb), the other column NULL. A small event
+    /// travels in its notification, so the relay can publish it without reading it back;
+    /// a large one is announced bare (see [`OutboxEvent::from_notification`]).
+    pub(crate) fn insert_and_notify_sql(source: &str) -> String {
+        INSERT_AND_NOTIFY
+            .replace("{source}", source)
+            .replace("{inline_max_bytes}", &INLINE_MAX_BYTES.to_string())
+            .replace(
+                "{inline_max_receipt_bytes}",
+                &INLINE_MAX_RECEIPT_BYTES.to_string(),
+            )
+    }
+
+    /// Up to `limit` unpublished events, oldest first, as the relay publishes them (a
+    /// receipt's fields encoded): one round trip. For the relay, and for tests that look
+    /// at what a statement put in the outbox.
+    ///
+    /// # Errors
+    /// Database errors, and a `receipt` that does not hold a [`PortalReceipt`].
+    pub async fn unpublished(
+        &self,
+        conn: &mut PgConnection,
+        limit: i64,
+    ) -> anyhow::Result<Vec<OutboxEvent>> {
+        sqlx::query(self.schema.sql(
+            "SELECT id, event_id, subject, payload, receipt::text AS receipt \
+             FROM {schema}.outbox WHERE published_at IS NULL ORDER BY id LIMIT $1",
+        ))
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(OutboxEvent::from_row)
+        .collect()
     }
 }
 
@@ -154,7 +201,7 @@ impl Relay {
             match self.relay_until_error(&shutdown, &mut backoff).await {
                 Ok(()) => return,
                 Err(err) => {
-                    tracing::warn!(schema = self.outbox.schema, error = %format!("{err:#}"), "outbox relay failed; retrying");
+                    tracing::warn!(schema = self.outbox.schema.name(), error = %format!("{err:#}"), "outbox relay failed; retrying");
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(backoff) => {}
@@ -172,7 +219,7 @@ impl Relay {
         shutdown: &CancellationToken,
         backoff: &mut Duration,
     ) -> anyhow::Result<()> {
-        let schema = self.outbox.schema;
+        let schema = self.outbox.schema.name();
         // The relay's own connection, outside the pool: it holds the leadership.
         let mut conn = PgConnection::connect_with(&self.pool.connect_options()).await?;
         // Losing a "sent" mark in a crash only republishes the event, which JetStream's
@@ -267,7 +314,7 @@ impl Relay {
         {
             return Err(err);
         }
-        tracing::warn!(schema = self.outbox.schema, error = %format!("{err:#}"),
+        tracing::warn!(schema = self.outbox.schema.name(), error = %format!("{err:#}"),
             "publishing to JetStream failed; keeping the relay and retrying");
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(false),
@@ -277,40 +324,19 @@ impl Relay {
         Ok(true)
     }
 
-    /// Publishes the events notifications carried, pipelined (every publish sent, then
-    /// the acks awaited, in commit order), and marks their rows sent in one statement.
-    /// Should a poll have sent one already, JetStream drops the repeat (same
-    /// `Nats-Msg-Id`).
+    /// Publishes the events notifications carried and marks them sent (see
+    /// [`publish`](Self::publish)). Should a poll have sent one already, JetStream drops
+    /// the repeat (same `Nats-Msg-Id`).
     async fn publish_inline(
         &self,
         conn: &mut PgConnection,
-        batch: Vec<Inline>,
+        batch: Vec<OutboxEvent>,
     ) -> anyhow::Result<()> {
         let started = std::time::Instant::now();
-        let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(batch.len());
-        let mut ids: Vec<i64> = Vec::with_capacity(batch.len());
-        for inline in batch {
-            let message = PublishMessage::build()
-                .payload(inline.payload.into())
-                .message_id(inline.event_id.to_string())
-                .header("Content-Type", headers::CONTENT_TYPE_PROTOBUF);
-            acks.push(self.js.send_publish(inline.subject, message).await?);
-            ids.push(inline.id);
-        }
-        for ack in acks {
-            ack.await?;
-        }
-        let acked = started.elapsed();
-        sqlx::query(AssertSqlSafe(format!(
-            "UPDATE {}.outbox SET published_at = now() WHERE id = ANY($1) AND published_at IS NULL",
-            self.outbox.schema
-        )))
-        .bind(&ids)
-        .execute(&mut *conn)
-        .await?;
+        let (events, acked) = self.publish(conn, batch).await?;
         tracing::debug!(
-            schema = self.outbox.schema,
-            events = ids.len(),
+            schema = self.outbox.schema.name(),
+            events,
             ack_us = acked.as_micros() as u64,
             marked_us = (started.elapsed() - acked).as_micros() as u64,
             "event relayed"
@@ -334,48 +360,53 @@ impl Relay {
 
     /// One round trip to read a batch, the publishes pipelined, one to mark them sent.
     async fn publish_batch(&self, conn: &mut PgConnection) -> anyhow::Result<usize> {
-        let schema = self.outbox.schema;
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT id, event_id, subject, payload FROM {schema}.outbox \
-             WHERE published_at IS NULL ORDER BY id LIMIT $1"
-        )))
-        .bind(BATCH)
-        .fetch_all(&mut *conn)
-        .await?;
-        if rows.is_empty() {
+        let batch = self.outbox.unpublished(conn, BATCH).await?;
+        if batch.is_empty() {
             return Ok(0);
         }
-        // Pipeline: send every publish, then await the acks.
-        let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(rows.len());
-        let mut ids: Vec<i64> = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let event_id: Uuid = row.try_get("event_id")?;
-            let subject: String = row.try_get("subject")?;
-            let payload: Vec<u8> = row.try_get("payload")?;
+        Ok(self.publish(conn, batch).await?.0)
+    }
+
+    /// Publishes `batch` pipelined (every publish sent, then the acks awaited, in outbox
+    /// order), then marks the rows sent in one statement. Returns how many there were,
+    /// and how long the publishes took until the last ack.
+    async fn publish(
+        &self,
+        conn: &mut PgConnection,
+        batch: Vec<OutboxEvent>,
+    ) -> anyhow::Result<(usize, Duration)> {
+        let started = std::time::Instant::now();
+        let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(batch.len());
+        let mut ids: Vec<i64> = Vec::with_capacity(batch.len());
+        for event in batch {
             let message = PublishMessage::build()
-                .payload(payload.into())
-                .message_id(event_id.to_string())
+                .payload(event.payload.into())
+                .message_id(event.event_id.to_string())
                 .header("Content-Type", headers::CONTENT_TYPE_PROTOBUF);
-            acks.push(self.js.send_publish(subject, message).await?);
-            ids.push(row.try_get("id")?);
+            acks.push(self.js.send_publish(event.subject, message).await?);
+            ids.push(event.id);
         }
         for ack in acks {
             ack.await?;
         }
-        sqlx::query(AssertSqlSafe(format!(
-            "UPDATE {schema}.outbox SET published_at = now() WHERE id = ANY($1)"
-        )))
+        let acked = started.elapsed();
+        sqlx::query(self.outbox.schema.sql(
+            "UPDATE {schema}.outbox SET published_at = now() \
+             WHERE id = ANY($1) AND published_at IS NULL",
+        ))
         .bind(&ids)
         .execute(&mut *conn)
         .await?;
-        Ok(ids.len())
+        Ok((ids.len(), acked))
     }
 
     async fn prune(&self, conn: &mut PgConnection) -> anyhow::Result<()> {
-        sqlx::query(AssertSqlSafe(format!(
-            "DELETE FROM {}.outbox WHERE published_at < now() - interval '{RETENTION}'",
-            self.outbox.schema
-        )))
+        sqlx::query(
+            self.outbox
+                .schema
+                .sql("DELETE FROM {schema}.outbox WHERE published_at < now() - $1::interval"),
+        )
+        .bind(RETENTION)
         .execute(conn)
         .await?;
         Ok(())
@@ -401,7 +432,7 @@ struct Notifications {
 /// One notification, as the relay needs it.
 enum Notified {
     /// A small event, carried whole.
-    Inline(Inline),
+    Inline(OutboxEvent),
     /// A large event announced bare, or the listener's connection lost and remade
     /// (notifications sent meanwhile are gone): read the outbox.
     ReadOutbox,
@@ -413,10 +444,12 @@ impl Notifications {
         let receiving = tokio::spawn(async move {
             loop {
                 let notified = match listener.recv().await {
-                    Ok(notification) => match Inline::parse(notification.payload()) {
-                        Some(inline) => Notified::Inline(inline),
-                        None => Notified::ReadOutbox,
-                    },
+                    Ok(notification) => {
+                        match OutboxEvent::from_notification(notification.payload()) {
+                            Some(inline) => Notified::Inline(inline),
+                            None => Notified::ReadOutbox,
+                        }
+                    }
                     // The listener reconnects by itself; the relay reads what it missed.
                     Err(err) => {
                         tracing::warn!(error = %err, "outbox LISTEN connection lost; reconnecting");
@@ -435,7 +468,7 @@ impl Notifications {
     /// Waits for a notification, then takes every one queued behind it (up to a batch):
     /// `Some` with the events when all of them were carried inline, `None` when the
     /// outbox must be read instead (it holds them all, in order).
-    async fn next_batch(&mut self) -> Option<Vec<Inline>> {
+    async fn next_batch(&mut self) -> Option<Vec<OutboxEvent>> {
         let mut taken = Vec::new();
         if self.queue.recv_many(&mut taken, BATCH as usize).await == 0 {
             // The receiving task ended (it never does while the relay runs): leave the
@@ -459,31 +492,70 @@ impl Drop for Notifications {
     }
 }
 
-/// An outbox row carried by its commit notification: `<id> <event_id> <subject> <hex>`.
+/// An unpublished outbox row, as the relay publishes it.
 #[derive(Debug, PartialEq, Eq)]
-struct Inline {
-    id: i64,
-    event_id: Uuid,
-    subject: String,
-    payload: Vec<u8>,
+pub struct OutboxEvent {
+    /// The row's ID: the outbox's order.
+    pub id: i64,
+    /// The event ID, also its `Nats-Msg-Id`.
+    pub event_id: Uuid,
+    /// The subject it is published on.
+    pub subject: String,
+    /// The encoded `reseller.v1.Event`: the row's `payload`, or the event its `receipt`
+    /// says ([`PortalReceipt::into_event`]).
+    pub payload: Vec<u8>,
 }
 
-impl Inline {
-    /// The row in a notification, or `None` for a bare one (a large event: read the
-    /// outbox) or anything unexpected.
-    fn parse(notification: &str) -> Option<Self> {
-        let mut fields = notification.split(' ');
+impl OutboxEvent {
+    /// The event of a row read by [`Outbox::unpublished`].
+    fn from_row(row: &PgRow) -> anyhow::Result<Self> {
+        let event_id: Uuid = row.try_get("event_id")?;
+        let payload = match row.try_get::<Option<Vec<u8>>, _>("payload")? {
+            Some(payload) => payload,
+            None => {
+                let receipt: Option<String> = row.try_get("receipt")?;
+                let receipt = receipt.ok_or_else(|| {
+                    anyhow::anyhow!("outbox event {event_id} has neither a payload nor a receipt")
+                })?;
+                Self::encode_receipt(event_id, &receipt)?
+            }
+        };
+        Ok(Self {
+            id: row.try_get("id")?,
+            event_id,
+            subject: row.try_get("subject")?,
+            payload,
+        })
+    }
+
+    /// The encoding of the receipt whose fields are the JSON `receipt`.
+    fn encode_receipt(event_id: Uuid, receipt: &str) -> anyhow::Result<Vec<u8>> {
+        let receipt: PortalReceipt = serde_json::from_str(receipt)
+            .map_err(|e| anyhow::anyhow!("outbox event {event_id}: not a receipt's fields: {e}"))?;
+        Ok(events::encode(&receipt.into_event(event_id)))
+    }
+
+    /// The row a commit notification carries, `<id> <event_id> <subject> <inline>` with
+    /// `<inline>` the payload in hex or the receipt's fields in JSON (see
+    /// `Outbox::insert_and_notify_sql`); `None` for a bare one (a large event: read
+    /// the outbox) or anything unexpected (the outbox is read then too).
+    pub fn from_notification(notification: &str) -> Option<Self> {
+        let mut fields = notification.splitn(4, ' ');
         let id = fields.next()?.parse().ok()?;
         let event_id = Uuid::parse_str(fields.next()?).ok()?;
         let subject = fields.next()?.to_owned();
-        let hex = fields.next()?.as_bytes();
-        if fields.next().is_some() || hex.len() % 2 != 0 {
-            return None;
-        }
-        let payload = hex
-            .chunks(2)
-            .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
-            .collect::<Option<Vec<u8>>>()?;
+        let inline = fields.next()?;
+        let payload = if inline.starts_with('{') {
+            Self::encode_receipt(event_id, inline).ok()?
+        } else {
+            let hex = inline.as_bytes();
+            if hex.len() % 2 != 0 {
+                return None;
+            }
+            hex.chunks(2)
+                .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
+                .collect::<Option<Vec<u8>>>()?
+        };
         Some(Self {
             id,
             event_id,
@@ -501,17 +573,52 @@ mod tests {
     fn notifications_carry_small_events_and_announce_large_ones() {
         let id = Uuid::nil();
         assert_eq!(
-            Inline::parse(&format!("42 {id} reseller.events.v1.device.deleted 0aff10")),
-            Some(Inline {
+            OutboxEvent::from_notification(&format!(
+                "42 {id} reseller.events.v1.device.deleted 0aff10"
+            )),
+            Some(OutboxEvent {
                 id: 42,
                 event_id: id,
                 subject: "reseller.events.v1.device.deleted".into(),
                 payload: vec![0x0a, 0xff, 0x10],
             })
         );
-        assert_eq!(Inline::parse(""), None);
-        assert_eq!(Inline::parse("42 not-a-uuid subject 00"), None);
-        assert_eq!(Inline::parse(&format!("42 {id} subject 0")), None);
-        assert_eq!(Inline::parse(&format!("42 {id} subject zz")), None);
+        assert_eq!(OutboxEvent::from_notification(""), None);
+        assert_eq!(
+            OutboxEvent::from_notification("42 not-a-uuid subject 00"),
+            None
+        );
+        assert_eq!(
+            OutboxEvent::from_notification(&format!("42 {id} subject 0")),
+            None
+        );
+        assert_eq!(
+            OutboxEvent::from_notification(&format!("42 {id} subject zz")),
+            None
+        );
+        assert_eq!(
+            OutboxEvent::from_notification(&format!("42 {id} subject 00 ff")),
+            None
+        );
+    }
+
+    #[test]
+    fn notifications_carry_receipts_as_their_fields() {
+        let id = Uuid::now_v7();
+        // As PostgreSQL prints a jsonb: spaces after the separators, keys reordered.
+        let fields = r#"{"part": 1, "portal": 3, "part_count": 2, "deletion_id": "d", "occurred_at_nanos": 5, "occurred_at_seconds": 1700000000, "removed_device_ids": ["b", "a b"]}"#;
+        let notified = OutboxEvent::from_notification(&format!(
+            "7 {id} reseller.events.v1.deletion.portal_applied {fields}"
+        ))
+        .expect("a receipt carried inline");
+        let receipt: PortalReceipt = serde_json::from_str(fields).unwrap();
+        assert_eq!(notified.id, 7);
+        assert_eq!(notified.event_id, id);
+        assert_eq!(notified.payload, events::encode(&receipt.into_event(id)));
+        // Fields that are not a receipt's: the relay reads the outbox instead.
+        assert_eq!(
+            OutboxEvent::from_notification(&format!("7 {id} subject {{\"part\": 1}}")),
+            None
+        );
     }
 }

@@ -1,11 +1,16 @@
 //! Every NATS name the services use, built in one place.
 
-use reseller_proto::v1::event::Payload;
+use reseller_proto::v1::{Event, event::Payload};
 
 /// The JetStream stream that holds every event.
 pub const EVENTS_STREAM: &str = "RESELLER_EVENTS";
 /// The subjects `EVENTS_STREAM` captures.
 pub const ALL_EVENTS: &str = "reseller.events.v1.>";
+/// The subjects of the deletion's aggregate: the portals' `portal_deletion_applied`
+/// receipts, which device-service folds.
+pub const DELETION_EVENTS: &str = "reseller.events.v1.deletion.>";
+/// The subject of an event without a payload this build knows (never one it builds).
+pub const UNKNOWN_EVENT: &str = "reseller.events.v1.unknown.unknown";
 /// The JetStream stream that keeps dead letters for inspection and replay.
 pub const DEAD_LETTER_STREAM: &str = "RESELLER_DEAD_LETTERS";
 /// The subjects `DEAD_LETTER_STREAM` captures.
@@ -43,7 +48,28 @@ pub fn event_subject(payload: &Payload) -> &'static str {
     }
 }
 
+/// The subject `event` is published on: [`event_subject`] of its payload, or
+/// [`UNKNOWN_EVENT`] without one.
+pub fn subject_of(event: &Event) -> &'static str {
+    event.payload.as_ref().map_or(UNKNOWN_EVENT, event_subject)
+}
+
 /// Where `consumer` sends the events it can never apply.
 pub fn dead_letter_subject(consumer: &str) -> String {
     format!("reseller.deadletter.v1.{consumer}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reseller_proto::v1::PortalDeletionApplied;
+
+    #[test]
+    fn receipts_are_deletion_events() {
+        let receipt = Payload::PortalDeletionApplied(PortalDeletionApplied::default());
+        let aggregate = DELETION_EVENTS.trim_end_matches('>');
+        assert!(event_subject(&receipt).starts_with(aggregate));
+        assert!(event_subject(&receipt).starts_with(ALL_EVENTS.trim_end_matches('>')));
+        assert_eq!(subject_of(&Event::default()), UNKNOWN_EVENT);
+    }
 }

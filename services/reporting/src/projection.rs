@@ -28,11 +28,12 @@
 use reseller_kit::device_id::{DeviceId, DeviceIdKind};
 use reseller_kit::events::{ReceivedEvent, portal_receipt_cte, uuid_field};
 use reseller_kit::ids::{KnoxId, ResellerId};
-use reseller_kit::inbox::{ApplyError, EventHandler};
+use reseller_kit::inbox::{ApplyError, Change, EventHandler};
 use reseller_kit::one_statement::{OneStatement, Params};
 use reseller_kit::timestamp;
 use reseller_proto::v1::{self as pb, event::Payload};
 use sqlx::PgConnection;
+use time::OffsetDateTime;
 
 use crate::convert;
 use crate::domain::{
@@ -46,77 +47,85 @@ use crate::postgres::{self, Affected};
 pub struct Projection;
 
 impl EventHandler for Projection {
-    fn wants(&self, payload: &Payload) -> bool {
-        // The portals' receipts are read by device-service.
-        !matches!(payload, Payload::PortalDeletionApplied(_))
-    }
-
-    async fn apply(&self, tx: &mut PgConnection, event: &ReceivedEvent) -> Result<(), ApplyError> {
-        match &event.payload {
+    fn change(&self, event: ReceivedEvent, params: &mut Params) -> Result<Change, ApplyError> {
+        let occurred_at = event.occurred_at;
+        Ok(match event.payload {
             Payload::AccountRegistered(e) => {
                 let account = account(&e.knox_id, e.kind, &e.company_name, &e.country)?;
-                postgres::upsert_account(tx, &account).await?;
+                Change::in_transaction(move |tx| {
+                    Box::pin(async move { Ok(postgres::upsert_account(tx, &account).await?) })
+                })
             }
             Payload::CustomerAdded(e) => {
-                let customer = added_customer(e)?;
-                postgres::add_customer(tx, &customer).await?;
+                let customer = added_customer(&e)?;
+                Change::in_transaction(move |tx| {
+                    Box::pin(async move { Ok(postgres::add_customer(tx, &customer).await?) })
+                })
             }
-            Payload::CustomerReferenceUpdated(e) => {
-                let reseller_id = reseller_id(&e.reseller_id)?;
-                let knox_id = knox_id("knox_id", &e.knox_id)?;
-                let reference = text("internal_reference", &e.internal_reference, false)?;
-                postgres::update_reference(tx, &reseller_id, &knox_id, &reference, e.revision)
-                    .await?;
+            Payload::CustomerReferenceUpdated(e) => Change::in_transaction(move |tx| {
+                Box::pin(async move { reference_updated(tx, &e).await })
+            }),
+            Payload::CustomerStatusChanged(e) => Change::in_transaction(move |tx| {
+                Box::pin(async move { status_changed(tx, &e, occurred_at).await })
+            }),
+            Payload::DevicesUploaded(e) => {
+                let part = uploaded_part(&e)?;
+                Change::in_transaction(move |tx| Box::pin(async move { uploaded(tx, &part).await }))
             }
-            Payload::CustomerStatusChanged(e) => {
-                let reseller_id = reseller_id(&e.reseller_id)?;
-                let knox_id = knox_id("knox_id", &e.knox_id)?;
-                let status = convert::status_from_proto(e.status).map_err(ApplyError::Poison)?;
-                postgres::change_status(
-                    tx,
-                    &reseller_id,
-                    &knox_id,
-                    status,
-                    e.revision,
-                    event.occurred_at,
-                )
-                .await?;
-            }
-            Payload::DevicesUploaded(e) => uploaded(tx, &uploaded_part(e)?).await?,
-            // Deletions are applied by `one_statement`.
-            Payload::DevicesDeleted(_) => {}
+            Payload::DevicesDeleted(e) => Change::OneStatement(deleted(&e, params)?),
             Payload::MspCustomerLinked(e) => {
                 linked_mode(e.mode)?;
-                link_changed(tx, &link_fact(&e.customer_knox_id, &e.msp_id, true, e.seq)?).await?;
+                let fact = link_fact(&e.customer_knox_id, &e.msp_id, true, e.seq)?;
+                Change::in_transaction(move |tx| {
+                    Box::pin(async move { link_changed(tx, &fact).await })
+                })
             }
             Payload::MspManagementModeChanged(e) => {
                 linked_mode(e.mode)?;
-                link_changed(tx, &link_fact(&e.customer_knox_id, &e.msp_id, true, e.seq)?).await?;
+                let fact = link_fact(&e.customer_knox_id, &e.msp_id, true, e.seq)?;
+                Change::in_transaction(move |tx| {
+                    Box::pin(async move { link_changed(tx, &fact).await })
+                })
             }
             Payload::MspCustomerDelinked(e) => {
-                link_changed(
-                    tx,
-                    &link_fact(&e.customer_knox_id, &e.msp_id, false, e.seq)?,
-                )
-                .await?;
+                let fact = link_fact(&e.customer_knox_id, &e.msp_id, false, e.seq)?;
+                Change::in_transaction(move |tx| {
+                    Box::pin(async move { link_changed(tx, &fact).await })
+                })
             }
-            Payload::MspDevicesMoved(e) => moved(tx, &moved_part(e)?).await?,
+            Payload::MspDevicesMoved(e) => {
+                let part = moved_part(&e)?;
+                Change::in_transaction(move |tx| Box::pin(async move { moved(tx, &part).await }))
+            }
             // The portals' receipts are read by device-service.
-            Payload::PortalDeletionApplied(_) => {}
-        }
-        Ok(())
+            Payload::PortalDeletionApplied(_) => Change::Ignored,
+        })
     }
+}
 
-    fn one_statement(
-        &self,
-        event: &ReceivedEvent,
-        params: &mut Params,
-    ) -> Result<Option<OneStatement>, ApplyError> {
-        match &event.payload {
-            Payload::DevicesDeleted(e) => deleted(e, params).map(Some),
-            _ => Ok(None),
-        }
-    }
+/// Keeps a customer's reference at its highest revision.
+async fn reference_updated(
+    tx: &mut PgConnection,
+    e: &pb::CustomerReferenceUpdated,
+) -> Result<(), ApplyError> {
+    let reseller_id = reseller_id(&e.reseller_id)?;
+    let knox_id = knox_id("knox_id", &e.knox_id)?;
+    let reference = text("internal_reference", &e.internal_reference, false)?;
+    postgres::update_reference(tx, &reseller_id, &knox_id, &reference, e.revision).await?;
+    Ok(())
+}
+
+/// Keeps a customer's status at its highest revision.
+async fn status_changed(
+    tx: &mut PgConnection,
+    e: &pb::CustomerStatusChanged,
+    occurred_at: OffsetDateTime,
+) -> Result<(), ApplyError> {
+    let reseller_id = reseller_id(&e.reseller_id)?;
+    let knox_id = knox_id("knox_id", &e.knox_id)?;
+    let status = convert::status_from_proto(e.status).map_err(ApplyError::Poison)?;
+    postgres::change_status(tx, &reseller_id, &knox_id, status, e.revision, occurred_at).await?;
+    Ok(())
 }
 
 /// Registers an upload part and counts it under its placement; places the registrations

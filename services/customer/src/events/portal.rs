@@ -10,7 +10,7 @@ use reseller_kit::events::{
     DeletedColumns, MovedColumns, ReceivedEvent, portal_receipt_cte, tombstones_cte, uuid_field,
 };
 use reseller_kit::ids::KnoxId;
-use reseller_kit::inbox::{ApplyError, EventHandler};
+use reseller_kit::inbox::{ApplyError, Change, EventHandler};
 use reseller_kit::one_statement::{OneStatement, Params};
 use reseller_kit::timestamp;
 use reseller_proto::v1::{self as pb, event::Payload};
@@ -21,34 +21,17 @@ use sqlx::PgConnection;
 pub struct CustomerPortal;
 
 impl EventHandler for CustomerPortal {
-    fn wants(&self, payload: &Payload) -> bool {
-        match payload {
-            Payload::DevicesUploaded(e) => e.target_kind == pb::AccountKind::Customer as i32,
-            Payload::MspDevicesMoved(_) | Payload::DevicesDeleted(_) => true,
-            _ => false,
-        }
-    }
-
-    async fn apply(&self, tx: &mut PgConnection, event: &ReceivedEvent) -> Result<(), ApplyError> {
-        match &event.payload {
+    fn change(&self, event: ReceivedEvent, params: &mut Params) -> Result<Change, ApplyError> {
+        Ok(match event.payload {
             Payload::DevicesUploaded(e) if e.target_kind == pb::AccountKind::Customer as i32 => {
-                uploaded(tx, e).await
+                Change::in_transaction(move |tx| Box::pin(async move { uploaded(tx, &e).await }))
             }
-            Payload::MspDevicesMoved(e) => moved(tx, e).await,
-            // Deletions are applied by `one_statement`.
-            _ => Ok(()),
-        }
-    }
-
-    fn one_statement(
-        &self,
-        event: &ReceivedEvent,
-        params: &mut Params,
-    ) -> Result<Option<OneStatement>, ApplyError> {
-        match &event.payload {
-            Payload::DevicesDeleted(e) => deleted(e, params).map(Some),
-            _ => Ok(None),
-        }
+            Payload::MspDevicesMoved(e) => {
+                Change::in_transaction(move |tx| Box::pin(async move { moved(tx, &e).await }))
+            }
+            Payload::DevicesDeleted(e) => Change::OneStatement(deleted(&e, params)?),
+            _ => Change::Ignored,
+        })
     }
 }
 
@@ -126,7 +109,7 @@ fn deleted(e: &pb::DevicesDeleted, params: &mut Params) -> Result<OneStatement, 
            USING UNNEST({ids}::text[], {uploads}::uuid[]) AS d (device_id, upload_id) \
            WHERE p.device_id = d.device_id AND p.upload_id = d.upload_id RETURNING p.device_id), \
          {receipt}",
-        tombstones = tombstones_cte(crate::SCHEMA, &ids, &uploads),
+        tombstones = tombstones_cte(&ids, &uploads),
         receipt = portal_receipt_cte(e, pb::Portal::Customer, "removed", params),
     );
     Ok(OneStatement {

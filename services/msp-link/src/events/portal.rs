@@ -14,7 +14,7 @@ use reseller_kit::device_id::lookup_key;
 use reseller_kit::events::{
     DeletedColumns, MovedColumns, ReceivedEvent, portal_receipt_cte, tombstones_cte, uuid_field,
 };
-use reseller_kit::inbox::{ApplyError, EventHandler};
+use reseller_kit::inbox::{ApplyError, Change, EventHandler};
 use reseller_kit::one_statement::{OneStatement, Params};
 use reseller_kit::timestamp;
 use reseller_proto::v1::{self as pb, event::Payload};
@@ -25,31 +25,17 @@ use sqlx::PgConnection;
 pub struct MspPortal;
 
 impl EventHandler for MspPortal {
-    fn wants(&self, payload: &Payload) -> bool {
-        matches!(
-            payload,
-            Payload::DevicesUploaded(_) | Payload::DevicesDeleted(_) | Payload::MspDevicesMoved(_)
-        )
-    }
-
-    async fn apply(&self, tx: &mut PgConnection, event: &ReceivedEvent) -> Result<(), ApplyError> {
-        match &event.payload {
-            Payload::DevicesUploaded(e) => uploaded(tx, e).await,
-            Payload::MspDevicesMoved(e) => moved(tx, e).await,
-            // Deletions are applied by `one_statement`.
-            _ => Ok(()),
-        }
-    }
-
-    fn one_statement(
-        &self,
-        event: &ReceivedEvent,
-        params: &mut Params,
-    ) -> Result<Option<OneStatement>, ApplyError> {
-        match &event.payload {
-            Payload::DevicesDeleted(e) => deleted(e, params).map(Some),
-            _ => Ok(None),
-        }
+    fn change(&self, event: ReceivedEvent, params: &mut Params) -> Result<Change, ApplyError> {
+        Ok(match event.payload {
+            Payload::DevicesUploaded(e) => {
+                Change::in_transaction(move |tx| Box::pin(async move { uploaded(tx, &e).await }))
+            }
+            Payload::MspDevicesMoved(e) => {
+                Change::in_transaction(move |tx| Box::pin(async move { moved(tx, &e).await }))
+            }
+            Payload::DevicesDeleted(e) => Change::OneStatement(deleted(&e, params)?),
+            _ => Change::Ignored,
+        })
     }
 }
 
@@ -138,7 +124,7 @@ fn deleted(e: &pb::DevicesDeleted, params: &mut Params) -> Result<OneStatement, 
              (SELECT 1 FROM msp.links l WHERE l.customer_knox_id = m.holder_knox_id)) AS shown), \
          removed AS (SELECT device_id FROM deleted WHERE shown), \
          {receipt}",
-        tombstones = tombstones_cte(crate::SCHEMA, &ids, &uploads),
+        tombstones = tombstones_cte(&ids, &uploads),
         receipt = portal_receipt_cte(e, pb::Portal::Msp, "removed", params),
     );
     Ok(OneStatement {

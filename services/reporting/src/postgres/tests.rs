@@ -161,20 +161,23 @@ async fn all_devices(repo: &Repository, knox_id: &str, page_size: i32) -> Vec<St
     }
 }
 
-/// The receipts in the outbox, oldest first.
+/// The receipts in the outbox, oldest first, as the relay publishes them.
 async fn receipts(pool: &PgPool) -> Vec<pb::PortalDeletionApplied> {
-    let payloads: Vec<Vec<u8>> = sqlx::query_scalar(
-        "SELECT payload FROM reporting.outbox WHERE subject = 'reseller.events.v1.deletion.portal_applied' ORDER BY id",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    payloads
+    let mut conn = pool.acquire().await.unwrap();
+    let subject =
+        reseller_kit::subjects::event_subject(&Payload::PortalDeletionApplied(Default::default()));
+    crate::postgres::OUTBOX
+        .unpublished(&mut conn, i64::MAX)
+        .await
+        .unwrap()
         .iter()
-        .map(|p| match pb::Event::decode(p.as_slice()).unwrap().payload {
-            Some(Payload::PortalDeletionApplied(r)) => r,
-            other => panic!("not a receipt: {other:?}"),
-        })
+        .filter(|e| e.subject == subject)
+        .map(
+            |e| match pb::Event::decode(e.payload.as_slice()).unwrap().payload {
+                Some(Payload::PortalDeletionApplied(r)) => r,
+                other => panic!("not a receipt: {other:?}"),
+            },
+        )
         .collect()
 }
 

@@ -358,7 +358,7 @@ pub fn delete_registrations_ctes(part: &DeletedPart, params: &mut Params) -> Str
            FROM (SELECT knox_id, min(kind) AS kind, sum(live) AS live FROM deltas GROUP BY knox_id) r \
            LEFT JOIN reporting.accounts a ON a.knox_id = r.knox_id \
            ON CONFLICT (reseller_id, knox_id) DO UPDATE SET devices = c.devices + EXCLUDED.devices)",
-        tombstones = tombstones_cte(crate::SCHEMA, &ids, &uploads),
+        tombstones = tombstones_cte(&ids, &uploads),
         msp = AccountKind::Msp.as_db(),
         customer = AccountKind::Customer.as_db(),
     )
