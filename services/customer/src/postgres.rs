@@ -3,6 +3,7 @@
 
 use reseller_kit::ids::{KnoxId, ResellerId};
 use reseller_kit::outbox::Outbox;
+use reseller_kit::portal::PortalDevice;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
 use time::OffsetDateTime;
@@ -29,7 +30,7 @@ const CUSTOMER_COLUMNS: &str = "rc.reseller_id, rc.internal_reference, rc.refere
 fn account_from_row(row: &PgRow) -> Result<Account, sqlx::Error> {
     Ok(Account {
         knox_id: row.try_get("knox_id")?,
-        kind: AccountKind::from_db(row.try_get("kind")?),
+        kind: AccountKind::from_db(row.try_get("kind")?)?,
         company_name: row.try_get("company_name")?,
         country: row.try_get("country")?,
         created_at: row.try_get("created_at")?,
@@ -297,29 +298,6 @@ impl Repository {
     }
 }
 
-/// One device of the customer portal.
-#[derive(Debug, Clone)]
-pub struct PortalDevice {
-    /// Normalised identifier.
-    pub device_id: String,
-    /// `reseller.v1.DeviceIdKind`.
-    pub id_kind: i16,
-    /// Model.
-    pub model: String,
-    /// The reseller that uploaded it.
-    pub reseller_id: String,
-    /// The upload.
-    pub upload_id: uuid::Uuid,
-    /// The customer holding it.
-    pub holder_knox_id: String,
-    /// Moved here by an MSP?
-    pub moved_by_msp: bool,
-    /// That MSP ("" otherwise).
-    pub msp_id: String,
-    /// When it was uploaded.
-    pub uploaded_at: OffsetDateTime,
-}
-
 impl Repository {
     /// A page of the customer portal of `holder`, after the keyset `after`
     /// (device ID, upload ID), in device-ID order.
@@ -354,8 +332,10 @@ impl Repository {
                     reseller_id: r.try_get("reseller_id")?,
                     upload_id: r.try_get("upload_id")?,
                     holder_knox_id: r.try_get("holder_knox_id")?,
-                    moved_by_msp: r.try_get("moved_by_msp")?,
-                    msp_id: r.try_get("msp_id")?,
+                    moved_by_msp: r
+                        .try_get::<bool, _>("moved_by_msp")?
+                        .then(|| r.try_get("msp_id"))
+                        .transpose()?,
                     uploaded_at: r.try_get("uploaded_at")?,
                 })
             })

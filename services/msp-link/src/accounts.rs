@@ -5,19 +5,11 @@
 use std::time::Duration;
 
 use reseller_kit::ApiError;
+use reseller_kit::accounts::AccountKind;
 use reseller_kit::auth::{JwtAuth, Role, with_bearer};
 use reseller_proto::v1::{self as pb, account_service_client::AccountServiceClient};
 use tonic::transport::Channel;
 use tonic::{Code, Request};
-
-/// Whether an account is a customer or an MSP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// A customer account.
-    Customer,
-    /// An MSP account.
-    Msp,
-}
 
 /// customer-service's accounts, as msp-link-service sees them.
 #[derive(Debug, Clone)]
@@ -42,8 +34,9 @@ impl AccountDirectory {
     /// The kind of account `knox_id`, or `None` when it is not registered.
     ///
     /// # Errors
-    /// `UNAVAILABLE` when customer-service cannot be asked.
-    pub async fn kind(&self, knox_id: &str) -> Result<Option<Kind>, ApiError> {
+    /// `UNAVAILABLE` when customer-service cannot be asked; `INTERNAL` when it answers a
+    /// kind this version does not know (never read as a customer).
+    pub async fn kind(&self, knox_id: &str) -> Result<Option<AccountKind>, ApiError> {
         let token = self
             .auth
             .mint(Role::Admin, "msp-link-service", Duration::from_secs(60))?;
@@ -58,10 +51,13 @@ impl AccountDirectory {
             .get_account(request)
             .await
         {
-            Ok(account) => Ok(match pb::AccountKind::try_from(account.into_inner().kind) {
-                Ok(pb::AccountKind::Msp) => Some(Kind::Msp),
-                _ => Some(Kind::Customer),
-            }),
+            Ok(account) => AccountKind::try_from(account.into_inner().kind)
+                .map(Some)
+                .map_err(|e| {
+                    ApiError::Internal(anyhow::anyhow!(
+                        "customer-service answered account {knox_id} with a kind that {e}"
+                    ))
+                }),
             Err(status) if status.code() == Code::NotFound => Ok(None),
             Err(status) => {
                 tracing::warn!(%status, "customer-service did not answer");

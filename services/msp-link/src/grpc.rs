@@ -1,5 +1,6 @@
 //! The gRPC edge of msp-link-service: authorise, parse, call the repository, convert.
 
+use reseller_kit::accounts::AccountKind;
 use reseller_kit::auth::{Principal, Role};
 use reseller_kit::ids::KnoxId;
 use reseller_kit::{ApiError, FieldViolations, paging, text, timestamp};
@@ -7,9 +8,9 @@ use reseller_proto::v1::{self as pb, msp_service_server::MspService};
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
 
-use crate::accounts::{AccountDirectory, Kind};
+use crate::accounts::AccountDirectory;
 use crate::domain::{Link, Mode, MoveAnswer, MoveRequest, MspError};
-use crate::postgres::{PortalDevice, Repository};
+use crate::postgres::Repository;
 
 /// `reseller.v1.MspService`.
 #[derive(Debug, Clone)]
@@ -28,7 +29,7 @@ impl MspApi {
     async fn calling_msp<T>(&self, request: &Request<T>) -> Result<KnoxId, ApiError> {
         let msp = Principal::of(request)?.account(&[Role::Msp])?;
         match self.accounts.kind(msp.as_str()).await? {
-            Some(Kind::Msp) => Ok(msp),
+            Some(AccountKind::Msp) => Ok(msp),
             _ => Err(MspError::NotAnMsp(msp.to_string()).into()),
         }
     }
@@ -74,20 +75,6 @@ fn link_to_proto(link: Link) -> pb::ManagedCustomer {
     }
 }
 
-fn device_to_proto(d: PortalDevice) -> pb::PortalDevice {
-    pb::PortalDevice {
-        device_id: d.device_id,
-        id_kind: i32::from(d.id_kind),
-        model: d.model,
-        reseller_id: d.reseller_id,
-        upload_id: d.upload_id.to_string(),
-        moved_by_msp: !d.moved_by_msp.is_empty(),
-        msp_id: d.moved_by_msp,
-        holder_knox_id: d.holder_knox_id,
-        uploaded_at: Some(timestamp::to_proto(d.uploaded_at)),
-    }
-}
-
 #[tonic::async_trait]
 impl MspService for MspApi {
     async fn link_customer(
@@ -106,10 +93,10 @@ impl MspService for MspApi {
             None => {
                 return Err(ApiError::from(MspError::AccountNotFound(customer.to_string())).into());
             }
-            Some(Kind::Msp) => {
+            Some(AccountKind::Msp) => {
                 return Err(ApiError::from(MspError::NotACustomer(customer.to_string())).into());
             }
-            Some(Kind::Customer) => {}
+            Some(AccountKind::Customer) => {}
         }
         let link = self
             .repo
@@ -273,7 +260,7 @@ impl MspService for MspApi {
         let next_page_token =
             paging::finish_page(&mut devices, limit, |d| (d.device_id.clone(), d.upload_id));
         Ok(Response::new(pb::ListMspDevicesResponse {
-            devices: devices.into_iter().map(device_to_proto).collect(),
+            devices: devices.into_iter().map(Into::into).collect(),
             next_page_token,
         }))
     }

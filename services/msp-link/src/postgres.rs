@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use reseller_kit::ids::KnoxId;
 use reseller_kit::outbox::Outbox;
+use reseller_kit::portal::PortalDevice;
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 use time::OffsetDateTime;
@@ -62,27 +63,6 @@ async fn live_link(tx: &mut PgConnection, customer: &str) -> Result<Option<Link>
     .await?
     .map(|r| link_from_row(&r))
     .transpose()
-}
-
-/// One device of the MSP portal.
-#[derive(Debug, Clone)]
-pub struct PortalDevice {
-    /// Normalised identifier.
-    pub device_id: String,
-    /// `reseller.v1.DeviceIdKind`.
-    pub id_kind: i16,
-    /// Model.
-    pub model: String,
-    /// The reseller that uploaded it.
-    pub reseller_id: String,
-    /// The upload.
-    pub upload_id: Uuid,
-    /// The account holding it now (the MSP itself for its pool).
-    pub holder_knox_id: String,
-    /// The MSP that moved it ("" if never moved).
-    pub moved_by_msp: String,
-    /// When it was uploaded.
-    pub uploaded_at: OffsetDateTime,
 }
 
 /// The registrations a move's canonical identifiers (`$1`) name, as `registrations (key,
@@ -333,7 +313,7 @@ impl Repository {
             // Events name each registration by its device ID, whichever identifier the
             // caller used: that is how every projection keys it.
             let batch: Vec<_> = to_move
-                .chunks(crate::EVENT_PART_SIZE)
+                .chunks(reseller_kit::event_parts::EVENT_PART_SIZE)
                 .map(|chunk| events::devices_moved(msp.as_str(), target.as_str(), chunk, seq))
                 .collect();
             OUTBOX.enqueue(&mut tx, &batch).await?;
@@ -393,7 +373,8 @@ impl Repository {
                     reseller_id: r.try_get("reseller_id")?,
                     upload_id: r.try_get("upload_id")?,
                     holder_knox_id: r.try_get("holder_knox_id")?,
-                    moved_by_msp: r.try_get("moved_by_msp")?,
+                    moved_by_msp: Some(r.try_get::<String, _>("moved_by_msp")?)
+                        .filter(|msp| !msp.is_empty()),
                     uploaded_at: r.try_get("uploaded_at")?,
                 })
             })
