@@ -1,14 +1,25 @@
-//! The kinds of account and the reseller-customer status (DOMAIN.md "Parties and
-//! accounts", "Customer status"), defined once for every service that stores or shows
-//! them (customer-service owns them, reporting-service projects them, msp-link-service
-//! asks customer-service for an account's kind), with every conversion beside the type:
-//! protobuf ↔ domain (`TryFrom<i32>` / `From`) and the database spelling (`as_db`,
-//! `from_db`).
+//! The vocabulary of accounts and reseller customers (DOMAIN.md "Parties and accounts",
+//! "Customer status"), defined once for every service that stores or shows it
+//! (customer-service owns accounts and customers, reporting-service projects them,
+//! msp-link-service asks customer-service for an account's kind): the kinds of account,
+//! the reseller-customer status, and the free-text fields' maximums. Every conversion
+//! sits beside its type: protobuf ↔ domain (`TryFrom<i32>` / `From`) and the database
+//! spelling (`as_db`, `from_db`).
 //!
 //! A value this version does not know is an error, never a guess: a request's field is
 //! `INVALID_ARGUMENT`, an event's a poison message, a stored value a decode error.
 
 use reseller_proto::v1 as pb;
+
+use crate::text::FreeText;
+
+/// An account's company name: 1 to 200 characters of free text; required, so parse it
+/// with [`FreeText::parse_required`].
+pub type CompanyName = FreeText<200>;
+
+/// A reseller's internal customer reference: 0 to 100 characters of free text (DOMAIN.md
+/// "Parties and accounts"); "" means none.
+pub type InternalReference = FreeText<100>;
 
 /// Whether an account is an ordinary customer or an MSP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -238,6 +249,29 @@ mod tests {
             CustomerStatus::from_approval(Some(false)),
             CustomerStatus::Inactive
         );
+    }
+
+    #[test]
+    fn references_are_trimmed_bounded_and_printable() {
+        let reference = |s: &str| InternalReference::parse("internal_reference", s);
+        assert_eq!(reference("  PO-7 ").unwrap().as_str(), "PO-7");
+        assert_eq!(reference("").unwrap().as_str(), "");
+        assert!(
+            reference(&"é".repeat(100)).is_ok(),
+            "limit counts characters"
+        );
+        assert!(reference(&"x".repeat(101)).is_err());
+        assert!(reference("a\u{7}b").is_err());
+        assert!(reference("a\nb").is_err());
+    }
+
+    #[test]
+    fn company_names_are_required_and_bounded() {
+        let name = |s: &str| CompanyName::parse_required("company_name", s);
+        assert!(name("   ").is_err());
+        assert_eq!(name(" Acme GmbH ").unwrap().as_str(), "Acme GmbH");
+        assert!(name(&"x".repeat(200)).is_ok());
+        assert!(name(&"x".repeat(201)).is_err());
     }
 
     #[test]

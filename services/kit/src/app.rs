@@ -273,6 +273,7 @@ pub struct CustomerServiceUrl {
     /// Where customer-service answers.
     #[arg(
         long = "customer-service-url",
+        value_name = "CUSTOMER_SERVICE_URL",
         env = "CUSTOMER_SERVICE_URL",
         default_value = "http://127.0.0.1:50051"
     )]
@@ -296,10 +297,12 @@ where
     M: ServiceModule + 'static,
 {
     use clap::{Args, FromArgMatches};
-    let command = clap::Command::new(name)
+    // `about` and `version` last: the settings' own doc comments would replace them.
+    let matches = Settings::augment_args(ProgramArgs::augment_args(clap::Command::new(name)))
+        .about(about)
+        .long_about(None)
         .version(env!("CARGO_PKG_VERSION"))
-        .about(about);
-    let matches = Settings::augment_args(ProgramArgs::augment_args(command)).get_matches();
+        .get_matches();
     let parsed = ProgramArgs::from_arg_matches(&matches)
         .and_then(|program| Ok((program, Settings::from_arg_matches(&matches)?)));
     let (program, settings) = parsed.unwrap_or_else(|e| e.exit());

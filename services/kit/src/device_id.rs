@@ -281,25 +281,19 @@ pub type DeviceModel = FreeText<64>;
 
 /// The Luhn check digit of `payload` (digits, most significant first).
 pub fn luhn_check_digit(payload: &[u32]) -> u32 {
-    let sum: u32 = payload
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(i, &d)| {
-            if i % 2 == 0 {
-                let doubled = d * 2;
-                if doubled > 9 { doubled - 9 } else { doubled }
-            } else {
-                d
-            }
-        })
-        .sum();
-    (10 - sum % 10) % 10
+    luhn_check_digit_in(10, payload)
 }
 
 /// The Luhn check digit of `payload` in base 16 (hex digit values, most significant
 /// first), as printed after an MEID (3GPP2 X.S0008).
 pub fn luhn_check_digit_hex(payload: &[u32]) -> u32 {
+    luhn_check_digit_in(16, payload)
+}
+
+/// Luhn in `base`: from the right, every other digit doubled and its two digits (in
+/// `base`) added, and the digit that brings the sum to a multiple of `base`. In base 10
+/// that is the familiar "subtract 9 from a doubled digit above 9".
+fn luhn_check_digit_in(base: u32, payload: &[u32]) -> u32 {
     let sum: u32 = payload
         .iter()
         .rev()
@@ -307,13 +301,13 @@ pub fn luhn_check_digit_hex(payload: &[u32]) -> u32 {
         .map(|(i, &d)| {
             if i % 2 == 0 {
                 let doubled = d * 2;
-                doubled / 16 + doubled % 16
+                doubled / base + doubled % base
             } else {
                 d
             }
         })
         .sum();
-    (16 - sum % 16) % 16
+    (base - sum % base) % base
 }
 
 /// Step 1: `value` without spaces, dashes, dots and slashes, when what remains is 14 to

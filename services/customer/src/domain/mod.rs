@@ -1,11 +1,9 @@
 //! The rules of accounts, reseller customers and approvals (DOMAIN.md), free of I/O.
 
 mod country;
-mod text;
 
 pub use country::Country;
-pub use reseller_kit::accounts::{AccountKind, CustomerStatus};
-pub use text::{CompanyName, InternalReference};
+pub use reseller_kit::accounts::{AccountKind, CompanyName, CustomerStatus, InternalReference};
 
 use reseller_kit::ids::{KnoxId, ResellerId};
 use time::OffsetDateTime;
