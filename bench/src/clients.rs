@@ -8,30 +8,12 @@ use reseller_proto::v1::{
     device_service_client::DeviceServiceClient, msp_service_client::MspServiceClient,
     reporting_service_client::ReportingServiceClient,
 };
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
-use tonic::service::interceptor::InterceptedService;
+// resellerctl's interceptor: the benchmarks call the portal as its client does.
+use resellerctl::{Authed, Bearer};
 use tonic::transport::Channel;
-use tonic::{Request, Status};
 
 /// Responses may be large (an upload's rejections, CSV chunks).
 const MAX_MESSAGE: usize = 256 * 1024 * 1024;
-
-/// Adds `authorization: Bearer <token>`.
-#[derive(Debug, Clone)]
-pub struct Bearer(MetadataValue<Ascii>);
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
-
-/// A channel that authenticates.
-pub type Authed = InterceptedService<Channel, Bearer>;
 
 /// A channel per service program. In the single-process stack all four are the same
 /// channel (one `reseller-portal` serves every service); on the cluster shape each is a
@@ -81,7 +63,7 @@ impl Caller {
         let token = auth.mint(role, subject, Duration::from_secs(86_400))?;
         Ok(Self {
             channels,
-            auth: Bearer(format!("Bearer {token}").parse()?),
+            auth: Bearer::new(&token)?,
         })
     }
 

@@ -108,6 +108,40 @@ async fn pause(d: Duration) {
 // ---------------------------------------------------------------------------------------
 // The floor.
 
+/// The messages of a floor's durable pull consumer `name` on `stream`, the consumer
+/// configured like the services' (explicit acks, every message, 30 s to ack, redelivered
+/// until acked, at most 1,024 unacked; `replicas` replicas), pulled 256 at a time.
+///
+/// # Errors
+/// When the consumer cannot be created or its messages not pulled.
+pub(crate) async fn floor_messages(
+    stream: &stream::Stream,
+    name: &str,
+    replicas: usize,
+) -> anyhow::Result<pull::Stream> {
+    let config = pull::Config {
+        durable_name: Some(name.into()),
+        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+        deliver_policy: jetstream::consumer::DeliverPolicy::All,
+        ack_wait: Duration::from_secs(30),
+        max_deliver: -1,
+        max_ack_pending: 1024,
+        num_replicas: replicas,
+        ..Default::default()
+    };
+    let consumer = stream
+        .get_or_create_consumer(name, config)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating consumer {name}: {e}"))?;
+    Ok(consumer
+        .stream()
+        .max_messages_per_batch(256)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await?)
+}
+
 /// One JetStream publish acked, received by a durable pull consumer, acked (double ack:
 /// the server confirmed the ack); one at a time at `rate`, through a stream (and
 /// consumer) of `replicas` replicas on the servers of `nats_url` (comma-separated).
@@ -132,30 +166,7 @@ async fn floor(
         })
         .await
         .map_err(|e| anyhow::anyhow!("creating stream BENCH_FLOOR: {e}"))?;
-    // Configured like the services' consumers.
-    let consumer = stream
-        .get_or_create_consumer(
-            "bench-floor",
-            pull::Config {
-                durable_name: Some("bench-floor".into()),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                deliver_policy: jetstream::consumer::DeliverPolicy::All,
-                ack_wait: Duration::from_secs(30),
-                max_deliver: -1,
-                max_ack_pending: 1024,
-                num_replicas: replicas,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("creating consumer bench-floor: {e}"))?;
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(256)
-        .heartbeat(Duration::from_secs(5))
-        .expires(Duration::from_secs(30))
-        .messages()
-        .await?;
+    let mut messages = floor_messages(&stream, "bench-floor", replicas).await?;
     let (acked_tx, mut acked) = mpsc::unbounded_channel::<(u64, Instant)>();
     let receiver = tokio::spawn(async move {
         while let Some(Ok(message)) = messages.next().await {
@@ -283,47 +294,45 @@ impl Pollers {
     async fn page(&self, view: View) -> Result<Vec<String>, tonic::Status> {
         let started = Instant::now();
         let ids: Vec<String> = match view {
-            View::Reseller => self
-                .reseller
-                .reporting()
-                .list_customer_devices(pb::ListCustomerDevicesRequest {
+            View::Reseller => {
+                let request = pb::ListCustomerDevicesRequest {
                     knox_id: DELETE_CUSTOMER.into(),
                     page_size: PAGE,
                     page_token: String::new(),
-                })
-                .await?
-                .into_inner()
-                .devices
-                .into_iter()
-                .map(|d| d.device_id)
-                .collect(),
-            View::Msp => self
-                .msp
-                .msp()
-                .list_msp_devices(pb::ListMspDevicesRequest {
-                    customer_knox_id: DELETE_CUSTOMER.into(),
-                    page_size: PAGE,
-                    page_token: String::new(),
-                })
-                .await?
-                .into_inner()
-                .devices
-                .into_iter()
-                .map(|d| d.device_id)
-                .collect(),
-            View::Customer => self
-                .customer
-                .customers()
-                .list_my_devices(pb::ListMyDevicesRequest {
-                    page_size: PAGE,
-                    page_token: String::new(),
-                })
-                .await?
-                .into_inner()
-                .devices
-                .into_iter()
-                .map(|d| d.device_id)
-                .collect(),
+                };
+                let mut reporting = self.reseller.reporting();
+                let devices = reporting.list_customer_devices(request).await?;
+                devices
+                    .into_inner()
+                    .devices
+                    .into_iter()
+                    .map(|d| d.device_id)
+                    .collect()
+            }
+            // Both portals list `PortalDevice`s.
+            View::Msp | View::Customer => {
+                let devices = if matches!(view, View::Msp) {
+                    let request = pb::ListMspDevicesRequest {
+                        customer_knox_id: DELETE_CUSTOMER.into(),
+                        page_size: PAGE,
+                        page_token: String::new(),
+                    };
+                    let mut msp = self.msp.msp();
+                    msp.list_msp_devices(request).await?.into_inner().devices
+                } else {
+                    let request = pb::ListMyDevicesRequest {
+                        page_size: PAGE,
+                        page_token: String::new(),
+                    };
+                    let mut customers = self.customer.customers();
+                    customers
+                        .list_my_devices(request)
+                        .await?
+                        .into_inner()
+                        .devices
+                };
+                devices.into_iter().map(|d| d.device_id).collect()
+            }
         };
         self.stats.add(view.index(), started.elapsed());
         Ok(ids)

@@ -19,12 +19,13 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use async_nats::jetstream::{self, consumer::pull, stream};
+use async_nats::jetstream::{self, stream};
 use futures::StreamExt;
 use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection};
 use tokio::sync::mpsc;
 
+use crate::deletion::floor_messages;
 use crate::stats::Samples;
 
 const STREAM: &str = "BENCH_DURABLE_FLOOR";
@@ -81,19 +82,7 @@ pub async fn measure(
         })
         .await
         .map_err(|e| anyhow::anyhow!("creating stream {STREAM}: {e}"))?;
-    let consumer = stream
-        .create_consumer(pull::Config {
-            durable_name: Some("bench-durable-floor".into()),
-            ack_policy: jetstream::consumer::AckPolicy::Explicit,
-            deliver_policy: jetstream::consumer::DeliverPolicy::All,
-            ack_wait: Duration::from_secs(30),
-            max_deliver: -1,
-            max_ack_pending: 1024,
-            num_replicas: target.replicas,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("creating the floor's consumer: {e}"))?;
+    let mut messages = floor_messages(&stream, "bench-durable-floor", target.replicas).await?;
 
     // The relay's half: LISTEN, publish, await the ack.
     let mut listener = PgListener::connect(target.database_url).await?;
@@ -115,13 +104,6 @@ pub async fn measure(
 
     // The consumer's half: receive, commit the inbox row, ack.
     let mut inbox = PgConnection::connect(target.database_url).await?;
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(256)
-        .heartbeat(Duration::from_secs(5))
-        .expires(Duration::from_secs(30))
-        .messages()
-        .await?;
     let (applied_tx, mut applied) = mpsc::unbounded_channel::<(i64, Instant)>();
     let applier = tokio::spawn(async move {
         while let Some(Ok(message)) = messages.next().await {

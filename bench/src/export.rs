@@ -27,13 +27,26 @@ pub struct ExportConfig {
 }
 
 /// What one download produced.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Download {
     took: Duration,
     first_byte: Duration,
     bytes: u64,
     lines: u64,
     chunks: u64,
+}
+
+impl Download {
+    /// Counts a chunk of a download that started at `started` (the first one's arrival
+    /// is the time to the first byte).
+    fn add(&mut self, started: Instant, chunk: &[u8]) {
+        if self.chunks == 0 {
+            self.first_byte = started.elapsed();
+        }
+        self.chunks += 1;
+        self.bytes += chunk.len() as u64;
+        self.lines += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+    }
 }
 
 /// The reference: the rows the service's customer CSV reads, straight out of its
@@ -71,21 +84,9 @@ async fn reference_query(conn: &mut PgConnection) -> anyhow::Result<(String, &'s
 async fn reference_copy(conn: &mut PgConnection, statement: &str) -> anyhow::Result<Download> {
     let started = Instant::now();
     let mut stream = conn.copy_out_raw(statement).await?;
-    let mut d = Download {
-        took: Duration::ZERO,
-        first_byte: Duration::ZERO,
-        bytes: 0,
-        lines: 0,
-        chunks: 0,
-    };
+    let mut d = Download::default();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk?;
-        if d.chunks == 0 {
-            d.first_byte = started.elapsed();
-        }
-        d.chunks += 1;
-        d.bytes += chunk.len() as u64;
-        d.lines += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+        d.add(started, &chunk?);
     }
     d.took = started.elapsed();
     Ok(d)
@@ -105,20 +106,9 @@ async fn service_export(stack: &Stack) -> Result<Download, tonic::Status> {
         })
         .await?
         .into_inner();
-    let mut d = Download {
-        took: Duration::ZERO,
-        first_byte: Duration::ZERO,
-        bytes: 0,
-        lines: 0,
-        chunks: 0,
-    };
+    let mut d = Download::default();
     while let Some(chunk) = stream.message().await? {
-        if d.chunks == 0 {
-            d.first_byte = started.elapsed();
-        }
-        d.chunks += 1;
-        d.bytes += chunk.data.len() as u64;
-        d.lines += chunk.data.iter().filter(|&&b| b == b'\n').count() as u64;
+        d.add(started, &chunk.data);
     }
     d.took = started.elapsed();
     Ok(d)

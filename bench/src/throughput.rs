@@ -167,32 +167,23 @@ impl Model {
             .collect()
     }
 
-    fn uploaded_to(&self, knox: &str) -> &[String] {
-        self.uploaded.get(knox).map(Vec::as_slice).unwrap_or(&[])
+    /// The devices `knox` accepted.
+    fn uploaded_to(&self, knox: &str) -> impl Iterator<Item = &String> {
+        self.uploaded.get(knox).into_iter().flatten()
     }
 
     /// The MSP portal: its pool (moved devices included) and what was uploaded to the
     /// customers it links.
     fn msp_portal(&self) -> BTreeSet<String> {
-        let mut all = self.alive(self.uploaded_to(T_MSP));
-        for (knox, _) in T_LINKED {
-            all.extend(self.alive(self.uploaded_to(knox)));
-        }
-        all
+        let linked = T_LINKED.iter().map(|(knox, _)| *knox);
+        let held = std::iter::once(T_MSP).chain(linked);
+        self.alive(held.flat_map(|knox| self.uploaded_to(knox)))
     }
 
     /// A customer portal: what was uploaded to it and what the MSP moved to it.
     fn customer_portal(&self, knox: &str) -> BTreeSet<String> {
-        let mut all = self.alive(self.uploaded_to(knox));
-        all.extend(
-            self.alive(
-                self.moved
-                    .iter()
-                    .filter(|(_, to)| to.as_str() == knox)
-                    .map(|(id, _)| id),
-            ),
-        );
-        all
+        let moved_here = self.moved.iter().filter(|(_, to)| to.as_str() == knox);
+        self.alive(self.uploaded_to(knox).chain(moved_here.map(|(id, _)| id)))
     }
 
     /// Every account of this benchmark with the reseller's counts: (uploaded, alive).
@@ -203,9 +194,9 @@ impl Model {
             .chain([T_MSP.to_string()])
             .chain(self.onboarded.iter().cloned())
             .map(|knox| {
-                let uploaded = self.uploaded_to(&knox);
-                let row = (uploaded.len() as i64, self.alive(uploaded).len() as i64);
-                (knox, row)
+                let uploaded = self.uploaded_to(&knox).count() as i64;
+                let alive = self.alive(self.uploaded_to(&knox)).len() as i64;
+                (knox, (uploaded, alive))
             })
             .collect()
     }
@@ -576,6 +567,25 @@ fn compare(what: &str, want: &BTreeSet<String>, got: &[String]) -> Result<(), St
     ))
 }
 
+/// The device IDs of every page of a portal's device list; `page` asks for the page at
+/// a token and answers its devices and the next page's token ("" after the last).
+async fn every_device_id<F, Fut>(mut page: F) -> Result<Vec<String>, tonic::Status>
+where
+    F: FnMut(String) -> Fut,
+    Fut: Future<Output = Result<(Vec<pb::PortalDevice>, String), tonic::Status>>,
+{
+    let mut ids = Vec::new();
+    let mut token = String::new();
+    loop {
+        let (devices, next_page_token) = page(token).await?;
+        ids.extend(devices.into_iter().map(|d| d.device_id));
+        if next_page_token.is_empty() {
+            return Ok(ids);
+        }
+        token = next_page_token;
+    }
+}
+
 async fn check_views(stack: &Stack, model: &Model) -> Result<Value, String> {
     let status = |s: tonic::Status| format!("{:?} {}", s.code(), s.message());
     // The reseller's Customers page: uploads and live devices per account.
@@ -619,25 +629,20 @@ async fn check_views(stack: &Stack, model: &Model) -> Result<Value, String> {
     }
     // The MSP portal.
     let msp = stack.caller(Role::Msp, T_MSP).map_err(|e| e.to_string())?;
-    let mut got = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = msp
-            .msp()
-            .list_msp_devices(pb::ListMspDevicesRequest {
-                customer_knox_id: String::new(),
+    let got = every_device_id(|page_token| {
+        let mut msp = msp.msp();
+        async move {
+            let request = pb::ListMspDevicesRequest {
                 page_size: 1000,
-                page_token: token,
-            })
-            .await
-            .map_err(status)?
-            .into_inner();
-        got.extend(page.devices.into_iter().map(|d| d.device_id));
-        if page.next_page_token.is_empty() {
-            break;
+                page_token,
+                ..Default::default()
+            };
+            let page = msp.list_msp_devices(request).await?.into_inner();
+            Ok((page.devices, page.next_page_token))
         }
-        token = page.next_page_token;
-    }
+    })
+    .await
+    .map_err(status)?;
     let msp_devices = got.len();
     compare("ListMspDevices", &model.msp_portal(), &got)?;
     // Every customer portal.
@@ -651,24 +656,19 @@ async fn check_views(stack: &Stack, model: &Model) -> Result<Value, String> {
         let caller = stack
             .caller(Role::Customer, knox)
             .map_err(|e| e.to_string())?;
-        let mut got = Vec::new();
-        let mut token = String::new();
-        loop {
-            let page = caller
-                .customers()
-                .list_my_devices(pb::ListMyDevicesRequest {
+        let got = every_device_id(|page_token| {
+            let mut customers = caller.customers();
+            async move {
+                let request = pb::ListMyDevicesRequest {
                     page_size: 1000,
-                    page_token: token,
-                })
-                .await
-                .map_err(status)?
-                .into_inner();
-            got.extend(page.devices.into_iter().map(|d| d.device_id));
-            if page.next_page_token.is_empty() {
-                break;
+                    page_token,
+                };
+                let page = customers.list_my_devices(request).await?.into_inner();
+                Ok((page.devices, page.next_page_token))
             }
-            token = page.next_page_token;
-        }
+        })
+        .await
+        .map_err(status)?;
         customer_devices += got.len();
         compare(
             &format!("ListMyDevices {knox}"),

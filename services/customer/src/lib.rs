@@ -2,22 +2,20 @@
 //! approvals, and the customer portal.
 //!
 //! Layout: `domain` (rules, no I/O), `postgres` (the repository; one transaction per
-//! command, events through the outbox), `events` (what it publishes), `portal` (the
-//! customer portal projection and its deletion receipts), `grpc` (the edge), `module`
-//! (wiring into a program).
+//! command, events through the outbox), `events` (what it publishes, and `portal`: the
+//! customer portal projection and its deletion receipts), `grpc` (the edge and its
+//! protobuf conversions), `module` (wiring into a program).
 
 #![forbid(unsafe_code)]
 
-mod convert;
 pub mod domain;
 mod events;
 mod grpc;
 mod module;
-pub mod portal;
 mod postgres;
 
+pub use events::portal::CustomerPortal;
 pub use module::{CustomerModule, portal_consumer};
-pub use portal::CustomerPortal;
 
 /// The PostgreSQL schema this service owns.
 pub const SCHEMA: &str = "customer";

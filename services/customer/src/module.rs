@@ -10,8 +10,8 @@ use reseller_proto::v1::{
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::events::portal::CustomerPortal;
 use crate::grpc::CustomerApi;
-use crate::portal::CustomerPortal;
 use crate::postgres::{OUTBOX, Repository};
 
 /// customer-service as hosted by a program.

@@ -153,6 +153,28 @@ impl From<ApiError> for Status {
     }
 }
 
+/// Why a service's command failed: a rule of its domain refused it (`E`, which the
+/// service maps with its `From<E> for ApiError`), or the database failed. Domain errors
+/// stay free of I/O; repositories return this, so a handler maps both with one `?`.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError<E> {
+    /// A rule of the domain refused the command.
+    #[error(transparent)]
+    Refused(E),
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl<E: Into<ApiError>> From<CommandError<E>> for ApiError {
+    fn from(err: CommandError<E>) -> Self {
+        match err {
+            CommandError::Refused(refused) => refused.into(),
+            CommandError::Database(db) => db.into(),
+        }
+    }
+}
+
 /// Collects the violations of every field of a request, so one answer names them all.
 #[derive(Debug, Default)]
 pub struct FieldViolations(Vec<FieldViolation>);

@@ -28,4 +28,4 @@ pub mod telemetry;
 pub mod text;
 pub mod timestamp;
 
-pub use error::{ApiError, FieldViolations};
+pub use error::{ApiError, CommandError, FieldViolations};

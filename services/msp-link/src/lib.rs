@@ -1,23 +1,21 @@
 //! msp-link-service: MSP links, management modes, device moves and the MSP portal.
 //!
 //! Layout: `domain` (rules, no I/O), `postgres` (links, moves, the MSP portal; events
-//! through the outbox), `events` (what it publishes), `projection` (the consumer that
+//! through the outbox), `events` (what it publishes, and `portal`: the consumer that
 //! keeps every live registration with its secondary identifiers, and answers deletions
-//! with the MSP portal's receipt),
-//! `accounts` (asks customer-service what an account is), `grpc` (the edge), `module`.
+//! with the MSP portal's receipt), `grpc` (the edge, and `grpc::accounts`: asks
+//! customer-service what an account is), `module` (wiring into a program).
 
 #![forbid(unsafe_code)]
 
-mod accounts;
 pub mod domain;
 mod events;
 mod grpc;
 mod module;
 mod postgres;
-pub mod projection;
 
+pub use events::portal::MspPortal;
 pub use module::{MspLinkModule, portal_consumer};
-pub use projection::MspPortal;
 
 /// The PostgreSQL schema this service owns.
 pub const SCHEMA: &str = "msp";

@@ -7,10 +7,10 @@ use reseller_proto::v1::msp_service_server::MspServiceServer;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::accounts::AccountDirectory;
+use crate::events::portal::MspPortal;
 use crate::grpc::MspApi;
+use crate::grpc::accounts::AccountDirectory;
 use crate::postgres::{OUTBOX, Repository};
-use crate::projection::MspPortal;
 
 /// msp-link-service as hosted by a program.
 #[derive(Debug, Clone)]

@@ -176,6 +176,9 @@ pub enum CustomersCommand {
         knox_id: String,
     },
     /// The devices placed under one customer.
+    ///
+    /// With `-o csv`, the rows of the customer's download (`customers export KNOX_ID`),
+    /// in its columns and format.
     Devices {
         /// The customer's Knox ID.
         knox_id: String,

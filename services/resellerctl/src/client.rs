@@ -8,11 +8,10 @@ use reseller_proto::v1::{
     device_service_client::DeviceServiceClient, msp_service_client::MspServiceClient,
     reporting_service_client::ReportingServiceClient,
 };
-use tonic::metadata::{AsciiMetadataValue, MetadataValue};
-use tonic::service::Interceptor;
+use resellerctl::{Authed, Bearer};
+use tonic::Status;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Status};
 
 use crate::cli::Global;
 use crate::errors::{CliError, transport_cause};
@@ -23,22 +22,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// most 1,000 rejections, the rest are paged), so this is headroom for older portals
 /// that list every rejected device inline.
 const MAX_ANSWER_BYTES: usize = 512 * 1024 * 1024;
-
-/// Adds `authorization: Bearer <token>` to every call.
-#[derive(Debug, Clone)]
-pub struct Bearer(AsciiMetadataValue);
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
-
-/// A channel that authenticates.
-pub type Authed = InterceptedService<Channel, Bearer>;
 
 /// A connection to the portal as one principal.
 #[derive(Debug, Clone)]
@@ -94,10 +77,9 @@ impl Portal {
                 )
             })?;
         let token = token.strip_prefix("Bearer ").unwrap_or(token);
-        let bearer: AsciiMetadataValue = MetadataValue::try_from(format!("Bearer {token}"))
-            .map_err(|_| {
-                CliError::Usage("the token holds characters a token cannot hold".into())
-            })?;
+        let bearer = Bearer::new(token).map_err(|_| {
+            CliError::Usage("the token holds characters a token cannot hold".into())
+        })?;
         let addr = normalise_addr(&global.addr)?;
         let endpoint = Endpoint::from_shared(addr.clone()).map_err(|e| {
             CliError::Usage(format!(
@@ -118,7 +100,7 @@ impl Portal {
             })?;
         Ok(Self {
             channel,
-            bearer: Bearer(bearer),
+            bearer,
             addr,
         })
     }

@@ -2,10 +2,11 @@
 //! messages (prost types do not serialise), with their table and CSV columns.
 
 use prost_types::Timestamp;
+use reseller_kit::device_id::DeviceIdKind;
 use reseller_proto::v1 as pb;
 use serde::Serialize;
 
-use crate::output::Record;
+use crate::output::{CsvDialect, Record};
 
 /// RFC 3339 in UTC, full precision (JSON); `None` when absent.
 pub fn time(ts: Option<&Timestamp>) -> Option<String> {
@@ -349,23 +350,45 @@ pub struct CustomerDeviceView {
     pub order_number: String,
     #[serde(rename = "virtual")]
     pub is_virtual: bool,
+    /// The kind as the customer's devices file names it (`IMEI`, `MEID`, `Serial`).
+    #[serde(skip)]
+    pub kind_label: &'static str,
+    /// The virtual upload's MSP, for the `Via MSP` column ("" when not virtual). Not in
+    /// `ListCustomerDevices`' answer: `customers devices -o csv` fills it from the
+    /// customer's detail.
+    #[serde(skip)]
+    pub via_msp_id: String,
 }
 
 impl From<pb::CustomerDevice> for CustomerDeviceView {
     fn from(d: pb::CustomerDevice) -> Self {
         Self {
             uploaded_at: time(d.uploaded_at.as_ref()),
+            kind_label: device_kind_label(d.id_kind),
             device_id: d.device_id,
             kind: device_kind(d.id_kind),
             model: d.model,
             upload_id: d.upload_id,
             order_number: d.order_number,
             is_virtual: d.r#virtual,
+            via_msp_id: String::new(),
         }
     }
 }
 
+/// `reseller.v1.DeviceIdKind` as the portal's CSV downloads label it (kit's
+/// `DeviceIdKind::label`); empty when unspecified.
+fn device_kind_label(kind: i32) -> &'static str {
+    i16::try_from(kind)
+        .ok()
+        .and_then(DeviceIdKind::from_i16)
+        .map_or("", DeviceIdKind::label)
+}
+
 impl Record for CustomerDeviceView {
+    /// The same file as the customer's download (`customers export KNOX_ID`).
+    const CSV_DIALECT: CsvDialect = CsvDialect::Download;
+
     fn headers() -> &'static [&'static str] {
         &[
             "DEVICE ID",
@@ -386,6 +409,36 @@ impl Record for CustomerDeviceView {
             cell_time(&self.uploaded_at),
             self.order_number.clone(),
             yes_no(self.is_virtual),
+        ]
+    }
+
+    /// The columns of one customer's devices file (DOMAIN.md "CSV downloads";
+    /// reporting-service's `DEVICE_HEADER`).
+    fn csv_headers() -> &'static [&'static str] {
+        &[
+            "Upload ID",
+            "Uploaded At",
+            "Order Number",
+            "Device ID",
+            "Device Type",
+            "Model",
+            "Virtual Upload",
+            "Via MSP",
+        ]
+    }
+
+    /// As the download writes them: the upload time to the full precision, kinds as
+    /// labels.
+    fn csv_cells(&self) -> Vec<String> {
+        vec![
+            self.upload_id.clone(),
+            self.uploaded_at.clone().unwrap_or_default(),
+            self.order_number.clone(),
+            self.device_id.clone(),
+            self.kind_label.into(),
+            self.model.clone(),
+            yes_no(self.is_virtual),
+            self.via_msp_id.clone(),
         ]
     }
 }
@@ -570,6 +623,12 @@ pub struct UploadView {
     pub stream_seconds: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub devices_per_second: Option<f64>,
+}
+
+impl From<pb::Upload> for UploadView {
+    fn from(upload: pb::Upload) -> Self {
+        Self::new(&upload)
+    }
 }
 
 impl UploadView {

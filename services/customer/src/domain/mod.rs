@@ -1,7 +1,9 @@
 //! The rules of accounts, reseller customers and approvals (DOMAIN.md), free of I/O.
 
+mod approval;
 mod country;
 
+pub use approval::{ApprovalRejected, ApprovalRequest};
 pub use country::Country;
 pub use reseller_kit::accounts::{AccountKind, CompanyName, CustomerStatus, InternalReference};
 
@@ -66,7 +68,8 @@ pub struct Approval {
     pub approved: bool,
 }
 
-/// What can go wrong in customer-service's commands; mapped to gRPC codes in `grpc`.
+/// Why customer-service refuses a command (a rule, never an I/O failure); mapped to gRPC
+/// codes in `grpc`.
 #[derive(Debug, thiserror::Error)]
 pub enum CustomerError {
     /// No registered account with that Knox ID (or not of the caller's kind).
@@ -91,23 +94,4 @@ pub enum CustomerError {
         /// The reseller.
         reseller_id: String,
     },
-    /// The database failed.
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-}
-
-impl From<CustomerError> for reseller_kit::ApiError {
-    fn from(err: CustomerError) -> Self {
-        use reseller_kit::ApiError;
-        match err {
-            CustomerError::AccountNotFound(_) | CustomerError::CustomerNotFound(_) => {
-                ApiError::NotFound(err.to_string())
-            }
-            CustomerError::AccountExists(_) | CustomerError::CustomerExists(_) => {
-                ApiError::AlreadyExists(err.to_string())
-            }
-            CustomerError::NotApproved { .. } => ApiError::FailedPrecondition(err.to_string()),
-            CustomerError::Database(e) => e.into(),
-        }
-    }
 }

@@ -1,132 +1,115 @@
 //! `resellerctl customers`: a reseller's customers (CustomerService) and the Customers
 //! page, detail and CSV downloads (ReportingService).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use reseller_proto::v1 as pb;
 use tonic::Streaming;
 
-use super::{Page, paged};
-use crate::cli::{CustomersCommand, ListCustomersArgs, OutputFormat};
+use super::{paged, paged_rows};
+use crate::cli::{CustomersCommand, ListCustomersArgs, OutputFormat, Paging};
 use crate::client::Portal;
 use crate::errors::CliError;
 use crate::output::{Printer, note};
-use crate::views::{CustomerDetailView, CustomerDeviceView, CustomerRowView, CustomerView};
+use crate::views::{CustomerDetailView, CustomerDeviceView, CustomerView};
 
 /// Runs a `customers` command.
 ///
 /// # Errors
 /// The service's refusal, a lost connection or an unwritable output file.
 pub async fn run(portal: &Portal, printer: Printer, cmd: CustomersCommand) -> Result<(), CliError> {
-    match cmd {
+    let mut client = portal.customers();
+    let customer = match cmd {
         CustomersCommand::Add { knox_id, reference } => {
-            let customer = portal
-                .customers()
+            client
                 .add_customer(pb::AddCustomerRequest {
                     knox_id,
                     internal_reference: reference,
                 })
                 .await
-                .map_err(|s| portal.fail(s))?
-                .into_inner();
-            printer.one(&CustomerView::from(customer))
         }
         CustomersCommand::SetReference { knox_id, reference } => {
-            let customer = portal
-                .customers()
+            client
                 .update_internal_reference(pb::UpdateInternalReferenceRequest {
                     knox_id,
                     internal_reference: reference,
                 })
                 .await
-                .map_err(|s| portal.fail(s))?
-                .into_inner();
-            printer.one(&CustomerView::from(customer))
         }
         CustomersCommand::Get { knox_id } => {
-            let customer = portal
-                .customers()
+            client
                 .get_customer(pb::GetCustomerRequest { knox_id })
                 .await
-                .map_err(|s| portal.fail(s))?
-                .into_inner();
-            printer.one(&CustomerView::from(customer))
         }
-        CustomersCommand::List(args) => list(portal, printer, args).await,
+        CustomersCommand::List(args) => return list(portal, printer, args).await,
         CustomersCommand::Export {
             knox_id,
             search,
             output_file,
-        } => {
-            let stream = match knox_id {
-                Some(knox_id) => portal
-                    .reporting()
-                    .export_customer_csv(pb::ExportCustomerCsvRequest {
-                        knox_id,
-                        byte_order_mark: printer.excel(),
-                    })
-                    .await
-                    .map_err(|s| portal.fail(s))?
-                    .into_inner(),
-                None => portal
-                    .reporting()
-                    .export_customers_csv(pb::ExportCustomersCsvRequest {
-                        query: search.unwrap_or_default(),
-                        byte_order_mark: printer.excel(),
-                    })
-                    .await
-                    .map_err(|s| portal.fail(s))?
-                    .into_inner(),
-            };
-            export(portal, stream, output_file.as_deref()).await
-        }
-        CustomersCommand::Detail { knox_id } => {
-            let detail = portal
-                .reporting()
-                .get_customer_detail(pb::GetCustomerDetailRequest { knox_id })
-                .await
-                .map_err(|s| portal.fail(s))?
-                .into_inner();
-            let view = CustomerDetailView::from(detail);
-            match printer.format() {
-                OutputFormat::Json => printer.json(&view),
-                OutputFormat::Csv => printer.all(view.uploads),
-                OutputFormat::Table => {
-                    if let Some(summary) = &view.summary {
-                        printer.one(summary)?;
-                        println!();
-                    }
-                    printer.all(view.uploads)
-                }
-            }
-        }
+        } => return download(portal, printer, knox_id, search, output_file).await,
+        CustomersCommand::Detail { knox_id } => return detail(portal, printer, knox_id).await,
         CustomersCommand::Devices { knox_id, paging } => {
-            let page_size = paging.page_size;
-            let knox_id = &knox_id;
-            paged(printer, &paging, |page_token| async move {
-                let page = portal
-                    .reporting()
-                    .list_customer_devices(pb::ListCustomerDevicesRequest {
-                        knox_id: knox_id.clone(),
-                        page_size,
-                        page_token,
-                    })
-                    .await
-                    .map_err(|s| portal.fail(s))?
-                    .into_inner();
-                Ok(Page {
-                    rows: page
-                        .devices
-                        .into_iter()
-                        .map(CustomerDeviceView::from)
-                        .collect(),
-                    next_page_token: page.next_page_token,
-                })
+            return devices(portal, printer, &knox_id, &paging).await;
+        }
+    }
+    .map_err(|s| portal.fail(s))?
+    .into_inner();
+    printer.one(&CustomerView::from(customer))
+}
+
+/// `customers export`: one customer's devices file (`KNOX_ID`), or the Customers page's
+/// (`--search`), to `output_file` or standard output.
+async fn download(
+    portal: &Portal,
+    printer: Printer,
+    knox_id: Option<String>,
+    search: Option<String>,
+    output_file: Option<PathBuf>,
+) -> Result<(), CliError> {
+    let stream = match knox_id {
+        Some(knox_id) => portal
+            .reporting()
+            .export_customer_csv(pb::ExportCustomerCsvRequest {
+                knox_id,
+                byte_order_mark: printer.excel(),
             })
-            .await?;
-            Ok(())
+            .await
+            .map_err(|s| portal.fail(s))?
+            .into_inner(),
+        None => portal
+            .reporting()
+            .export_customers_csv(pb::ExportCustomersCsvRequest {
+                query: search.unwrap_or_default(),
+                byte_order_mark: printer.excel(),
+            })
+            .await
+            .map_err(|s| portal.fail(s))?
+            .into_inner(),
+    };
+    write_download(portal, stream, output_file.as_deref()).await
+}
+
+/// `customers detail KNOX_ID`: the customer's row and its uploads (in CSV, the uploads).
+async fn detail(portal: &Portal, printer: Printer, knox_id: String) -> Result<(), CliError> {
+    let detail = portal
+        .reporting()
+        .get_customer_detail(pb::GetCustomerDetailRequest { knox_id })
+        .await
+        .map_err(|s| portal.fail(s))?
+        .into_inner();
+    let view = CustomerDetailView::from(detail);
+    match printer.format() {
+        OutputFormat::Json => printer.json(&view),
+        OutputFormat::Csv => printer.all(view.uploads),
+        OutputFormat::Table => {
+            if let Some(summary) = &view.summary {
+                printer.one(summary)?;
+                println!();
+            }
+            printer.all(view.uploads)
         }
     }
 }
@@ -135,28 +118,15 @@ pub async fn run(portal: &Portal, printer: Printer, cmd: CustomersCommand) -> Re
 async fn list(portal: &Portal, printer: Printer, args: ListCustomersArgs) -> Result<(), CliError> {
     let total = Cell::new(None);
     let (search, order_by, total_ref) = (&args.search, &args.order_by, &total);
-    let page_size = args.paging.page_size;
-    let count = paged(printer, &args.paging, |page_token| async move {
-        let page = portal
-            .reporting()
-            .list_customers(pb::ListCustomersRequest {
-                query: search.clone(),
-                page_size,
-                page_token,
-                order_by: order_by.clone(),
-            })
-            .await
-            .map_err(|s| portal.fail(s))?
-            .into_inner();
-        total_ref.set(Some(page.total_size));
-        Ok(Page {
-            rows: page
-                .customers
-                .into_iter()
-                .map(CustomerRowView::from)
-                .collect(),
-            next_page_token: page.next_page_token,
-        })
+    let count = paged(portal, printer, &args.paging, |page| async move {
+        let request = pb::ListCustomersRequest {
+            query: search.clone(),
+            order_by: order_by.clone(),
+            ..page.into()
+        };
+        let answer = portal.reporting().list_customers(request).await?;
+        total_ref.set(Some(answer.get_ref().total_size));
+        Ok(answer)
     })
     .await?;
     if let (OutputFormat::Table, Some(total)) = (printer.format(), total.get()) {
@@ -165,9 +135,56 @@ async fn list(portal: &Portal, printer: Printer, args: ListCustomersArgs) -> Res
     Ok(())
 }
 
+/// `customers devices KNOX_ID`: the devices placed under a customer's row.
+///
+/// In CSV these are the rows of the customer's download (`customers export KNOX_ID`),
+/// whose `Via MSP` column `ListCustomerDevices` does not carry: it comes from the
+/// customer's detail (each upload's MSP), asked for when a page holds a virtual device
+/// of an upload not known yet.
+async fn devices(
+    portal: &Portal,
+    printer: Printer,
+    knox_id: &str,
+    paging: &Paging,
+) -> Result<(), CliError> {
+    let csv = printer.format() == OutputFormat::Csv;
+    // Upload ID → the MSP it was uploaded through.
+    let vias: RefCell<HashMap<String, String>> = RefCell::default();
+    let vias = &vias;
+    let row = |device| {
+        let mut view = CustomerDeviceView::from(device);
+        if view.is_virtual {
+            let via = vias.borrow().get(&view.upload_id).cloned();
+            view.via_msp_id = via.unwrap_or_default();
+        }
+        view
+    };
+    paged_rows(portal, printer, paging, row, |page| async move {
+        let request = pb::ListCustomerDevicesRequest {
+            knox_id: knox_id.to_owned(),
+            ..page.into()
+        };
+        let answer = portal.reporting().list_customer_devices(request).await?;
+        let unknown =
+            |d: &pb::CustomerDevice| d.r#virtual && !vias.borrow().contains_key(&d.upload_id);
+        if csv && answer.get_ref().devices.iter().any(unknown) {
+            let request = pb::GetCustomerDetailRequest {
+                knox_id: knox_id.to_owned(),
+            };
+            let detail = portal.reporting().get_customer_detail(request).await?;
+            let uploads = detail.into_inner().uploads.into_iter();
+            vias.borrow_mut()
+                .extend(uploads.map(|u| (u.upload_id, u.via_msp_id)));
+        }
+        Ok(answer)
+    })
+    .await?;
+    Ok(())
+}
+
 /// Writes a streamed CSV download to `file` (through a temporary file beside it, renamed
 /// when complete, so a failed download leaves no partial file) or to standard output.
-async fn export(
+async fn write_download(
     portal: &Portal,
     mut stream: Streaming<pb::CsvChunk>,
     file: Option<&Path>,

@@ -6,16 +6,17 @@ mod customers;
 mod deletions;
 mod devices;
 mod msp;
+mod paging;
 mod portal;
 mod token;
 mod uploads;
 
-use std::future::Future;
+pub(crate) use paging::{paged, paged_rows};
 
-use crate::cli::{Cli, Command, DevicesCommand, Paging};
+use crate::cli::{Cli, Command, DevicesCommand};
 use crate::client::Portal;
 use crate::errors::{CliError, Outcome};
-use crate::output::{ListWriter, Printer, Record, note};
+use crate::output::Printer;
 
 /// Runs one command; uploads tell whether every device was accepted.
 ///
@@ -45,46 +46,6 @@ pub async fn run(cli: Cli) -> Result<Outcome, CliError> {
         Command::Portal(cmd) => portal::run(&portal, printer, cmd).await,
     }?;
     Ok(Outcome::Success)
-}
-
-/// One page of a list: its rows and the token of the next page ("" on the last).
-pub(crate) struct Page<T> {
-    pub rows: Vec<T>,
-    pub next_page_token: String,
-}
-
-/// Prints a paged list: one page, or with `--all` every page from `--page-token` on.
-/// Paging hints go to standard error.
-///
-/// # Errors
-/// The first failed page, or a failed write.
-pub(crate) async fn paged<T, F, Fut>(
-    printer: Printer,
-    paging: &Paging,
-    mut fetch: F,
-) -> Result<usize, CliError>
-where
-    T: Record,
-    F: FnMut(String) -> Fut,
-    Fut: Future<Output = Result<Page<T>, CliError>>,
-{
-    let mut list: ListWriter<T> = printer.list();
-    let mut token = paging.page_token.clone();
-    loop {
-        let page = fetch(token).await?;
-        list.push(page.rows)?;
-        token = page.next_page_token;
-        if token.is_empty() || !paging.all {
-            break;
-        }
-    }
-    let count = list.finish()?;
-    if !token.is_empty() {
-        note(format!(
-            "more rows follow: repeat with --page-token {token} (or --all)"
-        ));
-    }
-    Ok(count)
 }
 
 /// Device IDs from arguments and, optionally, a device file (same format as uploads;

@@ -3,12 +3,12 @@
 
 use reseller_proto::v1 as pb;
 
-use super::{Page, device_ids, paged};
+use super::{device_ids, paged};
 use crate::cli::{ModeArg, MspCommand};
 use crate::client::Portal;
 use crate::errors::CliError;
 use crate::output::Printer;
-use crate::views::{ManagedCustomerView, MoveView, PortalDeviceView};
+use crate::views::{ManagedCustomerView, MoveView};
 
 /// Runs an `msp` command.
 ///
@@ -81,51 +81,24 @@ pub async fn run(portal: &Portal, printer: Printer, cmd: MspCommand) -> Result<(
             })
         }
         MspCommand::Customers { paging } => {
-            let page_size = paging.page_size;
-            paged(printer, &paging, |page_token| async move {
-                let page = portal
+            paged(portal, printer, &paging, |page| async move {
+                portal
                     .msp()
-                    .list_managed_customers(pb::ListManagedCustomersRequest {
-                        page_size,
-                        page_token,
-                    })
+                    .list_managed_customers(pb::ListManagedCustomersRequest::from(page))
                     .await
-                    .map_err(|s| portal.fail(s))?
-                    .into_inner();
-                Ok(Page {
-                    rows: page
-                        .customers
-                        .into_iter()
-                        .map(ManagedCustomerView::from)
-                        .collect(),
-                    next_page_token: page.next_page_token,
-                })
             })
             .await?;
             Ok(())
         }
         MspCommand::Devices { customer, paging } => {
-            let page_size = paging.page_size;
-            let customer = &customer;
-            paged(printer, &paging, |page_token| async move {
-                let page = portal
-                    .msp()
-                    .list_msp_devices(pb::ListMspDevicesRequest {
-                        customer_knox_id: customer.clone().unwrap_or_default(),
-                        page_size,
-                        page_token,
-                    })
-                    .await
-                    .map_err(|s| portal.fail(s))?
-                    .into_inner();
-                Ok(Page {
-                    rows: page
-                        .devices
-                        .into_iter()
-                        .map(PortalDeviceView::from)
-                        .collect(),
-                    next_page_token: page.next_page_token,
-                })
+            let customer_knox_id = customer.unwrap_or_default();
+            let customer_knox_id = &customer_knox_id;
+            paged(portal, printer, &paging, |page| async move {
+                let request = pb::ListMspDevicesRequest {
+                    customer_knox_id: customer_knox_id.clone(),
+                    ..page.into()
+                };
+                portal.msp().list_msp_devices(request).await
             })
             .await?;
             Ok(())

@@ -2,12 +2,11 @@
 
 use reseller_proto::v1 as pb;
 
-use super::{Page, paged};
+use super::paged;
 use crate::cli::PortalCommand;
 use crate::client::Portal;
 use crate::errors::CliError;
 use crate::output::Printer;
-use crate::views::PortalDeviceView;
 
 /// Runs a `portal` command.
 ///
@@ -15,25 +14,11 @@ use crate::views::PortalDeviceView;
 /// The service's refusal or a lost connection.
 pub async fn run(portal: &Portal, printer: Printer, cmd: PortalCommand) -> Result<(), CliError> {
     let PortalCommand::Devices { paging } = cmd;
-    let page_size = paging.page_size;
-    paged(printer, &paging, |page_token| async move {
-        let page = portal
+    paged(portal, printer, &paging, |page| async move {
+        portal
             .customers()
-            .list_my_devices(pb::ListMyDevicesRequest {
-                page_size,
-                page_token,
-            })
+            .list_my_devices(pb::ListMyDevicesRequest::from(page))
             .await
-            .map_err(|s| portal.fail(s))?
-            .into_inner();
-        Ok(Page {
-            rows: page
-                .devices
-                .into_iter()
-                .map(PortalDeviceView::from)
-                .collect(),
-            next_page_token: page.next_page_token,
-        })
     })
     .await?;
     Ok(())

@@ -6,7 +6,7 @@
 
 use reseller_proto::v1 as pb;
 
-use super::{Page, paged};
+use super::paged;
 use crate::cli::{OutputFormat, Paging, UploadsCommand};
 use crate::client::Portal;
 use crate::errors::CliError;
@@ -46,26 +46,14 @@ async fn list(
     paging: &Paging,
 ) -> Result<(), CliError> {
     let (target, order_number) = (target.unwrap_or_default(), order_number.unwrap_or_default());
-    let page_size = paging.page_size;
-    paged(printer, paging, |page_token| {
-        let (target_knox_id, order_number) = (target.clone(), order_number.clone());
-        async move {
-            let page = portal
-                .devices()
-                .list_uploads(pb::ListUploadsRequest {
-                    target_knox_id,
-                    order_number,
-                    page_size,
-                    page_token,
-                })
-                .await
-                .map_err(|s| portal.fail(s))?
-                .into_inner();
-            Ok(Page {
-                rows: page.uploads.iter().map(UploadView::new).collect(),
-                next_page_token: page.next_page_token,
-            })
-        }
+    let (target, order_number) = (&target, &order_number);
+    paged(portal, printer, paging, |page| async move {
+        let request = pb::ListUploadsRequest {
+            target_knox_id: target.clone(),
+            order_number: order_number.clone(),
+            ..page.into()
+        };
+        portal.devices().list_uploads(request).await
     })
     .await?;
     Ok(())
@@ -161,29 +149,19 @@ async fn rejections(
     paging: &Paging,
 ) -> Result<(), CliError> {
     // Following every page: the largest pages the service serves.
-    let page_size = match (paging.page_size, paging.all) {
-        (0, true) => 1000,
-        (size, _) => size,
+    let paging = Paging {
+        page_size: match (paging.page_size, paging.all) {
+            (0, true) => 1000,
+            (size, _) => size,
+        },
+        ..paging.clone()
     };
-    paged(printer, paging, |page_token| async move {
-        let page = portal
-            .devices()
-            .list_upload_rejections(pb::ListUploadRejectionsRequest {
-                upload_id: upload_id.to_owned(),
-                page_size,
-                page_token,
-            })
-            .await
-            .map_err(|s| portal.fail(s))?
-            .into_inner();
-        Ok(Page {
-            rows: page
-                .rejections
-                .into_iter()
-                .map(RejectionView::from)
-                .collect(),
-            next_page_token: page.next_page_token,
-        })
+    paged(portal, printer, &paging, |page| async move {
+        let request = pb::ListUploadRejectionsRequest {
+            upload_id: upload_id.to_owned(),
+            ..page.into()
+        };
+        portal.devices().list_upload_rejections(request).await
     })
     .await?;
     Ok(())

@@ -304,6 +304,7 @@ pub fn encoding_for_label(label: &str) -> Result<&'static Encoding, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::device_file::tests::utf16;
 
     /// Reads `bytes` in pieces of `step` bytes, as a slow file would deliver them.
     struct Trickle<'a> {
@@ -335,22 +336,6 @@ mod tests {
             "the result must not depend on how the file is read: {all:?}"
         );
         all.remove(0)
-    }
-
-    fn utf16(text: &str, big_endian: bool) -> Vec<u8> {
-        let mut out: Vec<u8> = if big_endian {
-            vec![0xFE, 0xFF]
-        } else {
-            vec![0xFF, 0xFE]
-        };
-        for unit in text.encode_utf16() {
-            out.extend(if big_endian {
-                unit.to_be_bytes()
-            } else {
-                unit.to_le_bytes()
-            });
-        }
-        out
     }
 
     #[test]

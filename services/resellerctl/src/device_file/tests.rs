@@ -51,7 +51,9 @@ fn device(id: &str, kind: i32, model: &str, secondary: &[&str]) -> pb::DeviceInp
     }
 }
 
-fn utf16(text: &str, big_endian: bool) -> Vec<u8> {
+/// `text` in UTF-16 after its byte-order mark, as Excel's "Unicode Text" saves it
+/// (little-endian) or big-endian; also the decoder's tests' input.
+pub(super) fn utf16(text: &str, big_endian: bool) -> Vec<u8> {
     let mut out: Vec<u8> = if big_endian {
         vec![0xFE, 0xFF]
     } else {
@@ -318,7 +320,9 @@ fn the_products_own_exports_read_back() {
     assert_eq!(devices(export), want);
     // With the byte-order mark `--excel` asks for.
     assert_eq!(devices(&format!("\u{feff}{export}")), want);
-    // resellerctl's own `-o csv` device lists, and its rejects files.
+    // resellerctl's own `-o csv` device lists (`customers devices` as it wrote them
+    // before issue 13 — it now writes the download above; `msp devices` and `portal
+    // devices` still start with these columns), and its rejects files.
     let d = devices(
         "DEVICE ID,KIND,MODEL,UPLOAD ID,UPLOADED,ORDER NUMBER,VIRTUAL\n\
          356938035643809,imei,S26,01900000-0000-7000-8000-000000000001,2023-11-14T22:13:20Z,PO-1,no\n",

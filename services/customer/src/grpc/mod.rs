@@ -1,5 +1,7 @@
 //! The gRPC edge of customer-service: authorise, parse, call the repository, convert.
 
+mod convert;
+
 use reseller_kit::auth::{Principal, Role};
 use reseller_kit::ids::{KnoxId, ResellerId};
 use reseller_kit::{ApiError, FieldViolations, paging, text};
@@ -8,8 +10,11 @@ use reseller_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::domain::{AccountKind, CompanyName, Country, InternalReference, NewAccount};
-use crate::postgres::Repository;
+use crate::domain::{
+    AccountKind, ApprovalRequest, CompanyName, Country, Customer, CustomerError, InternalReference,
+    NewAccount,
+};
+use crate::postgres::{self, Repository};
 
 /// `reseller.v1.AccountService` and `reseller.v1.CustomerService`.
 #[derive(Debug, Clone)]
@@ -28,18 +33,41 @@ impl CustomerApi {
         &self,
         principal: &Principal,
         reseller_id: &str,
-        approve: bool,
+        request: ApprovalRequest,
     ) -> Result<Response<pb::ResellerApproval>, Status> {
         let (knox_id, kind) = deciding_account(principal)?;
         let reseller =
             ResellerId::parse(reseller_id).map_err(|e| ApiError::invalid("reseller_id", e))?;
         let approval = self
             .repo
-            .decide(&knox_id, kind, &reseller, approve)
+            .decide(&knox_id, kind, &reseller, request)
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(approval.into()))
     }
+}
+
+/// The gRPC code of each refusal (CONTRACT.md "Errors").
+impl From<CustomerError> for ApiError {
+    fn from(err: CustomerError) -> Self {
+        match err {
+            CustomerError::AccountNotFound(_) | CustomerError::CustomerNotFound(_) => {
+                ApiError::NotFound(err.to_string())
+            }
+            CustomerError::AccountExists(_) | CustomerError::CustomerExists(_) => {
+                ApiError::AlreadyExists(err.to_string())
+            }
+            CustomerError::NotApproved { .. } => ApiError::FailedPrecondition(err.to_string()),
+        }
+    }
+}
+
+/// The answer of the calls about one of a reseller's customers.
+fn customer_answer(
+    customer: Result<Customer, postgres::Error>,
+) -> Result<Response<pb::Customer>, Status> {
+    let customer = customer.map_err(ApiError::from)?;
+    Ok(Response::new(customer.into()))
 }
 
 fn knox_id_field(field: &str, value: &str) -> Result<KnoxId, ApiError> {
@@ -138,12 +166,11 @@ impl CustomerService for CustomerApi {
         let reseller = Principal::of(&request)?.reseller()?;
         let req = request.get_ref();
         let (knox_id, reference) = customer_fields(&req.knox_id, &req.internal_reference)?;
-        let customer = self
-            .repo
-            .add_customer(&reseller, &knox_id, &reference)
-            .await
-            .map_err(ApiError::from)?;
-        Ok(Response::new(customer.into()))
+        customer_answer(
+            self.repo
+                .add_customer(&reseller, &knox_id, &reference)
+                .await,
+        )
     }
 
     async fn update_internal_reference(
@@ -153,12 +180,11 @@ impl CustomerService for CustomerApi {
         let reseller = Principal::of(&request)?.reseller()?;
         let req = request.get_ref();
         let (knox_id, reference) = customer_fields(&req.knox_id, &req.internal_reference)?;
-        let customer = self
-            .repo
-            .update_reference(&reseller, &knox_id, &reference)
-            .await
-            .map_err(ApiError::from)?;
-        Ok(Response::new(customer.into()))
+        customer_answer(
+            self.repo
+                .update_reference(&reseller, &knox_id, &reference)
+                .await,
+        )
     }
 
     async fn get_customer(
@@ -167,12 +193,7 @@ impl CustomerService for CustomerApi {
     ) -> Result<Response<pb::Customer>, Status> {
         let reseller = Principal::of(&request)?.reseller()?;
         let knox_id = knox_id_field("knox_id", &request.get_ref().knox_id)?;
-        let customer = self
-            .repo
-            .customer(&reseller, &knox_id)
-            .await
-            .map_err(ApiError::from)?;
-        Ok(Response::new(customer.into()))
+        customer_answer(self.repo.customer(&reseller, &knox_id).await)
     }
 
     async fn approve_reseller(
@@ -180,8 +201,12 @@ impl CustomerService for CustomerApi {
         request: Request<pb::ApproveResellerRequest>,
     ) -> Result<Response<pb::ResellerApproval>, Status> {
         let reseller_id = &request.get_ref().reseller_id;
-        self.decide(Principal::of(&request)?, reseller_id, true)
-            .await
+        self.decide(
+            Principal::of(&request)?,
+            reseller_id,
+            ApprovalRequest::Approve,
+        )
+        .await
     }
 
     async fn revoke_reseller(
@@ -189,8 +214,12 @@ impl CustomerService for CustomerApi {
         request: Request<pb::RevokeResellerRequest>,
     ) -> Result<Response<pb::ResellerApproval>, Status> {
         let reseller_id = &request.get_ref().reseller_id;
-        self.decide(Principal::of(&request)?, reseller_id, false)
-            .await
+        self.decide(
+            Principal::of(&request)?,
+            reseller_id,
+            ApprovalRequest::Revoke,
+        )
+        .await
     }
 
     async fn list_my_devices(

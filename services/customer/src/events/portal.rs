@@ -59,20 +59,22 @@ async fn uploaded(tx: &mut PgConnection, e: &pb::DevicesUploaded) -> Result<(), 
     let ids: Vec<&str> = e.devices.iter().map(|d| d.device_id.as_str()).collect();
     let kinds: Vec<i16> = e.devices.iter().map(|d| d.id_kind as i16).collect();
     let models: Vec<&str> = e.devices.iter().map(|d| d.model.as_str()).collect();
-    sqlx::query(
-        "INSERT INTO customer.portal_devices (holder_knox_id, device_id, upload_id, id_kind, model, reseller_id, uploaded_at) \
+    sqlx::query!(
+        "INSERT INTO customer.portal_devices \
+             (holder_knox_id, device_id, upload_id, id_kind, model, reseller_id, uploaded_at) \
          SELECT $1, d.device_id, $2, d.id_kind, d.model, $3, $4 \
          FROM UNNEST($5::text[], $6::smallint[], $7::text[]) AS d (device_id, id_kind, model) \
-         WHERE NOT EXISTS (SELECT 1 FROM customer.deleted_registrations x WHERE x.device_id = d.device_id AND x.upload_id = $2) \
+         WHERE NOT EXISTS (SELECT 1 FROM customer.deleted_registrations x \
+                           WHERE x.device_id = d.device_id AND x.upload_id = $2) \
          ON CONFLICT (device_id, upload_id) DO NOTHING",
+        e.target_knox_id,
+        upload_id,
+        e.reseller_id,
+        timestamp::from_proto(e.uploaded_at.as_ref()),
+        &ids as &[&str],
+        &kinds,
+        &models as &[&str],
     )
-    .bind(&e.target_knox_id)
-    .bind(upload_id)
-    .bind(&e.reseller_id)
-    .bind(timestamp::from_proto(e.uploaded_at.as_ref()))
-    .bind(&ids)
-    .bind(&kinds)
-    .bind(&models)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -85,9 +87,9 @@ async fn moved(tx: &mut PgConnection, e: &pb::MspDevicesMoved) -> Result<(), App
     // The devices now show at the customer they were moved to, and nowhere else; of two
     // moves, the later one (by `seq`) wins whatever order they arrive in. One statement
     // for the whole event.
-    sqlx::query(
-        "INSERT INTO customer.portal_devices (holder_knox_id, device_id, upload_id, id_kind, model, reseller_id, \
-         moved_by_msp, msp_id, move_seq, uploaded_at) \
+    sqlx::query!(
+        "INSERT INTO customer.portal_devices (holder_knox_id, device_id, upload_id, id_kind, \
+             model, reseller_id, moved_by_msp, msp_id, move_seq, uploaded_at) \
          SELECT $1, d.device_id, d.upload_id, d.id_kind, d.model, d.reseller_id, true, $2, $3, d.uploaded_at \
          FROM UNNEST($4::text[], $5::uuid[], $6::smallint[], $7::text[], $8::text[], $9::timestamptz[]) \
              AS d (device_id, upload_id, id_kind, model, reseller_id, uploaded_at) \
@@ -96,16 +98,16 @@ async fn moved(tx: &mut PgConnection, e: &pb::MspDevicesMoved) -> Result<(), App
          ON CONFLICT (device_id, upload_id) DO UPDATE SET holder_knox_id = EXCLUDED.holder_knox_id, \
          moved_by_msp = true, msp_id = EXCLUDED.msp_id, move_seq = EXCLUDED.move_seq \
          WHERE customer.portal_devices.move_seq < EXCLUDED.move_seq",
+        e.to_customer_knox_id,
+        e.msp_id,
+        e.seq,
+        &moved.device_ids,
+        &moved.upload_ids,
+        &moved.id_kinds,
+        &moved.models,
+        &moved.reseller_ids,
+        &moved.uploaded_at,
     )
-    .bind(&e.to_customer_knox_id)
-    .bind(&e.msp_id)
-    .bind(e.seq)
-    .bind(&moved.device_ids)
-    .bind(&moved.upload_ids)
-    .bind(&moved.id_kinds)
-    .bind(&moved.models)
-    .bind(&moved.reseller_ids)
-    .bind(&moved.uploaded_at)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -212,11 +214,13 @@ mod tests {
     }
 
     async fn shown(pool: &PgPool) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM customer.portal_devices WHERE device_id = $1")
-            .bind(DEVICE)
-            .fetch_one(pool)
-            .await
-            .unwrap()
+        sqlx::query_scalar!(
+            r#"SELECT count(*) AS "shown!" FROM customer.portal_devices WHERE device_id = $1"#,
+            DEVICE,
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap()
     }
 
     /// Two replicas apply a move and the moved device's deletion at the same time: the

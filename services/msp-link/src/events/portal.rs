@@ -58,25 +58,26 @@ async fn uploaded(tx: &mut PgConnection, e: &pb::DevicesUploaded) -> Result<(), 
     let ids: Vec<&str> = e.devices.iter().map(|d| d.device_id.as_str()).collect();
     let kinds: Vec<i16> = e.devices.iter().map(|d| d.id_kind as i16).collect();
     let models: Vec<&str> = e.devices.iter().map(|d| d.model.as_str()).collect();
-    sqlx::query(
-        "INSERT INTO msp.devices (device_id, upload_id, reseller_id, id_kind, model, order_number, uploaded_at, \
-         uploaded_to, uploaded_to_msp, holder_knox_id) \
+    sqlx::query!(
+        "INSERT INTO msp.devices (device_id, upload_id, reseller_id, id_kind, model, \
+             order_number, uploaded_at, uploaded_to, uploaded_to_msp, holder_knox_id) \
          SELECT d.device_id, $1, $2, d.id_kind, d.model, $3, $4, $5, $6, $5 \
          FROM UNNEST($7::text[], $8::smallint[], $9::text[]) AS d (device_id, id_kind, model) \
-         WHERE NOT EXISTS (SELECT 1 FROM msp.deleted_registrations x WHERE x.device_id = d.device_id AND x.upload_id = $1) \
+         WHERE NOT EXISTS (SELECT 1 FROM msp.deleted_registrations x \
+                           WHERE x.device_id = d.device_id AND x.upload_id = $1) \
          ON CONFLICT (device_id, upload_id) DO UPDATE SET uploaded_to = EXCLUDED.uploaded_to, \
              uploaded_to_msp = EXCLUDED.uploaded_to_msp \
          WHERE msp.devices.uploaded_to = ''",
+        upload_id,
+        e.reseller_id,
+        e.order_number,
+        timestamp::from_proto(e.uploaded_at.as_ref()),
+        e.target_knox_id,
+        e.target_kind == pb::AccountKind::Msp as i32,
+        &ids as &[&str],
+        &kinds,
+        &models as &[&str],
     )
-    .bind(upload_id)
-    .bind(&e.reseller_id)
-    .bind(&e.order_number)
-    .bind(timestamp::from_proto(e.uploaded_at.as_ref()))
-    .bind(&e.target_knox_id)
-    .bind(e.target_kind == pb::AccountKind::Msp as i32)
-    .bind(&ids)
-    .bind(&kinds)
-    .bind(&models)
     .execute(&mut *tx)
     .await?;
     secondary_ids(tx, upload_id, e).await
@@ -104,16 +105,17 @@ async fn secondary_ids(
     if devices.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO msp.secondary_ids (secondary_id, device_id, upload_id) \
          SELECT s.secondary_id, s.device_id, $1 \
          FROM UNNEST($2::text[], $3::text[]) AS s (device_id, secondary_id) \
-         WHERE EXISTS (SELECT 1 FROM msp.devices d WHERE d.device_id = s.device_id AND d.upload_id = $1) \
+         WHERE EXISTS (SELECT 1 FROM msp.devices d \
+                       WHERE d.device_id = s.device_id AND d.upload_id = $1) \
          ON CONFLICT DO NOTHING",
+        upload_id,
+        &devices as &[&str],
+        &secondaries,
     )
-    .bind(upload_id)
-    .bind(&devices)
-    .bind(&secondaries)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -148,29 +150,31 @@ fn deleted(e: &pb::DevicesDeleted, params: &mut Params) -> Result<OneStatement, 
 async fn moved(tx: &mut PgConnection, e: &pb::MspDevicesMoved) -> Result<(), ApplyError> {
     let moved = MovedColumns::of(e)?;
     // One statement for the whole event; the later move (by `seq`) wins.
-    sqlx::query(
-        "INSERT INTO msp.devices (device_id, upload_id, reseller_id, id_kind, model, order_number, uploaded_at, \
-         uploaded_to, uploaded_to_msp, holder_knox_id, moved_by_msp, move_seq) \
-         SELECT d.device_id, d.upload_id, d.reseller_id, d.id_kind, d.model, d.order_number, d.uploaded_at, \
-                '', false, $1, $2, $3 \
-         FROM UNNEST($4::text[], $5::uuid[], $6::smallint[], $7::text[], $8::text[], $9::timestamptz[], $10::text[]) \
+    sqlx::query!(
+        "INSERT INTO msp.devices (device_id, upload_id, reseller_id, id_kind, model, \
+             order_number, uploaded_at, uploaded_to, uploaded_to_msp, holder_knox_id, \
+             moved_by_msp, move_seq) \
+         SELECT d.device_id, d.upload_id, d.reseller_id, d.id_kind, d.model, d.order_number, \
+                d.uploaded_at, '', false, $1, $2, $3 \
+         FROM UNNEST($4::text[], $5::uuid[], $6::smallint[], $7::text[], $8::text[], \
+                     $9::timestamptz[], $10::text[]) \
              AS d (device_id, upload_id, id_kind, model, reseller_id, uploaded_at, order_number) \
          WHERE NOT EXISTS (SELECT 1 FROM msp.deleted_registrations x \
                            WHERE x.device_id = d.device_id AND x.upload_id = d.upload_id) \
          ON CONFLICT (device_id, upload_id) DO UPDATE SET holder_knox_id = EXCLUDED.holder_knox_id, \
              moved_by_msp = EXCLUDED.moved_by_msp, move_seq = EXCLUDED.move_seq \
          WHERE msp.devices.move_seq < EXCLUDED.move_seq",
+        e.to_customer_knox_id,
+        e.msp_id,
+        e.seq,
+        &moved.device_ids,
+        &moved.upload_ids,
+        &moved.id_kinds,
+        &moved.models,
+        &moved.reseller_ids,
+        &moved.uploaded_at,
+        &moved.order_numbers,
     )
-    .bind(&e.to_customer_knox_id)
-    .bind(&e.msp_id)
-    .bind(e.seq)
-    .bind(&moved.device_ids)
-    .bind(&moved.upload_ids)
-    .bind(&moved.id_kinds)
-    .bind(&moved.models)
-    .bind(&moved.reseller_ids)
-    .bind(&moved.uploaded_at)
-    .bind(&moved.order_numbers)
     .execute(&mut *tx)
     .await?;
     Ok(())

@@ -5,11 +5,12 @@
 use std::time::Duration;
 
 use reseller_kit::ApiError;
-use reseller_kit::accounts::AccountKind;
 use reseller_kit::auth::{JwtAuth, Role, with_bearer};
 use reseller_proto::v1::{self as pb, account_service_client::AccountServiceClient};
 use tonic::transport::Channel;
 use tonic::{Code, Request};
+
+use crate::domain::AccountKind;
 
 /// customer-service's accounts, as msp-link-service sees them.
 #[derive(Debug, Clone)]

@@ -1,10 +1,19 @@
-//! The rules of MSP links and moves (DOMAIN.md "MSPs and their customers"), free of I/O.
+//! The rules of MSP links and moves (DOMAIN.md "MSPs and their customers"), free of I/O:
+//! `link` decides who may link, change, delink and move to a customer; this module
+//! holds the link's shape and the identifiers a move names.
+
+mod link;
 
 use std::collections::HashSet;
 
 use reseller_kit::device_id::lookup_key;
 use reseller_kit::text::echo;
 use time::OffsetDateTime;
+
+pub use link::{
+    AccountKind, DelinkRequest, Delinker, check_delink, check_link, check_linkable,
+    check_move_target, check_msp, managed_by,
+};
 
 /// How an MSP manages a linked customer (`reseller.v1.ManagementMode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +73,8 @@ pub struct Link {
     pub since: OffsetDateTime,
 }
 
-/// What can go wrong in msp-link-service's commands.
+/// Why msp-link-service refuses a command (a rule, never an I/O failure); mapped to gRPC
+/// codes in `grpc`.
 #[derive(Debug, thiserror::Error)]
 pub enum MspError {
     /// The customer account is unknown (or the caller's own account is).
@@ -100,31 +110,6 @@ pub enum MspError {
         "customer {0} is not linked to you (or was delinked); devices can be moved only to customers you link"
     )]
     TargetNotLinked(String),
-    /// A dependency failed.
-    #[error(transparent)]
-    Api(#[from] reseller_kit::ApiError),
-    /// The database failed.
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-}
-
-impl From<MspError> for reseller_kit::ApiError {
-    fn from(err: MspError) -> Self {
-        use reseller_kit::ApiError;
-        match err {
-            MspError::AccountNotFound(_) | MspError::LinkNotFound { .. } => {
-                ApiError::NotFound(err.to_string())
-            }
-            MspError::AlreadyLinked(_) => ApiError::AlreadyExists(err.to_string()),
-            MspError::NotACustomer(_)
-            | MspError::NotAnMsp(_)
-            | MspError::LinkedElsewhere(_)
-            | MspError::FullyManaged(_)
-            | MspError::TargetNotLinked(_) => ApiError::FailedPrecondition(err.to_string()),
-            MspError::Api(e) => e,
-            MspError::Database(e) => e.into(),
-        }
-    }
 }
 
 /// Most device IDs one `MoveDevices` call may name.
@@ -244,29 +229,9 @@ impl MoveRequest {
     }
 }
 
-/// Whether a link in `mode` may be delinked.
-///
-/// # Errors
-/// [`MspError::FullyManaged`] for a fully managed customer.
-pub fn check_delink(mode: Mode, customer: &str) -> Result<(), MspError> {
-    match mode {
-        Mode::FullyManaged => Err(MspError::FullyManaged(customer.to_owned())),
-        _ => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_jointly_managed_customers_can_be_delinked() {
-        assert!(matches!(
-            check_delink(Mode::FullyManaged, "1"),
-            Err(MspError::FullyManaged(_))
-        ));
-        assert!(check_delink(Mode::JointlyManaged, "1").is_ok());
-    }
 
     #[test]
     fn new_links_are_fully_or_jointly_managed() {

@@ -1,6 +1,7 @@
 //! The gRPC edge of msp-link-service: authorise, parse, call the repository, convert.
 
-use reseller_kit::accounts::AccountKind;
+pub(crate) mod accounts;
+
 use reseller_kit::auth::{Principal, Role};
 use reseller_kit::ids::KnoxId;
 use reseller_kit::{ApiError, FieldViolations, paging, text, timestamp};
@@ -8,9 +9,12 @@ use reseller_proto::v1::{self as pb, msp_service_server::MspService};
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
 
-use crate::accounts::AccountDirectory;
-use crate::domain::{Link, Mode, MoveAnswer, MoveRequest, MspError};
+use crate::domain::{
+    DelinkRequest, Delinker, Link, Mode, MoveAnswer, MoveRequest, MspError, check_linkable,
+    check_msp, managed_by,
+};
 use crate::postgres::Repository;
+use accounts::AccountDirectory;
 
 /// `reseller.v1.MspService`.
 #[derive(Debug, Clone)]
@@ -28,9 +32,24 @@ impl MspApi {
     /// The caller as an MSP account that exists.
     async fn calling_msp<T>(&self, request: &Request<T>) -> Result<KnoxId, ApiError> {
         let msp = Principal::of(request)?.account(&[Role::Msp])?;
-        match self.accounts.kind(msp.as_str()).await? {
-            Some(AccountKind::Msp) => Ok(msp),
-            _ => Err(MspError::NotAnMsp(msp.to_string()).into()),
+        check_msp(&msp, self.accounts.kind(msp.as_str()).await?)?;
+        Ok(msp)
+    }
+}
+
+/// The gRPC code of each refusal (CONTRACT.md "Errors").
+impl From<MspError> for ApiError {
+    fn from(err: MspError) -> Self {
+        match err {
+            MspError::AccountNotFound(_) | MspError::LinkNotFound { .. } => {
+                ApiError::NotFound(err.to_string())
+            }
+            MspError::AlreadyLinked(_) => ApiError::AlreadyExists(err.to_string()),
+            MspError::NotACustomer(_)
+            | MspError::NotAnMsp(_)
+            | MspError::LinkedElsewhere(_)
+            | MspError::FullyManaged(_)
+            | MspError::TargetNotLinked(_) => ApiError::FailedPrecondition(err.to_string()),
         }
     }
 }
@@ -89,15 +108,8 @@ impl MspService for MspApi {
         v.finish()?;
         let (customer, mode) = (customer.expect("checked"), mode.expect("checked"));
         let msp = self.calling_msp(&request).await?;
-        match self.accounts.kind(customer.as_str()).await? {
-            None => {
-                return Err(ApiError::from(MspError::AccountNotFound(customer.to_string())).into());
-            }
-            Some(AccountKind::Msp) => {
-                return Err(ApiError::from(MspError::NotACustomer(customer.to_string())).into());
-            }
-            Some(AccountKind::Customer) => {}
-        }
+        check_linkable(&customer, self.accounts.kind(customer.as_str()).await?)
+            .map_err(ApiError::from)?;
         let link = self
             .repo
             .link(&msp, &customer, mode)
@@ -132,52 +144,23 @@ impl MspService for MspApi {
         let req = request.get_ref();
         let mut v = FieldViolations::new();
         let customer = v.check("customer_knox_id", KnoxId::parse(&req.customer_knox_id));
-        let requested_msp = req.msp_id.trim();
-        if !requested_msp.is_empty() {
-            v.check("msp_id", KnoxId::parse(requested_msp));
-        }
+        let msp_id = match req.msp_id.trim() {
+            "" => None,
+            named => v.check("msp_id", KnoxId::parse(named)),
+        };
         v.finish()?;
-        let customer = customer.expect("checked");
-        let msp = match principal.role {
-            // An MSP delinks its own customers; `msp_id`, when given, must be itself.
-            Role::Msp => {
-                let me = principal.account(&[Role::Msp])?;
-                if !requested_msp.is_empty() && requested_msp != me.as_str() {
-                    return Err(ApiError::from(MspError::LinkNotFound {
-                        msp_id: requested_msp.to_owned(),
-                        customer: customer.to_string(),
-                    })
-                    .into());
-                }
-                me
-            }
-            // A customer delinks itself only; `msp_id` names the MSP it leaves (optional:
-            // a customer has at most one).
-            _ => {
-                let me = principal.account(&[Role::Customer])?;
-                let not_found = || MspError::LinkNotFound {
-                    msp_id: requested_msp.to_owned(),
-                    customer: customer.to_string(),
-                };
-                if me != customer {
-                    return Err(ApiError::from(not_found()).into());
-                }
-                let link = self
-                    .repo
-                    .link_of(&customer)
-                    .await
-                    .map_err(ApiError::from)?
-                    .ok_or_else(not_found)
-                    .map_err(ApiError::from)?;
-                if !requested_msp.is_empty() && requested_msp != link.msp_id {
-                    return Err(ApiError::from(not_found()).into());
-                }
-                KnoxId::parse(&link.msp_id).map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?
-            }
+        let by = match principal.role {
+            Role::Msp => Delinker::Msp(principal.account(&[Role::Msp])?),
+            _ => Delinker::Customer(principal.account(&[Role::Customer])?),
+        };
+        let delink = DelinkRequest {
+            by,
+            customer: customer.expect("checked"),
+            msp_id,
         };
         let link = self
             .repo
-            .delink(&msp, &customer, &principal.subject)
+            .delink(&delink, &principal.subject)
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(link_to_proto(link)))
@@ -244,13 +227,7 @@ impl MspService for MspApi {
         if let Some(customer) = &customer {
             // Only a customer this MSP links (someone else's answers as if unknown).
             let linked = self.repo.link_of(customer).await.map_err(ApiError::from)?;
-            if linked.is_none_or(|l| l.msp_id != msp.as_str()) {
-                return Err(ApiError::from(MspError::LinkNotFound {
-                    msp_id: msp.to_string(),
-                    customer: customer.to_string(),
-                })
-                .into());
-            }
+            managed_by(&msp, customer, linked.as_ref()).map_err(ApiError::from)?;
         }
         let mut devices = self
             .repo
