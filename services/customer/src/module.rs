@@ -4,13 +4,11 @@
 use reseller_kit::app::{Platform, ServiceModule};
 use reseller_kit::grpc::GrpcServer;
 use reseller_kit::inbox::{ConsumerSpec, IdempotentConsumer};
-use reseller_kit::outbox::Relay;
 use reseller_proto::v1::{
     account_service_server::AccountServiceServer, customer_service_server::CustomerServiceServer,
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::service::interceptor::InterceptedService;
 
 use crate::events::portal::CustomerPortal;
 use crate::grpc::CustomerApi;
@@ -43,52 +41,27 @@ impl ServiceModule for CustomerModule {
     }
 
     fn register(&self, server: &mut GrpcServer) {
-        let limit = self.platform.config.grpc_max_message_bytes;
-        let auth = self.platform.auth.clone();
-        server.add_service(InterceptedService::new(
-            AccountServiceServer::new(self.api.clone())
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit),
-            auth.clone(),
-        ));
-        server.add_service(InterceptedService::new(
-            CustomerServiceServer::new(self.api.clone())
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit),
-            auth,
-        ));
+        self.platform
+            .serve(server, AccountServiceServer::new(self.api.clone()));
+        self.platform
+            .serve(server, CustomerServiceServer::new(self.api.clone()));
     }
 
     fn spawn_background(&self, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
-        let p = &self.platform;
-        let relay = Relay::new(OUTBOX, p.pool.clone(), p.js.clone());
-        let portal = IdempotentConsumer::new(
-            ConsumerSpec {
-                name: crate::PORTAL_CONSUMER.into(),
-                schema: crate::SCHEMA,
-                filter_subject: reseller_kit::subjects::ALL_EVENTS.into(),
-            },
-            p.pool.clone(),
-            p.js.clone(),
-            CustomerPortal,
-        );
-        vec![
-            tokio::spawn(relay.run(shutdown.clone())),
-            tokio::spawn(portal.run(shutdown)),
-        ]
+        let portal = portal_consumer(&self.platform);
+        self.platform
+            .spawn_relay_and(OUTBOX, &shutdown, portal.run(shutdown.clone()))
     }
 }
 
 /// The customer portal's consumer (tests run it by hand or feed it events directly).
 pub fn portal_consumer(platform: &Platform) -> IdempotentConsumer<CustomerPortal> {
-    IdempotentConsumer::new(
+    platform.consumer(
         ConsumerSpec {
             name: crate::PORTAL_CONSUMER.into(),
             schema: crate::SCHEMA,
             filter_subject: reseller_kit::subjects::ALL_EVENTS.into(),
         },
-        platform.pool.clone(),
-        platform.js.clone(),
         CustomerPortal,
     )
 }

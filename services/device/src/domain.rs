@@ -3,12 +3,14 @@
 
 use reseller_kit::device_id::DeviceId;
 use reseller_kit::ids::KnoxId;
+use reseller_kit::text::FreeText;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-/// Devices per event (CONTRACT.md: a large upload or deletion is split into events of at
-/// most 1,000 devices).
-pub const EVENT_PART_SIZE: usize = 1000;
+/// Devices per event and the number of parts, one rule of the event contract
+/// (CONTRACT.md: a large upload or deletion is split into events of at most 1,000
+/// devices), defined in the kit for every publisher.
+pub use reseller_kit::event_parts::{EVENT_PART_SIZE, part_count};
 /// Most device IDs one `DeleteDevices` call may name.
 pub const MAX_DELETE_IDS: usize = 100_000;
 /// Most rejections an `Upload` answer carries inline, and most not-found IDs a
@@ -16,36 +18,13 @@ pub const MAX_DELETE_IDS: usize = 100_000;
 /// 1,000 echoes of at most 64 characters stay far below a default client's 4 MiB).
 pub const MAX_INLINE_ECHOES: usize = 1000;
 
-/// Checks free text: at most `max` characters, no control characters.
-fn bounded_text(input: &str, max: usize, what: &str) -> Result<String, String> {
-    let s = input.trim();
-    let len = s.chars().count();
-    if len > max {
-        return Err(format!(
-            "{what} must be at most {max} characters, got {len}"
-        ));
-    }
-    if s.chars().any(char::is_control) {
-        return Err(format!("{what} must not contain control characters"));
-    }
-    Ok(s.to_owned())
-}
+/// An order number: 0 to 64 characters of free text (DOMAIN.md "Devices and uploads");
+/// "" means none.
+pub type OrderNumber = FreeText<64>;
 
-/// An order number: 0 to 64 characters.
-///
-/// # Errors
-/// When too long or holding control characters.
-pub fn parse_order_number(input: &str) -> Result<String, String> {
-    bounded_text(input, 64, "order number")
-}
-
-/// A client upload ID: 0 to 128 characters; empty means "no retry protection".
-///
-/// # Errors
-/// When too long or holding control characters.
-pub fn parse_client_upload_id(input: &str) -> Result<Option<String>, String> {
-    bounded_text(input, 128, "client upload ID").map(|s| (!s.is_empty()).then_some(s))
-}
+/// A client upload ID: 0 to 128 characters of free text; "" means "no retry
+/// protection".
+pub type ClientUploadId = FreeText<128>;
 
 /// The header of an upload, parsed.
 #[derive(Debug, Clone)]
@@ -258,11 +237,6 @@ impl Deletion {
     }
 }
 
-/// The number of event parts for `n` devices.
-pub fn part_count(n: usize) -> usize {
-    n.div_ceil(EVENT_PART_SIZE)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,17 +254,13 @@ mod tests {
     }
 
     #[test]
-    fn parts_hold_at_most_1000_devices() {
-        assert_eq!(part_count(0), 0);
-        assert_eq!(part_count(1000), 1);
-        assert_eq!(part_count(2500), 3);
-    }
-
-    #[test]
     fn header_texts_are_bounded() {
-        assert_eq!(parse_order_number(" PO-1 ").unwrap(), "PO-1");
-        assert!(parse_order_number(&"x".repeat(65)).is_err());
-        assert_eq!(parse_client_upload_id("  ").unwrap(), None);
-        assert!(parse_client_upload_id("a\u{0}").is_err());
+        let order_number = |s: &str| OrderNumber::parse("order_number", s);
+        assert_eq!(order_number(" PO-1 ").unwrap().as_str(), "PO-1");
+        assert!(order_number(&"x".repeat(65)).is_err());
+        let client_upload_id = |s: &str| ClientUploadId::parse("client_upload_id", s);
+        assert_eq!(client_upload_id("  ").unwrap().into_option(), None);
+        assert!(client_upload_id(&"x".repeat(129)).is_err());
+        assert!(client_upload_id("a\u{0}").is_err());
     }
 }

@@ -14,8 +14,8 @@ use uuid::Uuid;
 
 use crate::directory::CustomerDirectory;
 use crate::domain::{
-    self, Deletion, Lookup, MAX_DELETE_IDS, ParsedBatch, PortalState, Rejection, RejectionReason,
-    Upload, UploadFilter, UploadHeader, UploadRow,
+    ClientUploadId, Deletion, Lookup, MAX_DELETE_IDS, OrderNumber, ParsedBatch, PortalState,
+    Rejection, RejectionReason, Upload, UploadFilter, UploadHeader, UploadRow,
 };
 use crate::postgres::Repository;
 
@@ -39,28 +39,27 @@ fn parse_header(header: &pb::UploadHeader) -> Result<UploadHeader, ApiError> {
         "header.target_knox_id",
         KnoxId::parse(&header.target_knox_id),
     );
-    let order_number = v.check(
+    let order_number = v.check_field(OrderNumber::parse(
         "header.order_number",
-        domain::parse_order_number(&header.order_number),
-    );
-    let client_upload_id = v.check(
-        "header.client_upload_id",
-        domain::parse_client_upload_id(&header.client_upload_id).and_then(|id| {
-            // A validation records nothing, so there is no first result to return.
-            if header.validate_only && id.is_some() {
-                Err(
-                    "a validate-only upload records nothing; send it without a client upload ID"
-                        .into(),
-                )
-            } else {
-                Ok(id)
-            }
-        }),
-    );
+        &header.order_number,
+    ));
+    let client_upload_id = v
+        .check_field(ClientUploadId::parse(
+            "header.client_upload_id",
+            &header.client_upload_id,
+        ))
+        .map(ClientUploadId::into_option);
+    // A validation records nothing, so there is no first result to return.
+    if header.validate_only && matches!(client_upload_id, Some(Some(_))) {
+        v.add(
+            "header.client_upload_id",
+            "a validate-only upload records nothing; send it without a client upload ID",
+        );
+    }
     v.finish()?;
     Ok(UploadHeader {
         target: target.expect("checked"),
-        order_number: order_number.expect("checked"),
+        order_number: order_number.expect("checked").into_string(),
         client_upload_id: client_upload_id.expect("checked"),
         validate_only: header.validate_only,
     })
@@ -375,12 +374,9 @@ impl DeviceService for DeviceApi {
         let req = request.get_ref();
         let mut v = FieldViolations::new();
         let target = optional_filter(&mut v, "target_knox_id", &req.target_knox_id, KnoxId::parse);
-        let order_number = optional_filter(
-            &mut v,
-            "order_number",
-            &req.order_number,
-            domain::parse_order_number,
-        );
+        let order_number = v
+            .check_field(OrderNumber::parse("order_number", &req.order_number))
+            .and_then(OrderNumber::into_option);
         v.finish()?;
         let filter = UploadFilter {
             target,

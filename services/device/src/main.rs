@@ -1,30 +1,15 @@
 //! `device-service`: uploads, devices and deletions.
 
-use clap::Parser;
-use reseller_kit::app::{ProgramArgs, ServiceModule, run_program};
-
-#[derive(Debug, Parser)]
-#[command(version, about = "device-service: uploads, devices and deletions")]
-struct Args {
-    #[command(flatten)]
-    program: ProgramArgs,
-
-    /// Where customer-service answers (upload targets are checked there).
-    #[arg(
-        long,
-        env = "CUSTOMER_SERVICE_URL",
-        default_value = "http://127.0.0.1:50051"
-    )]
-    customer_service_url: String,
-}
+use reseller_kit::app::{CustomerServiceUrl, run_service};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let customer_service_url = args.customer_service_url;
-    run_program(args.program, |platform, _own_url| async move {
-        let module = device_service::DeviceModule::start(&platform, &customer_service_url).await?;
-        Ok(vec![Box::new(module) as Box<dyn ServiceModule>])
-    })
+    run_service(
+        "device-service",
+        "device-service: uploads, devices and deletions",
+        async |platform, customer_service: CustomerServiceUrl| {
+            device_service::DeviceModule::start(platform, &customer_service.url).await
+        },
+    )
     .await
 }

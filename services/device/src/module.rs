@@ -2,12 +2,10 @@
 
 use reseller_kit::app::{Platform, ServiceModule};
 use reseller_kit::grpc::GrpcServer;
-use reseller_kit::inbox::{ConsumerSpec, IdempotentConsumer};
-use reseller_kit::outbox::Relay;
+use reseller_kit::inbox::ConsumerSpec;
 use reseller_proto::v1::device_service_server::DeviceServiceServer;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::service::interceptor::InterceptedService;
 
 use crate::directory::CustomerDirectory;
 use crate::grpc::DeviceApi;
@@ -47,33 +45,24 @@ impl ServiceModule for DeviceModule {
     }
 
     fn register(&self, server: &mut GrpcServer) {
-        let limit = self.platform.config.grpc_max_message_bytes;
-        server.add_service(InterceptedService::new(
-            DeviceServiceServer::new(self.api.clone())
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit),
-            self.platform.auth.clone(),
-        ));
+        self.platform
+            .serve(server, DeviceServiceServer::new(self.api.clone()));
     }
 
     fn spawn_background(&self, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
-        let p = &self.platform;
-        let relay = Relay::new(OUTBOX, p.pool.clone(), p.js.clone());
-        let receipts = IdempotentConsumer::new(
-            ConsumerSpec {
-                name: "device-receipts".into(),
-                schema: crate::SCHEMA,
-                filter_subject: reseller_kit::subjects::DELETION_EVENTS.into(),
-            },
-            p.pool.clone(),
-            p.js.clone(),
-            Receipts,
-        )
-        // Each receipt is its own row: the three portals' answers apply side by side.
-        .with_concurrency(4);
-        vec![
-            tokio::spawn(relay.run(shutdown.clone())),
-            tokio::spawn(receipts.run(shutdown)),
-        ]
+        let receipts = self
+            .platform
+            .consumer(
+                ConsumerSpec {
+                    name: "device-receipts".into(),
+                    schema: crate::SCHEMA,
+                    filter_subject: reseller_kit::subjects::DELETION_EVENTS.into(),
+                },
+                Receipts,
+            )
+            // Each receipt is its own row: the three portals' answers apply side by side.
+            .with_concurrency(4);
+        self.platform
+            .spawn_relay_and(OUTBOX, &shutdown, receipts.run(shutdown.clone()))
     }
 }

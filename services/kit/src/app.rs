@@ -1,6 +1,13 @@
 //! Assembling a program: shared connections ([`Platform`]), the services it hosts
 //! ([`ServiceModule`]), and the [`App`] that binds, runs and drains them.
+//!
+//! What every service does the same way is written here once: a one-service program's
+//! `main` ([`run_service`]), serving a gRPC service behind the auth interceptor with the
+//! message limit ([`Platform::serve`]), building a consumer ([`Platform::consumer`]) and
+//! running the outbox relay beside it ([`Platform::spawn_relay_and`]).
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 
 use async_nats::jetstream;
@@ -8,10 +15,15 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::service::interceptor::InterceptedService;
 
 use crate::auth::JwtAuth;
 use crate::config::CommonConfig;
-use crate::grpc::GrpcServer;
+use crate::grpc::{GrpcServer, MessageLimits};
+use crate::inbox::{ConsumerSpec, EventHandler, IdempotentConsumer};
+use crate::outbox::{Outbox, Relay};
 use crate::readiness::{self, Dependencies};
 use crate::{db, stream};
 
@@ -56,6 +68,53 @@ impl Platform {
     /// What the program depends on, for its readiness probe.
     pub fn dependencies(&self) -> Dependencies {
         Dependencies::new(self.pool.clone(), self.nats.clone(), self.js.clone())
+    }
+
+    /// Adds `service` (a generated `…Server`) to `server` as every service is served:
+    /// behind the bearer-token interceptor, refusing messages larger than
+    /// `GRPC_MAX_MESSAGE_BYTES` both ways.
+    pub fn serve<S>(&self, server: &mut GrpcServer, service: S)
+    where
+        S: MessageLimits,
+        InterceptedService<S, JwtAuth>: tower_service::Service<http::Request<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <InterceptedService<S, JwtAuth> as tower_service::Service<http::Request<Body>>>::Response:
+            axum::response::IntoResponse,
+        <InterceptedService<S, JwtAuth> as tower_service::Service<http::Request<Body>>>::Future:
+            Send + 'static,
+    {
+        let limited = service.limit_messages(self.config.grpc_max_message_bytes);
+        server.add_service(InterceptedService::new(limited, self.auth.clone()));
+    }
+
+    /// The idempotent consumer `spec` running `handler` on this platform's PostgreSQL and
+    /// JetStream.
+    pub fn consumer<H: EventHandler>(
+        &self,
+        spec: ConsumerSpec,
+        handler: H,
+    ) -> IdempotentConsumer<H> {
+        IdempotentConsumer::new(spec, self.pool.clone(), self.js.clone(), handler)
+    }
+
+    /// The background work of a service that publishes and consumes: the relay of
+    /// `outbox` and `consumer` (a consumer's `run`), each spawned, both stopping on
+    /// `shutdown`.
+    pub fn spawn_relay_and(
+        &self,
+        outbox: Outbox,
+        shutdown: &CancellationToken,
+        consumer: impl Future<Output = ()> + Send + 'static,
+    ) -> Vec<JoinHandle<()>> {
+        let relay = Relay::new(outbox, self.pool.clone(), self.js.clone());
+        vec![
+            tokio::spawn(relay.run(shutdown.clone())),
+            tokio::spawn(consumer),
+        ]
     }
 }
 
@@ -201,4 +260,55 @@ where
     let own_url = format!("http://{}", app.local_addr()?);
     app.modules = start(platform, own_url).await?;
     app.run_until_stopped(shutdown).await
+}
+
+/// The settings of a program beyond [`ProgramArgs`]: none.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct NoSettings {}
+
+/// The settings of a program whose service calls customer-service (device-service checks
+/// upload targets there, msp-link-service accounts).
+#[derive(Debug, Clone, clap::Args)]
+pub struct CustomerServiceUrl {
+    /// Where customer-service answers.
+    #[arg(
+        long = "customer-service-url",
+        value_name = "CUSTOMER_SERVICE_URL",
+        env = "CUSTOMER_SERVICE_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub url: String,
+}
+
+/// The `main` of a program that runs one service: parses [`ProgramArgs`] and the
+/// service's own `Settings` from the command line and the environment (`--help` shows
+/// `name` and `about`, `--version` the workspace's version), then [`run_program`] with
+/// the module `start` builds.
+///
+/// # Errors
+/// As [`run_program`]; a bad command line prints clap's message and exits.
+pub async fn run_service<Settings, M>(
+    name: &'static str,
+    about: &'static str,
+    start: impl AsyncFnOnce(&Platform, Settings) -> anyhow::Result<M>,
+) -> anyhow::Result<()>
+where
+    Settings: clap::Args,
+    M: ServiceModule + 'static,
+{
+    use clap::{Args, FromArgMatches};
+    // `about` and `version` last: the settings' own doc comments would replace them.
+    let matches = Settings::augment_args(ProgramArgs::augment_args(clap::Command::new(name)))
+        .about(about)
+        .long_about(None)
+        .version(env!("CARGO_PKG_VERSION"))
+        .get_matches();
+    let parsed = ProgramArgs::from_arg_matches(&matches)
+        .and_then(|program| Ok((program, Settings::from_arg_matches(&matches)?)));
+    let (program, settings) = parsed.unwrap_or_else(|e| e.exit());
+    run_program(program, move |platform, _own_url| async move {
+        let module = start(&platform, settings).await?;
+        Ok(vec![Box::new(module) as Box<dyn ServiceModule>])
+    })
+    .await
 }

@@ -23,7 +23,7 @@
 
 use std::fmt;
 
-use crate::text::echo;
+use crate::text::{FreeText, echo};
 
 /// The kind of a device identifier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -225,8 +225,8 @@ pub fn parse_input(
         ),
     };
     let device = DeviceId::parse(device_id, kind)?;
-    let model = parse_model(model)?;
-    Ok((device, model))
+    let model = DeviceModel::parse("model", model).map_err(|e| e.to_string())?;
+    Ok((device, model.into_string()))
 }
 
 /// Most secondary identifiers one device may carry (DOMAIN.md "Secondary identifiers").
@@ -275,48 +275,25 @@ pub fn echo_id(input: &str) -> String {
     lookup_key(input).unwrap_or_else(|| echo(input.trim()))
 }
 
-/// Most characters of a device model.
-pub const MODEL_MAX_CHARS: usize = 64;
-
-/// Parses a device model: free text, trimmed, 0 to 64 characters, no control characters.
-///
-/// # Errors
-/// A message a person can act on when the model is too long or holds control characters.
-pub fn parse_model(input: &str) -> Result<String, String> {
-    let s = input.trim();
-    let len = s.chars().count();
-    if len > MODEL_MAX_CHARS {
-        return Err(format!(
-            "model must be at most {MODEL_MAX_CHARS} characters, got {len}"
-        ));
-    }
-    if s.chars().any(char::is_control) {
-        return Err("model must not contain control characters".into());
-    }
-    Ok(s.to_owned())
-}
+/// A device model: free text, trimmed, 0 to 64 characters, no control characters ("" when
+/// none).
+pub type DeviceModel = FreeText<64>;
 
 /// The Luhn check digit of `payload` (digits, most significant first).
 pub fn luhn_check_digit(payload: &[u32]) -> u32 {
-    let sum: u32 = payload
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(i, &d)| {
-            if i % 2 == 0 {
-                let doubled = d * 2;
-                if doubled > 9 { doubled - 9 } else { doubled }
-            } else {
-                d
-            }
-        })
-        .sum();
-    (10 - sum % 10) % 10
+    luhn_check_digit_in(10, payload)
 }
 
 /// The Luhn check digit of `payload` in base 16 (hex digit values, most significant
 /// first), as printed after an MEID (3GPP2 X.S0008).
 pub fn luhn_check_digit_hex(payload: &[u32]) -> u32 {
+    luhn_check_digit_in(16, payload)
+}
+
+/// Luhn in `base`: from the right, every other digit doubled and its two digits (in
+/// `base`) added, and the digit that brings the sum to a multiple of `base`. In base 10
+/// that is the familiar "subtract 9 from a doubled digit above 9".
+fn luhn_check_digit_in(base: u32, payload: &[u32]) -> u32 {
     let sum: u32 = payload
         .iter()
         .rev()
@@ -324,13 +301,13 @@ pub fn luhn_check_digit_hex(payload: &[u32]) -> u32 {
         .map(|(i, &d)| {
             if i % 2 == 0 {
                 let doubled = d * 2;
-                doubled / 16 + doubled % 16
+                doubled / base + doubled % base
             } else {
                 d
             }
         })
         .sum();
-    (16 - sum % 16) % 16
+    (base - sum % base) % base
 }
 
 /// Step 1: `value` without spaces, dashes, dots and slashes, when what remains is 14 to
@@ -576,11 +553,17 @@ mod tests {
 
     #[test]
     fn models_are_bounded_free_text() {
+        let parse_model = |s: &str| DeviceModel::parse("model", s).map(DeviceModel::into_string);
         assert_eq!(parse_model(" Galaxy S26\n").unwrap(), "Galaxy S26");
         assert_eq!(parse_model("").unwrap(), "");
         assert!(parse_model(&"x".repeat(64)).is_ok());
         assert!(parse_model(&"x".repeat(65)).is_err());
         assert!(parse_model("Gal\taxy").is_err());
+        // A row's rejection names the field.
+        assert_eq!(
+            parse_input("R58M-1", 0, &"x".repeat(65)).unwrap_err(),
+            "model must be at most 64 characters, got 65"
+        );
     }
 
     #[test]

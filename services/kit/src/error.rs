@@ -14,6 +14,8 @@
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::text::FreeTextError;
+
 /// Most bytes of a status message, and of one field violation's description; longer
 /// ones are cut at a character boundary and end in `…`.
 pub const MAX_MESSAGE_BYTES: usize = 1000;
@@ -118,6 +120,13 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+/// A bad free-text field of a request: `INVALID_ARGUMENT` naming it.
+impl From<FreeTextError> for ApiError {
+    fn from(err: FreeTextError) -> Self {
+        Self::invalid(err.field, err.problem.to_string())
+    }
+}
+
 impl From<ApiError> for Status {
     fn from(err: ApiError) -> Self {
         let message = bounded(err.to_string());
@@ -187,6 +196,18 @@ impl FieldViolations {
         }
     }
 
+    /// Keeps the parsed free text, or records why it is bad under the field its error
+    /// names ([`FreeTextError::field`]).
+    pub fn check_field<T>(&mut self, parsed: Result<T, FreeTextError>) -> Option<T> {
+        match parsed {
+            Ok(value) => Some(value),
+            Err(err) => {
+                self.add(err.field, err.problem.to_string());
+                None
+            }
+        }
+    }
+
     /// Records a violation.
     pub fn add(&mut self, field: &str, description: impl Into<String>) {
         self.0.push(FieldViolation {
@@ -236,6 +257,39 @@ mod tests {
         assert_eq!(
             bounded("customer 1 not found".into()),
             "customer 1 not found"
+        );
+    }
+
+    #[test]
+    fn free_text_errors_are_violations_of_the_field_they_name() {
+        use crate::text::FreeText;
+        let mut v = FieldViolations::new();
+        assert_eq!(
+            v.check_field(FreeText::<64>::parse("header.order_number", "PO-1"))
+                .map(FreeText::into_string),
+            Some("PO-1".to_owned())
+        );
+        assert!(
+            v.check_field(FreeText::<64>::parse(
+                "header.order_number",
+                &"x".repeat(65)
+            ))
+            .is_none()
+        );
+        let Err(ApiError::InvalidArgument(violations)) = v.finish() else {
+            panic!("expected a violation");
+        };
+        assert_eq!(
+            violations,
+            vec![FieldViolation {
+                field: "header.order_number".into(),
+                description: "must be at most 64 characters, got 65".into(),
+            }]
+        );
+        let err = ApiError::from(FreeText::<100>::parse("internal_reference", "a\nb").unwrap_err());
+        assert!(
+            matches!(&err, ApiError::InvalidArgument(v) if v[0].field == "internal_reference"),
+            "{err:?}"
         );
     }
 

@@ -42,6 +42,34 @@ const MAX_GRPC_MESSAGE_HEADER_BYTES: usize = 3 * 1024;
 /// are dropped, the status and its message stay.
 const MAX_STATUS_DETAILS_HEADER_BYTES: usize = 8 * 1024;
 
+/// A generated gRPC server (`reseller.v1`'s `…Server`) whose message sizes can be
+/// bounded: tonic generates the two setters on each server type rather than on a trait,
+/// so this trait names them once for [`crate::app::Platform::serve`].
+pub trait MessageLimits {
+    /// Refuses requests, and answers, larger than `bytes` (decoded or encoded).
+    #[must_use]
+    fn limit_messages(self, bytes: usize) -> Self;
+}
+
+macro_rules! message_limits {
+    ($($module:ident :: $server:ident),* $(,)?) => {$(
+        impl<T> MessageLimits for reseller_proto::v1::$module::$server<T> {
+            fn limit_messages(self, bytes: usize) -> Self {
+                self.max_decoding_message_size(bytes)
+                    .max_encoding_message_size(bytes)
+            }
+        }
+    )*};
+}
+
+message_limits!(
+    account_service_server::AccountServiceServer,
+    customer_service_server::CustomerServiceServer,
+    device_service_server::DeviceServiceServer,
+    msp_service_server::MspServiceServer,
+    reporting_service_server::ReportingServiceServer,
+);
+
 /// The services one program serves.
 #[derive(Debug, Default)]
 pub struct GrpcServer {

@@ -2,12 +2,14 @@
 //! shutdown, the gRPC server bootstrap (health, reflection, auth, limits, error mapping),
 //! the Postgres pool and migrations, and the NATS outbox relay and idempotent consumer.
 
+pub mod accounts;
 pub mod app;
 pub mod auth;
 pub mod config;
 pub mod db;
 pub mod device_id;
 pub mod error;
+pub mod event_parts;
 pub mod events;
 pub mod grpc;
 pub mod ids;
@@ -16,6 +18,7 @@ pub mod lost_events;
 pub mod one_statement;
 pub mod outbox;
 pub mod paging;
+pub mod portal;
 pub mod readiness;
 pub mod shutdown;
 pub mod sql;

@@ -22,6 +22,3 @@ pub const SCHEMA: &str = "msp";
 
 /// The service's migrations (schema `msp`, history `msp._sqlx_migrations`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
-
-/// Devices per `msp_devices_moved` event.
-pub const EVENT_PART_SIZE: usize = 1000;

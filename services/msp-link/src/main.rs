@@ -1,34 +1,15 @@
 //! `msp-link-service`: MSP links, moves and the MSP portal.
 
-use clap::Parser;
-use reseller_kit::app::{ProgramArgs, ServiceModule, run_program};
-
-#[derive(Debug, Parser)]
-#[command(
-    version,
-    about = "msp-link-service: MSP links, moves and the MSP portal"
-)]
-struct Args {
-    #[command(flatten)]
-    program: ProgramArgs,
-
-    /// Where customer-service answers (accounts are checked there).
-    #[arg(
-        long,
-        env = "CUSTOMER_SERVICE_URL",
-        default_value = "http://127.0.0.1:50051"
-    )]
-    customer_service_url: String,
-}
+use reseller_kit::app::{CustomerServiceUrl, run_service};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let customer_service_url = args.customer_service_url;
-    run_program(args.program, |platform, _own_url| async move {
-        let module =
-            msp_link_service::MspLinkModule::start(&platform, &customer_service_url).await?;
-        Ok(vec![Box::new(module) as Box<dyn ServiceModule>])
-    })
+    run_service(
+        "msp-link-service",
+        "msp-link-service: MSP links, moves and the MSP portal",
+        async |platform, customer_service: CustomerServiceUrl| {
+            msp_link_service::MspLinkModule::start(platform, &customer_service.url).await
+        },
+    )
     .await
 }

@@ -3,11 +3,9 @@
 use reseller_kit::app::{Platform, ServiceModule};
 use reseller_kit::grpc::GrpcServer;
 use reseller_kit::inbox::{ConsumerSpec, IdempotentConsumer};
-use reseller_kit::outbox::Relay;
 use reseller_proto::v1::msp_service_server::MspServiceServer;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::service::interceptor::InterceptedService;
 
 use crate::events::portal::MspPortal;
 use crate::grpc::MspApi;
@@ -44,46 +42,26 @@ impl ServiceModule for MspLinkModule {
     }
 
     fn register(&self, server: &mut GrpcServer) {
-        let limit = self.platform.config.grpc_max_message_bytes;
-        server.add_service(InterceptedService::new(
-            MspServiceServer::new(self.api.clone())
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit),
-            self.platform.auth.clone(),
-        ));
+        self.platform
+            .serve(server, MspServiceServer::new(self.api.clone()));
     }
 
     fn spawn_background(&self, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
-        let p = &self.platform;
-        let relay = Relay::new(OUTBOX, p.pool.clone(), p.js.clone());
-        let portal = IdempotentConsumer::new(
-            ConsumerSpec {
-                name: "msp-portal".into(),
-                schema: crate::SCHEMA,
-                filter_subject: reseller_kit::subjects::ALL_EVENTS.into(),
-            },
-            p.pool.clone(),
-            p.js.clone(),
-            MspPortal,
-        );
-        vec![
-            tokio::spawn(relay.run(shutdown.clone())),
-            tokio::spawn(portal.run(shutdown)),
-        ]
+        let portal = portal_consumer(&self.platform);
+        self.platform
+            .spawn_relay_and(OUTBOX, &shutdown, portal.run(shutdown.clone()))
     }
 }
 
 /// The consumer that keeps msp-link's device view (tests run it by hand or feed it
 /// events directly).
 pub fn portal_consumer(platform: &Platform) -> IdempotentConsumer<MspPortal> {
-    IdempotentConsumer::new(
+    platform.consumer(
         ConsumerSpec {
             name: "msp-portal".into(),
             schema: crate::SCHEMA,
             filter_subject: reseller_kit::subjects::ALL_EVENTS.into(),
         },
-        platform.pool.clone(),
-        platform.js.clone(),
         MspPortal,
     )
 }

@@ -5,58 +5,29 @@ use reseller_proto::v1 as pb;
 
 use crate::domain::{AccountKind, CustomerDevice, CustomerRow, CustomerStatus, UploadSummary};
 
-/// Domain kind → protobuf.
-pub fn kind_to_proto(kind: AccountKind) -> pb::AccountKind {
-    match kind {
-        AccountKind::Customer => pb::AccountKind::Customer,
-        AccountKind::Msp => pb::AccountKind::Msp,
-    }
-}
-
-/// Protobuf kind → domain.
+/// An event's account kind → domain, for the projection; the conversion is the kit's
+/// `TryFrom<i32>` ([`reseller_kit::accounts`]), this only names the field.
 ///
 /// # Errors
-/// When unspecified or unknown.
+/// `kind must be …, got N` when unspecified or unknown (a poison event).
 pub fn kind_from_proto(value: i32) -> Result<AccountKind, String> {
-    match pb::AccountKind::try_from(value) {
-        Ok(pb::AccountKind::Customer) => Ok(AccountKind::Customer),
-        Ok(pb::AccountKind::Msp) => Ok(AccountKind::Msp),
-        _ => Err(format!(
-            "kind must be ACCOUNT_KIND_CUSTOMER or ACCOUNT_KIND_MSP, got {value}"
-        )),
-    }
+    AccountKind::try_from(value).map_err(|e| format!("kind {e}"))
 }
 
-/// Domain status → protobuf.
-pub fn status_to_proto(status: CustomerStatus) -> pb::CustomerStatus {
-    match status {
-        CustomerStatus::PendingVerification => pb::CustomerStatus::PendingVerification,
-        CustomerStatus::Active => pb::CustomerStatus::Active,
-        CustomerStatus::Inactive => pb::CustomerStatus::Inactive,
-    }
-}
-
-/// Protobuf status → domain.
+/// An event's customer status → domain, for the projection; as [`kind_from_proto`].
 ///
 /// # Errors
-/// When unspecified or unknown.
+/// `status must be …, got N` when unspecified or unknown (a poison event).
 pub fn status_from_proto(value: i32) -> Result<CustomerStatus, String> {
-    match pb::CustomerStatus::try_from(value) {
-        Ok(pb::CustomerStatus::PendingVerification) => Ok(CustomerStatus::PendingVerification),
-        Ok(pb::CustomerStatus::Active) => Ok(CustomerStatus::Active),
-        Ok(pb::CustomerStatus::Inactive) => Ok(CustomerStatus::Inactive),
-        _ => Err(format!(
-            "status must be a CUSTOMER_STATUS other than UNSPECIFIED, got {value}"
-        )),
-    }
+    CustomerStatus::try_from(value).map_err(|e| format!("status {e}"))
 }
 
 impl From<CustomerRow> for pb::CustomerRow {
     fn from(row: CustomerRow) -> Self {
         pb::CustomerRow {
             display_id: row.display_id().to_owned(),
-            kind: kind_to_proto(row.kind) as i32,
-            status: status_to_proto(row.status) as i32,
+            kind: pb::AccountKind::from(row.kind) as i32,
+            status: pb::CustomerStatus::from(row.status) as i32,
             last_uploaded_at: timestamp::opt_to_proto(row.last_uploaded_at),
             knox_id: row.knox_id,
             company_name: row.company_name,
@@ -101,22 +72,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn enums_round_trip_and_unspecified_is_refused() {
-        for kind in [AccountKind::Customer, AccountKind::Msp] {
-            assert_eq!(kind_from_proto(kind_to_proto(kind) as i32).unwrap(), kind);
-        }
-        for status in [
-            CustomerStatus::PendingVerification,
-            CustomerStatus::Active,
-            CustomerStatus::Inactive,
-        ] {
-            assert_eq!(
-                status_from_proto(status_to_proto(status) as i32).unwrap(),
-                status
-            );
-        }
-        assert!(kind_from_proto(0).is_err());
-        assert!(status_from_proto(0).is_err());
+    fn unspecified_values_are_refused_naming_the_field() {
+        assert_eq!(
+            kind_from_proto(pb::AccountKind::Msp as i32),
+            Ok(AccountKind::Msp)
+        );
+        assert_eq!(
+            kind_from_proto(0).unwrap_err(),
+            "kind must be ACCOUNT_KIND_CUSTOMER or ACCOUNT_KIND_MSP, got 0"
+        );
+        assert_eq!(
+            status_from_proto(pb::CustomerStatus::Active as i32),
+            Ok(CustomerStatus::Active)
+        );
+        assert!(
+            status_from_proto(0)
+                .unwrap_err()
+                .starts_with("status must be")
+        );
         assert!(status_from_proto(42).is_err());
     }
 }

@@ -123,7 +123,7 @@ impl ReportingService for ReportingApi {
     ) -> Result<Response<Self::ExportCustomersCsvStream>, Status> {
         let reseller = Principal::of(&request)?.reseller()?;
         let req = request.get_ref();
-        let query = SearchQuery::parse(&req.query).map_err(|e| ApiError::invalid("query", e))?;
+        let query = SearchQuery::parse(&req.query).map_err(ApiError::from)?;
         let slot = self.download_slot()?;
         // Open the cursor before answering, so a database failure is the call's status.
         let cursor = self

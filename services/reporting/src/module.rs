@@ -4,12 +4,10 @@
 use reseller_kit::app::{Platform, ServiceModule};
 use reseller_kit::grpc::GrpcServer;
 use reseller_kit::inbox::{ConsumerSpec, IdempotentConsumer};
-use reseller_kit::outbox::Relay;
 use reseller_kit::subjects;
 use reseller_proto::v1::reporting_service_server::ReportingServiceServer;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::service::interceptor::InterceptedService;
 
 use crate::grpc::ReportingApi;
 use crate::postgres::{OUTBOX, Repository};
@@ -32,12 +30,7 @@ pub fn spec() -> ConsumerSpec {
 /// [`ReportingModule`]; tests build their own to run, stop, or feed with
 /// [`IdempotentConsumer::apply`].
 pub fn consumer(platform: &Platform) -> IdempotentConsumer<Projection> {
-    IdempotentConsumer::new(
-        spec(),
-        platform.pool.clone(),
-        platform.js.clone(),
-        Projection,
-    )
+    platform.consumer(spec(), Projection)
 }
 
 /// CSV downloads allowed at once: a quarter of the connection pool, which every service
@@ -76,20 +69,13 @@ impl ServiceModule for ReportingModule {
     }
 
     fn register(&self, server: &mut GrpcServer) {
-        let limit = self.platform.config.grpc_max_message_bytes;
-        server.add_service(InterceptedService::new(
-            ReportingServiceServer::new(self.api.clone())
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit),
-            self.platform.auth.clone(),
-        ));
+        self.platform
+            .serve(server, ReportingServiceServer::new(self.api.clone()));
     }
 
     fn spawn_background(&self, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
-        let relay = Relay::new(OUTBOX, self.platform.pool.clone(), self.platform.js.clone());
-        vec![
-            tokio::spawn(relay.run(shutdown.clone())),
-            tokio::spawn(consumer(&self.platform).run(shutdown)),
-        ]
+        let projection = consumer(&self.platform);
+        self.platform
+            .spawn_relay_and(OUTBOX, &shutdown, projection.run(shutdown.clone()))
     }
 }

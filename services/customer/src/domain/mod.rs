@@ -2,65 +2,13 @@
 
 mod approval;
 mod country;
-mod text;
 
 pub use approval::{ApprovalRejected, ApprovalRequest};
 pub use country::Country;
-pub use text::{CompanyName, InternalReference};
+pub use reseller_kit::accounts::{AccountKind, CompanyName, CustomerStatus, InternalReference};
 
 use reseller_kit::ids::{KnoxId, ResellerId};
 use time::OffsetDateTime;
-
-/// Whether an account is an ordinary customer or an MSP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccountKind {
-    /// A company that buys devices.
-    Customer,
-    /// A managed service provider.
-    Msp,
-}
-
-impl AccountKind {
-    /// The database spelling.
-    pub fn as_db(self) -> &'static str {
-        match self {
-            AccountKind::Customer => "CUSTOMER",
-            AccountKind::Msp => "MSP",
-        }
-    }
-
-    /// Reads the database spelling.
-    pub fn from_db(s: &str) -> Self {
-        if s == "MSP" {
-            AccountKind::Msp
-        } else {
-            AccountKind::Customer
-        }
-    }
-}
-
-/// A reseller customer's status (DOMAIN.md "Customer status").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CustomerStatus {
-    /// Added; the account has not approved the reseller.
-    PendingVerification,
-    /// The account approved the reseller.
-    Active,
-    /// The account revoked its approval.
-    Inactive,
-}
-
-impl CustomerStatus {
-    /// The status that an account's approval decision gives: none yet → pending,
-    /// approved → active, revoked → inactive.
-    pub fn from_approval(approved: Option<bool>) -> Self {
-        match approved {
-            None => CustomerStatus::PendingVerification,
-            Some(true) => CustomerStatus::Active,
-            Some(false) => CustomerStatus::Inactive,
-        }
-    }
-}
 
 /// An account to register.
 #[derive(Debug, Clone)]
@@ -146,25 +94,4 @@ pub enum CustomerError {
         /// The reseller.
         reseller_id: String,
     },
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn status_follows_the_accounts_decision() {
-        assert_eq!(
-            CustomerStatus::from_approval(None),
-            CustomerStatus::PendingVerification
-        );
-        assert_eq!(
-            CustomerStatus::from_approval(Some(true)),
-            CustomerStatus::Active
-        );
-        assert_eq!(
-            CustomerStatus::from_approval(Some(false)),
-            CustomerStatus::Inactive
-        );
-    }
 }

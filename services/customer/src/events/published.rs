@@ -7,14 +7,13 @@ use reseller_proto::v1::{self as pb, event::Payload};
 use time::OffsetDateTime;
 
 use crate::domain::{Account, Customer, CustomerStatus, InternalReference};
-use crate::grpc::convert;
 
 /// `account_registered`.
 pub fn account_registered(account: &Account) -> pb::Event {
     new_event(
         Payload::AccountRegistered(pb::AccountRegistered {
             knox_id: account.knox_id.clone(),
-            kind: convert::kind_to_proto(account.kind) as i32,
+            kind: pb::AccountKind::from(account.kind) as i32,
             company_name: account.company_name.clone(),
             country: account.country.clone(),
             created_at: Some(timestamp::to_proto(account.created_at)),
@@ -29,11 +28,11 @@ pub fn customer_added(customer: &Customer) -> pb::Event {
         Payload::CustomerAdded(pb::CustomerAdded {
             reseller_id: customer.reseller_id.to_string(),
             knox_id: customer.account.knox_id.clone(),
-            kind: convert::kind_to_proto(customer.account.kind) as i32,
+            kind: pb::AccountKind::from(customer.account.kind) as i32,
             company_name: customer.account.company_name.clone(),
             country: customer.account.country.clone(),
             internal_reference: customer.internal_reference.clone(),
-            status: convert::status_to_proto(customer.status) as i32,
+            status: pb::CustomerStatus::from(customer.status) as i32,
             added_at: Some(timestamp::to_proto(customer.added_at)),
             reference_revision: customer.reference_revision,
             status_revision: customer.status_revision,
@@ -71,7 +70,7 @@ pub fn customer_status_changed(
         Payload::CustomerStatusChanged(pb::CustomerStatusChanged {
             reseller_id: reseller_id.to_string(),
             knox_id: knox_id.to_string(),
-            status: convert::status_to_proto(status) as i32,
+            status: pb::CustomerStatus::from(status) as i32,
             revision,
         }),
         OffsetDateTime::now_utc(),

@@ -1,6 +1,6 @@
 //! The gRPC edge of customer-service: authorise, parse, call the repository, convert.
 
-pub(crate) mod convert;
+mod convert;
 
 use reseller_kit::auth::{Principal, Role};
 use reseller_kit::ids::{KnoxId, ResellerId};
@@ -81,7 +81,7 @@ fn customer_fields(
 ) -> Result<(KnoxId, InternalReference), ApiError> {
     let mut v = FieldViolations::new();
     let knox_id = v.check("knox_id", KnoxId::parse(knox_id));
-    let reference = v.check("internal_reference", InternalReference::parse(reference));
+    let reference = v.check_field(InternalReference::parse("internal_reference", reference));
     v.finish()?;
     Ok((knox_id.expect("checked"), reference.expect("checked")))
 }
@@ -122,8 +122,14 @@ impl AccountService for CustomerApi {
         let req = request.into_inner();
         let mut v = FieldViolations::new();
         let knox_id = v.check("knox_id", KnoxId::parse(&req.knox_id));
-        let kind = v.check("kind", convert::kind_from_proto(req.kind));
-        let company_name = v.check("company_name", CompanyName::parse(&req.company_name));
+        let kind = v.check(
+            "kind",
+            AccountKind::try_from(req.kind).map_err(|e| e.to_string()),
+        );
+        let company_name = v.check_field(CompanyName::parse_required(
+            "company_name",
+            &req.company_name,
+        ));
         let country = v.check("country", Country::parse(&req.country));
         v.finish()?;
         let new = NewAccount {
@@ -232,7 +238,7 @@ impl CustomerService for CustomerApi {
         let next_page_token =
             paging::finish_page(&mut devices, limit, |d| (d.device_id.clone(), d.upload_id));
         Ok(Response::new(pb::ListMyDevicesResponse {
-            devices: devices.into_iter().map(convert::portal_device).collect(),
+            devices: devices.into_iter().map(Into::into).collect(),
             next_page_token,
         }))
     }

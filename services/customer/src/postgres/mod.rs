@@ -5,6 +5,7 @@
 use reseller_kit::CommandError;
 use reseller_kit::ids::{KnoxId, ResellerId};
 use reseller_kit::outbox::Outbox;
+use reseller_kit::portal::PortalDevice;
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 
@@ -41,15 +42,19 @@ struct AccountRow {
     created_at: OffsetDateTime,
 }
 
-impl From<AccountRow> for Account {
-    fn from(row: AccountRow) -> Self {
-        Account {
+/// A stored kind this version does not know fails the read as a decode error of its
+/// column (`reseller_kit::accounts::UnknownValue`), rather than be read as a guess.
+impl TryFrom<AccountRow> for Account {
+    type Error = sqlx::Error;
+
+    fn try_from(row: AccountRow) -> Result<Self, sqlx::Error> {
+        Ok(Account {
             knox_id: row.knox_id,
-            kind: AccountKind::from_db(&row.kind),
+            kind: AccountKind::from_db(&row.kind)?,
             company_name: row.company_name,
             country: row.country,
             created_at: row.created_at,
-        }
+        })
     }
 }
 
@@ -69,22 +74,25 @@ struct CustomerRow {
 }
 
 impl CustomerRow {
-    fn into_customer(self, reseller_id: &ResellerId) -> Customer {
-        Customer {
+    /// # Errors
+    /// A decode error when the account's stored kind is unknown (see [`Account`]'s
+    /// `TryFrom<AccountRow>`).
+    fn into_customer(self, reseller_id: &ResellerId) -> Result<Customer, sqlx::Error> {
+        Ok(Customer {
             reseller_id: reseller_id.clone(),
-            account: Account::from(AccountRow {
+            account: Account::try_from(AccountRow {
                 knox_id: self.knox_id,
                 kind: self.kind,
                 company_name: self.company_name,
                 country: self.country,
                 created_at: self.created_at,
-            }),
+            })?,
             internal_reference: self.internal_reference,
             reference_revision: self.reference_revision,
             status_revision: self.status_revision,
             status: CustomerStatus::from_approval(self.approved),
             added_at: self.added_at,
-        }
+        })
     }
 }
 
@@ -113,7 +121,7 @@ impl Repository {
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| CustomerError::AccountExists(new.knox_id.to_string()))?
-        .into();
+        .try_into()?;
         OUTBOX
             .enqueue(&mut tx, &[events::account_registered(&account)])
             .await?;
@@ -135,7 +143,7 @@ impl Repository {
         .fetch_optional(&self.pool)
         .await?
         .ok_or_else(|| CustomerError::AccountNotFound(knox_id.to_string()))?;
-        Ok(row.into())
+        Ok(row.try_into()?)
     }
 
     /// Adds an account to a reseller's customers, with the status its approval gives.
@@ -257,7 +265,7 @@ impl Repository {
         .fetch_optional(&mut *conn)
         .await?
         .ok_or_else(|| CustomerError::CustomerNotFound(knox_id.to_string()))?;
-        Ok(row.into_customer(reseller_id))
+        Ok(row.into_customer(reseller_id)?)
     }
 
     /// Records an account's approval or revocation of a reseller, as
@@ -324,29 +332,6 @@ impl Repository {
     }
 }
 
-/// One device of the customer portal.
-#[derive(Debug, Clone)]
-pub struct PortalDevice {
-    /// Normalised identifier.
-    pub device_id: String,
-    /// `reseller.v1.DeviceIdKind`.
-    pub id_kind: i16,
-    /// Model.
-    pub model: String,
-    /// The reseller that uploaded it.
-    pub reseller_id: String,
-    /// The upload.
-    pub upload_id: uuid::Uuid,
-    /// The customer holding it.
-    pub holder_knox_id: String,
-    /// Moved here by an MSP?
-    pub moved_by_msp: bool,
-    /// That MSP ("" otherwise).
-    pub msp_id: String,
-    /// When it was uploaded.
-    pub uploaded_at: OffsetDateTime,
-}
-
 impl Repository {
     /// A page of the customer portal of `holder`, after the keyset `after`
     /// (device ID, upload ID), in device-ID order.
@@ -362,11 +347,14 @@ impl Repository {
         let (after_device, after_upload) = after.unzip();
         sqlx::query_as!(
             PortalDevice,
-            "SELECT device_id, id_kind, model, reseller_id, upload_id, holder_knox_id, \
-                    moved_by_msp, msp_id, uploaded_at \
-             FROM customer.portal_devices WHERE holder_knox_id = $1 \
-             AND ($2::text IS NULL OR (device_id, upload_id) > ($2, $3::uuid)) \
-             ORDER BY device_id, upload_id LIMIT $4",
+            // The table keeps the flag and the MSP apart (msp_id "" when not moved); the
+            // portal's device names the MSP only when one moved it.
+            r#"SELECT device_id, id_kind, model, reseller_id, upload_id, holder_knox_id,
+                      CASE WHEN moved_by_msp THEN msp_id END AS "moved_by_msp?",
+                      uploaded_at
+               FROM customer.portal_devices WHERE holder_knox_id = $1
+               AND ($2::text IS NULL OR (device_id, upload_id) > ($2, $3::uuid))
+               ORDER BY device_id, upload_id LIMIT $4"#,
             holder.as_str(),
             after_device,
             after_upload,

@@ -10,14 +10,8 @@ use reseller_kit::ids::KnoxId;
 
 use super::{Link, Mode, MspError};
 
-/// An account's kind, as customer-service registered it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccountKind {
-    /// A customer account.
-    Customer,
-    /// An MSP account.
-    Msp,
-}
+/// An account's kind, as customer-service registered it (the kit's one definition).
+pub use reseller_kit::accounts::AccountKind;
 
 /// The caller of an MSP call must be a registered MSP account; `kind` is its account's
 /// kind, `None` when unregistered.

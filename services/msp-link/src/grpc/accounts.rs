@@ -35,7 +35,8 @@ impl AccountDirectory {
     /// The kind of account `knox_id`, or `None` when it is not registered.
     ///
     /// # Errors
-    /// `UNAVAILABLE` when customer-service cannot be asked.
+    /// `UNAVAILABLE` when customer-service cannot be asked; `INTERNAL` when it answers a
+    /// kind this version does not know (never read as a customer).
     pub async fn kind(&self, knox_id: &str) -> Result<Option<AccountKind>, ApiError> {
         let token = self
             .auth
@@ -51,10 +52,13 @@ impl AccountDirectory {
             .get_account(request)
             .await
         {
-            Ok(account) => Ok(match pb::AccountKind::try_from(account.into_inner().kind) {
-                Ok(pb::AccountKind::Msp) => Some(AccountKind::Msp),
-                _ => Some(AccountKind::Customer),
-            }),
+            Ok(account) => AccountKind::try_from(account.into_inner().kind)
+                .map(Some)
+                .map_err(|e| {
+                    ApiError::Internal(anyhow::anyhow!(
+                        "customer-service answered account {knox_id} with a kind that {e}"
+                    ))
+                }),
             Err(status) if status.code() == Code::NotFound => Ok(None),
             Err(status) => {
                 tracing::warn!(%status, "customer-service did not answer");

@@ -13,7 +13,7 @@ use crate::domain::{
     DelinkRequest, Delinker, Link, Mode, MoveAnswer, MoveRequest, MspError, check_linkable,
     check_msp, managed_by,
 };
-use crate::postgres::{PortalDevice, Repository};
+use crate::postgres::Repository;
 use accounts::AccountDirectory;
 
 /// `reseller.v1.MspService`.
@@ -91,20 +91,6 @@ fn link_to_proto(link: Link) -> pb::ManagedCustomer {
         customer_knox_id: link.customer_knox_id,
         mode: i32::from(link.mode.as_i16()),
         since: Some(timestamp::to_proto(link.since)),
-    }
-}
-
-fn device_to_proto(d: PortalDevice) -> pb::PortalDevice {
-    pb::PortalDevice {
-        device_id: d.device_id,
-        id_kind: i32::from(d.id_kind),
-        model: d.model,
-        reseller_id: d.reseller_id,
-        upload_id: d.upload_id.to_string(),
-        moved_by_msp: !d.moved_by_msp.is_empty(),
-        msp_id: d.moved_by_msp,
-        holder_knox_id: d.holder_knox_id,
-        uploaded_at: Some(timestamp::to_proto(d.uploaded_at)),
     }
 }
 
@@ -251,7 +237,7 @@ impl MspService for MspApi {
         let next_page_token =
             paging::finish_page(&mut devices, limit, |d| (d.device_id.clone(), d.upload_id));
         Ok(Response::new(pb::ListMspDevicesResponse {
-            devices: devices.into_iter().map(device_to_proto).collect(),
+            devices: devices.into_iter().map(Into::into).collect(),
             next_page_token,
         }))
     }

@@ -11,6 +11,7 @@ use std::collections::{BTreeSet, HashSet};
 use reseller_kit::CommandError;
 use reseller_kit::ids::KnoxId;
 use reseller_kit::outbox::Outbox;
+use reseller_kit::portal::PortalDevice;
 use reseller_proto::v1 as pb;
 use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
@@ -111,27 +112,6 @@ async fn locked_link(
 ) -> Result<Option<Link>, sqlx::Error> {
     lock_customers(tx, &BTreeSet::from([customer.to_string()])).await?;
     live_link(tx, customer).await
-}
-
-/// One device of the MSP portal.
-#[derive(Debug, Clone)]
-pub struct PortalDevice {
-    /// Normalised identifier.
-    pub device_id: String,
-    /// `reseller.v1.DeviceIdKind`.
-    pub id_kind: i16,
-    /// Model.
-    pub model: String,
-    /// The reseller that uploaded it.
-    pub reseller_id: String,
-    /// The upload.
-    pub upload_id: Uuid,
-    /// The account holding it now (the MSP itself for its pool).
-    pub holder_knox_id: String,
-    /// The MSP that moved it ("" if never moved).
-    pub moved_by_msp: String,
-    /// When it was uploaded.
-    pub uploaded_at: OffsetDateTime,
 }
 
 impl Repository {
@@ -344,7 +324,7 @@ impl Repository {
             // Events name each registration by its device ID, whichever identifier the
             // caller used: that is how every projection keys it.
             let batch: Vec<_> = to_move
-                .chunks(crate::EVENT_PART_SIZE)
+                .chunks(reseller_kit::event_parts::EVENT_PART_SIZE)
                 .map(|chunk| events::devices_moved(msp.as_str(), target.as_str(), chunk, seq))
                 .collect();
             OUTBOX.enqueue(&mut tx, &batch).await?;

@@ -167,7 +167,7 @@ impl ListCustomers {
         page_token: &str,
     ) -> Result<Self, ApiError> {
         let mut v = reseller_kit::FieldViolations::new();
-        let query = v.check("query", SearchQuery::parse(query));
+        let query = v.check_field(SearchQuery::parse(query));
         let order = v.check("order_by", OrderBy::parse(order_by));
         let size = match paging::page_size(page_size) {
             Ok(size) => Some(size),

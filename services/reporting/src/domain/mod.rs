@@ -21,80 +21,13 @@ pub use placement::{
 };
 pub use search::{MAX_QUERY_CHARS, SearchQuery};
 
+pub use reseller_kit::accounts::{AccountKind, CustomerStatus};
 use reseller_kit::ids::{KnoxId, ResellerId};
 use time::OffsetDateTime;
 
 /// What a `page_token` the list did not issue is told (kit's `paging::decode_token` says
 /// the same of one that does not decode).
 pub(crate) const TOKEN_NOT_ISSUED_HERE: &str = "is not a token this list issued";
-
-/// Whether an account is an ordinary customer or an MSP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccountKind {
-    /// A company that buys devices.
-    Customer,
-    /// A managed service provider.
-    Msp,
-}
-
-impl AccountKind {
-    /// The database spelling.
-    pub fn as_db(self) -> &'static str {
-        match self {
-            AccountKind::Customer => "CUSTOMER",
-            AccountKind::Msp => "MSP",
-        }
-    }
-
-    /// Reads the database spelling (the table's CHECK allows only the two).
-    pub fn from_db(s: &str) -> Self {
-        if s == "MSP" {
-            AccountKind::Msp
-        } else {
-            AccountKind::Customer
-        }
-    }
-}
-
-/// A reseller customer's status (DOMAIN.md "Customer status").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CustomerStatus {
-    /// Added; the account has not approved the reseller.
-    PendingVerification,
-    /// The account approved the reseller.
-    Active,
-    /// The account revoked its approval.
-    Inactive,
-}
-
-impl CustomerStatus {
-    /// The database spelling.
-    pub fn as_db(self) -> &'static str {
-        match self {
-            CustomerStatus::PendingVerification => "PENDING_VERIFICATION",
-            CustomerStatus::Active => "ACTIVE",
-            CustomerStatus::Inactive => "INACTIVE",
-        }
-    }
-
-    /// Reads the database spelling (the table's CHECK allows only the three).
-    pub fn from_db(s: &str) -> Self {
-        match s {
-            "ACTIVE" => CustomerStatus::Active,
-            "INACTIVE" => CustomerStatus::Inactive,
-            _ => CustomerStatus::PendingVerification,
-        }
-    }
-
-    /// The label the CSV download shows (DOMAIN.md).
-    pub fn label(self) -> &'static str {
-        match self {
-            CustomerStatus::PendingVerification => "Pending customer verification",
-            CustomerStatus::Active => "Active",
-            CustomerStatus::Inactive => "Inactive",
-        }
-    }
-}
 
 /// An enrollment account, as events describe it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,40 +1,33 @@
 //! The search of the Customers page and its `LIKE` pattern.
 
+use reseller_kit::text::{FreeText, FreeTextError};
+
 /// The longest query worth running: no searched field is longer (company names are at
 /// most 200 characters), and a match never spans two fields.
 pub const MAX_QUERY_CHARS: usize = 200;
 
 /// A search of the Customers page: a case-insensitive substring of the company name, the
 /// internal reference or the Knox ID. Empty matches every row.
+///
+/// It is free text ([`FreeText`]): surrounding whitespace is ignored, as in any search
+/// box; control characters are refused (no searched field holds any, and the stored
+/// search text separates fields with one).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SearchQuery(String);
+pub struct SearchQuery(FreeText<MAX_QUERY_CHARS>);
 
 impl SearchQuery {
-    /// Parses a query; surrounding whitespace is ignored, as in any search box.
+    /// Parses the request field `query`.
     ///
     /// # Errors
-    /// When longer than [`MAX_QUERY_CHARS`] or holding control characters (no searched
-    /// field holds any, and the stored search text separates fields with one).
-    pub fn parse(input: &str) -> Result<Self, String> {
-        let s = input.trim();
-        let len = s.chars().count();
-        if len > MAX_QUERY_CHARS {
-            return Err(format!(
-                "must be at most {MAX_QUERY_CHARS} characters, got {len}"
-            ));
-        }
-        if let Some(c) = s.chars().find(|c| c.is_control()) {
-            return Err(format!(
-                "must not contain control characters (found U+{:04X})",
-                c as u32
-            ));
-        }
-        Ok(Self(s.to_owned()))
+    /// [`FreeTextError`] naming `query` when longer than [`MAX_QUERY_CHARS`] or holding
+    /// control characters.
+    pub fn parse(input: &str) -> Result<Self, FreeTextError> {
+        FreeText::parse("query", input).map(Self)
     }
 
     /// The query as parsed.
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 
     /// The `LIKE` pattern (escape character `\`) that finds the query anywhere, or `None`
@@ -45,9 +38,10 @@ impl SearchQuery {
         if self.0.is_empty() {
             return None;
         }
-        let mut pattern = String::with_capacity(self.0.len() + 8);
+        let query = self.0.as_str();
+        let mut pattern = String::with_capacity(query.len() + 8);
         pattern.push('%');
-        for c in self.0.chars() {
+        for c in query.chars() {
             if matches!(c, '%' | '_' | '\\') {
                 pattern.push('\\');
             }

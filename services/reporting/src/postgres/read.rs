@@ -158,11 +158,11 @@ impl Sql {
 fn row_from(row: &PgRow) -> Result<CustomerRow, sqlx::Error> {
     Ok(CustomerRow {
         knox_id: row.try_get("knox_id")?,
-        kind: AccountKind::from_db(row.try_get("kind")?),
+        kind: AccountKind::from_db(row.try_get("kind")?)?,
         company_name: row.try_get("company_name")?,
         internal_reference: row.try_get("internal_reference")?,
         country: row.try_get("country")?,
-        status: CustomerStatus::from_db(row.try_get("status")?),
+        status: CustomerStatus::from_db(row.try_get("status")?)?,
         last_uploaded_at: row.try_get("last_uploaded_at")?,
         uploaded_devices: row.try_get("uploaded_devices")?,
         devices: row.try_get("devices")?,
