@@ -7,13 +7,11 @@
 
 #![forbid(unsafe_code)]
 
-mod directory;
 pub mod domain;
 mod events;
 mod grpc;
 mod module;
 mod postgres;
-mod receipts;
 
 pub use module::DeviceModule;
 

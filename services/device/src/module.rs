@@ -9,10 +9,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 
-use crate::directory::CustomerDirectory;
+use crate::events::receipts::Receipts;
 use crate::grpc::DeviceApi;
+use crate::grpc::accounts::CustomerDirectory;
 use crate::postgres::{OUTBOX, Repository};
-use crate::receipts::Receipts;
 
 /// device-service as hosted by a program.
 #[derive(Debug, Clone)]

@@ -71,17 +71,14 @@
 
 #![forbid(unsafe_code)]
 
-mod convert;
-pub mod csv_export;
 pub mod domain;
-mod export;
+mod events;
 mod grpc;
 mod module;
 mod postgres;
-mod projection;
 
+pub use events::Projection;
 pub use module::{CONSUMER, ReportingModule, consumer};
-pub use projection::Projection;
 
 /// The PostgreSQL schema this service owns.
 pub const SCHEMA: &str = "reporting";

@@ -11,9 +11,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 
+use crate::events::Projection;
 use crate::grpc::ReportingApi;
 use crate::postgres::{OUTBOX, Repository};
-use crate::projection::Projection;
 
 /// The durable consumer that feeds the projection (also its inbox key and its
 /// dead-letter subject's last token).

@@ -10,12 +10,12 @@ use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::{Query, QueryScalar};
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row, Transaction};
 
-use crate::csv_export::CsvChunker;
+use crate::domain::csv::CsvChunker;
 use crate::domain::{
     AccountKind, CustomerDevice, CustomerRow, CustomerStatus, DeviceKey, ListCustomerDevices,
     ListCustomers, OrderBy, SearchQuery, SortKey, UploadSummary,
 };
-use crate::export::{CsvRecord, DEVICE_HEADER, DeviceLine, RowSource};
+use crate::grpc::csv::{CsvRecord, DEVICE_HEADER, DeviceLine, RowSource};
 
 /// The columns a [`CustomerRow`] is read from `reporting.customer_rows` (a macro, so
 /// `concat!` can use it). The managing MSP is the customer's current link, read with the

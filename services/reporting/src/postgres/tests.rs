@@ -17,7 +17,7 @@ use crate::Projection;
 use crate::domain::{
     AccountKind, ListCustomerDevices, ListCustomers, Placement, PlacementDelta, UploadRef,
 };
-use crate::export::stream_csv;
+use crate::grpc::csv::stream_csv;
 
 const RESELLER: &str = "acme";
 const CUSTOMER: &str = "600000001";

@@ -34,11 +34,11 @@ use reseller_kit::timestamp;
 use reseller_proto::v1::{self as pb, event::Payload};
 use sqlx::PgConnection;
 
-use crate::convert;
 use crate::domain::{
     Account, AccountKind, AddedCustomer, DeletedPart, LinkFact, MovedPart, MovedRegistration,
     PlacementFacts, UploadRef, UploadedDevice, UploadedPart, place, transfer,
 };
+use crate::grpc::convert;
 use crate::postgres::{self, Affected};
 
 /// The reseller views' event handler (the `reporting` consumer's).

@@ -12,12 +12,14 @@ use reseller_proto::v1::{
 use tonic::{Code, Request, Response, Status, Streaming};
 use uuid::Uuid;
 
-use crate::directory::CustomerDirectory;
 use crate::domain::{
     self, Deletion, Lookup, MAX_DELETE_IDS, ParsedBatch, PortalState, Rejection, RejectionReason,
     Upload, UploadFilter, UploadHeader, UploadRow,
 };
 use crate::postgres::Repository;
+use accounts::CustomerDirectory;
+
+pub mod accounts;
 
 /// `reseller.v1.DeviceService`.
 #[derive(Debug, Clone)]
