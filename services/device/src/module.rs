@@ -11,7 +11,7 @@ use tonic::service::interceptor::InterceptedService;
 
 use crate::events::receipts::Receipts;
 use crate::grpc::DeviceApi;
-use crate::grpc::accounts::CustomerDirectory;
+use crate::grpc::accounts::AccountsClient;
 use crate::postgres::{OUTBOX, Repository};
 
 /// device-service as hosted by a program.
@@ -32,7 +32,7 @@ impl DeviceModule {
         reseller_kit::db::migrate(&platform.pool, &crate::MIGRATOR, "device-service").await?;
         let api = DeviceApi::new(
             Repository::new(platform.pool.clone()),
-            CustomerDirectory::new(customer_service_url)?,
+            AccountsClient::new(customer_service_url)?,
         );
         Ok(Self {
             platform: platform.clone(),

@@ -1,6 +1,8 @@
 //! The rules of uploads and deletions (DOMAIN.md "Devices and uploads", "Deleting
 //! devices"), free of I/O.
 
+pub mod accounts;
+
 use reseller_kit::device_id::DeviceId;
 use reseller_kit::ids::KnoxId;
 use time::OffsetDateTime;
@@ -96,6 +98,20 @@ impl RejectionReason {
             2 => RejectionReason::DuplicateInUpload,
             3 => RejectionReason::AlreadyRegistered,
             _ => RejectionReason::InvalidId,
+        }
+    }
+
+    /// What a person is told of a device rejected for this reason, for the reasons the
+    /// database decides set-based (the exact path of an upload binds them): for
+    /// [`DuplicateInUpload`](Self::DuplicateInUpload) the text before the index of the
+    /// device's first occurrence, which the database appends; for
+    /// [`AlreadyRegistered`](Self::AlreadyRegistered) the whole message. `None` for
+    /// [`InvalidId`](Self::InvalidId), whose message is the parser's.
+    pub fn message_stem(self) -> Option<&'static str> {
+        match self {
+            RejectionReason::InvalidId => None,
+            RejectionReason::DuplicateInUpload => Some("duplicate of the device at index "),
+            RejectionReason::AlreadyRegistered => Some("already registered to an account"),
         }
     }
 }

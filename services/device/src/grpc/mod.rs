@@ -1,4 +1,5 @@
-//! The gRPC edge of device-service: authorise, parse, call the repository, convert.
+//! The gRPC edge of device-service: authorise, parse, decide (`domain`), call the
+//! repository, convert. `accounts` is the client of customer-service it asks about targets.
 
 use futures::Stream;
 use reseller_kit::auth::Principal;
@@ -12,12 +13,13 @@ use reseller_proto::v1::{
 use tonic::{Code, Request, Response, Status, Streaming};
 use uuid::Uuid;
 
+use crate::domain::accounts::{TargetRefused, active_target};
 use crate::domain::{
     self, Deletion, Lookup, MAX_DELETE_IDS, ParsedBatch, PortalState, Rejection, RejectionReason,
     Upload, UploadFilter, UploadHeader, UploadRow,
 };
 use crate::postgres::Repository;
-use accounts::CustomerDirectory;
+use accounts::AccountsClient;
 
 pub mod accounts;
 
@@ -25,13 +27,27 @@ pub mod accounts;
 #[derive(Debug, Clone)]
 pub struct DeviceApi {
     repo: Repository,
-    directory: CustomerDirectory,
+    accounts: AccountsClient,
 }
 
 impl DeviceApi {
-    /// The API over `repo`, asking `directory` about targets.
-    pub fn new(repo: Repository, directory: CustomerDirectory) -> Self {
-        Self { repo, directory }
+    /// The API over `repo`, asking `accounts` (customer-service) about targets.
+    pub fn new(repo: Repository, accounts: AccountsClient) -> Self {
+        Self { repo, accounts }
+    }
+}
+
+/// A refused target as the caller sees it: an account the reseller has not added is
+/// `NOT_FOUND`, one that is not active `FAILED_PRECONDITION`, and a directory that cannot
+/// answer `UNAVAILABLE`.
+fn refused_to_api(refused: TargetRefused) -> ApiError {
+    let message = refused.to_string();
+    match refused {
+        TargetRefused::NotAdded(_) => ApiError::NotFound(message),
+        TargetRefused::PendingVerification(_) | TargetRefused::Inactive(_) => {
+            ApiError::FailedPrecondition(message)
+        }
+        TargetRefused::Unavailable(_) => ApiError::Unavailable(message),
     }
 }
 
@@ -271,10 +287,9 @@ impl DeviceService for DeviceApi {
         {
             return Ok(Response::new(upload_to_proto(first)));
         }
-        let target = self
-            .directory
-            .active_target(&authorization, &header.target)
-            .await?;
+        let target = active_target(&self.accounts.as_caller(&authorization), &header.target)
+            .await
+            .map_err(refused_to_api)?;
         let upload = self
             .repo
             .ingest(&reseller, &header, &target, parse_batches(stream))
