@@ -17,8 +17,8 @@ pub use devices::{
 pub use list::{ListCustomers, OrderBy, SortKey};
 pub use msp::{LinkFact, MovedPart, MovedRegistration};
 pub use placement::{
-    Placement, PlacementDelta, PlacementFacts, RegistrationGroup, StoredPlacement, UploadRef,
-    merge, place, transfer,
+    PLACEMENT_KINDS, Placement, PlacementDelta, PlacementFacts, RegistrationGroup, StoredPlacement,
+    UploadRef, merge, place, placement_kind, transfer,
 };
 pub use search::{MAX_QUERY_CHARS, SearchQuery};
 

@@ -572,15 +572,9 @@ mod tests {
         e.devices[0].reseller_id = String::new();
         assert!(poison(moved_part(&e)).starts_with("reseller_id"));
 
-        let fact = link_fact("600001", "700001", false, 3).unwrap();
         assert_eq!(
-            (
-                fact.customer.as_str(),
-                fact.msp_id.as_str(),
-                fact.linked,
-                fact.seq
-            ),
-            ("600001", "700001", false, 3)
+            link_fact("600001", "700001", false, 3).unwrap(),
+            LinkFact::of("600001", "700001", false, 3)
         );
         assert!(poison(link_fact("600001", "", true, 3)).starts_with("msp_id"));
         assert!(poison(link_fact("600001", "700001", true, -1)).starts_with("seq"));

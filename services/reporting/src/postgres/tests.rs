@@ -1214,6 +1214,25 @@ async fn begin_applying(
     tx
 }
 
+/// Applies `next` while `holding` (another replica's apply, left open) holds rows it
+/// needs: `next` must wait for it (`waits` says what waits for what), then apply once
+/// `holding` commits.
+async fn apply_behind(
+    pool: &PgPool,
+    holding: sqlx::Transaction<'static, sqlx::Postgres>,
+    next: Payload,
+    waits: &str,
+) {
+    let next = tokio::spawn({
+        let pool = pool.clone();
+        async move { apply(&pool, next).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!next.is_finished(), "{waits}");
+    holding.commit().await.unwrap();
+    next.await.unwrap();
+}
+
 #[sqlx::test(migrator = "crate::MIGRATOR")]
 async fn a_deletion_concurrent_with_a_delink_counts_where_the_delink_leaves_it(pool: PgPool) {
     let repo = Repository::new(pool.clone());
@@ -1234,17 +1253,13 @@ async fn a_deletion_concurrent_with_a_delink_counts_where_the_delink_leaves_it(p
     // The delink holds its transaction open; the deletion of A waits for it, then
     // removes A from the virtual upload the delink made.
     let delink = begin_applying(&pool, delinked(CUSTOMER, 3)).await;
-    let deletion = tokio::spawn({
-        let pool = pool.clone();
-        async move { apply(&pool, deleted(Uuid::now_v7(), &[("A", upload)])).await }
-    });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert!(
-        !deletion.is_finished(),
-        "the deletion waits for the delink's rows"
-    );
-    delink.commit().await.unwrap();
-    deletion.await.unwrap();
+    apply_behind(
+        &pool,
+        delink,
+        deleted(Uuid::now_v7(), &[("A", upload)]),
+        "the deletion waits for the delink's rows",
+    )
+    .await;
     assert_eq!(
         counters(&repo, CUSTOMER).await,
         Some((2, 1, Some(time(10))))
@@ -1257,17 +1272,13 @@ async fn a_deletion_concurrent_with_a_delink_counts_where_the_delink_leaves_it(p
     // moves B as deleted.
     apply(&pool, linked(CUSTOMER, 4)).await;
     let deletion = begin_applying(&pool, deleted(Uuid::now_v7(), &[("B", upload)])).await;
-    let move_on = tokio::spawn({
-        let pool = pool.clone();
-        async move { apply(&pool, moved(OTHER_CUSTOMER, 5, &[("B", upload, 10)])).await }
-    });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert!(
-        !move_on.is_finished(),
-        "the move waits for the deletion's rows"
-    );
-    deletion.commit().await.unwrap();
-    move_on.await.unwrap();
+    apply_behind(
+        &pool,
+        deletion,
+        moved(OTHER_CUSTOMER, 5, &[("B", upload, 10)]),
+        "the move waits for the deletion's rows",
+    )
+    .await;
     // B, deleted, moved on to a linked customer: under the MSP again, not live.
     assert_eq!(
         counters(&repo, CUSTOMER).await,
@@ -1306,14 +1317,7 @@ async fn a_decision_applied_beside_the_add_is_never_lost(pool: PgPool) {
 
     // The add holds its transaction open; the decision waits for it, then shows.
     let adding = begin_applying(&pool, Payload::CustomerAdded(add)).await;
-    let deciding = tokio::spawn({
-        let pool = pool.clone();
-        async move { apply(&pool, decision).await }
-    });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert!(!deciding.is_finished(), "the decision waits for the add");
-    adding.commit().await.unwrap();
-    deciding.await.unwrap();
+    apply_behind(&pool, adding, decision, "the decision waits for the add").await;
     let status = repo
         .customer_detail(&reseller(), &knox(CUSTOMER))
         .await
