@@ -3,7 +3,7 @@
 
 use futures::Stream;
 use reseller_kit::auth::Principal;
-use reseller_kit::device_id::{echo_id, lookup_key, parse_input, parse_secondary_ids};
+use reseller_kit::device_id::{echo_id, parse_input, parse_secondary_ids};
 use reseller_kit::ids::KnoxId;
 use reseller_kit::text::echo;
 use reseller_kit::{ApiError, FieldViolations, paging, timestamp};
@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use crate::domain::accounts::{TargetRefused, active_target};
 use crate::domain::{
-    self, Deletion, Lookup, MAX_DELETE_IDS, ParsedBatch, PortalState, Rejection, RejectionReason,
-    Upload, UploadFilter, UploadHeader, UploadRow,
+    self, Deletion, ParsedBatch, PortalState, Rejection, RejectionReason, Upload, UploadFilter,
+    UploadHeader, UploadRow,
 };
 use crate::postgres::Repository;
 use accounts::AccountsClient;
@@ -323,37 +323,8 @@ impl DeviceService for DeviceApi {
         request: Request<pb::DeleteDevicesRequest>,
     ) -> Result<Response<pb::Deletion>, Status> {
         let reseller = Principal::of(&request)?.reseller()?;
-        let requested = &request.get_ref().device_ids;
-        if requested.is_empty() {
-            return Err(ApiError::invalid("device_ids", "name at least one device").into());
-        }
-        if requested.len() > MAX_DELETE_IDS {
-            return Err(ApiError::invalid(
-                "device_ids",
-                format!(
-                    "at most {MAX_DELETE_IDS} devices per call, got {}",
-                    requested.len()
-                ),
-            )
-            .into());
-        }
-        // The one lookup rule (DOMAIN.md): canonical like uploads, repeats dropped, order
-        // kept. An ID no device can have (a NUL, 10 kB of junk) is simply not found.
-        let mut seen = std::collections::HashSet::new();
-        let mut lookups = Vec::with_capacity(requested.len());
-        for id in requested {
-            let lookup = match lookup_key(id) {
-                Some(key) => Lookup::Key(key),
-                None if id.trim().is_empty() => continue,
-                None => Lookup::Unknown(echo(id.trim())),
-            };
-            if seen.insert(lookup.clone()) {
-                lookups.push(lookup);
-            }
-        }
-        if lookups.is_empty() {
-            return Err(ApiError::invalid("device_ids", "every device ID is empty").into());
-        }
+        let lookups = domain::deletion_lookups(&request.get_ref().device_ids)
+            .map_err(|e| ApiError::invalid("device_ids", e))?;
         let deletion = self
             .repo
             .delete(&reseller, &lookups)

@@ -12,6 +12,11 @@
 //!   registered already (`ON CONFLICT DO NOTHING`), and records every rejection. Events
 //!   are then built from a cursor over what it registered.
 //!
+//! The statements on the upload's temporary tables (`upload_staging`, `upload_accepted`,
+//! the cursor over it) and the savepoints stay unchecked strings, `register_staged.sql`
+//! included: sqlx checks a query against the schema database, which has no temporary
+//! tables. Every other statement here is checked (`sqlx::query!` and friends).
+//!
 //! Either way, events hold [`EVENT_PART_SIZE`] devices each and are built in bounded
 //! batches, so memory does not grow with the upload. The README's Benchmarks section
 //! has the measurements behind this design.
