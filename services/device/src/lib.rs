@@ -1,19 +1,20 @@
 //! device-service: uploads, devices, deletions and their per-portal receipts.
 //!
-//! Layout: `domain` (rules, no I/O), `postgres` (uploads by COPY, deletions, receipts;
-//! events through the outbox), `events` (what it publishes), `receipts` (the consumer
-//! folding portal receipts), `directory` (asks customer-service about targets), `grpc`
-//! (the edge), `module` (wiring into a program).
+//! Layout: `domain` (the rules, no I/O: uploads, deletions and their portal states, and
+//! `domain::accounts`, which targets an upload may go to, over the account-directory
+//! port), `grpc` (the edge: parse, decide, persist, convert; `grpc::accounts` is the
+//! directory, customer-service asked over gRPC), `postgres` (uploads by COPY, deletions,
+//! receipts; events through the outbox; its SQL in `.sql` files beside it), `events`
+//! (what it publishes, and `events::receipts`, the consumer folding portal receipts),
+//! `module` (wiring into a program).
 
 #![forbid(unsafe_code)]
 
-mod directory;
 pub mod domain;
 mod events;
 mod grpc;
 mod module;
 mod postgres;
-mod receipts;
 
 pub use module::DeviceModule;
 

@@ -7,10 +7,10 @@ use reseller_proto::v1::device_service_server::DeviceServiceServer;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::directory::CustomerDirectory;
+use crate::events::receipts::Receipts;
 use crate::grpc::DeviceApi;
+use crate::grpc::accounts::AccountsClient;
 use crate::postgres::{OUTBOX, Repository};
-use crate::receipts::Receipts;
 
 /// device-service as hosted by a program.
 #[derive(Debug, Clone)]
@@ -30,7 +30,7 @@ impl DeviceModule {
         reseller_kit::db::migrate(&platform.pool, &crate::MIGRATOR, "device-service").await?;
         let api = DeviceApi::new(
             Repository::new(platform.pool.clone()),
-            CustomerDirectory::new(customer_service_url)?,
+            AccountsClient::new(customer_service_url)?,
         );
         Ok(Self {
             platform: platform.clone(),

@@ -2,9 +2,13 @@
 //! and the CSV download; one customer's detail, devices and CSV), projected from events,
 //! and the reseller portal's deletion receipts.
 //!
-//! Layout: `domain` (rules, no I/O), `projection` (the event handler), `postgres` (the
-//! projection's writes and the views' reads), `csv_export` (the CSV format) and `export`
-//! (streaming a download), `grpc` (the edge), `module` (wiring into a program).
+//! Layout: `domain` (rules, no I/O: placements and their counter deltas, the list
+//! orders and search, and `domain::csv`, the CSV format), `events` (the projection, the
+//! event handler), `postgres` (the projection's writes and the views' reads; large
+//! statements in `.sql` files beside them, the counter changes of every path in one,
+//! `placement_counters.sql`), `grpc` (the edge, with `grpc::convert`, the protobuf
+//! conversions, and `grpc::csv`, streaming a download), `module` (wiring into a
+//! program).
 //!
 //! Rules chosen here (DOMAIN.md leaves them open):
 //! - Search trims the query and refuses control characters (no searched field holds any,
@@ -71,17 +75,14 @@
 
 #![forbid(unsafe_code)]
 
-mod convert;
-pub mod csv_export;
 pub mod domain;
-mod export;
+mod events;
 mod grpc;
 mod module;
 mod postgres;
-mod projection;
 
+pub use events::Projection;
 pub use module::{CONSUMER, ReportingModule, consumer};
-pub use projection::Projection;
 
 /// The PostgreSQL schema this service owns.
 pub const SCHEMA: &str = "reporting";

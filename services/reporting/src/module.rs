@@ -9,9 +9,9 @@ use reseller_proto::v1::reporting_service_server::ReportingServiceServer;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::events::Projection;
 use crate::grpc::ReportingApi;
 use crate::postgres::{OUTBOX, Repository};
-use crate::projection::Projection;
 
 /// The durable consumer that feeds the projection (also its inbox key and its
 /// dead-letter subject's last token).

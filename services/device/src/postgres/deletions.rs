@@ -2,8 +2,7 @@
 
 use reseller_kit::ids::ResellerId;
 use reseller_kit::one_statement::Params;
-use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Row};
+use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -39,21 +38,23 @@ impl Repository {
             })
             .collect();
         let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query(include_str!("delete_devices.sql"))
-            .bind(deletion_id)
-            .bind(reseller.as_str())
-            .bind(&keys)
-            .fetch_all(&mut *tx)
-            .await?;
+        let rows = sqlx::query_file!(
+            "src/postgres/delete_devices.sql",
+            deletion_id,
+            reseller.as_str(),
+            &keys as &[&str],
+        )
+        .fetch_all(&mut *tx)
+        .await?;
         let mut found = std::collections::HashSet::new();
         let mut deleted = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let asked: Vec<String> = row.try_get("asked")?;
-            found.extend(asked);
+        for row in rows {
+            // One row per deleted device, found by at least one asked identifier.
+            found.extend(row.asked.unwrap_or_default());
             deleted.push(DeletedRegistration {
-                device_id: row.try_get("device_id")?,
-                upload_id: row.try_get("upload_id")?,
-                target_knox_id: row.try_get("target_knox_id")?,
+                device_id: row.device_id,
+                upload_id: row.upload_id,
+                target_knox_id: row.target_knox_id,
             });
         }
         let mut deleted_ids = Vec::with_capacity(found.len());
@@ -71,17 +72,17 @@ impl Repository {
             }
         }
         let parts = part_count(deleted.len());
-        let requested_at: OffsetDateTime = sqlx::query_scalar(
-            "INSERT INTO device.deletions (deletion_id, reseller_id, requested_at, part_count, \
-             deleted_device_ids, not_found_device_ids, not_found_count) \
+        let requested_at = sqlx::query_scalar!(
+            "INSERT INTO device.deletions (deletion_id, reseller_id, requested_at, part_count,
+               deleted_device_ids, not_found_device_ids, not_found_count)
              VALUES ($1, $2, now(), $3, $4, $5, $6) RETURNING requested_at",
+            deletion_id,
+            reseller.as_str(),
+            parts as i32,
+            &deleted_ids,
+            &not_found,
+            not_found_count,
         )
-        .bind(deletion_id)
-        .bind(reseller.as_str())
-        .bind(parts as i32)
-        .bind(&deleted_ids)
-        .bind(&not_found)
-        .bind(not_found_count)
         .fetch_one(&mut *tx)
         .await?;
         let batch: Vec<_> = deleted
@@ -127,27 +128,31 @@ impl Repository {
     ) -> Result<Option<Deletion>, sqlx::Error> {
         // One round trip (GetDeletion is what callers poll): the deletion with its
         // receipts' portals and states as two aligned arrays.
-        let Some(row) = sqlx::query(
-            "SELECT d.deletion_id, d.part_count, d.requested_at, d.deleted_device_ids, \
-                    d.not_found_device_ids, d.not_found_count, \
-                    array_remove(array_agg(r.portal), NULL) AS portals, \
-                    array_remove(array_agg(r.state), NULL) AS states \
-             FROM device.deletions d LEFT JOIN device.deletion_receipts r USING (deletion_id) \
-             WHERE d.deletion_id = $1 AND d.reseller_id = $2 GROUP BY d.deletion_id",
+        let Some(row) = sqlx::query!(
+            r#"SELECT d.deletion_id, d.part_count, d.requested_at, d.deleted_device_ids,
+                      d.not_found_device_ids, d.not_found_count,
+                      array_remove(array_agg(r.portal), NULL) AS "portals!",
+                      array_remove(array_agg(r.state), NULL) AS "states!"
+               FROM device.deletions d LEFT JOIN device.deletion_receipts r USING (deletion_id)
+               WHERE d.deletion_id = $1 AND d.reseller_id = $2 GROUP BY d.deletion_id"#,
+            deletion_id,
+            reseller.as_str(),
         )
-        .bind(deletion_id)
-        .bind(reseller.as_str())
         .fetch_optional(&mut *conn)
         .await?
         else {
             return Ok(None);
         };
-        let deleted_device_ids: Vec<String> = row.try_get("deleted_device_ids")?;
+        let receipts = Receipts {
+            part_count: row.part_count,
+            portals: row.portals,
+            states: row.states,
+        };
         Ok(Some(Deletion {
-            deleted_count: deleted_device_ids.len() as i64,
-            deleted_device_ids,
-            not_found_device_ids: row.try_get("not_found_device_ids")?,
-            ..deletion_summary(&row)?
+            deleted_count: row.deleted_device_ids.len() as i64,
+            deleted_device_ids: row.deleted_device_ids,
+            not_found_device_ids: row.not_found_device_ids,
+            ..receipts.summary(row.deletion_id, row.not_found_count, row.requested_at)
         }))
     }
 
@@ -163,61 +168,78 @@ impl Repository {
         before: Option<(OffsetDateTime, Uuid)>,
         limit: i64,
     ) -> Result<Vec<Deletion>, sqlx::Error> {
-        sqlx::query(
-            "SELECT d.deletion_id, d.part_count, d.requested_at, d.not_found_count, \
-                    cardinality(d.deleted_device_ids)::bigint AS deleted_count, \
-                    array_remove(array_agg(r.portal), NULL) AS portals, \
-                    array_remove(array_agg(r.state), NULL) AS states \
-             FROM device.deletions d LEFT JOIN device.deletion_receipts r USING (deletion_id) \
-             WHERE d.reseller_id = $1 \
-               AND ($2::timestamptz IS NULL OR (d.requested_at, d.deletion_id) < ($2, $3)) \
-             GROUP BY d.deletion_id ORDER BY d.requested_at DESC, d.deletion_id DESC LIMIT $4",
+        let rows = sqlx::query!(
+            r#"SELECT d.deletion_id, d.part_count, d.requested_at, d.not_found_count,
+                      cardinality(d.deleted_device_ids)::bigint AS "deleted_count!",
+                      array_remove(array_agg(r.portal), NULL) AS "portals!",
+                      array_remove(array_agg(r.state), NULL) AS "states!"
+               FROM device.deletions d LEFT JOIN device.deletion_receipts r USING (deletion_id)
+               WHERE d.reseller_id = $1
+                 AND ($2::timestamptz IS NULL OR (d.requested_at, d.deletion_id) < ($2, $3))
+               GROUP BY d.deletion_id ORDER BY d.requested_at DESC, d.deletion_id DESC LIMIT $4"#,
+            reseller.as_str(),
+            before.map(|(at, _)| at),
+            before.map(|(_, id)| id),
+            limit,
         )
-        .bind(reseller.as_str())
-        .bind(before.map(|(at, _)| at))
-        .bind(before.map(|(_, id)| id))
-        .bind(limit)
         .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|row| {
-            Ok(Deletion {
-                deleted_count: row.try_get("deleted_count")?,
-                ..deletion_summary(row)?
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let receipts = Receipts {
+                    part_count: row.part_count,
+                    portals: row.portals,
+                    states: row.states,
+                };
+                Deletion {
+                    deleted_count: row.deleted_count,
+                    ..receipts.summary(row.deletion_id, row.not_found_count, row.requested_at)
+                }
             })
-        })
-        .collect()
+            .collect())
     }
 }
 
-/// A deletion row with its receipts' `portals` and `states` (two aligned arrays) as a
-/// summary: each portal's folded state, the not-found count, no device lists.
-fn deletion_summary(row: &PgRow) -> Result<Deletion, sqlx::Error> {
-    let part_count: i32 = row.try_get("part_count")?;
-    let portals: Vec<i16> = row.try_get("portals")?;
-    let receipt_states: Vec<i16> = row.try_get("states")?;
-    let mut states = PORTALS
-        .map(|portal| {
-            let of_portal: Vec<PortalState> = portals
+/// A deletion's receipts as read with it: its part count and its receipts' portals and
+/// states (two aligned arrays).
+struct Receipts {
+    part_count: i32,
+    portals: Vec<i16>,
+    states: Vec<i16>,
+}
+
+impl Receipts {
+    /// The deletion as a summary: each portal's folded state, the not-found count, no
+    /// device lists.
+    fn summary(
+        &self,
+        deletion_id: Uuid,
+        not_found_count: i64,
+        requested_at: OffsetDateTime,
+    ) -> Deletion {
+        let [reseller_portal, msp_portal, customer_portal] = PORTALS.map(|portal| {
+            let of_portal: Vec<PortalState> = self
+                .portals
                 .iter()
-                .zip(&receipt_states)
+                .zip(&self.states)
                 .filter(|(p, _)| **p == portal)
                 .map(|(_, state)| PortalState::from_i16(*state))
                 .collect();
-            fold_portal(part_count, &of_portal)
-        })
-        .into_iter();
-    Ok(Deletion {
-        deletion_id: row.try_get("deletion_id")?,
-        deleted_device_ids: Vec::new(),
-        deleted_count: 0,
-        not_found_device_ids: Vec::new(),
-        not_found_count: row.try_get("not_found_count")?,
-        reseller_portal: states.next().unwrap_or(PortalState::Pending),
-        msp_portal: states.next().unwrap_or(PortalState::Pending),
-        customer_portal: states.next().unwrap_or(PortalState::Pending),
-        requested_at: row.try_get("requested_at")?,
-    })
+            fold_portal(self.part_count, &of_portal)
+        });
+        Deletion {
+            deletion_id,
+            deleted_device_ids: Vec::new(),
+            deleted_count: 0,
+            not_found_device_ids: Vec::new(),
+            not_found_count,
+            reseller_portal,
+            msp_portal,
+            customer_portal,
+            requested_at,
+        }
+    }
 }
 
 /// Records one portal's receipt for one part of a deletion (idempotent per part): a CTE

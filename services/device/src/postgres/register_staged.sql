@@ -4,7 +4,9 @@
 -- none, and records why each other device was rejected.
 --
 -- $1 reseller_id, $2 upload_id, $3 target_knox_id,
--- $4 the DUPLICATE_IN_UPLOAD reason number, $5 the ALREADY_REGISTERED reason number.
+-- $4 the DUPLICATE_IN_UPLOAD reason number, $5 the ALREADY_REGISTERED reason number,
+-- $6 and $7 their messages (`RejectionReason::message_stem`; the first is followed by
+-- the index of the device's first occurrence).
 --
 -- Returns the IDs of devices that a concurrent upload beat to some but not all of their
 -- identifiers: their rows that did go in must be deleted by the caller (they are
@@ -61,8 +63,7 @@ rejected AS (
     INSERT INTO device.upload_rejections (upload_id, idx, device_id, reason, message)
     SELECT $2, o.idx, o.device_id,
            CASE WHEN o.first_idx < o.idx THEN $4 ELSE $5 END,
-           CASE WHEN o.first_idx < o.idx THEN 'duplicate of the device at index ' || o.first_idx
-                ELSE 'already registered to an account' END
+           CASE WHEN o.first_idx < o.idx THEN $6::text || o.first_idx ELSE $7::text END
     FROM outcome o
     WHERE NOT o.accepted)
 SELECT device_id FROM outcome WHERE partial

@@ -12,6 +12,11 @@
 //!   registered already (`ON CONFLICT DO NOTHING`), and records every rejection. Events
 //!   are then built from a cursor over what it registered.
 //!
+//! The statements on the upload's temporary tables (`upload_staging`, `upload_accepted`,
+//! the cursor over it) and the savepoints stay unchecked strings, `register_staged.sql`
+//! included: sqlx checks a query against the schema database, which has no temporary
+//! tables. Every other statement here is checked (`sqlx::query!` and friends).
+//!
 //! Either way, events hold [`EVENT_PART_SIZE`] devices each and are built in bounded
 //! batches, so memory does not grow with the upload. The README's Benchmarks section
 //! has the measurements behind this design.
@@ -20,7 +25,6 @@ use futures::{Stream, StreamExt};
 use reseller_kit::ApiError;
 use reseller_kit::device_id::DeviceIdKind;
 use reseller_kit::ids::ResellerId;
-use sqlx::postgres::PgRow;
 use sqlx::{Connection, PgConnection, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -40,6 +44,9 @@ const COPY_CHUNK: usize = 256 * 1024;
 const EVENTS_PER_INSERT: usize = 16;
 /// Rows read back per batch.
 const ROWS_PER_BATCH: usize = EVENT_PART_SIZE * EVENTS_PER_INSERT;
+/// The exact path's read of what it registered, [`ROWS_PER_BATCH`] rows at a time
+/// (`FETCH` takes no parameter; a unit test keeps the two equal).
+const FETCH_ACCEPTED: &str = "FETCH 16000 FROM accepted_cursor";
 /// SQLSTATEs on which the fast path gives way to the exact path: a unique violation (a
 /// device in the upload twice, or registered already), and a deadlock (two concurrent
 /// uploads sharing devices in different orders; the exact path inserts in device order,
@@ -99,9 +106,9 @@ fn registration_line_tail(reseller: &ResellerId, upload_id: Uuid, target: &Targe
     tail
 }
 
-/// The columns of a registration line, in [`write_registration_lines`]'s order.
-const REGISTRATION_COLUMNS: &str =
-    "device_id, id_kind, model, secondary_of, reseller_id, upload_id, target_knox_id";
+/// The fast path's `COPY`: its columns in [`write_registration_lines`]'s order.
+const COPY_REGISTRATIONS: &str = "COPY device.registrations \
+     (device_id, id_kind, model, secondary_of, reseller_id, upload_id, target_knox_id) FROM STDIN";
 
 /// Appends the `device.registrations` lines of one device: its own (`secondary_of`
 /// NULL), then one per secondary identifier, naming the device.
@@ -142,8 +149,10 @@ fn write_identifier_line(
     buf.extend_from_slice(tail);
 }
 
-/// The columns of a staging line, in [`write_staging_lines`]'s order.
-const STAGING_COLUMNS: &str = "idx, pos, device_id, id_kind, model, secondary_of";
+/// The exact path's `COPY` into its staging table: the columns in
+/// [`write_staging_lines`]'s order.
+const COPY_STAGING: &str =
+    "COPY upload_staging (idx, pos, device_id, id_kind, model, secondary_of) FROM STDIN";
 
 /// Appends the `upload_staging` lines of one spooled device: its own (`pos` 0) and one
 /// per secondary identifier (`pos` 1 to 4, naming the device).
@@ -171,30 +180,33 @@ fn write_staging_lines(buf: &mut Vec<u8>, row: &SpooledRow) {
     }
 }
 
-/// An upload row with the `rejections` given (the first ones, or none in a list);
-/// `rejections_truncated` says whether the upload has more.
-fn upload_summary(row: &PgRow, rejections: Vec<Rejection>) -> Result<Upload, sqlx::Error> {
-    let rejected_count: i64 = row.try_get("rejected_count")?;
-    Ok(Upload {
-        upload_id: row.try_get("upload_id")?,
-        target_knox_id: row.try_get("target_knox_id")?,
-        order_number: row.try_get("order_number")?,
-        client_upload_id: row.try_get("client_upload_id")?,
-        uploaded_at: row.try_get("uploaded_at")?,
-        accepted_count: row.try_get("accepted_count")?,
-        rejected_count,
-        rejections_truncated: (rejections.len() as i64) < rejected_count,
-        rejections,
-    })
+/// A `device.uploads` row.
+struct UploadRecord {
+    upload_id: Uuid,
+    target_knox_id: String,
+    order_number: String,
+    client_upload_id: Option<String>,
+    uploaded_at: OffsetDateTime,
+    accepted_count: i64,
+    rejected_count: i64,
 }
 
-fn rejection_from_row(row: &PgRow) -> Result<Rejection, sqlx::Error> {
-    Ok(Rejection {
-        index: row.try_get("idx")?,
-        device_id: row.try_get("device_id")?,
-        reason: RejectionReason::from_i16(row.try_get("reason")?),
-        message: row.try_get("message")?,
-    })
+impl UploadRecord {
+    /// The upload with the `rejections` given (the first ones, or none in a list);
+    /// `rejections_truncated` says whether the upload has more.
+    fn with_rejections(self, rejections: Vec<Rejection>) -> Upload {
+        Upload {
+            upload_id: self.upload_id,
+            target_knox_id: self.target_knox_id,
+            order_number: self.order_number,
+            client_upload_id: self.client_upload_id,
+            uploaded_at: self.uploaded_at,
+            accepted_count: self.accepted_count,
+            rejected_count: self.rejected_count,
+            rejections_truncated: (rejections.len() as i64) < self.rejected_count,
+            rejections,
+        }
+    }
 }
 
 impl Repository {
@@ -217,11 +229,11 @@ impl Repository {
         reseller: &ResellerId,
         client_upload_id: &str,
     ) -> Result<Option<Upload>, sqlx::Error> {
-        let id: Option<Uuid> = sqlx::query_scalar(
+        let id = sqlx::query_scalar!(
             "SELECT upload_id FROM device.uploads WHERE reseller_id = $1 AND client_upload_id = $2",
+            reseller.as_str(),
+            client_upload_id,
         )
-        .bind(reseller.as_str())
-        .bind(client_upload_id)
         .fetch_optional(&mut *conn)
         .await?;
         match id {
@@ -249,19 +261,21 @@ impl Repository {
         reseller: &ResellerId,
         upload_id: Uuid,
     ) -> Result<Option<Upload>, sqlx::Error> {
-        let Some(row) = sqlx::query(
-            "SELECT upload_id, target_knox_id, order_number, client_upload_id, uploaded_at, \
-             accepted_count, rejected_count FROM device.uploads WHERE upload_id = $1 AND reseller_id = $2",
+        let Some(record) = sqlx::query_as!(
+            UploadRecord,
+            "SELECT upload_id, target_knox_id, order_number, client_upload_id, uploaded_at,
+                    accepted_count, rejected_count
+             FROM device.uploads WHERE upload_id = $1 AND reseller_id = $2",
+            upload_id,
+            reseller.as_str(),
         )
-        .bind(upload_id)
-        .bind(reseller.as_str())
         .fetch_optional(&mut *conn)
         .await?
         else {
             return Ok(None);
         };
         let rejections = Self::rejections_in(conn, upload_id, -1, MAX_INLINE_ECHOES as i64).await?;
-        upload_summary(&row, rejections).map(Some)
+        Ok(Some(record.with_rejections(rejections)))
     }
 
     /// A page of a reseller's uploads, newest first, as summaries (no rejections):
@@ -277,27 +291,31 @@ impl Repository {
         before: Option<(OffsetDateTime, Uuid)>,
         limit: i64,
     ) -> Result<Vec<Upload>, sqlx::Error> {
-        sqlx::query(
-            "SELECT upload_id, target_knox_id, order_number, client_upload_id, uploaded_at, \
-                    accepted_count, rejected_count \
-             FROM device.uploads \
-             WHERE reseller_id = $1 \
-               AND ($2::text IS NULL OR target_knox_id = $2) \
-               AND ($3::text IS NULL OR order_number = $3) \
-               AND ($4::timestamptz IS NULL OR (uploaded_at, upload_id) < ($4, $5)) \
+        // Each filter applies only when given (a NULL parameter switches it off); the
+        // keyset condition is a row comparison the index `uploads_by_reseller_newest` serves.
+        let records = sqlx::query_as!(
+            UploadRecord,
+            "SELECT upload_id, target_knox_id, order_number, client_upload_id, uploaded_at,
+                    accepted_count, rejected_count
+             FROM device.uploads
+             WHERE reseller_id = $1
+               AND ($2::text IS NULL OR target_knox_id = $2)
+               AND ($3::text IS NULL OR order_number = $3)
+               AND ($4::timestamptz IS NULL OR (uploaded_at, upload_id) < ($4, $5))
              ORDER BY uploaded_at DESC, upload_id DESC LIMIT $6",
+            reseller.as_str(),
+            filter.target.as_ref().map(|k| k.as_str()),
+            filter.order_number.as_deref(),
+            before.map(|(at, _)| at),
+            before.map(|(_, id)| id),
+            limit,
         )
-        .bind(reseller.as_str())
-        .bind(filter.target.as_ref().map(|k| k.as_str()))
-        .bind(filter.order_number.as_deref())
-        .bind(before.map(|(at, _)| at))
-        .bind(before.map(|(_, id)| id))
-        .bind(limit)
         .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|row| upload_summary(row, Vec::new()))
-        .collect()
+        .await?;
+        Ok(records
+            .into_iter()
+            .map(|record| record.with_rejections(Vec::new()))
+            .collect())
     }
 
     /// Up to `limit` rejections of an upload with an index above `after`, by index.
@@ -307,18 +325,24 @@ impl Repository {
         after: i64,
         limit: i64,
     ) -> Result<Vec<Rejection>, sqlx::Error> {
-        sqlx::query(
-            "SELECT idx, device_id, reason, message FROM device.upload_rejections \
+        let rows = sqlx::query!(
+            "SELECT idx, device_id, reason, message FROM device.upload_rejections
              WHERE upload_id = $1 AND idx > $2 ORDER BY idx LIMIT $3",
+            upload_id,
+            after,
+            limit,
         )
-        .bind(upload_id)
-        .bind(after)
-        .bind(limit)
         .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(rejection_from_row)
-        .collect()
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| Rejection {
+                index: row.idx,
+                device_id: row.device_id,
+                reason: RejectionReason::from_i16(row.reason),
+                message: row.message,
+            })
+            .collect())
     }
 
     /// A page of one of a reseller's uploads' rejections: up to `limit` with an index
@@ -335,11 +359,11 @@ impl Repository {
         limit: i64,
     ) -> Result<Option<Vec<Rejection>>, sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
-        let known: Option<i32> = sqlx::query_scalar(
-            "SELECT 1 FROM device.uploads WHERE upload_id = $1 AND reseller_id = $2",
+        let known = sqlx::query_scalar!(
+            "SELECT 1 AS known FROM device.uploads WHERE upload_id = $1 AND reseller_id = $2",
+            upload_id,
+            reseller.as_str(),
         )
-        .bind(upload_id)
-        .bind(reseller.as_str())
         .fetch_optional(&mut *conn)
         .await?;
         if known.is_none() {
@@ -391,17 +415,18 @@ impl Repository {
         let mut tx = conn.begin().await?;
         // The upload row comes first: a concurrent retry with the same client upload ID
         // blocks here until this transaction ends, then finds the finished upload.
-        let inserted: Option<OffsetDateTime> = sqlx::query_scalar(
-            "INSERT INTO device.uploads (upload_id, reseller_id, target_knox_id, target_kind, order_number, \
-             client_upload_id, uploaded_at, accepted_count, rejected_count) \
-             VALUES ($1, $2, $3, $4, $5, $6, now(), 0, 0) ON CONFLICT DO NOTHING RETURNING uploaded_at",
+        let inserted = sqlx::query_scalar!(
+            "INSERT INTO device.uploads (upload_id, reseller_id, target_knox_id, target_kind,
+               order_number, client_upload_id, uploaded_at, accepted_count, rejected_count)
+             VALUES ($1, $2, $3, $4, $5, $6, now(), 0, 0)
+             ON CONFLICT DO NOTHING RETURNING uploaded_at",
+            upload_id,
+            reseller.as_str(),
+            target.knox_id.as_str(),
+            target.kind as i16,
+            &header.order_number,
+            header.client_upload_id.as_deref(),
         )
-        .bind(upload_id)
-        .bind(reseller.as_str())
-        .bind(target.knox_id.as_str())
-        .bind(target.kind as i16)
-        .bind(&header.order_number)
-        .bind(&header.client_upload_id)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(uploaded_at) = inserted else {
@@ -450,18 +475,20 @@ impl Repository {
             Some(spool) => Self::publish_spooled(&mut tx, &context, spool).await?,
             None => Self::publish_accepted(&mut tx, &context).await?,
         }
-        let rejected: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM device.upload_rejections WHERE upload_id = $1",
+        let rejected = sqlx::query_scalar!(
+            r#"SELECT count(*) AS "count!" FROM device.upload_rejections WHERE upload_id = $1"#,
+            upload_id,
         )
-        .bind(upload_id)
         .fetch_one(&mut *tx)
         .await?;
-        sqlx::query("UPDATE device.uploads SET accepted_count = $2, rejected_count = $3 WHERE upload_id = $1")
-            .bind(upload_id)
-            .bind(accepted)
-            .bind(rejected)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "UPDATE device.uploads SET accepted_count = $2, rejected_count = $3 WHERE upload_id = $1",
+            upload_id,
+            accepted,
+            rejected,
+        )
+        .execute(&mut *tx)
+        .await?;
         let upload = Self::upload_in(&mut tx, reseller, upload_id)
             .await?
             .ok_or(sqlx::Error::RowNotFound)?;
@@ -511,8 +538,7 @@ impl Repository {
         // Valid devices: what the fast path registers (COPY counts rows, and a device
         // with secondary identifiers has several).
         let mut valid: i64 = 0;
-        let statement = format!("COPY device.registrations ({REGISTRATION_COLUMNS}) FROM STDIN");
-        let mut copy = tx.copy_in_raw(&statement).await?;
+        let mut copy = tx.copy_in_raw(COPY_REGISTRATIONS).await?;
         let mut buf = Vec::with_capacity(COPY_CHUNK + 4096);
         while let Some(item) = items.next().await {
             let batch = match item {
@@ -586,8 +612,7 @@ impl Repository {
         .await?;
         {
             let mut reader = spool.into_reader().await?;
-            let statement = format!("COPY upload_staging ({STAGING_COLUMNS}) FROM STDIN");
-            let mut copy = tx.copy_in_raw(&statement).await?;
+            let mut copy = tx.copy_in_raw(COPY_STAGING).await?;
             loop {
                 let rows = match reader.next_batch(ROWS_PER_BATCH).await {
                     Ok(rows) => rows,
@@ -657,15 +682,17 @@ impl Repository {
             .bind(target.knox_id.as_str())
             .bind(RejectionReason::DuplicateInUpload.as_i16())
             .bind(RejectionReason::AlreadyRegistered.as_i16())
+            .bind(RejectionReason::DuplicateInUpload.message_stem())
+            .bind(RejectionReason::AlreadyRegistered.message_stem())
             .fetch_all(&mut *tx)
             .await?;
         if !partial.is_empty() {
-            sqlx::query(
-                "DELETE FROM device.registrations WHERE upload_id = $1 AND deleted_at IS NULL \
+            sqlx::query!(
+                "DELETE FROM device.registrations WHERE upload_id = $1 AND deleted_at IS NULL
                  AND coalesce(secondary_of, device_id) = ANY($2)",
+                upload_id,
+                &partial,
             )
-            .bind(upload_id)
-            .bind(&partial)
             .execute(&mut *tx)
             .await?;
         }
@@ -685,15 +712,15 @@ impl Repository {
         let ids: Vec<&str> = invalid.iter().map(|r| r.device_id.as_str()).collect();
         let reasons: Vec<i16> = invalid.iter().map(|r| r.reason.as_i16()).collect();
         let messages: Vec<&str> = invalid.iter().map(|r| r.message.as_str()).collect();
-        sqlx::query(
-            "INSERT INTO device.upload_rejections (upload_id, idx, device_id, reason, message) \
+        sqlx::query!(
+            "INSERT INTO device.upload_rejections (upload_id, idx, device_id, reason, message)
              SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::smallint[], $5::text[])",
+            upload_id,
+            &idx,
+            &ids as &[&str],
+            &reasons,
+            &messages as &[&str],
         )
-        .bind(upload_id)
-        .bind(&idx)
-        .bind(&ids)
-        .bind(&reasons)
-        .bind(&messages)
         .execute(&mut *tx)
         .await?;
         Ok(())
@@ -737,12 +764,9 @@ impl Repository {
         )
         .execute(&mut *tx)
         .await?;
-        let fetch = format!("FETCH {ROWS_PER_BATCH} FROM accepted_cursor");
         let mut part = 0;
         loop {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(fetch.as_str()))
-                .fetch_all(&mut *tx)
-                .await?;
+            let rows = sqlx::query(FETCH_ACCEPTED).fetch_all(&mut *tx).await?;
             if rows.is_empty() {
                 break;
             }
@@ -788,6 +812,14 @@ impl Repository {
 mod tests {
     use super::*;
     use reseller_kit::device_id::DeviceId;
+
+    #[test]
+    fn the_accepted_rows_are_read_a_batch_at_a_time() {
+        assert_eq!(
+            FETCH_ACCEPTED,
+            format!("FETCH {ROWS_PER_BATCH} FROM accepted_cursor")
+        );
+    }
 
     #[test]
     fn staging_lines_escape_the_model_and_list_secondary_identifiers() {

@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::AccountKind;
+use super::list::page_size_among;
 use super::placement::UploadRef;
 
 /// One accepted device of an upload.
@@ -148,16 +149,7 @@ impl ListCustomerDevices {
     pub fn parse(knox_id: &str, page_size: i32, page_token: &str) -> Result<Self, ApiError> {
         let mut v = reseller_kit::FieldViolations::new();
         let knox_id = v.check("knox_id", KnoxId::parse(knox_id));
-        let size = match paging::page_size(page_size) {
-            Ok(size) => Some(size),
-            Err(ApiError::InvalidArgument(violations)) => {
-                for violation in violations {
-                    v.add(&violation.field, violation.description);
-                }
-                None
-            }
-            Err(other) => return Err(other),
-        };
+        let size = page_size_among(&mut v, page_size)?;
         v.finish()?;
         let knox_id = knox_id.expect("checked");
         let after = match paging::decode_token::<DevicePageToken>(page_token)? {

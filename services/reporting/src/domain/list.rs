@@ -10,6 +10,27 @@ use time::OffsetDateTime;
 
 use super::SearchQuery;
 
+/// Checks `page_size` (kit's `paging::page_size`) among a request's other fields: a bad
+/// one joins their violations, so one answer names every bad field.
+///
+/// # Errors
+/// Only what `paging::page_size` answers other than `INVALID_ARGUMENT`.
+pub(super) fn page_size_among(
+    v: &mut reseller_kit::FieldViolations,
+    page_size: i32,
+) -> Result<Option<i64>, ApiError> {
+    match paging::page_size(page_size) {
+        Ok(size) => Ok(Some(size)),
+        Err(ApiError::InvalidArgument(violations)) => {
+            for violation in violations {
+                v.add(&violation.field, violation.description);
+            }
+            Ok(None)
+        }
+        Err(other) => Err(other),
+    }
+}
+
 /// The orders of the Customers page (CONTRACT.md `order_by`); each ends with the Knox ID
 /// so that the order is total and keyset paging is exact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,16 +190,7 @@ impl ListCustomers {
         let mut v = reseller_kit::FieldViolations::new();
         let query = v.check_field(SearchQuery::parse(query));
         let order = v.check("order_by", OrderBy::parse(order_by));
-        let size = match paging::page_size(page_size) {
-            Ok(size) => Some(size),
-            Err(ApiError::InvalidArgument(violations)) => {
-                for violation in violations {
-                    v.add(&violation.field, violation.description);
-                }
-                None
-            }
-            Err(other) => return Err(other),
-        };
+        let size = page_size_among(&mut v, page_size)?;
         v.finish()?;
         let (query, order) = (query.expect("checked"), order.expect("checked"));
         let after = match paging::decode_token::<PageToken>(page_token)? {

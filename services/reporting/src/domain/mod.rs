@@ -3,6 +3,7 @@
 //! registration is placed and the counter deltas placements make (`placement`), the
 //! devices of one row (`devices`), and what MSP events state (`msp`).
 
+pub mod csv;
 mod devices;
 mod list;
 mod msp;
@@ -16,8 +17,8 @@ pub use devices::{
 pub use list::{ListCustomers, OrderBy, SortKey};
 pub use msp::{LinkFact, MovedPart, MovedRegistration};
 pub use placement::{
-    Placement, PlacementDelta, PlacementFacts, RegistrationGroup, StoredPlacement, UploadRef,
-    merge, place, transfer,
+    PLACEMENT_KINDS, Placement, PlacementDelta, PlacementFacts, RegistrationGroup, StoredPlacement,
+    UploadRef, merge, place, placement_kind, transfer,
 };
 pub use search::{MAX_QUERY_CHARS, SearchQuery};
 

@@ -22,6 +22,19 @@ pub struct LinkFact {
     pub seq: i64,
 }
 
+#[cfg(test)]
+impl LinkFact {
+    /// A fact from its parts, for tests (the Knox IDs must parse).
+    pub fn of(customer: &str, msp_id: &str, linked: bool, seq: i64) -> Self {
+        LinkFact {
+            customer: KnoxId::parse(customer).unwrap(),
+            msp_id: KnoxId::parse(msp_id).unwrap(),
+            linked,
+            seq,
+        }
+    }
+}
+
 /// One registration an MSP moved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MovedRegistration {
@@ -70,15 +83,9 @@ mod tests {
             seq: 9,
             registrations: Vec::new(),
         };
-        let link = part.implied_link();
         assert_eq!(
-            (
-                link.customer.as_str(),
-                link.msp_id.as_str(),
-                link.linked,
-                link.seq
-            ),
-            ("600001", "700001", true, 9)
+            part.implied_link(),
+            LinkFact::of("600001", "700001", true, 9)
         );
     }
 }

@@ -68,25 +68,34 @@ pub fn place<'a>(facts: &PlacementFacts<'a>) -> Placement<'a> {
         || facts.holder == facts.uploaded_to
         || (facts.holder_msp == Some(facts.uploaded_to) && !facts.delinked_since_move);
     if with_uploader {
-        Placement {
-            knox_id: facts.uploaded_to,
-            kind: if facts.uploaded_to_msp {
-                AccountKind::Msp
-            } else {
-                AccountKind::Customer
-            },
-            virtual_upload: false,
-            via_msp_id: "",
-        }
+        Placement::stored(facts.uploaded_to, false, "", facts.uploaded_to_msp)
     } else {
-        Placement {
-            knox_id: facts.holder,
-            kind: AccountKind::Customer,
-            virtual_upload: true,
-            via_msp_id: facts.uploaded_to,
-        }
+        Placement::stored(facts.holder, true, facts.uploaded_to, facts.uploaded_to_msp)
     }
 }
+
+/// The kind of row a placement is under (used when the placement creates the row): the
+/// MSP's for the non-virtual devices of an upload to an MSP (rules 1 and 2), a
+/// customer's for everything else (rule 1, and rule 3's virtual uploads). The one
+/// definition: [`place`], [`Placement::stored`] and the deletion statement (through
+/// [`PLACEMENT_KINDS`]) all use it.
+pub const fn placement_kind(uploaded_to_msp: bool, virtual_upload: bool) -> AccountKind {
+    if uploaded_to_msp && !virtual_upload {
+        AccountKind::Msp
+    } else {
+        AccountKind::Customer
+    }
+}
+
+/// [`placement_kind`] for every combination of its facts, `(uploaded_to_msp,
+/// virtual_upload, kind)`: the table SQL looks a stored placement's kind up in, so the
+/// rule is not restated there.
+pub const PLACEMENT_KINDS: [(bool, bool, AccountKind); 4] = [
+    (false, false, placement_kind(false, false)),
+    (false, true, placement_kind(false, true)),
+    (true, false, placement_kind(true, false)),
+    (true, true, placement_kind(true, true)),
+];
 
 impl<'a> Placement<'a> {
     /// A placement as the projection stores it (the row's Knox ID, whether virtual, the
@@ -99,13 +108,7 @@ impl<'a> Placement<'a> {
     ) -> Self {
         Placement {
             knox_id,
-            // `place` puts the non-virtual devices of an upload to an MSP under the MSP,
-            // everything else under a customer.
-            kind: if uploaded_to_msp && !virtual_upload {
-                AccountKind::Msp
-            } else {
-                AccountKind::Customer
-            },
+            kind: placement_kind(uploaded_to_msp, virtual_upload),
             virtual_upload,
             via_msp_id,
         }
@@ -446,6 +449,16 @@ mod tests {
                 via_msp_id: MSP,
             }
         );
+    }
+
+    #[test]
+    fn only_the_direct_devices_of_an_upload_to_an_msp_are_under_an_msp_row() {
+        let msp_rows: Vec<_> = PLACEMENT_KINDS
+            .iter()
+            .filter(|(_, _, kind)| *kind == AccountKind::Msp)
+            .map(|(uploaded_to_msp, virtual_upload, _)| (*uploaded_to_msp, *virtual_upload))
+            .collect();
+        assert_eq!(msp_rows, [(true, false)]);
     }
 
     #[test]

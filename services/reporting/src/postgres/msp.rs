@@ -17,8 +17,7 @@ use std::collections::HashSet;
 
 use anyhow::anyhow;
 use reseller_kit::inbox::ApplyError;
-use sqlx::{PgConnection, Row};
-use time::OffsetDateTime;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::domain::{
@@ -30,7 +29,7 @@ use crate::domain::{
 /// # Errors
 /// Database errors.
 pub async fn lock_msp_placements(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('reporting.msp-placements'))")
+    sqlx::query!("SELECT pg_advisory_xact_lock(hashtext('reporting.msp-placements'))")
         .execute(&mut *conn)
         .await?;
     Ok(())
@@ -43,31 +42,32 @@ pub async fn lock_msp_placements(conn: &mut PgConnection) -> Result<(), sqlx::Er
 /// # Errors
 /// Database errors.
 pub async fn upsert_link(conn: &mut PgConnection, fact: &LinkFact) -> Result<bool, sqlx::Error> {
-    type Link = (Option<String>, i64);
-    let before: Option<Link> = sqlx::query_as(
-        "SELECT CASE WHEN linked THEN msp_id END, delinked_seq FROM reporting.msp_links \
+    let before = sqlx::query!(
+        "SELECT CASE WHEN linked THEN msp_id END AS linked_msp, delinked_seq FROM reporting.msp_links
          WHERE customer_knox_id = $1",
+        fact.customer.as_str(),
     )
-    .bind(fact.customer.as_str())
     .fetch_optional(&mut *conn)
-    .await?;
-    let after: Option<Link> = sqlx::query_as(
-        "INSERT INTO reporting.msp_links AS l (customer_knox_id, msp_id, linked, seq, delinked_seq) \
-         VALUES ($1, $2, $3, $4, CASE WHEN $3 THEN 0 ELSE $4 END) \
-         ON CONFLICT (customer_knox_id) DO UPDATE \
-         SET msp_id = CASE WHEN EXCLUDED.seq > l.seq THEN EXCLUDED.msp_id ELSE l.msp_id END, \
-             linked = CASE WHEN EXCLUDED.seq > l.seq THEN EXCLUDED.linked ELSE l.linked END, \
-             seq = GREATEST(l.seq, EXCLUDED.seq), \
-             delinked_seq = GREATEST(l.delinked_seq, EXCLUDED.delinked_seq) \
-         WHERE EXCLUDED.seq > l.seq OR EXCLUDED.delinked_seq > l.delinked_seq \
-         RETURNING CASE WHEN l.linked THEN l.msp_id END, l.delinked_seq",
+    .await?
+    .map(|row| (row.linked_msp, row.delinked_seq));
+    let after = sqlx::query!(
+        "INSERT INTO reporting.msp_links AS l (customer_knox_id, msp_id, linked, seq, delinked_seq)
+         VALUES ($1, $2, $3, $4::bigint, CASE WHEN $3 THEN 0 ELSE $4::bigint END)
+         ON CONFLICT (customer_knox_id) DO UPDATE
+         SET msp_id = CASE WHEN EXCLUDED.seq > l.seq THEN EXCLUDED.msp_id ELSE l.msp_id END,
+             linked = CASE WHEN EXCLUDED.seq > l.seq THEN EXCLUDED.linked ELSE l.linked END,
+             seq = GREATEST(l.seq, EXCLUDED.seq),
+             delinked_seq = GREATEST(l.delinked_seq, EXCLUDED.delinked_seq)
+         WHERE EXCLUDED.seq > l.seq OR EXCLUDED.delinked_seq > l.delinked_seq
+         RETURNING CASE WHEN l.linked THEN l.msp_id END AS linked_msp, l.delinked_seq",
+        fact.customer.as_str(),
+        fact.msp_id.as_str(),
+        fact.linked,
+        fact.seq,
     )
-    .bind(fact.customer.as_str())
-    .bind(fact.msp_id.as_str())
-    .bind(fact.linked)
-    .bind(fact.seq)
     .fetch_optional(&mut *conn)
-    .await?;
+    .await?
+    .map(|row| (row.linked_msp, row.delinked_seq));
     Ok(after.is_some_and(|after| before != Some(after)))
 }
 
@@ -105,32 +105,32 @@ pub async fn move_registrations(
         times.push(moved.upload.uploaded_at);
         orders.push(moved.upload.order_number.as_str());
     }
-    sqlx::query(
-        "INSERT INTO reporting.registrations AS r \
-           (device_id, upload_id, reseller_id, id_kind, model, uploaded_at, order_number, \
-            holder_knox_id, moved_by_msp, move_seq, deleted) \
-         SELECT m.device_id, m.upload_id, m.reseller_id, m.id_kind, m.model, m.uploaded_at, \
-           m.order_number, $1, $2, $3, \
-           EXISTS (SELECT 1 FROM reporting.deleted_registrations x \
-                   WHERE x.device_id = m.device_id AND x.upload_id = m.upload_id) \
-         FROM UNNEST($4::text[], $5::uuid[], $6::text[], $7::smallint[], $8::text[], \
-           $9::timestamptz[], $10::text[]) \
-           AS m (device_id, upload_id, reseller_id, id_kind, model, uploaded_at, order_number) \
-         ON CONFLICT (device_id, upload_id) DO UPDATE \
-         SET holder_knox_id = EXCLUDED.holder_knox_id, moved_by_msp = EXCLUDED.moved_by_msp, \
-             move_seq = EXCLUDED.move_seq \
+    sqlx::query!(
+        "INSERT INTO reporting.registrations AS r
+           (device_id, upload_id, reseller_id, id_kind, model, uploaded_at, order_number,
+            holder_knox_id, moved_by_msp, move_seq, deleted)
+         SELECT m.device_id, m.upload_id, m.reseller_id, m.id_kind, m.model, m.uploaded_at,
+           m.order_number, $1, $2, $3,
+           EXISTS (SELECT 1 FROM reporting.deleted_registrations x
+                   WHERE x.device_id = m.device_id AND x.upload_id = m.upload_id)
+         FROM UNNEST($4::text[], $5::uuid[], $6::text[], $7::smallint[], $8::text[],
+           $9::timestamptz[], $10::text[])
+           AS m (device_id, upload_id, reseller_id, id_kind, model, uploaded_at, order_number)
+         ON CONFLICT (device_id, upload_id) DO UPDATE
+         SET holder_knox_id = EXCLUDED.holder_knox_id, moved_by_msp = EXCLUDED.moved_by_msp,
+             move_seq = EXCLUDED.move_seq
          WHERE r.move_seq < EXCLUDED.move_seq",
+        part.to.as_str(),
+        part.msp_id.as_str(),
+        part.seq,
+        &ids,
+        &uploads,
+        &resellers as &[&str],
+        &kinds,
+        &models as &[&str],
+        &times,
+        &orders as &[&str],
     )
-    .bind(part.to.as_str())
-    .bind(part.msp_id.as_str())
-    .bind(part.seq)
-    .bind(&ids)
-    .bind(&uploads)
-    .bind(&resellers)
-    .bind(&kinds)
-    .bind(&models)
-    .bind(&times)
-    .bind(&orders)
     .execute(&mut *conn)
     .await?;
     Ok((ids, uploads))
@@ -145,119 +145,22 @@ pub enum Affected<'a> {
     Registrations(&'a [String], &'a [Uuid]),
 }
 
-/// `WHERE` the registrations uploaded to an MSP that the customer `$p` holds (the
-/// predicate of the index `registrations_held_from_msp`).
-macro_rules! held_from_msp {
-    ($p:literal) => {
-        concat!(
-            "r.holder_knox_id = ",
-            $p,
-            " AND r.uploaded_to_msp AND r.holder_knox_id <> r.uploaded_to"
-        )
-    };
-}
-
-/// `WHERE` the registrations named by the arrays `$ids` and `$uploads`.
-macro_rules! registrations_in {
-    ($ids:literal, $uploads:literal) => {
-        concat!(
-            "(r.device_id, r.upload_id) IN (SELECT * FROM UNNEST(",
-            $ids,
-            "::text[], ",
-            $uploads,
-            "::uuid[]))"
-        )
-    };
-}
-
-/// Locks the registrations `$filter` selects and counts them by group: what decides their
-/// placement (upload, holder, the holder's link, whether the holder was delinked since
-/// the move) and where they are placed now. Registrations whose upload is not known yet
-/// are placed nowhere and stay so.
-macro_rules! select_groups {
-    ($filter:expr) => {
-        concat!(
-            "WITH locked AS ( \
-               SELECT r.reseller_id, r.upload_id, r.uploaded_at, r.order_number, r.uploaded_to, \
-                 r.uploaded_to_msp, r.holder_knox_id, r.move_seq, r.placed_knox_id, r.virtual, \
-                 r.via_msp_id, r.deleted \
-               FROM reporting.registrations r WHERE ",
-            $filter,
-            " FOR UPDATE) \
-             SELECT k.reseller_id, k.upload_id, k.uploaded_at, k.order_number, k.uploaded_to, \
-               k.uploaded_to_msp, k.holder_knox_id, \
-               CASE WHEN l.linked THEN l.msp_id END AS holder_msp, \
-               COALESCE(l.delinked_seq, 0) AS delinked_seq, \
-               k.move_seq < COALESCE(l.delinked_seq, 0) AS delinked_since_move, \
-               k.placed_knox_id, k.virtual, k.via_msp_id, \
-               count(*) AS devices, count(*) FILTER (WHERE NOT k.deleted) AS live \
-             FROM locked k LEFT JOIN reporting.msp_links l ON l.customer_knox_id = k.holder_knox_id \
-             WHERE k.uploaded_to IS NOT NULL \
-             GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13"
-        )
-    };
-}
-
-/// Moves the groups `$1`..`$11` name (by what `select_groups` grouped them on) to their new
-/// placements, among the registrations `$filter` selects.
-macro_rules! update_groups {
-    ($filter:expr) => {
-        concat!(
-            "UPDATE reporting.registrations r \
-             SET placed_knox_id = g.new_knox_id, virtual = g.new_virtual, via_msp_id = g.new_via \
-             FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::bigint[], $5::boolean[], \
-               $6::text[], $7::boolean[], $8::text[], $9::text[], $10::boolean[], $11::text[]) \
-               AS g (reseller_id, upload_id, holder, delinked_seq, delinked_since_move, \
-                 old_knox_id, old_virtual, old_via, new_knox_id, new_virtual, new_via) \
-             WHERE ",
-            $filter,
-            " AND r.uploaded_to IS NOT NULL \
-               AND r.reseller_id = g.reseller_id AND r.upload_id = g.upload_id \
-               AND r.holder_knox_id = g.holder \
-               AND (r.move_seq < g.delinked_seq) = g.delinked_since_move \
-               AND r.placed_knox_id IS NOT DISTINCT FROM g.old_knox_id \
-               AND r.virtual = g.old_virtual AND r.via_msp_id = g.old_via"
-        )
-    };
-}
-
-/// One group as `select_groups` reads it, with the holder's newest delink `seq` (needed
-/// to find the group's registrations again).
+/// One group as `select_groups.sql` reads it, with the holder's newest delink `seq`
+/// (needed to find the group's registrations again).
 struct Group {
     group: RegistrationGroup,
     delinked_seq: i64,
 }
 
-fn group_from(row: &sqlx::postgres::PgRow) -> Result<Group, sqlx::Error> {
-    let placed: Option<String> = row.try_get("placed_knox_id")?;
-    let virtual_upload: bool = row.try_get("virtual")?;
-    let via_msp_id: String = row.try_get("via_msp_id")?;
-    let uploaded_at: OffsetDateTime = row.try_get("uploaded_at")?;
-    Ok(Group {
-        group: RegistrationGroup {
-            upload: UploadRef {
-                reseller_id: row.try_get("reseller_id")?,
-                upload_id: row.try_get("upload_id")?,
-                uploaded_at,
-                order_number: row.try_get("order_number")?,
-            },
-            uploaded_to: row.try_get("uploaded_to")?,
-            uploaded_to_msp: row
-                .try_get::<Option<bool>, _>("uploaded_to_msp")?
-                .unwrap_or(false),
-            holder: row.try_get("holder_knox_id")?,
-            holder_msp: row.try_get("holder_msp")?,
-            delinked_since_move: row.try_get("delinked_since_move")?,
-            placed: placed.map(|knox_id| StoredPlacement {
-                knox_id,
-                virtual_upload,
-                via_msp_id,
-            }),
-            devices: row.try_get("devices")?,
-            live: row.try_get("live")?,
-        },
-        delinked_seq: row.try_get("delinked_seq")?,
-    })
+impl Affected<'_> {
+    /// The parameters `$1` to `$3` of `select_groups.sql` and `update_groups.sql`: the
+    /// customer, or the registrations' device IDs and upload IDs (the other left empty).
+    fn keys(&self) -> (Option<&str>, &[String], &[Uuid]) {
+        match *self {
+            Affected::HeldFromMsp(customer) => (Some(customer), &[], &[]),
+            Affected::Registrations(ids, uploads) => (None, ids, uploads),
+        }
+    }
 }
 
 /// Re-places the `affected` registrations: each group whose placement is not the one its
@@ -271,22 +174,36 @@ pub async fn replace_registrations(
     conn: &mut PgConnection,
     affected: Affected<'_>,
 ) -> Result<Vec<PlacementDelta>, ApplyError> {
-    let rows = match affected {
-        Affected::HeldFromMsp(customer) => {
-            sqlx::query(select_groups!(held_from_msp!("$1")))
-                .bind(customer)
-                .fetch_all(&mut *conn)
-                .await?
-        }
-        Affected::Registrations(ids, uploads) => {
-            sqlx::query(select_groups!(registrations_in!("$1", "$2")))
-                .bind(ids)
-                .bind(uploads)
-                .fetch_all(&mut *conn)
-                .await?
-        }
-    };
-    let groups = rows.iter().map(group_from).collect::<Result<Vec<_>, _>>()?;
+    let (customer, ids, uploads) = affected.keys();
+    let groups: Vec<Group> =
+        sqlx::query_file!("src/postgres/select_groups.sql", customer, ids, uploads,)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(|row| Group {
+                group: RegistrationGroup {
+                    upload: UploadRef {
+                        reseller_id: row.reseller_id,
+                        upload_id: row.upload_id,
+                        uploaded_at: row.uploaded_at,
+                        order_number: row.order_number,
+                    },
+                    uploaded_to: row.uploaded_to,
+                    uploaded_to_msp: row.uploaded_to_msp.unwrap_or(false),
+                    holder: row.holder_knox_id,
+                    holder_msp: row.holder_msp,
+                    delinked_since_move: row.delinked_since_move,
+                    placed: row.placed_knox_id.map(|knox_id| StoredPlacement {
+                        knox_id,
+                        virtual_upload: row.virtual_upload,
+                        via_msp_id: row.via_msp_id,
+                    }),
+                    devices: row.devices,
+                    live: row.live,
+                },
+                delinked_seq: row.delinked_seq,
+            })
+            .collect();
 
     let mut deltas = Vec::new();
     let mut expected = 0i64;
@@ -327,26 +244,26 @@ pub async fn replace_registrations(
         return Ok(deltas);
     }
 
-    let update = match affected {
-        Affected::HeldFromMsp(_) => sqlx::query(update_groups!(held_from_msp!("$12"))),
-        Affected::Registrations(..) => sqlx::query(update_groups!(registrations_in!("$12", "$13"))),
-    }
-    .bind(&resellers)
-    .bind(&upload_ids)
-    .bind(&holders)
-    .bind(&delinked_seqs)
-    .bind(&delinked)
-    .bind(&old_knox_ids)
-    .bind(&old_virtuals)
-    .bind(&old_vias)
-    .bind(&new_knox_ids)
-    .bind(&new_virtuals)
-    .bind(&new_vias);
-    let update = match affected {
-        Affected::HeldFromMsp(customer) => update.bind(customer),
-        Affected::Registrations(ids, uploads) => update.bind(ids).bind(uploads),
-    };
-    let updated = update.execute(&mut *conn).await?.rows_affected();
+    let updated = sqlx::query_file!(
+        "src/postgres/update_groups.sql",
+        customer,
+        ids,
+        uploads,
+        &resellers as &[&str],
+        &upload_ids,
+        &holders as &[&str],
+        &delinked_seqs,
+        &delinked,
+        &old_knox_ids as &[Option<&str>],
+        &old_virtuals,
+        &old_vias as &[&str],
+        &new_knox_ids as &[Option<&str>],
+        &new_virtuals,
+        &new_vias as &[&str],
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
     if i64::try_from(updated).ok() != Some(expected) {
         return Err(ApplyError::Failed(anyhow!(
             "re-placing registrations: expected to update {expected}, updated {updated}"

@@ -10,62 +10,46 @@ use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::{Query, QueryScalar};
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row, Transaction};
 
-use crate::csv_export::CsvChunker;
+use crate::domain::csv::CsvChunker;
 use crate::domain::{
     AccountKind, CustomerDevice, CustomerRow, CustomerStatus, DeviceKey, ListCustomerDevices,
     ListCustomers, OrderBy, SearchQuery, SortKey, UploadSummary,
 };
-use crate::export::{CsvRecord, DEVICE_HEADER, DeviceLine, RowSource};
+use crate::grpc::csv::{CsvRecord, DEVICE_HEADER, DeviceLine, RowSource};
 
-/// The columns a [`CustomerRow`] is read from `reporting.customer_rows` (a macro, so
-/// `concat!` can use it). The managing MSP is the customer's current link, read with the
+/// The columns a [`CustomerRow`] is read from `reporting.customer_rows`, in the order
+/// [`row_from`] reads. The managing MSP is the customer's current link, read with the
 /// row, so every reseller's row of a customer (rows created after the link too) shows it.
-macro_rules! row_columns {
-    () => {
-        "knox_id, kind, company_name, internal_reference, country, status, last_uploaded_at, \
-         uploaded_devices, devices, \
-         COALESCE((SELECT l.msp_id FROM reporting.msp_links l \
-                   WHERE l.customer_knox_id = customer_rows.knox_id AND l.linked), '') \
-           AS managing_msp_id"
-    };
-}
+const ROW_COLUMNS: &str = "knox_id, kind, company_name, internal_reference, country, status, \
+     last_uploaded_at, uploaded_devices, devices, \
+     COALESCE((SELECT l.msp_id FROM reporting.msp_links l \
+               WHERE l.customer_knox_id = customer_rows.knox_id AND l.linked), '') \
+       AS managing_msp_id";
 
 /// The company-name sort key: the name in the ICU root collation (migration 0004). The
 /// `ORDER BY`, the page token's comparison and the index `customer_rows_by_name_icu` must
 /// all say exactly this, or the pages would follow another order than the index, or
-/// than each other (a macro, so `concat!` can use it).
-macro_rules! name_key {
-    () => {
-        r#"company_name COLLATE "und-x-icu""#
-    };
-}
+/// than each other.
+const NAME_KEY: &str = r#"company_name COLLATE "und-x-icu""#;
 
-/// Rows fetched per round trip by the customers CSV cursor (a macro: `FETCH` takes no
-/// parameter).
-macro_rules! export_batch {
-    () => {
-        1000
-    };
-}
+/// Rows fetched per round trip by the customers CSV cursor.
+const EXPORT_BATCH: usize = 1000;
+/// [`EXPORT_BATCH`] rows of the customers CSV cursor (`FETCH` takes no parameter; a unit
+/// test keeps the two equal).
+const FETCH_CUSTOMERS: &str = "FETCH FORWARD 1000 FROM customers_csv";
 
 /// Rows fetched per round trip by a customer's devices CSV cursor: large enough that the
 /// round trips cost little against a million rows, small enough that the batches held
 /// (one read ahead, one being written) stay a few MiB.
-macro_rules! device_export_batch {
-    () => {
-        8192
-    };
-}
+const DEVICE_EXPORT_BATCH: usize = 8192;
+/// [`DEVICE_EXPORT_BATCH`] rows of the devices CSV cursor (`FETCH` takes no parameter; a
+/// unit test keeps the two equal).
+const FETCH_DEVICES: &str = "FETCH FORWARD 8192 FROM customer_devices_csv";
 
-/// The columns a [`CustomerDevice`] is read from, in the order [`device_from`] reads.
-macro_rules! device_columns {
-    () => {
-        "device_id, id_kind, model, upload_id, uploaded_at, order_number, virtual"
-    };
-}
-
-/// A query assembled only from `&'static str` fragments and bound values: nothing a caller
-/// sends can become SQL.
+/// The one dynamic builder of the views' reads, for the queries whose shape depends on
+/// the request (the Customers page's search, order and keyset; the CSV's search) and the
+/// ones that share their columns ([`ROW_COLUMNS`]): it holds only `&'static str`
+/// fragments and bound values, so nothing a caller sends can become SQL.
 struct Sql(QueryBuilder<Postgres>);
 
 impl Sql {
@@ -97,6 +81,15 @@ impl Sql {
         self.0.build_query_scalar()
     }
 
+    /// `prefix`, then `SELECT` [`ROW_COLUMNS`] `FROM reporting.customer_rows`.
+    fn rows(prefix: &'static str) -> Self {
+        let mut sql = Self::new(prefix);
+        sql.sql("SELECT ")
+            .sql(ROW_COLUMNS)
+            .sql(" FROM reporting.customer_rows");
+        sql
+    }
+
     /// `WHERE` the reseller's rows that match `query`. The pattern is lower-cased by the
     /// same `lower()` that built `search_text`; the trigram index serves the `LIKE`.
     fn filter(&mut self, reseller_id: &ResellerId, query: &SearchQuery) -> &mut Self {
@@ -116,7 +109,9 @@ impl Sql {
         match key {
             // A row comparison, which the index serves as one range (`Index Cond`).
             SortKey::CompanyName { name, knox_id } => {
-                self.sql(concat!(" AND (", name_key!(), ", knox_id) > ("))
+                self.sql(" AND (")
+                    .sql(NAME_KEY)
+                    .sql(", knox_id) > (")
                     .bind(name.clone())
                     .sql(", ")
                     .bind(knox_id.clone())
@@ -147,11 +142,11 @@ impl Sql {
 
     /// The `ORDER BY` of `order`, matching its index.
     fn order_by(&mut self, order: OrderBy) -> &mut Self {
-        self.sql(match order {
-            OrderBy::CompanyName => concat!(" ORDER BY ", name_key!(), ", knox_id"),
-            OrderBy::LastUploadedDesc => " ORDER BY last_uploaded_key DESC, knox_id",
-            OrderBy::DevicesDesc => " ORDER BY devices DESC, knox_id",
-        })
+        match order {
+            OrderBy::CompanyName => self.sql(" ORDER BY ").sql(NAME_KEY).sql(", knox_id"),
+            OrderBy::LastUploadedDesc => self.sql(" ORDER BY last_uploaded_key DESC, knox_id"),
+            OrderBy::DevicesDesc => self.sql(" ORDER BY devices DESC, knox_id"),
+        }
     }
 }
 
@@ -175,16 +170,29 @@ fn kind_from_db(value: i16) -> DeviceIdKind {
     DeviceIdKind::from_i16(value).unwrap_or(DeviceIdKind::Serial)
 }
 
-fn device_from(row: &PgRow) -> Result<CustomerDevice, sqlx::Error> {
-    Ok(CustomerDevice {
-        device_id: row.try_get(0)?,
-        kind: kind_from_db(row.try_get(1)?),
-        model: row.try_get(2)?,
-        upload_id: row.try_get(3)?,
-        uploaded_at: row.try_get(4)?,
-        order_number: row.try_get(5)?,
-        virtual_upload: row.try_get(6)?,
-    })
+/// A `reporting.registrations` row as a page of a customer's devices reads it.
+struct DeviceRecord {
+    device_id: String,
+    id_kind: i16,
+    model: String,
+    upload_id: uuid::Uuid,
+    uploaded_at: time::OffsetDateTime,
+    order_number: String,
+    r#virtual: bool,
+}
+
+impl From<DeviceRecord> for CustomerDevice {
+    fn from(record: DeviceRecord) -> Self {
+        CustomerDevice {
+            device_id: record.device_id,
+            kind: kind_from_db(record.id_kind),
+            model: record.model,
+            upload_id: record.upload_id,
+            uploaded_at: record.uploaded_at,
+            order_number: record.order_number,
+            virtual_upload: record.r#virtual,
+        }
+    }
 }
 
 /// The reseller's listed row for `knox_id`, read inside `conn`'s transaction.
@@ -193,18 +201,18 @@ async fn listed_row(
     reseller_id: &ResellerId,
     knox_id: &KnoxId,
 ) -> Result<Option<CustomerRow>, sqlx::Error> {
-    sqlx::query(concat!(
-        "SELECT ",
-        row_columns!(),
-        " FROM reporting.customer_rows WHERE reseller_id = $1 AND knox_id = $2 AND listed"
-    ))
-    .bind(reseller_id.as_str())
-    .bind(knox_id.as_str())
-    .fetch_optional(&mut *conn)
-    .await?
-    .as_ref()
-    .map(row_from)
-    .transpose()
+    Sql::rows("")
+        .sql(" WHERE reseller_id = ")
+        .bind(reseller_id.as_str().to_owned())
+        .sql(" AND knox_id = ")
+        .bind(knox_id.as_str().to_owned())
+        .sql(" AND listed")
+        .query()
+        .fetch_optional(&mut *conn)
+        .await?
+        .as_ref()
+        .map(row_from)
+        .transpose()
 }
 
 /// One customer's detail: its row, and the uploads placed under it, newest first.
@@ -267,11 +275,7 @@ impl Repository {
             .scalar()
             .fetch_one(&mut *tx)
             .await?;
-        let mut page = Sql::new(concat!(
-            "SELECT ",
-            row_columns!(),
-            " FROM reporting.customer_rows"
-        ));
+        let mut page = Sql::rows("");
         page.filter(reseller_id, &list.query);
         if let Some(after) = &list.after {
             page.after(after);
@@ -323,17 +327,13 @@ impl Repository {
         query: &SearchQuery,
     ) -> Result<ExportCursor, sqlx::Error> {
         let mut tx = self.pool.begin_with("BEGIN READ ONLY").await?;
-        Sql::new(concat!(
-            "DECLARE customers_csv NO SCROLL CURSOR FOR SELECT ",
-            row_columns!(),
-            " FROM reporting.customer_rows"
-        ))
-        .filter(reseller_id, query)
-        .order_by(OrderBy::CompanyName)
-        .query()
-        .persistent(false)
-        .execute(&mut *tx)
-        .await?;
+        Sql::rows("DECLARE customers_csv NO SCROLL CURSOR FOR ")
+            .filter(reseller_id, query)
+            .order_by(OrderBy::CompanyName)
+            .query()
+            .persistent(false)
+            .execute(&mut *tx)
+            .await?;
         Ok(ExportCursor { tx, done: false })
     }
 }
@@ -356,30 +356,18 @@ impl Repository {
         let Some(row) = listed_row(&mut tx, reseller_id, knox_id).await? else {
             return Ok(None);
         };
-        let uploads = sqlx::query_as(
-            "SELECT upload_id, uploaded_at, order_number, device_count, virtual, via_msp_id \
-             FROM reporting.upload_placements \
-             WHERE reseller_id = $1 AND placed_knox_id = $2 \
-             ORDER BY uploaded_at DESC, upload_id",
+        let uploads = sqlx::query_as!(
+            UploadSummary,
+            r#"SELECT upload_id, uploaded_at, order_number, device_count,
+                      virtual AS virtual_upload, via_msp_id
+               FROM reporting.upload_placements
+               WHERE reseller_id = $1 AND placed_knox_id = $2
+               ORDER BY uploaded_at DESC, upload_id"#,
+            reseller_id.as_str(),
+            knox_id.as_str(),
         )
-        .bind(reseller_id.as_str())
-        .bind(knox_id.as_str())
         .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .map(
-            |(upload_id, uploaded_at, order_number, device_count, virtual_upload, via_msp_id)| {
-                UploadSummary {
-                    upload_id,
-                    uploaded_at,
-                    order_number,
-                    device_count,
-                    virtual_upload,
-                    via_msp_id,
-                }
-            },
-        )
-        .collect();
+        .await?;
         tx.commit().await?;
         Ok(Some(CustomerDetail { row, uploads }))
     }
@@ -407,56 +395,41 @@ impl Repository {
         let limit = list.page_size + 1;
         let fetched = match &list.after {
             None => {
-                sqlx::query(concat!(
-                    "SELECT ",
-                    device_columns!(),
-                    " FROM reporting.registrations \
-                     WHERE reseller_id = $1 AND placed_knox_id = $2 AND NOT deleted \
-                     ORDER BY uploaded_at DESC, upload_id, device_id LIMIT $3"
-                ))
-                .bind(reseller_id.as_str())
-                .bind(list.knox_id.as_str())
-                .bind(limit)
+                sqlx::query_as!(
+                    DeviceRecord,
+                    r#"SELECT device_id, id_kind, model, upload_id, uploaded_at, order_number,
+                              virtual
+                       FROM reporting.registrations
+                       WHERE reseller_id = $1 AND placed_knox_id = $2 AND NOT deleted
+                       ORDER BY uploaded_at DESC, upload_id, device_id LIMIT $3"#,
+                    reseller_id.as_str(),
+                    list.knox_id.as_str(),
+                    limit,
+                )
                 .fetch_all(&mut *conn)
                 .await?
             }
-            // The order mixes directions, so "after the key" is two index ranges: the
-            // rest of the key's upload time, then every older one. Each branch reads at
-            // most a page; the outer sort orders at most two pages.
             Some(after) => {
-                sqlx::query(concat!(
-                    "SELECT * FROM ( \
-                       (SELECT ",
-                    device_columns!(),
-                    " FROM reporting.registrations \
-                        WHERE reseller_id = $1 AND placed_knox_id = $2 AND NOT deleted \
-                          AND uploaded_at = $3 AND (upload_id, device_id) > ($4, $5) \
-                        ORDER BY uploaded_at DESC, upload_id, device_id LIMIT $6) \
-                       UNION ALL \
-                       (SELECT ",
-                    device_columns!(),
-                    " FROM reporting.registrations \
-                        WHERE reseller_id = $1 AND placed_knox_id = $2 AND NOT deleted \
-                          AND uploaded_at < $3 \
-                        ORDER BY uploaded_at DESC, upload_id, device_id LIMIT $6)) AS page \
-                     ORDER BY uploaded_at DESC, upload_id, device_id LIMIT $6"
-                ))
-                .bind(reseller_id.as_str())
-                .bind(list.knox_id.as_str())
-                .bind(after.uploaded_at())
-                .bind(after.upload_id)
-                .bind(&after.device_id)
-                .bind(limit)
+                sqlx::query_file_as!(
+                    DeviceRecord,
+                    "src/postgres/customer_devices_after.sql",
+                    reseller_id.as_str(),
+                    list.knox_id.as_str(),
+                    after.uploaded_at(),
+                    after.upload_id,
+                    &after.device_id,
+                    limit,
+                )
                 .fetch_all(&mut *conn)
                 .await?
             }
         };
         let more = fetched.len() as i64 > list.page_size;
-        let devices = fetched
-            .iter()
+        let devices: Vec<CustomerDevice> = fetched
+            .into_iter()
             .take(list.page_size as usize)
-            .map(device_from)
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(CustomerDevice::from)
+            .collect();
         let next = if more {
             devices.last().map(DeviceKey::of)
         } else {
@@ -484,16 +457,17 @@ impl Repository {
         if listed_row(&mut tx, reseller_id, knox_id).await?.is_none() {
             return Ok(None);
         }
-        sqlx::query(
-            "DECLARE customer_devices_csv NO SCROLL CURSOR FOR \
-             SELECT upload_id, uploaded_at, order_number, device_id, id_kind, model, virtual, \
-               via_msp_id \
-             FROM reporting.registrations \
-             WHERE reseller_id = $1 AND placed_knox_id = $2 AND NOT deleted \
+        // Its columns are what `DeviceCsvRow::write` reads, by position.
+        sqlx::query!(
+            "DECLARE customer_devices_csv NO SCROLL CURSOR FOR
+             SELECT upload_id, uploaded_at, order_number, device_id, id_kind, model, virtual,
+               via_msp_id
+             FROM reporting.registrations
+             WHERE reseller_id = $1 AND placed_knox_id = $2 AND NOT deleted
              ORDER BY uploaded_at DESC, upload_id, device_id",
+            reseller_id.as_str(),
+            knox_id.as_str(),
         )
-        .bind(reseller_id.as_str())
-        .bind(knox_id.as_str())
         .persistent(false)
         .execute(&mut *tx)
         .await?;
@@ -515,15 +489,11 @@ impl RowSource for DeviceCursor {
         if self.done {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(concat!(
-            "FETCH FORWARD ",
-            device_export_batch!(),
-            " FROM customer_devices_csv"
-        ))
-        .persistent(false)
-        .fetch_all(&mut *self.tx)
-        .await?;
-        if rows.len() < device_export_batch!() {
+        let rows = sqlx::query(FETCH_DEVICES)
+            .persistent(false)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        if rows.len() < DEVICE_EXPORT_BATCH {
             self.done = true;
         }
         Ok(rows.into_iter().map(DeviceCsvRow).collect())
@@ -571,18 +541,31 @@ impl RowSource for ExportCursor {
         if self.done {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(concat!(
-            "FETCH FORWARD ",
-            export_batch!(),
-            " FROM customers_csv"
-        ))
-        .persistent(false)
-        .fetch_all(&mut *self.tx)
-        .await?;
-        if rows.len() < export_batch!() {
+        let rows = sqlx::query(FETCH_CUSTOMERS)
+            .persistent(false)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        if rows.len() < EXPORT_BATCH {
             // The cursor is exhausted; the transaction ends when the cursor is dropped.
             self.done = true;
         }
         rows.iter().map(row_from).collect()
+    }
+}
+
+#[cfg(test)]
+mod fetch_tests {
+    use super::*;
+
+    #[test]
+    fn the_cursors_fetch_their_batch_sizes() {
+        assert_eq!(
+            FETCH_CUSTOMERS,
+            format!("FETCH FORWARD {EXPORT_BATCH} FROM customers_csv")
+        );
+        assert_eq!(
+            FETCH_DEVICES,
+            format!("FETCH FORWARD {DEVICE_EXPORT_BATCH} FROM customer_devices_csv")
+        );
     }
 }

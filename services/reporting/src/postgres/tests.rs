@@ -17,7 +17,7 @@ use crate::Projection;
 use crate::domain::{
     AccountKind, ListCustomerDevices, ListCustomers, Placement, PlacementDelta, UploadRef,
 };
-use crate::export::stream_csv;
+use crate::grpc::csv::stream_csv;
 
 const RESELLER: &str = "acme";
 const CUSTOMER: &str = "600000001";
@@ -96,6 +96,16 @@ fn uploaded(
         part_count: 1,
         accepted_count: ids.len() as i64,
     })
+}
+
+/// An upload of `ids` to the customer [`CUSTOMER`], `seconds` into the test's time.
+fn to_customer(upload_id: Uuid, seconds: i64, ids: &[&str]) -> Payload {
+    uploaded(upload_id, CUSTOMER, pb::AccountKind::Customer, seconds, ids)
+}
+
+/// An upload of `ids` to the MSP [`MSP`], `seconds` into the test's time.
+fn to_msp(upload_id: Uuid, seconds: i64, ids: &[&str]) -> Payload {
+    uploaded(upload_id, MSP, pb::AccountKind::Msp, seconds, ids)
 }
 
 fn deleted(deletion_id: Uuid, registrations: &[(&str, Uuid)]) -> Payload {
@@ -265,17 +275,7 @@ async fn company_names_page_and_export_in_the_icu_root_collation(pool: PgPool) {
 async fn counters_that_arrive_before_the_customer_wait_unlisted(pool: PgPool) {
     let repo = Repository::new(pool.clone());
     let upload = Uuid::now_v7();
-    apply(
-        &pool,
-        uploaded(
-            upload,
-            CUSTOMER,
-            pb::AccountKind::Customer,
-            10,
-            &["A1", "A2", "A3"],
-        ),
-    )
-    .await;
+    apply(&pool, to_customer(upload, 10, &["A1", "A2", "A3"])).await;
 
     // Not added: not listed anywhere, and not found.
     let list = ListCustomers::parse("", "", 50, "").unwrap();
@@ -317,17 +317,7 @@ async fn counters_that_arrive_before_the_customer_wait_unlisted(pool: PgPool) {
     assert!(!detail.uploads[0].virtual_upload);
 
     // A repeated part (another event ID) changes nothing.
-    apply(
-        &pool,
-        uploaded(
-            upload,
-            CUSTOMER,
-            pb::AccountKind::Customer,
-            10,
-            &["A1", "A2", "A3"],
-        ),
-    )
-    .await;
+    apply(&pool, to_customer(upload, 10, &["A1", "A2", "A3"])).await;
     assert_eq!(
         counters(&repo, CUSTOMER).await,
         Some((3, 3, Some(time(10))))
@@ -349,22 +339,8 @@ async fn deletions_keep_uploads_drop_devices_and_answer_with_receipts(pool: PgPo
     apply(&pool, added(CUSTOMER, pb::AccountKind::Customer, "Globex")).await;
     let first = Uuid::now_v7();
     let second = Uuid::now_v7();
-    apply(
-        &pool,
-        uploaded(
-            first,
-            CUSTOMER,
-            pb::AccountKind::Customer,
-            10,
-            &["A1", "A2"],
-        ),
-    )
-    .await;
-    apply(
-        &pool,
-        uploaded(second, CUSTOMER, pb::AccountKind::Customer, 20, &["B1"]),
-    )
-    .await;
+    apply(&pool, to_customer(first, 10, &["A1", "A2"])).await;
+    apply(&pool, to_customer(second, 20, &["B1"])).await;
     assert_eq!(
         counters(&repo, CUSTOMER).await,
         Some((3, 3, Some(time(20))))
@@ -441,11 +417,7 @@ async fn a_deletion_that_overtakes_its_upload_never_shows_the_device(pool: PgPoo
         receipts(&pool).await[0].state,
         pb::PortalState::NotApplicable as i32
     );
-    apply(
-        &pool,
-        uploaded(upload, MSP, pb::AccountKind::Msp, 5, &["P1", "P2"]),
-    )
-    .await;
+    apply(&pool, to_msp(upload, 5, &["P1", "P2"])).await;
     // Counted in UPLOADS like any deleted device, never among the devices.
     assert_eq!(counters(&repo, MSP).await, Some((2, 1, Some(time(5)))));
     assert_eq!(all_devices(&repo, MSP, 10).await, ["P2"]);
@@ -473,11 +445,7 @@ async fn device_pages_follow_the_detail_order_across_equal_upload_times(pool: Pg
     ] {
         let devices = ids(prefix, n);
         let refs: Vec<&str> = devices.iter().map(String::as_str).collect();
-        apply(
-            &pool,
-            uploaded(upload, CUSTOMER, pb::AccountKind::Customer, seconds, &refs),
-        )
-        .await;
+        apply(&pool, to_customer(upload, seconds, &refs)).await;
     }
     apply(&pool, deleted(Uuid::now_v7(), &[("A03", u1), ("C00", u3)])).await;
 
@@ -526,12 +494,8 @@ async fn deltas_move_counts_between_rows_and_empty_placements_go(pool: PgPool) {
     apply(&pool, added(MSP, pb::AccountKind::Msp, "Pool")).await;
     let old = Uuid::now_v7();
     let new = Uuid::now_v7();
-    apply(
-        &pool,
-        uploaded(old, MSP, pb::AccountKind::Msp, 10, &["M1", "M2"]),
-    )
-    .await;
-    apply(&pool, uploaded(new, MSP, pb::AccountKind::Msp, 20, &["M3"])).await;
+    apply(&pool, to_msp(old, 10, &["M1", "M2"])).await;
+    apply(&pool, to_msp(new, 20, &["M3"])).await;
     assert_eq!(counters(&repo, MSP).await, Some((3, 3, Some(time(20)))));
 
     let upload = UploadRef {
@@ -724,22 +688,14 @@ async fn a_move_projected_before_its_upload_waits_for_it(pool: PgPool) {
     assert!(counters(&repo, CUSTOMER).await.is_none());
 
     // The upload: the moved device under the MSP (its customer is linked), with the rest.
-    apply(
-        &pool,
-        uploaded(upload, MSP, pb::AccountKind::Msp, 10, &["A1", "A2"]),
-    )
-    .await;
+    apply(&pool, to_msp(upload, 10, &["A1", "A2"])).await;
     assert_eq!(counters(&repo, MSP).await, Some((2, 2, Some(time(10)))));
     assert!(
         counters(&repo, CUSTOMER).await.is_none(),
         "only moved devices: not listed"
     );
     // Redelivered, the upload changes nothing.
-    apply(
-        &pool,
-        uploaded(upload, MSP, pb::AccountKind::Msp, 10, &["A1", "A2"]),
-    )
-    .await;
+    apply(&pool, to_msp(upload, 10, &["A1", "A2"])).await;
     assert_eq!(counters(&repo, MSP).await, Some((2, 2, Some(time(10)))));
 
     // The delink: the moved device becomes a virtual upload under the customer.
@@ -757,11 +713,7 @@ async fn a_move_projected_before_its_upload_waits_for_it(pool: PgPool) {
     apply(&pool, moved(OTHER_CUSTOMER, 4, &[("B1", later, 20)])).await;
     apply(&pool, delinked(OTHER_CUSTOMER, 5)).await;
     assert!(counters(&repo, OTHER_CUSTOMER).await.is_none());
-    apply(
-        &pool,
-        uploaded(later, MSP, pb::AccountKind::Msp, 20, &["B1", "B2"]),
-    )
-    .await;
+    apply(&pool, to_msp(later, 20, &["B1", "B2"])).await;
     assert_eq!(
         counters(&repo, OTHER_CUSTOMER).await,
         Some((1, 1, Some(time(20))))
@@ -788,11 +740,7 @@ async fn delinks_make_virtual_uploads_that_a_relink_keeps(pool: PgPool) {
     )
     .await;
     let upload = Uuid::now_v7();
-    apply(
-        &pool,
-        uploaded(upload, MSP, pb::AccountKind::Msp, 10, &["A", "B", "C"]),
-    )
-    .await;
+    apply(&pool, to_msp(upload, 10, &["A", "B", "C"])).await;
 
     // Linked: every reseller's row of the customer shows the MSP.
     apply(&pool, linked(CUSTOMER, 1)).await;
@@ -878,11 +826,7 @@ async fn deletions_racing_moves_and_delinks_end_the_same(pool: PgPool) {
     apply(&pool, deleted(Uuid::now_v7(), &[("B", upload)])).await;
     let states: Vec<_> = receipts(&pool).await.iter().map(|r| r.state).collect();
     assert_eq!(states, [pb::PortalState::NotApplicable as i32; 2]);
-    apply(
-        &pool,
-        uploaded(upload, MSP, pb::AccountKind::Msp, 10, &["A", "B", "C"]),
-    )
-    .await;
+    apply(&pool, to_msp(upload, 10, &["A", "B", "C"])).await;
     // The move implied the link: both moved (deleted) devices are under the MSP.
     assert_eq!(counters(&repo, MSP).await, Some((3, 1, Some(time(10)))));
     apply(&pool, delinked(CUSTOMER, 3)).await;
@@ -974,8 +918,8 @@ async fn msp_events_in_any_order_end_in_the_same_views(pool: PgPool) {
             pb::AccountKind::Customer,
             "Initech",
         ),
-        uploaded(first, MSP, pb::AccountKind::Msp, 10, &["A", "B", "C", "D"]),
-        uploaded(second, MSP, pb::AccountKind::Msp, 20, &["E", "F"]),
+        to_msp(first, 10, &["A", "B", "C", "D"]),
+        to_msp(second, 20, &["E", "F"]),
         linked(CUSTOMER, 1),
         linked(OTHER_CUSTOMER, 2),
         moved(
@@ -1140,11 +1084,7 @@ async fn customer_events_keep_the_newest_revision_in_any_order(pool: PgPool) {
     // A row that exists only through virtual uploads shows ACTIVE whatever the decision.
     apply(&pool, added(MSP, pb::AccountKind::Msp, "Pool")).await;
     let upload = Uuid::now_v7();
-    apply(
-        &pool,
-        uploaded(upload, MSP, pb::AccountKind::Msp, 5, &["V"]),
-    )
-    .await;
+    apply(&pool, to_msp(upload, 5, &["V"])).await;
     let third = "600000003";
     apply(
         &pool,
@@ -1217,16 +1157,31 @@ async fn begin_applying(
     tx
 }
 
+/// Applies `next` while `holding` (another replica's apply, left open) holds rows it
+/// needs: `next` must wait for it (`waits` says what waits for what), then apply once
+/// `holding` commits.
+async fn apply_behind(
+    pool: &PgPool,
+    holding: sqlx::Transaction<'static, sqlx::Postgres>,
+    next: Payload,
+    waits: &str,
+) {
+    let next = tokio::spawn({
+        let pool = pool.clone();
+        async move { apply(&pool, next).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!next.is_finished(), "{waits}");
+    holding.commit().await.unwrap();
+    next.await.unwrap();
+}
+
 #[sqlx::test(migrator = "crate::MIGRATOR")]
 async fn a_deletion_concurrent_with_a_delink_counts_where_the_delink_leaves_it(pool: PgPool) {
     let repo = Repository::new(pool.clone());
     apply(&pool, added(MSP, pb::AccountKind::Msp, "Pool")).await;
     let upload = Uuid::now_v7();
-    apply(
-        &pool,
-        uploaded(upload, MSP, pb::AccountKind::Msp, 10, &["A", "B", "C"]),
-    )
-    .await;
+    apply(&pool, to_msp(upload, 10, &["A", "B", "C"])).await;
     apply(&pool, linked(CUSTOMER, 1)).await;
     apply(
         &pool,
@@ -1237,17 +1192,13 @@ async fn a_deletion_concurrent_with_a_delink_counts_where_the_delink_leaves_it(p
     // The delink holds its transaction open; the deletion of A waits for it, then
     // removes A from the virtual upload the delink made.
     let delink = begin_applying(&pool, delinked(CUSTOMER, 3)).await;
-    let deletion = tokio::spawn({
-        let pool = pool.clone();
-        async move { apply(&pool, deleted(Uuid::now_v7(), &[("A", upload)])).await }
-    });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert!(
-        !deletion.is_finished(),
-        "the deletion waits for the delink's rows"
-    );
-    delink.commit().await.unwrap();
-    deletion.await.unwrap();
+    apply_behind(
+        &pool,
+        delink,
+        deleted(Uuid::now_v7(), &[("A", upload)]),
+        "the deletion waits for the delink's rows",
+    )
+    .await;
     assert_eq!(
         counters(&repo, CUSTOMER).await,
         Some((2, 1, Some(time(10))))
@@ -1260,17 +1211,13 @@ async fn a_deletion_concurrent_with_a_delink_counts_where_the_delink_leaves_it(p
     // moves B as deleted.
     apply(&pool, linked(CUSTOMER, 4)).await;
     let deletion = begin_applying(&pool, deleted(Uuid::now_v7(), &[("B", upload)])).await;
-    let move_on = tokio::spawn({
-        let pool = pool.clone();
-        async move { apply(&pool, moved(OTHER_CUSTOMER, 5, &[("B", upload, 10)])).await }
-    });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert!(
-        !move_on.is_finished(),
-        "the move waits for the deletion's rows"
-    );
-    deletion.commit().await.unwrap();
-    move_on.await.unwrap();
+    apply_behind(
+        &pool,
+        deletion,
+        moved(OTHER_CUSTOMER, 5, &[("B", upload, 10)]),
+        "the move waits for the deletion's rows",
+    )
+    .await;
     // B, deleted, moved on to a linked customer: under the MSP again, not live.
     assert_eq!(
         counters(&repo, CUSTOMER).await,
@@ -1309,14 +1256,7 @@ async fn a_decision_applied_beside_the_add_is_never_lost(pool: PgPool) {
 
     // The add holds its transaction open; the decision waits for it, then shows.
     let adding = begin_applying(&pool, Payload::CustomerAdded(add)).await;
-    let deciding = tokio::spawn({
-        let pool = pool.clone();
-        async move { apply(&pool, decision).await }
-    });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert!(!deciding.is_finished(), "the decision waits for the add");
-    adding.commit().await.unwrap();
-    deciding.await.unwrap();
+    apply_behind(&pool, adding, decision, "the decision waits for the add").await;
     let status = repo
         .customer_detail(&reseller(), &knox(CUSTOMER))
         .await

@@ -11,8 +11,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::domain::{
-    Account, AccountKind, AddedCustomer, CustomerStatus, DeletedPart, Placement, PlacementDelta,
-    UploadedPart, merge,
+    Account, AccountKind, AddedCustomer, CustomerStatus, DeletedPart, PLACEMENT_KINDS, Placement,
+    PlacementDelta, UploadedPart, merge,
 };
 
 /// Records an account, and brings the account's rows of every reseller up to date if
@@ -21,30 +21,30 @@ use crate::domain::{
 /// # Errors
 /// Database errors.
 pub async fn upsert_account(conn: &mut PgConnection, account: &Account) -> Result<(), sqlx::Error> {
-    let changed = sqlx::query(
-        "INSERT INTO reporting.accounts (knox_id, kind, company_name, country) \
-         VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (knox_id) DO UPDATE \
-         SET kind = EXCLUDED.kind, company_name = EXCLUDED.company_name, country = EXCLUDED.country \
-         WHERE (accounts.kind, accounts.company_name, accounts.country) \
+    let changed = sqlx::query!(
+        "INSERT INTO reporting.accounts (knox_id, kind, company_name, country)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (knox_id) DO UPDATE
+         SET kind = EXCLUDED.kind, company_name = EXCLUDED.company_name, country = EXCLUDED.country
+         WHERE (accounts.kind, accounts.company_name, accounts.country)
                IS DISTINCT FROM (EXCLUDED.kind, EXCLUDED.company_name, EXCLUDED.country)",
+        account.knox_id.as_str(),
+        account.kind.as_db(),
+        &account.company_name,
+        &account.country,
     )
-    .bind(account.knox_id.as_str())
-    .bind(account.kind.as_db())
-    .bind(&account.company_name)
-    .bind(&account.country)
     .execute(&mut *conn)
     .await?
     .rows_affected();
     if changed > 0 {
-        sqlx::query(
-            "UPDATE reporting.customer_rows SET kind = $2, company_name = $3, country = $4 \
+        sqlx::query!(
+            "UPDATE reporting.customer_rows SET kind = $2, company_name = $3, country = $4
              WHERE knox_id = $1 AND (kind, company_name, country) IS DISTINCT FROM ($2, $3, $4)",
+            account.knox_id.as_str(),
+            account.kind.as_db(),
+            &account.company_name,
+            &account.country,
         )
-        .bind(account.knox_id.as_str())
-        .bind(account.kind.as_db())
-        .bind(&account.company_name)
-        .bind(&account.country)
         .execute(&mut *conn)
         .await?;
     }
@@ -69,38 +69,38 @@ pub async fn add_customer(
 ) -> Result<(), sqlx::Error> {
     lock_customer_row(&mut *conn, &customer.reseller_id, &customer.account.knox_id).await?;
     upsert_account(&mut *conn, &customer.account).await?;
-    sqlx::query(
-        "INSERT INTO reporting.customer_rows AS r \
-           (reseller_id, knox_id, kind, company_name, country, internal_reference, \
-            reference_revision, status, status_revision, added, added_at) \
-         SELECT $1, $2, $3, $4, $5, $6, $7, \
-           CASE WHEN a.revision >= $9 THEN a.status ELSE $8 END, GREATEST(a.revision, $9), \
-           true, $10 \
-         FROM (VALUES (1)) AS one (x) \
-         LEFT JOIN reporting.approvals a ON a.reseller_id = $1 AND a.knox_id = $2 \
-         ON CONFLICT (reseller_id, knox_id) DO UPDATE \
-         SET kind = EXCLUDED.kind, company_name = EXCLUDED.company_name, \
-             country = EXCLUDED.country, \
-             internal_reference = CASE WHEN r.reference_revision > EXCLUDED.reference_revision \
-               THEN r.internal_reference ELSE EXCLUDED.internal_reference END, \
-             reference_revision = GREATEST(r.reference_revision, EXCLUDED.reference_revision), \
-             status = CASE WHEN r.added AND r.status_revision > EXCLUDED.status_revision \
-               THEN r.status ELSE EXCLUDED.status END, \
-             status_revision = CASE WHEN r.added \
-               THEN GREATEST(r.status_revision, EXCLUDED.status_revision) \
-               ELSE EXCLUDED.status_revision END, \
+    sqlx::query!(
+        "INSERT INTO reporting.customer_rows AS r
+           (reseller_id, knox_id, kind, company_name, country, internal_reference,
+            reference_revision, status, status_revision, added, added_at)
+         SELECT $1, $2, $3, $4, $5, $6, $7,
+           CASE WHEN a.revision >= $9 THEN a.status ELSE $8 END, GREATEST(a.revision, $9),
+           true, $10
+         FROM (VALUES (1)) AS one (x)
+         LEFT JOIN reporting.approvals a ON a.reseller_id = $1 AND a.knox_id = $2
+         ON CONFLICT (reseller_id, knox_id) DO UPDATE
+         SET kind = EXCLUDED.kind, company_name = EXCLUDED.company_name,
+             country = EXCLUDED.country,
+             internal_reference = CASE WHEN r.reference_revision > EXCLUDED.reference_revision
+               THEN r.internal_reference ELSE EXCLUDED.internal_reference END,
+             reference_revision = GREATEST(r.reference_revision, EXCLUDED.reference_revision),
+             status = CASE WHEN r.added AND r.status_revision > EXCLUDED.status_revision
+               THEN r.status ELSE EXCLUDED.status END,
+             status_revision = CASE WHEN r.added
+               THEN GREATEST(r.status_revision, EXCLUDED.status_revision)
+               ELSE EXCLUDED.status_revision END,
              added = true, added_at = EXCLUDED.added_at",
+        customer.reseller_id.as_str(),
+        customer.account.knox_id.as_str(),
+        customer.account.kind.as_db(),
+        &customer.account.company_name,
+        &customer.account.country,
+        &customer.internal_reference,
+        customer.reference_revision,
+        customer.status.as_db(),
+        customer.status_revision,
+        customer.added_at,
     )
-    .bind(customer.reseller_id.as_str())
-    .bind(customer.account.knox_id.as_str())
-    .bind(customer.account.kind.as_db())
-    .bind(&customer.account.company_name)
-    .bind(&customer.account.country)
-    .bind(&customer.internal_reference)
-    .bind(customer.reference_revision)
-    .bind(customer.status.as_db())
-    .bind(customer.status_revision)
-    .bind(customer.added_at)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -108,8 +108,9 @@ pub async fn add_customer(
 
 /// Records a reseller's internal reference for an account at `revision`, unless a newer
 /// revision is recorded. When the reseller's `customer_added` has not been projected yet,
-/// the reference waits in an unlisted row (as an upload's counters do), which
-/// `add_customer` completes without overwriting the newer reference.
+/// the reference waits in an unlisted row (as an upload's counters do; its status is the
+/// column's default for such rows, migration 0006), which `add_customer` completes
+/// without overwriting the newer reference.
 ///
 /// # Errors
 /// Database errors.
@@ -120,22 +121,22 @@ pub async fn update_reference(
     reference: &str,
     revision: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO reporting.customer_rows AS r \
-           (reseller_id, knox_id, kind, company_name, country, status, internal_reference, \
-            reference_revision) \
-         SELECT $1, $2, COALESCE(a.kind, 'CUSTOMER'), COALESCE(a.company_name, ''), \
-           COALESCE(a.country, ''), 'ACTIVE', $3, $4 \
-         FROM (VALUES (1)) AS one (x) LEFT JOIN reporting.accounts a ON a.knox_id = $2 \
-         ON CONFLICT (reseller_id, knox_id) DO UPDATE \
-         SET internal_reference = EXCLUDED.internal_reference, \
-             reference_revision = EXCLUDED.reference_revision \
+    sqlx::query!(
+        "INSERT INTO reporting.customer_rows AS r
+           (reseller_id, knox_id, kind, company_name, country, internal_reference,
+            reference_revision)
+         SELECT $1, $2, COALESCE(a.kind, 'CUSTOMER'), COALESCE(a.company_name, ''),
+           COALESCE(a.country, ''), $3, $4
+         FROM (VALUES (1)) AS one (x) LEFT JOIN reporting.accounts a ON a.knox_id = $2
+         ON CONFLICT (reseller_id, knox_id) DO UPDATE
+         SET internal_reference = EXCLUDED.internal_reference,
+             reference_revision = EXCLUDED.reference_revision
          WHERE r.reference_revision <= EXCLUDED.reference_revision",
+        reseller_id.as_str(),
+        knox_id.as_str(),
+        reference,
+        revision,
     )
-    .bind(reseller_id.as_str())
-    .bind(knox_id.as_str())
-    .bind(reference)
-    .bind(revision)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -157,29 +158,29 @@ pub async fn change_status(
     changed_at: OffsetDateTime,
 ) -> Result<(), sqlx::Error> {
     lock_customer_row(&mut *conn, reseller_id, knox_id).await?;
-    sqlx::query(
-        "INSERT INTO reporting.approvals AS a (reseller_id, knox_id, status, changed_at, revision) \
-         VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (reseller_id, knox_id) DO UPDATE \
-         SET status = EXCLUDED.status, changed_at = EXCLUDED.changed_at, \
-             revision = EXCLUDED.revision \
+    sqlx::query!(
+        "INSERT INTO reporting.approvals AS a (reseller_id, knox_id, status, changed_at, revision)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (reseller_id, knox_id) DO UPDATE
+         SET status = EXCLUDED.status, changed_at = EXCLUDED.changed_at,
+             revision = EXCLUDED.revision
          WHERE a.revision <= EXCLUDED.revision",
+        reseller_id.as_str(),
+        knox_id.as_str(),
+        status.as_db(),
+        changed_at,
+        revision,
     )
-    .bind(reseller_id.as_str())
-    .bind(knox_id.as_str())
-    .bind(status.as_db())
-    .bind(changed_at)
-    .bind(revision)
     .execute(&mut *conn)
     .await?;
-    sqlx::query(
-        "UPDATE reporting.customer_rows SET status = $3, status_revision = $4 \
+    sqlx::query!(
+        "UPDATE reporting.customer_rows SET status = $3, status_revision = $4
          WHERE reseller_id = $1 AND knox_id = $2 AND added AND status_revision <= $4",
+        reseller_id.as_str(),
+        knox_id.as_str(),
+        status.as_db(),
+        revision,
     )
-    .bind(reseller_id.as_str())
-    .bind(knox_id.as_str())
-    .bind(status.as_db())
-    .bind(revision)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -199,11 +200,13 @@ async fn lock_customer_row(
     reseller_id: &ResellerId,
     knox_id: &KnoxId,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('reporting.customer:' || $1 || '/' || $2, 0))")
-        .bind(reseller_id.as_str())
-        .bind(knox_id.as_str())
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtextextended('reporting.customer:' || $1 || '/' || $2, 0))",
+        reseller_id.as_str(),
+        knox_id.as_str(),
+    )
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -225,11 +228,11 @@ pub struct InsertedPart {
 /// # Errors
 /// Database errors.
 pub async fn awaits_upload(conn: &mut PgConnection, upload_id: Uuid) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM reporting.registrations \
-                        WHERE upload_id = $1 AND uploaded_to IS NULL)",
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM reporting.registrations
+                          WHERE upload_id = $1 AND uploaded_to IS NULL) AS "awaits!""#,
+        upload_id,
     )
-    .bind(upload_id)
     .fetch_one(&mut *conn)
     .await
 }
@@ -263,48 +266,53 @@ pub async fn insert_registrations(
     }
     let upload = &part.upload;
     // `xmax = 0` tells a row inserted by this statement from a row it updated.
-    let (inserted, live, completed) = sqlx::query_as(
-        "WITH upserted AS ( \
-           INSERT INTO reporting.registrations AS r \
-             (device_id, upload_id, reseller_id, id_kind, model, uploaded_at, order_number, \
-              uploaded_to, uploaded_to_msp, holder_knox_id, placed_knox_id, virtual, via_msp_id, \
-              deleted) \
-           SELECT d.device_id, $1, $2, d.id_kind, d.model, $3, $4, $5, $6, $5, $7, $8, $9, \
-             EXISTS (SELECT 1 FROM reporting.deleted_registrations x \
-                     WHERE x.device_id = d.device_id AND x.upload_id = $1) \
-           FROM UNNEST($10::text[], $11::smallint[], $12::text[]) AS d (device_id, id_kind, model) \
-           ON CONFLICT (device_id, upload_id) DO UPDATE \
-           SET reseller_id = EXCLUDED.reseller_id, id_kind = EXCLUDED.id_kind, \
-               model = EXCLUDED.model, uploaded_at = EXCLUDED.uploaded_at, \
-               order_number = EXCLUDED.order_number, uploaded_to = EXCLUDED.uploaded_to, \
-               uploaded_to_msp = EXCLUDED.uploaded_to_msp \
-           WHERE r.uploaded_to IS NULL \
-           RETURNING r.device_id, r.deleted, r.xmax = 0 AS inserted) \
-         SELECT count(*) FILTER (WHERE inserted), \
-           count(*) FILTER (WHERE inserted AND NOT deleted), \
-           COALESCE(array_agg(device_id) FILTER (WHERE NOT inserted), '{}') \
-         FROM upserted",
+    let row = sqlx::query!(
+        r#"WITH upserted AS (
+           INSERT INTO reporting.registrations AS r
+             (device_id, upload_id, reseller_id, id_kind, model, uploaded_at, order_number,
+              uploaded_to, uploaded_to_msp, holder_knox_id, placed_knox_id, virtual, via_msp_id,
+              deleted)
+           SELECT d.device_id, $1, $2, d.id_kind, d.model, $3, $4, $5, $6, $5, $7, $8, $9,
+             EXISTS (SELECT 1 FROM reporting.deleted_registrations x
+                     WHERE x.device_id = d.device_id AND x.upload_id = $1)
+           FROM UNNEST($10::text[], $11::smallint[], $12::text[]) AS d (device_id, id_kind, model)
+           ON CONFLICT (device_id, upload_id) DO UPDATE
+           SET reseller_id = EXCLUDED.reseller_id, id_kind = EXCLUDED.id_kind,
+               model = EXCLUDED.model, uploaded_at = EXCLUDED.uploaded_at,
+               order_number = EXCLUDED.order_number, uploaded_to = EXCLUDED.uploaded_to,
+               uploaded_to_msp = EXCLUDED.uploaded_to_msp
+           WHERE r.uploaded_to IS NULL
+           RETURNING r.device_id, r.deleted, r.xmax = 0 AS inserted)
+         SELECT count(*) FILTER (WHERE inserted) AS "inserted!",
+           count(*) FILTER (WHERE inserted AND NOT deleted) AS "live!",
+           COALESCE(array_agg(device_id) FILTER (WHERE NOT inserted), '{}') AS "completed!"
+         FROM upserted"#,
+        upload.upload_id,
+        &upload.reseller_id,
+        upload.uploaded_at,
+        &upload.order_number,
+        part.target.as_str(),
+        part.target_kind == AccountKind::Msp,
+        placement.knox_id,
+        placement.virtual_upload,
+        placement.via_msp_id,
+        &ids as &[&str],
+        &kinds,
+        &models as &[&str],
     )
-    .bind(upload.upload_id)
-    .bind(&upload.reseller_id)
-    .bind(upload.uploaded_at)
-    .bind(&upload.order_number)
-    .bind(part.target.as_str())
-    .bind(part.target_kind == AccountKind::Msp)
-    .bind(placement.knox_id)
-    .bind(placement.virtual_upload)
-    .bind(placement.via_msp_id)
-    .bind(&ids)
-    .bind(&kinds)
-    .bind(&models)
     .fetch_one(&mut *conn)
     .await?;
     Ok(InsertedPart {
-        inserted,
-        live,
-        completed,
+        inserted: row.inserted,
+        live: row.live,
+        completed: row.completed,
     })
 }
+
+/// The counter CTEs `placements` and `counters` (`placement_counters.sql`): they apply
+/// the deltas of the relation `deltas`, for [`apply_deltas`] and for
+/// [`delete_registrations_ctes`] alike, so both change the counters one way.
+const PLACEMENT_COUNTERS: &str = include_str!("placement_counters.sql");
 
 /// Marks one part's registrations deleted (matched by device AND upload, only the
 /// deleting reseller's, only those still live), records a tombstone for each (so an upload
@@ -312,11 +320,11 @@ pub async fn insert_registrations(
 /// consumer's one statement. The CTE `removed` lists the devices that were shown (placed)
 /// and are now removed.
 ///
-/// This is [`apply_deltas`] for a deletion's deltas (live −1 under each registration's
-/// stored placement), in SQL: deleted devices stay in their uploads, so no placement
-/// empties. The counters are upserts, as there: a placement that a concurrent delink or
-/// move created after this statement's snapshot (it waited for that transaction's
-/// registrations) is still found, where a plain `UPDATE` would miss it.
+/// The counters change as [`apply_deltas`] changes them ([`PLACEMENT_COUNTERS`]), with
+/// one delta per placement the deleted devices were shown under: live −1 each, devices
+/// unchanged (deleted devices stay in their uploads, so no placement empties). The
+/// placement's kind is looked up in [`PLACEMENT_KINDS`], the table of
+/// `domain::placement_kind`.
 pub fn delete_registrations_ctes(part: &DeletedPart, params: &mut Params) -> String {
     let (ids, uploads): (Vec<&str>, Vec<Uuid>) = part
         .registrations
@@ -326,6 +334,15 @@ pub fn delete_registrations_ctes(part: &DeletedPart, params: &mut Params) -> Str
     let ids = params.bind(ids);
     let uploads = params.bind(uploads);
     let reseller = params.bind(part.reseller_id.as_str().to_owned());
+    let (kind_msp, kind_virtual, kind): (Vec<bool>, Vec<bool>, Vec<&str>) = PLACEMENT_KINDS
+        .iter()
+        .map(|(uploaded_to_msp, virtual_upload, kind)| {
+            (*uploaded_to_msp, *virtual_upload, kind.as_db())
+        })
+        .collect();
+    let kind_msp = params.bind(kind_msp);
+    let kind_virtual = params.bind(kind_virtual);
+    let kind = params.bind(kind);
     format!(
         "{tombstones}, \
          marked AS ( \
@@ -337,40 +354,24 @@ pub fn delete_registrations_ctes(part: &DeletedPart, params: &mut Params) -> Str
              COALESCE(r.uploaded_to_msp, false) AS uploaded_to_msp, r.virtual, r.via_msp_id), \
          removed AS (SELECT * FROM marked WHERE placed_knox_id IS NOT NULL), \
          deltas AS ( \
-           SELECT upload_id, placed_knox_id AS knox_id, \
-             min(CASE WHEN uploaded_to_msp AND NOT virtual THEN '{msp}' ELSE '{customer}' END) AS kind, \
-             min(uploaded_at) AS uploaded_at, min(order_number) AS order_number, \
-             bool_or(virtual) AS virtual, min(via_msp_id) AS via_msp_id, -count(*) AS live \
-           FROM removed GROUP BY upload_id, placed_knox_id), \
-         placements AS ( \
-           INSERT INTO reporting.upload_placements AS p \
-             (reseller_id, upload_id, placed_knox_id, uploaded_at, order_number, virtual, \
-              via_msp_id, device_count, live_count) \
-           SELECT {reseller}, upload_id, knox_id, uploaded_at, order_number, virtual, via_msp_id, 0, live \
-           FROM deltas \
-           ON CONFLICT (reseller_id, upload_id, placed_knox_id) DO UPDATE \
-           SET live_count = p.live_count + EXCLUDED.live_count), \
-         counters AS ( \
-           INSERT INTO reporting.customer_rows AS c \
-             (reseller_id, knox_id, kind, company_name, country, status, devices) \
-           SELECT {reseller}, r.knox_id, COALESCE(a.kind, r.kind), COALESCE(a.company_name, ''), \
-             COALESCE(a.country, ''), 'ACTIVE', r.live \
-           FROM (SELECT knox_id, min(kind) AS kind, sum(live) AS live FROM deltas GROUP BY knox_id) r \
-           LEFT JOIN reporting.accounts a ON a.knox_id = r.knox_id \
-           ON CONFLICT (reseller_id, knox_id) DO UPDATE SET devices = c.devices + EXCLUDED.devices)",
+           SELECT {reseller} AS reseller_id, m.upload_id, m.placed_knox_id AS knox_id, \
+             min(k.kind) AS kind, min(m.uploaded_at) AS uploaded_at, \
+             min(m.order_number) AS order_number, bool_or(m.virtual) AS virtual, \
+             min(m.via_msp_id) AS via_msp_id, 0::bigint AS devices, -count(*) AS live \
+           FROM removed m \
+           JOIN UNNEST({kind_msp}::boolean[], {kind_virtual}::boolean[], {kind}::text[]) \
+             AS k (uploaded_to_msp, virtual, kind) \
+             ON k.uploaded_to_msp = m.uploaded_to_msp AND k.virtual = m.virtual \
+           GROUP BY m.upload_id, m.placed_knox_id), \
+         {PLACEMENT_COUNTERS}",
         tombstones = tombstones_cte(&ids, &uploads),
-        msp = AccountKind::Msp.as_db(),
-        customer = AccountKind::Customer.as_db(),
     )
 }
 
 /// Applies placement deltas to the detail's uploads (`upload_placements`) and to the
 /// rows' UPLOADS, DEVICES, LAST UPLOADED and virtual-upload counts, set-based: one
-/// statement for any number of deltas, plus two when a placement may have emptied.
-///
-/// A delta for a row that does not exist yet creates it unlisted (`added = false`), with
-/// what `accounts` knows of the account, so counters that arrive before the reseller's
-/// `customer_added` are kept; `add_customer` then completes the row.
+/// statement for any number of deltas ([`PLACEMENT_COUNTERS`]), plus two when a
+/// placement may have emptied.
 ///
 /// # Errors
 /// Database errors.
@@ -405,40 +406,17 @@ pub async fn apply_deltas(
         devices.push(d.devices);
         lives.push(d.live);
     }
-    // LAST UPLOADED only grows here; a placement that empties is handled below.
-    sqlx::query(
-        "WITH d AS ( \
+    // Compile-time text: the deltas as a relation, then the shared counter CTEs.
+    sqlx::query(concat!(
+        "WITH deltas AS ( \
            SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::text[], \
              $5::timestamptz[], $6::text[], $7::boolean[], $8::text[], $9::bigint[], \
              $10::bigint[]) \
            AS d (reseller_id, upload_id, knox_id, kind, uploaded_at, order_number, virtual, \
-             via_msp_id, devices, live)), \
-         placements AS ( \
-           INSERT INTO reporting.upload_placements AS p \
-             (reseller_id, upload_id, placed_knox_id, uploaded_at, order_number, virtual, \
-              via_msp_id, device_count, live_count) \
-           SELECT reseller_id, upload_id, knox_id, uploaded_at, order_number, virtual, \
-             via_msp_id, devices, live FROM d \
-           ON CONFLICT (reseller_id, upload_id, placed_knox_id) DO UPDATE \
-           SET device_count = p.device_count + EXCLUDED.device_count, \
-               live_count = p.live_count + EXCLUDED.live_count), \
-         per_row AS ( \
-           SELECT reseller_id, knox_id, min(kind) AS kind, sum(devices) AS devices, \
-             sum(live) AS live, COALESCE(sum(devices) FILTER (WHERE virtual), 0) AS virtual_devices, \
-             max(uploaded_at) FILTER (WHERE devices > 0) AS newest \
-           FROM d GROUP BY reseller_id, knox_id) \
-         INSERT INTO reporting.customer_rows AS c \
-           (reseller_id, knox_id, kind, company_name, country, status, uploaded_devices, devices, \
-            virtual_devices, last_uploaded_at) \
-         SELECT r.reseller_id, r.knox_id, COALESCE(a.kind, r.kind), COALESCE(a.company_name, ''), \
-           COALESCE(a.country, ''), 'ACTIVE', r.devices, r.live, r.virtual_devices, r.newest \
-         FROM per_row r LEFT JOIN reporting.accounts a ON a.knox_id = r.knox_id \
-         ON CONFLICT (reseller_id, knox_id) DO UPDATE \
-         SET uploaded_devices = c.uploaded_devices + EXCLUDED.uploaded_devices, \
-             devices = c.devices + EXCLUDED.devices, \
-             virtual_devices = c.virtual_devices + EXCLUDED.virtual_devices, \
-             last_uploaded_at = GREATEST(c.last_uploaded_at, EXCLUDED.last_uploaded_at)",
-    )
+             via_msp_id, devices, live)),\n",
+        include_str!("placement_counters.sql"),
+        "\nSELECT"
+    ))
     .bind(&resellers)
     .bind(&uploads)
     .bind(&rows)
@@ -456,30 +434,33 @@ pub async fn apply_deltas(
     // no longer lists it, and LAST UPLOADED is the newest placement left under the row.
     // Deletions never get here: deleted devices stay in their uploads.
     if deltas.iter().any(|d| d.devices < 0) {
-        let emptied: Vec<(String, String)> = sqlx::query_as(
-            "DELETE FROM reporting.upload_placements p \
-             USING UNNEST($1::text[], $2::uuid[], $3::text[]) AS d (reseller_id, upload_id, knox_id) \
-             WHERE p.reseller_id = d.reseller_id AND p.upload_id = d.upload_id \
-               AND p.placed_knox_id = d.knox_id AND p.device_count = 0 \
+        let emptied = sqlx::query!(
+            "DELETE FROM reporting.upload_placements p
+             USING UNNEST($1::text[], $2::uuid[], $3::text[]) AS d (reseller_id, upload_id, knox_id)
+             WHERE p.reseller_id = d.reseller_id AND p.upload_id = d.upload_id
+               AND p.placed_knox_id = d.knox_id AND p.device_count = 0
              RETURNING p.reseller_id, p.placed_knox_id",
+            &resellers as &[&str],
+            &uploads,
+            &rows as &[&str],
         )
-        .bind(&resellers)
-        .bind(&uploads)
-        .bind(&rows)
         .fetch_all(&mut *conn)
         .await?;
         if !emptied.is_empty() {
-            let (resellers, rows): (Vec<String>, Vec<String>) = emptied.into_iter().unzip();
-            sqlx::query(
-                "UPDATE reporting.customer_rows c \
-                 SET last_uploaded_at = (SELECT max(p.uploaded_at) FROM reporting.upload_placements p \
-                                         WHERE p.reseller_id = c.reseller_id \
-                                           AND p.placed_knox_id = c.knox_id) \
-                 FROM (SELECT DISTINCT * FROM UNNEST($1::text[], $2::text[])) AS e (reseller_id, knox_id) \
+            let (resellers, rows): (Vec<String>, Vec<String>) = emptied
+                .into_iter()
+                .map(|e| (e.reseller_id, e.placed_knox_id))
+                .unzip();
+            sqlx::query!(
+                "UPDATE reporting.customer_rows c
+                 SET last_uploaded_at = (SELECT max(p.uploaded_at) FROM reporting.upload_placements p
+                                         WHERE p.reseller_id = c.reseller_id
+                                           AND p.placed_knox_id = c.knox_id)
+                 FROM (SELECT DISTINCT * FROM UNNEST($1::text[], $2::text[])) AS e (reseller_id, knox_id)
                  WHERE c.reseller_id = e.reseller_id AND c.knox_id = e.knox_id",
+                &resellers,
+                &rows,
             )
-            .bind(&resellers)
-            .bind(&rows)
             .execute(&mut *conn)
             .await?;
         }

@@ -1,9 +1,12 @@
 //! The rules of uploads and deletions (DOMAIN.md "Devices and uploads", "Deleting
 //! devices"), free of I/O.
 
-use reseller_kit::device_id::DeviceId;
+pub mod accounts;
+
+use reseller_kit::device_id::{DeviceId, lookup_key};
 use reseller_kit::ids::KnoxId;
 use reseller_kit::text::FreeText;
+use reseller_kit::text::echo;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -75,6 +78,20 @@ impl RejectionReason {
             2 => RejectionReason::DuplicateInUpload,
             3 => RejectionReason::AlreadyRegistered,
             _ => RejectionReason::InvalidId,
+        }
+    }
+
+    /// What a person is told of a device rejected for this reason, for the reasons the
+    /// database decides set-based (the exact path of an upload binds them): for
+    /// [`DuplicateInUpload`](Self::DuplicateInUpload) the text before the index of the
+    /// device's first occurrence, which the database appends; for
+    /// [`AlreadyRegistered`](Self::AlreadyRegistered) the whole message. `None` for
+    /// [`InvalidId`](Self::InvalidId), whose message is the parser's.
+    pub fn message_stem(self) -> Option<&'static str> {
+        match self {
+            RejectionReason::InvalidId => None,
+            RejectionReason::DuplicateInUpload => Some("duplicate of the device at index "),
+            RejectionReason::AlreadyRegistered => Some("already registered to an account"),
         }
     }
 }
@@ -155,6 +172,42 @@ pub enum Lookup {
     Key(String),
     /// No device can have this identifier; its echo (cut, escaped) for the answer.
     Unknown(String),
+}
+
+/// The identifiers a `DeleteDevices` call names, after the one lookup rule (DOMAIN.md
+/// "Deleting devices"): canonical like uploads (`reseller_kit::device_id::lookup_key`),
+/// repeats dropped, order kept, empty ones skipped. An ID no device can have (a NUL,
+/// 10 kB of junk) is kept as [`Lookup::Unknown`], to be answered as not found.
+///
+/// # Errors
+/// The description for `device_ids` when the call names none, more than
+/// [`MAX_DELETE_IDS`], or only empty ones.
+pub fn deletion_lookups(requested: &[String]) -> Result<Vec<Lookup>, String> {
+    if requested.is_empty() {
+        return Err("name at least one device".into());
+    }
+    if requested.len() > MAX_DELETE_IDS {
+        return Err(format!(
+            "at most {MAX_DELETE_IDS} devices per call, got {}",
+            requested.len()
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut lookups = Vec::with_capacity(requested.len());
+    for id in requested {
+        let lookup = match lookup_key(id) {
+            Some(key) => Lookup::Key(key),
+            None if id.trim().is_empty() => continue,
+            None => Lookup::Unknown(echo(id.trim())),
+        };
+        if seen.insert(lookup.clone()) {
+            lookups.push(lookup);
+        }
+    }
+    if lookups.is_empty() {
+        return Err("every device ID is empty".into());
+    }
+    Ok(lookups)
 }
 
 /// One portal's progress on a deletion (`reseller.v1.PortalState`).
@@ -251,6 +304,22 @@ mod tests {
             NotApplicable
         );
         assert_eq!(fold_portal(0, &[]), NotApplicable);
+    }
+
+    #[test]
+    fn a_deletion_looks_each_device_up_once_in_the_order_asked() {
+        let asked: Vec<String> = ["abc-1", " ABC-1 ", "", "x\u{0}y", "def-2"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        let lookups = deletion_lookups(&asked).unwrap();
+        assert_eq!(lookups.len(), 3);
+        assert!(matches!(&lookups[0], Lookup::Key(_)));
+        assert!(matches!(&lookups[1], Lookup::Unknown(_)));
+        assert!(matches!(&lookups[2], Lookup::Key(_)));
+        assert!(deletion_lookups(&[]).is_err());
+        assert!(deletion_lookups(&[" ".to_owned()]).is_err());
+        assert!(deletion_lookups(&vec![String::new(); MAX_DELETE_IDS + 1]).is_err());
     }
 
     #[test]

@@ -9,6 +9,8 @@ use uuid::Uuid;
 
 use crate::domain::Target;
 
+pub mod receipts;
+
 /// What every part of one upload's events shares.
 #[derive(Debug)]
 pub struct UploadContext<'a> {

@@ -1,8 +1,9 @@
-//! The gRPC edge of device-service: authorise, parse, call the repository, convert.
+//! The gRPC edge of device-service: authorise, parse, decide (`domain`), call the
+//! repository, convert. `accounts` is the client of customer-service it asks about targets.
 
 use futures::Stream;
 use reseller_kit::auth::Principal;
-use reseller_kit::device_id::{echo_id, lookup_key, parse_input, parse_secondary_ids};
+use reseller_kit::device_id::{echo_id, parse_input, parse_secondary_ids};
 use reseller_kit::ids::KnoxId;
 use reseller_kit::text::echo;
 use reseller_kit::{ApiError, FieldViolations, paging, timestamp};
@@ -12,24 +13,41 @@ use reseller_proto::v1::{
 use tonic::{Code, Request, Response, Status, Streaming};
 use uuid::Uuid;
 
-use crate::directory::CustomerDirectory;
+use crate::domain::accounts::{TargetRefused, active_target};
 use crate::domain::{
-    ClientUploadId, Deletion, Lookup, MAX_DELETE_IDS, OrderNumber, ParsedBatch, PortalState,
-    Rejection, RejectionReason, Upload, UploadFilter, UploadHeader, UploadRow,
+    self, ClientUploadId, Deletion, OrderNumber, ParsedBatch, PortalState, Rejection,
+    RejectionReason, Upload, UploadFilter, UploadHeader, UploadRow,
 };
 use crate::postgres::Repository;
+use accounts::AccountsClient;
+
+pub mod accounts;
 
 /// `reseller.v1.DeviceService`.
 #[derive(Debug, Clone)]
 pub struct DeviceApi {
     repo: Repository,
-    directory: CustomerDirectory,
+    accounts: AccountsClient,
 }
 
 impl DeviceApi {
-    /// The API over `repo`, asking `directory` about targets.
-    pub fn new(repo: Repository, directory: CustomerDirectory) -> Self {
-        Self { repo, directory }
+    /// The API over `repo`, asking `accounts` (customer-service) about targets.
+    pub fn new(repo: Repository, accounts: AccountsClient) -> Self {
+        Self { repo, accounts }
+    }
+}
+
+/// A refused target as the caller sees it: an account the reseller has not added is
+/// `NOT_FOUND`, one that is not active `FAILED_PRECONDITION`, and a directory that cannot
+/// answer `UNAVAILABLE`.
+fn refused_to_api(refused: TargetRefused) -> ApiError {
+    let message = refused.to_string();
+    match refused {
+        TargetRefused::NotAdded(_) => ApiError::NotFound(message),
+        TargetRefused::PendingVerification(_) | TargetRefused::Inactive(_) => {
+            ApiError::FailedPrecondition(message)
+        }
+        TargetRefused::Unavailable(_) => ApiError::Unavailable(message),
     }
 }
 
@@ -268,10 +286,9 @@ impl DeviceService for DeviceApi {
         {
             return Ok(Response::new(upload_to_proto(first)));
         }
-        let target = self
-            .directory
-            .active_target(&authorization, &header.target)
-            .await?;
+        let target = active_target(&self.accounts.as_caller(&authorization), &header.target)
+            .await
+            .map_err(refused_to_api)?;
         let upload = self
             .repo
             .ingest(&reseller, &header, &target, parse_batches(stream))
@@ -305,37 +322,8 @@ impl DeviceService for DeviceApi {
         request: Request<pb::DeleteDevicesRequest>,
     ) -> Result<Response<pb::Deletion>, Status> {
         let reseller = Principal::of(&request)?.reseller()?;
-        let requested = &request.get_ref().device_ids;
-        if requested.is_empty() {
-            return Err(ApiError::invalid("device_ids", "name at least one device").into());
-        }
-        if requested.len() > MAX_DELETE_IDS {
-            return Err(ApiError::invalid(
-                "device_ids",
-                format!(
-                    "at most {MAX_DELETE_IDS} devices per call, got {}",
-                    requested.len()
-                ),
-            )
-            .into());
-        }
-        // The one lookup rule (DOMAIN.md): canonical like uploads, repeats dropped, order
-        // kept. An ID no device can have (a NUL, 10 kB of junk) is simply not found.
-        let mut seen = std::collections::HashSet::new();
-        let mut lookups = Vec::with_capacity(requested.len());
-        for id in requested {
-            let lookup = match lookup_key(id) {
-                Some(key) => Lookup::Key(key),
-                None if id.trim().is_empty() => continue,
-                None => Lookup::Unknown(echo(id.trim())),
-            };
-            if seen.insert(lookup.clone()) {
-                lookups.push(lookup);
-            }
-        }
-        if lookups.is_empty() {
-            return Err(ApiError::invalid("device_ids", "every device ID is empty").into());
-        }
+        let lookups = domain::deletion_lookups(&request.get_ref().device_ids)
+            .map_err(|e| ApiError::invalid("device_ids", e))?;
         let deletion = self
             .repo
             .delete(&reseller, &lookups)

@@ -18,8 +18,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use uuid::Uuid;
 
-use crate::csv_export::{CsvChunker, name_and_reference};
 use crate::domain::CustomerRow;
+use crate::domain::csv::{CsvChunker, name_and_reference};
 
 /// Chunks buffered between the writer and the client.
 const CHANNEL_CHUNKS: usize = 2;

@@ -15,9 +15,12 @@ use tonic::{Request, Response, Status};
 
 use reseller_kit::ids::KnoxId;
 
+use self::csv::{CsvStream, stream_csv};
 use crate::domain::{ListCustomerDevices, ListCustomers, SearchQuery};
-use crate::export::{CsvStream, stream_csv};
 use crate::postgres::Repository;
+
+pub mod convert;
+pub mod csv;
 
 /// `reseller.v1.ReportingService`.
 #[derive(Debug, Clone)]

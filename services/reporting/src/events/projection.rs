@@ -35,11 +35,11 @@ use reseller_proto::v1::{self as pb, event::Payload};
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 
-use crate::convert;
 use crate::domain::{
     Account, AccountKind, AddedCustomer, DeletedPart, LinkFact, MovedPart, MovedRegistration,
     PlacementFacts, UploadRef, UploadedDevice, UploadedPart, place, transfer,
 };
+use crate::grpc::convert;
 use crate::postgres::{self, Affected};
 
 /// The reseller views' event handler (the `reporting` consumer's).
@@ -581,15 +581,9 @@ mod tests {
         e.devices[0].reseller_id = String::new();
         assert!(poison(moved_part(&e)).starts_with("reseller_id"));
 
-        let fact = link_fact("600001", "700001", false, 3).unwrap();
         assert_eq!(
-            (
-                fact.customer.as_str(),
-                fact.msp_id.as_str(),
-                fact.linked,
-                fact.seq
-            ),
-            ("600001", "700001", false, 3)
+            link_fact("600001", "700001", false, 3).unwrap(),
+            LinkFact::of("600001", "700001", false, 3)
         );
         assert!(poison(link_fact("600001", "", true, 3)).starts_with("msp_id"));
         assert!(poison(link_fact("600001", "700001", true, -1)).starts_with("seq"));
