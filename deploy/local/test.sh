@@ -27,12 +27,6 @@ ensure_nats
 export DATABASE_URL NATS_URL NATS_SERVER_BIN
 export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
 
-# If the repository carries sqlx offline query data, compile against it rather
-# than against whatever database DATABASE_URL happens to point at.
-if [ -z "${SQLX_OFFLINE:-}" ] && [ -n "$(find . -path ./target -prune -o -name .sqlx -type d -print -quit)" ]; then
-    export SQLX_OFFLINE=true
-fi
-
 # rustup minimal profiles ship without rustfmt/clippy.
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
     log "adding rustfmt and clippy"
@@ -48,5 +42,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 log "cargo test"
 cargo test --workspace "$@"
+
+# The checked queries' offline data (.sqlx/, read by every build above) must match the
+# queries and the migrations: checked against a database made from the migrations.
+log "sqlx offline data"
+deploy/local/sqlx.sh check
 
 log "all checks and tests passed"
