@@ -387,7 +387,7 @@ mod tests {
             ),
             customer_device("", "A0000000002329", pb::DeviceIdKind::Meid, "", None),
         ];
-        // reporting-service's own test of the same rows (export.rs,
+        // reporting-service's own test of the same rows (grpc/csv.rs,
         // `the_devices_file_has_the_domain_columns`): the same bytes.
         let download = "Upload ID,Uploaded At,Order Number,Device ID,Device Type,Model,Virtual Upload,Via MSP\r\n\
              01900000-0000-7000-8000-000000000001,2023-11-14T22:13:20.25Z,\"PO, 7\",356938035643809,IMEI,Galaxy S26,no,\r\n\
