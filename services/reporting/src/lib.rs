@@ -3,7 +3,7 @@
 //! and the reseller portal's deletion receipts.
 //!
 //! Layout: `domain` (rules, no I/O: placements and their counter deltas, the list
-//! orders and search, and `domain::csv`, the CSV format), `events` (the projection, the
+//! orders and search; the CSV format is the kit's, `reseller_kit::csv`), `events` (the projection, the
 //! event handler), `postgres` (the projection's writes and the views' reads; large
 //! statements in `.sql` files beside them, the counter changes of every path in one,
 //! `placement_counters.sql`), `grpc` (the edge, with `grpc::convert`, the protobuf

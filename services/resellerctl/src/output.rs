@@ -10,13 +10,14 @@
 use std::io::{self, Write};
 
 use comfy_table::{ContentArrangement, Table, presets};
+use reseller_kit::csv::CsvChunker;
 use serde::Serialize;
 
 use crate::cli::OutputFormat;
 use crate::errors::CliError;
 
 /// The UTF-8 byte-order mark `--excel` puts before CSV.
-pub const BYTE_ORDER_MARK: &[u8] = b"\xEF\xBB\xBF";
+pub const BYTE_ORDER_MARK: &[u8] = reseller_kit::csv::UTF8_BOM;
 
 /// Something printable as a row.
 pub trait Record: Serialize {
@@ -24,20 +25,18 @@ pub trait Record: Serialize {
     /// rows as a file.
     const CSV_DIALECT: CsvDialect = CsvDialect::Plain;
 
-    /// Column names, as a table (and, unless [`Record::csv_headers`] says otherwise, CSV)
-    /// shows them.
+    /// Column names, as a table (and plain CSV) shows them.
     fn headers() -> &'static [&'static str];
     /// The cells of this row, in column order.
     fn cells(&self) -> Vec<String>;
 
-    /// The columns `-o csv` writes: the table's, unless the portal's download of the
-    /// same rows names them otherwise.
-    fn csv_headers() -> &'static [&'static str] {
-        Self::headers()
-    }
-    /// The cells `-o csv` writes, in [`Record::csv_headers`] order.
-    fn csv_cells(&self) -> Vec<String> {
-        self.cells()
+    /// Writes this row as the portal's download of the same rows does, for
+    /// [`CsvDialect::Download`] (the row's line of `reseller_kit::csv`, in that file's
+    /// header order). By default, the table's cells as text cells.
+    fn write_download(&self, out: &mut CsvChunker) {
+        for cell in self.cells() {
+            out.text(&cell);
+        }
     }
 }
 
@@ -45,57 +44,22 @@ pub trait Record: Serialize {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CsvDialect {
     /// The `csv` crate's defaults: LF line ends, a cell quoted when it holds a comma, a
-    /// quote or a line break. Every list the portal does not download as a file.
+    /// quote or a line break; the table's columns. Every list the portal does not
+    /// download as a file.
     Plain,
-    /// The portal's CSV downloads (DOMAIN.md "CSV downloads", as reporting-service's
-    /// `csv_export` writes them): CRLF line ends, a cell quoted also when it holds a
-    /// semicolon or another control character, and `'` before a cell a spreadsheet
-    /// would run as a formula. For rows the portal also downloads, so that `-o csv` and
-    /// the download of the same rows are the same bytes.
-    Download,
-}
-
-/// Whether a spreadsheet would run `cell` as a formula: it begins with `=`, `+`, `-`,
-/// `@`, tab or carriage return (DOMAIN.md "CSV downloads").
-fn is_formula(cell: &str) -> bool {
-    cell.starts_with(['=', '+', '-', '@', '\t', '\r'])
-}
-
-/// One line of a [`CsvDialect::Download`] file, CRLF included: each cell after a `'`
-/// when [`is_formula`], quoted (its quotes doubled) when it holds a comma, a quote, a
-/// semicolon or a control character.
-///
-/// The download leaves fixed labels (the header, `IMEI`, `yes`) unguarded; none of
-/// them begins like a formula, so guarding every cell writes the same bytes.
-fn download_line<S: AsRef<str>>(cells: &[S]) -> String {
-    let mut line = String::new();
-    for (n, cell) in cells.iter().map(AsRef::as_ref).enumerate() {
-        if n > 0 {
-            line.push(',');
-        }
-        let guard = if is_formula(cell) { "'" } else { "" };
-        let quoted = cell
-            .chars()
-            .any(|c| matches!(c, ',' | '"' | ';') || c.is_ascii_control());
-        if quoted {
-            line.push('"');
-            line.push_str(guard);
-            line.push_str(&cell.replace('"', "\"\""));
-            line.push('"');
-        } else {
-            line.push_str(guard);
-            line.push_str(cell);
-        }
-    }
-    line.push_str("\r\n");
-    line
+    /// The portal's download of the same rows, whose header this is: written by
+    /// `reseller_kit::csv`'s writer, as reporting-service writes the download (DOMAIN.md
+    /// "CSV downloads": CRLF line ends, a cell quoted also when it holds a semicolon or
+    /// another control character, `'` before a cell a spreadsheet would run as a
+    /// formula), so `-o csv` and the download of the same rows are the same bytes.
+    Download(&'static [&'static str]),
 }
 
 /// CSV rows in one [`CsvDialect`], on standard output (or, in tests, into a buffer).
 enum CsvOut<W: Write = io::Stdout> {
     // Boxed: the `csv` crate's writer carries its own buffer and state.
     Plain(Box<csv::Writer<W>>),
-    Download(io::BufWriter<W>),
+    Download { out: W, file: Box<CsvChunker> },
 }
 
 impl CsvOut {
@@ -114,25 +78,35 @@ impl<W: Write> CsvOut<W> {
     /// # Errors
     /// When `out` cannot be written.
     fn start<T: Record>(mut out: W, excel: bool) -> Result<Self, CliError> {
-        if excel {
-            out.write_all(BYTE_ORDER_MARK)?;
-        }
-        let mut csv = match T::CSV_DIALECT {
-            CsvDialect::Plain => CsvOut::Plain(Box::new(csv::Writer::from_writer(out))),
-            CsvDialect::Download => CsvOut::Download(io::BufWriter::new(out)),
-        };
-        csv.row(T::csv_headers())?;
-        Ok(csv)
+        Ok(match T::CSV_DIALECT {
+            CsvDialect::Plain => {
+                if excel {
+                    out.write_all(BYTE_ORDER_MARK)?;
+                }
+                let mut csv = csv::Writer::from_writer(out);
+                csv.write_record(T::headers())?;
+                CsvOut::Plain(Box::new(csv))
+            }
+            CsvDialect::Download(header) => CsvOut::Download {
+                out,
+                file: Box::new(CsvChunker::starting(header, excel)),
+            },
+        })
     }
 
     /// One row.
     ///
     /// # Errors
     /// When the output cannot be written.
-    fn row<S: AsRef<str>>(&mut self, cells: &[S]) -> Result<(), CliError> {
+    fn row<T: Record>(&mut self, row: &T) -> Result<(), CliError> {
         match self {
-            CsvOut::Plain(w) => w.write_record(cells.iter().map(AsRef::as_ref))?,
-            CsvOut::Download(w) => w.write_all(download_line(cells).as_bytes())?,
+            CsvOut::Plain(w) => w.write_record(row.cells())?,
+            CsvOut::Download { out, file } => {
+                row.write_download(file);
+                if let Some(chunk) = file.end_row() {
+                    out.write_all(&chunk)?;
+                }
+            }
         }
         Ok(())
     }
@@ -144,7 +118,10 @@ impl<W: Write> CsvOut<W> {
     fn flush(&mut self) -> Result<(), CliError> {
         match self {
             CsvOut::Plain(w) => w.flush()?,
-            CsvOut::Download(w) => w.flush()?,
+            CsvOut::Download { out, file } => {
+                out.write_all(&file.take())?;
+                out.flush()?;
+            }
         }
         Ok(())
     }
@@ -215,7 +192,7 @@ impl Printer {
             OutputFormat::Json => self.json(item),
             OutputFormat::Csv => {
                 let mut csv = CsvOut::stdout::<T>(self.excel)?;
-                csv.row(&item.csv_cells())?;
+                csv.row(item)?;
                 csv.flush()
             }
         }
@@ -292,8 +269,8 @@ impl<T: Record> ListWriter<T> {
                     Some(csv) => self.csv.insert(csv),
                     None => self.csv.insert(CsvOut::stdout::<T>(self.excel)?),
                 };
-                for row in rows {
-                    csv.row(&row.csv_cells())?;
+                for row in &rows {
+                    csv.row(row)?;
                 }
                 csv.flush()?;
             }
@@ -354,14 +331,14 @@ mod tests {
     use reseller_proto::v1 as pb;
 
     use super::*;
-    use crate::views::{CustomerDeviceView, RejectionView};
+    use crate::views::{CustomerDeviceView, CustomerRowView, RejectionView};
 
     /// `rows` as `-o csv` (with `--excel` when `excel`) writes them.
     fn written<T: Record>(rows: &[T], excel: bool) -> String {
         let mut bytes = Vec::new();
         let mut out = CsvOut::start::<T>(&mut bytes, excel).unwrap();
         for row in rows {
-            out.row(&row.csv_cells()).unwrap();
+            out.row(row).unwrap();
         }
         out.flush().unwrap();
         drop(out);
@@ -410,7 +387,7 @@ mod tests {
             ),
             customer_device("", "A0000000002329", pb::DeviceIdKind::Meid, "", None),
         ];
-        // reporting-service's own test of the same rows (export.rs,
+        // reporting-service's own test of the same rows (grpc/csv.rs,
         // `the_devices_file_has_the_domain_columns`): the same bytes.
         let download = "Upload ID,Uploaded At,Order Number,Device ID,Device Type,Model,Virtual Upload,Via MSP\r\n\
              01900000-0000-7000-8000-000000000001,2023-11-14T22:13:20.25Z,\"PO, 7\",356938035643809,IMEI,Galaxy S26,no,\r\n\
@@ -432,21 +409,71 @@ mod tests {
         assert_eq!(devices[1].cells()[4], "2023-11-14T22:13:20Z");
     }
 
+    /// A customer row as `ListCustomers` answers it (Knox ID 123456, DE).
+    fn customer_row(
+        company_name: &str,
+        internal_reference: &str,
+        managing_msp_id: &str,
+        status: pb::CustomerStatus,
+    ) -> pb::CustomerRow {
+        pb::CustomerRow {
+            knox_id: "123456".into(),
+            kind: pb::AccountKind::Customer as i32,
+            company_name: company_name.into(),
+            internal_reference: internal_reference.into(),
+            display_id: if managing_msp_id.is_empty() {
+                "123456"
+            } else {
+                managing_msp_id
+            }
+            .into(),
+            managing_msp_id: managing_msp_id.into(),
+            country: "DE".into(),
+            status: status as i32,
+            ..Default::default()
+        }
+    }
+
     #[test]
-    fn download_cells_are_guarded_and_quoted_as_the_downloads_are() {
+    fn customer_rows_are_written_as_the_customers_download() {
+        let managed = pb::CustomerRow {
+            last_uploaded_at: Some(Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            uploaded_devices: 12,
+            devices: 10,
+            ..customer_row("=Evil", "PO 1, 2", "999999", pb::CustomerStatus::Active)
+        };
+        let rows = [
+            customer_row("Acme", "PO-7", "", pb::CustomerStatus::PendingVerification),
+            managed,
+            customer_row("Beta", "", "", pb::CustomerStatus::Inactive),
+        ]
+        .map(CustomerRowView::from);
+        // reporting-service's own test of the same rows (grpc/csv.rs,
+        // `the_customers_file_has_the_domain_columns`): the same bytes.
+        let download = "Company Name / Internal Reference,Customer ID / MSP ID,Country,Last Uploaded,Uploads,Devices,Status\r\n\
+             Acme / PO-7,123456,DE,,0,0,Pending customer verification\r\n\
+             \"'=Evil / PO 1, 2\",999999,DE,2023-11-14T22:13:20Z,12,10,Active\r\n\
+             Beta,123456,DE,,0,0,Inactive\r\n";
+        assert_eq!(written(&rows, false), download);
+        assert_eq!(written(&rows, true), format!("\u{feff}{download}"));
         assert_eq!(
-            download_line(&[
-                "a;b",
-                "=x,y",
-                "\tt",
-                "say \"hi\"",
-                "two\nlines",
-                "Müller",
-                "+1",
-                ""
-            ]),
-            "\"a;b\",\"'=x,y\",\"'\tt\",\"say \"\"hi\"\"\",\"two\nlines\",Müller,'+1,\r\n"
+            written::<CustomerRowView>(&[], false),
+            download.split_inclusive("\r\n").next().unwrap()
         );
+        // The table keeps its columns: the MSP tag, times to the second.
+        assert_eq!(rows[1].cells()[1], "999999 [MSP]");
+        // Times to their full precision, as the download writes them.
+        let precise = CustomerRowView::from(pb::CustomerRow {
+            last_uploaded_at: Some(Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 123_456_000,
+            }),
+            ..customer_row("Acme", "", "", pb::CustomerStatus::Active)
+        });
+        assert!(written(&[precise], false).contains(",2023-11-14T22:13:20.123456Z,"));
     }
 
     #[test]

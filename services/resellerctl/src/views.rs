@@ -2,15 +2,23 @@
 //! messages (prost types do not serialise), with their table and CSV columns.
 
 use prost_types::Timestamp;
+use reseller_kit::accounts::CustomerStatus;
+use reseller_kit::csv::{CsvChunker, CsvLine, CustomerLine, DeviceLine};
 use reseller_kit::device_id::DeviceIdKind;
 use reseller_proto::v1 as pb;
 use serde::Serialize;
+use time::OffsetDateTime;
 
 use crate::output::{CsvDialect, Record};
 
+/// The instant a protobuf timestamp names; `None` when absent.
+fn instant(ts: Option<&Timestamp>) -> Option<OffsetDateTime> {
+    ts.map(|ts| reseller_kit::timestamp::from_proto(Some(ts)))
+}
+
 /// RFC 3339 in UTC, full precision (JSON); `None` when absent.
 pub fn time(ts: Option<&Timestamp>) -> Option<String> {
-    ts.map(|ts| reseller_kit::timestamp::rfc3339_utc(reseller_kit::timestamp::from_proto(Some(ts))))
+    instant(ts).map(reseller_kit::timestamp::rfc3339_utc)
 }
 
 /// A time for a table or CSV cell: RFC 3339 in UTC to the second; empty when absent.
@@ -52,15 +60,16 @@ pub fn status_code(status: i32) -> &'static str {
     }
 }
 
-/// A status code as the STATUS column and the CSV download label it.
-fn status_label(code: &str) -> String {
-    match code {
-        "pending_verification" => "Pending customer verification",
-        "active" => "Active",
-        "inactive" => "Inactive",
-        other => other,
-    }
-    .into()
+/// A status code as the STATUS column and the CSV downloads label it (the kit's
+/// [`CustomerStatus::label`]); an unknown code as is.
+fn status_label(code: &'static str) -> &'static str {
+    let status = match code {
+        "pending_verification" => CustomerStatus::PendingVerification,
+        "active" => CustomerStatus::Active,
+        "inactive" => CustomerStatus::Inactive,
+        other => return other,
+    };
+    status.label()
 }
 
 /// `reseller.v1.DeviceIdKind` in words.
@@ -185,7 +194,7 @@ impl Record for CustomerView {
             self.company_name.clone(),
             self.internal_reference.clone(),
             self.country.clone(),
-            status_label(self.status),
+            status_label(self.status).into(),
             cell_time(&self.added_at),
         ]
     }
@@ -205,12 +214,17 @@ pub struct CustomerRowView {
     pub uploads: i64,
     pub devices: i64,
     pub status: &'static str,
+    /// The last upload's instant, for the customers file's `Last Uploaded` (to its full
+    /// precision, as the download writes it).
+    #[serde(skip)]
+    pub last_uploaded: Option<OffsetDateTime>,
 }
 
 impl From<pb::CustomerRow> for CustomerRowView {
     fn from(r: pb::CustomerRow) -> Self {
         Self {
             last_uploaded_at: time(r.last_uploaded_at.as_ref()),
+            last_uploaded: instant(r.last_uploaded_at.as_ref()),
             knox_id: r.knox_id,
             kind: account_kind(r.kind),
             company_name: r.company_name,
@@ -235,22 +249,31 @@ impl CustomerRowView {
         }
     }
 
-    /// CUSTOMER ID/MSP ID: the shown ID, tagged MSP for an MSP row or a managed customer.
-    fn id_cell(&self) -> String {
-        let id = if self.display_id.is_empty() {
+    /// The shown ID: the display ID (the managing MSP's for a customer an MSP manages),
+    /// else the Knox ID.
+    fn shown_id(&self) -> &str {
+        if self.display_id.is_empty() {
             &self.knox_id
         } else {
             &self.display_id
-        };
+        }
+    }
+
+    /// CUSTOMER ID/MSP ID: the shown ID, tagged MSP for an MSP row or a managed customer.
+    fn id_cell(&self) -> String {
+        let id = self.shown_id();
         if self.kind == "msp" || !self.managing_msp_id.is_empty() {
             format!("{id} [MSP]")
         } else {
-            id.clone()
+            id.to_owned()
         }
     }
 }
 
 impl Record for CustomerRowView {
+    /// The same file as the customers download (`customers export`).
+    const CSV_DIALECT: CsvDialect = CsvDialect::Download(CustomerLine::HEADER);
+
     fn headers() -> &'static [&'static str] {
         &[
             "COMPANY NAME / Internal reference",
@@ -270,8 +293,24 @@ impl Record for CustomerRowView {
             cell_time(&self.last_uploaded_at),
             self.uploads.to_string(),
             self.devices.to_string(),
-            status_label(self.status),
+            status_label(self.status).into(),
         ]
+    }
+
+    /// As the download writes the row: the bare shown ID (no MSP tag), the last upload
+    /// to its full precision.
+    fn write_download(&self, out: &mut CsvChunker) {
+        CustomerLine {
+            company_name: &self.company_name,
+            internal_reference: &self.internal_reference,
+            customer_id: self.shown_id(),
+            country: &self.country,
+            last_uploaded: self.last_uploaded,
+            uploads: self.uploads,
+            devices: self.devices,
+            status: status_label(self.status),
+        }
+        .write(out);
     }
 }
 
@@ -350,9 +389,12 @@ pub struct CustomerDeviceView {
     pub order_number: String,
     #[serde(rename = "virtual")]
     pub is_virtual: bool,
-    /// The kind as the customer's devices file names it (`IMEI`, `MEID`, `Serial`).
+    /// The kind, for the devices file's `Device Type` (`None` when unspecified).
     #[serde(skip)]
-    pub kind_label: &'static str,
+    pub id_kind: Option<DeviceIdKind>,
+    /// The upload's instant, for the devices file's `Uploaded At`.
+    #[serde(skip)]
+    pub uploaded: Option<OffsetDateTime>,
     /// The virtual upload's MSP, for the `Via MSP` column ("" when not virtual). Not in
     /// `ListCustomerDevices`' answer: `customers devices -o csv` fills it from the
     /// customer's detail.
@@ -364,7 +406,10 @@ impl From<pb::CustomerDevice> for CustomerDeviceView {
     fn from(d: pb::CustomerDevice) -> Self {
         Self {
             uploaded_at: time(d.uploaded_at.as_ref()),
-            kind_label: device_kind_label(d.id_kind),
+            uploaded: instant(d.uploaded_at.as_ref()),
+            id_kind: i16::try_from(d.id_kind)
+                .ok()
+                .and_then(DeviceIdKind::from_i16),
             device_id: d.device_id,
             kind: device_kind(d.id_kind),
             model: d.model,
@@ -376,18 +421,9 @@ impl From<pb::CustomerDevice> for CustomerDeviceView {
     }
 }
 
-/// `reseller.v1.DeviceIdKind` as the portal's CSV downloads label it (kit's
-/// `DeviceIdKind::label`); empty when unspecified.
-fn device_kind_label(kind: i32) -> &'static str {
-    i16::try_from(kind)
-        .ok()
-        .and_then(DeviceIdKind::from_i16)
-        .map_or("", DeviceIdKind::label)
-}
-
 impl Record for CustomerDeviceView {
     /// The same file as the customer's download (`customers export KNOX_ID`).
-    const CSV_DIALECT: CsvDialect = CsvDialect::Download;
+    const CSV_DIALECT: CsvDialect = CsvDialect::Download(DeviceLine::HEADER);
 
     fn headers() -> &'static [&'static str] {
         &[
@@ -412,34 +448,20 @@ impl Record for CustomerDeviceView {
         ]
     }
 
-    /// The columns of one customer's devices file (DOMAIN.md "CSV downloads";
-    /// reporting-service's `DEVICE_HEADER`).
-    fn csv_headers() -> &'static [&'static str] {
-        &[
-            "Upload ID",
-            "Uploaded At",
-            "Order Number",
-            "Device ID",
-            "Device Type",
-            "Model",
-            "Virtual Upload",
-            "Via MSP",
-        ]
-    }
-
-    /// As the download writes them: the upload time to the full precision, kinds as
-    /// labels.
-    fn csv_cells(&self) -> Vec<String> {
-        vec![
-            self.upload_id.clone(),
-            self.uploaded_at.clone().unwrap_or_default(),
-            self.order_number.clone(),
-            self.device_id.clone(),
-            self.kind_label.into(),
-            self.model.clone(),
-            yes_no(self.is_virtual),
-            self.via_msp_id.clone(),
-        ]
+    /// As the download writes the line: the upload time to its full precision, the kind
+    /// as a label.
+    fn write_download(&self, out: &mut CsvChunker) {
+        DeviceLine {
+            upload_id: &self.upload_id,
+            uploaded_at: self.uploaded,
+            order_number: &self.order_number,
+            device_id: &self.device_id,
+            kind: self.id_kind,
+            model: &self.model,
+            virtual_upload: self.is_virtual,
+            via_msp_id: &self.via_msp_id,
+        }
+        .write(out);
     }
 }
 

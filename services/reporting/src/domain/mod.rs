@@ -3,7 +3,6 @@
 //! registration is placed and the counter deltas placements make (`placement`), the
 //! devices of one row (`devices`), and what MSP events state (`msp`).
 
-pub mod csv;
 mod devices;
 mod list;
 mod msp;

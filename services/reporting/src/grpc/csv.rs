@@ -10,16 +10,13 @@
 use std::future::Future;
 
 use reseller_kit::ApiError;
-use reseller_kit::device_id::DeviceIdKind;
+use reseller_kit::csv::{CsvChunker, CsvLine, CustomerLine};
 use reseller_proto::v1::CsvChunk;
-use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
-use uuid::Uuid;
 
 use crate::domain::CustomerRow;
-use crate::domain::csv::{CsvChunker, name_and_reference};
 
 /// Chunks buffered between the writer and the client.
 const CHANNEL_CHUNKS: usize = 2;
@@ -110,92 +107,34 @@ async fn write_all<R: CsvRecord>(
     Ok(true)
 }
 
-/// The customers file (DOMAIN.md "CSV downloads").
-///
-/// `Customer ID / MSP ID` holds the row's display ID: the Knox ID, or the managing MSP's
-/// Knox ID for a customer currently managed by an MSP. The portal's MSP tag marks a kind
-/// (an MSP row, or a managed customer), and this file has no kind column; writing the tag
-/// into the ID cell would make it no longer an ID, so the cell stays a bare Knox ID.
+/// The customers file (DOMAIN.md "CSV downloads"; the kit's [`CustomerLine`]): the
+/// `Customer ID / MSP ID` cell is the row's display ID, with no MSP tag.
 impl CsvRecord for CustomerRow {
-    const HEADER: &'static [&'static str] = &[
-        "Company Name / Internal Reference",
-        "Customer ID / MSP ID",
-        "Country",
-        "Last Uploaded",
-        "Uploads",
-        "Devices",
-        "Status",
-    ];
+    const HEADER: &'static [&'static str] = CustomerLine::HEADER;
 
     fn write(&self, out: &mut CsvChunker) -> Result<(), sqlx::Error> {
-        out.text(&name_and_reference(
-            &self.company_name,
-            &self.internal_reference,
-        ));
-        out.text(self.display_id());
-        out.text(&self.country);
-        out.opt_time(self.last_uploaded_at);
-        out.int(self.uploaded_devices);
-        out.int(self.devices);
-        out.plain(self.status.label());
+        CustomerLine {
+            company_name: &self.company_name,
+            internal_reference: &self.internal_reference,
+            customer_id: self.display_id(),
+            country: &self.country,
+            last_uploaded: self.last_uploaded_at,
+            uploads: self.uploaded_devices,
+            devices: self.devices,
+            status: self.status.label(),
+        }
+        .write(out);
         Ok(())
-    }
-}
-
-/// One line of a customer's devices file, borrowing its text from the row it was read
-/// from.
-#[derive(Debug, Clone, Copy)]
-pub struct DeviceLine<'a> {
-    /// The upload that registered the device.
-    pub upload_id: Uuid,
-    /// When.
-    pub uploaded_at: OffsetDateTime,
-    /// The upload's order number.
-    pub order_number: &'a str,
-    /// The device.
-    pub device_id: &'a str,
-    /// Its kind.
-    pub kind: DeviceIdKind,
-    /// Its model.
-    pub model: &'a str,
-    /// Part of a virtual upload.
-    pub virtual_upload: bool,
-    /// The virtual upload's MSP ("" when not virtual).
-    pub via_msp_id: &'a str,
-}
-
-/// The columns of one customer's devices file (DOMAIN.md "CSV downloads", and the
-/// model and the virtual upload's MSP besides).
-pub const DEVICE_HEADER: &[&str] = &[
-    "Upload ID",
-    "Uploaded At",
-    "Order Number",
-    "Device ID",
-    "Device Type",
-    "Model",
-    "Virtual Upload",
-    "Via MSP",
-];
-
-impl DeviceLine<'_> {
-    /// Writes the line's cells in [`DEVICE_HEADER`] order.
-    pub fn write(&self, out: &mut CsvChunker) {
-        out.uuid(self.upload_id);
-        out.time(self.uploaded_at);
-        out.text(self.order_number);
-        // A serial number may begin with `-`: device IDs are text cells too.
-        out.text(self.device_id);
-        out.plain(self.kind.label());
-        out.text(self.model);
-        out.plain(if self.virtual_upload { "yes" } else { "no" });
-        out.text(self.via_msp_id);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use futures::StreamExt;
+    use reseller_kit::csv::DeviceLine;
+    use reseller_kit::device_id::DeviceIdKind;
     use time::OffsetDateTime;
+    use uuid::Uuid;
 
     use super::*;
     use crate::domain::{AccountKind, CustomerStatus};
@@ -245,16 +184,16 @@ mod tests {
     struct OwnedLine(Owned);
 
     impl CsvRecord for OwnedLine {
-        const HEADER: &'static [&'static str] = DEVICE_HEADER;
+        const HEADER: &'static [&'static str] = DeviceLine::HEADER;
 
         fn write(&self, out: &mut CsvChunker) -> Result<(), sqlx::Error> {
             let (upload_id, uploaded_at, order, device, kind, model, virtual_upload, via) = &self.0;
             DeviceLine {
-                upload_id: *upload_id,
-                uploaded_at: *uploaded_at,
+                upload_id: &upload_id.to_string(),
+                uploaded_at: Some(*uploaded_at),
                 order_number: order,
                 device_id: device,
-                kind: *kind,
+                kind: Some(*kind),
                 model,
                 virtual_upload: *virtual_upload,
                 via_msp_id: via,

@@ -4,18 +4,18 @@
 //! by the reseller, or holding virtual uploads): an unlisted row answers as if it did
 //! not exist.
 
+use reseller_kit::csv::{CsvChunker, CsvLine, DeviceLine};
 use reseller_kit::device_id::DeviceIdKind;
 use reseller_kit::ids::{KnoxId, ResellerId};
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::{Query, QueryScalar};
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row, Transaction};
 
-use crate::domain::csv::CsvChunker;
 use crate::domain::{
     AccountKind, CustomerDevice, CustomerRow, CustomerStatus, DeviceKey, ListCustomerDevices,
     ListCustomers, OrderBy, SearchQuery, SortKey, UploadSummary,
 };
-use crate::grpc::csv::{CsvRecord, DEVICE_HEADER, DeviceLine, RowSource};
+use crate::grpc::csv::{CsvRecord, RowSource};
 
 /// The columns a [`CustomerRow`] is read from `reporting.customer_rows`, in the order
 /// [`row_from`] reads. The managing MSP is the customer's current link, read with the
@@ -506,18 +506,21 @@ impl RowSource for DeviceCursor {
 pub struct DeviceCsvRow(PgRow);
 
 impl CsvRecord for DeviceCsvRow {
-    const HEADER: &'static [&'static str] = DEVICE_HEADER;
+    const HEADER: &'static [&'static str] = DeviceLine::HEADER;
 
     fn write(&self, out: &mut CsvChunker) -> Result<(), sqlx::Error> {
         // Unchecked: the cursor's columns and their types are fixed by the DECLARE above,
         // and checking each value's type against them cost a fifth of the download.
         let row = &self.0;
+        let upload_id: uuid::Uuid = row.try_get_unchecked(0)?;
+        // Formatted on the stack: a row costs no allocation.
+        let mut upload_id_text = uuid::Uuid::encode_buffer();
         DeviceLine {
-            upload_id: row.try_get_unchecked(0)?,
-            uploaded_at: row.try_get_unchecked(1)?,
+            upload_id: upload_id.hyphenated().encode_lower(&mut upload_id_text),
+            uploaded_at: Some(row.try_get_unchecked(1)?),
             order_number: row.try_get_unchecked(2)?,
             device_id: row.try_get_unchecked(3)?,
-            kind: kind_from_db(row.try_get_unchecked(4)?),
+            kind: Some(kind_from_db(row.try_get_unchecked(4)?)),
             model: row.try_get_unchecked(5)?,
             virtual_upload: row.try_get_unchecked(6)?,
             via_msp_id: row.try_get_unchecked(7)?,

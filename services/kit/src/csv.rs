@@ -1,7 +1,13 @@
-//! CSV files as DOMAIN.md "CSV downloads" defines them: RFC 4180 (a header row, CRLF,
-//! fields quoted when they hold a comma, a quote or a line break, quotes doubled, UTF-8),
-//! text cells neutralised against formula injection, written into chunks of about
-//! [`CHUNK_BYTES`]. A file may start with the UTF-8 byte-order mark, for Excel
+//! The portal's CSV downloads, in one place: the files' headers ([`CUSTOMERS_HEADER`],
+//! [`CUSTOMER_DEVICES_HEADER`]), their lines ([`CustomerLine`], [`DeviceLine`]) and the
+//! writer every cell goes through ([`CsvChunker`]: the formula guard, the quoting, CRLF,
+//! the time format). reporting-service streams its downloads with it and resellerctl
+//! writes `-o csv` of the same rows with it, so both are the same bytes.
+//!
+//! The format is DOMAIN.md "CSV downloads": RFC 4180 (a header row, CRLF, fields quoted
+//! when they hold a comma, a quote or a line break, quotes doubled, UTF-8), text cells
+//! neutralised against formula injection, written into chunks of about [`CHUNK_BYTES`].
+//! A file may start with the UTF-8 byte-order mark, for Excel
 //! ([`CsvChunker::starting`]).
 //!
 //! Text cells hold what people typed elsewhere (company names, references, order numbers,
@@ -9,17 +15,18 @@
 //! semicolon or any other control character (see `needs_quotes`), and a cell that
 //! begins like a formula is neutralised ([`neutralise`]).
 //!
-//! Pure and reusable: every download (the customers list, one customer's devices) writes
-//! its rows through [`CsvChunker`]. The writer is hand-rolled rather than the `csv`
-//! crate's because a million-row download spends most of its time here: cells are
-//! written straight into the chunk being filled, and times and UUIDs are formatted in
-//! place, so a row costs no allocation.
+//! The writer is hand-rolled rather than the `csv` crate's because a million-row
+//! download spends most of its time here: cells are written straight into the chunk
+//! being filled, and times and UUIDs are formatted in place, so a row costs no
+//! allocation.
 
 use std::borrow::Cow;
 use std::io::Write as _;
 
 use time::{OffsetDateTime, UtcOffset};
 use uuid::Uuid;
+
+use crate::device_id::DeviceIdKind;
 
 /// The size a chunk reaches before it is handed out (a chunk exceeds it by less than one
 /// row).
@@ -76,6 +83,119 @@ pub fn name_and_reference(company_name: &str, reference: &str) -> String {
         company_name.to_owned()
     } else {
         format!("{company_name} / {reference}")
+    }
+}
+
+/// A line of one of the download files, written by [`CsvChunker`].
+pub trait CsvLine {
+    /// The file's header.
+    const HEADER: &'static [&'static str];
+
+    /// Writes the line's cells in [`HEADER`](Self::HEADER) order (the caller ends the
+    /// row).
+    fn write(&self, out: &mut CsvChunker);
+}
+
+/// The columns of the customers file (DOMAIN.md "CSV downloads"), in this order.
+pub const CUSTOMERS_HEADER: &[&str] = &[
+    "Company Name / Internal Reference",
+    "Customer ID / MSP ID",
+    "Country",
+    "Last Uploaded",
+    "Uploads",
+    "Devices",
+    "Status",
+];
+
+/// One line of the customers file: one row of the reseller's Customers page.
+#[derive(Debug, Clone, Copy)]
+pub struct CustomerLine<'a> {
+    /// The account's company name.
+    pub company_name: &'a str,
+    /// The reseller's reference for it ("" when none).
+    pub internal_reference: &'a str,
+    /// The row's display ID: the Knox ID, or the managing MSP's Knox ID for a customer
+    /// an MSP manages now. The portal's MSP tag marks a kind (an MSP row, or a managed
+    /// customer), and this file has no kind column; writing the tag into the ID cell
+    /// would make it no longer an ID, so the cell stays a bare Knox ID.
+    pub customer_id: &'a str,
+    /// ISO 3166-1 alpha-2.
+    pub country: &'a str,
+    /// The last upload to the row, if any.
+    pub last_uploaded: Option<OffsetDateTime>,
+    /// Devices uploaded to the row (deleted ones included).
+    pub uploads: i64,
+    /// Its live devices.
+    pub devices: i64,
+    /// The status's label ([`crate::accounts::CustomerStatus::label`]).
+    pub status: &'a str,
+}
+
+impl CsvLine for CustomerLine<'_> {
+    const HEADER: &'static [&'static str] = CUSTOMERS_HEADER;
+
+    fn write(&self, out: &mut CsvChunker) {
+        out.text(&name_and_reference(
+            self.company_name,
+            self.internal_reference,
+        ));
+        out.text(self.customer_id);
+        out.text(self.country);
+        out.opt_time(self.last_uploaded);
+        out.int(self.uploads);
+        out.int(self.devices);
+        out.plain(self.status);
+    }
+}
+
+/// The columns of one customer's devices file (DOMAIN.md "CSV downloads", and the
+/// model and the virtual upload's MSP besides), in this order.
+pub const CUSTOMER_DEVICES_HEADER: &[&str] = &[
+    "Upload ID",
+    "Uploaded At",
+    "Order Number",
+    "Device ID",
+    "Device Type",
+    "Model",
+    "Virtual Upload",
+    "Via MSP",
+];
+
+/// One line of a customer's devices file: a live device placed under the customer.
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceLine<'a> {
+    /// The upload that registered the device (a UUID, as the API shows it).
+    pub upload_id: &'a str,
+    /// When (an empty cell when unknown).
+    pub uploaded_at: Option<OffsetDateTime>,
+    /// The upload's order number.
+    pub order_number: &'a str,
+    /// The device.
+    pub device_id: &'a str,
+    /// Its kind (an empty cell when unknown).
+    pub kind: Option<DeviceIdKind>,
+    /// Its model.
+    pub model: &'a str,
+    /// Part of a virtual upload.
+    pub virtual_upload: bool,
+    /// The virtual upload's MSP ("" when not virtual).
+    pub via_msp_id: &'a str,
+}
+
+impl CsvLine for DeviceLine<'_> {
+    const HEADER: &'static [&'static str] = CUSTOMER_DEVICES_HEADER;
+
+    fn write(&self, out: &mut CsvChunker) {
+        // A UUID never needs quotes nor the guard: written as is.
+        out.plain(self.upload_id);
+        out.opt_time(self.uploaded_at);
+        out.text(self.order_number);
+        // A serial number may begin with `-`: device IDs are text cells too.
+        out.text(self.device_id);
+        out.plain(self.kind.map_or("", DeviceIdKind::label));
+        out.text(self.model);
+        out.plain(if self.virtual_upload { "yes" } else { "no" });
+        out.text(self.via_msp_id);
     }
 }
 
@@ -172,7 +292,7 @@ impl CsvChunker {
     }
 
     /// A time in RFC 3339, UTC, with `Z` and fractional seconds only when there are any,
-    /// exactly as `reseller_kit::timestamp::rfc3339_utc` writes it; an empty cell for a
+    /// exactly as [`crate::timestamp::rfc3339_utc`] writes it; an empty cell for a
     /// year RFC 3339 cannot hold (outside 0 to 9999).
     pub fn time(&mut self, at: OffsetDateTime) {
         self.separate();
@@ -227,6 +347,12 @@ impl CsvChunker {
         } else {
             None
         }
+    }
+
+    /// Hands out the bytes gathered so far (after an ended row): for a writer that
+    /// flushes as it goes rather than by the chunk, such as resellerctl's `-o csv`.
+    pub fn take(&mut self) -> Vec<u8> {
+        std::mem::replace(&mut self.buf, Self::fresh_buffer(self.chunk_bytes))
     }
 
     /// Ends the file and returns what is left (at least the header when no chunk was
@@ -341,6 +467,31 @@ mod tests {
     }
 
     #[test]
+    fn text_cells_are_guarded_and_quoted_together() {
+        // Moved from resellerctl (`download_cells_are_guarded_and_quoted_as_the_downloads_are`),
+        // whose `-o csv` of downloaded rows now writes through this writer.
+        let cells = [
+            "a;b",
+            "=x,y",
+            "\tt",
+            "say \"hi\"",
+            "two\nlines",
+            "Müller",
+            "+1",
+            "",
+        ];
+        let mut chunker = CsvChunker::new(&[]);
+        for cell in cells {
+            chunker.text(cell);
+        }
+        let _ = chunker.end_row();
+        assert_eq!(
+            String::from_utf8(chunker.finish()).unwrap(),
+            "\r\n\"a;b\",\"'=x,y\",\"'\tt\",\"say \"\"hi\"\"\",\"two\nlines\",Müller,'+1,\r\n"
+        );
+    }
+
+    #[test]
     fn the_reference_follows_the_name_when_there_is_one() {
         assert_eq!(name_and_reference("Acme", ""), "Acme");
         assert_eq!(name_and_reference("Acme", "PO-7"), "Acme / PO-7");
@@ -431,13 +582,13 @@ mod tests {
             let written = String::from_utf8(chunker.finish()).unwrap();
             assert_eq!(
                 written,
-                format!("\r\n{}\r\n", reseller_kit::timestamp::rfc3339_utc(at)),
+                format!("\r\n{}\r\n", crate::timestamp::rfc3339_utc(at)),
                 "{nanos}"
             );
         }
         // Years RFC 3339 cannot hold leave the cell empty, as the kit does.
         let far = OffsetDateTime::from_unix_timestamp(-62_167_219_201).unwrap(); // year -1
-        assert_eq!(reseller_kit::timestamp::rfc3339_utc(far), "");
+        assert_eq!(crate::timestamp::rfc3339_utc(far), "");
         let mut chunker = CsvChunker::new(&[]);
         chunker.plain("a");
         chunker.time(far);
