@@ -178,19 +178,9 @@ mod tests {
     /// Applies `payload` as the consumer does, retrying a conflict as it would.
     async fn apply(pool: &PgPool, payload: Payload) {
         let event = events::encode(&events::new_event(payload, OffsetDateTime::now_utc()));
-        for _ in 0..5 {
-            match inbox::apply_once(spec(), pool.clone(), CustomerPortal, &event).await {
-                Ok(outcome) => {
-                    assert_eq!(outcome, Outcome::Applied);
-                    return;
-                }
-                Err(inbox::Failure::Retry {
-                    unlimited: true, ..
-                }) => continue,
-                Err(failure) => panic!("not applied: {failure:?}"),
-            }
-        }
-        panic!("still conflicting after 5 attempts");
+        let outcome = inbox::apply_retrying(spec(), pool.clone(), CustomerPortal, &event, 5).await;
+        let outcome = outcome.unwrap_or_else(|failure| panic!("not applied: {failure:?}"));
+        assert_eq!(outcome, Outcome::Applied);
     }
 
     async fn shown(pool: &PgPool) -> i64 {
