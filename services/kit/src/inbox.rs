@@ -369,6 +369,37 @@ pub async fn apply_once<H: EventHandler>(
     .await
 }
 
+/// Applies one encoded event with `handler` as [`apply_once`] does, and again after a
+/// failure the consumer would retry without limit (a conflict with a concurrent apply,
+/// PostgreSQL unreachable), as the consumer would, up to `attempts` times in all: for
+/// tests that apply events beside one another.
+///
+/// # Errors
+/// The first [`Failure`] the consumer would not retry that way, or the last one after
+/// `attempts`.
+pub async fn apply_retrying<H: EventHandler>(
+    spec: ConsumerSpec,
+    pool: PgPool,
+    handler: H,
+    payload: &[u8],
+    attempts: u32,
+) -> Result<Outcome, Failure> {
+    let applier = Applier {
+        spec: Arc::new(spec),
+        pool,
+        handler: Arc::new(handler),
+    };
+    let mut attempt = 1;
+    loop {
+        match applier.apply(payload).await {
+            Err(Failure::Retry {
+                unlimited: true, ..
+            }) if attempt < attempts => attempt += 1,
+            result => return result,
+        }
+    }
+}
+
 /// Applies `event` with `handler` on `tx`, as the consumer `spec` does, but inside the
 /// caller's transaction and without committing: for tests that hold a consumer's
 /// transaction open while another one runs.

@@ -1,12 +1,78 @@
-//! A device as the MSP portal and the customer portal show it (DOMAIN.md "What each
-//! portal shows"): both answer `reseller.v1.PortalDevice`, msp-link-service from its
-//! device view, customer-service from its portal table, and convert it here once.
+//! What the MSP portal and the customer portal share (DOMAIN.md "What each portal shows",
+//! "Deleting devices"): how their projections follow the device events
+//! ([`PortalProjection`]), and a device as they show it: both answer
+//! `reseller.v1.PortalDevice`, msp-link-service from its device view, customer-service
+//! from its portal table, and convert it here once.
 
-use reseller_proto::v1 as pb;
+use reseller_proto::v1::{self as pb, event::Payload};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::events::{DeletedColumns, ReceivedEvent, portal_receipt_cte, tombstones_cte};
+use crate::inbox::{ApplyError, Change, EventHandler};
+use crate::one_statement::{OneStatement, Params};
 use crate::timestamp;
+
+/// A portal's projection of the device events, applied by its consumer. What differs
+/// between the portals is what they store and which registrations they show; the rule
+/// they share is here: uploads and moves are applied in the consumer's transaction, a
+/// deletion part as one statement that removes the registrations, remembers them (so an
+/// upload event arriving later never shows them again, see [`tombstones_cte`]) and
+/// answers with the portal's receipt ([`portal_receipt_cte`]) in the same round trip.
+/// Every other event is ignored.
+///
+/// Every `PortalProjection` is the [`EventHandler`] of its consumer.
+pub trait PortalProjection: Send + Sync + 'static {
+    /// The portal whose receipts the projection writes (`PortalDeletionApplied.portal`).
+    const PORTAL: pb::Portal;
+
+    /// How a `devices_uploaded` part is applied (in the consumer's transaction, see
+    /// [`Change::in_transaction`]); [`Change::Ignored`] when the portal never shows
+    /// uploads to that kind of account.
+    fn uploaded(&self, event: pb::DevicesUploaded) -> Change;
+
+    /// How an `msp_devices_moved` part is applied (in the consumer's transaction).
+    fn moved(&self, event: pb::MspDevicesMoved) -> Change;
+
+    /// The CTEs that remove a deletion part's registrations from the projection, given
+    /// the placeholders of their device IDs (`text[]`) and upload IDs (`uuid[]`), to be
+    /// read with `UNNEST`. The last is `removed AS (…)`: its `device_id` column (text)
+    /// lists the devices the portal showed, the ones its receipt names.
+    fn removing(&self, device_ids: &str, upload_ids: &str) -> String;
+}
+
+impl<P: PortalProjection> EventHandler for P {
+    fn change(&self, event: ReceivedEvent, params: &mut Params) -> Result<Change, ApplyError> {
+        Ok(match event.payload {
+            Payload::DevicesUploaded(e) => self.uploaded(e),
+            Payload::MspDevicesMoved(e) => self.moved(e),
+            Payload::DevicesDeleted(e) => Change::OneStatement(deletion(self, &e, params)?),
+            _ => Change::Ignored,
+        })
+    }
+}
+
+/// The one statement applying a deletion part to `portal`'s projection: tombstones,
+/// the portal's removal, and the receipt for what it removed.
+fn deletion<P: PortalProjection>(
+    portal: &P,
+    e: &pb::DevicesDeleted,
+    params: &mut Params,
+) -> Result<OneStatement, ApplyError> {
+    let deleted = DeletedColumns::of(e)?;
+    let ids = params.bind(deleted.device_ids);
+    let uploads = params.bind(deleted.upload_ids);
+    let ctes = format!(
+        "{tombstones}, {removing}, {receipt}",
+        tombstones = tombstones_cte(&ids, &uploads),
+        removing = portal.removing(&ids, &uploads),
+        receipt = portal_receipt_cte(e, P::PORTAL, "removed", params),
+    );
+    Ok(OneStatement {
+        ctes,
+        emits: Some("receipt"),
+    })
+}
 
 /// One registration on a portal page.
 #[derive(Debug, Clone, PartialEq, Eq)]

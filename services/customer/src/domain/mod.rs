@@ -23,6 +23,18 @@ pub struct NewAccount {
     pub country: Country,
 }
 
+/// A reseller's internal reference for one of its customers, as AddCustomer and
+/// UpdateInternalReference give it (DOMAIN.md "Parties and accounts").
+#[derive(Debug, Clone)]
+pub struct CustomerReference {
+    /// The reseller.
+    pub reseller_id: ResellerId,
+    /// The customer's account.
+    pub knox_id: KnoxId,
+    /// The reseller's reference for it ("" for none).
+    pub reference: InternalReference,
+}
+
 /// A registered account.
 #[derive(Debug, Clone)]
 pub struct Account {

@@ -6,32 +6,42 @@
 //! statement. Deleted registrations are remembered, so events that arrive late (an
 //! upload or a move overtaken by its deletion) never bring a device back.
 
-use reseller_kit::events::{
-    DeletedColumns, MovedColumns, ReceivedEvent, portal_receipt_cte, tombstones_cte, uuid_field,
-};
+use reseller_kit::events::{MovedColumns, uuid_field};
 use reseller_kit::ids::KnoxId;
-use reseller_kit::inbox::{ApplyError, Change, EventHandler};
-use reseller_kit::one_statement::{OneStatement, Params};
+use reseller_kit::inbox::{ApplyError, Change};
+use reseller_kit::portal::PortalProjection;
 use reseller_kit::timestamp;
-use reseller_proto::v1::{self as pb, event::Payload};
+use reseller_proto::v1 as pb;
 use sqlx::PgConnection;
 
 /// The customer portal consumer's handler.
 #[derive(Debug, Clone, Default)]
 pub struct CustomerPortal;
 
-impl EventHandler for CustomerPortal {
-    fn change(&self, event: ReceivedEvent, params: &mut Params) -> Result<Change, ApplyError> {
-        Ok(match event.payload {
-            Payload::DevicesUploaded(e) if e.target_kind == pb::AccountKind::Customer as i32 => {
-                Change::in_transaction(move |tx| Box::pin(async move { uploaded(tx, &e).await }))
-            }
-            Payload::MspDevicesMoved(e) => {
-                Change::in_transaction(move |tx| Box::pin(async move { moved(tx, &e).await }))
-            }
-            Payload::DevicesDeleted(e) => Change::OneStatement(deleted(&e, params)?),
-            _ => Change::Ignored,
-        })
+impl PortalProjection for CustomerPortal {
+    const PORTAL: pb::Portal = pb::Portal::Customer;
+
+    /// Only uploads to a customer: an MSP's pool shows in the MSP portal, and reaches a
+    /// customer here only when the MSP moves it.
+    fn uploaded(&self, e: pb::DevicesUploaded) -> Change {
+        if e.target_kind != pb::AccountKind::Customer as i32 {
+            return Change::Ignored;
+        }
+        Change::in_transaction(move |tx| Box::pin(async move { uploaded(tx, &e).await }))
+    }
+
+    fn moved(&self, e: pb::MspDevicesMoved) -> Change {
+        Change::in_transaction(move |tx| Box::pin(async move { moved(tx, &e).await }))
+    }
+
+    /// Every registration the portal held is removed, and named in the receipt.
+    fn removing(&self, ids: &str, uploads: &str) -> String {
+        format!(
+            "removed AS ( \
+               DELETE FROM customer.portal_devices p \
+               USING UNNEST({ids}::text[], {uploads}::uuid[]) AS d (device_id, upload_id) \
+               WHERE p.device_id = d.device_id AND p.upload_id = d.upload_id RETURNING p.device_id)"
+        )
     }
 }
 
@@ -64,9 +74,18 @@ async fn uploaded(tx: &mut PgConnection, e: &pb::DevicesUploaded) -> Result<(), 
 }
 
 async fn moved(tx: &mut PgConnection, e: &pb::MspDevicesMoved) -> Result<(), ApplyError> {
-    KnoxId::parse(&e.to_customer_knox_id)
+    let holder = KnoxId::parse(&e.to_customer_knox_id)
         .map_err(|m| ApplyError::Poison(format!("to_customer_knox_id {m}")))?;
-    let moved = MovedColumns::of(e)?;
+    // The portal does not show order numbers.
+    let MovedColumns {
+        device_ids,
+        upload_ids,
+        id_kinds,
+        models,
+        reseller_ids,
+        uploaded_at,
+        order_numbers: _,
+    } = MovedColumns::of(e)?;
     // The devices now show at the customer they were moved to, and nowhere else; of two
     // moves, the later one (by `seq`) wins whatever order they arrive in. One statement
     // for the whole event.
@@ -81,41 +100,19 @@ async fn moved(tx: &mut PgConnection, e: &pb::MspDevicesMoved) -> Result<(), App
          ON CONFLICT (device_id, upload_id) DO UPDATE SET holder_knox_id = EXCLUDED.holder_knox_id, \
          moved_by_msp = true, msp_id = EXCLUDED.msp_id, move_seq = EXCLUDED.move_seq \
          WHERE customer.portal_devices.move_seq < EXCLUDED.move_seq",
-        e.to_customer_knox_id,
+        holder.as_str(),
         e.msp_id,
         e.seq,
-        &moved.device_ids,
-        &moved.upload_ids,
-        &moved.id_kinds,
-        &moved.models,
-        &moved.reseller_ids,
-        &moved.uploaded_at,
+        &device_ids,
+        &upload_ids,
+        &id_kinds,
+        &models,
+        &reseller_ids,
+        &uploaded_at,
     )
     .execute(&mut *tx)
     .await?;
     Ok(())
-}
-
-/// Removes a deletion part's devices and answers with the receipt, in one statement. The
-/// tombstones keep an upload event arriving later from bringing the devices back.
-fn deleted(e: &pb::DevicesDeleted, params: &mut Params) -> Result<OneStatement, ApplyError> {
-    let deleted = DeletedColumns::of(e)?;
-    let ids = params.bind(deleted.device_ids);
-    let uploads = params.bind(deleted.upload_ids);
-    let ctes = format!(
-        "{tombstones}, \
-         removed AS ( \
-           DELETE FROM customer.portal_devices p \
-           USING UNNEST({ids}::text[], {uploads}::uuid[]) AS d (device_id, upload_id) \
-           WHERE p.device_id = d.device_id AND p.upload_id = d.upload_id RETURNING p.device_id), \
-         {receipt}",
-        tombstones = tombstones_cte(&ids, &uploads),
-        receipt = portal_receipt_cte(e, pb::Portal::Customer, "removed", params),
-    );
-    Ok(OneStatement {
-        ctes,
-        emits: Some("receipt"),
-    })
 }
 
 #[cfg(test)]
@@ -181,19 +178,9 @@ mod tests {
     /// Applies `payload` as the consumer does, retrying a conflict as it would.
     async fn apply(pool: &PgPool, payload: Payload) {
         let event = events::encode(&events::new_event(payload, OffsetDateTime::now_utc()));
-        for _ in 0..5 {
-            match inbox::apply_once(spec(), pool.clone(), CustomerPortal, &event).await {
-                Ok(outcome) => {
-                    assert_eq!(outcome, Outcome::Applied);
-                    return;
-                }
-                Err(inbox::Failure::Retry {
-                    unlimited: true, ..
-                }) => continue,
-                Err(failure) => panic!("not applied: {failure:?}"),
-            }
-        }
-        panic!("still conflicting after 5 attempts");
+        let outcome = inbox::apply_retrying(spec(), pool.clone(), CustomerPortal, &event, 5).await;
+        let outcome = outcome.unwrap_or_else(|failure| panic!("not applied: {failure:?}"));
+        assert_eq!(outcome, Outcome::Applied);
     }
 
     async fn shown(pool: &PgPool) -> i64 {

@@ -6,7 +6,7 @@ use reseller_kit::timestamp;
 use reseller_proto::v1::{self as pb, event::Payload};
 use time::OffsetDateTime;
 
-use crate::domain::{Account, Customer, CustomerStatus, InternalReference};
+use crate::domain::{Account, Customer, CustomerReference, CustomerStatus};
 
 /// `account_registered`.
 pub fn account_registered(account: &Account) -> pb::Event {
@@ -41,18 +41,13 @@ pub fn customer_added(customer: &Customer) -> pb::Event {
     )
 }
 
-/// `customer_reference_updated`.
-pub fn customer_reference_updated(
-    reseller_id: &ResellerId,
-    knox_id: &KnoxId,
-    reference: &InternalReference,
-    revision: i64,
-) -> pb::Event {
+/// `customer_reference_updated`: the reference `entry` gives, now at `revision`.
+pub fn customer_reference_updated(entry: &CustomerReference, revision: i64) -> pb::Event {
     new_event(
         Payload::CustomerReferenceUpdated(pb::CustomerReferenceUpdated {
-            reseller_id: reseller_id.to_string(),
-            knox_id: knox_id.to_string(),
-            internal_reference: reference.as_str().to_owned(),
+            reseller_id: entry.reseller_id.to_string(),
+            knox_id: entry.knox_id.to_string(),
+            internal_reference: entry.reference.as_str().to_owned(),
             revision,
         }),
         OffsetDateTime::now_utc(),

@@ -11,8 +11,8 @@ use reseller_proto::v1::{
 use tonic::{Request, Response, Status};
 
 use crate::domain::{
-    AccountKind, ApprovalRequest, CompanyName, Country, Customer, CustomerError, InternalReference,
-    NewAccount,
+    AccountKind, ApprovalRequest, CompanyName, Country, Customer, CustomerError, CustomerReference,
+    InternalReference, NewAccount,
 };
 use crate::postgres::{self, Repository};
 
@@ -74,16 +74,24 @@ fn knox_id_field(field: &str, value: &str) -> Result<KnoxId, ApiError> {
     KnoxId::parse(value).map_err(|e| ApiError::invalid(field, e))
 }
 
-/// Parses `knox_id` and `internal_reference` together, so one answer names both.
-fn customer_fields(
-    knox_id: &str,
-    reference: &str,
-) -> Result<(KnoxId, InternalReference), ApiError> {
+/// The reference an AddCustomer or UpdateInternalReference call gives: the calling
+/// reseller, and the request's `knox_id` and `internal_reference` (picked by `fields`),
+/// parsed together so one answer names both.
+fn customer_reference<T>(
+    request: &Request<T>,
+    fields: impl FnOnce(&T) -> (&str, &str),
+) -> Result<CustomerReference, ApiError> {
+    let reseller_id = Principal::of(request)?.reseller()?;
+    let (knox_id, reference) = fields(request.get_ref());
     let mut v = FieldViolations::new();
     let knox_id = v.check("knox_id", KnoxId::parse(knox_id));
     let reference = v.check_field(InternalReference::parse("internal_reference", reference));
     v.finish()?;
-    Ok((knox_id.expect("checked"), reference.expect("checked")))
+    Ok(CustomerReference {
+        reseller_id,
+        knox_id: knox_id.expect("checked"),
+        reference: reference.expect("checked"),
+    })
 }
 
 /// The cursor of a customer-portal page token (device ID, upload ID). A token is the
@@ -163,28 +171,16 @@ impl CustomerService for CustomerApi {
         &self,
         request: Request<pb::AddCustomerRequest>,
     ) -> Result<Response<pb::Customer>, Status> {
-        let reseller = Principal::of(&request)?.reseller()?;
-        let req = request.get_ref();
-        let (knox_id, reference) = customer_fields(&req.knox_id, &req.internal_reference)?;
-        customer_answer(
-            self.repo
-                .add_customer(&reseller, &knox_id, &reference)
-                .await,
-        )
+        let entry = customer_reference(&request, |r| (&r.knox_id, &r.internal_reference))?;
+        customer_answer(self.repo.add_customer(&entry).await)
     }
 
     async fn update_internal_reference(
         &self,
         request: Request<pb::UpdateInternalReferenceRequest>,
     ) -> Result<Response<pb::Customer>, Status> {
-        let reseller = Principal::of(&request)?.reseller()?;
-        let req = request.get_ref();
-        let (knox_id, reference) = customer_fields(&req.knox_id, &req.internal_reference)?;
-        customer_answer(
-            self.repo
-                .update_reference(&reseller, &knox_id, &reference)
-                .await,
-        )
+        let entry = customer_reference(&request, |r| (&r.knox_id, &r.internal_reference))?;
+        customer_answer(self.repo.update_reference(&entry).await)
     }
 
     async fn get_customer(

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 
 use crate::domain::{
     Account, AccountKind, Approval, ApprovalRejected, ApprovalRequest, Customer, CustomerError,
-    CustomerStatus, InternalReference, NewAccount,
+    CustomerReference, CustomerStatus, NewAccount,
 };
 use crate::events::published as events;
 
@@ -151,36 +151,31 @@ impl Repository {
     /// # Errors
     /// [`CustomerError::AccountNotFound`] for an unregistered Knox ID;
     /// [`CustomerError::CustomerExists`] when the reseller added it before.
-    pub async fn add_customer(
-        &self,
-        reseller_id: &ResellerId,
-        knox_id: &KnoxId,
-        reference: &InternalReference,
-    ) -> Result<Customer, Error> {
+    pub async fn add_customer(&self, entry: &CustomerReference) -> Result<Customer, Error> {
         let mut tx = self.pool.begin().await?;
         // FOR SHARE: an approval of this account (FOR UPDATE) commits before or after
         // us, never in between, so the status we publish is never stale.
         sqlx::query_scalar!(
             r#"SELECT true AS "found!" FROM customer.accounts WHERE knox_id = $1 FOR SHARE"#,
-            knox_id.as_str(),
+            entry.knox_id.as_str(),
         )
         .fetch_optional(&mut *tx)
         .await?
-        .ok_or_else(|| CustomerError::AccountNotFound(knox_id.to_string()))?;
+        .ok_or_else(|| CustomerError::AccountNotFound(entry.knox_id.to_string()))?;
         let inserted = sqlx::query!(
             "INSERT INTO customer.reseller_customers (reseller_id, knox_id, internal_reference) \
              VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            reseller_id.as_str(),
-            knox_id.as_str(),
-            reference.as_str(),
+            entry.reseller_id.as_str(),
+            entry.knox_id.as_str(),
+            entry.reference.as_str(),
         )
         .execute(&mut *tx)
         .await?
         .rows_affected();
         if inserted == 0 {
-            return Err(CustomerError::CustomerExists(knox_id.to_string()).into());
+            return Err(CustomerError::CustomerExists(entry.knox_id.to_string()).into());
         }
-        let customer = Self::customer_in(&mut tx, reseller_id, knox_id).await?;
+        let customer = Self::customer_in(&mut tx, &entry.reseller_id, &entry.knox_id).await?;
         OUTBOX
             .enqueue(&mut tx, &[events::customer_added(&customer)])
             .await?;
@@ -193,38 +188,32 @@ impl Repository {
     ///
     /// # Errors
     /// [`CustomerError::CustomerNotFound`] unless the reseller added the account.
-    pub async fn update_reference(
-        &self,
-        reseller_id: &ResellerId,
-        knox_id: &KnoxId,
-        reference: &InternalReference,
-    ) -> Result<Customer, Error> {
+    pub async fn update_reference(&self, entry: &CustomerReference) -> Result<Customer, Error> {
         let mut tx = self.pool.begin().await?;
         let previous = sqlx::query_scalar!(
             "SELECT internal_reference FROM customer.reseller_customers \
              WHERE reseller_id = $1 AND knox_id = $2 FOR UPDATE",
-            reseller_id.as_str(),
-            knox_id.as_str(),
+            entry.reseller_id.as_str(),
+            entry.knox_id.as_str(),
         )
         .fetch_optional(&mut *tx)
         .await?
-        .ok_or_else(|| CustomerError::CustomerNotFound(knox_id.to_string()))?;
-        if previous != reference.as_str() {
+        .ok_or_else(|| CustomerError::CustomerNotFound(entry.knox_id.to_string()))?;
+        if previous != entry.reference.as_str() {
             let revision = sqlx::query_scalar!(
                 "UPDATE customer.reseller_customers \
                  SET internal_reference = $3, reference_revision = reference_revision + 1 \
                  WHERE reseller_id = $1 AND knox_id = $2 RETURNING reference_revision",
-                reseller_id.as_str(),
-                knox_id.as_str(),
-                reference.as_str(),
+                entry.reseller_id.as_str(),
+                entry.knox_id.as_str(),
+                entry.reference.as_str(),
             )
             .fetch_one(&mut *tx)
             .await?;
-            let updated =
-                events::customer_reference_updated(reseller_id, knox_id, reference, revision);
+            let updated = events::customer_reference_updated(entry, revision);
             OUTBOX.enqueue(&mut tx, &[updated]).await?;
         }
-        let customer = Self::customer_in(&mut tx, reseller_id, knox_id).await?;
+        let customer = Self::customer_in(&mut tx, &entry.reseller_id, &entry.knox_id).await?;
         tx.commit().await?;
         Ok(customer)
     }

@@ -11,31 +11,42 @@
 //! NOT_APPLICABLE.
 
 use reseller_kit::device_id::lookup_key;
-use reseller_kit::events::{
-    DeletedColumns, MovedColumns, ReceivedEvent, portal_receipt_cte, tombstones_cte, uuid_field,
-};
-use reseller_kit::inbox::{ApplyError, Change, EventHandler};
-use reseller_kit::one_statement::{OneStatement, Params};
+use reseller_kit::events::{MovedColumns, uuid_field};
+use reseller_kit::inbox::{ApplyError, Change};
+use reseller_kit::portal::PortalProjection;
 use reseller_kit::timestamp;
-use reseller_proto::v1::{self as pb, event::Payload};
+use reseller_proto::v1 as pb;
 use sqlx::PgConnection;
 
 /// The MSP portal consumer's handler.
 #[derive(Debug, Clone, Default)]
 pub struct MspPortal;
 
-impl EventHandler for MspPortal {
-    fn change(&self, event: ReceivedEvent, params: &mut Params) -> Result<Change, ApplyError> {
-        Ok(match event.payload {
-            Payload::DevicesUploaded(e) => {
-                Change::in_transaction(move |tx| Box::pin(async move { uploaded(tx, &e).await }))
-            }
-            Payload::MspDevicesMoved(e) => {
-                Change::in_transaction(move |tx| Box::pin(async move { moved(tx, &e).await }))
-            }
-            Payload::DevicesDeleted(e) => Change::OneStatement(deleted(&e, params)?),
-            _ => Change::Ignored,
-        })
+impl PortalProjection for MspPortal {
+    const PORTAL: pb::Portal = pb::Portal::Msp;
+
+    /// Every upload, to an MSP or to a customer: the view keeps every live registration,
+    /// since a customer's devices show in the portal of an MSP that links it.
+    fn uploaded(&self, e: pb::DevicesUploaded) -> Change {
+        Change::in_transaction(move |tx| Box::pin(async move { uploaded(tx, &e).await }))
+    }
+
+    fn moved(&self, e: pb::MspDevicesMoved) -> Change {
+        Change::in_transaction(move |tx| Box::pin(async move { moved(tx, &e).await }))
+    }
+
+    /// Every registration of the view is removed (their secondary identifiers go with
+    /// them, by the foreign key's cascade); the receipt names those shown in an MSP
+    /// portal: in an MSP's pool, or held by a customer an MSP links.
+    fn removing(&self, ids: &str, uploads: &str) -> String {
+        format!(
+            "deleted AS ( \
+               DELETE FROM msp.devices m USING UNNEST({ids}::text[], {uploads}::uuid[]) AS d (device_id, upload_id) \
+               WHERE m.device_id = d.device_id AND m.upload_id = d.upload_id \
+               RETURNING m.device_id, ((m.uploaded_to_msp AND m.holder_knox_id = m.uploaded_to) OR EXISTS \
+                 (SELECT 1 FROM msp.links l WHERE l.customer_knox_id = m.holder_knox_id)) AS shown), \
+             removed AS (SELECT device_id FROM deleted WHERE shown)"
+        )
     }
 }
 
@@ -105,32 +116,6 @@ async fn secondary_ids(
     .execute(&mut *tx)
     .await?;
     Ok(())
-}
-
-/// Removes a deletion part's devices and answers with the receipt, in one statement. The
-/// tombstones keep an upload event arriving later from bringing the devices back (their
-/// secondary identifiers go with them, by the foreign key's cascade). Shown in an MSP
-/// portal: in an MSP's pool, or held by a customer an MSP links.
-fn deleted(e: &pb::DevicesDeleted, params: &mut Params) -> Result<OneStatement, ApplyError> {
-    let deleted = DeletedColumns::of(e)?;
-    let ids = params.bind(deleted.device_ids);
-    let uploads = params.bind(deleted.upload_ids);
-    let ctes = format!(
-        "{tombstones}, \
-         deleted AS ( \
-           DELETE FROM msp.devices m USING UNNEST({ids}::text[], {uploads}::uuid[]) AS d (device_id, upload_id) \
-           WHERE m.device_id = d.device_id AND m.upload_id = d.upload_id \
-           RETURNING m.device_id, ((m.uploaded_to_msp AND m.holder_knox_id = m.uploaded_to) OR EXISTS \
-             (SELECT 1 FROM msp.links l WHERE l.customer_knox_id = m.holder_knox_id)) AS shown), \
-         removed AS (SELECT device_id FROM deleted WHERE shown), \
-         {receipt}",
-        tombstones = tombstones_cte(&ids, &uploads),
-        receipt = portal_receipt_cte(e, pb::Portal::Msp, "removed", params),
-    );
-    Ok(OneStatement {
-        ctes,
-        emits: Some("receipt"),
-    })
 }
 
 async fn moved(tx: &mut PgConnection, e: &pb::MspDevicesMoved) -> Result<(), ApplyError> {

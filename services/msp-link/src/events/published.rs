@@ -11,29 +11,40 @@ use crate::domain::Link;
 /// `msp_customer_linked`.
 pub fn linked(link: &Link, seq: i64) -> pb::Event {
     new_event(
-        Payload::MspCustomerLinked(pb::MspCustomerLinked {
-            msp_id: link.msp_id.clone(),
-            customer_knox_id: link.customer_knox_id.clone(),
-            mode: i32::from(link.mode.as_i16()),
-            since: Some(timestamp::to_proto(link.since)),
-            seq,
-        }),
+        Payload::MspCustomerLinked(link_fields(link, seq)),
         link.since,
     )
 }
 
-/// `msp_management_mode_changed`.
+/// `msp_management_mode_changed`: the same fields as `msp_customer_linked`, the link as
+/// it is from now on.
 pub fn mode_changed(link: &Link, seq: i64) -> pb::Event {
-    new_event(
-        Payload::MspManagementModeChanged(pb::MspManagementModeChanged {
-            msp_id: link.msp_id.clone(),
-            customer_knox_id: link.customer_knox_id.clone(),
-            mode: i32::from(link.mode.as_i16()),
-            since: Some(timestamp::to_proto(link.since)),
-            seq,
-        }),
-        link.since,
-    )
+    let pb::MspCustomerLinked {
+        msp_id,
+        customer_knox_id,
+        mode,
+        since,
+        seq,
+    } = link_fields(link, seq);
+    let changed = pb::MspManagementModeChanged {
+        msp_id,
+        customer_knox_id,
+        mode,
+        since,
+        seq,
+    };
+    new_event(Payload::MspManagementModeChanged(changed), link.since)
+}
+
+/// A link as the events that set it carry it, at `seq`.
+fn link_fields(link: &Link, seq: i64) -> pb::MspCustomerLinked {
+    pb::MspCustomerLinked {
+        msp_id: link.msp_id.clone(),
+        customer_knox_id: link.customer_knox_id.clone(),
+        mode: i32::from(link.mode.as_i16()),
+        since: Some(timestamp::to_proto(link.since)),
+        seq,
+    }
 }
 
 /// `msp_customer_delinked`.

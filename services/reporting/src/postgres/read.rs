@@ -17,6 +17,12 @@ use crate::domain::{
 };
 use crate::grpc::csv::{CsvRecord, RowSource};
 
+/// The reseller views in PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct Repository {
+    pool: PgPool,
+}
+
 /// The columns a [`CustomerRow`] is read from `reporting.customer_rows`, in the order
 /// [`row_from`] reads. The managing MSP is the customer's current link, read with the
 /// row, so every reseller's row of a customer (rows created after the link too) shows it.
@@ -242,12 +248,6 @@ pub struct CustomerPage {
     pub next: Option<SortKey>,
     /// Rows matching the query, on every page.
     pub total: i64,
-}
-
-/// The reseller views in PostgreSQL.
-#[derive(Debug, Clone)]
-pub struct Repository {
-    pool: PgPool,
 }
 
 impl Repository {

@@ -28,19 +28,10 @@ const MSP: &str = "700000001";
 /// consumer does.
 async fn apply(pool: &PgPool, payload: Payload) {
     let event = events::encode(&events::new_event(payload, OffsetDateTime::now_utc()));
-    for _ in 0..5 {
-        match inbox::apply_once(crate::module::spec(), pool.clone(), Projection, &event).await {
-            Ok(outcome) => {
-                assert_eq!(outcome, Outcome::Applied);
-                return;
-            }
-            Err(inbox::Failure::Retry {
-                unlimited: true, ..
-            }) => continue,
-            Err(failure) => panic!("not applied: {failure:?}"),
-        }
-    }
-    panic!("still conflicting after 5 attempts");
+    let outcome =
+        inbox::apply_retrying(crate::module::spec(), pool.clone(), Projection, &event, 5).await;
+    let outcome = outcome.unwrap_or_else(|failure| panic!("not applied: {failure:?}"));
+    assert_eq!(outcome, Outcome::Applied);
 }
 
 fn at(seconds: i64) -> prost_types::Timestamp {
