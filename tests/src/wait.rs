@@ -24,3 +24,27 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Polls `read` until it answers `expected`, for up to 15 s; answers how long it took.
+///
+/// # Panics
+/// When the deadline passes, showing the last answer beside `expected`.
+pub async fn until_eq<T, F, Fut>(what: &str, expected: &T, mut read: F) -> Duration
+where
+    T: PartialEq + std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = T>,
+{
+    let started = tokio::time::Instant::now();
+    loop {
+        let last = read().await;
+        if last == *expected {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{what} is\n{last:#?}\nexpected\n{expected:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
