@@ -5,44 +5,25 @@ use futures::StreamExt;
 use reseller_kit::events::new_event;
 use reseller_proto::v1::{self as pb, AccountKind, event::Payload};
 use reseller_tests::assert::{invalid_fields, status};
-use reseller_tests::clients::{Caller, reseller};
-use reseller_tests::fixtures::{active_customer, imei, register, upload};
+use reseller_tests::clients::{Caller, Csv, reseller};
+use reseller_tests::fixtures::{active_customer, imei, nanos, register, upload};
 use reseller_tests::{StackOptions, TestStack, eventually};
 use tonic::Code;
 
 const CUSTOMER: &str = "990000001";
 
-fn nanos(ts: &Option<prost_types::Timestamp>) -> Option<i64> {
-    ts.as_ref()
-        .map(|t| t.seconds * 1_000_000_000 + i64::from(t.nanos))
-}
-
 async fn detail(acme: &Caller, knox: &str) -> Result<pb::CustomerDetail, tonic::Status> {
-    acme.reporting()
-        .get_customer_detail(pb::GetCustomerDetailRequest {
-            knox_id: knox.into(),
-        })
-        .await
-        .map(|r| r.into_inner())
+    acme.get_customer_detail(knox).await
 }
 
-async fn export(acme: &Caller, knox: &str) -> (Vec<u8>, Vec<usize>) {
-    let mut stream = acme
-        .reporting()
-        .export_customer_csv(pb::ExportCustomerCsvRequest {
-            knox_id: knox.into(),
-            ..Default::default()
-        })
-        .await
-        .expect("export")
-        .into_inner();
-    let (mut bytes, mut sizes) = (Vec::new(), Vec::new());
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.expect("chunk");
-        sizes.push(chunk.data.len());
-        bytes.extend_from_slice(&chunk.data);
-    }
-    (bytes, sizes)
+/// The customer's CSV, as it arrived.
+async fn export(acme: &Caller, knox: &str) -> Csv {
+    acme.export_customer_csv(pb::ExportCustomerCsvRequest {
+        knox_id: knox.into(),
+        ..Default::default()
+    })
+    .await
+    .expect("export")
 }
 
 #[tokio::test]
@@ -212,7 +193,7 @@ async fn the_customer_csv_has_its_columns_and_neutralises_cells() {
         (detail(&acme, CUSTOMER).await.ok()?.summary?.devices == 2).then_some(())
     })
     .await;
-    let (bytes, _) = export(&acme, CUSTOMER).await;
+    let bytes = export(&acme, CUSTOMER).await.bytes;
     let text = String::from_utf8(bytes.clone()).unwrap();
     assert_eq!(
         text.matches('\n').count(),
@@ -287,7 +268,10 @@ async fn a_large_customer_csv_streams_in_chunks() {
         (detail(&acme, CUSTOMER).await.ok()?.summary?.devices == 20_000).then_some(())
     })
     .await;
-    let (bytes, sizes) = export(&acme, CUSTOMER).await;
+    let Csv {
+        bytes,
+        chunk_sizes: sizes,
+    } = export(&acme, CUSTOMER).await;
     assert!(sizes.len() > 2, "{sizes:?}");
     assert!(
         sizes.iter().all(|&n| n <= 70 * 1024),

@@ -1,10 +1,9 @@
 //! The reseller's Customers page (reporting-service) over real gRPC, PostgreSQL and NATS:
 //! the rows, search, ordering and keyset paging, tenancy, and the customers CSV.
 
-use futures::StreamExt;
 use reseller_proto::v1::{self as pb, AccountKind, CustomerStatus};
 use reseller_tests::assert::{invalid_fields, status};
-use reseller_tests::clients::{Caller, customer, reseller};
+use reseller_tests::clients::{Caller, Csv, customer, reseller};
 use reseller_tests::fixtures::register;
 use reseller_tests::{TestStack, eventually};
 use tonic::Code;
@@ -318,24 +317,15 @@ async fn paging_returns_every_row_exactly_once_in_order() {
     assert!(theirs.customers.is_empty());
 }
 
-async fn export(caller: &Caller, query: &str) -> (Vec<u8>, Vec<usize>) {
-    let mut stream = caller
-        .reporting()
+/// The customers CSV for `query`, as it arrived.
+async fn export(caller: &Caller, query: &str) -> Csv {
+    caller
         .export_customers_csv(pb::ExportCustomersCsvRequest {
             query: query.into(),
             ..Default::default()
         })
         .await
         .expect("export")
-        .into_inner();
-    let mut bytes = Vec::new();
-    let mut chunk_sizes = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.expect("chunk");
-        chunk_sizes.push(chunk.data.len());
-        bytes.extend_from_slice(&chunk.data);
-    }
-    (bytes, chunk_sizes)
 }
 
 #[tokio::test]
@@ -372,7 +362,7 @@ async fn the_customers_csv_is_rfc_4180_neutralised_and_follows_the_search() {
     })
     .await;
 
-    let (bytes, _) = export(&acme, "").await;
+    let bytes = export(&acme, "").await.bytes;
     let text = String::from_utf8(bytes.clone()).expect("UTF-8");
     assert!(text.starts_with("Company Name / Internal Reference,Customer ID / MSP ID,Country,Last Uploaded,Uploads,Devices,Status\r\n"));
     assert!(text.ends_with("\r\n"));
@@ -432,10 +422,10 @@ async fn the_customers_csv_is_rfc_4180_neutralised_and_follows_the_search() {
     assert!(text.contains("\"Quote \"\"Q\"\" Ltd / with \"\"quotes\"\"\""));
 
     // The download follows the search, and is per reseller.
-    let (filtered, _) = export(&acme, "plain").await;
+    let filtered = export(&acme, "plain").await.bytes;
     let filtered = String::from_utf8(filtered).unwrap();
     assert_eq!(filtered.lines().count(), 2, "{filtered}");
-    let (theirs, _) = export(&reseller(&stack, "other"), "").await;
+    let theirs = export(&reseller(&stack, "other"), "").await.bytes;
     assert_eq!(
         String::from_utf8(theirs).unwrap().lines().count(),
         1,
@@ -459,7 +449,10 @@ async fn a_large_customers_csv_streams_in_chunks() {
     }
     let acme = reseller(&stack, "acme");
     wait_for_rows(&acme, 400).await;
-    let (bytes, chunks) = export(&acme, "").await;
+    let Csv {
+        bytes,
+        chunk_sizes: chunks,
+    } = export(&acme, "").await;
     assert!(bytes.len() > 100_000);
     assert!(chunks.len() >= 2, "{chunks:?}");
     assert!(

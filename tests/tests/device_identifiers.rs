@@ -224,13 +224,7 @@ async fn a_secondary_identifier_is_one_handset_for_every_rule() {
     let stack = TestStack::start().await;
     active_customer(&stack, "acme", "740000001", "Globex").await;
     active_customer(&stack, "other", "740000002", "Initech").await;
-    let mut events = stack
-        .platform
-        .nats
-        .subscribe("reseller.events.v1.device.uploaded")
-        .await
-        .unwrap();
-    stack.platform.nats.flush().await.unwrap();
+    let mut events = stack.subscribe("reseller.events.v1.device.uploaded").await;
     let (imei1, imei2) = (imei(1), imei(2));
     let first = upload_inputs(
         &stack,

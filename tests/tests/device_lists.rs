@@ -75,13 +75,7 @@ async fn next_upload_event(events: &mut async_nats::Subscriber) -> String {
 async fn a_validate_only_upload_answers_like_the_upload_and_records_nothing() {
     let stack = TestStack::start().await;
     active_customer(&stack, "acme", "810000001", "Globex").await;
-    let mut events = stack
-        .platform
-        .nats
-        .subscribe("reseller.events.v1.device.uploaded")
-        .await
-        .unwrap();
-    stack.platform.nats.flush().await.unwrap();
+    let mut events = stack.subscribe("reseller.events.v1.device.uploaded").await;
     let before = upload(&stack, "acme", "810000001", &[imei(1)])
         .await
         .unwrap();

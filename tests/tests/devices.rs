@@ -578,13 +578,7 @@ async fn deletions_complete_with_each_portals_state() {
 async fn outside_subscribers_see_uploads_in_parts_with_headers() {
     let stack = TestStack::start().await;
     active_customer(&stack, "acme", "650000001", "Globex").await;
-    let mut subscription = stack
-        .platform
-        .nats
-        .subscribe("reseller.events.v1.device.uploaded")
-        .await
-        .unwrap();
-    stack.platform.nats.flush().await.unwrap();
+    let mut subscription = stack.subscribe("reseller.events.v1.device.uploaded").await;
     let ids: Vec<String> = (0..2500).map(imei).collect();
     let upload = upload(&stack, "acme", "650000001", &ids).await.unwrap();
     assert_eq!(upload.accepted_count, 2500);
@@ -682,13 +676,7 @@ async fn an_upload_with_rejections_publishes_every_accepted_device_once() {
         10
     );
 
-    let mut subscription = stack
-        .platform
-        .nats
-        .subscribe("reseller.events.v1.device.uploaded")
-        .await
-        .unwrap();
-    stack.platform.nats.flush().await.unwrap();
+    let mut subscription = stack.subscribe("reseller.events.v1.device.uploaded").await;
     // 2,500 new devices, then 3 registered already, 2 repeated, 1 invalid.
     let mut ids: Vec<String> = (100..2600).map(imei).collect();
     ids.extend([imei(0), imei(5), imei(9)]);

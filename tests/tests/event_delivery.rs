@@ -10,7 +10,7 @@ use reseller_kit::outbox::{Outbox, Relay};
 use reseller_kit::subjects;
 use reseller_proto::v1::{self as pb, AccountKind, event::Payload};
 use reseller_tests::clients::{Caller, reseller};
-use reseller_tests::fixtures::{active_customer, imei, register, upload};
+use reseller_tests::fixtures::{active_customer, event_stream, imei, register, upload};
 use reseller_tests::{StackOptions, TestStack, eventually};
 use tokio_util::sync::CancellationToken;
 
@@ -29,20 +29,7 @@ async fn list(caller: &Caller, query: &str) -> pb::ListCustomersResponse {
 
 /// Every message in RESELLER_EVENTS, in stream order.
 async fn stream_messages(stack: &TestStack) -> Vec<async_nats::jetstream::message::StreamMessage> {
-    let mut stream = stack
-        .platform
-        .js
-        .get_stream(subjects::EVENTS_STREAM)
-        .await
-        .unwrap();
-    let last = stream.info().await.unwrap().state.last_sequence;
-    let mut messages = Vec::new();
-    for seq in 1..=last {
-        if let Ok(message) = stream.get_raw_message(seq).await {
-            messages.push(message);
-        }
-    }
-    messages
+    event_stream(stack).await.into_iter().flatten().collect()
 }
 
 #[tokio::test]
@@ -212,13 +199,7 @@ async fn a_republished_event_changes_nothing() {
 #[tokio::test]
 async fn poison_messages_are_dead_lettered_and_later_events_still_apply() {
     let stack = TestStack::start().await;
-    let mut dead_letters = stack
-        .platform
-        .nats
-        .subscribe("reseller.deadletter.v1.reporting")
-        .await
-        .unwrap();
-    stack.platform.nats.flush().await.unwrap();
+    let mut dead_letters = stack.subscribe("reseller.deadletter.v1.reporting").await;
 
     // Not an event at all, and an event whose content can never apply.
     stack

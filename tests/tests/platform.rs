@@ -6,6 +6,7 @@ use reseller_proto::v1 as pb;
 use reseller_tests::TestStack;
 use reseller_tests::assert::status;
 use reseller_tests::clients::{Caller, customer, msp, reseller};
+use reseller_tests::reflection::{SERVICES, services_v1};
 use tonic::Code;
 
 /// A token signed with `secret` whose `exp` is `exp_offset` seconds from now, built with
@@ -144,33 +145,8 @@ async fn health_and_reflection_answer_without_a_token() {
         );
     }
 
-    use tonic_reflection::pb::v1::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-    };
-    let mut reflection = ServerReflectionClient::new(stack.channel.clone());
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut answers = reflection
-        .server_reflection_info(futures::stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let answer = answers.message().await.unwrap().expect("an answer");
-    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
-        panic!("not a service list")
-    };
-    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
-    for expected in [
-        "reseller.v1.AccountService",
-        "reseller.v1.CustomerService",
-        "reseller.v1.DeviceService",
-        "reseller.v1.MspService",
-        "reseller.v1.ReportingService",
-        "grpc.health.v1.Health",
-    ] {
+    let names = services_v1(stack.channel.clone()).await;
+    for expected in SERVICES {
         assert!(
             names.iter().any(|n| n == expected),
             "{expected} missing from {names:?}"
