@@ -16,6 +16,11 @@ pub fn imei(n: u64) -> String {
     format!("{payload}{}", luhn_check_digit(&digits))
 }
 
+/// The IMEIs made from each of `numbers` (see [`imei`]).
+pub fn imeis(numbers: std::ops::Range<u64>) -> Vec<String> {
+    numbers.map(imei).collect()
+}
+
 /// The request that registers an account in Germany.
 pub fn account(knox_id: &str, kind: AccountKind, name: &str) -> pb::RegisterAccountRequest {
     pb::RegisterAccountRequest {
@@ -189,6 +194,16 @@ pub fn shuffled<T: Clone>(items: &[T], seed: u64) -> Vec<T> {
 /// reporting-service does not know the customer yet, or on any error: callers wait for
 /// a number).
 pub async fn devices_shown(caller: &Caller, knox_id: &str) -> usize {
+    first_devices_page(caller, knox_id)
+        .await
+        .map_or(0, |page| page.devices.len())
+}
+
+/// The first 1,000 devices reseller `caller` sees on customer `knox_id`'s page.
+async fn first_devices_page(
+    caller: &Caller,
+    knox_id: &str,
+) -> Result<pb::ListCustomerDevicesResponse, Status> {
     caller
         .list_customer_devices(pb::ListCustomerDevicesRequest {
             knox_id: knox_id.into(),
@@ -196,8 +211,6 @@ pub async fn devices_shown(caller: &Caller, knox_id: &str) -> usize {
             page_token: String::new(),
         })
         .await
-        .map(|page| page.devices.len())
-        .unwrap_or(0)
 }
 
 /// The devices `caller` (a customer account) sees in its own portal: the first 1,000.
@@ -208,7 +221,7 @@ pub async fn my_devices(caller: &Caller) -> Vec<pb::PortalDevice> {
     caller
         .list_my_devices(pb::ListMyDevicesRequest {
             page_size: 1000,
-            page_token: String::new(),
+            ..Default::default()
         })
         .await
         .expect("customer portal")
@@ -225,7 +238,7 @@ pub async fn msp_devices(caller: &Caller, customer_knox_id: &str) -> Vec<pb::Por
         .list_msp_devices(pb::ListMspDevicesRequest {
             customer_knox_id: customer_knox_id.into(),
             page_size: 1000,
-            page_token: String::new(),
+            ..Default::default()
         })
         .await
         .expect("MSP portal")
@@ -237,12 +250,7 @@ pub async fn msp_devices(caller: &Caller, customer_knox_id: &str) -> Vec<pb::Por
 /// # Panics
 /// When the call fails.
 pub async fn customer_devices(caller: &Caller, knox_id: &str) -> Vec<pb::CustomerDevice> {
-    let first_page = pb::ListCustomerDevicesRequest {
-        knox_id: knox_id.into(),
-        page_size: 1000,
-        ..Default::default()
-    };
-    let page = caller.list_customer_devices(first_page).await;
+    let page = first_devices_page(caller, knox_id).await;
     page.expect("the customer's devices").devices
 }
 
@@ -269,4 +277,13 @@ pub async fn event_stream(stack: &TestStack) -> Vec<Result<StreamMessage, RawMes
         messages.push(stream.get_raw_message(seq).await);
     }
     messages
+}
+
+/// The header row of a CSV file, as strings.
+///
+/// # Panics
+/// When the header is not CSV.
+pub fn csv_header<R: std::io::Read>(reader: &mut csv::Reader<R>) -> Vec<String> {
+    let header = reader.headers().expect("a CSV header");
+    header.iter().map(str::to_owned).collect()
 }

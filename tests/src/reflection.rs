@@ -59,3 +59,16 @@ pub async fn services_v1(channel: Channel) -> Vec<String> {
 pub async fn services_v1alpha(channel: Channel) -> Vec<String> {
     list_services!(v1alpha, channel)
 }
+
+/// Asserts that `listed` (what a reflection call answered) names each of `expected`.
+///
+/// # Panics
+/// Naming the first service missing, beside the list.
+pub fn assert_lists<'a>(listed: &[String], expected: impl IntoIterator<Item = &'a str>) {
+    for name in expected {
+        assert!(
+            listed.iter().any(|n| n == name),
+            "{name} missing from {listed:?}"
+        );
+    }
+}

@@ -31,6 +31,13 @@ async fn register_all(stack: &TestStack, accounts: &[(&str, AccountKind, &str, &
     }
 }
 
+/// A stack where the platform registered `accounts`.
+async fn stack_with(accounts: &[(&str, AccountKind, &str, &str)]) -> TestStack {
+    let stack = TestStack::start().await;
+    register_all(&stack, accounts).await;
+    stack
+}
+
 /// The status of `knox_id` in `reseller`'s customer list.
 async fn status_of(reseller: &Caller, knox_id: &str) -> i32 {
     reseller.get_customer(knox_id).await.unwrap().status
@@ -70,13 +77,8 @@ async fn accounts_are_registered_normalised_and_read_back() {
 
 #[tokio::test]
 async fn every_bad_account_field_is_named() {
-    let stack = TestStack::start().await;
+    let stack = stack_with(&[("100200300", AccountKind::Customer, "Acme GmbH", "DE")]).await;
     let platform = admin(&stack);
-    register_all(
-        &stack,
-        &[("100200300", AccountKind::Customer, "Acme GmbH", "DE")],
-    )
-    .await;
 
     let unknown_kind = 9.try_into().unwrap_or(AccountKind::Unspecified);
     let cases: [(pb::RegisterAccountRequest, &[&str]); 4] = [
@@ -111,12 +113,7 @@ async fn every_bad_account_field_is_named() {
 
 #[tokio::test]
 async fn only_the_platform_registers_and_reads_accounts() {
-    let stack = TestStack::start().await;
-    register_all(
-        &stack,
-        &[("100200300", AccountKind::Customer, "Acme GmbH", "DE")],
-    )
-    .await;
+    let stack = stack_with(&[("100200300", AccountKind::Customer, "Acme GmbH", "DE")]).await;
 
     status(
         reseller(&stack, "acme")
@@ -263,12 +260,7 @@ async fn only_resellers_call_reseller_rpcs() {
 
 #[tokio::test]
 async fn resellers_never_see_each_others_customers() {
-    let stack = TestStack::start().await;
-    register_all(
-        &stack,
-        &[("300000001", AccountKind::Customer, "Umbrella", "JP")],
-    )
-    .await;
+    let stack = stack_with(&[("300000001", AccountKind::Customer, "Umbrella", "JP")]).await;
     let first = reseller(&stack, "first");
     let second = reseller(&stack, "second");
 

@@ -4,17 +4,13 @@
 use reseller_proto::v1::{self as pb, AccountKind, CustomerStatus};
 use reseller_tests::assert::{invalid_fields, status};
 use reseller_tests::clients::{Caller, Csv, customer, reseller};
-use reseller_tests::fixtures::register;
+use reseller_tests::fixtures::{csv_header, register};
 use reseller_tests::{TestStack, eventually};
 use tonic::Code;
 
 async fn add(stack: &TestStack, reseller_id: &str, knox_id: &str, reference: &str) {
     reseller(stack, reseller_id)
-        .customers()
-        .add_customer(pb::AddCustomerRequest {
-            knox_id: knox_id.into(),
-            internal_reference: reference.into(),
-        })
+        .add_customer(knox_id, reference)
         .await
         .expect("add customer");
 }
@@ -27,7 +23,6 @@ async fn list(
     page_token: &str,
 ) -> pb::ListCustomersResponse {
     caller
-        .reporting()
         .list_customers(pb::ListCustomersRequest {
             query: query.into(),
             page_size,
@@ -36,7 +31,6 @@ async fn list(
         })
         .await
         .expect("list customers")
-        .into_inner()
 }
 
 /// Waits until the reseller's list holds `n` rows.
@@ -102,17 +96,10 @@ async fn rows_show_the_portals_columns_and_follow_changes() {
 
     // Approvals and reference edits reach the page.
     customer(&stack, "700000001")
-        .customers()
-        .approve_reseller(pb::ApproveResellerRequest {
-            reseller_id: "acme".into(),
-        })
+        .approve_reseller("acme")
         .await
         .unwrap();
-    acme.customers()
-        .update_internal_reference(pb::UpdateInternalReferenceRequest {
-            knox_id: "700000001".into(),
-            internal_reference: "Key account".into(),
-        })
+    acme.update_internal_reference("700000001", "Key account")
         .await
         .unwrap();
     eventually("the approval and the new reference on the page", || async {
@@ -126,10 +113,7 @@ async fn rows_show_the_portals_columns_and_follow_changes() {
     })
     .await;
     customer(&stack, "700000001")
-        .customers()
-        .revoke_reseller(pb::RevokeResellerRequest {
-            reseller_id: "acme".into(),
-        })
+        .revoke_reseller("acme")
         .await
         .unwrap();
     eventually("the revocation on the page", || async {
@@ -269,29 +253,26 @@ async fn paging_returns_every_row_exactly_once_in_order() {
 
     assert_eq!(
         invalid_fields(
-            acme.reporting()
-                .list_customers(pb::ListCustomersRequest {
-                    order_by: "country".into(),
-                    ..Default::default()
-                })
-                .await
+            acme.list_customers(pb::ListCustomersRequest {
+                order_by: "country".into(),
+                ..Default::default()
+            })
+            .await
         ),
         ["order_by"]
     );
     assert_eq!(
         invalid_fields(
-            acme.reporting()
-                .list_customers(pb::ListCustomersRequest {
-                    page_size: -1,
-                    ..Default::default()
-                })
-                .await
+            acme.list_customers(pb::ListCustomersRequest {
+                page_size: -1,
+                ..Default::default()
+            })
+            .await
         ),
         ["page_size"]
     );
     let token = list(&acme, "", "", 5, "").await.next_page_token;
     let reused = acme
-        .reporting()
         .list_customers(pb::ListCustomersRequest {
             page_token: token,
             order_by: "devices desc".into(),
@@ -301,12 +282,11 @@ async fn paging_returns_every_row_exactly_once_in_order() {
     assert_eq!(invalid_fields(reused), ["page_token"]);
     assert_eq!(
         invalid_fields(
-            acme.reporting()
-                .list_customers(pb::ListCustomersRequest {
-                    page_token: "garbage".into(),
-                    ..Default::default()
-                })
-                .await
+            acme.list_customers(pb::ListCustomersRequest {
+                page_token: "garbage".into(),
+                ..Default::default()
+            })
+            .await
         ),
         ["page_token"]
     );
@@ -319,11 +299,12 @@ async fn paging_returns_every_row_exactly_once_in_order() {
 
 /// The customers CSV for `query`, as it arrived.
 async fn export(caller: &Caller, query: &str) -> Csv {
+    let without_mark = pb::ExportCustomersCsvRequest {
+        query: query.into(),
+        byte_order_mark: false,
+    };
     caller
-        .export_customers_csv(pb::ExportCustomersCsvRequest {
-            query: query.into(),
-            ..Default::default()
-        })
+        .export_customers_csv(without_mark)
         .await
         .expect("export")
 }
@@ -343,10 +324,7 @@ async fn the_customers_csv_is_rfc_4180_neutralised_and_follows_the_search() {
         add(&stack, "acme", knox, reference).await;
     }
     customer(&stack, "730000005")
-        .customers()
-        .approve_reseller(pb::ApproveResellerRequest {
-            reseller_id: "acme".into(),
-        })
+        .approve_reseller("acme")
         .await
         .unwrap();
     let acme = reseller(&stack, "acme");
@@ -375,12 +353,7 @@ async fn the_customers_csv_is_rfc_4180_neutralised_and_follows_the_search() {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .from_reader(bytes.as_slice());
-    let header: Vec<String> = reader
-        .headers()
-        .unwrap()
-        .iter()
-        .map(str::to_owned)
-        .collect();
+    let header = csv_header(&mut reader);
     assert_eq!(
         header,
         [

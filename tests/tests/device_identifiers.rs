@@ -439,7 +439,6 @@ async fn answers_that_grow_with_the_input_stay_deliverable() {
 
     // Another reseller's upload is not found; a bad page token is a bad field.
     let other = reseller(&stack, "other")
-        .devices()
         .list_upload_rejections(pb::ListUploadRejectionsRequest {
             upload_id: done.upload_id.clone(),
             ..Default::default()

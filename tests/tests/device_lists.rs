@@ -48,12 +48,7 @@ async fn list_uploads(
     who: &str,
     request: pb::ListUploadsRequest,
 ) -> pb::ListUploadsResponse {
-    reseller(stack, who)
-        .devices()
-        .list_uploads(request)
-        .await
-        .unwrap()
-        .into_inner()
+    reseller(stack, who).list_uploads(request).await.unwrap()
 }
 
 /// The upload ID of the next `devices_uploaded` event.
@@ -231,7 +226,6 @@ async fn uploads_are_listed_newest_first_with_filters_and_pages() {
     let other = list_uploads(&stack, "other", pb::ListUploadsRequest::default()).await;
     assert!(other.uploads.is_empty());
     let bad = reseller(&stack, "acme")
-        .devices()
         .list_uploads(pb::ListUploadsRequest {
             target_knox_id: "12".into(),
             order_number: "x".repeat(65),
@@ -266,11 +260,9 @@ async fn deletions_are_listed_newest_first_with_counts_and_states() {
 
     let listed = eventually("every listed deletion complete", || async {
         let page = reseller(&stack, "acme")
-            .devices()
             .list_deletions(pb::ListDeletionsRequest::default())
             .await
-            .ok()?
-            .into_inner();
+            .ok()?;
         page.deletions.iter().all(|d| d.complete).then_some(page)
     })
     .await;
@@ -292,30 +284,24 @@ async fn deletions_are_listed_newest_first_with_counts_and_states() {
     assert_eq!(middle.customer_portal, PortalState::Removed as i32);
 
     let page = reseller(&stack, "acme")
-        .devices()
         .list_deletions(pb::ListDeletionsRequest {
             page_size: 2,
             page_token: String::new(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     let rest = reseller(&stack, "acme")
-        .devices()
         .list_deletions(pb::ListDeletionsRequest {
             page_size: 2,
             page_token: page.next_page_token,
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(rest.deletions.len(), 1);
     assert_eq!(rest.deletions[0].deletion_id, deletion_ids[0]);
     let other = reseller(&stack, "other")
-        .devices()
         .list_deletions(pb::ListDeletionsRequest::default())
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert!(other.deletions.is_empty());
 }

@@ -126,25 +126,16 @@ async fn every_device_is_judged_on_its_own() {
         Code::NotFound,
     );
     assert_eq!(
-        invalid_fields(
-            reseller(&stack, "acme")
-                .devices()
-                .get_upload(pb::GetUploadRequest {
-                    upload_id: "nope".into()
-                })
-                .await
-        ),
+        invalid_fields(reseller(&stack, "acme").get_upload("nope").await),
         ["upload_id"]
     );
 
     // The customer portal shows the accepted devices, normalised, with their kinds.
     let portal = eventually("the customer portal to show the upload", || async {
         let devices = customer(&stack, "600000001")
-            .customers()
             .list_my_devices(pb::ListMyDevicesRequest::default())
             .await
             .unwrap()
-            .into_inner()
             .devices;
         (devices.len() == 4).then_some(devices)
     })
@@ -203,13 +194,9 @@ async fn a_device_is_registered_once_across_resellers_until_deleted() {
 
     // The second reseller cannot delete it: it is reported as not found, like an unknown ID.
     let foreign = reseller(&stack, "second")
-        .devices()
-        .delete_devices(pb::DeleteDevicesRequest {
-            device_ids: vec![id.clone(), "UNKNOWN-1".into()],
-        })
+        .delete_devices([id.clone(), "UNKNOWN-1".into()])
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert!(foreign.deleted_device_ids.is_empty());
     assert_eq!(
         foreign.not_found_device_ids,
@@ -222,13 +209,9 @@ async fn a_device_is_registered_once_across_resellers_until_deleted() {
 
     // After its owner deletes it, the device can be uploaded again, by anyone.
     let deletion = reseller(&stack, "first")
-        .devices()
-        .delete_devices(pb::DeleteDevicesRequest {
-            device_ids: vec![id.to_lowercase()],
-        })
+        .delete_devices([id.to_lowercase()])
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(deletion.deleted_device_ids, vec![id.clone()]);
     let reupload = upload(&stack, "second", "610000002", std::slice::from_ref(&id))
         .await
@@ -270,14 +253,12 @@ async fn a_retry_with_the_client_upload_id_returns_the_first_result() {
     // Nothing was uploaded twice: the customer portal has 50 devices.
     eventually("50 devices in the customer portal", || async {
         let n = customer(&stack, "620000001")
-            .customers()
             .list_my_devices(pb::ListMyDevicesRequest {
                 page_size: 1000,
                 page_token: String::new(),
             })
             .await
             .unwrap()
-            .into_inner()
             .devices
             .len();
         (n == 50).then_some(())
@@ -342,10 +323,7 @@ async fn uploads_check_their_target_and_header() {
     );
     // Active right after approval (read-your-writes through customer-service).
     customer(&stack, "630000001")
-        .customers()
-        .approve_reseller(pb::ApproveResellerRequest {
-            reseller_id: "acme".into(),
-        })
+        .approve_reseller("acme")
         .await
         .unwrap();
     assert_eq!(
@@ -356,10 +334,7 @@ async fn uploads_check_their_target_and_header() {
         1
     );
     customer(&stack, "630000001")
-        .customers()
-        .revoke_reseller(pb::RevokeResellerRequest {
-            reseller_id: "acme".into(),
-        })
+        .revoke_reseller("acme")
         .await
         .unwrap();
     status(
@@ -476,11 +451,9 @@ async fn deletions_complete_with_each_portals_state() {
     // Wait until every portal has the devices, so the receipts are deterministic.
     eventually("the customer portal to show CUST-DEV", || async {
         let n = customer(&stack, "640000001")
-            .customers()
             .list_my_devices(pb::ListMyDevicesRequest::default())
             .await
             .unwrap()
-            .into_inner()
             .devices
             .len();
         (n == 1).then_some(())
@@ -514,11 +487,9 @@ async fn deletions_complete_with_each_portals_state() {
         )
     );
     let portal = customer(&stack, "640000001")
-        .customers()
         .list_my_devices(pb::ListMyDevicesRequest::default())
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert!(
         portal.devices.is_empty(),
         "the customer portal no longer shows it"

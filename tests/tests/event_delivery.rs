@@ -16,7 +16,6 @@ use tokio_util::sync::CancellationToken;
 
 async fn list(caller: &Caller, query: &str) -> pb::ListCustomersResponse {
     caller
-        .reporting()
         .list_customers(pb::ListCustomersRequest {
             query: query.into(),
             page_size: 1000,
@@ -24,7 +23,6 @@ async fn list(caller: &Caller, query: &str) -> pb::ListCustomersResponse {
         })
         .await
         .expect("list customers")
-        .into_inner()
 }
 
 /// Every message in RESELLER_EVENTS, in stream order.
@@ -133,19 +131,9 @@ async fn a_republished_event_changes_nothing() {
     let stack = TestStack::start().await;
     register(&stack, "810000001", AccountKind::Customer, "Globex").await;
     let acme = reseller(&stack, "acme");
-    acme.customers()
-        .add_customer(pb::AddCustomerRequest {
-            knox_id: "810000001".into(),
-            internal_reference: "v1".into(),
-        })
-        .await
-        .unwrap();
+    acme.add_customer("810000001", "v1").await.unwrap();
     for reference in ["v2", "v3"] {
-        acme.customers()
-            .update_internal_reference(pb::UpdateInternalReferenceRequest {
-                knox_id: "810000001".into(),
-                internal_reference: reference.into(),
-            })
+        acme.update_internal_reference("810000001", reference)
             .await
             .unwrap();
     }

@@ -212,14 +212,17 @@ impl Scenario {
             .link_customer(JOINT, ManagementMode::JointlyManaged)
             .await
             .unwrap();
-        page_is(
-            &self.acme,
-            vec![
-                row(JOINT, MSP, MSP, 0, 0, None),
-                row(MSP, MSP, "", 4, 4, self.t1),
-            ],
-        )
-        .await;
+        self.page_is_linked_before_any_direct_upload().await;
+    }
+
+    /// The Customers page once the MSP links JOINT, until a device is uploaded to it: the
+    ///    MSP's ID on JOINT's row, the pool's four devices on the MSP's.
+    async fn page_is_linked_before_any_direct_upload(&self) {
+        let rows = vec![
+            row(JOINT, MSP, MSP, 0, 0, None),
+            row(MSP, MSP, "", 4, 4, self.t1),
+        ];
+        page_is(&self.acme, rows).await;
     }
 
     /// 3. Moves: two to the fully managed customer, one to the jointly managed one. The
@@ -241,14 +244,7 @@ impl Scenario {
                 .iter()
                 .all(|d| d.moved_by_msp && d.msp_id == MSP && d.upload_id == self.u1.upload_id)
         );
-        page_is(
-            &self.acme,
-            vec![
-                row(JOINT, MSP, MSP, 0, 0, None),
-                row(MSP, MSP, "", 4, 4, self.t1),
-            ],
-        )
-        .await;
+        self.page_is_linked_before_any_direct_upload().await;
         assert_eq!(
             msp_portal(stack).await,
             strings(&["M-1", "M-2", "M-3", "M-4"])
@@ -396,26 +392,31 @@ impl Scenario {
         let stack = &self.stack;
         let removed = PortalState::Removed as i32;
         let not_applicable = PortalState::NotApplicable as i32;
-        assert_eq!(
-            delete_and_complete(stack, "M-4").await,
-            (removed, removed, not_applicable),
-            "in the MSP pool"
-        );
-        assert_eq!(
-            delete_and_complete(stack, "M-3").await,
-            (removed, removed, removed),
-            "moved, at a linked customer"
-        );
-        assert_eq!(
-            delete_and_complete(stack, "M-1").await,
-            (removed, not_applicable, removed),
-            "moved, at a delinked customer"
-        );
-        assert_eq!(
-            delete_and_complete(stack, "J-1").await,
-            (removed, removed, removed),
-            "direct, at an MSP-managed customer"
-        );
+        // (reseller portal, MSP portal, customer portal), in this order of deletions.
+        for (device, portals, placement) in [
+            ("M-4", (removed, removed, not_applicable), "in the MSP pool"),
+            (
+                "M-3",
+                (removed, removed, removed),
+                "moved, at a linked customer",
+            ),
+            (
+                "M-1",
+                (removed, not_applicable, removed),
+                "moved, at a delinked customer",
+            ),
+            (
+                "J-1",
+                (removed, removed, removed),
+                "direct, at an MSP-managed customer",
+            ),
+        ] {
+            assert_eq!(
+                delete_and_complete(stack, device).await,
+                portals,
+                "{placement}"
+            );
+        }
         // UPLOADS keeps deleted devices, DEVICES drops them; no view shows them.
         page_is(
             &self.acme,

@@ -108,19 +108,15 @@ async fn health_names_follow_postgres_and_nats_while_the_process_stays_serving()
     let mut health = HealthClient::new(stack.channel.clone());
     wait_for_services(&mut health, ServingStatus::Serving).await;
 
-    postgres_proxy.cut();
-    let took = wait_for_services(&mut health, ServingStatus::NotServing).await;
-    eprintln!("PostgreSQL cut: NOT_SERVING after {took:?}");
-    postgres_proxy.restore();
-    let took = wait_for_services(&mut health, ServingStatus::Serving).await;
-    eprintln!("PostgreSQL restored: SERVING after {took:?}");
-
-    nats_proxy.cut();
-    let took = wait_for_services(&mut health, ServingStatus::NotServing).await;
-    eprintln!("NATS cut: NOT_SERVING after {took:?}");
-    nats_proxy.restore();
-    let took = wait_for_services(&mut health, ServingStatus::Serving).await;
-    eprintln!("NATS restored: SERVING after {took:?}");
+    // Each dependency in turn: cut, then restored.
+    for (dependency, proxy) in [("PostgreSQL", &postgres_proxy), ("NATS", &nats_proxy)] {
+        proxy.cut();
+        let took = wait_for_services(&mut health, ServingStatus::NotServing).await;
+        eprintln!("{dependency} cut: NOT_SERVING after {took:?}");
+        proxy.restore();
+        let took = wait_for_services(&mut health, ServingStatus::Serving).await;
+        eprintln!("{dependency} restored: SERVING after {took:?}");
+    }
 
     // And it works again end to end: a command, its event, the projection.
     active_customer(&stack, "acme", "100000000001", "Acme").await;
@@ -143,12 +139,7 @@ async fn both_reflection_versions_list_the_services() {
         (&v1, "grpc.reflection.v1.ServerReflection"),
         (&v1alpha, "grpc.reflection.v1alpha.ServerReflection"),
     ] {
-        for name in reflection::SERVICES.iter().chain([&own]) {
-            assert!(
-                names.iter().any(|n| n == name),
-                "{name} missing from {names:?}"
-            );
-        }
+        reflection::assert_lists(names, reflection::SERVICES.into_iter().chain([own]));
     }
 }
 

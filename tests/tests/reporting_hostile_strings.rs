@@ -162,13 +162,13 @@ impl Field {
                 })
                 .await
                 .map(drop),
-            Field::ExportCustomerCsvKnoxId => caller
-                .export_customer_csv(pb::ExportCustomerCsvRequest {
+            Field::ExportCustomerCsvKnoxId => {
+                let request = pb::ExportCustomerCsvRequest {
                     knox_id: value,
                     byte_order_mark: false,
-                })
-                .await
-                .map(drop),
+                };
+                caller.export_customer_csv(request).await.map(drop)
+            }
         }
     }
 }
