@@ -103,7 +103,21 @@ async fn a_consumer_killed_and_restarted_mid_stream_applies_every_event_exactly_
     )
     .await;
     // Redeliveries changed nothing: still 3 devices each, and the inbox holds each event once.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Checked once the consumer has delivered everything and had every delivery acked,
+    // so that no redelivery is still to come.
+    eventually("every event delivered and acked", || async {
+        let info = stack
+            .platform
+            .js
+            .get_stream(subjects::EVENTS_STREAM)
+            .await
+            .ok()?
+            .consumer_info(reporting_service::CONSUMER)
+            .await
+            .ok()?;
+        (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+    })
+    .await;
     let page = list(&acme, "").await;
     assert!(
         page.customers
@@ -337,6 +351,8 @@ async fn a_second_relay_takes_over_when_the_first_stops() {
 
     let second_stop = CancellationToken::new();
     let second = tokio::spawn(relay().run(second_stop.clone()));
+    // A waiting relay retries the lock every second: give it time to have tried (there is
+    // no condition to await, since what is checked is that it did not become leader).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let leaders: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
