@@ -114,6 +114,16 @@ impl Case {
         Self::new(rpc, field, move |value| call(caller.clone(), value))
     }
 
+    /// [`Case::page_token`] when the case's field is `page_token`; the case as is for
+    /// the list's other fields.
+    fn paged(self, real: Option<String>) -> Self {
+        if self.field == "page_token" {
+            self.page_token(real)
+        } else {
+            self
+        }
+    }
+
     /// A `page_token` field; `real` is a token the list issued, if the setup got one.
     fn page_token(mut self, real: Option<String>) -> Self {
         self.token = Some(real);
@@ -837,11 +847,7 @@ async fn device_service_answers_hostile_strings_per_field() {
             }
             async move { ok(c.list_upload_rejections(request).await) }
         });
-        cases.push(if field == "page_token" {
-            case.page_token(None)
-        } else {
-            case
-        });
+        cases.push(case.paged(None));
     }
     assert_none("device-service", run(&cases).await);
 }
@@ -907,11 +913,7 @@ async fn reporting_service_answers_hostile_strings_per_field() {
             }
             async move { ok(caller.list_customers(request).await) }
         });
-        cases.push(if field == "page_token" {
-            case.page_token(Some(customers_token.clone()))
-        } else {
-            case
-        });
+        cases.push(case.paged(Some(customers_token.clone())));
     }
     cases.push(Case::by(
         "GetCustomerDetail",
@@ -932,11 +934,7 @@ async fn reporting_service_answers_hostile_strings_per_field() {
             }
             async move { ok(caller.list_customer_devices(request).await) }
         });
-        cases.push(if field == "page_token" {
-            case.page_token(Some(devices_token.clone()))
-        } else {
-            case
-        });
+        cases.push(case.paged(Some(devices_token.clone())));
     }
     // Exports are read to their end: an error part-way is the call's outcome.
     cases.push(Case::by(
