@@ -1023,6 +1023,16 @@ fn utf16le(text: &str) -> Vec<u8> {
     out
 }
 
+/// `devices upload FILE --dry-run`: the file checked on this machine, nothing sent.
+async fn dry_run(stack: &TestStack, token: &str, file: &Path) -> Run {
+    ctl(
+        stack,
+        token,
+        &["devices", "upload", file.to_str().unwrap(), "--dry-run"],
+    )
+    .await
+}
+
 /// `devices upload FILE --target KNOX -o json` plus `extra`.
 async fn upload_file(
     stack: &TestStack,
@@ -1204,12 +1214,7 @@ async fn a_dual_sim_file_registers_imei_2_with_its_handset() {
         "dual.csv",
         format!("IMEI 1,IMEI 2,Model\n{imei1},{imei2},Galaxy S26\n{imei2},,Galaxy S26\n"),
     );
-    let dry = ctl(
-        &stack,
-        &reseller,
-        &["devices", "upload", file.to_str().unwrap(), "--dry-run"],
-    )
-    .await;
+    let dry = dry_run(&stack, &reseller, &file).await;
     assert!(
         dry.exit(4).contains("2 rows, 1 valid, 1 would be rejected"),
         "{dry:?}"
@@ -1283,12 +1288,7 @@ async fn upload_exit_codes_tell_scripts_what_happened() {
         "mixed.txt",
         format!("{}\n{}\n", imei(23), bad_luhn(24)),
     );
-    let dry = ctl(
-        &stack,
-        &reseller,
-        &["devices", "upload", mixed.to_str().unwrap(), "--dry-run"],
-    )
-    .await;
+    let dry = dry_run(&stack, &reseller, &mixed).await;
     dry.exit(4);
     let summary = upload_file(&stack, &reseller, &mixed, knox, &[])
         .await
@@ -1305,12 +1305,7 @@ async fn upload_exit_codes_tell_scripts_what_happened() {
     // Nothing accepted: 5, for the dry run (every row invalid) and the upload (every
     // device already registered).
     let invalid = write_file(dir.path(), "invalid.txt", format!("{}\n", bad_luhn(25)));
-    let dry = ctl(
-        &stack,
-        &reseller,
-        &["devices", "upload", invalid.to_str().unwrap(), "--dry-run"],
-    )
-    .await;
+    let dry = dry_run(&stack, &reseller, &invalid).await;
     dry.exit(5);
     let summary = upload_file(&stack, &reseller, &good, knox, &[])
         .await
@@ -1326,12 +1321,7 @@ async fn upload_exit_codes_tell_scripts_what_happened() {
         let run = upload_file(&stack, &reseller, &path, knox, &[]).await;
         let text = run.failed(1);
         assert!(text.contains("the file holds no devices"), "{run:?}");
-        let dry = ctl(
-            &stack,
-            &reseller,
-            &["devices", "upload", path.to_str().unwrap(), "--dry-run"],
-        )
-        .await;
+        let dry = dry_run(&stack, &reseller, &path).await;
         assert!(
             dry.failed(1).contains("the file holds no devices"),
             "{dry:?}"
@@ -1424,12 +1414,7 @@ async fn exports_for_excel_carry_a_byte_order_mark_and_upload_again() {
     )
     .await
     .ok();
-    let dry = ctl(
-        &stack,
-        &reseller,
-        &["devices", "upload", devices.to_str().unwrap(), "--dry-run"],
-    )
-    .await;
+    let dry = dry_run(&stack, &reseller, &devices).await;
     assert!(dry.exit(0).contains("2 rows, 2 valid"), "{dry:?}");
     let summary = upload_file(&stack, &reseller, &devices, other, &[])
         .await
@@ -1457,12 +1442,7 @@ async fn validating_a_file_records_nothing_and_the_lists_show_what_was_done() {
         "again.txt",
         format!("{}\n{}\n", imei(31), imei(32)),
     );
-    let dry = ctl(
-        &stack,
-        &reseller,
-        &["devices", "upload", again.to_str().unwrap(), "--dry-run"],
-    )
-    .await;
+    let dry = dry_run(&stack, &reseller, &again).await;
     dry.exit(0);
     let checked = upload_file(&stack, &reseller, &again, knox, &["--validate-only"])
         .await
