@@ -36,12 +36,32 @@ fn ids(devices: &[pb::PortalDevice]) -> Vec<String> {
     ids
 }
 
+/// MSP A and MSP B, registered with the three customers; answers their callers.
+async fn two_msps(stack: &TestStack) -> (Caller, Caller) {
+    setup(stack).await;
+    (msp(stack, MSP_A), msp(stack, MSP_B))
+}
+
+/// [`two_msps`], with CUST_1 linked fully managed by MSP A.
+async fn cust_1_fully_managed_by_a(stack: &TestStack) -> (Caller, Caller) {
+    let (a, b) = two_msps(stack).await;
+    a.link_customer(CUST_1, ManagementMode::FullyManaged)
+        .await
+        .unwrap();
+    (a, b)
+}
+
+/// [`cust_1_fully_managed_by_a`], switched to jointly managed.
+async fn cust_1_jointly_managed_by_a(stack: &TestStack) -> (Caller, Caller) {
+    let (a, b) = cust_1_fully_managed_by_a(stack).await;
+    a.set_jointly_managed(CUST_1).await.unwrap();
+    (a, b)
+}
+
 #[tokio::test]
-async fn links_follow_the_management_rules() {
+async fn an_msp_links_a_registered_customer_nobody_else_manages() {
     let stack = TestStack::start().await;
-    setup(&stack).await;
-    let a = msp(&stack, MSP_A);
-    let b = msp(&stack, MSP_B);
+    let (a, b) = two_msps(&stack).await;
 
     let linked = a
         .link_customer(CUST_1, ManagementMode::FullyManaged)
@@ -102,6 +122,12 @@ async fn links_follow_the_management_rules() {
             .await,
         Code::FailedPrecondition,
     );
+}
+
+#[tokio::test]
+async fn a_fully_managed_customer_cannot_be_delinked() {
+    let stack = TestStack::start().await;
+    let (a, _) = cust_1_fully_managed_by_a(&stack).await;
 
     // A fully managed customer cannot be delinked: the error says what to do.
     let refused = status(
@@ -120,6 +146,12 @@ async fn links_follow_the_management_rules() {
         Code::FailedPrecondition,
     );
     assert!(refused.message().contains("jointly managed"));
+}
+
+#[tokio::test]
+async fn fully_managed_becomes_jointly_managed_and_never_back() {
+    let stack = TestStack::start().await;
+    let (a, b) = cust_1_fully_managed_by_a(&stack).await;
 
     // Fully → jointly, and no way back (a second call changes nothing).
     let joint = a.set_jointly_managed(CUST_1).await.unwrap();
@@ -131,6 +163,12 @@ async fn links_follow_the_management_rules() {
         Code::AlreadyExists,
     );
     status(b.set_jointly_managed(CUST_1).await, Code::NotFound);
+}
+
+#[tokio::test]
+async fn only_the_linking_msp_and_the_customer_itself_delink() {
+    let stack = TestStack::start().await;
+    let (a, b) = cust_1_jointly_managed_by_a(&stack).await;
 
     // Tenancy of delinks: another MSP, or another customer, cannot delink it.
     status(b.delink_customer(CUST_1, "").await, Code::NotFound);
@@ -162,6 +200,21 @@ async fn links_follow_the_management_rules() {
         .unwrap();
     // The MSP delinks a jointly managed customer too.
     b.delink_customer(CUST_1, MSP_B).await.unwrap();
+}
+
+#[tokio::test]
+async fn each_msp_lists_only_its_own_customers_paged() {
+    let stack = TestStack::start().await;
+    let (a, b) = cust_1_jointly_managed_by_a(&stack).await;
+    // MSP B linked and delinked CUST_1 after A: nothing of it is left in B's list.
+    customer(&stack, CUST_1)
+        .delink_customer(CUST_1, MSP_A)
+        .await
+        .unwrap();
+    b.link_customer(CUST_1, ManagementMode::JointlyManaged)
+        .await
+        .unwrap();
+    b.delink_customer(CUST_1, MSP_B).await.unwrap();
 
     // Each MSP lists only its own customers, paged.
     a.link_customer(CUST_2, ManagementMode::FullyManaged)
@@ -171,24 +224,20 @@ async fn links_follow_the_management_rules() {
         .await
         .unwrap();
     let first = a
-        .msp()
         .list_managed_customers(pb::ListManagedCustomersRequest {
             page_size: 1,
             page_token: String::new(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(first.customers.len(), 1);
     let second = a
-        .msp()
         .list_managed_customers(pb::ListManagedCustomersRequest {
             page_size: 1,
             page_token: first.next_page_token,
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(
         (
             first.customers[0].customer_knox_id.as_str(),
@@ -198,11 +247,9 @@ async fn links_follow_the_management_rules() {
     );
     assert!(second.next_page_token.is_empty());
     assert!(
-        b.msp()
-            .list_managed_customers(pb::ListManagedCustomersRequest::default())
+        b.list_managed_customers(pb::ListManagedCustomersRequest::default())
             .await
             .unwrap()
-            .into_inner()
             .customers
             .is_empty()
     );
