@@ -268,6 +268,34 @@ fn ok<T>(result: Result<T, Status>) -> Outcome {
     result.map(|_| Answer::default())
 }
 
+/// Uploads `ids` to `target` as reseller `acme`, in batches of `batch`, with
+/// `order_number` in the header.
+async fn upload_ids(acme: &Caller, target: &str, order_number: &str, ids: &[String], batch: usize) {
+    let header = pb::UploadHeader {
+        target_knox_id: target.into(),
+        order_number: order_number.into(),
+        ..Default::default()
+    };
+    let messages = upload_stream(header, ids.iter().map(|id| device(id)).collect(), batch);
+    acme.upload_devices(futures::stream::iter(messages))
+        .await
+        .expect("upload");
+}
+
+/// Waits until `first_page` (a list's first page, of one item) answers a next-page
+/// token, and returns that token: a real one, to forge decodable ones from.
+async fn next_page_token<F, Fut>(what: &str, first_page: F) -> String
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<String, Status>>,
+{
+    eventually(what, || async {
+        let token = first_page().await.ok()?;
+        (!token.is_empty()).then_some(token)
+    })
+    .await
+}
+
 fn my_devices_request(page_token: String) -> pb::ListMyDevicesRequest {
     pb::ListMyDevicesRequest {
         page_size: 1,
@@ -288,25 +316,13 @@ async fn customer_service_answers_hostile_strings_per_field() {
     active_account(&stack, "acme", M1, AccountKind::Msp, "MSP GmbH").await;
     register(&stack, C2, AccountKind::Customer, "Zweite GmbH").await;
     // Two devices in C1's portal, for a real ListMyDevices page token.
-    let upload = upload_stream(
-        pb::UploadHeader {
-            target_knox_id: C1.into(),
-            ..Default::default()
-        },
-        vec![device(&imei(1)), device(&imei(2))],
-        10,
-    );
-    reseller(&stack, "acme")
-        .upload_devices(futures::stream::iter(upload))
-        .await
-        .expect("upload");
+    upload_ids(&reseller(&stack, "acme"), C1, "", &[imei(1), imei(2)], 10).await;
     let c1 = customer(&stack, C1);
-    let my_token = eventually("C1's portal to page", || async {
+    let my_token = next_page_token("C1's portal to page", || async {
         let page = c1
             .list_my_devices(my_devices_request(String::new()))
-            .await
-            .ok()?;
-        (!page.next_page_token.is_empty()).then_some(page.next_page_token)
+            .await?;
+        Ok(page.next_page_token)
     })
     .await;
 
@@ -505,27 +521,13 @@ async fn msp_link_service_answers_hostile_strings_per_field() {
         a.link_customer(knox, mode).await.expect("link");
     }
     let pool = [imei(11), imei(12)];
-    let upload = upload_stream(
-        pb::UploadHeader {
-            target_knox_id: MSP_A.into(),
+    upload_ids(&reseller(&stack, "acme"), MSP_A, "", &pool, 10).await;
+    let portal_token = next_page_token("the MSP portal to page", || async {
+        let first = pb::ListMspDevicesRequest {
+            page_size: 1,
             ..Default::default()
-        },
-        pool.iter().map(|id| device(id)).collect(),
-        10,
-    );
-    reseller(&stack, "acme")
-        .upload_devices(futures::stream::iter(upload))
-        .await
-        .expect("upload to the pool");
-    let portal_token = eventually("the MSP portal to page", || async {
-        let page = a
-            .list_msp_devices(pb::ListMspDevicesRequest {
-                page_size: 1,
-                ..Default::default()
-            })
-            .await
-            .ok()?;
-        (!page.next_page_token.is_empty()).then_some(page.next_page_token)
+        };
+        Ok(a.list_msp_devices(first).await?.next_page_token)
     })
     .await;
     let links_token = a
@@ -715,17 +717,7 @@ async fn device_service_answers_hostile_strings_per_field() {
     // Devices to delete, one per case that deletes.
     let values = hostile_values().len();
     let doomed: Vec<String> = (0..values as u64).map(|n| imei(500 + n)).collect();
-    let upload = upload_stream(
-        pb::UploadHeader {
-            target_knox_id: TARGET.into(),
-            ..Default::default()
-        },
-        doomed.iter().map(|id| device(id)).collect(),
-        100,
-    );
-    acme.upload_devices(futures::stream::iter(upload))
-        .await
-        .expect("upload the devices to delete");
+    upload_ids(&acme, TARGET, "", &doomed, 100).await;
     let fresh = Counter::default();
     let mut cases = Vec::new();
 
@@ -863,39 +855,22 @@ async fn reporting_service_answers_hostile_strings_per_field() {
     active_customer(&stack, "acme", R1, "Ärzte GmbH").await;
     active_customer(&stack, "acme", R2, "Zahnärzte AG").await;
     let acme = reseller(&stack, "acme");
-    let upload = upload_stream(
-        pb::UploadHeader {
-            target_knox_id: R1.into(),
-            order_number: "PO-1".into(),
+    upload_ids(&acme, R1, "PO-1", &[imei(1), imei(2)], 10).await;
+    let devices_token = next_page_token("R1's devices to page", || async {
+        let first = pb::ListCustomerDevicesRequest {
+            knox_id: R1.into(),
+            page_size: 1,
             ..Default::default()
-        },
-        vec![device(&imei(1)), device(&imei(2))],
-        10,
-    );
-    acme.upload_devices(futures::stream::iter(upload))
-        .await
-        .expect("upload");
-    let devices_token = eventually("R1's devices to page", || async {
-        let page = acme
-            .list_customer_devices(pb::ListCustomerDevicesRequest {
-                knox_id: R1.into(),
-                page_size: 1,
-                ..Default::default()
-            })
-            .await
-            .ok()?;
-        (!page.next_page_token.is_empty()).then_some(page.next_page_token)
+        };
+        Ok(acme.list_customer_devices(first).await?.next_page_token)
     })
     .await;
-    let customers_token = eventually("the Customers page to page", || async {
-        let page = acme
-            .list_customers(pb::ListCustomersRequest {
-                page_size: 1,
-                ..Default::default()
-            })
-            .await
-            .ok()?;
-        (!page.next_page_token.is_empty()).then_some(page.next_page_token)
+    let customers_token = next_page_token("the Customers page to page", || async {
+        let first = pb::ListCustomersRequest {
+            page_size: 1,
+            ..Default::default()
+        };
+        Ok(acme.list_customers(first).await?.next_page_token)
     })
     .await;
 
