@@ -279,6 +279,17 @@ pub async fn event_stream(stack: &TestStack) -> Vec<Result<StreamMessage, RawMes
     messages
 }
 
+/// The columns of the customers CSV (`ReportingService.ExportCustomersCsv`), in order.
+pub const CUSTOMERS_CSV_HEADER: [&str; 7] = [
+    "Company Name / Internal Reference",
+    "Customer ID / MSP ID",
+    "Country",
+    "Last Uploaded",
+    "Uploads",
+    "Devices",
+    "Status",
+];
+
 /// The header row of a CSV file, as strings.
 ///
 /// # Panics
