@@ -375,12 +375,11 @@ async fn msps_move_only_what_they_hold_to_customers_they_link() {
         ["A-POOL-1", "A-POOL-2", "A-POOL-3", "C3-DIRECT"]
     );
     status(
-        a.msp()
-            .list_msp_devices(pb::ListMspDevicesRequest {
-                customer_knox_id: CUST_2.into(),
-                ..Default::default()
-            })
-            .await,
+        a.list_msp_devices(pb::ListMspDevicesRequest {
+            customer_knox_id: CUST_2.into(),
+            ..Default::default()
+        })
+        .await,
         Code::NotFound,
     );
     let at_cust1 = eventually("the customer portal to show the moved devices", || async {
