@@ -156,13 +156,11 @@ async fn the_customer_csv_has_its_columns_and_neutralises_cells() {
         },
     ];
     let up = acme
-        .devices()
         .upload_devices(futures::stream::iter(
             reseller_tests::fixtures::upload_stream(header, devices, 10),
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     eventually("2 devices", || async {
         (detail(&acme, CUSTOMER).await.ok()?.summary?.devices == 2).then_some(())
     })

@@ -37,14 +37,12 @@ async fn upload_inputs(
     inputs: Vec<pb::DeviceInput>,
 ) -> Result<pb::Upload, tonic::Status> {
     reseller(stack, reseller_id)
-        .devices()
         .upload_devices(futures::stream::iter(upload_stream(
             header(target),
             inputs,
             1000,
         )))
         .await
-        .map(tonic::Response::into_inner)
 }
 
 fn rejected(upload: &pb::Upload) -> Vec<(i64, String, i32)> {
@@ -342,7 +340,6 @@ async fn an_empty_upload_is_refused_and_records_nothing() {
         ..header("750000001")
     };
     let empty = reseller(&stack, "acme")
-        .devices()
         .upload_devices(futures::stream::iter(upload_stream(
             retry_key.clone(),
             Vec::new(),
@@ -351,15 +348,13 @@ async fn an_empty_upload_is_refused_and_records_nothing() {
         .await;
     assert_eq!(invalid_fields(empty), ["batch"]);
     let real = reseller(&stack, "acme")
-        .devices()
         .upload_devices(futures::stream::iter(upload_stream(
             retry_key,
             vec![device(&imei(1))],
             1000,
         )))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(real.accepted_count, 1, "the empty upload left no trace");
 }
 

@@ -25,10 +25,8 @@ async fn send(
 ) -> Result<pb::Upload, tonic::Status> {
     let inputs = ids.iter().map(|id| device(id)).collect();
     reseller(stack, "acme")
-        .devices()
         .upload_devices(futures::stream::iter(upload_stream(header, inputs, 2)))
         .await
-        .map(tonic::Response::into_inner)
 }
 
 fn outcome(upload: &pb::Upload) -> (i64, i64, Vec<(i64, String, i32)>) {

@@ -66,11 +66,9 @@ async fn every_device_is_judged_on_its_own() {
     };
     // Batches of 3: indexes count across batches.
     let upload = reseller(&stack, "acme")
-        .devices()
         .upload_devices(futures::stream::iter(upload_stream(header, inputs, 3)))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(upload.accepted_count, 4, "{upload:?}");
     assert_eq!(upload.rejected_count, 6);
     assert_eq!(
@@ -99,29 +97,19 @@ async fn every_device_is_judged_on_its_own() {
 
     // GetUpload returns the same result; another reseller cannot see it.
     let read = reseller(&stack, "acme")
-        .devices()
-        .get_upload(pb::GetUploadRequest {
-            upload_id: upload.upload_id.clone(),
-        })
+        .get_upload(&upload.upload_id)
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(read, upload);
     status(
         reseller(&stack, "other")
-            .devices()
-            .get_upload(pb::GetUploadRequest {
-                upload_id: upload.upload_id.clone(),
-            })
+            .get_upload(&upload.upload_id)
             .await,
         Code::NotFound,
     );
     status(
         reseller(&stack, "acme")
-            .devices()
-            .get_upload(pb::GetUploadRequest {
-                upload_id: uuid::Uuid::new_v4().to_string(),
-            })
+            .get_upload(&uuid::Uuid::new_v4().to_string())
             .await,
         Code::NotFound,
     );
@@ -232,7 +220,6 @@ async fn a_retry_with_the_client_upload_id_returns_the_first_result() {
     };
     let send = || async {
         reseller(&stack, "acme")
-            .devices()
             .upload_devices(futures::stream::iter(upload_stream(
                 header.clone(),
                 ids.iter().map(|i| device(i)).collect(),
@@ -240,7 +227,6 @@ async fn a_retry_with_the_client_upload_id_returns_the_first_result() {
             )))
             .await
             .unwrap()
-            .into_inner()
     };
     let first = send().await;
     let retry = send().await;
@@ -276,15 +262,13 @@ async fn a_retry_with_the_client_upload_id_returns_the_first_result() {
         ..header.clone()
     };
     let theirs = reseller(&stack, "other")
-        .devices()
         .upload_devices(futures::stream::iter(upload_stream(
             header2,
             vec![device("OTHER-1")],
             10,
         )))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_ne!(theirs.upload_id, first.upload_id);
 }
 
@@ -351,7 +335,6 @@ async fn uploads_check_their_target_and_header() {
     assert_eq!(
         invalid_fields(
             reseller(&stack, "acme")
-                .devices()
                 .upload_devices(futures::stream::iter(batch_first))
                 .await
         ),
@@ -369,7 +352,6 @@ async fn uploads_check_their_target_and_header() {
     assert_eq!(
         invalid_fields(
             reseller(&stack, "acme")
-                .devices()
                 .upload_devices(futures::stream::iter(two_headers))
                 .await
         ),
@@ -384,7 +366,6 @@ async fn uploads_check_their_target_and_header() {
     assert_eq!(
         invalid_fields(
             reseller(&stack, "acme")
-                .devices()
                 .upload_devices(futures::stream::iter(upload_stream(bad, vec![], 1)))
                 .await
         ),
@@ -401,7 +382,6 @@ async fn uploads_check_their_target_and_header() {
     // Roles.
     status(
         customer(&stack, "630000002")
-            .devices()
             .upload_devices(futures::stream::iter(upload_stream(
                 Default::default(),
                 vec![],
@@ -515,12 +495,7 @@ async fn deletions_complete_with_each_portals_state() {
 
     // Tenancy and validation of deletions.
     status(
-        reseller(&stack, "other")
-            .devices()
-            .get_deletion(pb::GetDeletionRequest {
-                deletion_id: d.deletion_id.clone(),
-            })
-            .await,
+        reseller(&stack, "other").get_deletion(&d.deletion_id).await,
         Code::NotFound,
     );
     assert_eq!(
@@ -727,7 +702,6 @@ async fn a_stream_broken_after_a_repeated_device_writes_nothing() {
     assert_eq!(
         invalid_fields(
             reseller(&stack, "acme")
-                .devices()
                 .upload_devices(futures::stream::iter(broken))
                 .await
         ),

@@ -307,61 +307,25 @@ async fn msps_move_only_what_they_hold_to_customers_they_link() {
 
     // Move from the pool to a linked customer; foreign and unknown devices are rejected.
     let moved = a
-        .msp()
-        .move_devices(pb::MoveDevicesRequest {
-            device_ids: vec![
-                "a-pool-1".into(),
-                "B-POOL-1".into(),
-                "NOPE".into(),
-                "A-POOL-2".into(),
-            ],
-            to_customer_knox_id: CUST_1.into(),
-        })
+        .move_devices(["a-pool-1", "B-POOL-1", "NOPE", "A-POOL-2"], CUST_1)
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(moved.moved_device_ids, ["A-POOL-1", "A-POOL-2"]);
     assert_eq!(moved.rejected_device_ids, ["B-POOL-1", "NOPE"]);
     // From one of its customers to another (a direct upload held by CUST_3).
-    let moved = a
-        .msp()
-        .move_devices(pb::MoveDevicesRequest {
-            device_ids: vec!["C3-DIRECT".into()],
-            to_customer_knox_id: CUST_1.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let moved = a.move_devices(["C3-DIRECT"], CUST_1).await.unwrap();
     assert_eq!(moved.moved_device_ids, ["C3-DIRECT"]);
     // Never to a customer it does not link (unlinked, or linked to B).
     status(
-        a.msp()
-            .move_devices(pb::MoveDevicesRequest {
-                device_ids: vec!["A-POOL-3".into()],
-                to_customer_knox_id: CUST_2.into(),
-            })
-            .await,
+        a.move_devices(["A-POOL-3"], CUST_2).await,
         Code::FailedPrecondition,
     );
     status(
-        b.msp()
-            .move_devices(pb::MoveDevicesRequest {
-                device_ids: vec!["A-POOL-3".into()],
-                to_customer_knox_id: CUST_1.into(),
-            })
-            .await,
+        b.move_devices(["A-POOL-3"], CUST_1).await,
         Code::FailedPrecondition,
     );
     // B cannot take A's devices to its own customer.
-    let stolen = b
-        .msp()
-        .move_devices(pb::MoveDevicesRequest {
-            device_ids: vec!["A-POOL-3".into()],
-            to_customer_knox_id: CUST_2.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let stolen = b.move_devices(["A-POOL-3"], CUST_2).await.unwrap();
     assert_eq!(stolen.rejected_device_ids, ["A-POOL-3"]);
     assert!(stolen.moved_device_ids.is_empty());
 
@@ -418,12 +382,7 @@ async fn msps_move_only_what_they_hold_to_customers_they_link() {
     );
     // And moves to the delinked customer are refused.
     status(
-        a.msp()
-            .move_devices(pb::MoveDevicesRequest {
-                device_ids: vec!["A-POOL-3".into()],
-                to_customer_knox_id: CUST_1.into(),
-            })
-            .await,
+        a.move_devices(["A-POOL-3"], CUST_1).await,
         Code::FailedPrecondition,
     );
 }
@@ -599,11 +558,9 @@ async fn an_msp_moves_a_dual_sim_device_by_its_imei_2() {
         10,
     );
     let upload = reseller_tests::clients::reseller(&stack, "acme")
-        .devices()
         .upload_devices(futures::stream::iter(messages))
         .await
-        .expect("upload")
-        .into_inner();
+        .expect("upload");
     assert_eq!(upload.accepted_count, 1);
     eventually("the MSP portal to show the pool", || async {
         (ids(&msp_devices(&a, "").await) == [IMEI_1]).then_some(())

@@ -88,8 +88,7 @@ async fn both_exports_start_with_a_byte_order_mark_only_when_asked() {
         }],
         10,
     );
-    acme.devices()
-        .upload_devices(futures::stream::iter(upload))
+    acme.upload_devices(futures::stream::iter(upload))
         .await
         .expect("upload");
     eventually("the device in the customer's CSV", || async {
