@@ -30,6 +30,7 @@ use reseller_proto::v1::{self as pb, AccountKind, CustomerStatus, ManagementMode
 use reseller_tests::clients::Caller;
 use reseller_tests::cluster::{Clients, Cluster, ClusterOptions, Service};
 use reseller_tests::fixtures::{device, imei, upload_stream};
+use reseller_tests::wait::eventually_within;
 use tokio::sync::watch;
 use tonic::{Code, Status};
 
@@ -607,13 +608,12 @@ where
     Fut: Future<Output = bool>,
 {
     let start = Instant::now();
-    loop {
-        if check().await {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually_within(what, deadline, || {
+        let done = check();
+        async move { done.await.then_some(()) }
+    })
+    .await;
+    start.elapsed()
 }
 
 /// `want` vs `got`, said briefly: counts and a few of the differences.

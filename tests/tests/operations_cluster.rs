@@ -13,6 +13,7 @@ use reseller_tests::clients::reseller;
 use reseller_tests::cluster::nats::NatsCluster;
 use reseller_tests::db::TestDb;
 use reseller_tests::fixtures::{active_customer, devices_shown, imei, upload};
+use reseller_tests::wait::eventually_within;
 use reseller_tests::{StackOptions, TestStack};
 
 /// How many servers hold the stream (the leader and its followers).
@@ -80,13 +81,11 @@ async fn eight_replicas_starting_together_on_a_fresh_cluster_all_start() {
 async fn until_shown(stack: &TestStack, knox_id: &str, n: usize) -> Duration {
     let started = Instant::now();
     let acme = reseller(stack, "acme");
-    while devices_shown(&acme, knox_id).await != n {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "{n} devices not shown within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("{n} devices shown");
+    eventually_within(&what, Duration::from_secs(30), || async {
+        (devices_shown(&acme, knox_id).await == n).then_some(())
+    })
+    .await;
     started.elapsed()
 }
 
