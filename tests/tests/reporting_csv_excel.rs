@@ -9,7 +9,9 @@
 
 use reseller_proto::v1::{self as pb, AccountKind};
 use reseller_tests::clients::{Caller, Csv, reseller};
-use reseller_tests::fixtures::{active_customer, imei, register, upload_stream};
+use reseller_tests::fixtures::{
+    CUSTOMERS_CSV_HEADER, active_customer, imei, register, upload_stream,
+};
 use reseller_tests::{TestStack, eventually};
 
 /// The UTF-8 byte-order mark.
@@ -122,8 +124,7 @@ async fn both_exports_start_with_a_byte_order_mark_only_when_asked() {
     assert_eq!(marked[3..], plain[..], "the same bytes after the mark");
     assert_eq!(
         String::from_utf8(plain.clone()).unwrap(),
-        "Company Name / Internal Reference,Customer ID / MSP ID,Country,Last Uploaded,Uploads,Devices,Status\r\n"
-            .to_owned()
+        format!("{CUSTOMERS_CSV_HEADER}\r\n")
             + &format!(
                 "Ärzte Nord Société,{KNOX},DE,{},1,1,Active\r\n",
                 records(&plain)[0][3]
@@ -157,11 +158,7 @@ async fn both_exports_start_with_a_byte_order_mark_only_when_asked() {
     let empty = export(&acme, File::Customers("no such company"), true).await;
     assert_eq!(
         empty,
-        [
-            BOM,
-            b"Company Name / Internal Reference,Customer ID / MSP ID,Country,Last Uploaded,Uploads,Devices,Status\r\n",
-        ]
-        .concat()
+        [BOM, format!("{CUSTOMERS_CSV_HEADER}\r\n").as_bytes(),].concat()
     );
 }
 

@@ -16,7 +16,7 @@ use std::time::Instant;
 use reseller_kit::auth::Role;
 use reseller_proto::v1::AccountKind;
 use reseller_tests::fixtures::{
-    CUSTOMERS_CSV_HEADER, active_account, active_customer, imei, register, upload,
+    active_account, active_customer, customers_csv_columns, imei, register, upload,
 };
 use reseller_tests::{TestStack, eventually};
 use serde_json::Value;
@@ -706,7 +706,7 @@ async fn an_export_written_to_a_file_parses_back() {
         "the temporary file is renamed"
     );
     let mut reader = csv::Reader::from_path(&file).unwrap();
-    assert_eq!(reader.headers().unwrap(), CUSTOMERS_CSV_HEADER.to_vec());
+    assert_eq!(reader.headers().unwrap(), customers_csv_columns());
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), 3);
     let comma = rows
