@@ -1,11 +1,13 @@
 //! Test data and the steps most tests share: accounts, active customers, uploads.
 
+use async_nats::jetstream::message::StreamMessage;
+use async_nats::jetstream::stream::RawMessageError;
 use reseller_kit::device_id::luhn_check_digit;
 use reseller_proto::v1::{self as pb, AccountKind, upload_devices_request::Item};
 use tonic::Status;
 
 use crate::TestStack;
-use crate::clients::{admin, customer, msp, reseller};
+use crate::clients::{Caller, admin, customer, msp, reseller};
 
 /// A valid IMEI made from `n` (14 digits of payload plus the Luhn digit).
 pub fn imei(n: u64) -> String {
@@ -14,16 +16,25 @@ pub fn imei(n: u64) -> String {
     format!("{payload}{}", luhn_check_digit(&digits))
 }
 
+/// The IMEIs made from each of `numbers` (see [`imei`]).
+pub fn imeis(numbers: std::ops::Range<u64>) -> Vec<String> {
+    numbers.map(imei).collect()
+}
+
+/// The request that registers an account in Germany.
+pub fn account(knox_id: &str, kind: AccountKind, name: &str) -> pb::RegisterAccountRequest {
+    pb::RegisterAccountRequest {
+        knox_id: knox_id.into(),
+        kind: kind as i32,
+        company_name: name.into(),
+        country: "DE".into(),
+    }
+}
+
 /// Registers an account.
 pub async fn register(stack: &TestStack, knox_id: &str, kind: AccountKind, name: &str) {
     admin(stack)
-        .accounts()
-        .register_account(pb::RegisterAccountRequest {
-            knox_id: knox_id.into(),
-            kind: kind as i32,
-            company_name: name.into(),
-            country: "DE".into(),
-        })
+        .register_account(account(knox_id, kind, name))
         .await
         .expect("register account");
 }
@@ -41,21 +52,12 @@ pub async fn active_account(
     kind: AccountKind,
     name: &str,
 ) {
+    // Already registered is fine: tests add one account to several resellers.
     let _ = admin(stack)
-        .accounts()
-        .register_account(pb::RegisterAccountRequest {
-            knox_id: knox_id.into(),
-            kind: kind as i32,
-            company_name: name.into(),
-            country: "DE".into(),
-        })
+        .register_account(account(knox_id, kind, name))
         .await;
     reseller(stack, reseller_id)
-        .customers()
-        .add_customer(pb::AddCustomerRequest {
-            knox_id: knox_id.into(),
-            internal_reference: String::new(),
-        })
+        .add_customer(knox_id, "")
         .await
         .expect("add customer");
     let approver = if kind == AccountKind::Msp {
@@ -64,10 +66,7 @@ pub async fn active_account(
         customer(stack, knox_id)
     };
     approver
-        .customers()
-        .approve_reseller(pb::ApproveResellerRequest {
-            reseller_id: reseller_id.into(),
-        })
+        .approve_reseller(reseller_id)
         .await
         .expect("approve");
 }
@@ -138,11 +137,7 @@ pub async fn upload_pausing(
             message
         },
     );
-    reseller(stack, reseller_id)
-        .devices()
-        .upload_devices(requests)
-        .await
-        .map(tonic::Response::into_inner)
+    reseller(stack, reseller_id).upload_devices(requests).await
 }
 
 /// Every rejection of `upload`, by index: the inline ones when they are all there, else
@@ -159,19 +154,147 @@ pub async fn all_rejections(
     let mut page_token = String::new();
     loop {
         let page = reseller(stack, reseller_id)
-            .devices()
             .list_upload_rejections(pb::ListUploadRejectionsRequest {
                 upload_id: upload.upload_id.clone(),
                 page_size: 1000,
                 page_token,
             })
             .await
-            .expect("ListUploadRejections")
-            .into_inner();
+            .expect("ListUploadRejections");
         all.extend(page.rejections);
         if page.next_page_token.is_empty() {
             return all;
         }
         page_token = page.next_page_token;
     }
+}
+
+/// A timestamp in nanoseconds since the Unix epoch (`None` when unset), to compare
+/// instants exactly.
+pub fn nanos(ts: &Option<prost_types::Timestamp>) -> Option<i64> {
+    ts.as_ref()
+        .map(|t| t.seconds * 1_000_000_000 + i64::from(t.nanos))
+}
+
+/// `items` in a deterministic shuffled order (Fisher–Yates driven by xorshift64 from
+/// `seed`, which must not be 0), so that a failing order can be reproduced from its seed.
+pub fn shuffled<T: Clone>(items: &[T], seed: u64) -> Vec<T> {
+    let mut out = items.to_vec();
+    let mut state = seed;
+    for i in (1..out.len()).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+    out
+}
+
+/// How many of customer `knox_id`'s devices reseller `caller` is shown (0 while
+/// reporting-service does not know the customer yet, or on any error: callers wait for
+/// a number).
+pub async fn devices_shown(caller: &Caller, knox_id: &str) -> usize {
+    first_devices_page(caller, knox_id)
+        .await
+        .map_or(0, |page| page.devices.len())
+}
+
+/// The first 1,000 devices reseller `caller` sees on customer `knox_id`'s page.
+async fn first_devices_page(
+    caller: &Caller,
+    knox_id: &str,
+) -> Result<pb::ListCustomerDevicesResponse, Status> {
+    caller
+        .list_customer_devices(pb::ListCustomerDevicesRequest {
+            knox_id: knox_id.into(),
+            page_size: 1000,
+            page_token: String::new(),
+        })
+        .await
+}
+
+/// The devices `caller` (a customer account) sees in its own portal: the first 1,000.
+///
+/// # Panics
+/// When the call fails.
+pub async fn my_devices(caller: &Caller) -> Vec<pb::PortalDevice> {
+    caller
+        .list_my_devices(pb::ListMyDevicesRequest {
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("customer portal")
+        .devices
+}
+
+/// The devices `caller` (an MSP) sees in its portal for `customer_knox_id` (empty: all
+/// of them): the first 1,000.
+///
+/// # Panics
+/// When the call fails.
+pub async fn msp_devices(caller: &Caller, customer_knox_id: &str) -> Vec<pb::PortalDevice> {
+    caller
+        .list_msp_devices(pb::ListMspDevicesRequest {
+            customer_knox_id: customer_knox_id.into(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("MSP portal")
+        .devices
+}
+
+/// The devices reseller `caller` sees on customer `knox_id`'s page: the first 1,000.
+///
+/// # Panics
+/// When the call fails.
+pub async fn customer_devices(caller: &Caller, knox_id: &str) -> Vec<pb::CustomerDevice> {
+    let page = first_devices_page(caller, knox_id).await;
+    page.expect("the customer's devices").devices
+}
+
+/// Every sequence of the events stream, in order, read one by one (a sequence that
+/// cannot be read, e.g. deleted, is its error).
+///
+/// # Panics
+/// When the stream or its info cannot be read.
+pub async fn event_stream(stack: &TestStack) -> Vec<Result<StreamMessage, RawMessageError>> {
+    let mut stream = stack
+        .platform
+        .js
+        .get_stream(reseller_kit::subjects::EVENTS_STREAM)
+        .await
+        .expect("the events stream");
+    let last = stream
+        .info()
+        .await
+        .expect("stream info")
+        .state
+        .last_sequence;
+    let mut messages = Vec::new();
+    for seq in 1..=last {
+        messages.push(stream.get_raw_message(seq).await);
+    }
+    messages
+}
+
+/// The header line of the customers CSV (`ReportingService.ExportCustomersCsv`), as
+/// CONTRACT.md spells it (kept apart from the service's own constant on purpose: a test
+/// oracle that changed with the code would catch nothing).
+pub const CUSTOMERS_CSV_HEADER: &str = "Company Name / Internal Reference,Customer ID / MSP ID,\
+    Country,Last Uploaded,Uploads,Devices,Status";
+
+/// The columns of [`CUSTOMERS_CSV_HEADER`], in order.
+pub fn customers_csv_columns() -> Vec<&'static str> {
+    CUSTOMERS_CSV_HEADER.split(',').collect()
+}
+
+/// The header row of a CSV file, as strings.
+///
+/// # Panics
+/// When the header is not CSV.
+pub fn csv_header<R: std::io::Read>(reader: &mut csv::Reader<R>) -> Vec<String> {
+    let header = reader.headers().expect("a CSV header");
+    header.iter().map(str::to_owned).collect()
 }

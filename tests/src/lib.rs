@@ -14,8 +14,10 @@ pub mod db;
 pub mod fixtures;
 pub mod nats;
 pub mod proxy;
+pub mod reflection;
 pub mod stack;
+pub mod tokens;
 pub mod wait;
 
 pub use stack::{StackOptions, TestStack};
-pub use wait::eventually;
+pub use wait::{eventually, until_eq};

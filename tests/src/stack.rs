@@ -173,6 +173,34 @@ impl TestStack {
             .expect("mint")
     }
 
+    /// The number a `SELECT count(*) …` (a static query over this stack's database)
+    /// answers, for tests that look past the API at what was written.
+    ///
+    /// # Panics
+    /// When the query fails.
+    pub async fn count(&self, query: &'static str) -> i64 {
+        sqlx::query_scalar::<_, i64>(query)
+            .fetch_one(&self.platform.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{query}: {e}"))
+    }
+
+    /// A core-NATS subscription to `subject` on this stack's server, flushed so that it is
+    /// in place before anything the test does next publishes.
+    ///
+    /// # Panics
+    /// When NATS refuses the subscription.
+    pub async fn subscribe(&self, subject: &'static str) -> async_nats::Subscriber {
+        let subscription = self
+            .platform
+            .nats
+            .subscribe(subject)
+            .await
+            .expect("subscribe");
+        self.platform.nats.flush().await.expect("flush");
+        subscription
+    }
+
     /// Stops the services and waits for them to drain.
     pub async fn stop(mut self) {
         self.shutdown.cancel();

@@ -27,8 +27,10 @@ use futures::future::{LocalBoxFuture, join_all};
 use prost::Message;
 use reseller_kit::auth::Role;
 use reseller_proto::v1::{self as pb, AccountKind, CustomerStatus, ManagementMode};
+use reseller_tests::clients::Caller;
 use reseller_tests::cluster::{Clients, Cluster, ClusterOptions, Service};
 use reseller_tests::fixtures::{device, imei, upload_stream};
+use reseller_tests::wait::eventually_within;
 use tokio::sync::watch;
 use tonic::{Code, Status};
 
@@ -322,12 +324,12 @@ impl Api {
         }
     }
 
-    fn admin(&self, service: Service, replica: usize) -> reseller_tests::clients::Caller {
+    fn admin(&self, service: Service, replica: usize) -> Caller {
         self.clients
             .client(service, replica, Role::Admin, "platform-admin")
     }
 
-    fn reseller(&self, service: Service, replica: usize) -> reseller_tests::clients::Caller {
+    fn reseller(&self, service: Service, replica: usize) -> Caller {
         self.clients
             .client(service, replica, Role::Reseller, RESELLER)
     }
@@ -606,13 +608,12 @@ where
     Fut: Future<Output = bool>,
 {
     let start = Instant::now();
-    loop {
-        if check().await {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually_within(what, deadline, || {
+        let done = check();
+        async move { done.await.then_some(()) }
+    })
+    .await;
+    start.elapsed()
 }
 
 /// `want` vs `got`, said briefly: counts and a few of the differences.
@@ -660,15 +661,14 @@ where
 }
 
 async fn reporting_view(api: &Api, replica: usize, expected: &Expected) -> Result<(), String> {
-    let mut reporting = api.reseller(Service::Reporting, replica).reporting();
-    let page = reporting
+    let reseller = api.reseller(Service::Reporting, replica);
+    let page = reseller
         .list_customers(pb::ListCustomersRequest {
             page_size: 100,
             ..Default::default()
         })
         .await
-        .map_err(status_text)?
-        .into_inner();
+        .map_err(status_text)?;
     let rows: BTreeSet<_> = page
         .customers
         .iter()
@@ -704,24 +704,7 @@ async fn reporting_view(api: &Api, replica: usize, expected: &Expected) -> Resul
         ));
     }
     for knox in CUSTOMERS.iter().chain([&JOINT, &MSP]) {
-        let got = all_pages(|token| {
-            let mut reporting = reporting.clone();
-            async move {
-                let page = reporting
-                    .list_customer_devices(pb::ListCustomerDevicesRequest {
-                        knox_id: (*knox).into(),
-                        page_size: 1000,
-                        page_token: token,
-                    })
-                    .await?
-                    .into_inner();
-                Ok((
-                    page.devices.into_iter().map(|d| d.device_id).collect(),
-                    page.next_page_token,
-                ))
-            }
-        })
-        .await?;
+        let got = Portal::Reseller(knox).device_ids(&reseller).await?;
         compare(
             &format!("ListCustomerDevices {knox}"),
             &expected.reseller_view(knox),
@@ -731,55 +714,82 @@ async fn reporting_view(api: &Api, replica: usize, expected: &Expected) -> Resul
     Ok(())
 }
 
+/// A list of devices a caller pages through: the reseller's view of one customer, the
+/// MSP portal, or a customer's own portal.
+#[derive(Debug, Clone, Copy)]
+enum Portal<'a> {
+    Reseller(&'a str),
+    Msp,
+    Customer,
+}
+
+impl Portal<'_> {
+    /// Every device ID the list shows `caller`, page by page (1,000 a page).
+    async fn device_ids(self, caller: &Caller) -> Result<Vec<String>, String> {
+        all_pages(|page_token| async move {
+            let page_size = 1000;
+            Ok(match self {
+                Portal::Reseller(knox_id) => {
+                    let knox_id = knox_id.into();
+                    let request = pb::ListCustomerDevicesRequest {
+                        knox_id,
+                        page_size,
+                        page_token,
+                    };
+                    let page = caller.list_customer_devices(request).await?;
+                    (
+                        ids(page.devices.iter().map(|d| &d.device_id)),
+                        page.next_page_token,
+                    )
+                }
+                Portal::Msp => {
+                    let request = pb::ListMspDevicesRequest {
+                        page_size,
+                        page_token,
+                        ..Default::default()
+                    };
+                    let page = caller.list_msp_devices(request).await?;
+                    (
+                        ids(page.devices.iter().map(|d| &d.device_id)),
+                        page.next_page_token,
+                    )
+                }
+                Portal::Customer => {
+                    let request = pb::ListMyDevicesRequest {
+                        page_size,
+                        page_token,
+                    };
+                    let page = caller.list_my_devices(request).await?;
+                    (
+                        ids(page.devices.iter().map(|d| &d.device_id)),
+                        page.next_page_token,
+                    )
+                }
+            })
+        })
+        .await
+    }
+}
+
+/// The IDs, owned.
+fn ids<'a>(ids: impl Iterator<Item = &'a String>) -> Vec<String> {
+    ids.cloned().collect()
+}
+
 async fn msp_view(api: &Api, replica: usize, expected: &Expected) -> Result<(), String> {
     let msp = api
         .clients
-        .client(Service::MspLink, replica, Role::Msp, MSP)
-        .msp();
-    let got = all_pages(|token| {
-        let mut msp = msp.clone();
-        async move {
-            let page = msp
-                .list_msp_devices(pb::ListMspDevicesRequest {
-                    page_size: 1000,
-                    page_token: token,
-                    ..Default::default()
-                })
-                .await?
-                .into_inner();
-            Ok((
-                page.devices.into_iter().map(|d| d.device_id).collect(),
-                page.next_page_token,
-            ))
-        }
-    })
-    .await?;
+        .client(Service::MspLink, replica, Role::Msp, MSP);
+    let got = Portal::Msp.device_ids(&msp).await?;
     compare("ListMspDevices", &expected.msp_portal(), &got)
 }
 
 async fn customer_views(api: &Api, replica: usize, expected: &Expected) -> Result<(), String> {
     for knox in CUSTOMERS.iter().chain([&JOINT, &FULL]) {
-        let customers = api
+        let customer = api
             .clients
-            .client(Service::Customer, replica, Role::Customer, knox)
-            .customers();
-        let got = all_pages(|token| {
-            let mut customers = customers.clone();
-            async move {
-                let page = customers
-                    .list_my_devices(pb::ListMyDevicesRequest {
-                        page_size: 1000,
-                        page_token: token,
-                    })
-                    .await?
-                    .into_inner();
-                Ok((
-                    page.devices.into_iter().map(|d| d.device_id).collect(),
-                    page.next_page_token,
-                ))
-            }
-        })
-        .await?;
+            .client(Service::Customer, replica, Role::Customer, knox);
+        let got = Portal::Customer.device_ids(&customer).await?;
         compare(
             &format!("ListMyDevices {knox}"),
             &expected.customer_portal(knox),

@@ -5,44 +5,25 @@ use futures::StreamExt;
 use reseller_kit::events::new_event;
 use reseller_proto::v1::{self as pb, AccountKind, event::Payload};
 use reseller_tests::assert::{invalid_fields, status};
-use reseller_tests::clients::{Caller, reseller};
-use reseller_tests::fixtures::{active_customer, imei, register, upload};
+use reseller_tests::clients::{Caller, Csv, reseller};
+use reseller_tests::fixtures::{active_customer, csv_header, imei, imeis, nanos, register, upload};
 use reseller_tests::{StackOptions, TestStack, eventually};
 use tonic::Code;
 
 const CUSTOMER: &str = "990000001";
 
-fn nanos(ts: &Option<prost_types::Timestamp>) -> Option<i64> {
-    ts.as_ref()
-        .map(|t| t.seconds * 1_000_000_000 + i64::from(t.nanos))
-}
-
 async fn detail(acme: &Caller, knox: &str) -> Result<pb::CustomerDetail, tonic::Status> {
-    acme.reporting()
-        .get_customer_detail(pb::GetCustomerDetailRequest {
-            knox_id: knox.into(),
-        })
-        .await
-        .map(|r| r.into_inner())
+    acme.get_customer_detail(knox).await
 }
 
-async fn export(acme: &Caller, knox: &str) -> (Vec<u8>, Vec<usize>) {
-    let mut stream = acme
-        .reporting()
-        .export_customer_csv(pb::ExportCustomerCsvRequest {
-            knox_id: knox.into(),
-            ..Default::default()
-        })
-        .await
-        .expect("export")
-        .into_inner();
-    let (mut bytes, mut sizes) = (Vec::new(), Vec::new());
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.expect("chunk");
-        sizes.push(chunk.data.len());
-        bytes.extend_from_slice(&chunk.data);
-    }
-    (bytes, sizes)
+/// The customer's CSV, as it arrived.
+async fn export(acme: &Caller, knox: &str) -> Csv {
+    acme.export_customer_csv(pb::ExportCustomerCsvRequest {
+        knox_id: knox.into(),
+        ..Default::default()
+    })
+    .await
+    .expect("export")
 }
 
 #[tokio::test]
@@ -50,28 +31,13 @@ async fn detail_counts_follow_uploads_and_deletions() {
     let stack = TestStack::start().await;
     active_customer(&stack, "acme", CUSTOMER, "Globex").await;
     let acme = reseller(&stack, "acme");
-    let first = upload(
-        &stack,
-        "acme",
-        CUSTOMER,
-        &(0..3).map(imei).collect::<Vec<_>>(),
-    )
-    .await
-    .unwrap();
-    let second = upload(
-        &stack,
-        "acme",
-        CUSTOMER,
-        &(3..5).map(imei).collect::<Vec<_>>(),
-    )
-    .await
-    .unwrap();
-    acme.devices()
-        .delete_devices(pb::DeleteDevicesRequest {
-            device_ids: vec![imei(0)],
-        })
+    let first = upload(&stack, "acme", CUSTOMER, &imeis(0..3))
         .await
         .unwrap();
+    let second = upload(&stack, "acme", CUSTOMER, &imeis(3..5))
+        .await
+        .unwrap();
+    acme.delete_devices([imei(0)]).await.unwrap();
     let summary = eventually("UPLOADS 5 and DEVICES 4", || async {
         let summary = detail(&acme, CUSTOMER).await.ok()?.summary?;
         (summary.uploaded_devices == 5 && summary.devices == 4).then_some(summary)
@@ -104,14 +70,10 @@ async fn detail_counts_follow_uploads_and_deletions() {
         "newest first, deleted devices still counted"
     );
     // The list row agrees with the detail.
-    let row = acme
-        .reporting()
+    let rows = acme
         .list_customers(pb::ListCustomersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .customers
-        .remove(0);
+        .await;
+    let row = rows.unwrap().customers.remove(0);
     assert_eq!(Some(row), d.summary);
 }
 
@@ -127,12 +89,7 @@ async fn the_device_list_pages_through_live_devices_once_each() {
         assert_eq!(up.accepted_count, ids.len() as i64, "upload {n}");
         expected.extend(ids);
     }
-    acme.devices()
-        .delete_devices(pb::DeleteDevicesRequest {
-            device_ids: vec![imei(4), imei(20)],
-        })
-        .await
-        .unwrap();
+    acme.delete_devices([imei(4), imei(20)]).await.unwrap();
     expected.retain(|id| *id != imei(4) && *id != imei(20));
     eventually("23 live devices", || async {
         (detail(&acme, CUSTOMER).await.ok()?.summary?.devices == 23).then_some(())
@@ -143,15 +100,13 @@ async fn the_device_list_pages_through_live_devices_once_each() {
     let mut token = String::new();
     loop {
         let page = acme
-            .reporting()
             .list_customer_devices(pb::ListCustomerDevicesRequest {
                 knox_id: CUSTOMER.into(),
                 page_size: 4,
                 page_token: token.clone(),
             })
             .await
-            .unwrap()
-            .into_inner();
+            .unwrap();
         assert!(page.devices.len() <= 4);
         seen.extend(
             page.devices
@@ -201,18 +156,16 @@ async fn the_customer_csv_has_its_columns_and_neutralises_cells() {
         },
     ];
     let up = acme
-        .devices()
         .upload_devices(futures::stream::iter(
             reseller_tests::fixtures::upload_stream(header, devices, 10),
         ))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     eventually("2 devices", || async {
         (detail(&acme, CUSTOMER).await.ok()?.summary?.devices == 2).then_some(())
     })
     .await;
-    let (bytes, _) = export(&acme, CUSTOMER).await;
+    let bytes = export(&acme, CUSTOMER).await.bytes;
     let text = String::from_utf8(bytes.clone()).unwrap();
     assert_eq!(
         text.matches('\n').count(),
@@ -220,12 +173,7 @@ async fn the_customer_csv_has_its_columns_and_neutralises_cells() {
         "CRLF line ends"
     );
     let mut reader = csv::Reader::from_reader(bytes.as_slice());
-    let header: Vec<String> = reader
-        .headers()
-        .unwrap()
-        .iter()
-        .map(str::to_owned)
-        .collect();
+    let header = csv_header(&mut reader);
     assert_eq!(
         &header[..7],
         [
@@ -287,7 +235,10 @@ async fn a_large_customer_csv_streams_in_chunks() {
         (detail(&acme, CUSTOMER).await.ok()?.summary?.devices == 20_000).then_some(())
     })
     .await;
-    let (bytes, sizes) = export(&acme, CUSTOMER).await;
+    let Csv {
+        bytes,
+        chunk_sizes: sizes,
+    } = export(&acme, CUSTOMER).await;
     assert!(sizes.len() > 2, "{sizes:?}");
     assert!(
         sizes.iter().all(|&n| n <= 70 * 1024),
@@ -319,7 +270,6 @@ async fn another_resellers_customer_is_not_found() {
         status(detail(caller, knox).await, Code::NotFound);
         status(
             caller
-                .reporting()
                 .list_customer_devices(pb::ListCustomerDevicesRequest {
                     knox_id: knox.into(),
                     ..Default::default()
@@ -427,11 +377,9 @@ async fn projections_fed_out_of_order_end_right() {
         .await
         .expect("upload applies");
     let page = acme
-        .reporting()
         .list_customers(pb::ListCustomersRequest::default())
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(
         page.total_size, 0,
         "not listed before the reseller added it"
@@ -448,14 +396,12 @@ async fn projections_fed_out_of_order_end_right() {
         "the deleted device never shows, but counts in UPLOADS"
     );
     let devices = acme
-        .reporting()
         .list_customer_devices(pb::ListCustomerDevicesRequest {
             knox_id: CUSTOMER.into(),
             ..Default::default()
         })
         .await
         .unwrap()
-        .into_inner()
         .devices;
     let mut ids: Vec<_> = devices.into_iter().map(|d| d.device_id).collect();
     ids.sort();

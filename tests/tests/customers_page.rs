@@ -1,21 +1,16 @@
 //! The reseller's Customers page (reporting-service) over real gRPC, PostgreSQL and NATS:
 //! the rows, search, ordering and keyset paging, tenancy, and the customers CSV.
 
-use futures::StreamExt;
 use reseller_proto::v1::{self as pb, AccountKind, CustomerStatus};
 use reseller_tests::assert::{invalid_fields, status};
-use reseller_tests::clients::{Caller, customer, reseller};
-use reseller_tests::fixtures::register;
+use reseller_tests::clients::{Caller, Csv, customer, reseller};
+use reseller_tests::fixtures::{CUSTOMERS_CSV_HEADER, csv_header, customers_csv_columns, register};
 use reseller_tests::{TestStack, eventually};
 use tonic::Code;
 
 async fn add(stack: &TestStack, reseller_id: &str, knox_id: &str, reference: &str) {
     reseller(stack, reseller_id)
-        .customers()
-        .add_customer(pb::AddCustomerRequest {
-            knox_id: knox_id.into(),
-            internal_reference: reference.into(),
-        })
+        .add_customer(knox_id, reference)
         .await
         .expect("add customer");
 }
@@ -28,7 +23,6 @@ async fn list(
     page_token: &str,
 ) -> pb::ListCustomersResponse {
     caller
-        .reporting()
         .list_customers(pb::ListCustomersRequest {
             query: query.into(),
             page_size,
@@ -37,7 +31,6 @@ async fn list(
         })
         .await
         .expect("list customers")
-        .into_inner()
 }
 
 /// Waits until the reseller's list holds `n` rows.
@@ -103,17 +96,10 @@ async fn rows_show_the_portals_columns_and_follow_changes() {
 
     // Approvals and reference edits reach the page.
     customer(&stack, "700000001")
-        .customers()
-        .approve_reseller(pb::ApproveResellerRequest {
-            reseller_id: "acme".into(),
-        })
+        .approve_reseller("acme")
         .await
         .unwrap();
-    acme.customers()
-        .update_internal_reference(pb::UpdateInternalReferenceRequest {
-            knox_id: "700000001".into(),
-            internal_reference: "Key account".into(),
-        })
+    acme.update_internal_reference("700000001", "Key account")
         .await
         .unwrap();
     eventually("the approval and the new reference on the page", || async {
@@ -127,10 +113,7 @@ async fn rows_show_the_portals_columns_and_follow_changes() {
     })
     .await;
     customer(&stack, "700000001")
-        .customers()
-        .revoke_reseller(pb::RevokeResellerRequest {
-            reseller_id: "acme".into(),
-        })
+        .revoke_reseller("acme")
         .await
         .unwrap();
     eventually("the revocation on the page", || async {
@@ -270,29 +253,26 @@ async fn paging_returns_every_row_exactly_once_in_order() {
 
     assert_eq!(
         invalid_fields(
-            acme.reporting()
-                .list_customers(pb::ListCustomersRequest {
-                    order_by: "country".into(),
-                    ..Default::default()
-                })
-                .await
+            acme.list_customers(pb::ListCustomersRequest {
+                order_by: "country".into(),
+                ..Default::default()
+            })
+            .await
         ),
         ["order_by"]
     );
     assert_eq!(
         invalid_fields(
-            acme.reporting()
-                .list_customers(pb::ListCustomersRequest {
-                    page_size: -1,
-                    ..Default::default()
-                })
-                .await
+            acme.list_customers(pb::ListCustomersRequest {
+                page_size: -1,
+                ..Default::default()
+            })
+            .await
         ),
         ["page_size"]
     );
     let token = list(&acme, "", "", 5, "").await.next_page_token;
     let reused = acme
-        .reporting()
         .list_customers(pb::ListCustomersRequest {
             page_token: token,
             order_by: "devices desc".into(),
@@ -302,12 +282,11 @@ async fn paging_returns_every_row_exactly_once_in_order() {
     assert_eq!(invalid_fields(reused), ["page_token"]);
     assert_eq!(
         invalid_fields(
-            acme.reporting()
-                .list_customers(pb::ListCustomersRequest {
-                    page_token: "garbage".into(),
-                    ..Default::default()
-                })
-                .await
+            acme.list_customers(pb::ListCustomersRequest {
+                page_token: "garbage".into(),
+                ..Default::default()
+            })
+            .await
         ),
         ["page_token"]
     );
@@ -318,24 +297,16 @@ async fn paging_returns_every_row_exactly_once_in_order() {
     assert!(theirs.customers.is_empty());
 }
 
-async fn export(caller: &Caller, query: &str) -> (Vec<u8>, Vec<usize>) {
-    let mut stream = caller
-        .reporting()
-        .export_customers_csv(pb::ExportCustomersCsvRequest {
-            query: query.into(),
-            ..Default::default()
-        })
+/// The customers CSV for `query`, as it arrived.
+async fn export(caller: &Caller, query: &str) -> Csv {
+    let without_mark = pb::ExportCustomersCsvRequest {
+        query: query.into(),
+        byte_order_mark: false,
+    };
+    caller
+        .export_customers_csv(without_mark)
         .await
         .expect("export")
-        .into_inner();
-    let mut bytes = Vec::new();
-    let mut chunk_sizes = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.expect("chunk");
-        chunk_sizes.push(chunk.data.len());
-        bytes.extend_from_slice(&chunk.data);
-    }
-    (bytes, chunk_sizes)
 }
 
 #[tokio::test]
@@ -353,10 +324,7 @@ async fn the_customers_csv_is_rfc_4180_neutralised_and_follows_the_search() {
         add(&stack, "acme", knox, reference).await;
     }
     customer(&stack, "730000005")
-        .customers()
-        .approve_reseller(pb::ApproveResellerRequest {
-            reseller_id: "acme".into(),
-        })
+        .approve_reseller("acme")
         .await
         .unwrap();
     let acme = reseller(&stack, "acme");
@@ -372,9 +340,9 @@ async fn the_customers_csv_is_rfc_4180_neutralised_and_follows_the_search() {
     })
     .await;
 
-    let (bytes, _) = export(&acme, "").await;
+    let bytes = export(&acme, "").await.bytes;
     let text = String::from_utf8(bytes.clone()).expect("UTF-8");
-    assert!(text.starts_with("Company Name / Internal Reference,Customer ID / MSP ID,Country,Last Uploaded,Uploads,Devices,Status\r\n"));
+    assert!(text.starts_with(&format!("{CUSTOMERS_CSV_HEADER}\r\n")));
     assert!(text.ends_with("\r\n"));
     assert_eq!(
         text.matches('\n').count(),
@@ -385,24 +353,8 @@ async fn the_customers_csv_is_rfc_4180_neutralised_and_follows_the_search() {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .from_reader(bytes.as_slice());
-    let header: Vec<String> = reader
-        .headers()
-        .unwrap()
-        .iter()
-        .map(str::to_owned)
-        .collect();
-    assert_eq!(
-        header,
-        [
-            "Company Name / Internal Reference",
-            "Customer ID / MSP ID",
-            "Country",
-            "Last Uploaded",
-            "Uploads",
-            "Devices",
-            "Status"
-        ]
-    );
+    let header = csv_header(&mut reader);
+    assert_eq!(header, customers_csv_columns());
     let records: Vec<Vec<String>> = reader
         .records()
         .map(|r| r.unwrap().iter().map(str::to_owned).collect())
@@ -432,10 +384,10 @@ async fn the_customers_csv_is_rfc_4180_neutralised_and_follows_the_search() {
     assert!(text.contains("\"Quote \"\"Q\"\" Ltd / with \"\"quotes\"\"\""));
 
     // The download follows the search, and is per reseller.
-    let (filtered, _) = export(&acme, "plain").await;
+    let filtered = export(&acme, "plain").await.bytes;
     let filtered = String::from_utf8(filtered).unwrap();
     assert_eq!(filtered.lines().count(), 2, "{filtered}");
-    let (theirs, _) = export(&reseller(&stack, "other"), "").await;
+    let theirs = export(&reseller(&stack, "other"), "").await.bytes;
     assert_eq!(
         String::from_utf8(theirs).unwrap().lines().count(),
         1,
@@ -459,7 +411,10 @@ async fn a_large_customers_csv_streams_in_chunks() {
     }
     let acme = reseller(&stack, "acme");
     wait_for_rows(&acme, 400).await;
-    let (bytes, chunks) = export(&acme, "").await;
+    let Csv {
+        bytes,
+        chunk_sizes: chunks,
+    } = export(&acme, "").await;
     assert!(bytes.len() > 100_000);
     assert!(chunks.len() >= 2, "{chunks:?}");
     assert!(

@@ -37,14 +37,12 @@ async fn upload_inputs(
     inputs: Vec<pb::DeviceInput>,
 ) -> Result<pb::Upload, tonic::Status> {
     reseller(stack, reseller_id)
-        .devices()
         .upload_devices(futures::stream::iter(upload_stream(
             header(target),
             inputs,
             1000,
         )))
         .await
-        .map(tonic::Response::into_inner)
 }
 
 fn rejected(upload: &pb::Upload) -> Vec<(i64, String, i32)> {
@@ -224,13 +222,7 @@ async fn a_secondary_identifier_is_one_handset_for_every_rule() {
     let stack = TestStack::start().await;
     active_customer(&stack, "acme", "740000001", "Globex").await;
     active_customer(&stack, "other", "740000002", "Initech").await;
-    let mut events = stack
-        .platform
-        .nats
-        .subscribe("reseller.events.v1.device.uploaded")
-        .await
-        .unwrap();
-    stack.platform.nats.flush().await.unwrap();
+    let mut events = stack.subscribe("reseller.events.v1.device.uploaded").await;
     let (imei1, imei2) = (imei(1), imei(2));
     let first = upload_inputs(
         &stack,
@@ -348,7 +340,6 @@ async fn an_empty_upload_is_refused_and_records_nothing() {
         ..header("750000001")
     };
     let empty = reseller(&stack, "acme")
-        .devices()
         .upload_devices(futures::stream::iter(upload_stream(
             retry_key.clone(),
             Vec::new(),
@@ -357,15 +348,13 @@ async fn an_empty_upload_is_refused_and_records_nothing() {
         .await;
     assert_eq!(invalid_fields(empty), ["batch"]);
     let real = reseller(&stack, "acme")
-        .devices()
         .upload_devices(futures::stream::iter(upload_stream(
             retry_key,
             vec![device(&imei(1))],
             1000,
         )))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(real.accepted_count, 1, "the empty upload left no trace");
 }
 
@@ -445,7 +434,6 @@ async fn answers_that_grow_with_the_input_stay_deliverable() {
 
     // Another reseller's upload is not found; a bad page token is a bad field.
     let other = reseller(&stack, "other")
-        .devices()
         .list_upload_rejections(pb::ListUploadRejectionsRequest {
             upload_id: done.upload_id.clone(),
             ..Default::default()

@@ -25,10 +25,8 @@ async fn send(
 ) -> Result<pb::Upload, tonic::Status> {
     let inputs = ids.iter().map(|id| device(id)).collect();
     reseller(stack, "acme")
-        .devices()
         .upload_devices(futures::stream::iter(upload_stream(header, inputs, 2)))
         .await
-        .map(tonic::Response::into_inner)
 }
 
 fn outcome(upload: &pb::Upload) -> (i64, i64, Vec<(i64, String, i32)>) {
@@ -48,12 +46,7 @@ async fn list_uploads(
     who: &str,
     request: pb::ListUploadsRequest,
 ) -> pb::ListUploadsResponse {
-    reseller(stack, who)
-        .devices()
-        .list_uploads(request)
-        .await
-        .unwrap()
-        .into_inner()
+    reseller(stack, who).list_uploads(request).await.unwrap()
 }
 
 /// The upload ID of the next `devices_uploaded` event.
@@ -75,13 +68,7 @@ async fn next_upload_event(events: &mut async_nats::Subscriber) -> String {
 async fn a_validate_only_upload_answers_like_the_upload_and_records_nothing() {
     let stack = TestStack::start().await;
     active_customer(&stack, "acme", "810000001", "Globex").await;
-    let mut events = stack
-        .platform
-        .nats
-        .subscribe("reseller.events.v1.device.uploaded")
-        .await
-        .unwrap();
-    stack.platform.nats.flush().await.unwrap();
+    let mut events = stack.subscribe("reseller.events.v1.device.uploaded").await;
     let before = upload(&stack, "acme", "810000001", &[imei(1)])
         .await
         .unwrap();
@@ -237,7 +224,6 @@ async fn uploads_are_listed_newest_first_with_filters_and_pages() {
     let other = list_uploads(&stack, "other", pb::ListUploadsRequest::default()).await;
     assert!(other.uploads.is_empty());
     let bad = reseller(&stack, "acme")
-        .devices()
         .list_uploads(pb::ListUploadsRequest {
             target_knox_id: "12".into(),
             order_number: "x".repeat(65),
@@ -272,11 +258,9 @@ async fn deletions_are_listed_newest_first_with_counts_and_states() {
 
     let listed = eventually("every listed deletion complete", || async {
         let page = reseller(&stack, "acme")
-            .devices()
             .list_deletions(pb::ListDeletionsRequest::default())
             .await
-            .ok()?
-            .into_inner();
+            .ok()?;
         page.deletions.iter().all(|d| d.complete).then_some(page)
     })
     .await;
@@ -298,30 +282,24 @@ async fn deletions_are_listed_newest_first_with_counts_and_states() {
     assert_eq!(middle.customer_portal, PortalState::Removed as i32);
 
     let page = reseller(&stack, "acme")
-        .devices()
         .list_deletions(pb::ListDeletionsRequest {
             page_size: 2,
             page_token: String::new(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     let rest = reseller(&stack, "acme")
-        .devices()
         .list_deletions(pb::ListDeletionsRequest {
             page_size: 2,
             page_token: page.next_page_token,
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(rest.deletions.len(), 1);
     assert_eq!(rest.deletions[0].deletion_id, deletion_ids[0]);
     let other = reseller(&stack, "other")
-        .devices()
         .list_deletions(pb::ListDeletionsRequest::default())
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert!(other.deletions.is_empty());
 }

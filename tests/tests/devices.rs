@@ -66,11 +66,9 @@ async fn every_device_is_judged_on_its_own() {
     };
     // Batches of 3: indexes count across batches.
     let upload = reseller(&stack, "acme")
-        .devices()
         .upload_devices(futures::stream::iter(upload_stream(header, inputs, 3)))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(upload.accepted_count, 4, "{upload:?}");
     assert_eq!(upload.rejected_count, 6);
     assert_eq!(
@@ -99,52 +97,33 @@ async fn every_device_is_judged_on_its_own() {
 
     // GetUpload returns the same result; another reseller cannot see it.
     let read = reseller(&stack, "acme")
-        .devices()
-        .get_upload(pb::GetUploadRequest {
-            upload_id: upload.upload_id.clone(),
-        })
+        .get_upload(&upload.upload_id)
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(read, upload);
     status(
         reseller(&stack, "other")
-            .devices()
-            .get_upload(pb::GetUploadRequest {
-                upload_id: upload.upload_id.clone(),
-            })
+            .get_upload(&upload.upload_id)
             .await,
         Code::NotFound,
     );
     status(
         reseller(&stack, "acme")
-            .devices()
-            .get_upload(pb::GetUploadRequest {
-                upload_id: uuid::Uuid::new_v4().to_string(),
-            })
+            .get_upload(&uuid::Uuid::new_v4().to_string())
             .await,
         Code::NotFound,
     );
     assert_eq!(
-        invalid_fields(
-            reseller(&stack, "acme")
-                .devices()
-                .get_upload(pb::GetUploadRequest {
-                    upload_id: "nope".into()
-                })
-                .await
-        ),
+        invalid_fields(reseller(&stack, "acme").get_upload("nope").await),
         ["upload_id"]
     );
 
     // The customer portal shows the accepted devices, normalised, with their kinds.
     let portal = eventually("the customer portal to show the upload", || async {
         let devices = customer(&stack, "600000001")
-            .customers()
             .list_my_devices(pb::ListMyDevicesRequest::default())
             .await
             .unwrap()
-            .into_inner()
             .devices;
         (devices.len() == 4).then_some(devices)
     })
@@ -203,13 +182,9 @@ async fn a_device_is_registered_once_across_resellers_until_deleted() {
 
     // The second reseller cannot delete it: it is reported as not found, like an unknown ID.
     let foreign = reseller(&stack, "second")
-        .devices()
-        .delete_devices(pb::DeleteDevicesRequest {
-            device_ids: vec![id.clone(), "UNKNOWN-1".into()],
-        })
+        .delete_devices([id.clone(), "UNKNOWN-1".into()])
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert!(foreign.deleted_device_ids.is_empty());
     assert_eq!(
         foreign.not_found_device_ids,
@@ -222,13 +197,9 @@ async fn a_device_is_registered_once_across_resellers_until_deleted() {
 
     // After its owner deletes it, the device can be uploaded again, by anyone.
     let deletion = reseller(&stack, "first")
-        .devices()
-        .delete_devices(pb::DeleteDevicesRequest {
-            device_ids: vec![id.to_lowercase()],
-        })
+        .delete_devices([id.to_lowercase()])
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(deletion.deleted_device_ids, vec![id.clone()]);
     let reupload = upload(&stack, "second", "610000002", std::slice::from_ref(&id))
         .await
@@ -249,7 +220,6 @@ async fn a_retry_with_the_client_upload_id_returns_the_first_result() {
     };
     let send = || async {
         reseller(&stack, "acme")
-            .devices()
             .upload_devices(futures::stream::iter(upload_stream(
                 header.clone(),
                 ids.iter().map(|i| device(i)).collect(),
@@ -257,7 +227,6 @@ async fn a_retry_with_the_client_upload_id_returns_the_first_result() {
             )))
             .await
             .unwrap()
-            .into_inner()
     };
     let first = send().await;
     let retry = send().await;
@@ -270,14 +239,12 @@ async fn a_retry_with_the_client_upload_id_returns_the_first_result() {
     // Nothing was uploaded twice: the customer portal has 50 devices.
     eventually("50 devices in the customer portal", || async {
         let n = customer(&stack, "620000001")
-            .customers()
             .list_my_devices(pb::ListMyDevicesRequest {
                 page_size: 1000,
                 page_token: String::new(),
             })
             .await
             .unwrap()
-            .into_inner()
             .devices
             .len();
         (n == 50).then_some(())
@@ -295,15 +262,13 @@ async fn a_retry_with_the_client_upload_id_returns_the_first_result() {
         ..header.clone()
     };
     let theirs = reseller(&stack, "other")
-        .devices()
         .upload_devices(futures::stream::iter(upload_stream(
             header2,
             vec![device("OTHER-1")],
             10,
         )))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_ne!(theirs.upload_id, first.upload_id);
 }
 
@@ -342,10 +307,7 @@ async fn uploads_check_their_target_and_header() {
     );
     // Active right after approval (read-your-writes through customer-service).
     customer(&stack, "630000001")
-        .customers()
-        .approve_reseller(pb::ApproveResellerRequest {
-            reseller_id: "acme".into(),
-        })
+        .approve_reseller("acme")
         .await
         .unwrap();
     assert_eq!(
@@ -356,10 +318,7 @@ async fn uploads_check_their_target_and_header() {
         1
     );
     customer(&stack, "630000001")
-        .customers()
-        .revoke_reseller(pb::RevokeResellerRequest {
-            reseller_id: "acme".into(),
-        })
+        .revoke_reseller("acme")
         .await
         .unwrap();
     status(
@@ -376,7 +335,6 @@ async fn uploads_check_their_target_and_header() {
     assert_eq!(
         invalid_fields(
             reseller(&stack, "acme")
-                .devices()
                 .upload_devices(futures::stream::iter(batch_first))
                 .await
         ),
@@ -394,7 +352,6 @@ async fn uploads_check_their_target_and_header() {
     assert_eq!(
         invalid_fields(
             reseller(&stack, "acme")
-                .devices()
                 .upload_devices(futures::stream::iter(two_headers))
                 .await
         ),
@@ -409,7 +366,6 @@ async fn uploads_check_their_target_and_header() {
     assert_eq!(
         invalid_fields(
             reseller(&stack, "acme")
-                .devices()
                 .upload_devices(futures::stream::iter(upload_stream(bad, vec![], 1)))
                 .await
         ),
@@ -426,7 +382,6 @@ async fn uploads_check_their_target_and_header() {
     // Roles.
     status(
         customer(&stack, "630000002")
-            .devices()
             .upload_devices(futures::stream::iter(upload_stream(
                 Default::default(),
                 vec![],
@@ -476,11 +431,9 @@ async fn deletions_complete_with_each_portals_state() {
     // Wait until every portal has the devices, so the receipts are deterministic.
     eventually("the customer portal to show CUST-DEV", || async {
         let n = customer(&stack, "640000001")
-            .customers()
             .list_my_devices(pb::ListMyDevicesRequest::default())
             .await
             .unwrap()
-            .into_inner()
             .devices
             .len();
         (n == 1).then_some(())
@@ -514,11 +467,9 @@ async fn deletions_complete_with_each_portals_state() {
         )
     );
     let portal = customer(&stack, "640000001")
-        .customers()
         .list_my_devices(pb::ListMyDevicesRequest::default())
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert!(
         portal.devices.is_empty(),
         "the customer portal no longer shows it"
@@ -544,12 +495,7 @@ async fn deletions_complete_with_each_portals_state() {
 
     // Tenancy and validation of deletions.
     status(
-        reseller(&stack, "other")
-            .devices()
-            .get_deletion(pb::GetDeletionRequest {
-                deletion_id: d.deletion_id.clone(),
-            })
-            .await,
+        reseller(&stack, "other").get_deletion(&d.deletion_id).await,
         Code::NotFound,
     );
     assert_eq!(
@@ -578,13 +524,7 @@ async fn deletions_complete_with_each_portals_state() {
 async fn outside_subscribers_see_uploads_in_parts_with_headers() {
     let stack = TestStack::start().await;
     active_customer(&stack, "acme", "650000001", "Globex").await;
-    let mut subscription = stack
-        .platform
-        .nats
-        .subscribe("reseller.events.v1.device.uploaded")
-        .await
-        .unwrap();
-    stack.platform.nats.flush().await.unwrap();
+    let mut subscription = stack.subscribe("reseller.events.v1.device.uploaded").await;
     let ids: Vec<String> = (0..2500).map(imei).collect();
     let upload = upload(&stack, "acme", "650000001", &ids).await.unwrap();
     assert_eq!(upload.accepted_count, 2500);
@@ -682,13 +622,7 @@ async fn an_upload_with_rejections_publishes_every_accepted_device_once() {
         10
     );
 
-    let mut subscription = stack
-        .platform
-        .nats
-        .subscribe("reseller.events.v1.device.uploaded")
-        .await
-        .unwrap();
-    stack.platform.nats.flush().await.unwrap();
+    let mut subscription = stack.subscribe("reseller.events.v1.device.uploaded").await;
     // 2,500 new devices, then 3 registered already, 2 repeated, 1 invalid.
     let mut ids: Vec<String> = (100..2600).map(imei).collect();
     ids.extend([imei(0), imei(5), imei(9)]);
@@ -768,7 +702,6 @@ async fn a_stream_broken_after_a_repeated_device_writes_nothing() {
     assert_eq!(
         invalid_fields(
             reseller(&stack, "acme")
-                .devices()
                 .upload_devices(futures::stream::iter(broken))
                 .await
         ),

@@ -10,13 +10,12 @@ use reseller_kit::outbox::{Outbox, Relay};
 use reseller_kit::subjects;
 use reseller_proto::v1::{self as pb, AccountKind, event::Payload};
 use reseller_tests::clients::{Caller, reseller};
-use reseller_tests::fixtures::{active_customer, imei, register, upload};
+use reseller_tests::fixtures::{active_customer, event_stream, imei, register, upload};
 use reseller_tests::{StackOptions, TestStack, eventually};
 use tokio_util::sync::CancellationToken;
 
 async fn list(caller: &Caller, query: &str) -> pb::ListCustomersResponse {
     caller
-        .reporting()
         .list_customers(pb::ListCustomersRequest {
             query: query.into(),
             page_size: 1000,
@@ -24,25 +23,11 @@ async fn list(caller: &Caller, query: &str) -> pb::ListCustomersResponse {
         })
         .await
         .expect("list customers")
-        .into_inner()
 }
 
 /// Every message in RESELLER_EVENTS, in stream order.
 async fn stream_messages(stack: &TestStack) -> Vec<async_nats::jetstream::message::StreamMessage> {
-    let mut stream = stack
-        .platform
-        .js
-        .get_stream(subjects::EVENTS_STREAM)
-        .await
-        .unwrap();
-    let last = stream.info().await.unwrap().state.last_sequence;
-    let mut messages = Vec::new();
-    for seq in 1..=last {
-        if let Ok(message) = stream.get_raw_message(seq).await {
-            messages.push(message);
-        }
-    }
-    messages
+    event_stream(stack).await.into_iter().flatten().collect()
 }
 
 #[tokio::test]
@@ -118,7 +103,21 @@ async fn a_consumer_killed_and_restarted_mid_stream_applies_every_event_exactly_
     )
     .await;
     // Redeliveries changed nothing: still 3 devices each, and the inbox holds each event once.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Checked once the consumer has delivered everything and had every delivery acked,
+    // so that no redelivery is still to come.
+    eventually("every event delivered and acked", || async {
+        let info = stack
+            .platform
+            .js
+            .get_stream(subjects::EVENTS_STREAM)
+            .await
+            .ok()?
+            .consumer_info(reporting_service::CONSUMER)
+            .await
+            .ok()?;
+        (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+    })
+    .await;
     let page = list(&acme, "").await;
     assert!(
         page.customers
@@ -146,19 +145,9 @@ async fn a_republished_event_changes_nothing() {
     let stack = TestStack::start().await;
     register(&stack, "810000001", AccountKind::Customer, "Globex").await;
     let acme = reseller(&stack, "acme");
-    acme.customers()
-        .add_customer(pb::AddCustomerRequest {
-            knox_id: "810000001".into(),
-            internal_reference: "v1".into(),
-        })
-        .await
-        .unwrap();
+    acme.add_customer("810000001", "v1").await.unwrap();
     for reference in ["v2", "v3"] {
-        acme.customers()
-            .update_internal_reference(pb::UpdateInternalReferenceRequest {
-                knox_id: "810000001".into(),
-                internal_reference: reference.into(),
-            })
+        acme.update_internal_reference("810000001", reference)
             .await
             .unwrap();
     }
@@ -212,13 +201,7 @@ async fn a_republished_event_changes_nothing() {
 #[tokio::test]
 async fn poison_messages_are_dead_lettered_and_later_events_still_apply() {
     let stack = TestStack::start().await;
-    let mut dead_letters = stack
-        .platform
-        .nats
-        .subscribe("reseller.deadletter.v1.reporting")
-        .await
-        .unwrap();
-    stack.platform.nats.flush().await.unwrap();
+    let mut dead_letters = stack.subscribe("reseller.deadletter.v1.reporting").await;
 
     // Not an event at all, and an event whose content can never apply.
     stack
@@ -368,6 +351,8 @@ async fn a_second_relay_takes_over_when_the_first_stops() {
 
     let second_stop = CancellationToken::new();
     let second = tokio::spawn(relay().run(second_stop.clone()));
+    // A waiting relay retries the lock every second: give it time to have tried (there is
+    // no condition to await, since what is checked is that it did not become leader).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let leaders: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \

@@ -11,10 +11,12 @@
 use prost::Message;
 use reseller_kit::events::decode;
 use reseller_kit::inbox::{EventHandler, Failure, IdempotentConsumer};
-use reseller_kit::subjects;
 use reseller_proto::v1::{self as pb, AccountKind, ManagementMode, event::Payload};
 use reseller_tests::clients::{customer, msp, reseller};
-use reseller_tests::fixtures::{active_account, active_customer, register, upload};
+use reseller_tests::fixtures::{
+    active_account, active_customer, customer_devices, event_stream, my_devices, register,
+    shuffled, upload,
+};
 use reseller_tests::{StackOptions, TestStack, eventually};
 
 const MSP: &str = "970000001";
@@ -42,97 +44,45 @@ async fn scenario_events() -> Vec<Vec<u8>> {
     )
     .await
     .unwrap();
-    m.msp()
-        .link_customer(pb::LinkCustomerRequest {
-            customer_knox_id: FULL.into(),
-            mode: ManagementMode::FullyManaged as i32,
-        })
+    m.link_customer(FULL, ManagementMode::FullyManaged)
         .await
         .unwrap();
-    m.msp()
-        .link_customer(pb::LinkCustomerRequest {
-            customer_knox_id: JOINT.into(),
-            mode: ManagementMode::JointlyManaged as i32,
-        })
+    m.link_customer(JOINT, ManagementMode::JointlyManaged)
         .await
         .unwrap();
     eventually("msp-link to know the pool", || async {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM msp.devices")
-            .fetch_one(&stack.platform.pool)
-            .await
-            .unwrap();
+        let n = stack.count("SELECT count(*) FROM msp.devices").await;
         (n == 5).then_some(())
     })
     .await;
-    m.msp()
-        .move_devices(pb::MoveDevicesRequest {
-            device_ids: vec!["M-1".into(), "M-2".into(), "M-5".into()],
-            to_customer_knox_id: FULL.into(),
-        })
-        .await
-        .unwrap();
-    m.msp()
-        .move_devices(pb::MoveDevicesRequest {
-            device_ids: vec!["M-3".into()],
-            to_customer_knox_id: JOINT.into(),
-        })
-        .await
-        .unwrap();
+    m.move_devices(["M-1", "M-2", "M-5"], FULL).await.unwrap();
+    m.move_devices(["M-3"], JOINT).await.unwrap();
     upload(&stack, "acme", JOINT, &["J-1".into(), "J-2".into()])
         .await
         .unwrap();
     reseller(&stack, "acme")
-        .customers()
-        .update_internal_reference(pb::UpdateInternalReferenceRequest {
-            knox_id: JOINT.into(),
-            internal_reference: "second".into(),
-        })
+        .update_internal_reference(JOINT, "second")
         .await
         .unwrap();
-    m.msp()
-        .set_jointly_managed(pb::SetJointlyManagedRequest {
-            customer_knox_id: FULL.into(),
-        })
-        .await
-        .unwrap();
+    m.set_jointly_managed(FULL).await.unwrap();
     // A deletion just before the delink, and one just after.
     reseller(&stack, "acme")
-        .devices()
-        .delete_devices(pb::DeleteDevicesRequest {
-            device_ids: vec!["M-5".into()],
-        })
+        .delete_devices(["M-5"])
         .await
         .unwrap();
     customer(&stack, FULL)
-        .msp()
-        .delink_customer(pb::DelinkCustomerRequest {
-            customer_knox_id: FULL.into(),
-            msp_id: MSP.into(),
-        })
+        .delink_customer(FULL, MSP)
         .await
         .unwrap();
     reseller(&stack, "acme")
-        .devices()
-        .delete_devices(pb::DeleteDevicesRequest {
-            device_ids: vec!["M-1".into(), "M-4".into(), "J-1".into()],
-        })
+        .delete_devices(["M-1", "M-4", "J-1"])
         .await
         .unwrap();
     // A re-link and a further move after the delink.
-    m.msp()
-        .link_customer(pb::LinkCustomerRequest {
-            customer_knox_id: FULL.into(),
-            mode: ManagementMode::JointlyManaged as i32,
-        })
+    m.link_customer(FULL, ManagementMode::JointlyManaged)
         .await
         .unwrap();
-    m.msp()
-        .move_devices(pb::MoveDevicesRequest {
-            device_ids: vec!["M-3".into()],
-            to_customer_knox_id: FULL.into(),
-        })
-        .await
-        .unwrap();
+    m.move_devices(["M-3"], FULL).await.unwrap();
 
     // Wait until every outbox is drained, then read the stream.
     eventually("every outbox published", || async {
@@ -148,16 +98,9 @@ async fn scenario_events() -> Vec<Vec<u8>> {
         (pending == 0).then_some(())
     })
     .await;
-    let mut stream = stack
-        .platform
-        .js
-        .get_stream(subjects::EVENTS_STREAM)
-        .await
-        .unwrap();
-    let last = stream.info().await.unwrap().state.last_sequence;
     let mut events = Vec::new();
-    for seq in 1..=last {
-        let message = stream.get_raw_message(seq).await.unwrap();
+    for message in event_stream(&stack).await {
+        let message = message.unwrap();
         // Receipts are outputs of the projections, not inputs.
         let event = pb::Event::decode(message.payload.as_ref()).unwrap();
         if !matches!(event.payload, Some(Payload::PortalDeletionApplied(_))) {
@@ -192,49 +135,21 @@ async fn views(stack: &TestStack) -> String {
     let acme = reseller(stack, "acme");
     let mut out = String::new();
     let page = acme
-        .reporting()
         .list_customers(pb::ListCustomersRequest {
             page_size: 100,
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     for row in page.customers {
         out += &format!("row {row:?}\n");
-        let detail = acme
-            .reporting()
-            .get_customer_detail(pb::GetCustomerDetailRequest {
-                knox_id: row.knox_id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let detail = acme.get_customer_detail(&row.knox_id).await.unwrap();
         out += &format!("  uploads {:?}\n", detail.uploads);
-        let devices = acme
-            .reporting()
-            .list_customer_devices(pb::ListCustomerDevicesRequest {
-                knox_id: row.knox_id.clone(),
-                page_size: 1000,
-                page_token: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .devices;
+        let devices = customer_devices(&acme, &row.knox_id).await;
         out += &format!("  devices {devices:?}\n");
     }
     for knox in [FULL, JOINT] {
-        let devices = customer(stack, knox)
-            .customers()
-            .list_my_devices(pb::ListMyDevicesRequest {
-                page_size: 1000,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .devices;
+        let devices = my_devices(&customer(stack, knox)).await;
         out += &format!("portal {knox} {devices:?}\n");
     }
     let msp_view: Vec<(String, String, String, String)> = sqlx::query_as(
@@ -280,19 +195,6 @@ fn is_device_event(bytes: &[u8]) -> bool {
         decode(bytes).map(|e| e.payload),
         Ok(Payload::DevicesUploaded(_) | Payload::DevicesDeleted(_))
     )
-}
-
-/// A deterministic shuffle (xorshift), so a failure can be reproduced.
-fn shuffled(events: &[Vec<u8>], seed: u64) -> Vec<Vec<u8>> {
-    let mut out = events.to_vec();
-    let mut state = seed;
-    for i in (1..out.len()).rev() {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.swap(i, (state % (i as u64 + 1)) as usize);
-    }
-    out
 }
 
 #[tokio::test]

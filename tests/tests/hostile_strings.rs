@@ -28,13 +28,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
 use reseller_kit::auth::{JwtAuth, Role};
 use reseller_kit::device_id::{echo_id, parse_input, parse_secondary_ids};
 use reseller_kit::paging;
 use reseller_proto::v1::{self as pb, AccountKind, ManagementMode};
 use reseller_tests::clients::{Caller, admin, customer, msp, reseller};
 use reseller_tests::fixtures::{active_account, active_customer, imei, register, upload_stream};
+use reseller_tests::tokens::with_each_string_replaced;
 use reseller_tests::{TestStack, eventually};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
@@ -104,20 +104,30 @@ impl Case {
         }
     }
 
+    /// A case that calls as `caller`: `call` gets its own handle of it and the value.
+    fn by<F, Fut>(rpc: &'static str, field: &'static str, caller: &Caller, call: F) -> Self
+    where
+        F: Fn(Caller, String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Outcome> + Send + 'static,
+    {
+        let caller = caller.clone();
+        Self::new(rpc, field, move |value| call(caller.clone(), value))
+    }
+
+    /// [`Case::page_token`] when the case's field is `page_token`; the case as is for
+    /// the list's other fields.
+    fn paged(self, real: Option<String>) -> Self {
+        if self.field == "page_token" {
+            self.page_token(real)
+        } else {
+            self
+        }
+    }
+
     /// A `page_token` field; `real` is a token the list issued, if the setup got one.
     fn page_token(mut self, real: Option<String>) -> Self {
         self.token = Some(real);
         self
-    }
-}
-
-/// Every string leaf of a JSON value, in document order, as mutable references.
-fn string_leaves(value: &mut serde_json::Value) -> Vec<&mut String> {
-    match value {
-        serde_json::Value::String(s) => vec![s],
-        serde_json::Value::Array(items) => items.iter_mut().flat_map(string_leaves).collect(),
-        serde_json::Value::Object(map) => map.values_mut().flat_map(string_leaves).collect(),
-        _ => Vec::new(),
     }
 }
 
@@ -130,12 +140,7 @@ fn hostile_tokens(real: Option<&str>, value: &str) -> Vec<String> {
         paging::encode_token(&(value, value)),
     ];
     if let Some(Ok(Some(json))) = real.map(paging::decode_token::<serde_json::Value>) {
-        let leaves = string_leaves(&mut json.clone()).len();
-        for n in 0..leaves {
-            let mut mutated = json.clone();
-            *string_leaves(&mut mutated)[n] = value.to_owned();
-            tokens.push(paging::encode_token(&mutated));
-        }
+        tokens.extend(with_each_string_replaced(&json, value));
     }
     tokens
 }
@@ -258,19 +263,37 @@ impl Counter {
     }
 }
 
-fn ok<T>(result: Result<tonic::Response<T>, Status>) -> Outcome {
+/// A success that echoes nothing the case checks, or the call's status.
+fn ok<T>(result: Result<T, Status>) -> Outcome {
     result.map(|_| Answer::default())
 }
 
-/// Reads a server stream to its end; an error part-way is the call's outcome.
-async fn drain<T>(
-    result: Result<tonic::Response<tonic::Streaming<T>>, Status>,
-) -> Result<(), Status> {
-    let mut stream = result?.into_inner();
-    while let Some(item) = stream.next().await {
-        item?;
-    }
-    Ok(())
+/// Uploads `ids` to `target` as reseller `acme`, in batches of `batch`, with
+/// `order_number` in the header.
+async fn upload_ids(acme: &Caller, target: &str, order_number: &str, ids: &[String], batch: usize) {
+    let header = pb::UploadHeader {
+        target_knox_id: target.into(),
+        order_number: order_number.into(),
+        ..Default::default()
+    };
+    let messages = upload_stream(header, ids.iter().map(|id| device(id)).collect(), batch);
+    acme.upload_devices(futures::stream::iter(messages))
+        .await
+        .expect("upload");
+}
+
+/// Waits until `first_page` (a list's first page, of one item) answers a next-page
+/// token, and returns that token: a real one, to forge decodable ones from.
+async fn next_page_token<F, Fut>(what: &str, first_page: F) -> String
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<String, Status>>,
+{
+    eventually(what, || async {
+        let token = first_page().await.ok()?;
+        (!token.is_empty()).then_some(token)
+    })
+    .await
 }
 
 fn my_devices_request(page_token: String) -> pb::ListMyDevicesRequest {
@@ -293,28 +316,13 @@ async fn customer_service_answers_hostile_strings_per_field() {
     active_account(&stack, "acme", M1, AccountKind::Msp, "MSP GmbH").await;
     register(&stack, C2, AccountKind::Customer, "Zweite GmbH").await;
     // Two devices in C1's portal, for a real ListMyDevices page token.
-    let upload = upload_stream(
-        pb::UploadHeader {
-            target_knox_id: C1.into(),
-            ..Default::default()
-        },
-        vec![device(&imei(1)), device(&imei(2))],
-        10,
-    );
-    reseller(&stack, "acme")
-        .devices()
-        .upload_devices(futures::stream::iter(upload))
-        .await
-        .expect("upload");
+    upload_ids(&reseller(&stack, "acme"), C1, "", &[imei(1), imei(2)], 10).await;
     let c1 = customer(&stack, C1);
-    let my_token = eventually("C1's portal to page", || async {
+    let my_token = next_page_token("C1's portal to page", || async {
         let page = c1
-            .customers()
             .list_my_devices(my_devices_request(String::new()))
-            .await
-            .ok()?
-            .into_inner();
-        (!page.next_page_token.is_empty()).then_some(page.next_page_token)
+            .await?;
+        Ok(page.next_page_token)
     })
     .await;
 
@@ -346,7 +354,7 @@ async fn customer_service_answers_hostile_strings_per_field() {
                 company_name: pick(name),
                 country: pick(country),
             };
-            async move { ok(admin.accounts().register_account(request).await) }
+            async move { ok(admin.register_account(request).await) }
         }
     };
     cases.push(Case::new(
@@ -364,31 +372,20 @@ async fn customer_service_answers_hostile_strings_per_field() {
         "country",
         register_with("#", "Acme", "*"),
     ));
-    let caller = admin.clone();
-    cases.push(Case::new("GetAccount", "knox_id", move |value| {
-        let caller = caller.clone();
-        async move {
-            ok(caller
-                .accounts()
-                .get_account(pb::GetAccountRequest { knox_id: value })
-                .await)
-        }
-    }));
+    cases.push(Case::by(
+        "GetAccount",
+        "knox_id",
+        &admin,
+        |c, value| async move { ok(c.get_account(&value).await) },
+    ));
 
     // CustomerService (reseller).
-    let caller = acme.clone();
-    cases.push(Case::new("AddCustomer", "knox_id", move |value| {
-        let caller = caller.clone();
-        async move {
-            ok(caller
-                .customers()
-                .add_customer(pb::AddCustomerRequest {
-                    knox_id: value,
-                    internal_reference: "PO-1".into(),
-                })
-                .await)
-        }
-    }));
+    cases.push(Case::by(
+        "AddCustomer",
+        "knox_id",
+        &acme,
+        |c, value| async move { ok(c.add_customer(&value, "PO-1").await) },
+    ));
     // One reseller per value that has not added C2 yet, so the reference reaches the
     // insert.
     let next_reseller = Counter::default();
@@ -400,96 +397,57 @@ async fn customer_service_answers_hostile_strings_per_field() {
         "internal_reference",
         move |value| {
             let caller = resellers[next_reseller.next() as usize % resellers.len()].clone();
-            async move {
-                ok(caller
-                    .customers()
-                    .add_customer(pb::AddCustomerRequest {
-                        knox_id: C2.into(),
-                        internal_reference: value,
-                    })
-                    .await)
-            }
+            async move { ok(caller.add_customer(C2, &value).await) }
         },
     ));
     for (field, knox_hostile) in [("knox_id", true), ("internal_reference", false)] {
-        let caller = acme.clone();
-        cases.push(Case::new("UpdateInternalReference", field, move |value| {
-            let caller = caller.clone();
-            let request = if knox_hostile {
-                pb::UpdateInternalReferenceRequest {
-                    knox_id: value,
-                    internal_reference: "PO-2".into(),
-                }
-            } else {
-                pb::UpdateInternalReferenceRequest {
-                    knox_id: C1.into(),
-                    internal_reference: value,
-                }
-            };
-            async move { ok(caller.customers().update_internal_reference(request).await) }
-        }));
-    }
-    let caller = acme.clone();
-    cases.push(Case::new("GetCustomer", "knox_id", move |value| {
-        let caller = caller.clone();
-        async move {
-            ok(caller
-                .customers()
-                .get_customer(pb::GetCustomerRequest { knox_id: value })
-                .await)
-        }
-    }));
-
-    // Approvals: a customer and an MSP decide.
-    for (who, caller) in [("customer", c1.clone()), ("msp", m1.clone())] {
-        let approver = caller.clone();
-        cases.push(Case::new(
-            if who == "customer" {
-                "ApproveReseller (customer)"
-            } else {
-                "ApproveReseller (msp)"
-            },
-            "reseller_id",
-            move |value| {
-                let caller = approver.clone();
-                async move {
-                    ok(caller
-                        .customers()
-                        .approve_reseller(pb::ApproveResellerRequest { reseller_id: value })
-                        .await)
+        cases.push(Case::by(
+            "UpdateInternalReference",
+            field,
+            &acme,
+            move |c, value| async move {
+                if knox_hostile {
+                    ok(c.update_internal_reference(&value, "PO-2").await)
+                } else {
+                    ok(c.update_internal_reference(C1, &value).await)
                 }
             },
         ));
-        cases.push(Case::new(
-            if who == "customer" {
-                "RevokeReseller (customer)"
-            } else {
-                "RevokeReseller (msp)"
-            },
+    }
+    cases.push(Case::by(
+        "GetCustomer",
+        "knox_id",
+        &acme,
+        |c, value| async move { ok(c.get_customer(&value).await) },
+    ));
+
+    // Approvals: a customer and an MSP decide.
+    for (approve, revoke, caller) in [
+        (
+            "ApproveReseller (customer)",
+            "RevokeReseller (customer)",
+            &c1,
+        ),
+        ("ApproveReseller (msp)", "RevokeReseller (msp)", &m1),
+    ] {
+        cases.push(Case::by(
+            approve,
             "reseller_id",
-            move |value| {
-                let caller = caller.clone();
-                async move {
-                    ok(caller
-                        .customers()
-                        .revoke_reseller(pb::RevokeResellerRequest { reseller_id: value })
-                        .await)
-                }
-            },
+            caller,
+            |c, value| async move { ok(c.approve_reseller(&value).await) },
+        ));
+        cases.push(Case::by(
+            revoke,
+            "reseller_id",
+            caller,
+            |c, value| async move { ok(c.revoke_reseller(&value).await) },
         ));
     }
 
     // The customer portal.
-    let caller = c1.clone();
     cases.push(
-        Case::new("ListMyDevices", "page_token", move |value| {
-            let caller = caller.clone();
-            async move {
-                ok(caller
-                    .customers()
-                    .list_my_devices(my_devices_request(value))
-                    .await)
-            }
+        Case::by("ListMyDevices", "page_token", &c1, |c, value| async move {
+            ok(c.list_my_devices(my_devices_request(value)).await)
         })
         .page_token(Some(my_token)),
     );
@@ -511,20 +469,12 @@ async fn token_subjects(stack: &TestStack) -> Vec<String> {
                 .expect("mint");
             let caller = Caller::raw(stack, Some(format!("Bearer {token}")));
             let outcome = match role {
-                Role::Admin => ok(caller
-                    .accounts()
-                    .get_account(pb::GetAccountRequest { knox_id: C1.into() })
-                    .await),
-                Role::Reseller => ok(caller
-                    .customers()
-                    .get_customer(pb::GetCustomerRequest { knox_id: C1.into() })
-                    .await),
+                Role::Admin => ok(caller.get_account(C1).await),
+                Role::Reseller => ok(caller.get_customer(C1).await),
                 Role::Msp => ok(caller
-                    .msp()
                     .list_managed_customers(pb::ListManagedCustomersRequest::default())
                     .await),
                 Role::Customer => ok(caller
-                    .customers()
                     .list_my_devices(pb::ListMyDevicesRequest::default())
                     .await),
             };
@@ -568,87 +518,42 @@ async fn msp_link_service_answers_hostile_strings_per_field() {
         (SPARE, ManagementMode::FullyManaged),
         (LEAVER, ManagementMode::JointlyManaged),
     ] {
-        a.msp()
-            .link_customer(pb::LinkCustomerRequest {
-                customer_knox_id: knox.into(),
-                mode: mode as i32,
-            })
-            .await
-            .expect("link");
+        a.link_customer(knox, mode).await.expect("link");
     }
     let pool = [imei(11), imei(12)];
-    let upload = upload_stream(
-        pb::UploadHeader {
-            target_knox_id: MSP_A.into(),
+    upload_ids(&reseller(&stack, "acme"), MSP_A, "", &pool, 10).await;
+    let portal_token = next_page_token("the MSP portal to page", || async {
+        let first = pb::ListMspDevicesRequest {
+            page_size: 1,
             ..Default::default()
-        },
-        pool.iter().map(|id| device(id)).collect(),
-        10,
-    );
-    reseller(&stack, "acme")
-        .devices()
-        .upload_devices(futures::stream::iter(upload))
-        .await
-        .expect("upload to the pool");
-    let portal_token = eventually("the MSP portal to page", || async {
-        let page = a
-            .msp()
-            .list_msp_devices(pb::ListMspDevicesRequest {
-                page_size: 1,
-                ..Default::default()
-            })
-            .await
-            .ok()?
-            .into_inner();
-        (!page.next_page_token.is_empty()).then_some(page.next_page_token)
+        };
+        Ok(a.list_msp_devices(first).await?.next_page_token)
     })
     .await;
     let links_token = a
-        .msp()
         .list_managed_customers(pb::ListManagedCustomersRequest {
             page_size: 1,
             ..Default::default()
         })
         .await
         .expect("links")
-        .into_inner()
         .next_page_token;
     assert!(!links_token.is_empty());
 
-    let mut cases = Vec::new();
-    let caller = a.clone();
-    cases.push(Case::new(
-        "LinkCustomer",
-        "customer_knox_id",
-        move |value| {
-            let caller = caller.clone();
-            async move {
-                ok(caller
-                    .msp()
-                    .link_customer(pb::LinkCustomerRequest {
-                        customer_knox_id: value,
-                        mode: ManagementMode::FullyManaged as i32,
-                    })
-                    .await)
-            }
-        },
-    ));
-    let caller = a.clone();
-    cases.push(Case::new(
-        "SetJointlyManaged",
-        "customer_knox_id",
-        move |value| {
-            let caller = caller.clone();
-            async move {
-                ok(caller
-                    .msp()
-                    .set_jointly_managed(pb::SetJointlyManagedRequest {
-                        customer_knox_id: value,
-                    })
-                    .await)
-            }
-        },
-    ));
+    let mut cases = vec![
+        Case::by(
+            "LinkCustomer",
+            "customer_knox_id",
+            &a,
+            |c, value| async move { ok(c.link_customer(&value, ManagementMode::FullyManaged).await) },
+        ),
+        Case::by(
+            "SetJointlyManaged",
+            "customer_knox_id",
+            &a,
+            |c, value| async move { ok(c.set_jointly_managed(&value).await) },
+        ),
+    ];
     // Delinks, by the MSP and by the customer itself. A value that trims to nothing in
     // `msp_id` means "my MSP" and really delinks LEAVER: link it again for the next case.
     let leaver = customer(&stack, LEAVER);
@@ -657,28 +562,17 @@ async fn msp_link_service_answers_hostile_strings_per_field() {
         ("DelinkCustomer (customer)", leaver.clone()),
     ] {
         for field in ["customer_knox_id", "msp_id"] {
-            let (caller, relinker) = (caller.clone(), a.clone());
-            cases.push(Case::new(rpc, field, move |value| {
-                let (caller, relinker) = (caller.clone(), relinker.clone());
-                let request = if field == "msp_id" {
-                    pb::DelinkCustomerRequest {
-                        customer_knox_id: LEAVER.into(),
-                        msp_id: value,
-                    }
-                } else {
-                    pb::DelinkCustomerRequest {
-                        customer_knox_id: value,
-                        msp_id: MSP_A.into(),
-                    }
-                };
+            let relinker = a.clone();
+            cases.push(Case::by(rpc, field, &caller, move |caller, value| {
+                let relinker = relinker.clone();
                 async move {
-                    let outcome = ok(caller.msp().delink_customer(request).await);
+                    let outcome = if field == "msp_id" {
+                        ok(caller.delink_customer(LEAVER, &value).await)
+                    } else {
+                        ok(caller.delink_customer(&value, MSP_A).await)
+                    };
                     let _ = relinker
-                        .msp()
-                        .link_customer(pb::LinkCustomerRequest {
-                            customer_knox_id: LEAVER.into(),
-                            mode: ManagementMode::JointlyManaged as i32,
-                        })
+                        .link_customer(LEAVER, ManagementMode::JointlyManaged)
                         .await;
                     outcome
                 }
@@ -687,114 +581,98 @@ async fn msp_link_service_answers_hostile_strings_per_field() {
     }
     // Moves: a good device and the hostile one; the good one moves, the other is
     // rejected, echoed canonical or cut.
-    let caller = a.clone();
     let good = pool[0].clone();
-    cases.push(Case::new("MoveDevices", "device_ids", move |value| {
-        let (caller, good) = (caller.clone(), good.clone());
-        async move {
-            let answer = caller
-                .msp()
-                .move_devices(pb::MoveDevicesRequest {
-                    device_ids: vec![good.clone(), value.clone()],
-                    to_customer_knox_id: LINKED.into(),
+    cases.push(Case::by(
+        "MoveDevices",
+        "device_ids",
+        &a,
+        move |caller, value| {
+            let good = good.clone();
+            async move {
+                let answer = caller
+                    .move_devices([good.clone(), value.clone()], LINKED)
+                    .await?;
+                let mut problems = Vec::new();
+                if answer.moved_device_ids != [good.clone()] {
+                    problems.push(format!(
+                        "moved {:?}, not just the good device",
+                        answer.moved_device_ids
+                    ));
+                }
+                let expected: Vec<String> = if value.trim().is_empty() {
+                    Vec::new()
+                } else {
+                    vec![echo_id(&value)]
+                };
+                if answer.rejected_device_ids != expected {
+                    problems.push(format!(
+                        "rejected {:?}, expected {expected:?}",
+                        answer.rejected_device_ids
+                    ));
+                }
+                Ok(Answer {
+                    echoed: answer
+                        .moved_device_ids
+                        .into_iter()
+                        .chain(answer.rejected_device_ids)
+                        .collect(),
+                    problems,
+                    ..Default::default()
                 })
-                .await?
-                .into_inner();
-            let mut problems = Vec::new();
-            if answer.moved_device_ids != [good.clone()] {
-                problems.push(format!(
-                    "moved {:?}, not just the good device",
-                    answer.moved_device_ids
-                ));
             }
-            let expected: Vec<String> = if value.trim().is_empty() {
-                Vec::new()
-            } else {
-                vec![echo_id(&value)]
-            };
-            if answer.rejected_device_ids != expected {
-                problems.push(format!(
-                    "rejected {:?}, expected {expected:?}",
-                    answer.rejected_device_ids
-                ));
-            }
-            Ok(Answer {
-                echoed: answer
-                    .moved_device_ids
-                    .into_iter()
-                    .chain(answer.rejected_device_ids)
-                    .collect(),
-                problems,
-                ..Default::default()
-            })
-        }
-    }));
-    let caller = a.clone();
+        },
+    ));
     let good = pool[1].clone();
-    cases.push(Case::new(
+    cases.push(Case::by(
         "MoveDevices",
         "to_customer_knox_id",
-        move |value| {
-            let (caller, good) = (caller.clone(), good.clone());
-            async move {
-                ok(caller
-                    .msp()
-                    .move_devices(pb::MoveDevicesRequest {
-                        device_ids: vec![good],
-                        to_customer_knox_id: value,
-                    })
-                    .await)
-            }
+        &a,
+        move |caller, value| {
+            let good = good.clone();
+            async move { ok(caller.move_devices([good], &value).await) }
         },
     ));
-    let caller = a.clone();
     cases.push(
-        Case::new("ListManagedCustomers", "page_token", move |value| {
-            let caller = caller.clone();
-            async move {
-                ok(caller
-                    .msp()
-                    .list_managed_customers(pb::ListManagedCustomersRequest {
-                        page_size: 1,
-                        page_token: value,
-                    })
-                    .await)
-            }
-        })
+        Case::by(
+            "ListManagedCustomers",
+            "page_token",
+            &a,
+            |c, page_token| async move {
+                let request = pb::ListManagedCustomersRequest {
+                    page_size: 1,
+                    page_token,
+                };
+                ok(c.list_managed_customers(request).await)
+            },
+        )
         .page_token(Some(links_token)),
     );
-    let caller = a.clone();
-    cases.push(Case::new(
+    cases.push(Case::by(
         "ListMspDevices",
         "customer_knox_id",
-        move |value| {
-            let caller = caller.clone();
-            async move {
-                ok(caller
-                    .msp()
-                    .list_msp_devices(pb::ListMspDevicesRequest {
-                        customer_knox_id: value,
-                        ..Default::default()
-                    })
-                    .await)
-            }
+        &a,
+        |c, customer_knox_id| async move {
+            let request = pb::ListMspDevicesRequest {
+                customer_knox_id,
+                ..Default::default()
+            };
+            ok(c.list_msp_devices(request).await)
         },
     ));
-    let caller = a.clone();
     cases.push(
-        Case::new("ListMspDevices", "page_token", move |value| {
-            let caller = caller.clone();
-            async move {
-                ok(caller
-                    .msp()
-                    .list_msp_devices(pb::ListMspDevicesRequest {
-                        page_size: 1,
-                        page_token: value,
-                        ..Default::default()
-                    })
-                    .await)
-            }
-        })
+        Case::by(
+            "ListMspDevices",
+            "page_token",
+            &a,
+            |c, page_token| async move {
+                let request = pb::ListMspDevicesRequest {
+                    page_size: 1,
+                    page_token,
+                    ..Default::default()
+                };
+                ok(c.list_msp_devices(request).await)
+            },
+        )
         .page_token(Some(portal_token)),
     );
     assert_none("msp-link-service", run(&cases).await);
@@ -839,169 +717,130 @@ async fn device_service_answers_hostile_strings_per_field() {
     // Devices to delete, one per case that deletes.
     let values = hostile_values().len();
     let doomed: Vec<String> = (0..values as u64).map(|n| imei(500 + n)).collect();
-    let upload = upload_stream(
-        pb::UploadHeader {
-            target_knox_id: TARGET.into(),
-            ..Default::default()
-        },
-        doomed.iter().map(|id| device(id)).collect(),
-        100,
-    );
-    acme.devices()
-        .upload_devices(futures::stream::iter(upload))
-        .await
-        .expect("upload the devices to delete");
+    upload_ids(&acme, TARGET, "", &doomed, 100).await;
     let fresh = Counter::default();
     let mut cases = Vec::new();
 
     // Uploads: one hostile header field with a good device, or a good device and one
     // hostile row (which must be rejected alone).
     for field in ["target_knox_id", "order_number", "client_upload_id"] {
-        let (caller, fresh) = (acme.clone(), fresh.clone());
-        cases.push(Case::new("UploadDevices", field, move |value| {
-            let caller = caller.clone();
-            let mut header = pb::UploadHeader {
-                target_knox_id: TARGET.into(),
-                ..Default::default()
-            };
-            match field {
-                "target_knox_id" => header.target_knox_id = value,
-                "order_number" => header.order_number = value,
-                _ => header.client_upload_id = value,
-            }
-            let messages = upload_stream(header, vec![device(&imei(1000 + fresh.next()))], 10);
-            async move {
-                let upload = caller
-                    .devices()
-                    .upload_devices(futures::stream::iter(messages))
-                    .await?
-                    .into_inner();
-                Ok(upload_answer(upload, None))
-            }
-        }));
+        let fresh = fresh.clone();
+        cases.push(Case::by(
+            "UploadDevices",
+            field,
+            &acme,
+            move |caller, value| {
+                let mut header = pb::UploadHeader {
+                    target_knox_id: TARGET.into(),
+                    ..Default::default()
+                };
+                match field {
+                    "target_knox_id" => header.target_knox_id = value,
+                    "order_number" => header.order_number = value,
+                    _ => header.client_upload_id = value,
+                }
+                let messages = upload_stream(header, vec![device(&imei(1000 + fresh.next()))], 10);
+                async move {
+                    let upload = caller
+                        .upload_devices(futures::stream::iter(messages))
+                        .await?;
+                    Ok(upload_answer(upload, None))
+                }
+            },
+        ));
     }
     for field in ["device_id", "model", "secondary_ids"] {
-        let (caller, fresh) = (acme.clone(), fresh.clone());
-        cases.push(Case::new("UploadDevices", field, move |value| {
-            let caller = caller.clone();
-            let good = device(&imei(2000 + fresh.next()));
-            let mut bad = device(&imei(2000 + fresh.next()));
-            match field {
-                "device_id" => bad.device_id = value,
-                "model" => bad.model = value,
-                _ => bad.secondary_ids = vec![value],
-            }
-            // The row must be rejected exactly when the shared parser refuses it (a
-            // non-ASCII model is fine; a secondary ID that trims to nothing is none).
-            let refused = parse_input(&bad.device_id, 0, &bad.model)
-                .and_then(|(id, _)| parse_secondary_ids(&bad.secondary_ids, &id))
-                .is_err();
-            let header = pb::UploadHeader {
-                target_knox_id: TARGET.into(),
-                ..Default::default()
-            };
-            let messages = upload_stream(header, vec![good, bad], 10);
-            async move {
-                let upload = caller
-                    .devices()
-                    .upload_devices(futures::stream::iter(messages))
-                    .await?
-                    .into_inner();
-                Ok(upload_answer(upload, Some(refused)))
-            }
-        }));
+        let fresh = fresh.clone();
+        cases.push(Case::by(
+            "UploadDevices",
+            field,
+            &acme,
+            move |caller, value| {
+                let good = device(&imei(2000 + fresh.next()));
+                let mut bad = device(&imei(2000 + fresh.next()));
+                match field {
+                    "device_id" => bad.device_id = value,
+                    "model" => bad.model = value,
+                    _ => bad.secondary_ids = vec![value],
+                }
+                // The row must be rejected exactly when the shared parser refuses it (a
+                // non-ASCII model is fine; a secondary ID that trims to nothing is none).
+                let refused = parse_input(&bad.device_id, 0, &bad.model)
+                    .and_then(|(id, _)| parse_secondary_ids(&bad.secondary_ids, &id))
+                    .is_err();
+                let header = pb::UploadHeader {
+                    target_knox_id: TARGET.into(),
+                    ..Default::default()
+                };
+                let messages = upload_stream(header, vec![good, bad], 10);
+                async move {
+                    let upload = caller
+                        .upload_devices(futures::stream::iter(messages))
+                        .await?;
+                    Ok(upload_answer(upload, Some(refused)))
+                }
+            },
+        ));
     }
-    let caller = acme.clone();
-    cases.push(Case::new("GetUpload", "upload_id", move |value| {
-        let caller = caller.clone();
-        async move {
-            let upload = caller
-                .devices()
-                .get_upload(pb::GetUploadRequest { upload_id: value })
-                .await?
-                .into_inner();
-            Ok(upload_answer(upload, None))
-        }
-    }));
+    cases.push(Case::by(
+        "GetUpload",
+        "upload_id",
+        &acme,
+        |c, value| async move { Ok(upload_answer(c.get_upload(&value).await?, None)) },
+    ));
     // Deletions: a good device and the hostile ID; the good one is deleted, the other
     // listed as not found.
-    let (caller, next_doomed) = (acme.clone(), Counter::default());
-    cases.push(Case::new("DeleteDevices", "device_ids", move |value| {
-        let caller = caller.clone();
-        let good = doomed[next_doomed.next() as usize % doomed.len()].clone();
-        async move {
-            let deletion = caller
-                .devices()
-                .delete_devices(pb::DeleteDevicesRequest {
-                    device_ids: vec![good.clone(), value.clone()],
-                })
-                .await?
-                .into_inner();
-            let mut problems = Vec::new();
-            if deletion.deleted_device_ids != [good.clone()] {
-                problems.push(format!(
-                    "deleted {:?}, expected the good device",
-                    deletion.deleted_device_ids
-                ));
-            }
-            if !value.trim().is_empty() && deletion.not_found_device_ids.is_empty() {
-                problems.push("the hostile ID is not listed as not found".into());
-            }
-            Ok(Answer {
-                echoed: deletion
-                    .deleted_device_ids
-                    .into_iter()
-                    .chain(deletion.not_found_device_ids)
-                    .collect(),
-                problems,
-                ..Default::default()
-            })
-        }
-    }));
-    let caller = acme.clone();
-    cases.push(Case::new("GetDeletion", "deletion_id", move |value| {
-        let caller = caller.clone();
-        async move {
-            ok(caller
-                .devices()
-                .get_deletion(pb::GetDeletionRequest { deletion_id: value })
-                .await)
-        }
-    }));
-    let caller = acme.clone();
-    cases.push(Case::new(
-        "ListUploadRejections",
-        "upload_id",
-        move |value| {
-            let caller = caller.clone();
+    let next_doomed = Counter::default();
+    cases.push(Case::by(
+        "DeleteDevices",
+        "device_ids",
+        &acme,
+        move |caller, value| {
+            let good = doomed[next_doomed.next() as usize % doomed.len()].clone();
             async move {
-                ok(caller
-                    .devices()
-                    .list_upload_rejections(pb::ListUploadRejectionsRequest {
-                        upload_id: value,
-                        ..Default::default()
-                    })
-                    .await)
+                let deletion = caller.delete_devices([good.clone(), value.clone()]).await?;
+                let mut problems = Vec::new();
+                if deletion.deleted_device_ids != [good.clone()] {
+                    problems.push(format!(
+                        "deleted {:?}, expected the good device",
+                        deletion.deleted_device_ids
+                    ));
+                }
+                if !value.trim().is_empty() && deletion.not_found_device_ids.is_empty() {
+                    problems.push("the hostile ID is not listed as not found".into());
+                }
+                Ok(Answer {
+                    echoed: deletion
+                        .deleted_device_ids
+                        .into_iter()
+                        .chain(deletion.not_found_device_ids)
+                        .collect(),
+                    problems,
+                    ..Default::default()
+                })
             }
         },
     ));
-    let caller = acme.clone();
-    cases.push(
-        Case::new("ListUploadRejections", "page_token", move |value| {
-            let caller = caller.clone();
-            async move {
-                ok(caller
-                    .devices()
-                    .list_upload_rejections(pb::ListUploadRejectionsRequest {
-                        upload_id: uuid::Uuid::nil().to_string(),
-                        page_token: value,
-                        ..Default::default()
-                    })
-                    .await)
+    cases.push(Case::by(
+        "GetDeletion",
+        "deletion_id",
+        &acme,
+        |c, value| async move { ok(c.get_deletion(&value).await) },
+    ));
+    for field in ["upload_id", "page_token"] {
+        let case = Case::by("ListUploadRejections", field, &acme, move |c, value| {
+            let mut request = pb::ListUploadRejectionsRequest {
+                upload_id: uuid::Uuid::nil().to_string(),
+                ..Default::default()
+            };
+            match field {
+                "upload_id" => request.upload_id = value,
+                _ => request.page_token = value,
             }
-        })
-        .page_token(None),
-    );
+            async move { ok(c.list_upload_rejections(request).await) }
+        });
+        cases.push(case.paged(None));
+    }
     assert_none("device-service", run(&cases).await);
 }
 
@@ -1016,52 +855,28 @@ async fn reporting_service_answers_hostile_strings_per_field() {
     active_customer(&stack, "acme", R1, "Ärzte GmbH").await;
     active_customer(&stack, "acme", R2, "Zahnärzte AG").await;
     let acme = reseller(&stack, "acme");
-    let upload = upload_stream(
-        pb::UploadHeader {
-            target_knox_id: R1.into(),
-            order_number: "PO-1".into(),
+    upload_ids(&acme, R1, "PO-1", &[imei(1), imei(2)], 10).await;
+    let devices_token = next_page_token("R1's devices to page", || async {
+        let first = pb::ListCustomerDevicesRequest {
+            knox_id: R1.into(),
+            page_size: 1,
             ..Default::default()
-        },
-        vec![device(&imei(1)), device(&imei(2))],
-        10,
-    );
-    acme.devices()
-        .upload_devices(futures::stream::iter(upload))
-        .await
-        .expect("upload");
-    let devices_token = eventually("R1's devices to page", || async {
-        let page = acme
-            .reporting()
-            .list_customer_devices(pb::ListCustomerDevicesRequest {
-                knox_id: R1.into(),
-                page_size: 1,
-                ..Default::default()
-            })
-            .await
-            .ok()?
-            .into_inner();
-        (!page.next_page_token.is_empty()).then_some(page.next_page_token)
+        };
+        Ok(acme.list_customer_devices(first).await?.next_page_token)
     })
     .await;
-    let customers_token = eventually("the Customers page to page", || async {
-        let page = acme
-            .reporting()
-            .list_customers(pb::ListCustomersRequest {
-                page_size: 1,
-                ..Default::default()
-            })
-            .await
-            .ok()?
-            .into_inner();
-        (!page.next_page_token.is_empty()).then_some(page.next_page_token)
+    let customers_token = next_page_token("the Customers page to page", || async {
+        let first = pb::ListCustomersRequest {
+            page_size: 1,
+            ..Default::default()
+        };
+        Ok(acme.list_customers(first).await?.next_page_token)
     })
     .await;
 
     let mut cases = Vec::new();
     for field in ["query", "page_token", "order_by"] {
-        let caller = acme.clone();
-        let case = Case::new("ListCustomers", field, move |value| {
-            let caller = caller.clone();
+        let case = Case::by("ListCustomers", field, &acme, move |caller, value| {
             let mut request = pb::ListCustomersRequest {
                 page_size: 1,
                 ..Default::default()
@@ -1071,28 +886,18 @@ async fn reporting_service_answers_hostile_strings_per_field() {
                 "page_token" => request.page_token = value,
                 _ => request.order_by = value,
             }
-            async move { ok(caller.reporting().list_customers(request).await) }
+            async move { ok(caller.list_customers(request).await) }
         });
-        cases.push(if field == "page_token" {
-            case.page_token(Some(customers_token.clone()))
-        } else {
-            case
-        });
+        cases.push(case.paged(Some(customers_token.clone())));
     }
-    let caller = acme.clone();
-    cases.push(Case::new("GetCustomerDetail", "knox_id", move |value| {
-        let caller = caller.clone();
-        async move {
-            ok(caller
-                .reporting()
-                .get_customer_detail(pb::GetCustomerDetailRequest { knox_id: value })
-                .await)
-        }
-    }));
+    cases.push(Case::by(
+        "GetCustomerDetail",
+        "knox_id",
+        &acme,
+        |c, value| async move { ok(c.get_customer_detail(&value).await) },
+    ));
     for field in ["knox_id", "page_token"] {
-        let caller = acme.clone();
-        let case = Case::new("ListCustomerDevices", field, move |value| {
-            let caller = caller.clone();
+        let case = Case::by("ListCustomerDevices", field, &acme, move |caller, value| {
             let mut request = pb::ListCustomerDevicesRequest {
                 knox_id: R1.into(),
                 page_size: 1,
@@ -1102,47 +907,34 @@ async fn reporting_service_answers_hostile_strings_per_field() {
                 "knox_id" => request.knox_id = value,
                 _ => request.page_token = value,
             }
-            async move { ok(caller.reporting().list_customer_devices(request).await) }
+            async move { ok(caller.list_customer_devices(request).await) }
         });
-        cases.push(if field == "page_token" {
-            case.page_token(Some(devices_token.clone()))
-        } else {
-            case
-        });
+        cases.push(case.paged(Some(devices_token.clone())));
     }
-    let caller = acme.clone();
-    cases.push(Case::new("ExportCustomersCsv", "query", move |value| {
-        let caller = caller.clone();
-        async move {
-            drain(
-                caller
-                    .reporting()
-                    .export_customers_csv(pb::ExportCustomersCsvRequest {
-                        query: value,
-                        ..Default::default()
-                    })
-                    .await,
-            )
-            .await
-            .map(|()| Answer::default())
-        }
-    }));
-    let caller = acme.clone();
-    cases.push(Case::new("ExportCustomerCsv", "knox_id", move |value| {
-        let caller = caller.clone();
-        async move {
-            drain(
-                caller
-                    .reporting()
-                    .export_customer_csv(pb::ExportCustomerCsvRequest {
-                        knox_id: value,
-                        ..Default::default()
-                    })
-                    .await,
-            )
-            .await
-            .map(|()| Answer::default())
-        }
-    }));
+    // Exports are read to their end: an error part-way is the call's outcome.
+    cases.push(Case::by(
+        "ExportCustomersCsv",
+        "query",
+        &acme,
+        |c, query| async move {
+            let request = pb::ExportCustomersCsvRequest {
+                query,
+                ..Default::default()
+            };
+            ok(c.export_customers_csv(request).await)
+        },
+    ));
+    cases.push(Case::by(
+        "ExportCustomerCsv",
+        "knox_id",
+        &acme,
+        |c, knox_id| async move {
+            let request = pb::ExportCustomerCsvRequest {
+                knox_id,
+                ..Default::default()
+            };
+            ok(c.export_customer_csv(request).await)
+        },
+    ));
     assert_none("reporting-service", run(&cases).await);
 }

@@ -4,7 +4,9 @@
 use reseller_proto::v1::{self as pb, AccountKind, ManagementMode};
 use reseller_tests::assert::{invalid_fields, status};
 use reseller_tests::clients::{Caller, customer, msp};
-use reseller_tests::fixtures::{active_account, active_customer, register, upload};
+use reseller_tests::fixtures::{
+    active_account, active_customer, msp_devices, my_devices, register, upload,
+};
 use reseller_tests::{TestStack, eventually};
 use tonic::Code;
 
@@ -28,59 +30,43 @@ async fn setup(stack: &TestStack) {
     }
 }
 
-fn link(customer_knox_id: &str, mode: ManagementMode) -> pb::LinkCustomerRequest {
-    pb::LinkCustomerRequest {
-        customer_knox_id: customer_knox_id.into(),
-        mode: mode as i32,
-    }
-}
-
-async fn portal(caller: &Caller, customer_knox_id: &str) -> Vec<pb::PortalDevice> {
-    caller
-        .msp()
-        .list_msp_devices(pb::ListMspDevicesRequest {
-            customer_knox_id: customer_knox_id.into(),
-            page_size: 1000,
-            page_token: String::new(),
-        })
-        .await
-        .expect("MSP portal")
-        .into_inner()
-        .devices
-}
-
-async fn my_devices(caller: &Caller) -> Vec<pb::PortalDevice> {
-    caller
-        .customers()
-        .list_my_devices(pb::ListMyDevicesRequest {
-            page_size: 1000,
-            page_token: String::new(),
-        })
-        .await
-        .expect("customer portal")
-        .into_inner()
-        .devices
-}
-
 fn ids(devices: &[pb::PortalDevice]) -> Vec<String> {
     let mut ids: Vec<String> = devices.iter().map(|d| d.device_id.clone()).collect();
     ids.sort();
     ids
 }
 
+/// MSP A and MSP B, registered with the three customers; answers their callers.
+async fn two_msps(stack: &TestStack) -> (Caller, Caller) {
+    setup(stack).await;
+    (msp(stack, MSP_A), msp(stack, MSP_B))
+}
+
+/// [`two_msps`], with CUST_1 linked fully managed by MSP A.
+async fn cust_1_fully_managed_by_a(stack: &TestStack) -> (Caller, Caller) {
+    let (a, b) = two_msps(stack).await;
+    a.link_customer(CUST_1, ManagementMode::FullyManaged)
+        .await
+        .unwrap();
+    (a, b)
+}
+
+/// [`cust_1_fully_managed_by_a`], switched to jointly managed.
+async fn cust_1_jointly_managed_by_a(stack: &TestStack) -> (Caller, Caller) {
+    let (a, b) = cust_1_fully_managed_by_a(stack).await;
+    a.set_jointly_managed(CUST_1).await.unwrap();
+    (a, b)
+}
+
 #[tokio::test]
-async fn links_follow_the_management_rules() {
+async fn an_msp_links_a_registered_customer_nobody_else_manages() {
     let stack = TestStack::start().await;
-    setup(&stack).await;
-    let a = msp(&stack, MSP_A);
-    let b = msp(&stack, MSP_B);
+    let (a, b) = two_msps(&stack).await;
 
     let linked = a
-        .msp()
-        .link_customer(link(CUST_1, ManagementMode::FullyManaged))
+        .link_customer(CUST_1, ManagementMode::FullyManaged)
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(
         (
             linked.msp_id.as_str(),
@@ -91,23 +77,18 @@ async fn links_follow_the_management_rules() {
     );
     assert!(linked.since.is_some());
     status(
-        a.msp()
-            .link_customer(link(CUST_1, ManagementMode::JointlyManaged))
+        a.link_customer(CUST_1, ManagementMode::JointlyManaged)
             .await,
         Code::AlreadyExists,
     );
     // One MSP at a time.
     status(
-        b.msp()
-            .link_customer(link(CUST_1, ManagementMode::FullyManaged))
-            .await,
+        b.link_customer(CUST_1, ManagementMode::FullyManaged).await,
         Code::FailedPrecondition,
     );
     // Only customers can be managed, and they must exist.
     let not_customer = status(
-        a.msp()
-            .link_customer(link(MSP_B, ManagementMode::FullyManaged))
-            .await,
+        a.link_customer(MSP_B, ManagementMode::FullyManaged).await,
         Code::FailedPrecondition,
     );
     assert!(
@@ -116,51 +97,41 @@ async fn links_follow_the_management_rules() {
         not_customer.message()
     );
     status(
-        a.msp()
-            .link_customer(link("919999999", ManagementMode::FullyManaged))
+        a.link_customer("919999999", ManagementMode::FullyManaged)
             .await,
         Code::NotFound,
     );
     assert_eq!(
-        invalid_fields(
-            a.msp()
-                .link_customer(link(CUST_2, ManagementMode::Delinked))
-                .await
-        ),
+        invalid_fields(a.link_customer(CUST_2, ManagementMode::Delinked).await),
         ["mode"]
     );
     assert_eq!(
-        invalid_fields(
-            a.msp()
-                .link_customer(link("x", ManagementMode::Unspecified))
-                .await
-        ),
+        invalid_fields(a.link_customer("x", ManagementMode::Unspecified).await),
         ["customer_knox_id", "mode"]
     );
     // A customer token, or an unregistered MSP, cannot link.
     status(
         customer(&stack, CUST_2)
-            .msp()
-            .link_customer(link(CUST_2, ManagementMode::FullyManaged))
+            .link_customer(CUST_2, ManagementMode::FullyManaged)
             .await,
         Code::PermissionDenied,
     );
     status(
         msp(&stack, "909999999")
-            .msp()
-            .link_customer(link(CUST_2, ManagementMode::FullyManaged))
+            .link_customer(CUST_2, ManagementMode::FullyManaged)
             .await,
         Code::FailedPrecondition,
     );
+}
+
+#[tokio::test]
+async fn a_fully_managed_customer_cannot_be_delinked() {
+    let stack = TestStack::start().await;
+    let (a, _) = cust_1_fully_managed_by_a(&stack).await;
 
     // A fully managed customer cannot be delinked: the error says what to do.
     let refused = status(
-        a.msp()
-            .delink_customer(pb::DelinkCustomerRequest {
-                customer_knox_id: CUST_1.into(),
-                msp_id: String::new(),
-            })
-            .await,
+        a.delink_customer(CUST_1, "").await,
         Code::FailedPrecondition,
     );
     assert!(
@@ -170,145 +141,103 @@ async fn links_follow_the_management_rules() {
     );
     let refused = status(
         customer(&stack, CUST_1)
-            .msp()
-            .delink_customer(pb::DelinkCustomerRequest {
-                customer_knox_id: CUST_1.into(),
-                msp_id: MSP_A.into(),
-            })
+            .delink_customer(CUST_1, MSP_A)
             .await,
         Code::FailedPrecondition,
     );
     assert!(refused.message().contains("jointly managed"));
+}
+
+#[tokio::test]
+async fn fully_managed_becomes_jointly_managed_and_never_back() {
+    let stack = TestStack::start().await;
+    let (a, b) = cust_1_fully_managed_by_a(&stack).await;
 
     // Fully → jointly, and no way back (a second call changes nothing).
-    let joint = a
-        .msp()
-        .set_jointly_managed(pb::SetJointlyManagedRequest {
-            customer_knox_id: CUST_1.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let joint = a.set_jointly_managed(CUST_1).await.unwrap();
     assert_eq!(joint.mode, ManagementMode::JointlyManaged as i32);
-    let again = a
-        .msp()
-        .set_jointly_managed(pb::SetJointlyManagedRequest {
-            customer_knox_id: CUST_1.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let again = a.set_jointly_managed(CUST_1).await.unwrap();
     assert_eq!(again.mode, ManagementMode::JointlyManaged as i32);
     status(
-        a.msp()
-            .link_customer(link(CUST_1, ManagementMode::FullyManaged))
-            .await,
+        a.link_customer(CUST_1, ManagementMode::FullyManaged).await,
         Code::AlreadyExists,
     );
-    status(
-        b.msp()
-            .set_jointly_managed(pb::SetJointlyManagedRequest {
-                customer_knox_id: CUST_1.into(),
-            })
-            .await,
-        Code::NotFound,
-    );
+    status(b.set_jointly_managed(CUST_1).await, Code::NotFound);
+}
+
+#[tokio::test]
+async fn only_the_linking_msp_and_the_customer_itself_delink() {
+    let stack = TestStack::start().await;
+    let (a, b) = cust_1_jointly_managed_by_a(&stack).await;
 
     // Tenancy of delinks: another MSP, or another customer, cannot delink it.
-    status(
-        b.msp()
-            .delink_customer(pb::DelinkCustomerRequest {
-                customer_knox_id: CUST_1.into(),
-                msp_id: String::new(),
-            })
-            .await,
-        Code::NotFound,
-    );
+    status(b.delink_customer(CUST_1, "").await, Code::NotFound);
     status(
         customer(&stack, CUST_2)
-            .msp()
-            .delink_customer(pb::DelinkCustomerRequest {
-                customer_knox_id: CUST_1.into(),
-                msp_id: MSP_A.into(),
-            })
+            .delink_customer(CUST_1, MSP_A)
             .await,
         Code::NotFound,
     );
     status(
         customer(&stack, CUST_1)
-            .msp()
-            .delink_customer(pb::DelinkCustomerRequest {
-                customer_knox_id: CUST_1.into(),
-                msp_id: MSP_B.into(),
-            })
+            .delink_customer(CUST_1, MSP_B)
             .await,
         Code::NotFound,
     );
 
     // The customer delinks itself; then another MSP may link it.
     let ended = customer(&stack, CUST_1)
-        .msp()
-        .delink_customer(pb::DelinkCustomerRequest {
-            customer_knox_id: CUST_1.into(),
-            msp_id: MSP_A.into(),
-        })
+        .delink_customer(CUST_1, MSP_A)
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(
         (ended.mode, ended.msp_id.as_str()),
         (ManagementMode::Delinked as i32, MSP_A)
     );
-    status(
-        a.msp()
-            .delink_customer(pb::DelinkCustomerRequest {
-                customer_knox_id: CUST_1.into(),
-                msp_id: String::new(),
-            })
-            .await,
-        Code::NotFound,
-    );
-    b.msp()
-        .link_customer(link(CUST_1, ManagementMode::JointlyManaged))
+    status(a.delink_customer(CUST_1, "").await, Code::NotFound);
+    b.link_customer(CUST_1, ManagementMode::JointlyManaged)
         .await
         .unwrap();
     // The MSP delinks a jointly managed customer too.
-    b.msp()
-        .delink_customer(pb::DelinkCustomerRequest {
-            customer_knox_id: CUST_1.into(),
-            msp_id: MSP_B.into(),
-        })
+    b.delink_customer(CUST_1, MSP_B).await.unwrap();
+}
+
+#[tokio::test]
+async fn each_msp_lists_only_its_own_customers_paged() {
+    let stack = TestStack::start().await;
+    let (a, b) = cust_1_jointly_managed_by_a(&stack).await;
+    // MSP B linked and delinked CUST_1 after A: nothing of it is left in B's list.
+    customer(&stack, CUST_1)
+        .delink_customer(CUST_1, MSP_A)
         .await
         .unwrap();
+    b.link_customer(CUST_1, ManagementMode::JointlyManaged)
+        .await
+        .unwrap();
+    b.delink_customer(CUST_1, MSP_B).await.unwrap();
 
     // Each MSP lists only its own customers, paged.
-    a.msp()
-        .link_customer(link(CUST_2, ManagementMode::FullyManaged))
+    a.link_customer(CUST_2, ManagementMode::FullyManaged)
         .await
         .unwrap();
-    a.msp()
-        .link_customer(link(CUST_3, ManagementMode::JointlyManaged))
+    a.link_customer(CUST_3, ManagementMode::JointlyManaged)
         .await
         .unwrap();
     let first = a
-        .msp()
         .list_managed_customers(pb::ListManagedCustomersRequest {
             page_size: 1,
             page_token: String::new(),
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(first.customers.len(), 1);
     let second = a
-        .msp()
         .list_managed_customers(pb::ListManagedCustomersRequest {
             page_size: 1,
             page_token: first.next_page_token,
         })
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(
         (
             first.customers[0].customer_knox_id.as_str(),
@@ -318,11 +247,9 @@ async fn links_follow_the_management_rules() {
     );
     assert!(second.next_page_token.is_empty());
     assert!(
-        b.msp()
-            .list_managed_customers(pb::ListManagedCustomersRequest::default())
+        b.list_managed_customers(pb::ListManagedCustomersRequest::default())
             .await
             .unwrap()
-            .into_inner()
             .customers
             .is_empty()
     );
@@ -337,16 +264,13 @@ async fn msps_move_only_what_they_hold_to_customers_they_link() {
     active_customer(&stack, "acme", CUST_3, "Direct customer").await;
     let a = msp(&stack, MSP_A);
     let b = msp(&stack, MSP_B);
-    a.msp()
-        .link_customer(link(CUST_1, ManagementMode::FullyManaged))
+    a.link_customer(CUST_1, ManagementMode::FullyManaged)
         .await
         .unwrap();
-    a.msp()
-        .link_customer(link(CUST_3, ManagementMode::JointlyManaged))
+    a.link_customer(CUST_3, ManagementMode::JointlyManaged)
         .await
         .unwrap();
-    b.msp()
-        .link_customer(link(CUST_2, ManagementMode::FullyManaged))
+    b.link_customer(CUST_2, ManagementMode::FullyManaged)
         .await
         .unwrap();
     upload(
@@ -367,7 +291,7 @@ async fn msps_move_only_what_they_hold_to_customers_they_link() {
     let pool = eventually(
         "A's portal to show its pool and its customer's device",
         || async {
-            let devices = portal(&a, "").await;
+            let devices = msp_devices(&a, "").await;
             (devices.len() == 4).then_some(devices)
         },
     )
@@ -377,86 +301,49 @@ async fn msps_move_only_what_they_hold_to_customers_they_link() {
         ["A-POOL-1", "A-POOL-2", "A-POOL-3", "C3-DIRECT"]
     );
     eventually("B's portal", || async {
-        (ids(&portal(&b, "").await) == ["B-POOL-1"]).then_some(())
+        (ids(&msp_devices(&b, "").await) == ["B-POOL-1"]).then_some(())
     })
     .await;
 
     // Move from the pool to a linked customer; foreign and unknown devices are rejected.
     let moved = a
-        .msp()
-        .move_devices(pb::MoveDevicesRequest {
-            device_ids: vec![
-                "a-pool-1".into(),
-                "B-POOL-1".into(),
-                "NOPE".into(),
-                "A-POOL-2".into(),
-            ],
-            to_customer_knox_id: CUST_1.into(),
-        })
+        .move_devices(["a-pool-1", "B-POOL-1", "NOPE", "A-POOL-2"], CUST_1)
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
     assert_eq!(moved.moved_device_ids, ["A-POOL-1", "A-POOL-2"]);
     assert_eq!(moved.rejected_device_ids, ["B-POOL-1", "NOPE"]);
     // From one of its customers to another (a direct upload held by CUST_3).
-    let moved = a
-        .msp()
-        .move_devices(pb::MoveDevicesRequest {
-            device_ids: vec!["C3-DIRECT".into()],
-            to_customer_knox_id: CUST_1.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let moved = a.move_devices(["C3-DIRECT"], CUST_1).await.unwrap();
     assert_eq!(moved.moved_device_ids, ["C3-DIRECT"]);
     // Never to a customer it does not link (unlinked, or linked to B).
     status(
-        a.msp()
-            .move_devices(pb::MoveDevicesRequest {
-                device_ids: vec!["A-POOL-3".into()],
-                to_customer_knox_id: CUST_2.into(),
-            })
-            .await,
+        a.move_devices(["A-POOL-3"], CUST_2).await,
         Code::FailedPrecondition,
     );
     status(
-        b.msp()
-            .move_devices(pb::MoveDevicesRequest {
-                device_ids: vec!["A-POOL-3".into()],
-                to_customer_knox_id: CUST_1.into(),
-            })
-            .await,
+        b.move_devices(["A-POOL-3"], CUST_1).await,
         Code::FailedPrecondition,
     );
     // B cannot take A's devices to its own customer.
-    let stolen = b
-        .msp()
-        .move_devices(pb::MoveDevicesRequest {
-            device_ids: vec!["A-POOL-3".into()],
-            to_customer_knox_id: CUST_2.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let stolen = b.move_devices(["A-POOL-3"], CUST_2).await.unwrap();
     assert_eq!(stolen.rejected_device_ids, ["A-POOL-3"]);
     assert!(stolen.moved_device_ids.is_empty());
 
     // What each portal shows now.
     assert_eq!(
-        ids(&portal(&a, CUST_1).await),
+        ids(&msp_devices(&a, CUST_1).await),
         ["A-POOL-1", "A-POOL-2", "C3-DIRECT"]
     );
     assert_eq!(
-        ids(&portal(&a, "").await),
+        ids(&msp_devices(&a, "").await),
         ["A-POOL-1", "A-POOL-2", "A-POOL-3", "C3-DIRECT"]
     );
     status(
-        a.msp()
-            .list_msp_devices(pb::ListMspDevicesRequest {
-                customer_knox_id: CUST_2.into(),
-                ..Default::default()
-            })
-            .await,
+        a.list_msp_devices(pb::ListMspDevicesRequest {
+            customer_knox_id: CUST_2.into(),
+            ..Default::default()
+        })
+        .await,
         Code::NotFound,
     );
     let at_cust1 = eventually("the customer portal to show the moved devices", || async {
@@ -483,36 +370,19 @@ async fn msps_move_only_what_they_hold_to_customers_they_link() {
 
     // After a delink the customer portal still shows what was moved to it; the MSP portal
     // no longer does.
-    a.msp()
-        .link_customer(link(CUST_2, ManagementMode::FullyManaged))
+    a.link_customer(CUST_2, ManagementMode::FullyManaged)
         .await
         .expect_err("CUST_2 is B's");
-    a.msp()
-        .set_jointly_managed(pb::SetJointlyManagedRequest {
-            customer_knox_id: CUST_1.into(),
-        })
-        .await
-        .unwrap();
-    a.msp()
-        .delink_customer(pb::DelinkCustomerRequest {
-            customer_knox_id: CUST_1.into(),
-            msp_id: String::new(),
-        })
-        .await
-        .unwrap();
-    assert_eq!(ids(&portal(&a, "").await), ["A-POOL-3"]);
+    a.set_jointly_managed(CUST_1).await.unwrap();
+    a.delink_customer(CUST_1, "").await.unwrap();
+    assert_eq!(ids(&msp_devices(&a, "").await), ["A-POOL-3"]);
     assert_eq!(
         ids(&my_devices(&customer(&stack, CUST_1)).await),
         ["A-POOL-1", "A-POOL-2", "C3-DIRECT"]
     );
     // And moves to the delinked customer are refused.
     status(
-        a.msp()
-            .move_devices(pb::MoveDevicesRequest {
-                device_ids: vec!["A-POOL-3".into()],
-                to_customer_knox_id: CUST_1.into(),
-            })
-            .await,
+        a.move_devices(["A-POOL-3"], CUST_1).await,
         Code::FailedPrecondition,
     );
 }
@@ -578,10 +448,7 @@ async fn move_to(caller: &Caller, to: &str, ids: &[&str]) -> pb::MoveDevicesResp
 }
 
 async fn secondary_ids_stored(stack: &TestStack) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM msp.secondary_ids")
-        .fetch_one(&stack.platform.pool)
-        .await
-        .unwrap()
+    stack.count("SELECT count(*) FROM msp.secondary_ids").await
 }
 
 /// msp-link's projection, fed a hand-built event: it keeps each device's secondary
@@ -593,8 +460,7 @@ async fn a_move_finds_a_device_by_any_of_its_identifiers_in_any_spelling() {
     setup(&stack).await;
     let a = msp(&stack, MSP_A);
     for knox in [CUST_1, CUST_2] {
-        a.msp()
-            .link_customer(link(knox, ManagementMode::JointlyManaged))
+        a.link_customer(knox, ManagementMode::JointlyManaged)
             .await
             .unwrap();
     }
@@ -619,7 +485,7 @@ async fn a_move_finds_a_device_by_any_of_its_identifiers_in_any_spelling() {
     assert_eq!((answer.moved_count, answer.rejected_count), (2, 1));
     assert!(!answer.rejected_truncated);
     // The portals name the device by its device ID, whichever identifier moved it.
-    assert_eq!(ids(&portal(&a, CUST_1).await), [IMEI_1, "R58M-SOLO"]);
+    assert_eq!(ids(&msp_devices(&a, CUST_1).await), [IMEI_1, "R58M-SOLO"]);
     let shown = eventually("the customer portal to show the moved devices", || async {
         let devices = my_devices(&customer(&stack, CUST_1)).await;
         (devices.len() == 2).then_some(devices)
@@ -632,7 +498,7 @@ async fn a_move_finds_a_device_by_any_of_its_identifiers_in_any_spelling() {
     let answer = move_to(&a, CUST_2, &[SERIAL, IMEI_1, "35 588799 946533 0", IMEI_2]).await;
     assert_eq!(answer.moved_device_ids, [SERIAL, IMEI_1, IMEI_2]);
     assert!(answer.rejected_device_ids.is_empty());
-    assert_eq!(ids(&portal(&a, CUST_2).await), [IMEI_1]);
+    assert_eq!(ids(&msp_devices(&a, CUST_2).await), [IMEI_1]);
     eventually("the device to leave CUST_1's portal", || async {
         (ids(&my_devices(&customer(&stack, CUST_1)).await) == ["R58M-SOLO"]).then_some(())
     })
@@ -676,8 +542,7 @@ async fn an_msp_moves_a_dual_sim_device_by_its_imei_2() {
     setup(&stack).await;
     active_account(&stack, "acme", MSP_A, AccountKind::Msp, "MSP A").await;
     let a = msp(&stack, MSP_A);
-    a.msp()
-        .link_customer(link(CUST_1, ManagementMode::FullyManaged))
+    a.link_customer(CUST_1, ManagementMode::FullyManaged)
         .await
         .unwrap();
     let messages = reseller_tests::fixtures::upload_stream(
@@ -693,14 +558,12 @@ async fn an_msp_moves_a_dual_sim_device_by_its_imei_2() {
         10,
     );
     let upload = reseller_tests::clients::reseller(&stack, "acme")
-        .devices()
         .upload_devices(futures::stream::iter(messages))
         .await
-        .expect("upload")
-        .into_inner();
+        .expect("upload");
     assert_eq!(upload.accepted_count, 1);
     eventually("the MSP portal to show the pool", || async {
-        (ids(&portal(&a, "").await) == [IMEI_1]).then_some(())
+        (ids(&msp_devices(&a, "").await) == [IMEI_1]).then_some(())
     })
     .await;
 
@@ -710,7 +573,7 @@ async fn an_msp_moves_a_dual_sim_device_by_its_imei_2() {
         (vec![IMEI_2.to_owned()], Vec::<String>::new()),
         "msp-link must know the device's IMEI 2 from devices_uploaded"
     );
-    assert_eq!(ids(&portal(&a, CUST_1).await), [IMEI_1]);
+    assert_eq!(ids(&msp_devices(&a, CUST_1).await), [IMEI_1]);
     let shown = eventually("the customer portal to show the moved device", || async {
         let devices = my_devices(&customer(&stack, CUST_1)).await;
         (!devices.is_empty()).then_some(devices)
@@ -728,8 +591,7 @@ async fn the_largest_move_answers_a_default_client() {
     let stack = TestStack::start().await;
     setup(&stack).await;
     let a = msp(&stack, MSP_A);
-    a.msp()
-        .link_customer(link(CUST_1, ManagementMode::FullyManaged))
+    a.link_customer(CUST_1, ManagementMode::FullyManaged)
         .await
         .unwrap();
     // 100,000 IDs of 70 characters (7 MB: under the server's 8 MiB request limit; echoed

@@ -9,11 +9,11 @@ use async_nats::jetstream;
 use reseller_kit::app::Platform;
 use reseller_kit::config::CommonConfig;
 use reseller_kit::subjects;
-use reseller_proto::v1 as pb;
 use reseller_tests::clients::reseller;
 use reseller_tests::cluster::nats::NatsCluster;
 use reseller_tests::db::TestDb;
-use reseller_tests::fixtures::{active_customer, imei, upload};
+use reseller_tests::fixtures::{active_customer, devices_shown, imei, upload};
+use reseller_tests::wait::eventually_within;
 use reseller_tests::{StackOptions, TestStack};
 
 /// How many servers hold the stream (the leader and its followers).
@@ -77,30 +77,15 @@ async fn eight_replicas_starting_together_on_a_fresh_cluster_all_start() {
     assert_eq!(dead_letters.cached_info().config.num_replicas, 3);
 }
 
-/// How many of the customer's devices the reseller's view shows.
-async fn devices_shown(stack: &TestStack, knox_id: &str) -> usize {
-    reseller(stack, "acme")
-        .reporting()
-        .list_customer_devices(pb::ListCustomerDevicesRequest {
-            knox_id: knox_id.into(),
-            page_size: 1000,
-            page_token: String::new(),
-        })
-        .await
-        .map(|r| r.into_inner().devices.len())
-        .unwrap_or(0)
-}
-
 /// Waits up to 30 s until the view shows `n` devices; returns how long it took.
 async fn until_shown(stack: &TestStack, knox_id: &str, n: usize) -> Duration {
     let started = Instant::now();
-    while devices_shown(stack, knox_id).await != n {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "{n} devices not shown within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let acme = reseller(stack, "acme");
+    let what = format!("{n} devices shown");
+    eventually_within(&what, Duration::from_secs(30), || async {
+        (devices_shown(&acme, knox_id).await == n).then_some(())
+    })
+    .await;
     started.elapsed()
 }
 

@@ -6,12 +6,12 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use reseller_proto::v1 as pb;
 use reseller_tests::clients::reseller;
 use reseller_tests::db::TestDb;
-use reseller_tests::fixtures::{active_customer, imei, upload};
+use reseller_tests::fixtures::{active_customer, devices_shown, imei, upload};
 use reseller_tests::nats::NatsServer;
 use reseller_tests::proxy::TcpProxy;
+use reseller_tests::reflection::{self, services_v1, services_v1alpha};
 use reseller_tests::{StackOptions, TestStack, eventually};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -89,20 +89,6 @@ async fn wait_for_services(
     }
 }
 
-/// How many of the customer's devices the reseller's view shows.
-async fn devices_shown(stack: &TestStack, reseller_id: &str, knox_id: &str) -> usize {
-    reseller(stack, reseller_id)
-        .reporting()
-        .list_customer_devices(pb::ListCustomerDevicesRequest {
-            knox_id: knox_id.into(),
-            page_size: 1000,
-            page_token: String::new(),
-        })
-        .await
-        .map(|r| r.into_inner().devices.len())
-        .unwrap_or(0)
-}
-
 #[tokio::test]
 async fn health_names_follow_postgres_and_nats_while_the_process_stays_serving() {
     let db = TestDb::create().await;
@@ -122,19 +108,15 @@ async fn health_names_follow_postgres_and_nats_while_the_process_stays_serving()
     let mut health = HealthClient::new(stack.channel.clone());
     wait_for_services(&mut health, ServingStatus::Serving).await;
 
-    postgres_proxy.cut();
-    let took = wait_for_services(&mut health, ServingStatus::NotServing).await;
-    eprintln!("PostgreSQL cut: NOT_SERVING after {took:?}");
-    postgres_proxy.restore();
-    let took = wait_for_services(&mut health, ServingStatus::Serving).await;
-    eprintln!("PostgreSQL restored: SERVING after {took:?}");
-
-    nats_proxy.cut();
-    let took = wait_for_services(&mut health, ServingStatus::NotServing).await;
-    eprintln!("NATS cut: NOT_SERVING after {took:?}");
-    nats_proxy.restore();
-    let took = wait_for_services(&mut health, ServingStatus::Serving).await;
-    eprintln!("NATS restored: SERVING after {took:?}");
+    // Each dependency in turn: cut, then restored.
+    for (dependency, proxy) in [("PostgreSQL", &postgres_proxy), ("NATS", &nats_proxy)] {
+        proxy.cut();
+        let took = wait_for_services(&mut health, ServingStatus::NotServing).await;
+        eprintln!("{dependency} cut: NOT_SERVING after {took:?}");
+        proxy.restore();
+        let took = wait_for_services(&mut health, ServingStatus::Serving).await;
+        eprintln!("{dependency} restored: SERVING after {took:?}");
+    }
 
     // And it works again end to end: a command, its event, the projection.
     active_customer(&stack, "acme", "100000000001", "Acme").await;
@@ -143,7 +125,7 @@ async fn health_names_follow_postgres_and_nats_while_the_process_stays_serving()
         .await
         .expect("upload");
     eventually("the upload in the reseller's view", || async {
-        (devices_shown(&stack, "acme", "100000000001").await == 3).then_some(())
+        (devices_shown(&reseller(&stack, "acme"), "100000000001").await == 3).then_some(())
     })
     .await;
 }
@@ -151,79 +133,13 @@ async fn health_names_follow_postgres_and_nats_while_the_process_stays_serving()
 #[tokio::test]
 async fn both_reflection_versions_list_the_services() {
     let stack = TestStack::start().await;
-    let expected = [
-        "reseller.v1.AccountService",
-        "reseller.v1.CustomerService",
-        "reseller.v1.DeviceService",
-        "reseller.v1.MspService",
-        "reseller.v1.ReportingService",
-        "grpc.health.v1.Health",
-    ];
-
-    let v1 = {
-        use tonic_reflection::pb::v1::{
-            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-        };
-        let request = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::ListServices(String::new())),
-        };
-        let mut answers = ServerReflectionClient::new(stack.channel.clone())
-            .server_reflection_info(futures::stream::iter([request]))
-            .await
-            .expect("v1 reflection")
-            .into_inner();
-        match answers
-            .message()
-            .await
-            .unwrap()
-            .expect("an answer")
-            .message_response
-        {
-            Some(MessageResponse::ListServicesResponse(list)) => {
-                list.service.into_iter().map(|s| s.name).collect::<Vec<_>>()
-            }
-            other => panic!("not a service list: {other:?}"),
-        }
-    };
-    let v1alpha = {
-        use tonic_reflection::pb::v1alpha::{
-            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-        };
-        let request = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::ListServices(String::new())),
-        };
-        let mut answers = ServerReflectionClient::new(stack.channel.clone())
-            .server_reflection_info(futures::stream::iter([request]))
-            .await
-            .expect("v1alpha reflection")
-            .into_inner();
-        match answers
-            .message()
-            .await
-            .unwrap()
-            .expect("an answer")
-            .message_response
-        {
-            Some(MessageResponse::ListServicesResponse(list)) => {
-                list.service.into_iter().map(|s| s.name).collect::<Vec<_>>()
-            }
-            other => panic!("not a service list: {other:?}"),
-        }
-    };
+    let v1 = services_v1(stack.channel.clone()).await;
+    let v1alpha = services_v1alpha(stack.channel.clone()).await;
     for (names, own) in [
         (&v1, "grpc.reflection.v1.ServerReflection"),
         (&v1alpha, "grpc.reflection.v1alpha.ServerReflection"),
     ] {
-        for name in expected.iter().chain([&own]) {
-            assert!(
-                names.iter().any(|n| n == name),
-                "{name} missing from {names:?}"
-            );
-        }
+        reflection::assert_lists(names, reflection::SERVICES.into_iter().chain([own]));
     }
 }
 

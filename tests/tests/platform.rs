@@ -2,10 +2,11 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use reseller_proto::v1 as pb;
+use reseller_proto::v1::{self as pb, ManagementMode};
 use reseller_tests::TestStack;
 use reseller_tests::assert::status;
 use reseller_tests::clients::{Caller, customer, msp, reseller};
+use reseller_tests::reflection::{self, SERVICES, services_v1};
 use tonic::Code;
 
 /// A token signed with `secret` whose `exp` is `exp_offset` seconds from now, built with
@@ -26,34 +27,14 @@ fn token_with(secret: &str, role: &str, sub: &str, exp_offset: i64) -> String {
 
 async fn one_call_per_service(caller: &Caller) -> Vec<Result<(), tonic::Status>> {
     vec![
+        caller.get_account("1234567").await.map(drop),
+        caller.get_customer("1234567").await.map(drop),
+        caller.get_upload("x").await.map(drop),
         caller
-            .accounts()
-            .get_account(pb::GetAccountRequest {
-                knox_id: "1234567".into(),
-            })
-            .await
-            .map(drop),
-        caller
-            .customers()
-            .get_customer(pb::GetCustomerRequest {
-                knox_id: "1234567".into(),
-            })
-            .await
-            .map(drop),
-        caller
-            .devices()
-            .get_upload(pb::GetUploadRequest {
-                upload_id: "x".into(),
-            })
-            .await
-            .map(drop),
-        caller
-            .msp()
             .list_managed_customers(pb::ListManagedCustomersRequest::default())
             .await
             .map(drop),
         caller
-            .reporting()
             .list_customers(pb::ListCustomersRequest::default())
             .await
             .map(drop),
@@ -112,7 +93,6 @@ async fn every_service_rejects_missing_malformed_forged_and_expired_tokens() {
 async fn reseller_ok(stack: &TestStack, token: &str) {
     let caller = Caller::raw(stack, Some(format!("Bearer {token}")));
     caller
-        .reporting()
         .list_customers(pb::ListCustomersRequest::default())
         .await
         .expect("valid token accepted");
@@ -144,115 +124,107 @@ async fn health_and_reflection_answer_without_a_token() {
         );
     }
 
-    use tonic_reflection::pb::v1::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-    };
-    let mut reflection = ServerReflectionClient::new(stack.channel.clone());
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut answers = reflection
-        .server_reflection_info(futures::stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let answer = answers.message().await.unwrap().expect("an answer");
-    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
-        panic!("not a service list")
-    };
-    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
-    for expected in [
-        "reseller.v1.AccountService",
-        "reseller.v1.CustomerService",
-        "reseller.v1.DeviceService",
-        "reseller.v1.MspService",
-        "reseller.v1.ReportingService",
-        "grpc.health.v1.Health",
-    ] {
-        assert!(
-            names.iter().any(|n| n == expected),
-            "{expected} missing from {names:?}"
-        );
+    let names = services_v1(stack.channel.clone()).await;
+    reflection::assert_lists(&names, SERVICES);
+}
+
+/// An RPC that only some roles may call, with a request whose content does not matter
+/// (the role is checked first).
+#[derive(Debug, Clone, Copy)]
+enum Rpc {
+    LinkCustomer,
+    MoveDevices,
+    ListMspDevices,
+    DelinkCustomer,
+    DeleteDevices,
+    ListCustomers,
+    ExportCustomersCsv,
+    ListMyDevices,
+}
+
+impl Rpc {
+    async fn call(self, caller: &Caller) -> Result<(), tonic::Status> {
+        match self {
+            Rpc::LinkCustomer => caller
+                .link_customer("", ManagementMode::Unspecified)
+                .await
+                .map(drop),
+            Rpc::MoveDevices => caller
+                .move_devices(Vec::<String>::new(), "")
+                .await
+                .map(drop),
+            Rpc::ListMspDevices => caller
+                .list_msp_devices(pb::ListMspDevicesRequest::default())
+                .await
+                .map(drop),
+            Rpc::DelinkCustomer => caller.delink_customer("", "").await.map(drop),
+            Rpc::DeleteDevices => caller.delete_devices(["X"]).await.map(drop),
+            Rpc::ListCustomers => caller
+                .list_customers(pb::ListCustomersRequest::default())
+                .await
+                .map(drop),
+            // The call itself must be refused, not the stream it answers.
+            Rpc::ExportCustomersCsv => caller
+                .reporting()
+                .export_customers_csv(pb::ExportCustomersCsvRequest::default())
+                .await
+                .map(drop),
+            Rpc::ListMyDevices => caller
+                .list_my_devices(pb::ListMyDevicesRequest::default())
+                .await
+                .map(drop),
+        }
     }
 }
 
 #[tokio::test]
 async fn each_rpc_refuses_roles_that_may_not_call_it() {
+    use Rpc::*;
     let stack = TestStack::start().await;
-    let acme = reseller(&stack, "acme");
-    let a_customer = customer(&stack, "1234567");
-    let an_msp = msp(&stack, "7654321");
-    // Resellers and customers cannot call MSP operations (a customer may only delink).
-    for caller in [&acme, &a_customer] {
-        status(
-            caller
-                .msp()
-                .link_customer(pb::LinkCustomerRequest::default())
-                .await,
-            Code::PermissionDenied,
-        );
-        status(
-            caller
-                .msp()
-                .move_devices(pb::MoveDevicesRequest::default())
-                .await,
-            Code::PermissionDenied,
-        );
-        status(
-            caller
-                .msp()
-                .list_msp_devices(pb::ListMspDevicesRequest::default())
-                .await,
-            Code::PermissionDenied,
-        );
+    let refused: [(&str, Caller, &[Rpc]); 3] = [
+        // Resellers and customers cannot call MSP operations (a customer may only
+        // delink); only customers read their portal.
+        (
+            "reseller",
+            reseller(&stack, "acme"),
+            &[
+                LinkCustomer,
+                MoveDevices,
+                ListMspDevices,
+                DelinkCustomer,
+                ListMyDevices,
+            ],
+        ),
+        // Only resellers upload, delete and read reports.
+        (
+            "customer",
+            customer(&stack, "1234567"),
+            &[
+                LinkCustomer,
+                MoveDevices,
+                ListMspDevices,
+                DeleteDevices,
+                ListCustomers,
+                ExportCustomersCsv,
+            ],
+        ),
+        (
+            "msp",
+            msp(&stack, "7654321"),
+            &[
+                DeleteDevices,
+                ListCustomers,
+                ExportCustomersCsv,
+                ListMyDevices,
+            ],
+        ),
+    ];
+    for (role, caller, rpcs) in refused {
+        for rpc in rpcs {
+            eprintln!("{rpc:?} as a {role}");
+            status(rpc.call(&caller).await, Code::PermissionDenied);
+        }
     }
-    status(
-        acme.msp()
-            .delink_customer(pb::DelinkCustomerRequest::default())
-            .await,
-        Code::PermissionDenied,
-    );
-    // Only resellers upload, delete and read reports; only customers read their portal.
-    for caller in [&a_customer, &an_msp] {
-        status(
-            caller
-                .devices()
-                .delete_devices(pb::DeleteDevicesRequest {
-                    device_ids: vec!["X".into()],
-                })
-                .await,
-            Code::PermissionDenied,
-        );
-        status(
-            caller
-                .reporting()
-                .list_customers(pb::ListCustomersRequest::default())
-                .await,
-            Code::PermissionDenied,
-        );
-        status(
-            caller
-                .reporting()
-                .export_customers_csv(pb::ExportCustomersCsvRequest::default())
-                .await,
-            Code::PermissionDenied,
-        );
-    }
-    status(
-        acme.customers()
-            .list_my_devices(pb::ListMyDevicesRequest::default())
-            .await,
-        Code::PermissionDenied,
-    );
-    status(
-        an_msp
-            .customers()
-            .list_my_devices(pb::ListMyDevicesRequest::default())
-            .await,
-        Code::PermissionDenied,
-    );
 }
 
 #[tokio::test]

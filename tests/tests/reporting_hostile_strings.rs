@@ -14,11 +14,11 @@
 //! Search for non-ASCII text still works: `Ärzte`, `ärzte`, `ÄRZTE NORD` find
 //! `Ärzte Nord`, in the list and in the CSV.
 
-use futures::StreamExt;
 use reseller_kit::paging;
 use reseller_proto::v1::{self as pb, AccountKind};
 use reseller_tests::clients::{Caller, reseller};
 use reseller_tests::fixtures::{active_customer, imei, register, upload_stream};
+use reseller_tests::tokens::with_each_string_replaced;
 use reseller_tests::{TestStack, eventually};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
@@ -126,7 +126,6 @@ impl Field {
     /// Calls the field's RPC with `value` in the field (the others valid), reading a
     /// download to its end.
     async fn call(self, caller: &Caller, value: String) -> Result<(), Status> {
-        let mut reporting = caller.reporting();
         match self {
             Field::ListCustomersQuery
             | Field::ListCustomersOrderBy
@@ -140,12 +139,9 @@ impl Field {
                     Field::ListCustomersOrderBy => request.order_by = value,
                     _ => request.page_token = value,
                 }
-                reporting.list_customers(request).await.map(drop)
+                caller.list_customers(request).await.map(drop)
             }
-            Field::GetCustomerDetailKnoxId => reporting
-                .get_customer_detail(pb::GetCustomerDetailRequest { knox_id: value })
-                .await
-                .map(drop),
+            Field::GetCustomerDetailKnoxId => caller.get_customer_detail(&value).await.map(drop),
             Field::ListCustomerDevicesKnoxId | Field::ListCustomerDevicesPageToken => {
                 let mut request = pb::ListCustomerDevicesRequest {
                     knox_id: ARZTE.into(),
@@ -157,29 +153,21 @@ impl Field {
                 } else {
                     request.page_token = value;
                 }
-                reporting.list_customer_devices(request).await.map(drop)
+                caller.list_customer_devices(request).await.map(drop)
             }
-            Field::ExportCustomersCsvQuery => {
-                drain(
-                    reporting
-                        .export_customers_csv(pb::ExportCustomersCsvRequest {
-                            query: value,
-                            byte_order_mark: true,
-                        })
-                        .await,
-                )
+            Field::ExportCustomersCsvQuery => caller
+                .export_customers_csv(pb::ExportCustomersCsvRequest {
+                    query: value,
+                    byte_order_mark: true,
+                })
                 .await
-            }
+                .map(drop),
             Field::ExportCustomerCsvKnoxId => {
-                drain(
-                    reporting
-                        .export_customer_csv(pb::ExportCustomerCsvRequest {
-                            knox_id: value,
-                            byte_order_mark: false,
-                        })
-                        .await,
-                )
-                .await
+                let request = pb::ExportCustomerCsvRequest {
+                    knox_id: value,
+                    byte_order_mark: false,
+                };
+                caller.export_customer_csv(request).await.map(drop)
             }
         }
     }
@@ -196,42 +184,15 @@ enum Expect {
     OkOrInvalid,
 }
 
-/// Reads a server stream to its end; an error part-way is the call's outcome.
-async fn drain<T>(
-    result: Result<tonic::Response<tonic::Streaming<T>>, Status>,
-) -> Result<(), Status> {
-    let mut stream = result?.into_inner();
-    while let Some(item) = stream.next().await {
-        item?;
-    }
-    Ok(())
-}
-
-/// Every string leaf of a JSON value, as mutable references.
-fn string_leaves(value: &mut serde_json::Value) -> Vec<&mut String> {
-    match value {
-        serde_json::Value::String(s) => vec![s],
-        serde_json::Value::Array(items) => items.iter_mut().flat_map(string_leaves).collect(),
-        serde_json::Value::Object(map) => map.values_mut().flat_map(string_leaves).collect(),
-        _ => Vec::new(),
-    }
-}
-
 /// Tokens that decode and carry `value`: `real` (a token the list issued) with each of
 /// its strings in turn replaced by `value`.
 fn forged_tokens(real: &str, value: &str) -> Vec<String> {
     let json: serde_json::Value = paging::decode_token(real)
         .expect("a real token decodes")
         .expect("not empty");
-    let leaves = string_leaves(&mut json.clone()).len();
-    assert!(leaves >= 2, "a token carries strings: {json}");
-    (0..leaves)
-        .map(|n| {
-            let mut forged = json.clone();
-            *string_leaves(&mut forged)[n] = value.to_owned();
-            paging::encode_token(&forged)
-        })
-        .collect()
+    let forged = with_each_string_replaced(&json, value);
+    assert!(forged.len() >= 2, "a token carries strings: {json}");
+    forged
 }
 
 /// What is wrong with `outcome` for `field` fed `value` when `expected`; empty when
@@ -317,31 +278,24 @@ fn longest_echo(value: &str, text: &str) -> Option<usize> {
 /// The names the list shows for `query`, and those the CSV lists.
 async fn search(caller: &Caller, query: &str) -> (Vec<String>, Vec<String>) {
     let listed = caller
-        .reporting()
         .list_customers(pb::ListCustomersRequest {
             query: query.into(),
             ..Default::default()
         })
         .await
         .unwrap_or_else(|s| panic!("search {query:?}: {s:?}"))
-        .into_inner()
         .customers
         .into_iter()
         .map(|c| c.company_name)
         .collect();
-    let mut stream = caller
-        .reporting()
+    let bytes = caller
         .export_customers_csv(pb::ExportCustomersCsvRequest {
             query: query.into(),
             byte_order_mark: true,
         })
         .await
         .expect("export")
-        .into_inner();
-    let mut bytes = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        bytes.extend_from_slice(&chunk.expect("chunk").data);
-    }
+        .bytes;
     // The CSV's first cell is the name, then ` / ` and the reference when there is one.
     let exported = csv::Reader::from_reader(bytes.as_slice())
         .records()
@@ -359,11 +313,7 @@ async fn every_string_field_of_reporting_answers_hostile_strings_per_field() {
     active_customer(&stack, "acme", ARZTE, "Ärzte Nord").await;
     register(&stack, EMILE, AccountKind::Customer, "émile & Søn").await;
     let acme = reseller(&stack, "acme");
-    acme.customers()
-        .add_customer(pb::AddCustomerRequest {
-            knox_id: EMILE.into(),
-            internal_reference: "Référence 7".into(),
-        })
+    acme.add_customer(EMILE, "Référence 7")
         .await
         .expect("add customer");
     let upload = upload_stream(
@@ -385,36 +335,27 @@ async fn every_string_field_of_reporting_answers_hostile_strings_per_field() {
         ],
         10,
     );
-    acme.devices()
-        .upload_devices(futures::stream::iter(upload))
+    acme.upload_devices(futures::stream::iter(upload))
         .await
         .expect("upload");
 
     // Real tokens of both paged lists, to forge decodable ones from.
     let customers_token = eventually("the Customers page to page", || async {
-        let page = acme
-            .reporting()
-            .list_customers(pb::ListCustomersRequest {
-                page_size: 1,
-                ..Default::default()
-            })
-            .await
-            .ok()?
-            .into_inner();
+        let request = pb::ListCustomersRequest {
+            page_size: 1,
+            ..Default::default()
+        };
+        let page = acme.list_customers(request).await.ok()?;
         (page.total_size == 2).then_some(page.next_page_token)
     })
     .await;
     let devices_token = eventually("the customer's devices to page", || async {
-        let page = acme
-            .reporting()
-            .list_customer_devices(pb::ListCustomerDevicesRequest {
-                knox_id: ARZTE.into(),
-                page_size: 1,
-                ..Default::default()
-            })
-            .await
-            .ok()?
-            .into_inner();
+        let request = pb::ListCustomerDevicesRequest {
+            knox_id: ARZTE.into(),
+            page_size: 1,
+            ..Default::default()
+        };
+        let page = acme.list_customer_devices(request).await.ok()?;
         (!page.next_page_token.is_empty()).then_some(page.next_page_token)
     })
     .await;
@@ -483,16 +424,13 @@ async fn search_finds_non_ascii_text_in_the_list_and_the_csv() {
         (NOBODY, "Arzt"),
     ] {
         register(&stack, knox, AccountKind::Customer, name).await;
+        let reference = if knox == EMILE {
+            "Référence Ü-7"
+        } else {
+            ""
+        };
         reseller(&stack, "acme")
-            .customers()
-            .add_customer(pb::AddCustomerRequest {
-                knox_id: knox.into(),
-                internal_reference: if knox == EMILE {
-                    "Référence Ü-7".into()
-                } else {
-                    String::new()
-                },
-            })
+            .add_customer(knox, reference)
             .await
             .expect("add customer");
     }

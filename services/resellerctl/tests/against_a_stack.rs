@@ -15,7 +15,9 @@ use std::time::Instant;
 
 use reseller_kit::auth::Role;
 use reseller_proto::v1::AccountKind;
-use reseller_tests::fixtures::{active_account, active_customer, imei, register, upload};
+use reseller_tests::fixtures::{
+    active_account, active_customer, customers_csv_columns, imei, register, upload,
+};
 use reseller_tests::{TestStack, eventually};
 use serde_json::Value;
 
@@ -113,6 +115,13 @@ async fn ctl(stack: &TestStack, token: &str, args: &[&str]) -> Run {
     run_at(&stack.addr.to_string(), Some(token), args).await
 }
 
+/// Runs `args… -o json` against the stack, which must succeed, and parses what it
+/// printed.
+async fn ctl_json(stack: &TestStack, token: &str, args: &[&str]) -> Value {
+    let args: Vec<&str> = args.iter().copied().chain(["-o", "json"]).collect();
+    ctl(stack, token, &args).await.json()
+}
+
 /// An IMEI whose check digit is wrong.
 fn bad_luhn(n: u64) -> String {
     let good = imei(n);
@@ -165,7 +174,7 @@ async fn the_whole_customer_workflow_runs_from_the_command_line() {
     let customer = mint("customer", "100000000001").await;
 
     // The platform registers the account.
-    let account = ctl(
+    let account = ctl_json(
         &stack,
         &admin,
         &[
@@ -178,12 +187,9 @@ async fn the_whole_customer_workflow_runs_from_the_command_line() {
             "Globex Corporation",
             "--country",
             "de",
-            "-o",
-            "json",
         ],
     )
-    .await
-    .json();
+    .await;
     assert_eq!(account["knox_id"], "100000000001");
     assert_eq!(account["kind"], "customer");
     assert_eq!(account["country"], "DE");
@@ -191,37 +197,20 @@ async fn the_whole_customer_workflow_runs_from_the_command_line() {
     assert!(table.ok().contains("Globex Corporation"), "{table:?}");
 
     // The reseller adds it and sets its reference.
-    let added = ctl(
+    let added = ctl_json(
         &stack,
         &reseller,
-        &[
-            "customers",
-            "add",
-            "100000000001",
-            "--reference",
-            "PO-1",
-            "-o",
-            "json",
-        ],
+        &["customers", "add", "100000000001", "--reference", "PO-1"],
     )
-    .await
-    .json();
+    .await;
     assert_eq!(added["status"], "pending_verification");
     assert_eq!(added["internal_reference"], "PO-1");
-    let updated = ctl(
+    let updated = ctl_json(
         &stack,
         &reseller,
-        &[
-            "customers",
-            "set-reference",
-            "100000000001",
-            "ACME-REF-7",
-            "-o",
-            "json",
-        ],
+        &["customers", "set-reference", "100000000001", "ACME-REF-7"],
     )
-    .await
-    .json();
+    .await;
     assert_eq!(updated["internal_reference"], "ACME-REF-7");
     // Adding twice is refused in plain words.
     let again = ctl(&stack, &reseller, &["customers", "add", "100000000001"]).await;
@@ -231,22 +220,10 @@ async fn the_whole_customer_workflow_runs_from_the_command_line() {
     );
 
     // The customer approves the reseller.
-    let approval = ctl(
-        &stack,
-        &customer,
-        &["approvals", "approve", "acme", "-o", "json"],
-    )
-    .await
-    .json();
+    let approval = ctl_json(&stack, &customer, &["approvals", "approve", "acme"]).await;
     assert_eq!(approval["approved"], true);
     assert_eq!(approval["knox_id"], "100000000001");
-    let got = ctl(
-        &stack,
-        &reseller,
-        &["customers", "get", "100000000001", "-o", "json"],
-    )
-    .await
-    .json();
+    let got = ctl_json(&stack, &reseller, &["customers", "get", "100000000001"]).await;
     assert_eq!(got["status"], "active");
 
     // Two more customers, so search and paging have something to do.
@@ -255,13 +232,12 @@ async fn the_whole_customer_workflow_runs_from_the_command_line() {
 
     // The Customers page, searched by the reference, once the projection caught up.
     let rows = eventually("the searched customer row", || async {
-        let rows = ctl(
+        let rows = ctl_json(
             &stack,
             &reseller,
-            &["customers", "list", "--search", "ref-7", "-o", "json"],
+            &["customers", "list", "--search", "ref-7"],
         )
-        .await
-        .json();
+        .await;
         (rows.as_array()?.len() == 1 && rows[0]["status"] == "active").then_some(rows)
     })
     .await;
@@ -296,9 +272,7 @@ async fn the_whole_customer_workflow_runs_from_the_command_line() {
 
     // Paging: one row per page; --all follows the pages in company-name order.
     eventually("three customer rows", || async {
-        let rows = ctl(&stack, &reseller, &["customers", "list", "-o", "json"])
-            .await
-            .json();
+        let rows = ctl_json(&stack, &reseller, &["customers", "list"]).await;
         (rows.as_array()?.len() == 3).then_some(())
     })
     .await;
@@ -310,7 +284,7 @@ async fn the_whole_customer_workflow_runs_from_the_command_line() {
     .await;
     assert_eq!(first.ok().lines().count(), 2, "{first:?}");
     assert!(first.stderr.contains("--page-token"), "{first:?}");
-    let all = ctl(
+    let all = ctl_json(
         &stack,
         &reseller,
         &[
@@ -321,12 +295,9 @@ async fn the_whole_customer_workflow_runs_from_the_command_line() {
             "--all",
             "--order-by",
             "name",
-            "-o",
-            "json",
         ],
     )
-    .await
-    .json();
+    .await;
     let names: Vec<&str> = all
         .as_array()
         .unwrap()
@@ -361,21 +332,9 @@ async fn the_whole_customer_workflow_runs_from_the_command_line() {
     );
 
     // Revoking turns the customer inactive.
-    let revoked = ctl(
-        &stack,
-        &customer,
-        &["approvals", "revoke", "acme", "-o", "json"],
-    )
-    .await
-    .json();
+    let revoked = ctl_json(&stack, &customer, &["approvals", "revoke", "acme"]).await;
     assert_eq!(revoked["approved"], false);
-    let got = ctl(
-        &stack,
-        &reseller,
-        &["customers", "get", "100000000001", "-o", "json"],
-    )
-    .await
-    .json();
+    let got = ctl_json(&stack, &reseller, &["customers", "get", "100000000001"]).await;
     assert_eq!(got["status"], "inactive");
 
     // An upload to an inactive customer is refused while the file is still streaming;
@@ -558,7 +517,7 @@ async fn a_100k_line_upload_reports_every_rejected_row() {
     std::fs::write(&every, listed.ok()).unwrap();
     assert_eq!(read_rejects(&every), rejects);
     let got_file = dir.path().join("got.csv");
-    let got = ctl(
+    let got = ctl_json(
         &stack,
         &reseller,
         &[
@@ -567,12 +526,9 @@ async fn a_100k_line_upload_reports_every_rejected_row() {
             upload_id,
             "--rejects",
             got_file.to_str().unwrap(),
-            "-o",
-            "json",
         ],
     )
-    .await
-    .json();
+    .await;
     assert_eq!(got["rejected_by_reason"]["invalid_id"], 1000);
     assert_eq!(read_rejects(&got_file), rejects);
 
@@ -605,13 +561,7 @@ async fn a_100k_line_upload_reports_every_rejected_row() {
 
     // The Customers page counts the devices.
     eventually("the devices on the Customers page", || async {
-        let rows = ctl(
-            &stack,
-            &reseller,
-            &["customers", "list", "--search", knox, "-o", "json"],
-        )
-        .await
-        .json();
+        let rows = ctl_json(&stack, &reseller, &["customers", "list", "--search", knox]).await;
         (rows[0]["devices"] == file.accepted + 10).then_some(())
     })
     .await;
@@ -727,13 +677,12 @@ async fn an_export_written_to_a_file_parses_back() {
         .unwrap();
     let reseller = stack.token(Role::Reseller, "acme");
     eventually("the uploaded devices on the page", || async {
-        let rows = ctl(
+        let rows = ctl_json(
             &stack,
             &reseller,
-            &["customers", "list", "--search", "comma", "-o", "json"],
+            &["customers", "list", "--search", "comma"],
         )
-        .await
-        .json();
+        .await;
         (rows[0]["devices"] == 2).then_some(())
     })
     .await;
@@ -757,18 +706,7 @@ async fn an_export_written_to_a_file_parses_back() {
         "the temporary file is renamed"
     );
     let mut reader = csv::Reader::from_path(&file).unwrap();
-    assert_eq!(
-        reader.headers().unwrap(),
-        vec![
-            "Company Name / Internal Reference",
-            "Customer ID / MSP ID",
-            "Country",
-            "Last Uploaded",
-            "Uploads",
-            "Devices",
-            "Status"
-        ]
-    );
+    assert_eq!(reader.headers().unwrap(), customers_csv_columns());
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), 3);
     let comma = rows
@@ -807,9 +745,7 @@ async fn deleting_devices_waits_until_every_portal_removed_them() {
     let reseller = stack.token(Role::Reseller, "acme");
     let customer = stack.token(Role::Customer, knox);
     eventually("the devices in the customer portal", || async {
-        let devices = ctl(&stack, &customer, &["portal", "devices", "-o", "json"])
-            .await
-            .json();
+        let devices = ctl_json(&stack, &customer, &["portal", "devices"]).await;
         (devices.as_array()?.len() == 3).then_some(())
     })
     .await;
@@ -853,9 +789,7 @@ async fn deleting_devices_waits_until_every_portal_removed_them() {
     let id = deletion["deletion_id"].as_str().unwrap();
     let shown = ctl(&stack, &reseller, &["devices", "deletion", id]).await;
     assert!(shown.ok().contains("removed"), "{shown:?}");
-    let devices = ctl(&stack, &customer, &["portal", "devices", "-o", "json"])
-        .await
-        .json();
+    let devices = ctl_json(&stack, &customer, &["portal", "devices"]).await;
     assert_eq!(devices, serde_json::json!([]));
     let nothing = ctl(&stack, &reseller, &["devices", "delete"]).await;
     assert!(
@@ -875,13 +809,7 @@ async fn msps_link_move_and_list_from_the_command_line() {
     let msp = stack.token(Role::Msp, msp_id);
     let customer = stack.token(Role::Customer, cust);
 
-    let linked = ctl(
-        &stack,
-        &msp,
-        &["msp", "link", cust, "--mode", "fully", "-o", "json"],
-    )
-    .await
-    .json();
+    let linked = ctl_json(&stack, &msp, &["msp", "link", cust, "--mode", "fully"]).await;
     assert_eq!(linked["mode"], "fully_managed");
     let refused = ctl(&stack, &customer, &["msp", "delink", cust]).await;
     assert!(
@@ -890,19 +818,13 @@ async fn msps_link_move_and_list_from_the_command_line() {
             .starts_with("error: failed precondition: "),
         "{refused:?}"
     );
-    let joint = ctl(&stack, &msp, &["msp", "jointly", cust, "-o", "json"])
-        .await
-        .json();
+    let joint = ctl_json(&stack, &msp, &["msp", "jointly", cust]).await;
     assert_eq!(joint["mode"], "jointly_managed");
-    let customers = ctl(&stack, &msp, &["msp", "customers", "-o", "json"])
-        .await
-        .json();
+    let customers = ctl_json(&stack, &msp, &["msp", "customers"]).await;
     assert_eq!(customers[0]["customer_knox_id"], cust);
 
     eventually("the pool in the MSP portal", || async {
-        let devices = ctl(&stack, &msp, &["msp", "devices", "-o", "json"])
-            .await
-            .json();
+        let devices = ctl_json(&stack, &msp, &["msp", "devices"]).await;
         (devices.as_array()?.len() == 2).then_some(())
     })
     .await;
@@ -915,19 +837,11 @@ async fn msps_link_move_and_list_from_the_command_line() {
     .json();
     assert_eq!(moved["moved"], 1);
     eventually("the moved device in the customer portal", || async {
-        let devices = ctl(&stack, &customer, &["portal", "devices", "-o", "json"])
-            .await
-            .json();
+        let devices = ctl_json(&stack, &customer, &["portal", "devices"]).await;
         (devices.as_array()?.len() == 1 && devices[0]["moved_by_msp"] == true).then_some(())
     })
     .await;
-    let delinked = ctl(
-        &stack,
-        &customer,
-        &["msp", "delink", cust, "--msp", msp_id, "-o", "json"],
-    )
-    .await
-    .json();
+    let delinked = ctl_json(&stack, &customer, &["msp", "delink", cust, "--msp", msp_id]).await;
     assert_eq!(delinked["mode"], "delinked");
 }
 
@@ -1023,6 +937,16 @@ fn utf16le(text: &str) -> Vec<u8> {
     out
 }
 
+/// `devices upload FILE --dry-run`: the file checked on this machine, nothing sent.
+async fn dry_run(stack: &TestStack, token: &str, file: &Path) -> Run {
+    ctl(
+        stack,
+        token,
+        &["devices", "upload", file.to_str().unwrap(), "--dry-run"],
+    )
+    .await
+}
+
 /// `devices upload FILE --target KNOX -o json` plus `extra`.
 async fn upload_file(
     stack: &TestStack,
@@ -1102,13 +1026,7 @@ async fn files_as_spreadsheets_write_them_upload_one_device_per_handset() {
 
     // The customer holds exactly these four devices, with their models.
     let devices = eventually("the four devices under the customer", || async {
-        let devices = ctl(
-            &stack,
-            &reseller,
-            &["customers", "devices", knox, "--all", "-o", "json"],
-        )
-        .await
-        .json();
+        let devices = ctl_json(&stack, &reseller, &["customers", "devices", knox, "--all"]).await;
         (devices.as_array()?.len() == 4).then_some(devices)
     })
     .await;
@@ -1204,12 +1122,7 @@ async fn a_dual_sim_file_registers_imei_2_with_its_handset() {
         "dual.csv",
         format!("IMEI 1,IMEI 2,Model\n{imei1},{imei2},Galaxy S26\n{imei2},,Galaxy S26\n"),
     );
-    let dry = ctl(
-        &stack,
-        &reseller,
-        &["devices", "upload", file.to_str().unwrap(), "--dry-run"],
-    )
-    .await;
+    let dry = dry_run(&stack, &reseller, &file).await;
     assert!(
         dry.exit(4).contains("2 rows, 1 valid, 1 would be rejected"),
         "{dry:?}"
@@ -1283,12 +1196,7 @@ async fn upload_exit_codes_tell_scripts_what_happened() {
         "mixed.txt",
         format!("{}\n{}\n", imei(23), bad_luhn(24)),
     );
-    let dry = ctl(
-        &stack,
-        &reseller,
-        &["devices", "upload", mixed.to_str().unwrap(), "--dry-run"],
-    )
-    .await;
+    let dry = dry_run(&stack, &reseller, &mixed).await;
     dry.exit(4);
     let summary = upload_file(&stack, &reseller, &mixed, knox, &[])
         .await
@@ -1305,12 +1213,7 @@ async fn upload_exit_codes_tell_scripts_what_happened() {
     // Nothing accepted: 5, for the dry run (every row invalid) and the upload (every
     // device already registered).
     let invalid = write_file(dir.path(), "invalid.txt", format!("{}\n", bad_luhn(25)));
-    let dry = ctl(
-        &stack,
-        &reseller,
-        &["devices", "upload", invalid.to_str().unwrap(), "--dry-run"],
-    )
-    .await;
+    let dry = dry_run(&stack, &reseller, &invalid).await;
     dry.exit(5);
     let summary = upload_file(&stack, &reseller, &good, knox, &[])
         .await
@@ -1326,12 +1229,7 @@ async fn upload_exit_codes_tell_scripts_what_happened() {
         let run = upload_file(&stack, &reseller, &path, knox, &[]).await;
         let text = run.failed(1);
         assert!(text.contains("the file holds no devices"), "{run:?}");
-        let dry = ctl(
-            &stack,
-            &reseller,
-            &["devices", "upload", path.to_str().unwrap(), "--dry-run"],
-        )
-        .await;
+        let dry = dry_run(&stack, &reseller, &path).await;
         assert!(
             dry.failed(1).contains("the file holds no devices"),
             "{dry:?}"
@@ -1360,13 +1258,7 @@ async fn exports_for_excel_carry_a_byte_order_mark_and_upload_again() {
     upload(&stack, "acme", knox, &ids).await.unwrap();
     let reseller = stack.token(Role::Reseller, "acme");
     eventually("the devices on the Customers page", || async {
-        let rows = ctl(
-            &stack,
-            &reseller,
-            &["customers", "list", "--search", knox, "-o", "json"],
-        )
-        .await
-        .json();
+        let rows = ctl_json(&stack, &reseller, &["customers", "list", "--search", knox]).await;
         (rows[0]["devices"] == 2).then_some(())
     })
     .await;
@@ -1424,12 +1316,7 @@ async fn exports_for_excel_carry_a_byte_order_mark_and_upload_again() {
     )
     .await
     .ok();
-    let dry = ctl(
-        &stack,
-        &reseller,
-        &["devices", "upload", devices.to_str().unwrap(), "--dry-run"],
-    )
-    .await;
+    let dry = dry_run(&stack, &reseller, &devices).await;
     assert!(dry.exit(0).contains("2 rows, 2 valid"), "{dry:?}");
     let summary = upload_file(&stack, &reseller, &devices, other, &[])
         .await
@@ -1457,12 +1344,7 @@ async fn validating_a_file_records_nothing_and_the_lists_show_what_was_done() {
         "again.txt",
         format!("{}\n{}\n", imei(31), imei(32)),
     );
-    let dry = ctl(
-        &stack,
-        &reseller,
-        &["devices", "upload", again.to_str().unwrap(), "--dry-run"],
-    )
-    .await;
+    let dry = dry_run(&stack, &reseller, &again).await;
     dry.exit(0);
     let checked = upload_file(&stack, &reseller, &again, knox, &["--validate-only"])
         .await
@@ -1483,17 +1365,13 @@ async fn validating_a_file_records_nothing_and_the_lists_show_what_was_done() {
     );
 
     // Nothing was recorded: one upload listed, and imei(32) is still free.
-    let uploads = ctl(&stack, &reseller, &["uploads", "list", "-o", "json"])
-        .await
-        .json();
+    let uploads = ctl_json(&stack, &reseller, &["uploads", "list"]).await;
     assert_eq!(uploads.as_array().map(Vec::len), Some(1), "{uploads}");
     let real = upload_file(&stack, &reseller, &again, knox, &[])
         .await
         .json_exit(4);
     assert_eq!(real["accepted"], 1);
-    let uploads = ctl(&stack, &reseller, &["uploads", "list", "-o", "json"])
-        .await
-        .json();
+    let uploads = ctl_json(&stack, &reseller, &["uploads", "list"]).await;
     assert_eq!(uploads[0]["upload_id"], real["upload_id"], "newest first");
 
     let deleted = ctl(
@@ -1503,9 +1381,7 @@ async fn validating_a_file_records_nothing_and_the_lists_show_what_was_done() {
     )
     .await;
     deleted.ok();
-    let deletions = ctl(&stack, &reseller, &["deletions", "list", "-o", "json"])
-        .await
-        .json();
+    let deletions = ctl_json(&stack, &reseller, &["deletions", "list"]).await;
     let deletions = deletions.as_array().expect("a JSON array");
     assert_eq!(deletions.len(), 1);
     assert_eq!(
