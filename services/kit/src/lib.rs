@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod country;
 pub mod csv;
 pub mod db;
 pub mod device_id;

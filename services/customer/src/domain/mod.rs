@@ -1,11 +1,10 @@
 //! The rules of accounts, reseller customers and approvals (DOMAIN.md), free of I/O.
 
 mod approval;
-mod country;
 
 pub use approval::{ApprovalRejected, ApprovalRequest};
-pub use country::Country;
 pub use reseller_kit::accounts::{AccountKind, CompanyName, CustomerStatus, InternalReference};
+pub use reseller_kit::country::Country;
 
 use reseller_kit::ids::{KnoxId, ResellerId};
 use time::OffsetDateTime;

@@ -25,11 +25,14 @@
 //!   registrations. A move projected before its upload records the registration placed
 //!   nowhere; the upload then completes and places it.
 
+use reseller_kit::accounts::{CompanyName, InternalReference};
+use reseller_kit::country::Country;
 use reseller_kit::device_id::{DeviceId, DeviceIdKind};
 use reseller_kit::events::{ReceivedEvent, portal_receipt_cte, uuid_field};
 use reseller_kit::ids::{KnoxId, ResellerId};
 use reseller_kit::inbox::{ApplyError, Change, EventHandler};
 use reseller_kit::one_statement::{OneStatement, Params};
+use reseller_kit::text::{FreeText, FreeTextError};
 use reseller_kit::timestamp;
 use reseller_proto::v1::{self as pb, event::Payload};
 use sqlx::PgConnection;
@@ -110,7 +113,10 @@ async fn reference_updated(
 ) -> Result<(), ApplyError> {
     let reseller_id = reseller_id(&e.reseller_id)?;
     let knox_id = knox_id("knox_id", &e.knox_id)?;
-    let reference = text("internal_reference", &e.internal_reference, false)?;
+    let reference = free_text(InternalReference::parse(
+        "internal_reference",
+        &e.internal_reference,
+    ))?;
     postgres::update_reference(tx, &reseller_id, &knox_id, &reference, e.revision).await?;
     Ok(())
 }
@@ -346,7 +352,10 @@ fn added_customer(e: &pb::CustomerAdded) -> Result<AddedCustomer, ApplyError> {
     Ok(AddedCustomer {
         reseller_id: reseller_id(&e.reseller_id)?,
         account: account(&e.knox_id, e.kind, &e.company_name, &e.country)?,
-        internal_reference: text("internal_reference", &e.internal_reference, false)?,
+        internal_reference: free_text(InternalReference::parse(
+            "internal_reference",
+            &e.internal_reference,
+        ))?,
         reference_revision: e.reference_revision,
         status: convert::status_from_proto(e.status).map_err(ApplyError::Poison)?,
         status_revision: e.status_revision,
@@ -363,8 +372,11 @@ fn account(
     Ok(Account {
         knox_id: knox_id("knox_id", knox)?,
         kind: convert::kind_from_proto(kind).map_err(ApplyError::Poison)?,
-        company_name: text("company_name", company_name, true)?,
-        country: text("country", country, true)?,
+        company_name: free_text(CompanyName::parse_required("company_name", company_name))?,
+        country: Country::parse(country)
+            .map_err(|e| ApplyError::Poison(format!("country {e}")))?
+            .as_str()
+            .to_owned(),
     })
 }
 
@@ -376,19 +388,14 @@ fn reseller_id(value: &str) -> Result<ResellerId, ApplyError> {
     ResellerId::parse(value).map_err(|e| ApplyError::Poison(format!("reseller_id {e}")))
 }
 
-/// Free text as customer-service stores it: trimmed, without control characters (the
-/// search text relies on that), and present when `required`.
-fn text(field: &str, value: &str, required: bool) -> Result<String, ApplyError> {
-    let value = value.trim();
-    if required && value.is_empty() {
-        return Err(ApplyError::Poison(format!("{field} is required")));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(ApplyError::Poison(format!(
-            "{field} contains control characters"
-        )));
-    }
-    Ok(value.to_owned())
+/// A free-text field of an event, by the rule customer-service parsed it with
+/// (`reseller_kit::text::FreeText`); one that breaks it can never apply.
+fn free_text<const MAX: usize>(
+    parsed: Result<FreeText<MAX>, FreeTextError>,
+) -> Result<String, ApplyError> {
+    parsed
+        .map(FreeText::into_string)
+        .map_err(|e| ApplyError::Poison(e.to_string()))
 }
 
 #[cfg(test)]

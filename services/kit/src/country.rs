@@ -1,4 +1,5 @@
-//! ISO 3166-1 alpha-2 country codes.
+//! ISO 3166-1 alpha-2 country codes: an account's country (DOMAIN.md "Customers"), parsed
+//! by customer-service from requests and by reporting-service from the events it projects.
 
 /// Every officially assigned ISO 3166-1 alpha-2 code.
 const ASSIGNED: &str = "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS BT BV BW BY BZ \
@@ -29,7 +30,7 @@ impl Country {
             // Echoed cut and escaped: the input may be 10 kB or hold a NUL.
             Err(format!(
                 "must be an ISO 3166-1 alpha-2 code such as DE or US, got \"{}\"",
-                reseller_kit::text::echo(input.trim())
+                crate::text::echo(input.trim())
             ))
         }
     }
