@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use reseller_tests::cluster::strip_ansi;
 use serde_json::{Value, json};
 
 use crate::stats::Samples;
@@ -38,24 +39,6 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
         .find(|c: char| c.is_whitespace() || matches!(c, '"' | ',' | '}' | '\u{1b}'))
         .unwrap_or(rest.len());
     Some(&rest[..end])
-}
-
-/// Removes ANSI colour escapes (`ESC [ ... m`), which text logs to a file still carry.
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// The line's time: the first token of a text line, `"timestamp"` of a JSON one.

@@ -536,14 +536,16 @@ fn has_exited(child: &Child) -> bool {
         .unwrap_or(true)
 }
 
-/// `line` without terminal colour codes (`ESC [ ... m`).
-fn strip_ansi(line: &str) -> String {
+/// `line` without terminal escape sequences (`ESC [ ... m` colours, and any other
+/// `ESC [ ...` sequence up to its final letter), which text logs written to a file carry.
+/// The bench reads the services' logs with it too.
+pub fn strip_ansi(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
     let mut chars = line.chars();
     while let Some(c) = chars.next() {
         if c == '\u{1b}' {
             for c in chars.by_ref() {
-                if c == 'm' {
+                if c.is_ascii_alphabetic() {
                     break;
                 }
             }
