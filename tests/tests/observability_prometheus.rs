@@ -322,6 +322,38 @@ async fn prometheus_scraping_the_cluster_sees_what_the_workload_did() {
     )
     .await
     .unwrap_or_else(|e| panic!("{e:#}"));
+    prom.query_until(
+        "the upload and the deletion counted once each, OK, by the RPC layer",
+        r#"sum by (method) (reseller_grpc_requests_total{service="reseller.v1.DeviceService", method=~"UploadDevices|DeleteDevices", code="OK"})"#,
+        SHOWN_WITHIN,
+        |s| {
+            by_label(s, "method")
+                == BTreeMap::from([
+                    ("DeleteDevices".to_owned(), 1.0),
+                    ("UploadDevices".to_owned(), 1.0),
+                ])
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    // The latencies are histograms with buckets (the dashboard's and any SLO's
+    // histogram_quantile needs `_bucket`), each holding what the workload did.
+    let histograms = [
+        "reseller_grpc_request_duration_seconds",
+        "reseller_upload_duration_seconds",
+        "reseller_outbox_publish_duration_seconds",
+        "reseller_consumer_apply_duration_seconds",
+    ];
+    for histogram in histograms {
+        prom.query_until(
+            &format!("{histogram} has buckets and observations"),
+            &format!("count({histogram}_bucket) > 1 and on () sum({histogram}_count) > 0"),
+            SHOWN_WITHIN,
+            |s| !s.is_empty(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    }
     let schemas: BTreeSet<String> = Service::ALL.iter().map(|s| s.schema().to_owned()).collect();
     prom.query_until(
         "every schema's outbox drained",
