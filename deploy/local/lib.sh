@@ -232,8 +232,17 @@ ensure_prometheus() {
     tool=$(command -v promtool 2>/dev/null || true)
     if [ -z "$bin" ] || [ -z "$tool" ]; then
         # policy-rc.d 101 keeps the package's init script from starting the
-        # service where an init system would run it (a real Debian host).
-        _without_service_start apt_install prometheus
+        # service where an init system would run it (a real Debian host); without
+        # Recommends, no node exporter comes along.
+        _without_service_start apt_install --no-install-recommends prometheus
+        # Nor is it started at boot: a system Prometheus would hold port 9090,
+        # up.sh's METRICS_ADDR.
+        if command -v deb-systemd-helper >/dev/null 2>&1; then
+            as_root deb-systemd-helper disable prometheus.service >/dev/null 2>&1 || true
+        fi
+        if command -v update-rc.d >/dev/null 2>&1; then
+            as_root update-rc.d prometheus disable >/dev/null 2>&1 || true
+        fi
         bin=$(command -v prometheus 2>/dev/null || echo /usr/bin/prometheus)
         tool=$(command -v promtool 2>/dev/null || echo /usr/bin/promtool)
         [ -x "$bin" ] && [ -x "$tool" ] || die "prometheus or promtool not found after installing them"
