@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+import gen_monitoring
 import kustomize_lite
 import validate
 
@@ -33,9 +34,13 @@ class MutatedTree(unittest.TestCase):
         self.reset()
 
     def reset(self) -> None:
-        """A fresh copy of the tree (for several mutations in one test)."""
+        """A fresh copy of the tree (for several mutations in one test), beside a
+        copy of what it reads from deploy/: the alert rules and the README."""
         shutil.rmtree(self.root, ignore_errors=True)
+        shutil.rmtree(self.root.parent / "monitoring", ignore_errors=True)
         shutil.copytree(HERE, self.root, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(HERE.parent / "monitoring", self.root.parent / "monitoring")
+        shutil.copy(HERE.parent / "README.md", self.root.parent / "README.md")
 
     def tearDown(self) -> None:
         self.tmp.cleanup()
@@ -288,22 +293,35 @@ class Schemas(MutatedTree):
         self.assertFailsWith("ServiceMonitor/reseller-portal", "spec.endpoints.0.interval")
 
     def test_prometheusrule_is_checked_against_its_crd(self) -> None:
-        rule = {
-            "apiVersion": "monitoring.coreos.com/v1",
-            "kind": "PrometheusRule",
-            "metadata": {"name": "reseller-portal"},
-            "spec": {
-                "groups": [
-                    {"name": "outbox", "rules": [{"alert": "OutboxBacklog", "expr": "1", "for": "5m"}]}
-                ]
-            },
-        }
-        (self.root / "monitoring/rules.yaml").write_text(yaml.safe_dump(rule))
-        self.edit_plain("monitoring/kustomization.yaml", lambda k: k["resources"].append("rules.yaml"))
-        self.assertEqual(validate.run(self.root).problems, [], "a valid PrometheusRule must pass")
-        rule["spec"]["groups"][0]["rules"][0]["expresion"] = rule["spec"]["groups"][0]["rules"][0].pop("expr")
-        (self.root / "monitoring/rules.yaml").write_text(yaml.safe_dump(rule))
+        self.edit(
+            "monitoring/prometheusrule.yaml",
+            "PrometheusRule",
+            "reseller-portal",
+            lambda d: d["spec"]["groups"][0]["rules"][0].update(expresion=d["spec"]["groups"][0]["rules"][0].pop("expr")),
+        )
         self.assertFailsWith("PrometheusRule/reseller-portal", "spec.groups.0.rules.0")
+
+    def test_stale_prometheusrule_fails(self) -> None:
+        rules = self.root.parent / "monitoring/reseller-alerts.rules.yml"
+        rules.write_text(rules.read_text().replace("> 30", "> 60", 1))
+        self.assertFailsWith("monitoring/prometheusrule.yaml", "out of date", "--regenerate")
+        self.assertEqual(gen_monitoring.main(["gen_monitoring.py", "--write", str(self.root)]), 0)
+        self.assertEqual(validate.run(self.root).problems, [], "regenerating must bring it back in sync")
+
+    def test_stale_dashboard_fails(self) -> None:
+        dashboard = self.root / "monitoring/grafana-dashboard.json"
+        dashboard.write_text(dashboard.read_text().replace('"Reseller portal"', '"Reseller portal (edited)"', 1))
+        self.assertFailsWith("monitoring/grafana-dashboard.yaml", "out of date")
+
+    def test_alert_without_runbook_paragraph_fails(self) -> None:
+        readme = self.root.parent / "README.md"
+        readme.write_text(readme.read_text().replace("#### ResellerDeadLetters", "#### Dead letters", 1))
+        self.assertFailsWith("ResellerDeadLetters", "names no heading of deploy/README.md")
+
+    def test_alert_without_severity_fails(self) -> None:
+        rules = self.root.parent / "monitoring/reseller-alerts.rules.yml"
+        rules.write_text(rules.read_text().replace("severity: warning", "severity: page-me", 1))
+        self.assertFailsWith("reseller-alerts.rules.yml", "no severity label")
 
     def test_a_kind_without_schema_fails(self) -> None:
         (self.root / "base/extra.yaml").write_text(

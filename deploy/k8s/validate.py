@@ -20,6 +20,11 @@ test_validate.py. Needs no cluster, no kubectl and no network.
    the CloudNativePG cluster's max_connections.
 5. Checks nats/values.yaml against the NATS chart's own values.yaml (vendored;
    the chart ships no values schema) and against what the portal relies on.
+6. Checks the monitoring objects gen_monitoring.py generates (the
+   PrometheusRule from deploy/monitoring/reseller-alerts.rules.yml, the Grafana
+   dashboard's ConfigMap) are in sync with their sources, and that every alert
+   has a severity, a summary, a description and a runbook_url naming a heading
+   of deploy/README.md.
 
 Every problem names the file, the object and the fix. Exit status 1 on any.
 Usage: python3 deploy/k8s/validate.py [ROOT]   (ROOT defaults to this directory)
@@ -44,6 +49,7 @@ except ImportError as missing:  # pragma: no cover - environment problem, not a 
     sys.exit(f"validate.py needs {missing.name}: run deploy/k8s/validate.sh, which installs its dependencies")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import gen_monitoring  # noqa: E402
 import kustomize_lite  # noqa: E402
 from kustomize_lite import RenderError, Resource  # noqa: E402
 
@@ -876,6 +882,60 @@ def check_nats_values(report: Report, root: Path) -> None:
         )
 
 
+# --- 6. monitoring: generated objects, alerts and their runbooks ---------------------------
+
+SEVERITIES = ("critical", "warning")
+RUNBOOK_PREFIX = "deploy/README.md#"
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading: lower case, punctuation other
+    than `-` and `_` dropped, spaces to dashes."""
+    text = re.sub(r"[`*]", "", heading.strip().lower())
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def check_monitoring(report: Report, root: Path) -> None:
+    """The generated monitoring objects match their sources; every alert of the
+    rule file is actionable: a severity, a summary, a description, and a
+    runbook_url naming a heading of deploy/README.md."""
+    try:
+        out_of_date = gen_monitoring.stale(root)
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        report.add("monitoring", f"cannot generate the monitoring objects: {e}", "fix the source it names")
+        return
+    for rel in out_of_date:
+        report.add(
+            str(rel),
+            "out of date with its source (deploy/monitoring/reseller-alerts.rules.yml or monitoring/grafana-dashboard.json)",
+            "run deploy/k8s/validate.sh --regenerate and commit the result",
+        )
+    readme = root.parent / "README.md"
+    anchors = {
+        github_anchor(line.lstrip("#"))
+        for line in readme.read_text(encoding="utf-8").splitlines()
+        if line.startswith("#")
+    }
+    rules_file = root / gen_monitoring.RULES
+    where = "deploy/monitoring/reseller-alerts.rules.yml"
+    groups = (yaml.safe_load(rules_file.read_text(encoding="utf-8")) or {}).get("groups") or []
+    for rule in (r for g in groups for r in g.get("rules") or [] if "alert" in r):
+        alert, annotations = rule["alert"], rule.get("annotations") or {}
+        if (rule.get("labels") or {}).get("severity") not in SEVERITIES:
+            report.add(f"{where}: {alert}", "no severity label", f"set labels.severity to one of {SEVERITIES}")
+        for key in ("summary", "description"):
+            if not annotations.get(key):
+                report.add(f"{where}: {alert}", f"no {key} annotation", f"add annotations.{key}")
+        url = str(annotations.get("runbook_url", ""))
+        if not url.startswith(RUNBOOK_PREFIX) or url[len(RUNBOOK_PREFIX) :] not in anchors:
+            report.add(
+                f"{where}: {alert}",
+                f"runbook_url {url!r} names no heading of deploy/README.md",
+                f'add a heading "{alert}" under "Alerts and runbooks" in deploy/README.md and set '
+                f"runbook_url: {RUNBOOK_PREFIX}{github_anchor(alert)}",
+            )
+
+
 # --- driving it ---------------------------------------------------------------------
 
 
@@ -942,6 +1002,7 @@ def run(root: Path = HERE) -> Report:
         report.notes.append(f"{label}: {len(resources)} objects")
     check_unlisted_files(report, root)
     check_nats_values(report, root)
+    check_monitoring(report, root)
     return report
 
 

@@ -5,12 +5,27 @@
 # test_validate.py (mutations the validator must catch; the renderer against
 # `kubectl kustomize` where kubectl exists). Run by deploy/local/test.sh.
 #
-# Usage: deploy/k8s/validate.sh
+# Usage: deploy/k8s/validate.sh [--regenerate]
+#   --regenerate  first rewrite the generated monitoring objects
+#                 (monitoring/prometheusrule.yaml from
+#                 deploy/monitoring/reseller-alerts.rules.yml,
+#                 monitoring/grafana-dashboard.yaml from grafana-dashboard.json)
+#                 with gen_monitoring.py; without it, a stale one is an error.
 # The venv lives in ${XDG_CACHE_HOME:-~/.cache}/reseller-portal/, named after a
 # hash of requirements.txt and the Python version (K8S_VALIDATE_VENV overrides),
 # so a changed requirements file gets a fresh one; after it exists, nothing here
 # uses the network.
 set -euo pipefail
+
+regenerate=0
+case "${1:-}" in
+"") ;;
+--regenerate) regenerate=1 ;;
+*)
+    echo "usage: $0 [--regenerate]" >&2
+    exit 2
+    ;;
+esac
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=deploy/local/lib.sh
@@ -45,6 +60,10 @@ fi
 cd "$here"
 # Keep __pycache__ out of the source tree.
 export PYTHONDONTWRITEBYTECODE=1
+if [ "$regenerate" -eq 1 ]; then
+    log "k8s validator: gen_monitoring.py --write"
+    "$venv/bin/python" gen_monitoring.py --write
+fi
 log "k8s validator: validate.py"
 "$venv/bin/python" validate.py
 log "k8s validator: test_validate.py"

@@ -21,7 +21,10 @@
 # (default 4301, 4302, 4303; routes +2000, monitoring +4000); gRPC CLUSTER_GRPC_PORT
 # (default 50061: customer-service 50061.., device-service 50071.., msp-link-service
 # 50081.., reporting-service 50091..); TLS PostgreSQL the first free port from
-# CLUSTER_PG_PORT (default 5442).
+# CLUSTER_PG_PORT (default 5442); metrics (METRICS_ADDR, http://…/metrics)
+# CLUSTER_METRICS_PORT (default 9161: customer-service 9161.., device-service 9171..,
+# msp-link-service 9181.., reporting-service 9191..), listed for
+# deploy/local/prometheus.sh in CLUSTER_DIR/metrics-targets.
 # Honours DATABASE_URL, AUTH_JWT_SECRET, RUST_LOG, LOG_FORMAT, DATABASE_MAX_CONNECTIONS.
 set -euo pipefail
 
@@ -34,6 +37,7 @@ mkdir -p "$STATE"
 STATE=$(cd "$STATE" && pwd)
 NATS_PORT=${CLUSTER_NATS_PORT:-4301}
 GRPC_PORT=${CLUSTER_GRPC_PORT:-50061}
+METRICS_PORT=${CLUSTER_METRICS_PORT:-9161}
 PG_PORT=${CLUSTER_PG_PORT:-5442}
 NATS_NODES=3
 SERVICES=(customer-service device-service msp-link-service reporting-service)
@@ -160,6 +164,9 @@ serving() {
 
 service_port() { # SERVICE_INDEX REPLICA_INDEX
     printf '%s\n' $((GRPC_PORT + 10 * $1 + $2))
+}
+metrics_port() { # SERVICE_INDEX REPLICA_INDEX
+    printf '%s\n' $((METRICS_PORT + 10 * $1 + $2))
 }
 nats_client_port() { printf '%s\n' $((NATS_PORT + $1)); }
 nats_route_port() { printf '%s\n' $((NATS_PORT + 2000 + $1)); }
@@ -330,11 +337,15 @@ start_services() {
             # msp-link-service asks customer-service replica i.
             customer_url="http://127.0.0.1:$(service_port 0 "$i")"
             url=$(with_param "$DATABASE_URL" "application_name=$name")
+            # What deploy/local/prometheus.sh cluster scrapes: program, replica, address.
+            printf '%s %s 127.0.0.1:%s\n' "${SERVICES[$s]}" "$name" "$(metrics_port "$s" "$i")" \
+                >>"$STATE/metrics-targets"
             launch "$name" "$STATE/logs/$name.log" env \
                 DATABASE_URL="$url" \
                 NATS_URL="$(nats_url_list)" \
                 NATS_STREAM_REPLICAS=3 \
                 GRPC_ADDR="127.0.0.1:$port" \
+                METRICS_ADDR="127.0.0.1:$(metrics_port "$s" "$i")" \
                 AUTH_JWT_SECRET="$AUTH_JWT_SECRET" \
                 CUSTOMER_SERVICE_URL="$customer_url" \
                 DATABASE_MAX_CONNECTIONS="${DATABASE_MAX_CONNECTIONS:-8}" \
@@ -432,6 +443,8 @@ cmd_up() {
         for ((i = 0; i < REPLICAS; i++)); do
             p=$(service_port "$s" "$i")
             port_open 127.0.0.1 "$p" && die "port $p is taken (set CLUSTER_GRPC_PORT)"
+            p=$(metrics_port "$s" "$i")
+            port_open 127.0.0.1 "$p" && die "port $p is taken (set CLUSTER_METRICS_PORT)"
         done
     done
 
@@ -488,6 +501,9 @@ cmd_up() {
             printf '    %-18s' "${SERVICES[$s]}"
             for ((i = 0; i < REPLICAS; i++)); do printf ' 127.0.0.1:%s' "$(service_port "$s" "$i")"; done
             printf '   (health name %s)\n' "${HEALTH_NAMES[$s]}"
+            printf '    %-18s' "  metrics"
+            for ((i = 0; i < REPLICAS; i++)); do printf ' 127.0.0.1:%s' "$(metrics_port "$s" "$i")"; done
+            printf '\n'
         done
         printf '    (replica i of device-service and msp-link-service calls customer-service replica i)\n'
         printf '\n==> development tokens (HS256, AUTH_JWT_SECRET); also in %s/env\n' "$STATE"
@@ -502,6 +518,7 @@ cmd_up() {
         printf '    grpcurl -plaintext -H "authorization: Bearer $RESELLER_TOKEN" -d %s \\\n' "'{\"page_size\": 20}'"
         printf '        127.0.0.1:%s reseller.v1.ReportingService/ListCustomers\n' "$(service_port 3 0)"
         printf '    resellerctl --addr 127.0.0.1:%s --token "$RESELLER_TOKEN" customers list\n' "$(service_port 3 0)"
+        printf '\n==> metrics in Prometheus (another terminal): deploy/local/prometheus.sh cluster\n'
         printf '\n==> stop it: %s down\n' "$0"
     } >&2
 }
@@ -560,7 +577,7 @@ up)
     ;;
 down) cmd_down ;;
 status) cmd_status ;;
--h | --help | help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//' ;;
+-h | --help | help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//' ;;
 --*) cmd_up "$@" ;;
 *) die "unknown command: $command (up, down, status)" ;;
 esac

@@ -222,6 +222,51 @@ ensure_nats() {
     log "NATS: ready at $NATS_URL (binary $NATS_SERVER_BIN)"
 }
 
+# Makes Prometheus and promtool available (Debian's `prometheus` package: both in
+# /usr/bin) and exports PROMETHEUS_BIN and PROMTOOL_BIN. Installs only: the
+# package's system service is not started here (no systemd in containers; the
+# tests and deploy/local/prometheus.sh start their own servers on free ports).
+ensure_prometheus() {
+    local bin tool
+    bin=$(command -v prometheus 2>/dev/null || true)
+    tool=$(command -v promtool 2>/dev/null || true)
+    if [ -z "$bin" ] || [ -z "$tool" ]; then
+        # policy-rc.d 101 keeps the package's init script from starting the
+        # service where an init system would run it (a real Debian host); without
+        # Recommends, no node exporter comes along.
+        _without_service_start apt_install --no-install-recommends prometheus
+        # Nor is it started at boot: a system Prometheus would hold port 9090,
+        # up.sh's METRICS_ADDR.
+        if command -v deb-systemd-helper >/dev/null 2>&1; then
+            as_root deb-systemd-helper disable prometheus.service >/dev/null 2>&1 || true
+        fi
+        if command -v update-rc.d >/dev/null 2>&1; then
+            as_root update-rc.d prometheus disable >/dev/null 2>&1 || true
+        fi
+        bin=$(command -v prometheus 2>/dev/null || echo /usr/bin/prometheus)
+        tool=$(command -v promtool 2>/dev/null || echo /usr/bin/promtool)
+        [ -x "$bin" ] && [ -x "$tool" ] || die "prometheus or promtool not found after installing them"
+    fi
+    export PROMETHEUS_BIN=$bin PROMTOOL_BIN=$tool
+    log "Prometheus: $("$bin" --version 2>&1 | head -1) ($bin, $tool)"
+}
+
+# _without_service_start COMMAND...: runs COMMAND with /usr/sbin/policy-rc.d
+# refusing every service start (Debian's invoke-rc.d honours it), unless a
+# policy-rc.d is there already, which is left alone.
+_without_service_start() {
+    local policy=/usr/sbin/policy-rc.d
+    if [ -e "$policy" ]; then
+        "$@"
+        return
+    fi
+    as_root sh -c "printf '#!/bin/sh\\nexit 101\\n' >$policy && chmod 755 $policy"
+    local status=0
+    "$@" || status=$?
+    as_root rm -f "$policy"
+    return "$status"
+}
+
 # create_database NAME: creates database NAME on the server of DATABASE_URL
 # unless it exists. The name travels as a psql variable (:'name' / :"name"),
 # so it is quoted by psql, never spliced into SQL by the shell.

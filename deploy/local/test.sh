@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every check and test: rustfmt, clippy (warnings are errors), then
-# `cargo test --workspace` against a real PostgreSQL and NATS, which are
-# installed and started here when missing.
+# Runs every check and test: the Kubernetes manifests, the alert rules
+# (promtool), rustfmt, clippy (warnings are errors), then `cargo test
+# --workspace` against a real PostgreSQL, NATS and Prometheus, which are
+# installed (and PostgreSQL and NATS started) here when missing.
 #
 # Usage: deploy/local/test.sh [extra cargo test arguments]
 #   e.g. deploy/local/test.sh -p device-service -- upload
@@ -22,9 +23,18 @@ deploy/k8s/validate.sh
 
 ensure_postgres
 ensure_nats
+ensure_prometheus
 # Tests read these: DATABASE_URL (sqlx::test creates a database per test on
-# that server), NATS_URL, and NATS_SERVER_BIN (tests spawn isolated servers).
-export DATABASE_URL NATS_URL NATS_SERVER_BIN
+# that server), NATS_URL, NATS_SERVER_BIN (tests spawn isolated servers), and
+# PROMETHEUS_BIN and PROMTOOL_BIN (tests/tests/observability_prometheus.rs
+# starts its own Prometheus and checks a scrape with promtool).
+export DATABASE_URL NATS_URL NATS_SERVER_BIN PROMETHEUS_BIN PROMTOOL_BIN
+
+# The alert rules: valid, and each alert fires on its case and not on its
+# look-alike (deploy/monitoring/reseller-alerts.tests.yml).
+log "promtool: alert rules"
+"$PROMTOOL_BIN" check rules deploy/monitoring/reseller-alerts.rules.yml >&2
+"$PROMTOOL_BIN" test rules deploy/monitoring/reseller-alerts.tests.yml >&2
 export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
 
 # rustup minimal profiles ship without rustfmt/clippy.

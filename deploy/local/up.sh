@@ -4,7 +4,9 @@
 # the foreground. Ctrl-C stops the portal; PostgreSQL and NATS keep running.
 #
 # Usage: deploy/local/up.sh [extra reseller-portal arguments]
-# Honours DATABASE_URL, NATS_URL, AUTH_JWT_SECRET, GRPC_ADDR, RUST_LOG and
+# Honours DATABASE_URL, NATS_URL, AUTH_JWT_SECRET, GRPC_ADDR, METRICS_ADDR
+# (default 127.0.0.1:9090: Prometheus metrics at /metrics, which
+# deploy/local/prometheus.sh scrapes; empty turns them off), RUST_LOG and
 # LOG_FORMAT when set.
 set -euo pipefail
 
@@ -34,6 +36,9 @@ if [ -z "${AUTH_JWT_SECRET:-}" ]; then
 fi
 export AUTH_JWT_SECRET
 export GRPC_ADDR=${GRPC_ADDR:-127.0.0.1:50051}
+# Set but empty means no metrics: the portal must not see an empty value.
+export METRICS_ADDR=${METRICS_ADDR-127.0.0.1:9090}
+[ -n "$METRICS_ADDR" ] || unset METRICS_ADDR
 
 # Tokens are signed with AUTH_JWT_SECRET, so they only work against this run's
 # secret. `dev-token` prints just the JWT on stdout.
@@ -51,6 +56,7 @@ esac
 cat >&2 <<EOF
 
 ==> reseller-portal will listen on $GRPC_ADDR (gRPC, plaintext, with reflection)
+    metrics: ${METRICS_ADDR:+http://$METRICS_ADDR/metrics (Prometheus: deploy/local/prometheus.sh in another terminal)}${METRICS_ADDR:-off (METRICS_ADDR is empty)}
     DATABASE_URL=$DATABASE_URL
     NATS_URL=$NATS_URL
 

@@ -8,8 +8,9 @@
 //!
 //! Each replica connects to PostgreSQL with `application_name=<binary>-<index>`, so a
 //! test can see in `pg_stat_activity` and `pg_locks` which replica holds what (the relay
-//! leadership: [`Cluster::relay_leader`]). `deploy/local/cluster.sh` starts the same
-//! shape for people.
+//! leadership: [`Cluster::relay_leader`]). Each serves its Prometheus metrics on a port
+//! of its own ([`Replica::metrics_addr`], `METRICS_ADDR`). `deploy/local/cluster.sh`
+//! starts the same shape for people.
 
 pub mod balancer;
 pub mod binaries;
@@ -116,6 +117,8 @@ pub struct Replica {
     pub index: usize,
     /// Its gRPC address.
     pub addr: SocketAddr,
+    /// Where it serves its metrics (`METRICS_ADDR`): `http://<metrics_addr>/metrics`.
+    pub metrics_addr: SocketAddr,
     /// A lazily connected channel to it (reconnects after a restart).
     pub channel: Channel,
     env: Vec<(&'static str, String)>,
@@ -219,7 +222,10 @@ impl Cluster {
             .await?;
         let nats = nats::NatsCluster::start(dir, options.nats_nodes).await?;
         let secret = format!("cluster-secret-{}", uuid::Uuid::new_v4());
-        let ports = free_ports(Service::ALL.len() * options.replicas);
+        // Per replica: its gRPC port, then its metrics port.
+        let count = Service::ALL.len() * options.replicas;
+        let ports = free_ports(2 * count);
+        let (ports, metrics_ports) = ports.split_at(count);
         // customer-service behind one address, as a Kubernetes Service puts it.
         let customer_front = balancer::Balancer::start(
             ports[..options.replicas]
@@ -233,6 +239,8 @@ impl Cluster {
             for index in 0..options.replicas {
                 let port = ports[s * options.replicas + index];
                 let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+                let metrics_addr: SocketAddr =
+                    ([127, 0, 0, 1], metrics_ports[s * options.replicas + index]).into();
                 let name = format!("{}-{index}", service.binary());
                 let mut env = vec![
                     (
@@ -242,6 +250,7 @@ impl Cluster {
                     ("NATS_URL", nats.url_list()),
                     ("NATS_STREAM_REPLICAS", options.stream_replicas.to_string()),
                     ("GRPC_ADDR", addr.to_string()),
+                    ("METRICS_ADDR", metrics_addr.to_string()),
                     ("AUTH_JWT_SECRET", secret.clone()),
                     ("LOG_FORMAT", "text".into()),
                     (
@@ -262,6 +271,7 @@ impl Cluster {
                     service,
                     index,
                     addr,
+                    metrics_addr,
                     channel: Channel::from_shared(format!("http://{addr}"))?
                         .connect_timeout(Duration::from_secs(2))
                         .timeout(Duration::from_secs(60))
@@ -463,10 +473,10 @@ impl Cluster {
             format!("=== starting {} ===\n", replica.name()).as_bytes(),
         )?;
         let child = Command::new(&binary)
-            .envs(replica.env.iter().map(|(k, v)| (k, v)))
-            // Settings of the caller's environment that would clash between replicas.
-            .env_remove("METRICS_ADDR")
+            // A setting of the caller's environment that the replicas must not share (the
+            // caller's METRICS_ADDR is replaced by each replica's own, in `env`).
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .envs(replica.env.iter().map(|(k, v)| (k, v)))
             // Never /dev/null, which is a plain file on some sandboxes.
             .stdin(Stdio::piped())
             .stdout(log.try_clone()?)

@@ -5,7 +5,9 @@
 //! Settings: `DATABASE_URL` names the server where per-test databases are created
 //! (default `postgres://postgres:postgres@127.0.0.1:5432/postgres`); `NATS_SERVER_BIN`
 //! the `nats-server` binary (default: `nats-server` on `PATH`, then
-//! `/usr/sbin/nats-server`). `deploy/local/test.sh` installs and starts both.
+//! `/usr/sbin/nats-server`); `PROMETHEUS_BIN` and `PROMTOOL_BIN` Prometheus and promtool
+//! (default: on `PATH`; [`prometheus`]). `deploy/local/test.sh` installs them all (and
+//! starts PostgreSQL and NATS).
 
 pub mod assert;
 pub mod clients;
@@ -13,6 +15,7 @@ pub mod cluster;
 pub mod db;
 pub mod fixtures;
 pub mod nats;
+pub mod prometheus;
 pub mod proxy;
 pub mod reflection;
 pub mod stack;

@@ -45,6 +45,9 @@ pub struct TestStack {
     pub channel: Channel,
     /// The JWT secret the stack trusts.
     pub secret: String,
+    /// Where `/metrics` answers, when the settings had a `metrics_addr` (see
+    /// [`reseller_kit::metrics::serve`]).
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     running: Option<JoinHandle<anyhow::Result<()>>>,
     // Drop order: services first (fields drop in order), then NATS, then the database.
@@ -112,6 +115,10 @@ impl TestStack {
         config.database_max_connections = 8;
         configure(&mut config);
         let platform = Platform::connect(&config).await.expect("platform");
+        let shutdown = CancellationToken::new();
+        let metrics_addr = reseller_kit::metrics::serve(&platform, "reseller-tests", &shutdown)
+            .await
+            .expect("metrics endpoint");
         let app = App::bind("127.0.0.1:0", &config)
             .await
             .expect("bind")
@@ -146,7 +153,6 @@ impl TestStack {
                 .with(msp_link)
                 .with(GrpcOnly(reporting))
         };
-        let shutdown = CancellationToken::new();
         let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));
         let channel = Channel::from_shared(format!("http://{addr}"))
             .expect("uri")
@@ -159,6 +165,7 @@ impl TestStack {
             addr,
             channel,
             secret,
+            metrics_addr,
             shutdown,
             running: Some(running),
             _nats: nats,

@@ -7,10 +7,11 @@ use reseller_proto::v1::device_service_server::DeviceServiceServer;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::domain::RejectionReason;
 use crate::events::receipts::Receipts;
 use crate::grpc::DeviceApi;
 use crate::grpc::accounts::AccountsClient;
-use crate::postgres::{OUTBOX, Repository};
+use crate::postgres::{DeletionSampler, OUTBOX, Repository};
 
 /// device-service as hosted by a program.
 #[derive(Debug, Clone)]
@@ -62,7 +63,29 @@ impl ServiceModule for DeviceModule {
             )
             // Each receipt is its own row: the three portals' answers apply side by side.
             .with_concurrency(4);
-        self.platform
-            .spawn_relay_and(OUTBOX, &shutdown, receipts.run(shutdown.clone()))
+        let mut tasks =
+            self.platform
+                .spawn_relay_and(OUTBOX, &shutdown, receipts.run(shutdown.clone()));
+        if self.platform.metrics_on() {
+            use reseller_kit::metrics::{UPLOAD_ACCEPTED, UPLOAD_REJECTED, UPLOAD_ROWS};
+            // The counters exist from the start, at 0, so that the first upload shows as
+            // an increase.
+            ::metrics::counter!(UPLOAD_ACCEPTED).increment(0);
+            ::metrics::counter!(UPLOAD_ROWS).increment(0);
+            for reason in RejectionReason::ALL {
+                ::metrics::counter!(UPLOAD_REJECTED, "reason" => reason.name()).increment(0);
+            }
+            let repo = Repository::new(self.platform.pool.clone());
+            let sampler = std::sync::Arc::new(tokio::sync::Mutex::new(DeletionSampler::default()));
+            tasks.push(reseller_kit::metrics::spawn_sampler(
+                "deletions",
+                &shutdown,
+                move || {
+                    let (repo, sampler) = (repo.clone(), sampler.clone());
+                    async move { Ok(sampler.lock().await.sample(&repo).await?) }
+                },
+            ));
+        }
+        tasks
     }
 }

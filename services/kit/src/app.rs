@@ -92,18 +92,24 @@ impl Platform {
     }
 
     /// The idempotent consumer `spec` running `handler` on this platform's PostgreSQL and
-    /// JetStream.
+    /// JetStream (sampling its pending events when metrics are on).
     pub fn consumer<H: EventHandler>(
         &self,
         spec: ConsumerSpec,
         handler: H,
     ) -> IdempotentConsumer<H> {
         IdempotentConsumer::new(spec, self.pool.clone(), self.js.clone(), handler)
+            .sampling_pending(self.metrics_on())
+    }
+
+    /// Whether `METRICS_ADDR` is set: the samplers run only then.
+    pub fn metrics_on(&self) -> bool {
+        self.config.metrics_addr.is_some()
     }
 
     /// The background work of a service that publishes and consumes: the relay of
     /// `outbox` and `consumer` (a consumer's `run`), each spawned, both stopping on
-    /// `shutdown`.
+    /// `shutdown`; with metrics on, the sampler of the outbox's backlog too.
     pub fn spawn_relay_and(
         &self,
         outbox: Outbox,
@@ -111,10 +117,22 @@ impl Platform {
         consumer: impl Future<Output = ()> + Send + 'static,
     ) -> Vec<JoinHandle<()>> {
         let relay = Relay::new(outbox, self.pool.clone(), self.js.clone());
-        vec![
+        let mut tasks = vec![
             tokio::spawn(relay.run(shutdown.clone())),
             tokio::spawn(consumer),
-        ]
+        ];
+        if self.metrics_on() {
+            let pool = self.pool.clone();
+            tasks.push(crate::metrics::spawn_sampler(
+                "outbox",
+                shutdown,
+                move || {
+                    let pool = pool.clone();
+                    async move { outbox.sample_backlog(&pool).await }
+                },
+            ));
+        }
+        tasks
     }
 }
 
@@ -254,12 +272,24 @@ where
     crate::telemetry::init(args.common.log_format);
     let shutdown = crate::shutdown::on_signal();
     let platform = Platform::connect(&args.common).await?;
+    crate::metrics::serve(&platform, &program_name(), &shutdown).await?;
     let mut app = App::bind(&args.grpc_addr, &args.common)
         .await?
         .ready_when_reachable(&platform);
     let own_url = format!("http://{}", app.local_addr()?);
     app.modules = start(platform, own_url).await?;
     app.run_until_stopped(shutdown).await
+}
+
+/// The name the program was started as (its file name), for metrics' `program` label.
+fn program_name() -> String {
+    std::env::args_os()
+        .next()
+        .as_deref()
+        .map(std::path::Path::new)
+        .and_then(std::path::Path::file_name)
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "reseller".into())
 }
 
 /// The settings of a program beyond [`ProgramArgs`]: none.

@@ -151,6 +151,11 @@ pub struct CommonConfig {
     #[arg(long, env = "GRPC_MAX_CONNECTION_AGE_SECONDS",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub grpc_max_connection_age_seconds: Option<u64>,
+
+    /// Address to serve Prometheus metrics on, at `http://<addr>/metrics` in the text
+    /// format (`0.0.0.0:9090` in a container). Unset: no metrics are recorded or served.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl CommonConfig {
@@ -169,6 +174,7 @@ impl CommonConfig {
             database_max_connections: 16,
             grpc_max_message_bytes: 8 * 1024 * 1024,
             grpc_max_connection_age_seconds: None,
+            metrics_addr: None,
         }
     }
 

@@ -181,6 +181,7 @@ pub struct ConsumerSpec {
 pub struct IdempotentConsumer<H> {
     ack_wait: Duration,
     concurrency: usize,
+    sample_pending: bool,
     js: jetstream::Context,
     applier: Applier<H>,
 }
@@ -221,6 +222,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             },
             ack_wait: ACK_WAIT,
             concurrency: 1,
+            sample_pending: false,
             js,
         }
     }
@@ -238,6 +240,13 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     /// per portal and part, which arrive three at a time for every deletion.
     pub fn with_concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
+        self
+    }
+
+    /// Whether [`run`](Self::run) also samples the durable consumer's pending events into
+    /// [`crate::metrics::CONSUMER_PENDING`] (when metrics are on).
+    pub fn sampling_pending(mut self, on: bool) -> Self {
+        self.sample_pending = on;
         self
     }
 
@@ -603,6 +612,21 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             &self.applier.spec.name,
             self.applier.spec.filter_subject != subjects::ALL_EVENTS,
         );
+        // The counters an alert watches exist from the start, at 0, so that the first
+        // increment shows as one.
+        for counter in [
+            crate::metrics::CONSUMER_DEAD_LETTERS,
+            crate::metrics::CONSUMER_LOST_EVENTS,
+            crate::metrics::CONSUMER_REDELIVERIES,
+        ] {
+            ::metrics::counter!(counter, "consumer" => self.applier.spec.name.clone()).increment(0);
+        }
+        // The sampler stops with this consumer (the guard) or on shutdown.
+        let _sampling = self.sample_pending.then(|| {
+            let stop = shutdown.child_token();
+            self.spawn_pending_sampler(&stop);
+            stop.drop_guard()
+        });
         loop {
             if shutdown.is_cancelled() {
                 return;
@@ -688,6 +712,27 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         }
     }
 
+    /// Samples JetStream's `num_pending` of the durable consumer every
+    /// [`crate::metrics::SAMPLE_EVERY`] (one request each) until `stop`.
+    fn spawn_pending_sampler(&self, stop: &CancellationToken) {
+        let (js, name) = (self.js.clone(), self.applier.spec.name.clone());
+        crate::metrics::spawn_sampler("consumer pending", stop, move || {
+            let (js, name) = (crate::stream::quick(&js), name.clone());
+            async move {
+                let stream = js.get_stream_no_info(subjects::EVENTS_STREAM).await?;
+                let info = match stream.consumer_info(&name).await {
+                    Ok(info) => info,
+                    // Not created yet: the consumer is starting.
+                    Err(err) if err.kind() == ConsumerInfoErrorKind::NotFound => return Ok(()),
+                    Err(err) => anyhow::bail!("consumer {name}: {err}"),
+                };
+                ::metrics::gauge!(crate::metrics::CONSUMER_PENDING, "consumer" => name)
+                    .set(info.num_pending as f64);
+                Ok(())
+            }
+        });
+    }
+
     async fn handle(&self, message: jetstream::Message) -> anyhow::Result<()> {
         if tracing::enabled!(tracing::Level::DEBUG)
             && let Ok(info) = message.info()
@@ -701,6 +746,12 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                 "event pulled"
             );
         }
+        let consumer = self.applier.spec.name.as_str();
+        if message.info().is_ok_and(|i| i.delivered > 1) {
+            ::metrics::counter!(crate::metrics::CONSUMER_REDELIVERIES, "consumer" => consumer.to_owned())
+                .increment(1);
+        }
+        let started = std::time::Instant::now();
         let ack = |kind| message.ack_with(kind);
         let applying = self.apply(&message.payload);
         tokio::pin!(applying);
@@ -713,6 +764,9 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                 _ = progress.tick() => { let _ = ack(AckKind::Progress).await; }
             }
         };
+        if let Ok(outcome) = &applied {
+            record_outcome(consumer, &message.subject, *outcome, started.elapsed());
+        }
         match applied {
             Ok(_) => ack(AckKind::Ack)
                 .await
@@ -770,7 +824,29 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             )
             .await?
             .await?;
+        ::metrics::counter!(crate::metrics::CONSUMER_DEAD_LETTERS, "consumer" => self.applier.spec.name.clone())
+            .increment(1);
         Ok(())
+    }
+}
+
+/// Counts an event `consumer` handled with `outcome`, by its type (the subject after
+/// `reseller.events.v1.`, e.g. `device.deleted`), and times it unless it was ignored.
+fn record_outcome(consumer: &str, subject: &str, outcome: Outcome, took: Duration) {
+    let event_type = subject
+        .strip_prefix(subjects::ALL_EVENTS.trim_end_matches('>'))
+        .unwrap_or(subject);
+    let outcome_label = match outcome {
+        Outcome::Applied => "applied",
+        Outcome::Duplicate => "duplicate",
+        Outcome::Ignored => "ignored",
+    };
+    ::metrics::counter!(crate::metrics::CONSUMER_EVENTS,
+        "consumer" => consumer.to_owned(), "event_type" => event_type.to_owned(), "outcome" => outcome_label)
+    .increment(1);
+    if outcome != Outcome::Ignored {
+        ::metrics::histogram!(crate::metrics::CONSUMER_APPLY_DURATION, "consumer" => consumer.to_owned())
+            .record(took);
     }
 }
 

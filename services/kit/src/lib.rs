@@ -17,6 +17,7 @@ pub mod grpc;
 pub mod ids;
 pub mod inbox;
 pub mod lost_events;
+pub mod metrics;
 pub mod one_statement;
 pub mod outbox;
 pub mod paging;

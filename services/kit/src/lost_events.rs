@@ -103,6 +103,8 @@ impl LossWatch {
         };
         if let Some(loss) = self.assess(progress, info.state.first_sequence, created) {
             LOST_EVENTS.fetch_add(loss.count, Ordering::Relaxed);
+            ::metrics::counter!(crate::metrics::CONSUMER_LOST_EVENTS, "consumer" => self.consumer.clone())
+                .increment(loss.count);
             tracing::error!(
                 consumer = %self.consumer,
                 stream = %info.config.name,

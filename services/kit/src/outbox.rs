@@ -175,6 +175,27 @@ impl Outbox {
         .map(OutboxEvent::from_row)
         .collect()
     }
+
+    /// Reads how many rows are unpublished and how old the oldest of them is, into
+    /// [`crate::metrics::OUTBOX_UNSENT`] and [`crate::metrics::OUTBOX_OLDEST_UNSENT_AGE`]
+    /// (0 s when none): one query over the partial index of unpublished rows.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn sample_backlog(&self, pool: &PgPool) -> anyhow::Result<()> {
+        let schema = self.schema.name();
+        let (unsent, oldest): (i64, f64) = sqlx::query_as(self.schema.sql(
+            "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 \
+             FROM {schema}.outbox WHERE published_at IS NULL",
+        ))
+        .fetch_one(pool)
+        .await
+        .map_err(|e| anyhow::anyhow!("the {schema} outbox's backlog: {e}"))?;
+        ::metrics::gauge!(crate::metrics::OUTBOX_UNSENT, "schema" => schema).set(unsent as f64);
+        ::metrics::gauge!(crate::metrics::OUTBOX_OLDEST_UNSENT_AGE, "schema" => schema)
+            .set(oldest.max(0.0));
+        Ok(())
+    }
 }
 
 /// Publishes a schema's outbox to JetStream.
@@ -196,6 +217,9 @@ impl Relay {
     /// are logged and retried with backoff; nothing is marked sent that JetStream did not
     /// acknowledge.
     pub async fn run(self, shutdown: CancellationToken) {
+        let schema = self.outbox.schema.name();
+        // Exists at 0 from the start, so that the first events show as an increase.
+        ::metrics::counter!(crate::metrics::OUTBOX_PUBLISHED, "schema" => schema).increment(0);
         let mut backoff = Duration::from_millis(50);
         loop {
             match self.relay_until_error(&shutdown, &mut backoff).await {
@@ -237,6 +261,9 @@ impl Relay {
         .await?;
         // One relay per schema at a time (replicas wait their turn), so events leave in
         // commit order. The lock belongs to the connection and goes with it.
+        let leader_gauge =
+            ::metrics::gauge!(crate::metrics::OUTBOX_RELAY_LEADER, "schema" => schema);
+        leader_gauge.increment(0.0); // 0 while waiting, so that the series exists
         loop {
             let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
                 .bind(format!("outbox:{schema}"))
@@ -250,6 +277,8 @@ impl Relay {
                 _ = tokio::time::sleep(LEADER_RETRY) => {}
             }
         }
+        // 1 until this leadership ends, however it ends.
+        let _leading = crate::metrics::Held::raise(leader_gauge);
         // Listen only once leading (a waiting replica would pile notifications up), then
         // read what committed before.
         let mut listener = PgListener::connect_with(&self.pool).await?;
@@ -390,6 +419,11 @@ impl Relay {
             ack.await?;
         }
         let acked = started.elapsed();
+        let schema = self.outbox.schema.name();
+        ::metrics::counter!(crate::metrics::OUTBOX_PUBLISHED, "schema" => schema)
+            .increment(ids.len() as u64);
+        ::metrics::histogram!(crate::metrics::OUTBOX_PUBLISH_DURATION, "schema" => schema)
+            .record(acked);
         sqlx::query(self.outbox.schema.sql(
             "UPDATE {schema}.outbox SET published_at = now() \
              WHERE id = ANY($1) AND published_at IS NULL",

@@ -72,6 +72,23 @@ impl RejectionReason {
         }
     }
 
+    /// The protobuf name without its `REJECTION_REASON_` prefix (`INVALID_ID`), as the
+    /// metrics label it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RejectionReason::InvalidId => "INVALID_ID",
+            RejectionReason::DuplicateInUpload => "DUPLICATE_IN_UPLOAD",
+            RejectionReason::AlreadyRegistered => "ALREADY_REGISTERED",
+        }
+    }
+
+    /// Every reason.
+    pub const ALL: [Self; 3] = [
+        RejectionReason::InvalidId,
+        RejectionReason::DuplicateInUpload,
+        RejectionReason::AlreadyRegistered,
+    ];
+
     /// Reads [`RejectionReason::as_i16`].
     pub fn from_i16(value: i16) -> Self {
         match value {

@@ -178,6 +178,8 @@ fn parse_batches(
                     return Some((Err(err), (stream, next_index)));
                 }
             };
+            ::metrics::counter!(reseller_kit::metrics::UPLOAD_ROWS)
+                .increment(batch.devices.len() as u64);
             let mut parsed = ParsedBatch {
                 rows: Vec::with_capacity(batch.devices.len()),
                 rejected: Vec::new(),
@@ -254,6 +256,7 @@ impl DeviceService for DeviceApi {
         &self,
         request: Request<Streaming<pb::UploadDevicesRequest>>,
     ) -> Result<Response<pb::Upload>, Status> {
+        let started = std::time::Instant::now();
         let reseller = Principal::of(&request)?.reseller()?;
         let authorization = request
             .metadata()
@@ -294,6 +297,7 @@ impl DeviceService for DeviceApi {
             .ingest(&reseller, &header, &target, parse_batches(stream))
             .await
             .map_err(ApiError::from)?;
+        ::metrics::histogram!(reseller_kit::metrics::UPLOAD_DURATION).record(started.elapsed());
         let mut answer = upload_to_proto(upload);
         if header.validate_only {
             // Nothing was recorded: there is no upload to name.

@@ -201,6 +201,85 @@ impl Repository {
     }
 }
 
+/// How far before a deletion's `requested_at` (the database's clock at its transaction's
+/// start) its ID may lie: the ID (a UUID v7, time-ordered) is taken on the clock of the
+/// replica that made it, just before that transaction.
+const DELETION_ID_MARGIN: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The samples of incomplete deletions, each reading only the deletions from a mark on:
+/// a margin before the oldest deletion incomplete at the last sample (or before that
+/// sample, when none was): the ones before were complete then, and a deletion never
+/// becomes incomplete again. So a sample costs what is recent or still open, not the
+/// whole history.
+#[derive(Debug, Default)]
+pub struct DeletionSampler {
+    /// Deletion IDs from here on are read; nil at first (all of them).
+    from: Uuid,
+}
+
+impl DeletionSampler {
+    /// Reads, per portal, the deletions that portal has not answered for every part yet
+    /// and the oldest of them, into [`reseller_kit::metrics::DELETIONS_PENDING`]
+    /// (`portal`: `reseller`, `msp`, `customer`) and
+    /// [`reseller_kit::metrics::DELETION_OLDEST_INCOMPLETE_AGE`] (seconds, 0 when none):
+    /// one query.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn sample(&mut self, repo: &Repository) -> Result<(), sqlx::Error> {
+        let rows = sqlx::query!(
+            r#"SELECT p.portal AS "portal!", count(d.deletion_id) AS "pending!",
+                      (extract(epoch FROM coalesce(min(d.requested_at), now())) * 1000)::bigint
+                        AS "oldest_ms!",
+                      coalesce(extract(epoch FROM now() - min(d.requested_at)), 0)::float8
+                        AS "oldest_age!"
+               FROM unnest($2::smallint[]) AS p (portal)
+               LEFT JOIN device.deletions d
+                 ON d.deletion_id >= $1 AND d.part_count > (
+                      SELECT count(*) FROM device.deletion_receipts r
+                      WHERE r.deletion_id = d.deletion_id AND r.portal = p.portal)
+               GROUP BY p.portal"#,
+            self.from,
+            &PORTALS[..],
+        )
+        .fetch_all(&repo.pool)
+        .await?;
+        let mut oldest_age: f64 = 0.0;
+        // The database's clock: the oldest incomplete deletion's time, or now.
+        let mut oldest_ms = i64::MAX;
+        for row in &rows {
+            let portal = match row.portal {
+                1 => "reseller",
+                2 => "msp",
+                _ => "customer",
+            };
+            ::metrics::gauge!(reseller_kit::metrics::DELETIONS_PENDING, "portal" => portal)
+                .set(row.pending as f64);
+            oldest_age = oldest_age.max(row.oldest_age);
+            oldest_ms = oldest_ms.min(row.oldest_ms);
+        }
+        ::metrics::gauge!(reseller_kit::metrics::DELETION_OLDEST_INCOMPLETE_AGE)
+            .set(oldest_age.max(0.0));
+        // Next time: from a margin before the oldest still incomplete (or before now),
+        // for deletions still committing and for the replicas' clocks.
+        if oldest_ms != i64::MAX {
+            let from_ms = oldest_ms.saturating_sub(DELETION_ID_MARGIN.as_millis() as i64);
+            self.from = first_v7_of_millisecond(from_ms.max(0) as u64);
+        }
+        Ok(())
+    }
+}
+
+/// The smallest UUID v7 of the Unix millisecond `millis`: every v7 taken in it or later
+/// sorts at or after it.
+fn first_v7_of_millisecond(millis: u64) -> Uuid {
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
+    bytes[6] = 0x70; // version 7
+    bytes[8] = 0x80; // the RFC variant
+    Uuid::from_bytes(bytes)
+}
+
 /// A deletion's receipts as read with it: its part count and its receipts' portals and
 /// states (two aligned arrays).
 struct Receipts {
@@ -260,4 +339,24 @@ pub fn record_receipt_cte(
         params.bind(part),
         params.bind(state.as_i16()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_v7_of_a_millisecond_sorts_before_every_v7_of_it_and_after_earlier_ones() {
+        let millis: u64 = 1_790_000_000_123;
+        let at = |ms: u64| {
+            uuid::Timestamp::from_unix(uuid::NoContext, ms / 1000, (ms % 1000) as u32 * 1_000_000)
+        };
+        let floor = first_v7_of_millisecond(millis);
+        assert_eq!(floor.get_version_num(), 7);
+        for _ in 0..100 {
+            assert!(Uuid::new_v7(at(millis)) >= floor);
+            assert!(Uuid::new_v7(at(millis + 1)) > floor);
+            assert!(Uuid::new_v7(at(millis - 1)) < floor);
+        }
+    }
 }

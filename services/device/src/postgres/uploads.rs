@@ -475,12 +475,14 @@ impl Repository {
             Some(spool) => Self::publish_spooled(&mut tx, &context, spool).await?,
             None => Self::publish_accepted(&mut tx, &context).await?,
         }
-        let rejected = sqlx::query_scalar!(
-            r#"SELECT count(*) AS "count!" FROM device.upload_rejections WHERE upload_id = $1"#,
+        let rejected_by_reason = sqlx::query!(
+            r#"SELECT reason, count(*) AS "count!" FROM device.upload_rejections
+               WHERE upload_id = $1 GROUP BY reason"#,
             upload_id,
         )
-        .fetch_one(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
+        let rejected: i64 = rejected_by_reason.iter().map(|r| r.count).sum();
         sqlx::query!(
             "UPDATE device.uploads SET accepted_count = $2, rejected_count = $3 WHERE upload_id = $1",
             upload_id,
@@ -501,6 +503,12 @@ impl Repository {
             return Ok(upload);
         }
         tx.commit().await?;
+        ::metrics::counter!(reseller_kit::metrics::UPLOAD_ACCEPTED).increment(accepted as u64);
+        for row in &rejected_by_reason {
+            let reason = RejectionReason::from_i16(row.reason).name();
+            ::metrics::counter!(reseller_kit::metrics::UPLOAD_REJECTED, "reason" => reason)
+                .increment(row.count as u64);
+        }
         tracing::info!(
             %upload_id,
             accepted,
