@@ -151,6 +151,17 @@ pub struct CommonConfig {
     #[arg(long, env = "GRPC_MAX_CONNECTION_AGE_SECONDS",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub grpc_max_connection_age_seconds: Option<u64>,
+
+    /// Where to export traces: an OpenTelemetry collector's OTLP/gRPC endpoint, such as
+    /// `http://otel-collector:4317` (plaintext). Unset: no spans are exported and no trace
+    /// context is passed on (see `deploy/OBSERVABILITY.md` "Traces").
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otel_exporter_otlp_endpoint: Option<String>,
+
+    /// The `service.name` of the exported spans. Unset: the program's name
+    /// (`device-service`, `reseller-portal`).
+    #[arg(long, env = "OTEL_SERVICE_NAME")]
+    pub otel_service_name: Option<String>,
 }
 
 impl CommonConfig {
@@ -169,6 +180,8 @@ impl CommonConfig {
             database_max_connections: 16,
             grpc_max_message_bytes: 8 * 1024 * 1024,
             grpc_max_connection_age_seconds: None,
+            otel_exporter_otlp_endpoint: None,
+            otel_service_name: None,
         }
     }
 
