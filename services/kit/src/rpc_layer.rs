@@ -431,7 +431,141 @@ pub fn code_name(code: Code) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, VecDeque};
+    use std::convert::Infallible;
+
+    use bytes::Bytes;
+    use tracing_subscriber::layer::{Context as LayerContext, SubscriberExt};
+
     use super::*;
+
+    /// An answer's body: these frames, then the end.
+    struct Frames(VecDeque<Frame<Bytes>>);
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.0.is_empty()
+        }
+    }
+
+    fn trailers(code: &str) -> Frame<Bytes> {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", code.parse().unwrap());
+        Frame::trailers(trailers)
+    }
+
+    /// The fields of each access-log event.
+    #[derive(Clone, Default)]
+    struct AccessLog(Arc<std::sync::Mutex<Vec<BTreeMap<String, String>>>>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for AccessLog {
+        fn on_event(&self, event: &tracing::Event<'_>, _: LayerContext<'_, S>) {
+            if event.metadata().target() == "access" {
+                let mut fields = Fields::default();
+                event.record(&mut fields);
+                self.0.lock().unwrap().push(fields.0);
+            }
+        }
+    }
+
+    #[derive(Default)]
+    struct Fields(BTreeMap<String, String>);
+
+    impl tracing::field::Visit for Fields {
+        fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+            self.0.insert(field.name().to_owned(), value.to_owned());
+        }
+
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            self.0.insert(field.name().to_owned(), format!("{value:?}"));
+        }
+    }
+
+    /// Calls `path` on a service answering `headers_code` in its headers and `frames`,
+    /// reads `read` frames of the answer, drops it, and returns the access-log lines.
+    fn call(
+        path: &str,
+        headers_code: Option<&str>,
+        frames: Vec<Frame<Bytes>>,
+        read: usize,
+    ) -> Vec<BTreeMap<String, String>> {
+        let log = AccessLog::default();
+        let _default =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(log.clone()));
+        let headers_code = headers_code.map(str::to_owned);
+        let mut frames = Some(frames);
+        let answer = move |_request: http::Request<()>| {
+            let frames = frames.take().unwrap_or_default();
+            let mut response = http::Response::new(Frames(frames.into()));
+            if let Some(code) = &headers_code {
+                response
+                    .headers_mut()
+                    .insert("grpc-status", code.parse().unwrap());
+            }
+            std::future::ready(Ok::<_, Infallible>(response))
+        };
+        let mut service = RpcLayer.layer(tower::service_fn(answer));
+        let request = http::Request::builder().uri(path).body(()).unwrap();
+        futures::executor::block_on(async {
+            let mut body = service.call(request).await.unwrap().into_body();
+            for _ in 0..read {
+                std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+            }
+        });
+        log.0.lock().unwrap().clone()
+    }
+
+    const DELETE: &str = "/reseller.v1.DeviceService/DeleteDevices";
+
+    #[test]
+    fn an_ok_answer_is_logged_once_from_its_trailers() {
+        let data = || Frame::data(Bytes::from_static(b"x"));
+        let lines = call(DELETE, None, vec![data(), trailers("0")], 3);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["code"], "OK");
+        assert_eq!(lines[0]["service"], "reseller.v1.DeviceService");
+        assert_eq!(lines[0]["method"], "DeleteDevices");
+        assert!(!lines[0].contains_key("principal.subject"));
+    }
+
+    #[test]
+    fn an_error_answer_of_headers_only_is_logged_when_dropped() {
+        let lines = call(DELETE, Some("5"), vec![], 0);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["code"], "NOT_FOUND");
+    }
+
+    #[test]
+    fn a_stream_failing_midway_has_its_trailers_code() {
+        let data = || Frame::data(Bytes::from_static(b"row\r\n"));
+        let lines = call(DELETE, None, vec![data(), data(), trailers("13")], 4);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["code"], "INTERNAL");
+    }
+
+    #[test]
+    fn an_answer_dropped_before_its_end_is_cancelled() {
+        let data = || Frame::data(Bytes::from_static(b"row\r\n"));
+        let lines = call(DELETE, None, vec![data(), data(), trailers("0")], 1);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["code"], "CANCELLED");
+    }
+
+    #[test]
+    fn health_checks_are_not_logged() {
+        let lines = call("/grpc.health.v1.Health/Check", None, vec![trailers("0")], 2);
+        assert!(lines.is_empty(), "{lines:?}");
+    }
 
     #[test]
     fn paths_name_contract_methods_or_unknown_and_probes_pass() {

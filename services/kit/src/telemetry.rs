@@ -3,7 +3,8 @@
 //! over OTLP.
 //!
 //! Logs go to standard output. Text lines carry ANSI colour codes only when standard
-//! output is a terminal: a log collector or a file gets plain text.
+//! output is a terminal (and `NO_COLOR` is not set): a log collector or a file gets plain
+//! text.
 //!
 //! Traces: a [`tracing_opentelemetry`] layer turns the program's `tracing` spans at level
 //! INFO and above (the RPC spans of [`crate::rpc_layer`], the consumer's spans of
@@ -105,7 +106,8 @@ impl Telemetry<fn() -> std::io::Stdout> {
             default_filter: default_filter.to_owned(),
             fixed_filter: None,
             writer: std::io::stdout,
-            ansi: std::io::stdout().is_terminal(),
+            ansi: std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
             spans: None,
         }
     }
@@ -200,6 +202,7 @@ where
                 .json()
                 .flatten_event(true)
                 .with_current_span(false)
+                .with_ansi(self.ansi)
                 .with_writer(self.writer)
                 .with_filter(filter)
                 .boxed(),
