@@ -259,17 +259,50 @@ pub struct ProgramArgs {
     pub grpc_addr: String,
 }
 
-/// A program's `main`: logging, connections, the modules `start` builds, serving until
-/// SIGTERM/SIGINT, then draining.
+/// A program's `main`: logging and traces, connections, the modules `start` builds,
+/// serving until SIGTERM/SIGINT, then draining, and last the spans still queued for
+/// export.
 ///
 /// # Errors
-/// When start-up fails (a dependency unreachable, a migration failing, the address taken).
+/// When start-up fails (a dependency unreachable, a migration failing, the address taken,
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` not a URL).
 pub async fn run_program<F, Fut>(args: ProgramArgs, start: F) -> anyhow::Result<()>
 where
     F: FnOnce(Platform, String) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Vec<Box<dyn ServiceModule>>>>,
 {
-    crate::telemetry::init(args.common.log_format);
+    let service_name = match &args.common.otel_service_name {
+        Some(name) => name.clone(),
+        None => program_name(),
+    };
+    let telemetry = crate::telemetry::init_program(
+        args.common.log_format,
+        args.common.otel_exporter_otlp_endpoint.as_deref(),
+        &service_name,
+    )?;
+    let ran = serve_program(args, start).await;
+    telemetry.shutdown().await;
+    ran
+}
+
+/// The name the program was started as (`device-service`): the default `service.name`
+/// of its spans and the `program` label of its metrics.
+fn program_name() -> String {
+    std::env::args_os()
+        .next()
+        .as_deref()
+        .map(std::path::Path::new)
+        .and_then(std::path::Path::file_name)
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "reseller".to_owned())
+}
+
+/// [`run_program`] once logging is set up.
+async fn serve_program<F, Fut>(args: ProgramArgs, start: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Platform, String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Vec<Box<dyn ServiceModule>>>>,
+{
     let shutdown = crate::shutdown::on_signal();
     let platform = Platform::connect(&args.common).await?;
     crate::metrics::serve(&platform, &program_name(), &shutdown).await?;
@@ -279,17 +312,6 @@ where
     let own_url = format!("http://{}", app.local_addr()?);
     app.modules = start(platform, own_url).await?;
     app.run_until_stopped(shutdown).await
-}
-
-/// The name the program was started as (its file name), for metrics' `program` label.
-fn program_name() -> String {
-    std::env::args_os()
-        .next()
-        .as_deref()
-        .map(std::path::Path::new)
-        .and_then(std::path::Path::file_name)
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "reseller".into())
 }
 
 /// The settings of a program beyond [`ProgramArgs`]: none.

@@ -14,6 +14,7 @@ use tonic::{Request, Status};
 
 use crate::error::ApiError;
 use crate::ids::{KnoxId, ResellerId};
+use crate::rpc_layer::PrincipalSlot;
 
 /// Who may call what.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -231,6 +232,10 @@ impl JwtAuth {
 impl tonic::service::Interceptor for JwtAuth {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         let principal = self.authenticate(&request)?;
+        // For the access log (see `crate::rpc_layer`).
+        if let Some(slot) = request.extensions().get::<PrincipalSlot>() {
+            slot.fill(&principal);
+        }
         request.extensions_mut().insert(principal);
         Ok(request)
     }

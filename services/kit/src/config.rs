@@ -156,6 +156,17 @@ pub struct CommonConfig {
     /// format (`0.0.0.0:9090` in a container). Unset: no metrics are recorded or served.
     #[arg(long, env = "METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+
+    /// Where to export traces: an OpenTelemetry collector's OTLP/gRPC endpoint, such as
+    /// `http://otel-collector:4317` (plaintext). Unset: no spans are exported and no trace
+    /// context is passed on (see `deploy/OBSERVABILITY.md` "Traces").
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otel_exporter_otlp_endpoint: Option<String>,
+
+    /// The `service.name` of the exported spans. Unset: the program's name
+    /// (`device-service`, `reseller-portal`).
+    #[arg(long, env = "OTEL_SERVICE_NAME")]
+    pub otel_service_name: Option<String>,
 }
 
 impl CommonConfig {
@@ -175,6 +186,8 @@ impl CommonConfig {
             grpc_max_message_bytes: 8 * 1024 * 1024,
             grpc_max_connection_age_seconds: None,
             metrics_addr: None,
+            otel_exporter_otlp_endpoint: None,
+            otel_service_name: None,
         }
     }
 

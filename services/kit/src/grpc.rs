@@ -171,6 +171,8 @@ impl GrpcServer {
             builder = builder.max_connection_age(age);
         }
         builder
+            // Outermost, so that it sees the codes as the caller gets them.
+            .layer(crate::rpc_layer::RpcLayer)
             .layer(tower::util::MapResponseLayer::new(
                 contract_codes_for_tonics_answers,
             ))

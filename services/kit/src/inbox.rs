@@ -11,6 +11,12 @@
 //! poison, or failing the same way [`MAX_ATTEMPTS`] times) is published to the consumer's
 //! dead-letter subject with the reason and terminated, so it does not block the events
 //! behind it. While PostgreSQL is unreachable, events are retried without limit.
+//!
+//! Traces: an event the handler applies (not one it ignores) is applied in a span of its
+//! own, `apply <consumer>` (level INFO, kind consumer), whose parent is the message's
+//! `traceparent` header (the span that wrote the event: see [`crate::outbox`]). The
+//! events the change emits keep that span's context in turn, so a trace runs on through
+//! every hop (a deletion, the portals' receipts, device-service folding them).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +31,7 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::events::{self, ReceivedEvent};
 use crate::lost_events::{self, LossWatch};
@@ -255,13 +262,26 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     /// # Errors
     /// [`Failure`] saying whether to dead-letter or retry.
     pub async fn apply(&self, payload: &[u8]) -> Result<Outcome, Failure> {
+        self.apply_traced(payload, None).await
+    }
+
+    /// [`apply`](Self::apply), continuing the trace of `traceparent` (the message's
+    /// header) when traces are on.
+    ///
+    /// # Errors
+    /// [`Failure`] saying whether to dead-letter or retry.
+    pub async fn apply_traced(
+        &self,
+        payload: &[u8],
+        traceparent: Option<String>,
+    ) -> Result<Outcome, Failure> {
         // The work runs in its own task, to the end, even when the caller is cancelled
         // (a consumer task aborted mid-event): a transaction cut off between two
         // statements must never go back to the pool still open, holding an inbox row
         // whose handler never ran. The caller then just does not ack.
         let applier = self.applier.clone();
         let payload = payload.to_vec();
-        tokio::spawn(async move { applier.apply(&payload).await })
+        tokio::spawn(async move { applier.apply(&payload, traceparent.as_deref()).await })
             .await
             .map_err(|err| Failure::Retry {
                 error: anyhow::anyhow!("applying the event panicked: {err}"),
@@ -374,7 +394,7 @@ pub async fn apply_once<H: EventHandler>(
         pool,
         handler: Arc::new(handler),
     }
-    .apply(payload)
+    .apply(payload, None)
     .await
 }
 
@@ -400,7 +420,7 @@ pub async fn apply_retrying<H: EventHandler>(
     };
     let mut attempt = 1;
     loop {
-        match applier.apply(payload).await {
+        match applier.apply(payload, None).await {
             Err(Failure::Retry {
                 unlimited: true, ..
             }) if attempt < attempts => attempt += 1,
@@ -469,9 +489,14 @@ fn one_statement_query(
     statement: OneStatement,
     params: Params,
 ) -> Result<sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments>, Failure> {
-    // A value that does not encode never will: dead-letter the event at once.
+    // A value that does not encode never will: dead-letter the event at once. The events
+    // it emits continue the current span's trace (the event's, see `Applier::apply`).
     statement
-        .into_query(Schema::new(spec.schema), params)
+        .into_query(
+            Schema::new(spec.schema),
+            params,
+            crate::trace_context::current(),
+        )
         .map_err(|err| Failure::Poison(format!("encoding the statement's values: {err}")))
 }
 
@@ -490,7 +515,9 @@ fn retry(err: sqlx::Error) -> Failure {
 }
 
 impl<H: EventHandler> Applier<H> {
-    async fn apply(&self, payload: &[u8]) -> Result<Outcome, Failure> {
+    /// Applies the event `payload`, in a span continuing `traceparent` unless the handler
+    /// ignores it (most events are someone else's: a span each would bury the traces).
+    async fn apply(&self, payload: &[u8], traceparent: Option<&str>) -> Result<Outcome, Failure> {
         let event = events::decode(payload).map_err(|e| Failure::Poison(e.to_string()))?;
         let received_at = time::OffsetDateTime::now_utc();
         let applied = Applied {
@@ -498,12 +525,43 @@ impl<H: EventHandler> Applier<H> {
             occurred_at: event.occurred_at,
             received_at,
         };
+        let subject = subjects::event_subject(&event.payload);
         let mut params = inbox_params(&self.spec, &event);
-        match self.handler.change(event, &mut params)? {
-            Change::Ignored => Ok(Outcome::Ignored),
-            Change::OneStatement(statement) => self.apply_one(statement, params, applied).await,
-            Change::InTransaction(change) => self.apply_in(change, applied).await,
+        let change = self.handler.change(event, &mut params)?;
+        if let Change::Ignored = change {
+            return Ok(Outcome::Ignored);
         }
+        let span = tracing::info_span!(
+            "event",
+            otel.name = format!("apply {}", self.spec.name),
+            otel.kind = "consumer",
+            messaging.system = "nats",
+            messaging.operation.type = "process",
+            messaging.consumer.group.name = self.spec.name.as_str(),
+            messaging.destination.name = subject,
+            messaging.message.id = %applied.event_id,
+            outcome = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        if let Some(traceparent) = traceparent {
+            crate::trace_context::set_parent(&span, traceparent);
+        }
+        let outcome = async {
+            match change {
+                Change::Ignored => Ok(Outcome::Ignored),
+                Change::OneStatement(statement) => self.apply_one(statement, params, applied).await,
+                Change::InTransaction(change) => self.apply_in(change, applied).await,
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        match &outcome {
+            Ok(Outcome::Applied) => span.record("outcome", "applied"),
+            Ok(Outcome::Duplicate) => span.record("outcome", "duplicate"),
+            Ok(Outcome::Ignored) => span.record("outcome", "ignored"),
+            Err(_) => span.record("otel.status_code", "ERROR"),
+        };
+        outcome
     }
 
     /// Runs a handler's [`OneStatement`] with the inbox row (`$1`, `$2`) and the outbox
@@ -753,7 +811,12 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         }
         let started = std::time::Instant::now();
         let ack = |kind| message.ack_with(kind);
-        let applying = self.apply(&message.payload);
+        let traceparent = message
+            .headers
+            .as_ref()
+            .and_then(|map| map.get(headers::TRACEPARENT))
+            .map(|value| value.as_str().to_owned());
+        let applying = self.apply_traced(&message.payload, traceparent);
         tokio::pin!(applying);
         let mut progress =
             tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);

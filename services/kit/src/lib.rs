@@ -23,6 +23,7 @@ pub mod outbox;
 pub mod paging;
 pub mod portal;
 pub mod readiness;
+pub mod rpc_layer;
 pub mod shutdown;
 pub mod sql;
 pub mod startup;
@@ -31,5 +32,6 @@ pub mod subjects;
 pub mod telemetry;
 pub mod text;
 pub mod timestamp;
+pub mod trace_context;
 
 pub use error::{ApiError, CommandError, FieldViolations};

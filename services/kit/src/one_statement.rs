@@ -34,17 +34,22 @@ pub struct OneStatement {
 impl OneStatement {
     /// The whole statement for a consumer whose inbox and outbox are in `schema`: the
     /// inbox row (`$1` consumer, `$2` event ID; plain, so a duplicate fails it), the
-    /// handler's CTEs, then the outbox rows of what they emit and their `NOTIFY`.
+    /// handler's CTEs, then the outbox rows of what they emit, keeping `traceparent`
+    /// (bound after the handler's values), and their `NOTIFY`.
     ///
     /// # Errors
     /// The encoding error of the first value in `params` that failed.
     pub(crate) fn into_query(
         self,
         schema: Schema,
-        params: Params,
+        mut params: Params,
+        traceparent: Option<String>,
     ) -> Result<Query<'static, Postgres, PgArguments>, sqlx::error::BoxDynError> {
         let tail = match self.emits {
-            Some(source) => format!(", {}", Outbox::insert_and_notify_sql(source)),
+            Some(source) => {
+                let traceparent = params.bind(traceparent);
+                format!(", {}", Outbox::insert_and_notify_sql(source, &traceparent))
+            }
             None => " SELECT 1".to_owned(),
         };
         let template = format!(

@@ -21,8 +21,15 @@
 //! (`receipt`, a [`PortalReceipt`] as jsonb): the relay encodes those with prost when it
 //! publishes, the same bytes every time, since the event ID and time are the row's.
 //!
+//! Trace context: a row keeps the `traceparent` of the span that wrote it (the RPC's, or
+//! the consumer's that applied an event: [`crate::trace_context::current`]), bound as a
+//! parameter, NULL when the process exports no traces. Its notification carries it, the
+//! poll reads it, and the relay sends it as the event's NATS header `traceparent`, so the
+//! consumers' spans continue the writer's trace.
+//!
 //! Each service's migrations create `<schema>.outbox` with the columns used here
-//! (`receipt` since their `0005_outbox_receipts.sql`).
+//! (`receipt` since their `0005_outbox_receipts.sql`, `traceparent` since their
+//! `…_outbox_traceparent.sql`).
 
 use std::time::Duration;
 
@@ -67,16 +74,18 @@ pub struct Outbox {
 }
 
 /// The outbox rows of one statement, and their notifications; see
-/// [`Outbox::insert_and_notify_sql`].
+/// [`Outbox::insert_and_notify_sql`]. `{traceparent}` is the placeholder of a bound value.
 const INSERT_AND_NOTIFY: &str = "\
-    outbox_rows AS (INSERT INTO {schema}.outbox (event_id, subject, payload, receipt) \
-      SELECT event_id, subject, payload, receipt FROM {source} \
-      RETURNING id, event_id, subject, payload, receipt) \
+    outbox_rows AS (INSERT INTO {schema}.outbox (event_id, subject, payload, receipt, traceparent) \
+      SELECT event_id, subject, payload, receipt, {traceparent}::text FROM {source} \
+      RETURNING id, event_id, subject, payload, receipt, traceparent) \
     SELECT pg_notify('{schema}_outbox', CASE \
       WHEN length(payload) <= {inline_max_bytes} \
-        THEN id || ' ' || event_id || ' ' || subject || ' ' || encode(payload, 'hex') \
+        THEN id || ' ' || event_id || ' ' || subject || ' ' || coalesce(traceparent, '-') \
+          || ' ' || encode(payload, 'hex') \
       WHEN octet_length(receipt::text) <= {inline_max_receipt_bytes} \
-        THEN id || ' ' || event_id || ' ' || subject || ' ' || receipt::text \
+        THEN id || ' ' || event_id || ' ' || subject || ' ' || coalesce(traceparent, '-') \
+          || ' ' || receipt::text \
       ELSE '' END) \
     FROM outbox_rows ORDER BY id";
 
@@ -97,7 +106,7 @@ impl Outbox {
     }
 
     /// Adds `events` to the outbox inside the caller's transaction and wakes the relay on
-    /// commit.
+    /// commit. The rows keep the current span's trace context.
     ///
     /// # Errors
     /// Database errors; the caller's transaction then rolls back as a whole.
@@ -125,12 +134,13 @@ impl Outbox {
         let template = format!(
             "WITH new_events AS (SELECT *, NULL::jsonb AS receipt \
                FROM UNNEST($1::uuid[], $2::text[], $3::bytea[]) AS e (event_id, subject, payload)), {}",
-            Self::insert_and_notify_sql("new_events")
+            Self::insert_and_notify_sql("new_events", "$4")
         );
         sqlx::query(self.schema.sql(&template))
             .bind(&ids)
             .bind(&subjects)
             .bind(&payloads)
+            .bind(crate::trace_context::current())
             .execute(&mut *tx)
             .await?;
         Ok(())
@@ -140,12 +150,21 @@ impl Outbox {
     /// `(event_id, subject, payload, receipt)` of the CTE `source` to the outbox and
     /// notifies the relay on commit: a CTE named `outbox_rows`, then the final `SELECT`.
     /// A row holds its event encoded (`payload`) or a deletion receipt's fields
-    /// (`receipt`, a [`PortalReceipt`] as jsonb), the other column NULL. A small event
-    /// travels in its notification, so the relay can publish it without reading it back;
-    /// a large one is announced bare (see [`OutboxEvent::from_notification`]).
-    pub(crate) fn insert_and_notify_sql(source: &str) -> String {
+    /// (`receipt`, a [`PortalReceipt`] as jsonb), the other column NULL. Every row keeps
+    /// the `traceparent` bound at `traceparent_placeholder` (`$4`: a value, never SQL
+    /// text; NULL for none). A small event travels in its notification, so the relay can
+    /// publish it without reading it back; a large one is announced bare (see
+    /// [`OutboxEvent::from_notification`]).
+    pub(crate) fn insert_and_notify_sql(source: &str, traceparent_placeholder: &str) -> String {
+        assert!(
+            traceparent_placeholder
+                .strip_prefix('$')
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())),
+            "the traceparent is a bound value's placeholder, `$n`"
+        );
         INSERT_AND_NOTIFY
             .replace("{source}", source)
+            .replace("{traceparent}", traceparent_placeholder)
             .replace("{inline_max_bytes}", &INLINE_MAX_BYTES.to_string())
             .replace(
                 "{inline_max_receipt_bytes}",
@@ -165,7 +184,7 @@ impl Outbox {
         limit: i64,
     ) -> anyhow::Result<Vec<OutboxEvent>> {
         sqlx::query(self.schema.sql(
-            "SELECT id, event_id, subject, payload, receipt::text AS receipt \
+            "SELECT id, event_id, subject, payload, receipt::text AS receipt, traceparent \
              FROM {schema}.outbox WHERE published_at IS NULL ORDER BY id LIMIT $1",
         ))
         .bind(limit)
@@ -408,10 +427,13 @@ impl Relay {
         let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(batch.len());
         let mut ids: Vec<i64> = Vec::with_capacity(batch.len());
         for event in batch {
-            let message = PublishMessage::build()
+            let mut message = PublishMessage::build()
                 .payload(event.payload.into())
                 .message_id(event.event_id.to_string())
                 .header("Content-Type", headers::CONTENT_TYPE_PROTOBUF);
+            if let Some(traceparent) = &event.traceparent {
+                message = message.header(headers::TRACEPARENT, traceparent.as_str());
+            }
             acks.push(self.js.send_publish(event.subject, message).await?);
             ids.push(event.id);
         }
@@ -538,6 +560,9 @@ pub struct OutboxEvent {
     /// The encoded `reseller.v1.Event`: the row's `payload`, or the event its `receipt`
     /// says ([`PortalReceipt::into_event`]).
     pub payload: Vec<u8>,
+    /// The W3C trace context of the span that wrote it, sent as the NATS header
+    /// `traceparent`; `None` when that process exported no traces.
+    pub traceparent: Option<String>,
 }
 
 impl OutboxEvent {
@@ -559,6 +584,7 @@ impl OutboxEvent {
             event_id,
             subject: row.try_get("subject")?,
             payload,
+            traceparent: row.try_get("traceparent")?,
         })
     }
 
@@ -569,15 +595,22 @@ impl OutboxEvent {
         Ok(events::encode(&receipt.into_event(event_id)))
     }
 
-    /// The row a commit notification carries, `<id> <event_id> <subject> <inline>` with
-    /// `<inline>` the payload in hex or the receipt's fields in JSON (see
+    /// The row a commit notification carries,
+    /// `<id> <event_id> <subject> <traceparent> <inline>` with `<traceparent>` the row's
+    /// or `-`, and `<inline>` the payload in hex or the receipt's fields in JSON (see
     /// `Outbox::insert_and_notify_sql`); `None` for a bare one (a large event: read
-    /// the outbox) or anything unexpected (the outbox is read then too).
+    /// the outbox) or anything unexpected (the outbox is read then too: so also for the
+    /// four fields a writer without the `traceparent` column sent).
     pub fn from_notification(notification: &str) -> Option<Self> {
-        let mut fields = notification.splitn(4, ' ');
+        let mut fields = notification.splitn(5, ' ');
         let id = fields.next()?.parse().ok()?;
         let event_id = Uuid::parse_str(fields.next()?).ok()?;
         let subject = fields.next()?.to_owned();
+        let traceparent = match fields.next()? {
+            "-" => None,
+            traceparent if is_traceparent(traceparent) => Some(traceparent.to_owned()),
+            _ => return None,
+        };
         let inline = fields.next()?;
         let payload = if inline.starts_with('{') {
             Self::encode_receipt(event_id, inline).ok()?
@@ -595,43 +628,96 @@ impl OutboxEvent {
             event_id,
             subject,
             payload,
+            traceparent,
         })
     }
+}
+
+/// Whether `value` has the shape of a W3C `traceparent`
+/// (`<2 hex>-<32 hex>-<16 hex>-<2 hex>`), as [`crate::trace_context`] writes them.
+fn is_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    parts.len() == 4
+        && parts
+            .iter()
+            .zip([2, 32, 16, 2])
+            .all(|(part, len)| part.len() == len && part.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
     #[test]
     fn notifications_carry_small_events_and_announce_large_ones() {
         let id = Uuid::nil();
         assert_eq!(
             OutboxEvent::from_notification(&format!(
-                "42 {id} reseller.events.v1.device.deleted 0aff10"
+                "42 {id} reseller.events.v1.device.deleted - 0aff10"
             )),
             Some(OutboxEvent {
                 id: 42,
                 event_id: id,
                 subject: "reseller.events.v1.device.deleted".into(),
                 payload: vec![0x0a, 0xff, 0x10],
+                traceparent: None,
             })
         );
         assert_eq!(OutboxEvent::from_notification(""), None);
         assert_eq!(
-            OutboxEvent::from_notification("42 not-a-uuid subject 00"),
+            OutboxEvent::from_notification("42 not-a-uuid subject - 00"),
             None
         );
         assert_eq!(
-            OutboxEvent::from_notification(&format!("42 {id} subject 0")),
+            OutboxEvent::from_notification(&format!("42 {id} subject - 0")),
             None
         );
         assert_eq!(
-            OutboxEvent::from_notification(&format!("42 {id} subject zz")),
+            OutboxEvent::from_notification(&format!("42 {id} subject - zz")),
             None
         );
         assert_eq!(
-            OutboxEvent::from_notification(&format!("42 {id} subject 00 ff")),
+            OutboxEvent::from_notification(&format!("42 {id} subject - 00 ff")),
+            None
+        );
+    }
+
+    #[test]
+    fn notifications_carry_the_trace_context() {
+        let id = Uuid::nil();
+        let notified =
+            OutboxEvent::from_notification(&format!("42 {id} subject {TRACEPARENT} 0aff10"))
+                .expect("an event carried inline");
+        assert_eq!(notified.traceparent.as_deref(), Some(TRACEPARENT));
+        assert_eq!(notified.payload, vec![0x0a, 0xff, 0x10]);
+        // Anything else in its place: read the outbox.
+        for junk in [
+            "00-0af7-b7ad-01",
+            "x",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
+        ] {
+            assert_eq!(
+                OutboxEvent::from_notification(&format!("42 {id} subject {junk} 0aff10")),
+                None,
+                "{junk}"
+            );
+        }
+    }
+
+    #[test]
+    fn notifications_of_writers_without_the_trace_context_read_the_outbox() {
+        // `<id> <event_id> <subject> <inline>`, as services before the `traceparent`
+        // column notify, during a rolling upgrade.
+        let id = Uuid::nil();
+        assert_eq!(
+            OutboxEvent::from_notification(&format!("42 {id} subject 0aff10")),
+            None
+        );
+        let fields = r#"{"part": 1, "portal": 3}"#;
+        assert_eq!(
+            OutboxEvent::from_notification(&format!("42 {id} subject {fields}")),
             None
         );
     }
@@ -642,17 +728,30 @@ mod tests {
         // As PostgreSQL prints a jsonb: spaces after the separators, keys reordered.
         let fields = r#"{"part": 1, "portal": 3, "part_count": 2, "deletion_id": "d", "occurred_at_nanos": 5, "occurred_at_seconds": 1700000000, "removed_device_ids": ["b", "a b"]}"#;
         let notified = OutboxEvent::from_notification(&format!(
-            "7 {id} reseller.events.v1.deletion.portal_applied {fields}"
+            "7 {id} reseller.events.v1.deletion.portal_applied {TRACEPARENT} {fields}"
         ))
         .expect("a receipt carried inline");
         let receipt: PortalReceipt = serde_json::from_str(fields).unwrap();
         assert_eq!(notified.id, 7);
         assert_eq!(notified.event_id, id);
         assert_eq!(notified.payload, events::encode(&receipt.into_event(id)));
+        assert_eq!(notified.traceparent.as_deref(), Some(TRACEPARENT));
         // Fields that are not a receipt's: the relay reads the outbox instead.
         assert_eq!(
-            OutboxEvent::from_notification(&format!("7 {id} subject {{\"part\": 1}}")),
+            OutboxEvent::from_notification(&format!("7 {id} subject - {{\"part\": 1}}")),
             None
         );
+    }
+
+    #[test]
+    fn the_trace_context_is_bound_never_spliced() {
+        let sql = Outbox::insert_and_notify_sql("rows", "$7");
+        assert!(sql.contains("$7::text FROM rows"), "{sql}");
+    }
+
+    #[test]
+    #[should_panic(expected = "placeholder")]
+    fn a_trace_context_that_is_not_a_placeholder_is_refused() {
+        Outbox::insert_and_notify_sql("rows", "'00-abc'");
     }
 }

@@ -28,6 +28,9 @@ pub mod headers {
     pub const ORIGINAL_SEQUENCE: &str = "Original-Sequence";
     /// The protobuf content type of event payloads.
     pub const CONTENT_TYPE_PROTOBUF: &str = "application/protobuf";
+    /// The W3C trace context of the span that wrote the event (see
+    /// [`crate::trace_context`]); absent when that process exports no traces.
+    pub const TRACEPARENT: &str = crate::trace_context::TRACEPARENT;
 }
 
 /// The subject an event with `payload` is published on:

@@ -45,6 +45,11 @@ pub struct Global {
     /// with a UTF-8 byte-order mark, so Excel shows accented names right.
     #[arg(long, global = true)]
     pub excel: bool,
+    /// Print each call's trace ID to standard error: every call starts a trace
+    /// (`traceparent`), under which a portal exporting traces records it and what it
+    /// caused, and its access-log line names it.
+    #[arg(long, short = 'v', global = true)]
+    pub verbose: bool,
 }
 
 /// How results are printed.

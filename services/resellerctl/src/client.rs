@@ -77,9 +77,9 @@ impl Portal {
                 )
             })?;
         let token = token.strip_prefix("Bearer ").unwrap_or(token);
-        let bearer = Bearer::new(token).map_err(|_| {
-            CliError::Usage("the token holds characters a token cannot hold".into())
-        })?;
+        let bearer = Bearer::new(token)
+            .map_err(|_| CliError::Usage("the token holds characters a token cannot hold".into()))?
+            .print_trace_ids(global.verbose);
         let addr = normalise_addr(&global.addr)?;
         let endpoint = Endpoint::from_shared(addr.clone()).map_err(|e| {
             CliError::Usage(format!(

@@ -921,6 +921,42 @@ async fn wrong_tokens_and_unreachable_portals_are_told_plainly() {
     assert!(run.failed(2).contains("TLS"), "{run:?}");
 }
 
+/// The trace IDs `resellerctl --verbose` printed to standard error.
+fn trace_ids(run: &Run) -> Vec<String> {
+    run.stderr
+        .lines()
+        .filter_map(|line| line.strip_prefix("trace ID: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn verbose_prints_the_trace_id_of_every_call() {
+    let stack = TestStack::start().await;
+    let token = stack.token(Role::Reseller, "acme");
+    let quiet = ctl(&stack, &token, &["customers", "list"]).await;
+    quiet.ok();
+    assert!(trace_ids(&quiet).is_empty(), "{quiet:?}");
+
+    let first = ctl(&stack, &token, &["--verbose", "customers", "list"]).await;
+    first.ok();
+    let second = ctl(&stack, &token, &["customers", "list", "-v"]).await;
+    second.ok();
+    let (first, second) = (trace_ids(&first), trace_ids(&second));
+    assert_eq!((first.len(), second.len()), (1, 1), "{first:?} {second:?}");
+    for id in first.iter().chain(&second) {
+        assert!(
+            id.len() == 32
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+                && id.bytes().any(|b| b != b'0'),
+            "a W3C trace ID: {id}"
+        );
+    }
+    assert_ne!(first, second, "every call starts a trace of its own");
+}
+
 /// Writes `bytes` to `dir/name`.
 fn write_file(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
     let path = dir.join(name);

@@ -1,0 +1,125 @@
+//! One trace from a call through the events (issue 11): a `DeleteDevices` call carrying
+//! a `traceparent` leaves spans of that trace in device-service (the RPC), in each of
+//! the three portals' consumers that applied the deletion (customer portal, MSP portal,
+//! the reseller's Customers page), and in device-service's receipts consumer for each
+//! portal's receipt, each span the child of the one whose event it applied.
+//!
+//! The stack is the in-process `TestStack`; spans go to an in-process exporter
+//! (`InMemorySpanExporter`) installed as the process's telemetry before the stack starts,
+//! the way a program installs the OTLP exporter.
+
+use std::collections::{BTreeSet, HashMap};
+
+use opentelemetry::trace::SpanId;
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
+use reseller_kit::config::LogFormat;
+use reseller_kit::telemetry::Telemetry;
+use reseller_kit::trace_context::{NewTrace, TRACEPARENT};
+use reseller_proto::v1 as pb;
+use reseller_tests::clients::{customer, reseller};
+use reseller_tests::fixtures::{active_customer, imei, my_devices, upload};
+use reseller_tests::{TestStack, eventually};
+
+/// The consumers that apply a deletion and answer with a receipt.
+const PORTAL_CONSUMERS: [&str; 3] = ["customer-portal", "msp-portal", "reporting"];
+
+/// The spans of `trace_id` finished so far.
+fn spans_of(exporter: &InMemorySpanExporter, trace_id: &str) -> Vec<SpanData> {
+    exporter
+        .get_finished_spans()
+        .expect("the exporter's spans")
+        .into_iter()
+        .filter(|span| span.span_context.trace_id().to_string() == trace_id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_is_one_trace_through_the_portals_and_their_receipts() {
+    let exporter = InMemorySpanExporter::default();
+    Telemetry::new(LogFormat::Text, "warn")
+        .exporter(exporter.clone(), "reseller-tests")
+        .install()
+        .expect("the test's telemetry is the process's first");
+    let stack = TestStack::start().await;
+    active_customer(&stack, "acme", "660000001", "Globex").await;
+    let device = imei(660_001);
+    upload(&stack, "acme", "660000001", std::slice::from_ref(&device))
+        .await
+        .expect("upload");
+    // Every portal has the device before it is deleted, so each one removes it.
+    eventually("the customer portal to show the device", || async {
+        (my_devices(&customer(&stack, "660000001")).await.len() == 1).then_some(())
+    })
+    .await;
+
+    let trace = NewTrace::new();
+    let mut request = tonic::Request::new(pb::DeleteDevicesRequest {
+        device_ids: vec![device.clone()],
+    });
+    request
+        .metadata_mut()
+        .insert(TRACEPARENT, trace.traceparent.parse().unwrap());
+    let deletion = reseller(&stack, "acme")
+        .devices()
+        .delete_devices(request)
+        .await
+        .expect("DeleteDevices")
+        .into_inner();
+    let acme = reseller(&stack, "acme");
+    eventually("the deletion to complete", || async {
+        let d = acme.get_deletion(&deletion.deletion_id).await.unwrap();
+        d.complete.then_some(())
+    })
+    .await;
+
+    // The receipts consumer's spans end just after the deletion completes.
+    let spans = eventually("a receipt span for each portal in the trace", || async {
+        let spans = spans_of(&exporter, &trace.trace_id);
+        let receipts = spans
+            .iter()
+            .filter(|s| s.name == "apply device-receipts")
+            .count();
+        (receipts >= PORTAL_CONSUMERS.len()).then_some(spans)
+    })
+    .await;
+    let named =
+        |name: &str| -> Vec<&SpanData> { spans.iter().filter(|s| s.name == name).collect() };
+    let names: BTreeSet<&str> = spans.iter().map(|s| s.name.as_ref()).collect();
+
+    // device-service's RPC, the child of the caller's span.
+    let rpc = named("reseller.v1.DeviceService/DeleteDevices");
+    assert_eq!(rpc.len(), 1, "one RPC span; the trace has {names:?}");
+    let caller_span = trace.traceparent.split('-').nth(2).unwrap();
+    assert_eq!(rpc[0].parent_span_id.to_string(), caller_span);
+
+    // Each portal's consumer applied the deletion in a child of the RPC's span.
+    let mut portal_spans: HashMap<SpanId, &str> = HashMap::new();
+    for consumer in PORTAL_CONSUMERS {
+        let applied = named(&format!("apply {consumer}"));
+        assert_eq!(
+            applied.len(),
+            1,
+            "{consumer} applied the deletion once; the trace has {names:?}"
+        );
+        assert_eq!(
+            applied[0].parent_span_id,
+            rpc[0].span_context.span_id(),
+            "{consumer}'s span continues the RPC's"
+        );
+        portal_spans.insert(applied[0].span_context.span_id(), consumer);
+    }
+
+    // device-service's receipts consumer applied each portal's receipt in a child of
+    // that portal's span: the receipts carried the portals' context back.
+    let answered: BTreeSet<&str> = named("apply device-receipts")
+        .iter()
+        .map(|receipt| {
+            *portal_spans
+                .get(&receipt.parent_span_id)
+                .unwrap_or_else(|| panic!("a receipt span's parent is a portal's: {receipt:?}"))
+        })
+        .collect();
+    assert_eq!(answered, BTreeSet::from(PORTAL_CONSUMERS));
+
+    stack.stop().await;
+}
