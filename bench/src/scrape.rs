@@ -67,8 +67,11 @@ pub async fn post(
 struct Seen {
     /// Scrapes answered 200.
     ok: u64,
-    /// Scrapes that failed after the first answer (before it the service is starting).
+    /// Scrapes that failed between two answers (before the first one the service is
+    /// starting; after the last one it may be stopping).
     failed: u64,
+    /// Scrapes that failed since the last answer.
+    failed_since_last_answer: u64,
     /// Scrapes refused before the first answer.
     before_first_answer: u64,
     first_error: Option<String>,
@@ -113,6 +116,7 @@ impl Scraper {
             "scrapes_ok": seen.ok,
             "scrapes_failed": seen.failed,
             "refused_before_first_answer": seen.before_first_answer,
+            "refused_after_last_answer": seen.failed_since_last_answer,
             "first_error": seen.first_error,
             "scrape_duration": seen.took.summary(),
             "last_answer_bytes": seen.last_bytes,
@@ -134,6 +138,8 @@ async fn scrape_loop(url: String, interval: Duration, stop: Arc<AtomicBool>) -> 
         let error = match answer {
             Ok(Ok((200, body))) => {
                 seen.ok += 1;
+                seen.failed += seen.failed_since_last_answer;
+                seen.failed_since_last_answer = 0;
                 seen.took.push(Some(started.elapsed()));
                 let text = String::from_utf8_lossy(&body);
                 seen.last_bytes = body.len();
@@ -155,7 +161,7 @@ async fn scrape_loop(url: String, interval: Duration, stop: Arc<AtomicBool>) -> 
             if seen.ok == 0 {
                 seen.before_first_answer += 1;
             } else {
-                seen.failed += 1;
+                seen.failed_since_last_answer += 1;
             }
             seen.first_error.get_or_insert(error);
         }

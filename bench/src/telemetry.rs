@@ -175,8 +175,12 @@ fn median(values: &[f64]) -> Option<f64> {
     }
 }
 
-/// The spread of `values` in percent of their median: (max − min) / median.
+/// The spread of `values` in percent of their median: (max − min) / median; none for
+/// fewer than two values.
 fn spread_percent(values: &[f64]) -> Option<f64> {
+    if values.len() < 2 {
+        return None;
+    }
     let m = median(values).filter(|m| *m != 0.0)?;
     let max = values.iter().copied().fold(f64::MIN, f64::max);
     let min = values.iter().copied().fold(f64::MAX, f64::min);
@@ -449,6 +453,13 @@ fn compare(
         "spread_percent_among_runs": { "on": spreads[0], "off": spreads[1] },
         "spread_definition": "(max - min) / median of one side's runs: the noise between identical runs, which an overhead must exceed to mean anything",
         "per_run": per_run,
+        "runs": sides.iter().map(|s| json!({
+            "round": s.round,
+            "telemetry": s.name(),
+            "seconds": s.summary.as_ref().map(|r| r["seconds"].clone()),
+            "load_average_at_start": s.summary.as_ref().map(|r| r["environment"]["load_average"].clone()),
+            "error": s.error,
+        })).collect::<Vec<_>>(),
         "receiver": {
             "endpoint": receiver.endpoint(),
             "during_runs_with_telemetry_on": during_on.to_json(),
@@ -485,6 +496,7 @@ mod tests {
         // The ratio: lower with telemetry on is a positive overhead.
         assert_eq!(overhead_percent(0.5, 0.55, true), Some(10.0));
         assert_eq!(spread_percent(&[9.0, 10.0, 11.0]), Some(20.0));
+        assert_eq!(spread_percent(&[9.0]), None);
     }
 
     fn side(on: bool, round: usize, ratio: f64, p50: f64, spans: u64) -> Side {
