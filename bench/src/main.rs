@@ -10,7 +10,10 @@
 //! - `export`: `ExportCustomerCsv` of the N devices vs `COPY (...) TO STDOUT (FORMAT csv)`,
 //!   and the service's peak memory meanwhile;
 //! - `throughput`: a sustained mixed load; events applied per second, each replica's
-//!   share, and that nothing was applied twice.
+//!   share, and that nothing was applied twice;
+//! - `telemetry_overhead` (`--telemetry-rounds N`): the ingest and deletion benchmarks
+//!   with metrics and tracing on and off, alternately in one run, each side's medians
+//!   compared; traces go to an OTLP receiver the bench hosts ([`telemetry`]).
 //!
 //! It starts its own stack (`--shape`): `single`, a fresh database on `DATABASE_URL`'s
 //! server, a private `nats-server` with JetStream, and `reseller-portal serve` as a
@@ -25,9 +28,12 @@ mod durable_floor;
 mod export;
 mod hops;
 mod ingest;
+mod otlp;
+mod scrape;
 mod setup;
 mod stack;
 mod stats;
+mod telemetry;
 mod throughput;
 
 use std::path::{Path, PathBuf};
@@ -55,7 +61,7 @@ enum Bench {
 /// PostgreSQL, through `reseller_tests::cluster` (it needs the four service binaries:
 /// `RESELLER_SERVICE_BIN_DIR`, default the directory of this program). `ingest` and
 /// `export` run on the single shape only; `deletion` and `throughput` on both.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(version)]
 struct Args {
     /// The stack to run on.
@@ -63,8 +69,9 @@ struct Args {
     shape: Shape,
 
     /// The benchmarks to run (default: ingest,deletion,export on the single shape,
-    /// deletion,throughput on the cluster shape). Export needs the ingest's devices:
-    /// without `ingest` they are uploaded unmeasured. Ingest and export: single shape only.
+    /// deletion,throughput on the cluster shape, ingest,deletion with
+    /// `--telemetry-rounds`). Export needs the ingest's devices: without `ingest` they
+    /// are uploaded unmeasured. Ingest and export: single shape only.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Option<Vec<Bench>>,
 
@@ -189,6 +196,25 @@ struct Args {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     vacuum_after_ingest: bool,
 
+    /// What metrics and tracing cost: run the ingest and deletion benchmarks (or those of
+    /// `--only`) N times with telemetry on and N times off, alternately (on, off, on,
+    /// off, ...), each on a fresh stack, and compare the medians (single shape). On:
+    /// `reseller-portal` gets `METRICS_ADDR` (scraped every `--scrape-interval-ms`) and
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` (an OTLP receiver in this process, gRPC and HTTP);
+    /// off: neither. 0: not this mode.
+    #[arg(long, default_value_t = 0)]
+    telemetry_rounds: usize,
+
+    /// With `--telemetry-rounds`: milliseconds between two scrapes of `/metrics` during
+    /// a run with telemetry on (Prometheus scrapes every 15-60 s; 1,000 is the
+    /// pessimistic case).
+    #[arg(long, default_value_t = 1_000)]
+    scrape_interval_ms: u64,
+
+    /// Variables removed from the service's environment (set by the telemetry mode).
+    #[arg(skip)]
+    env_remove: Vec<String>,
+
     /// Run `CHECKPOINT` before the deletion benchmark, so that the write-back of what
     /// the ingest and the export phases wrote (gigabytes, on the same disk as the WAL)
     /// happens before it rather than stalling its commits.
@@ -199,6 +225,7 @@ struct Args {
 impl Args {
     fn benches(&self) -> Vec<Bench> {
         self.only.clone().unwrap_or_else(|| match self.shape {
+            Shape::Single if self.telemetry_rounds > 0 => vec![Bench::Ingest, Bench::Deletion],
             Shape::Single => vec![Bench::Ingest, Bench::Deletion, Bench::Export],
             Shape::Cluster => vec![Bench::Deletion, Bench::Throughput],
         })
@@ -374,19 +401,31 @@ struct Run {
     summary: Value,
 }
 
-/// Starts the stack of `shape`, runs the chosen benchmarks on it, stops it.
-async fn run_on(args: &Args, shape: ShapeConfig, log_path: PathBuf) -> anyhow::Result<Run> {
+/// Starts the stack of `shape`, runs the chosen benchmarks on it, stops it. `label`'s
+/// fields (an object, or null) are added to every result's `shape`.
+async fn run_on(
+    args: &Args,
+    shape: ShapeConfig,
+    log_path: PathBuf,
+    label: &Value,
+) -> anyhow::Result<Run> {
     let benches = args.benches();
     let run_ingest = benches.contains(&Bench::Ingest);
     let run_deletion = benches.contains(&Bench::Deletion);
     let run_export = benches.contains(&Bench::Export);
     let run_throughput = benches.contains(&Bench::Throughput);
-    let shape_json = shape.describe();
+    let mut shape_json = shape.describe();
+    if let Some(label) = label.as_object() {
+        for (key, value) in label {
+            shape_json[key] = value.clone();
+        }
+    }
     let config = StackConfig {
         shape: shape.clone(),
         rust_log: args.service_log_level.clone(),
         log_path,
         env: args.service_env.clone(),
+        env_remove: args.env_remove.clone(),
         database_settings: args.database_settings.clone(),
     };
     let deletion_config = deletion::DeletionConfig {
@@ -587,14 +626,40 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let started = Instant::now();
-    let runs = args.runs(&bench_dir);
     let mut results = Vec::new();
     let mut run_summaries = Vec::new();
-    for shape in &runs {
-        let log_path = args.log_path(shape, runs.len());
-        let run = run_on(&args, shape.clone(), log_path).await?;
-        results.extend(run.results);
-        run_summaries.push(run.summary);
+    if args.telemetry_rounds > 0 {
+        if benches
+            .iter()
+            .any(|b| !matches!(b, Bench::Ingest | Bench::Deletion))
+        {
+            anyhow::bail!("--telemetry-rounds runs the ingest and deletion benchmarks only");
+        }
+        if args
+            .service_env
+            .iter()
+            .any(|(key, _)| key == "METRICS_ADDR" || key.starts_with("OTEL_EXPORTER_OTLP"))
+        {
+            anyhow::bail!(
+                "--telemetry-rounds sets METRICS_ADDR and OTEL_EXPORTER_OTLP_ENDPOINT itself"
+            );
+        }
+        (results, run_summaries) = telemetry::run(
+            &args,
+            &bench_dir,
+            args.telemetry_rounds,
+            Duration::from_millis(args.scrape_interval_ms.max(1)),
+            telemetry::TARGET_PERCENT,
+        )
+        .await?;
+    } else {
+        let runs = args.runs(&bench_dir);
+        for shape in &runs {
+            let log_path = args.log_path(shape, runs.len());
+            let run = run_on(&args, shape.clone(), log_path, &Value::Null).await?;
+            results.extend(run.results);
+            run_summaries.push(run.summary);
+        }
     }
 
     let summary: Vec<Value> = results
@@ -605,9 +670,17 @@ async fn main() -> anyhow::Result<()> {
             if r["shape"]["name"] == "cluster" {
                 s["replicas"] = r["shape"]["replicas"].clone();
             }
+            for key in ["telemetry", "round"] {
+                if let Some(v) = r["shape"].get(key) {
+                    s[key] = v.clone();
+                }
+            }
             for key in [
                 "ratio",
                 "ratios",
+                "overhead_percent",
+                "traces_exported",
+                "metrics_scraped",
                 "pass_durable",
                 "peak_memory_growth_mib",
                 "error",

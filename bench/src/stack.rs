@@ -59,6 +59,9 @@ pub struct StackConfig {
     pub log_path: PathBuf,
     /// Extra `KEY=VALUE` settings for the service (single shape only).
     pub env: Vec<(String, String)>,
+    /// Variables the service does not inherit from the bench (single shape only; `env`
+    /// may set them again).
+    pub env_remove: Vec<String>,
     /// PostgreSQL settings for the bench database (`ALTER DATABASE ... SET`), applied
     /// before the service connects (single shape only).
     pub database_settings: Vec<(String, String)>,
@@ -155,7 +158,11 @@ impl std::fmt::Debug for Stack {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A loopback port free right now.
+///
+/// # Errors
+/// When no port can be bound.
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -292,6 +299,9 @@ impl Stack {
             .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true);
+        for key in &config.env_remove {
+            command.env_remove(key);
+        }
         for (key, value) in &config.env {
             command.env(key, value);
         }
@@ -331,7 +341,10 @@ impl Stack {
     }
 
     async fn start_cluster(config: &StackConfig, options: ClusterOptions) -> anyhow::Result<Self> {
-        if !config.env.is_empty() || !config.database_settings.is_empty() {
+        if !config.env.is_empty()
+            || !config.env_remove.is_empty()
+            || !config.database_settings.is_empty()
+        {
             bail!(
                 "--service-env and --database-setting work on the single shape only (the cluster harness takes no extra settings)"
             );

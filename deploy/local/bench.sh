@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the benchmarks of issues #3 and #10 and prints their JSON results on stdout (one
+# Runs the benchmarks of issues #3, #10 and #11 and prints their JSON results on stdout (one
 # object per line: each result, then a summary); progress goes to stderr. Each result
 # holds the service's numbers, the reference measured in the same run, the ratio, the
 # target and `pass`. A missed target does not fail the script.
@@ -8,6 +8,7 @@
 #   e.g. deploy/local/bench.sh --only deletion --delete-seconds 5
 #        deploy/local/bench.sh --shape cluster                       # deletion + throughput
 #        deploy/local/bench.sh --shape cluster --only throughput --replicas 1,2
+#        deploy/local/bench.sh --telemetry-rounds 4 --delete-seconds 10  # issue #11: telemetry on vs off
 #        deploy/local/bench.sh --help
 # PostgreSQL and nats-server are installed and started when missing. The single shape
 # (default) creates (and drops) its own database on DATABASE_URL's server and spawns its
