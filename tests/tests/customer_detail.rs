@@ -331,6 +331,7 @@ async fn projections_fed_out_of_order_end_right() {
                 part: 0,
                 part_count: 1,
                 accepted_count: ids.len() as i64,
+                ..Default::default()
             }),
             now,
         )
@@ -347,6 +348,7 @@ async fn projections_fed_out_of_order_end_right() {
                 upload_id: upload_id.clone(),
                 target_knox_id: CUSTOMER.into(),
             }],
+            ..Default::default()
         }),
         now,
     );
@@ -362,6 +364,7 @@ async fn projections_fed_out_of_order_end_right() {
             added_at: Some(reseller_kit::timestamp::to_proto(now)),
             reference_revision: 1,
             status_revision: 1,
+            ..Default::default()
         }),
         now,
     );

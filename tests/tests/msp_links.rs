@@ -430,6 +430,7 @@ fn uploaded_to_msp(msp_id: &str) -> pb::Event {
             part: 1,
             part_count: 1,
             accepted_count: 2,
+            ..Default::default()
         }),
         time::OffsetDateTime::now_utc(),
     )
@@ -521,6 +522,7 @@ async fn a_move_finds_a_device_by_any_of_its_identifiers_in_any_spelling() {
                 upload_id: upload.upload_id.clone(),
                 target_knox_id: MSP_A.into(),
             }],
+            ..Default::default()
         }),
         time::OffsetDateTime::now_utc(),
     );

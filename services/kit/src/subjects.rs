@@ -43,6 +43,8 @@ pub fn event_subject(payload: &Payload) -> &'static str {
         Payload::CustomerStatusChanged(_) => "reseller.events.v1.customer.status_changed",
         Payload::DevicesUploaded(_) => "reseller.events.v1.device.uploaded",
         Payload::DevicesDeleted(_) => "reseller.events.v1.device.deleted",
+        Payload::UploadRecorded(_) => "reseller.events.v1.device.upload_recorded",
+        Payload::DeletionRecorded(_) => "reseller.events.v1.device.deletion_recorded",
         Payload::MspCustomerLinked(_) => "reseller.events.v1.msp.customer_linked",
         Payload::MspManagementModeChanged(_) => "reseller.events.v1.msp.management_mode_changed",
         Payload::MspCustomerDelinked(_) => "reseller.events.v1.msp.customer_delinked",

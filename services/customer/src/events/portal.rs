@@ -172,6 +172,7 @@ mod tests {
                 upload_id: upload.to_string(),
                 target_knox_id: "980000001".into(),
             }],
+            ..Default::default()
         })
     }
 

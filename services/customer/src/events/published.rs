@@ -36,6 +36,8 @@ pub fn customer_added(customer: &Customer) -> pb::Event {
             added_at: Some(timestamp::to_proto(customer.added_at)),
             reference_revision: customer.reference_revision,
             status_revision: customer.status_revision,
+            // Until commands record the token's `name` (issue #12), the reseller acts.
+            actor: customer.reseller_id.to_string(),
         }),
         customer.added_at,
     )
@@ -49,6 +51,8 @@ pub fn customer_reference_updated(entry: &CustomerReference, revision: i64) -> p
             knox_id: entry.knox_id.to_string(),
             internal_reference: entry.reference.as_str().to_owned(),
             revision,
+            // Until commands record the token's `name` (issue #12), the reseller acts.
+            actor: entry.reseller_id.to_string(),
         }),
         OffsetDateTime::now_utc(),
     )

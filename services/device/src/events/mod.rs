@@ -70,6 +70,8 @@ pub fn devices_uploaded(
             part,
             part_count: ctx.part_count,
             accepted_count: ctx.accepted_count,
+            // Until commands record the token's `name` (issue #12), the reseller acts.
+            actor: ctx.reseller_id.to_owned(),
         }),
         ctx.uploaded_at,
     )
@@ -109,6 +111,9 @@ pub fn devices_deleted(
                     target_knox_id: d.target_knox_id.clone(),
                 })
                 .collect(),
+            // Until commands record the token's `name` (issue #12), the reseller acts.
+            actor: reseller_id.to_owned(),
+            requested_at: None,
         }),
         OffsetDateTime::now_utc(),
     )

@@ -102,6 +102,8 @@ impl EventHandler for Projection {
             }
             // The portals' receipts are read by device-service.
             Payload::PortalDeletionApplied(_) => Change::Ignored,
+            // Issue #12's activity log (not projected yet).
+            Payload::UploadRecorded(_) | Payload::DeletionRecorded(_) => Change::Ignored,
         })
     }
 }
@@ -493,6 +495,7 @@ mod tests {
                 upload_id: Uuid::from_u128(1).to_string(),
                 target_knox_id: "123456".into(),
             }],
+            ..Default::default()
         };
         let part = deleted_part(&deletion).unwrap();
         assert_eq!(

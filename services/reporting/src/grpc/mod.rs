@@ -157,6 +157,37 @@ impl ReportingService for ReportingApi {
             .ok_or_else(|| Self::no_customer(&knox_id))?;
         Ok(Response::new(stream_csv(cursor, slot, req.byte_order_mark)))
     }
+
+    // Issue #12: the lookups and the activity log are being built; until then they say so.
+    async fn find_devices(
+        &self,
+        _request: Request<pb::FindDevicesRequest>,
+    ) -> Result<Response<pb::FindDevicesResponse>, Status> {
+        Err(Status::unimplemented("FindDevices is not built yet"))
+    }
+
+    async fn get_device_history(
+        &self,
+        _request: Request<pb::GetDeviceHistoryRequest>,
+    ) -> Result<Response<pb::DeviceHistory>, Status> {
+        Err(Status::unimplemented("GetDeviceHistory is not built yet"))
+    }
+
+    async fn list_activity(
+        &self,
+        _request: Request<pb::ListActivityRequest>,
+    ) -> Result<Response<pb::ListActivityResponse>, Status> {
+        Err(Status::unimplemented("ListActivity is not built yet"))
+    }
+
+    type ExportActivityCsvStream = CsvStream;
+
+    async fn export_activity_csv(
+        &self,
+        _request: Request<pb::ExportActivityCsvRequest>,
+    ) -> Result<Response<Self::ExportActivityCsvStream>, Status> {
+        Err(Status::unimplemented("ExportActivityCsv is not built yet"))
+    }
 }
 
 /// The `knox_id` field of a request (kit's message echoes at most 64 characters of it).

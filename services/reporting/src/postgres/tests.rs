@@ -86,6 +86,7 @@ fn uploaded(
         part: 1,
         part_count: 1,
         accepted_count: ids.len() as i64,
+        ..Default::default()
     })
 }
 
@@ -117,6 +118,7 @@ fn deleted(deletion_id: Uuid, registrations: &[(&str, Uuid)]) -> Payload {
                 target_knox_id: CUSTOMER.into(),
             })
             .collect(),
+        ..Default::default()
     })
 }
 
@@ -940,6 +942,7 @@ async fn msp_events_in_any_order_end_in_the_same_views(pool: PgPool) {
             knox_id: OTHER_CUSTOMER.into(),
             internal_reference: "second".into(),
             revision: 2,
+            ..Default::default()
         }),
         Payload::CustomerStatusChanged(pb::CustomerStatusChanged {
             reseller_id: RESELLER.into(),
@@ -1000,6 +1003,7 @@ async fn customer_events_keep_the_newest_revision_in_any_order(pool: PgPool) {
             knox_id: CUSTOMER.into(),
             internal_reference: text.into(),
             revision,
+            ..Default::default()
         })
     };
     let status = |status: pb::CustomerStatus, revision: i64| {
