@@ -866,6 +866,8 @@ pub struct TokenView {
     pub token: String,
     pub role: &'static str,
     pub sub: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub expires_in_seconds: u64,
 }
 
