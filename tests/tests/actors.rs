@@ -378,7 +378,7 @@ async fn an_upload_that_accepts_nothing_is_recorded_once_and_a_validation_never(
             _ => None,
         })
         .await;
-    assert_eq!(every_upload_event, [nothing.upload_id.clone()]);
+    assert_eq!(every_upload_event, std::slice::from_ref(&nothing.upload_id));
 }
 
 /// Every deletion is recorded once with its counts: one that found nothing has no
