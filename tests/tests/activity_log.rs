@@ -2,9 +2,10 @@
 //! log") over real gRPC, PostgreSQL and NATS: every kind of entry with its actor, the
 //! filters, paging, the CSV download and tenancy.
 
+use reseller_kit::auth::Role;
 use reseller_proto::v1::{self as pb, AccountKind, ActivityKind, ManagementMode};
 use reseller_tests::assert::invalid_fields;
-use reseller_tests::clients::{Caller, Csv, customer, msp, reseller};
+use reseller_tests::clients::{Caller, Csv, customer, named, reseller};
 use reseller_tests::fixtures::{active_account, imeis, register, upload_stream};
 use reseller_tests::{TestStack, eventually};
 
@@ -56,11 +57,14 @@ async fn every_action_is_logged_with_its_actor_filtered_paged_and_downloadable()
     register(&stack, CUST_2, AccountKind::Customer, "Customer Two").await;
     active_account(&stack, "acme", CUST, AccountKind::Customer, "Customer One").await;
     active_account(&stack, "acme", MSP_A, AccountKind::Msp, "MSP A").await;
+    // Jane acts for acme: her name is the actor of what she does; what the plain token
+    // does is acme's. An MSP's person is never named: the MSP is.
     let acme = reseller(&stack, "acme");
-    acme.update_internal_reference(CUST, "PO-2026-7")
+    let jane = named(&stack, Role::Reseller, "acme", "Jane Doe");
+    jane.update_internal_reference(CUST, "PO-2026-7")
         .await
         .unwrap();
-    let a = msp(&stack, MSP_A);
+    let a = named(&stack, Role::Msp, MSP_A, "Max Mustermann");
     a.link_customer(CUST_2, ManagementMode::JointlyManaged)
         .await
         .unwrap();
@@ -77,7 +81,7 @@ async fn every_action_is_logged_with_its_actor_filtered_paged_and_downloadable()
         device_id: "490154203237517".into(), // fails the Luhn check
         ..Default::default()
     });
-    let upload = acme
+    let upload = jane
         .upload_devices(futures::stream::iter(upload_stream(
             pb::UploadHeader {
                 target_knox_id: MSP_A.into(),
@@ -128,7 +132,7 @@ async fn every_action_is_logged_with_its_actor_filtered_paged_and_downloadable()
     let mut doomed = moved.clone();
     doomed.extend(imeis(10..11));
     doomed.push("R58M-NOBODY".into());
-    let deletion = acme.delete_devices(doomed).await.unwrap();
+    let deletion = jane.delete_devices(doomed).await.unwrap();
     customer(&stack, CUST)
         .revoke_reseller("acme")
         .await
@@ -180,13 +184,15 @@ async fn every_action_is_logged_with_its_actor_filtered_paged_and_downloadable()
         ]
     );
 
-    // Each with its actor: the reseller for its own commands, the account's Knox ID for
-    // a customer's or MSP's.
+    // Each with its actor: the person (or the reseller) for the reseller's commands, the
+    // account's Knox ID for a customer's or MSP's.
     for e in &entries {
         let expected = match ActivityKind::try_from(e.kind).unwrap() {
             ActivityKind::ApprovalChanged => e.customer_knox_id.as_str(),
             ActivityKind::MspMove => MSP_A,
             ActivityKind::MspDelink => CUST_2,
+            ActivityKind::ReferenceUpdated | ActivityKind::Deletion => "Jane Doe",
+            ActivityKind::Upload if e.upload_id == upload.upload_id => "Jane Doe",
             _ => "acme",
         };
         assert_eq!(e.actor, expected, "{e:#?}");
@@ -338,7 +344,7 @@ async fn every_action_is_logged_with_its_actor_filtered_paged_and_downloadable()
             &upload_row[6],
             &upload_row[7]
         ),
-        ("upload", "acme", "2", "1")
+        ("upload", "Jane Doe", "2", "1")
     );
 
     // Another reseller sees none of it, whatever it asks.

@@ -3,10 +3,11 @@
 //! spelling, its history through upload, MSP move, delink and deletion, the same history
 //! whatever order the events arrive in, and tenancy.
 
+use reseller_kit::auth::Role;
 use reseller_kit::events::{encode, new_event};
 use reseller_proto::v1::{self as pb, AccountKind, ManagementMode, event::Payload};
 use reseller_tests::assert::{invalid_fields, status};
-use reseller_tests::clients::{Caller, customer, msp, reseller};
+use reseller_tests::clients::{Caller, customer, msp, named, reseller};
 use reseller_tests::fixtures::{active_account, register, shuffled, upload_stream};
 use reseller_tests::{StackOptions, TestStack, eventually};
 use time::{Duration, OffsetDateTime};
@@ -66,7 +67,7 @@ async fn a_device_is_found_by_any_identifier_and_its_history_follows_it() {
         .await
         .unwrap();
     let acme = reseller(&stack, "acme");
-    let upload = acme
+    let upload = named(&stack, Role::Reseller, "acme", "Jane Doe")
         .upload_devices(futures::stream::iter(upload_stream(
             pb::UploadHeader {
                 target_knox_id: MSP_A.into(),
@@ -204,8 +205,8 @@ async fn a_device_is_found_by_any_identifier_and_its_history_follows_it() {
         "the customer asked for the delink"
     );
     assert_eq!(e[3].deletion_id, deletion.deletion_id);
-    // The reseller's own commands name the reseller (no `name` claim in this token),
-    // once the upload's and deletion's records are projected.
+    // The reseller's own commands name the person (the token's `name` claim) or, without
+    // one, the reseller, once the upload's and deletion's records are projected.
     let h = eventually("the upload's and deletion's records", || async {
         let h = history(&acme, IMEI_1).await.unwrap();
         (!h.entries[0].actor.is_empty() && !h.entries[3].actor.is_empty()).then_some(h)
@@ -213,7 +214,7 @@ async fn a_device_is_found_by_any_identifier_and_its_history_follows_it() {
     .await;
     assert_eq!(
         (h.entries[0].actor.as_str(), h.entries[3].actor.as_str()),
-        ("acme", "acme")
+        ("Jane Doe", "acme")
     );
     let times: Vec<i64> = h
         .entries
