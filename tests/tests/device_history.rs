@@ -19,6 +19,9 @@ const CUST_1: &str = "931000001";
 const IMEI_1: &str = "355887999465330";
 const IMEI_2: &str = "490154203237518";
 const SERIAL: &str = "R58M-DUAL";
+/// An MEID, and the same MEID in its 18-digit decimal form.
+const MEID: &str = "A10000009296F2";
+const MEID_DECIMAL: &str = "270113177609606898";
 
 async fn find(caller: &Caller, ids: &[&str]) -> Result<Vec<pb::DeviceLocation>, tonic::Status> {
     caller
@@ -74,12 +77,19 @@ async fn a_device_is_found_by_any_identifier_and_its_history_follows_it() {
                 order_number: "PO-7".into(),
                 ..Default::default()
             },
-            vec![pb::DeviceInput {
-                device_id: IMEI_1.into(),
-                model: "Galaxy Duo".into(),
-                secondary_ids: vec![IMEI_2.into(), SERIAL.into()],
-                ..Default::default()
-            }],
+            vec![
+                pb::DeviceInput {
+                    device_id: IMEI_1.into(),
+                    model: "Galaxy Duo".into(),
+                    secondary_ids: vec![IMEI_2.into(), SERIAL.into()],
+                    ..Default::default()
+                },
+                // A CDMA phone, named by its MEID in hex.
+                pb::DeviceInput {
+                    device_id: MEID.into(),
+                    ..Default::default()
+                },
+            ],
             10,
         )))
         .await
@@ -127,6 +137,17 @@ async fn a_device_is_found_by_any_identifier_and_its_history_follows_it() {
         );
     }
     assert_eq!(found[3], not_found("490154203237500"));
+    // The MEID, asked in its decimal form.
+    let meid = find(&acme, &[MEID_DECIMAL]).await.unwrap().remove(0);
+    assert_eq!(
+        (
+            meid.found,
+            meid.device_id.as_str(),
+            meid.primary_device_id.as_str(),
+            meid.id_kind
+        ),
+        (true, MEID, MEID, pb::DeviceIdKind::Meid as i32)
+    );
     assert_eq!(found[4].device_id, "R5CW\\u{0}");
     assert!(!found[4].found);
 
