@@ -11,6 +11,9 @@
 //!   and the service's peak memory meanwhile;
 //! - `throughput`: a sustained mixed load; events applied per second, each replica's
 //!   share, and that nothing was applied twice;
+//! - `lookup` (`--only lookup`): `FindDevices` of 1,000 identifiers among
+//!   `--lookup-devices` devices seeded into the projection, vs the same statement as
+//!   bare SQL ([`lookup`]);
 //! - `telemetry_overhead` (`--telemetry-rounds N`): the ingest and deletion benchmarks
 //!   with metrics and tracing on and off, alternately in one run, each side's medians
 //!   compared; traces go to an OTLP receiver the bench hosts ([`telemetry`]).
@@ -28,6 +31,7 @@ mod durable_floor;
 mod export;
 mod hops;
 mod ingest;
+mod lookup;
 mod otlp;
 mod scrape;
 mod setup;
@@ -51,6 +55,7 @@ enum Bench {
     Deletion,
     Export,
     Throughput,
+    Lookup,
 }
 
 /// Benchmarks the reseller portal against its references; prints JSON.
@@ -130,6 +135,15 @@ struct Args {
     /// Milliseconds after which a deletion not seen through counts as a timeout.
     #[arg(long, default_value_t = 5_000)]
     propagation_timeout_ms: u64,
+
+    /// Lookup: devices seeded into reporting-service's projection (the scale is
+    /// 10,000,000).
+    #[arg(long, default_value_t = 10_000_000)]
+    lookup_devices: usize,
+
+    /// Lookup: measured lookups of each side.
+    #[arg(long, default_value_t = 200)]
+    lookup_rounds: usize,
 
     /// Throughput: seconds of load.
     #[arg(long, env = "BENCH_THROUGHPUT_SECONDS", default_value_t = 30.0)]
@@ -414,6 +428,7 @@ async fn run_on(
     let run_deletion = benches.contains(&Bench::Deletion);
     let run_export = benches.contains(&Bench::Export);
     let run_throughput = benches.contains(&Bench::Throughput);
+    let run_lookup = benches.contains(&Bench::Lookup);
     let mut shape_json = shape.describe();
     if let Some(label) = label.as_object() {
         for (key, value) in label {
@@ -536,6 +551,19 @@ async fn run_on(
             let result = throughput::run(&stack, &js, &throughput_config)
                 .await
                 .unwrap_or_else(|e| failed("throughput", &e));
+            results.push(emit_result(result, &shape_json));
+        }
+
+        if run_lookup {
+            let lookup_config = lookup::LookupConfig {
+                devices: args.lookup_devices,
+                rounds: args.lookup_rounds,
+                batch: 1000,
+                target_ratio: 2.0,
+            };
+            let result = lookup::run(&stack, &lookup_config)
+                .await
+                .unwrap_or_else(|e| failed("lookup", &e));
             results.push(emit_result(result, &shape_json));
         }
         anyhow::Ok(results)
