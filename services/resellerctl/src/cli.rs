@@ -91,6 +91,9 @@ pub enum Command {
     /// The customer portal (role customer).
     #[command(subcommand)]
     Portal(PortalCommand),
+    /// Your activity log, newest first: who uploaded, deleted, added customers, edited
+    /// references, approved, moved or delinked, and when (role reseller).
+    Activity(crate::commands::activity::ActivityArgs),
 }
 
 #[derive(Debug, Args)]
@@ -250,6 +253,15 @@ pub enum DevicesCommand {
         deletion_id: String,
         #[command(flatten)]
         wait: WaitArgs,
+    },
+    /// Where your devices are now, by any identifier (IMEI, IMEI 2, serial, MEID).
+    #[command(long_about = crate::commands::find::FIND_ABOUT)]
+    Find(crate::commands::find::FindArgs),
+    /// What happened to one of your devices, oldest first: uploaded, moved by an MSP,
+    /// delinked, deleted.
+    History {
+        /// Any of the device's identifiers (IMEI, IMEI 2, serial, MEID).
+        device_id: String,
     },
 }
 
