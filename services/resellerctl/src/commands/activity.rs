@@ -180,6 +180,15 @@ pub fn activity_kind(kind: i32) -> &'static str {
     }
 }
 
+/// A kind code as a table shows it: in words, as the CSV download's `Kind` column.
+fn kind_label(code: &str) -> String {
+    match code {
+        "msp_move" => "MSP move".into(),
+        "msp_delink" => "MSP delink".into(),
+        other => crate::views::words(other),
+    }
+}
+
 /// One entry of the activity log.
 #[derive(Debug, Serialize)]
 pub struct ActivityView {
@@ -235,7 +244,7 @@ impl Record for ActivityView {
         };
         vec![
             cell_time(&self.occurred_at),
-            crate::views::words(self.kind),
+            kind_label(self.kind),
             self.actor.clone(),
             self.customer_knox_ids.join(" "),
             id.clone(),

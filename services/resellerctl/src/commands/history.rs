@@ -63,6 +63,14 @@ pub fn event_kind(kind: i32) -> &'static str {
     }
 }
 
+/// An event kind code as a table shows it.
+fn event_label(code: &'static str) -> &'static str {
+    match code {
+        "moved_by_msp" => "moved by MSP",
+        other => other,
+    }
+}
+
 /// One entry of a device's history.
 #[derive(Debug, Serialize)]
 pub struct HistoryEntryView {
@@ -104,7 +112,7 @@ impl Record for HistoryEntryView {
         };
         vec![
             cell_time(&self.occurred_at),
-            crate::views::words(self.kind),
+            event_label(self.kind).into(),
             self.actor.clone(),
             self.upload_id.clone(),
             self.deletion_id.clone(),
