@@ -1616,9 +1616,12 @@ async fn devices_history_lists_upload_move_delink_and_deletion_in_order() {
     let deletion = ctl_json(&stack, &reseller, &["devices", "delete", &device]).await;
     let deletion_id = deletion["deletion_id"].as_str().unwrap().to_owned();
 
+    // Complete once the upload's and deletion's records (which name who did them) are in.
     let history = eventually("the deletion in the history", || async {
         let history = ctl_json(&stack, &reseller, &["devices", "history", &device]).await;
-        (history["entries"].as_array()?.len() == 4).then_some(history)
+        let entries = history["entries"].as_array()?;
+        (entries.len() == 4 && entries[0]["actor"] == "acme" && entries[3]["actor"] == "acme")
+            .then_some(history)
     })
     .await;
     assert_eq!(history["device_id"], device.as_str());
@@ -1638,7 +1641,8 @@ async fn devices_history_lists_upload_move_delink_and_deletion_in_order() {
     assert!(lines[0].contains("FROM → TO"), "{table:?}");
     let uploaded_line = lines[1];
     assert!(
-        uploaded_line.contains(" uploaded ")
+        uploaded_line.contains(" uploaded  ")
+            && uploaded_line.contains(" acme ")
             && uploaded_line.contains(uploaded.upload_id.as_str())
             && uploaded_line.ends_with(&format!("→ {msp_id}")),
         "{table:?}"
@@ -1654,7 +1658,9 @@ async fn devices_history_lists_upload_move_delink_and_deletion_in_order() {
         "{table:?}"
     );
     assert!(
-        lines[4].contains(" deleted ") && lines[4].contains(&deletion_id),
+        lines[4].contains(" deleted ")
+            && lines[4].contains(" acme ")
+            && lines[4].contains(&deletion_id),
         "{table:?}"
     );
     assert!(
@@ -1686,19 +1692,43 @@ async fn activity_lists_who_did_what_and_downloads_it_as_csv() {
     )
     .await
     .ok();
+    // An upload with one good row and one bad.
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_file(
+        dir.path(),
+        "upload.txt",
+        format!("{}\n{}\n", imei(61), bad_luhn(62)),
+    );
+    let uploaded = upload_file(&stack, &reseller, &file, knox, &["--order-number", "PO-61"])
+        .await
+        .json_exit(4);
+    let upload_id = uploaded["upload_id"].as_str().unwrap().to_owned();
 
-    // Newest first: the reference edit, then the approvals and additions.
-    let entries = eventually("the reference edit in the log", || async {
+    // Newest first: the upload, the reference edit, then the approvals and additions.
+    let entries = eventually("the upload in the log", || async {
         let entries = ctl_json(&stack, &reseller, &["activity"]).await;
-        (entries.as_array()?.len() == 5).then_some(entries)
+        (entries.as_array()?.len() == 6).then_some(entries)
     })
     .await;
     let entries = entries.as_array().unwrap();
-    assert_eq!(entries[0]["kind"], "reference_updated", "{entries:?}");
-    assert_eq!(entries[0]["actor"], "acme");
-    assert_eq!(entries[0]["customer_knox_id"], knox);
+    let upload = &entries[0];
+    assert_eq!(upload["kind"], "upload", "{entries:?}");
+    assert_eq!(upload["actor"], "acme");
+    assert_eq!(upload["upload_id"], upload_id.as_str());
+    assert_eq!(upload["customer_knox_id"], knox);
+    assert_eq!(
+        (&upload["accepted_count"], &upload["rejected_count"]),
+        (&1.into(), &1.into())
+    );
+    assert_eq!(
+        upload["summary"],
+        format!("uploaded 1 device to {knox} (order PO-61); 1 rejected")
+    );
+    assert_eq!(entries[1]["kind"], "reference_updated", "{entries:?}");
+    assert_eq!(entries[1]["actor"], "acme");
+    assert_eq!(entries[1]["customer_knox_id"], knox);
     assert!(
-        entries[0]["summary"].as_str().unwrap().contains("PO-76"),
+        entries[1]["summary"].as_str().unwrap().contains("PO-76"),
         "{entries:?}"
     );
     let of = |kind: &str, customer: &str| {
@@ -1724,8 +1754,13 @@ async fn activity_lists_who_did_what_and_downloads_it_as_csv() {
     )
     .await;
     assert_eq!(two.as_array().map(Vec::len), Some(3), "{two}");
+    let uploads = ctl_json(&stack, &reseller, &["activity", "--kind", "upload"]).await;
+    assert_eq!(uploads.as_array().map(Vec::len), Some(1), "{uploads}");
+    let mine = ctl_json(&stack, &reseller, &["activity", "--customer", knox]).await;
+    assert_eq!(mine.as_array().map(Vec::len), Some(4), "{mine}");
     let theirs = ctl_json(&stack, &reseller, &["activity", "--customer", other]).await;
     let theirs = theirs.as_array().unwrap();
+    // Added and approved; the upload and the reference edit are the other customer's.
     assert_eq!(theirs.len(), 2, "{theirs:?}");
     assert!(theirs.iter().all(|e| e["customer_knox_id"] == other));
     let future = ctl_json(&stack, &reseller, &["activity", "--since", "2999-01-01"]).await;
@@ -1753,7 +1788,7 @@ async fn activity_lists_who_did_what_and_downloads_it_as_csv() {
         &["activity", "--page-size", "2", "--all"],
     )
     .await;
-    assert_eq!(all.as_array().map(Vec::len), Some(5));
+    assert_eq!(all.as_array().map(Vec::len), Some(6));
 
     // The table a person reads.
     let table = ctl(&stack, &reseller, &["activity"]).await;
@@ -1763,7 +1798,14 @@ async fn activity_lists_who_did_what_and_downloads_it_as_csv() {
         "{table:?}"
     );
     assert!(
-        lines[1].contains(" reference updated ") && lines[1].contains(" acme "),
+        lines[1].contains(" upload ")
+            && lines[1].contains(" acme ")
+            && lines[1].contains(&upload_id)
+            && lines[1].ends_with("uploaded 1 device to 760000000001 (order PO-61); 1 rejected"),
+        "{table:?}"
+    );
+    assert!(
+        lines[2].contains(" reference updated ") && lines[2].contains(" acme "),
         "{table:?}"
     );
 
@@ -1786,9 +1828,14 @@ async fn activity_lists_who_did_what_and_downloads_it_as_csv() {
         ]
     );
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
-    assert_eq!(rows.len(), 5, "{csv:?}");
+    assert_eq!(rows.len(), 6, "{csv:?}");
     assert_eq!(
-        (&rows[0][1], &rows[0][2], &rows[0][3]),
+        (&rows[0][1], &rows[0][2], &rows[0][3], &rows[0][4]),
+        ("upload", "acme", knox, upload_id.as_str())
+    );
+    assert_eq!((&rows[0][6], &rows[0][7]), ("1", "1"), "accepted, rejected");
+    assert_eq!(
+        (&rows[1][1], &rows[1][2], &rows[1][3]),
         ("reference updated", "acme", knox)
     );
     let file = tempfile::tempdir().unwrap();
