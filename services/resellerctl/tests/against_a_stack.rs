@@ -3,8 +3,9 @@
 //! the service's verdicts, files as spreadsheets write them (issue 9: `sep=` lines,
 //! dual-SIM columns, European Excel, UTF-16), the exit codes of uploads, CSV exports
 //! that parse back (for Excel too) and upload again, deletions followed to the end, the
-//! MSP and customer portals, and the messages and exit codes of a wrong token and an
-//! unreachable portal.
+//! MSP and customer portals, the messages and exit codes of a wrong token and an
+//! unreachable portal, and (issue 12) finding devices, a device's history and the
+//! activity log.
 //!
 //! The stack is `reseller_tests::TestStack` (real PostgreSQL, a private nats-server, the
 //! services in-process over gRPC); the binary is the one Cargo built for this package.
