@@ -1564,6 +1564,26 @@ async fn devices_find_tells_where_a_device_is_and_that_an_unknown_one_is_not_fou
     assert!(rows[0].contains(&"PO-41".to_owned()), "{table:?}");
     assert_eq!(rows[1], [unknown, "no"], "{table:?}");
 
+    // More than the portal answers per call: asked for 1,000 at a time, in order.
+    let many: String = (0..1000)
+        .map(|n| format!("R58M-UNKNOWN{n:04}\n"))
+        .chain([format!("{}\n", imei(41))])
+        .collect();
+    let many = write_file(dir.path(), "many.txt", many);
+    let found = ctl_json(
+        &stack,
+        &reseller,
+        &["devices", "find", "--file", many.to_str().unwrap()],
+    )
+    .await;
+    let found = found.as_array().unwrap();
+    assert_eq!(found.len(), 1001);
+    assert_eq!(found[999]["device_id"], "R58M-UNKNOWN0999");
+    assert_eq!(
+        (&found[999]["found"], &found[1000]["found"]),
+        (&false.into(), &true.into())
+    );
+
     // Another reseller's device is not found, like an unknown one.
     let globex = stack.token(Role::Reseller, "globex");
     let theirs = ctl_json(&stack, &globex, &["devices", "find", &imei(41)]).await;
