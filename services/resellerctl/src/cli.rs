@@ -18,7 +18,8 @@ pub const DEFAULT_ADDR: &str = "http://127.0.0.1:50051";
     name = "resellerctl",
     version,
     about = "Command-line client of the reseller portal: accounts, customers, approvals, \
-             device uploads and deletions, MSP links and the portals",
+             device uploads, deletions, lookups and histories, the activity log, MSP links \
+             and the portals",
     after_help = EXIT_CODES_HELP,
     propagate_version = true
 )]
@@ -76,7 +77,7 @@ pub enum Command {
     /// An account approves or revokes a reseller (role customer or msp).
     #[command(subcommand)]
     Approvals(ApprovalsCommand),
-    /// Upload and delete devices (role reseller).
+    /// Upload, delete and find devices, and follow a device's history (role reseller).
     #[command(subcommand)]
     Devices(DevicesCommand),
     /// Past uploads and their rejections (role reseller).
@@ -91,6 +92,12 @@ pub enum Command {
     /// The customer portal (role customer).
     #[command(subcommand)]
     Portal(PortalCommand),
+    /// Your activity log, newest first: who did what, and when (role reseller).
+    ///
+    /// Uploads, deletions, customers added, references edited, approvals given or
+    /// revoked by your customers, MSP moves of your devices and delinks of customers
+    /// holding them, each with its actor and time.
+    Activity(crate::commands::activity::ActivityArgs),
 }
 
 #[derive(Debug, Args)]
@@ -250,6 +257,15 @@ pub enum DevicesCommand {
         deletion_id: String,
         #[command(flatten)]
         wait: WaitArgs,
+    },
+    /// Where your devices are now, by any identifier (IMEI, IMEI 2, serial, MEID).
+    #[command(long_about = crate::commands::find::FIND_ABOUT)]
+    Find(crate::commands::find::FindArgs),
+    /// What happened to one of your devices, oldest first: uploaded, moved by an MSP,
+    /// delinked, deleted.
+    History {
+        /// Any of the device's identifiers (IMEI, IMEI 2, serial, MEID).
+        device_id: String,
     },
 }
 

@@ -22,7 +22,7 @@ pub fn time(ts: Option<&Timestamp>) -> Option<String> {
 }
 
 /// A time for a table or CSV cell: RFC 3339 in UTC to the second; empty when absent.
-fn cell_time(at: &Option<String>) -> String {
+pub(crate) fn cell_time(at: &Option<String>) -> String {
     match at {
         Some(at) => match at.split_once('.') {
             Some((seconds, _)) => format!("{seconds}Z"),
@@ -37,7 +37,7 @@ pub fn words(code: &str) -> String {
     code.replace('_', " ")
 }
 
-fn yes_no(b: bool) -> String {
+pub(crate) fn yes_no(b: bool) -> String {
     if b { "yes" } else { "no" }.into()
 }
 

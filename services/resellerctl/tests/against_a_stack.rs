@@ -3,8 +3,9 @@
 //! the service's verdicts, files as spreadsheets write them (issue 9: `sep=` lines,
 //! dual-SIM columns, European Excel, UTF-16), the exit codes of uploads, CSV exports
 //! that parse back (for Excel too) and upload again, deletions followed to the end, the
-//! MSP and customer portals, and the messages and exit codes of a wrong token and an
-//! unreachable portal.
+//! MSP and customer portals, the messages and exit codes of a wrong token and an
+//! unreachable portal, and (issue 12) finding devices, a device's history and the
+//! activity log.
 //!
 //! The stack is `reseller_tests::TestStack` (real PostgreSQL, a private nats-server, the
 //! services in-process over gRPC); the binary is the one Cargo built for this package.
@@ -1486,4 +1487,422 @@ async fn a_named_token_makes_the_person_the_actor() {
         let stderr = String::from_utf8_lossy(&refused.stderr);
         assert!(stderr.contains("--name"), "{stderr}");
     }
+}
+
+/// The table rows (header skipped) of a list `resellerctl` printed, each as its cells
+/// split on runs of two or more spaces.
+fn table_rows(stdout: &str) -> Vec<Vec<String>> {
+    stdout
+        .lines()
+        .skip(1)
+        .map(|line| {
+            line.split("  ")
+                .map(str::trim)
+                .filter(|cell| !cell.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn devices_find_tells_where_a_device_is_and_that_an_unknown_one_is_not_found() {
+    let stack = TestStack::start().await;
+    let knox = "740000000001";
+    active_customer(&stack, "acme", knox, "Finders Inc").await;
+    let reseller = stack.token(Role::Reseller, "acme");
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_file(dir.path(), "devices.txt", format!("{}\n", imei(41)));
+    let uploaded = upload_file(&stack, &reseller, &file, knox, &["--order-number", "PO-41"])
+        .await
+        .json_exit(0);
+    let upload_id = uploaded["upload_id"].as_str().unwrap().to_owned();
+    let unknown = "359999999999999";
+
+    // By argument and from a file, in the order asked.
+    let found = eventually("the upload in the lookup", || async {
+        let found = ctl_json(
+            &stack,
+            &reseller,
+            &["devices", "find", unknown, "--file", file.to_str().unwrap()],
+        )
+        .await;
+        (found[1]["found"] == true).then_some(found)
+    })
+    .await;
+    assert_eq!(found.as_array().map(Vec::len), Some(2), "{found}");
+    assert_eq!(
+        (&found[0]["device_id"], &found[0]["found"]),
+        (&unknown.into(), &false.into())
+    );
+    let device = &found[1];
+    assert_eq!(device["primary_device_id"], imei(41));
+    assert_eq!(device["kind"], "imei");
+    assert_eq!(device["placed_under_knox_id"], knox);
+    assert_eq!(device["holder_knox_id"], knox);
+    assert_eq!(device["upload_id"], upload_id.as_str());
+    assert_eq!(device["order_number"], "PO-41");
+    assert_eq!(device["deleted"], false);
+
+    // What a person reads: the found device's placement and upload, the unknown one
+    // `no` and nothing else.
+    let table = ctl(&stack, &reseller, &["devices", "find", &imei(41), unknown]).await;
+    let header = table.ok().lines().next().unwrap_or_default();
+    assert!(
+        header.starts_with("ASKED ID") && header.contains("PLACED UNDER"),
+        "{table:?}"
+    );
+    let rows = table_rows(table.ok());
+    assert_eq!(rows.len(), 2, "{table:?}");
+    assert_eq!(
+        &rows[0][..3],
+        [imei(41), "yes".into(), imei(41)],
+        "{table:?}"
+    );
+    assert!(rows[0].contains(&knox.to_owned()), "{table:?}");
+    assert!(rows[0].contains(&upload_id), "{table:?}");
+    assert!(rows[0].contains(&"PO-41".to_owned()), "{table:?}");
+    assert_eq!(rows[1], [unknown, "no"], "{table:?}");
+
+    // More than the portal answers per call: asked for 1,000 at a time, in order.
+    let many: String = (0..1000)
+        .map(|n| format!("R58M-UNKNOWN{n:04}\n"))
+        .chain([format!("{}\n", imei(41))])
+        .collect();
+    let many = write_file(dir.path(), "many.txt", many);
+    let found = ctl_json(
+        &stack,
+        &reseller,
+        &["devices", "find", "--file", many.to_str().unwrap()],
+    )
+    .await;
+    let found = found.as_array().unwrap();
+    assert_eq!(found.len(), 1001);
+    assert_eq!(found[999]["device_id"], "R58M-UNKNOWN0999");
+    assert_eq!(
+        (&found[999]["found"], &found[1000]["found"]),
+        (&false.into(), &true.into())
+    );
+
+    // Another reseller's device is not found, like an unknown one.
+    let globex = stack.token(Role::Reseller, "globex");
+    let theirs = ctl_json(&stack, &globex, &["devices", "find", &imei(41)]).await;
+    assert_eq!(theirs[0]["found"], false, "{theirs}");
+    let nothing = ctl(&stack, &reseller, &["devices", "find"]).await;
+    assert!(
+        nothing.failed(2).contains("at least one device"),
+        "{nothing:?}"
+    );
+}
+
+#[tokio::test]
+async fn devices_history_lists_upload_move_delink_and_deletion_in_order() {
+    let stack = TestStack::start().await;
+    let (msp_id, cust) = ("750000000001", "751000000001");
+    active_account(&stack, "acme", msp_id, AccountKind::Msp, "Managed IT").await;
+    register(&stack, cust, AccountKind::Customer, "Small Shop").await;
+    let reseller = stack.token(Role::Reseller, "acme");
+    let msp = stack.token(Role::Msp, msp_id);
+    let customer = stack.token(Role::Customer, cust);
+    let device = imei(51);
+    let uploaded = upload(&stack, "acme", msp_id, std::slice::from_ref(&device))
+        .await
+        .unwrap();
+
+    // The MSP links the customer jointly, moves the device to it, the customer delinks,
+    // the reseller deletes the device.
+    ctl(&stack, &msp, &["msp", "link", cust, "--mode", "jointly"])
+        .await
+        .ok();
+    eventually("the device in the MSP's pool", || async {
+        let devices = ctl_json(&stack, &msp, &["msp", "devices"]).await;
+        (devices.as_array()?.len() == 1).then_some(())
+    })
+    .await;
+    let moved = ctl_json(&stack, &msp, &["msp", "move", &device, "--to", cust]).await;
+    assert_eq!(moved["moved"], 1, "{moved}");
+    eventually("the move in the lookup", || async {
+        let found = ctl_json(&stack, &reseller, &["devices", "find", &device]).await;
+        (found[0]["moved_by_msp"] == true).then_some(())
+    })
+    .await;
+    ctl(&stack, &customer, &["msp", "delink", cust, "--msp", msp_id])
+        .await
+        .ok();
+    eventually("the delink in the lookup", || async {
+        let found = ctl_json(&stack, &reseller, &["devices", "find", &device]).await;
+        (found[0]["virtual"] == true).then_some(())
+    })
+    .await;
+    let deletion = ctl_json(&stack, &reseller, &["devices", "delete", &device]).await;
+    let deletion_id = deletion["deletion_id"].as_str().unwrap().to_owned();
+
+    // Complete once the upload's and deletion's records (which name who did them) are in.
+    let history = eventually("the deletion in the history", || async {
+        let history = ctl_json(&stack, &reseller, &["devices", "history", &device]).await;
+        let entries = history["entries"].as_array()?;
+        (entries.len() == 4 && entries[0]["actor"] == "acme" && entries[3]["actor"] == "acme")
+            .then_some(history)
+    })
+    .await;
+    assert_eq!(history["device_id"], device.as_str());
+    let kinds: Vec<&str> = history["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["uploaded", "moved_by_msp", "delinked", "deleted"]);
+
+    // What a person reads: one line per entry, oldest first, with its actor, upload or
+    // deletion, and from → to.
+    let table = ctl(&stack, &reseller, &["devices", "history", &device]).await;
+    let lines: Vec<&str> = table.ok().lines().collect();
+    assert_eq!(lines.len(), 5, "a header and four entries: {table:?}");
+    assert!(lines[0].contains("FROM → TO"), "{table:?}");
+    let uploaded_line = lines[1];
+    assert!(
+        uploaded_line.contains(" uploaded  ")
+            && uploaded_line.contains(" acme ")
+            && uploaded_line.contains(uploaded.upload_id.as_str())
+            && uploaded_line.ends_with(&format!("→ {msp_id}")),
+        "{table:?}"
+    );
+    assert!(
+        lines[2].contains(" moved by MSP ")
+            && lines[2].contains(msp_id)
+            && lines[2].ends_with(&format!("{msp_id} → {cust}")),
+        "{table:?}"
+    );
+    assert!(
+        lines[3].contains(" delinked ") && lines[3].ends_with(&format!("{msp_id} → {cust}")),
+        "{table:?}"
+    );
+    assert!(
+        lines[4].contains(" deleted ")
+            && lines[4].contains(" acme ")
+            && lines[4].contains(&deletion_id),
+        "{table:?}"
+    );
+    assert!(
+        table.stderr.contains(&format!("device {device}")),
+        "{table:?}"
+    );
+
+    // A device the reseller did not upload is refused as not found.
+    let never = imei(59);
+    let unknown = ctl(&stack, &reseller, &["devices", "history", &never]).await;
+    let message = unknown.failed(1);
+    assert!(
+        message.contains("not found") && message.contains(&never),
+        "{unknown:?}"
+    );
+}
+
+#[tokio::test]
+async fn activity_lists_who_did_what_and_downloads_it_as_csv() {
+    let stack = TestStack::start().await;
+    let (knox, other) = ("760000000001", "761000000001");
+    active_customer(&stack, "acme", knox, "Loggers Inc").await;
+    active_customer(&stack, "acme", other, "Other Co").await;
+    let reseller = stack.token(Role::Reseller, "acme");
+    ctl(
+        &stack,
+        &reseller,
+        &["customers", "set-reference", knox, "PO-76"],
+    )
+    .await
+    .ok();
+    // An upload with one good row and one bad.
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_file(
+        dir.path(),
+        "upload.txt",
+        format!("{}\n{}\n", imei(61), bad_luhn(62)),
+    );
+    let uploaded = upload_file(&stack, &reseller, &file, knox, &["--order-number", "PO-61"])
+        .await
+        .json_exit(4);
+    let upload_id = uploaded["upload_id"].as_str().unwrap().to_owned();
+
+    // Newest first: the upload, the reference edit, then the approvals and additions.
+    let entries = eventually("the upload in the log", || async {
+        let entries = ctl_json(&stack, &reseller, &["activity"]).await;
+        (entries.as_array()?.len() == 6).then_some(entries)
+    })
+    .await;
+    let entries = entries.as_array().unwrap();
+    let upload = &entries[0];
+    assert_eq!(upload["kind"], "upload", "{entries:?}");
+    assert_eq!(upload["actor"], "acme");
+    assert_eq!(upload["upload_id"], upload_id.as_str());
+    assert_eq!(upload["customer_knox_id"], knox);
+    assert_eq!(
+        (&upload["accepted_count"], &upload["rejected_count"]),
+        (&1.into(), &1.into())
+    );
+    assert_eq!(
+        upload["summary"],
+        format!("uploaded 1 device to {knox} (order PO-61); 1 rejected")
+    );
+    assert_eq!(entries[1]["kind"], "reference_updated", "{entries:?}");
+    assert_eq!(entries[1]["actor"], "acme");
+    assert_eq!(entries[1]["customer_knox_id"], knox);
+    assert!(
+        entries[1]["summary"].as_str().unwrap().contains("PO-76"),
+        "{entries:?}"
+    );
+    let of = |kind: &str, customer: &str| {
+        entries
+            .iter()
+            .find(|e| e["kind"] == kind && e["customer_knox_id"] == customer)
+            .unwrap_or_else(|| panic!("no {kind} of {customer}: {entries:?}"))
+    };
+    assert_eq!(of("customer_added", knox)["actor"], "acme");
+    assert_eq!(
+        of("approval_changed", knox)["actor"],
+        knox,
+        "a customer's action names its Knox ID"
+    );
+
+    // Filters: by kind (repeated or comma-separated), by customer, by time.
+    let added = ctl_json(&stack, &reseller, &["activity", "--kind", "customer-added"]).await;
+    assert_eq!(added.as_array().map(Vec::len), Some(2), "{added}");
+    let two = ctl_json(
+        &stack,
+        &reseller,
+        &["activity", "--kind", "customer-added,reference-updated"],
+    )
+    .await;
+    assert_eq!(two.as_array().map(Vec::len), Some(3), "{two}");
+    let uploads = ctl_json(&stack, &reseller, &["activity", "--kind", "upload"]).await;
+    assert_eq!(uploads.as_array().map(Vec::len), Some(1), "{uploads}");
+    let mine = ctl_json(&stack, &reseller, &["activity", "--customer", knox]).await;
+    assert_eq!(mine.as_array().map(Vec::len), Some(4), "{mine}");
+    let theirs = ctl_json(&stack, &reseller, &["activity", "--customer", other]).await;
+    let theirs = theirs.as_array().unwrap();
+    // Added and approved; the upload and the reference edit are the other customer's.
+    assert_eq!(theirs.len(), 2, "{theirs:?}");
+    assert!(theirs.iter().all(|e| e["customer_knox_id"] == other));
+    let future = ctl_json(&stack, &reseller, &["activity", "--since", "2999-01-01"]).await;
+    assert_eq!(future, serde_json::json!([]));
+    let past = ctl_json(
+        &stack,
+        &reseller,
+        &["activity", "--until", "2000-01-01T00:00:00Z"],
+    )
+    .await;
+    assert_eq!(past, serde_json::json!([]));
+
+    // A page at a time, and every page.
+    let page = ctl(
+        &stack,
+        &reseller,
+        &["activity", "--page-size", "2", "-o", "json"],
+    )
+    .await;
+    assert_eq!(page.json().as_array().map(Vec::len), Some(2));
+    assert!(page.stderr.contains("--page-token"), "{page:?}");
+    let all = ctl_json(
+        &stack,
+        &reseller,
+        &["activity", "--page-size", "2", "--all"],
+    )
+    .await;
+    assert_eq!(all.as_array().map(Vec::len), Some(6));
+
+    // The table a person reads.
+    let table = ctl(&stack, &reseller, &["activity"]).await;
+    let lines: Vec<&str> = table.ok().lines().collect();
+    assert!(
+        lines[0].starts_with("TIME") && lines[0].contains("ACTOR"),
+        "{table:?}"
+    );
+    assert!(
+        lines[1].contains(" upload ")
+            && lines[1].contains(" acme ")
+            && lines[1].contains(&upload_id)
+            && lines[1].ends_with("uploaded 1 device to 760000000001 (order PO-61); 1 rejected"),
+        "{table:?}"
+    );
+    assert!(
+        lines[2].contains(" reference updated ") && lines[2].contains(" acme "),
+        "{table:?}"
+    );
+
+    // -o csv: the portal's download.
+    let csv = ctl(&stack, &reseller, &["activity", "-o", "csv"]).await;
+    let mut reader = csv::Reader::from_reader(csv.ok().as_bytes());
+    assert_eq!(
+        reader.headers().unwrap(),
+        vec![
+            "Occurred At",
+            "Kind",
+            "Actor",
+            "Customer IDs",
+            "Upload ID",
+            "Deletion ID",
+            "Accepted",
+            "Rejected",
+            "Devices",
+            "Summary"
+        ]
+    );
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 6, "{csv:?}");
+    assert_eq!(
+        (&rows[0][1], &rows[0][2], &rows[0][3], &rows[0][4]),
+        ("upload", "acme", knox, upload_id.as_str())
+    );
+    assert_eq!((&rows[0][6], &rows[0][7]), ("1", "1"), "accepted, rejected");
+    assert_eq!(
+        (&rows[1][1], &rows[1][2], &rows[1][3]),
+        ("reference updated", "acme", knox)
+    );
+    let file = tempfile::tempdir().unwrap();
+    let path = file.path().join("activity.csv");
+    let written = ctl(
+        &stack,
+        &reseller,
+        &[
+            "activity",
+            "--kind",
+            "approval-changed",
+            "--output-file",
+            path.to_str().unwrap(),
+        ],
+    )
+    .await;
+    written.ok();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        text.lines().count(),
+        3,
+        "a header and two approvals: {text}"
+    );
+    let paged = ctl(&stack, &reseller, &["activity", "-o", "csv", "--all"]).await;
+    assert!(
+        paged.failed(2).contains("every matching entry"),
+        "{paged:?}"
+    );
+
+    // Mistakes are refused before anything is sent, naming what is accepted.
+    let kind = ctl(&stack, &reseller, &["activity", "--kind", "uploads"]).await;
+    let message = kind.failed(2);
+    assert!(
+        message.contains("'uploads'") && message.contains("customer-added"),
+        "{kind:?}"
+    );
+    let since = ctl(&stack, &reseller, &["activity", "--since", "yesterday"]).await;
+    let message = since.failed(2);
+    assert!(
+        message.contains("\"yesterday\" is not a time") && message.contains("RFC 3339"),
+        "{since:?}"
+    );
+    // What the portal refuses it names.
+    let customer = ctl(&stack, &reseller, &["activity", "--customer", "nope"]).await;
+    assert!(
+        customer.failed(1).contains("customer_knox_id"),
+        "{customer:?}"
+    );
 }

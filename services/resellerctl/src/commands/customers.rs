@@ -184,7 +184,7 @@ async fn devices(
 
 /// Writes a streamed CSV download to `file` (through a temporary file beside it, renamed
 /// when complete, so a failed download leaves no partial file) or to standard output.
-async fn write_download(
+pub(crate) async fn write_download(
     portal: &Portal,
     mut stream: Streaming<pb::CsvChunk>,
     file: Option<&Path>,

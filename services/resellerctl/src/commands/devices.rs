@@ -42,6 +42,12 @@ pub async fn run(
         DevicesCommand::Delete(args) => delete(portal, printer, args)
             .await
             .map(|()| Outcome::Success),
+        DevicesCommand::Find(args) => super::find::run(portal, printer, args)
+            .await
+            .map(|()| Outcome::Success),
+        DevicesCommand::History { device_id } => super::history::run(portal, printer, device_id)
+            .await
+            .map(|()| Outcome::Success),
         DevicesCommand::Deletion { deletion_id, wait } => {
             let deletion = portal
                 .devices()

@@ -1,10 +1,13 @@
 //! One module per command group; [`run`] dispatches a parsed command line.
 
 mod accounts;
+pub(crate) mod activity;
 mod approvals;
 mod customers;
 mod deletions;
 mod devices;
+pub(crate) mod find;
+mod history;
 mod msp;
 mod paging;
 mod portal;
@@ -44,6 +47,7 @@ pub async fn run(cli: Cli) -> Result<Outcome, CliError> {
         Command::Deletions(cmd) => deletions::run(&portal, printer, cmd).await,
         Command::Msp(cmd) => msp::run(&portal, printer, cmd).await,
         Command::Portal(cmd) => portal::run(&portal, printer, cmd).await,
+        Command::Activity(args) => activity::run(&portal, printer, args).await,
     }?;
     Ok(Outcome::Success)
 }
