@@ -47,131 +47,95 @@ pub fn bounded(text: String) -> String {
 /// "Additions").
 pub const ERROR_DOMAIN: &str = "reseller.v1";
 
-/// Why a request was refused, machine-readable: the `reason` of the
-/// `google.rpc.ErrorInfo` every `NOT_FOUND`, `ALREADY_EXISTS`, `FAILED_PRECONDITION` and
-/// `RESOURCE_EXHAUSTED` carries (CONTRACT.md "Additions"). Each reason belongs to one
-/// code ([`Reason::code`]). The list is part of the contract: README.md "Error reasons"
-/// documents each (name, code, when, what to do), and a test keeps the two alike.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
+/// Declares [`Reason`] from one list, so every reason has its name and code, and is in
+/// [`Reason::ALL`] (which the README test walks) by construction.
+macro_rules! reasons {
+    ($($(#[doc = $doc:literal])* $variant:ident = $name:literal, $code:ident;)*) => {
+        /// Why a request was refused, machine-readable: the `reason` of the
+        /// `google.rpc.ErrorInfo` every `NOT_FOUND`, `ALREADY_EXISTS`,
+        /// `FAILED_PRECONDITION` and `RESOURCE_EXHAUSTED` carries (CONTRACT.md
+        /// "Additions"). Each reason belongs to one code ([`Reason::code`]). The list is
+        /// part of the contract: README.md "Error reasons" documents each (name, code,
+        /// when, what to do), and a test keeps the two alike.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Reason {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl Reason {
+            /// Every reason, in the order README.md "Error reasons" lists them.
+            pub const ALL: &'static [Reason] = &[$(Reason::$variant,)*];
+
+            /// The UPPER_SNAKE name sent as `ErrorInfo.reason`.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Reason::$variant => $name,)*
+                }
+            }
+
+            /// The one gRPC code a refusal for this reason answers with.
+            pub fn code(self) -> Code {
+                match self {
+                    $(Reason::$variant => Code::$code,)*
+                }
+            }
+        }
+    };
+}
+
+reasons! {
     /// `NOT_FOUND`: no registered account has the Knox ID (or none of the kind the call
     /// needs). Check the Knox ID; a platform admin registers accounts.
-    AccountNotFound,
+    AccountNotFound = "ACCOUNT_NOT_FOUND", NotFound;
     /// `NOT_FOUND`: the reseller has not added the account as a customer (another
     /// reseller's customer reads alike). Add it as a customer first.
-    CustomerNotFound,
+    CustomerNotFound = "CUSTOMER_NOT_FOUND", NotFound;
     /// `NOT_FOUND`: the MSP does not manage the customer (no live link the caller may
     /// see; another MSP's link reads alike). List the MSP's customers.
-    LinkNotFound,
+    LinkNotFound = "LINK_NOT_FOUND", NotFound;
     /// `NOT_FOUND`: the reseller has no upload with that ID. List the uploads.
-    UploadNotFound,
+    UploadNotFound = "UPLOAD_NOT_FOUND", NotFound;
     /// `NOT_FOUND`: the reseller has no deletion with that ID. List the deletions.
-    DeletionNotFound,
+    DeletionNotFound = "DELETION_NOT_FOUND", NotFound;
     /// `ALREADY_EXISTS`: an account with the Knox ID is registered already.
-    AccountAlreadyRegistered,
+    AccountAlreadyRegistered = "ACCOUNT_ALREADY_REGISTERED", AlreadyExists;
     /// `ALREADY_EXISTS`: the reseller added the customer already.
-    CustomerAlreadyAdded,
+    CustomerAlreadyAdded = "CUSTOMER_ALREADY_ADDED", AlreadyExists;
     /// `ALREADY_EXISTS`: the calling MSP links the customer already.
-    CustomerAlreadyLinked,
+    CustomerAlreadyLinked = "CUSTOMER_ALREADY_LINKED", AlreadyExists;
     /// `FAILED_PRECONDITION`: the account has not approved the reseller, so there is no
     /// approval to revoke. Nothing to do.
-    ApprovalNotGiven,
+    ApprovalNotGiven = "APPROVAL_NOT_GIVEN", FailedPrecondition;
     /// `FAILED_PRECONDITION`: devices go only to an active customer, and this one has
     /// not approved the reseller yet or revoked its approval (metadata `status`). The
     /// customer approves the reseller.
-    CustomerNotActive,
+    CustomerNotActive = "CUSTOMER_NOT_ACTIVE", FailedPrecondition;
     /// `FAILED_PRECONDITION`: the account is an MSP, and an MSP is never a managed
     /// customer. Link a customer account.
-    AccountIsMsp,
+    AccountIsMsp = "ACCOUNT_IS_MSP", FailedPrecondition;
     /// `FAILED_PRECONDITION`: the calling account is not a registered MSP. A platform
     /// admin registers it as an MSP.
-    NotAnMsp,
+    NotAnMsp = "NOT_AN_MSP", FailedPrecondition;
     /// `FAILED_PRECONDITION`: another MSP manages the customer. The customer leaves that
     /// MSP first.
-    LinkedToAnotherMsp,
+    LinkedToAnotherMsp = "LINKED_TO_ANOTHER_MSP", FailedPrecondition;
     /// `FAILED_PRECONDITION`: a fully managed customer cannot be delinked. Switch it to
     /// jointly managed first.
-    FullyManagedCannotDelink,
+    FullyManagedCannotDelink = "FULLY_MANAGED_CANNOT_DELINK", FailedPrecondition;
     /// `FAILED_PRECONDITION`: devices move only to a customer the MSP links, and it does
     /// not link this one (or delinked it). Link it first.
-    CustomerNotLinked,
-    /// `RESOURCE_EXHAUSTED`: one message of the upload stream is over the size limit.
-    /// Send smaller batches.
-    MessageTooLarge,
+    CustomerNotLinked = "CUSTOMER_NOT_LINKED", FailedPrecondition;
+    /// `RESOURCE_EXHAUSTED`: one request message (or one message of the upload stream)
+    /// is over the size limit. Send smaller batches.
+    MessageTooLarge = "MESSAGE_TOO_LARGE", ResourceExhausted;
     /// `RESOURCE_EXHAUSTED`: every CSV download slot is taken. Retry shortly.
-    TooManyDownloads,
+    TooManyDownloads = "TOO_MANY_DOWNLOADS", ResourceExhausted;
 }
 
 impl Reason {
-    /// Every reason, in the order README.md "Error reasons" lists them.
-    pub const ALL: [Reason; 17] = [
-        Reason::AccountNotFound,
-        Reason::CustomerNotFound,
-        Reason::LinkNotFound,
-        Reason::UploadNotFound,
-        Reason::DeletionNotFound,
-        Reason::AccountAlreadyRegistered,
-        Reason::CustomerAlreadyAdded,
-        Reason::CustomerAlreadyLinked,
-        Reason::ApprovalNotGiven,
-        Reason::CustomerNotActive,
-        Reason::AccountIsMsp,
-        Reason::NotAnMsp,
-        Reason::LinkedToAnotherMsp,
-        Reason::FullyManagedCannotDelink,
-        Reason::CustomerNotLinked,
-        Reason::MessageTooLarge,
-        Reason::TooManyDownloads,
-    ];
-
-    /// The UPPER_SNAKE name sent as `ErrorInfo.reason`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::AccountNotFound => "ACCOUNT_NOT_FOUND",
-            Reason::CustomerNotFound => "CUSTOMER_NOT_FOUND",
-            Reason::LinkNotFound => "LINK_NOT_FOUND",
-            Reason::UploadNotFound => "UPLOAD_NOT_FOUND",
-            Reason::DeletionNotFound => "DELETION_NOT_FOUND",
-            Reason::AccountAlreadyRegistered => "ACCOUNT_ALREADY_REGISTERED",
-            Reason::CustomerAlreadyAdded => "CUSTOMER_ALREADY_ADDED",
-            Reason::CustomerAlreadyLinked => "CUSTOMER_ALREADY_LINKED",
-            Reason::ApprovalNotGiven => "APPROVAL_NOT_GIVEN",
-            Reason::CustomerNotActive => "CUSTOMER_NOT_ACTIVE",
-            Reason::AccountIsMsp => "ACCOUNT_IS_MSP",
-            Reason::NotAnMsp => "NOT_AN_MSP",
-            Reason::LinkedToAnotherMsp => "LINKED_TO_ANOTHER_MSP",
-            Reason::FullyManagedCannotDelink => "FULLY_MANAGED_CANNOT_DELINK",
-            Reason::CustomerNotLinked => "CUSTOMER_NOT_LINKED",
-            Reason::MessageTooLarge => "MESSAGE_TOO_LARGE",
-            Reason::TooManyDownloads => "TOO_MANY_DOWNLOADS",
-        }
-    }
-
     /// The reason named `name` (an `ErrorInfo.reason`), if it is one of ours.
     pub fn parse(name: &str) -> Option<Reason> {
-        Reason::ALL.into_iter().find(|r| r.as_str() == name)
-    }
-
-    /// The one gRPC code a refusal for this reason answers with.
-    pub fn code(self) -> Code {
-        match self {
-            Reason::AccountNotFound
-            | Reason::CustomerNotFound
-            | Reason::LinkNotFound
-            | Reason::UploadNotFound
-            | Reason::DeletionNotFound => Code::NotFound,
-            Reason::AccountAlreadyRegistered
-            | Reason::CustomerAlreadyAdded
-            | Reason::CustomerAlreadyLinked => Code::AlreadyExists,
-            Reason::ApprovalNotGiven
-            | Reason::CustomerNotActive
-            | Reason::AccountIsMsp
-            | Reason::NotAnMsp
-            | Reason::LinkedToAnotherMsp
-            | Reason::FullyManagedCannotDelink
-            | Reason::CustomerNotLinked => Code::FailedPrecondition,
-            Reason::MessageTooLarge | Reason::TooManyDownloads => Code::ResourceExhausted,
-        }
+        Reason::ALL.iter().copied().find(|r| r.as_str() == name)
     }
 }
 
@@ -521,7 +485,7 @@ mod tests {
             .expect("README.md has an \"Error reasons\" section");
         let section = section.split("\n## ").next().unwrap_or(section);
         let mut at = 0;
-        for reason in Reason::ALL {
+        for &reason in Reason::ALL {
             let row = format!("| `{}` | `{}` |", reason.as_str(), code_name(reason.code()));
             let found = section[at..]
                 .find(&row)

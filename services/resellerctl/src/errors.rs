@@ -432,7 +432,7 @@ mod tests {
 
     #[test]
     fn every_reason_but_a_void_revoke_has_a_next_step() {
-        for reason in Reason::ALL {
+        for &reason in Reason::ALL {
             let info = ErrorInfo::new(
                 reason.as_str(),
                 ERROR_DOMAIN,
