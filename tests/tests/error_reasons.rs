@@ -31,6 +31,8 @@ const OF_B: &str = "940000005";
 const FREE: &str = "940000006";
 /// Registered by nobody.
 const UNKNOWN: &str = "949999999";
+/// A device identifier nobody uploaded (a valid IMEI).
+const UNKNOWN_DEVICE: &str = "350000000009999";
 /// An upload or deletion ID nobody has.
 const NO_ID: &str = "01890a5d-ac96-774b-bcce-b302099a8057";
 
@@ -397,6 +399,17 @@ async fn every_error_code_path_answers_its_reason() {
             NotFound,
             "CUSTOMER_NOT_FOUND",
             &[("knox_id", FREE)],
+        ),
+        path(
+            "GetDeviceHistory: no device of the reseller's has the identifier",
+            acme.reporting()
+                .get_device_history(pb::GetDeviceHistoryRequest {
+                    device_id: UNKNOWN_DEVICE.into(),
+                })
+                .await,
+            NotFound,
+            "DEVICE_NOT_FOUND",
+            &[("device_id", UNKNOWN_DEVICE)],
         ),
     ];
     let count = paths.len();

@@ -97,6 +97,9 @@ reasons! {
     UploadNotFound = "UPLOAD_NOT_FOUND", NotFound;
     /// `NOT_FOUND`: the reseller has no deletion with that ID. List the deletions.
     DeletionNotFound = "DELETION_NOT_FOUND", NotFound;
+    /// `NOT_FOUND`: no device the reseller uploaded has the identifier (another
+    /// reseller's device reads alike). Check the identifier.
+    DeviceNotFound = "DEVICE_NOT_FOUND", NotFound;
     /// `ALREADY_EXISTS`: an account with the Knox ID is registered already.
     AccountAlreadyRegistered = "ACCOUNT_ALREADY_REGISTERED", AlreadyExists;
     /// `ALREADY_EXISTS`: the reseller added the customer already.

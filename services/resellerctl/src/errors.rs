@@ -278,6 +278,9 @@ pub fn next_step(info: &ErrorInfo) -> Option<String> {
         Reason::LinkNotFound => "see the customers you link: resellerctl msp customers".into(),
         Reason::UploadNotFound => "see your uploads: resellerctl uploads list".into(),
         Reason::DeletionNotFound => "see your deletions: resellerctl deletions list".into(),
+        Reason::DeviceNotFound => {
+            "check the identifier; see your uploads: resellerctl uploads list".into()
+        }
         Reason::AccountAlreadyRegistered => {
             format!("see it: resellerctl accounts get {}", knox("KNOX_ID"))
         }

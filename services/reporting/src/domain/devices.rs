@@ -23,6 +23,8 @@ pub struct UploadedDevice {
     pub kind: DeviceIdKind,
     /// Its model ("" when not given).
     pub model: String,
+    /// Its other identifiers (IMEI 2, serial), canonical; empty when a move names it.
+    pub secondary_ids: Vec<String>,
 }
 
 /// One part of an upload (`devices_uploaded`, at most 1,000 devices).
@@ -51,6 +53,10 @@ pub struct DeletedPart {
     pub part_count: u32,
     /// The deleted registrations: (device ID, upload ID).
     pub registrations: Vec<(String, Uuid)>,
+    /// When the deletion was asked for.
+    pub requested_at: OffsetDateTime,
+    /// Who asked ("" when the event does not say).
+    pub actor: String,
 }
 
 /// One upload placed under a row, as the customer detail shows it.

@@ -1,17 +1,28 @@
 //! The rules of the reseller views, free of I/O: statuses and kinds, the rows, the
 //! search query (`search`), the list orders with their keyset cursors (`list`), where a
 //! registration is placed and the counter deltas placements make (`placement`), the
-//! devices of one row (`devices`), and what MSP events state (`msp`).
+//! devices of one row (`devices`), what MSP events state (`msp`), a device's history
+//! (`history`) and the activity log (`activity`).
 
+mod activity;
 mod devices;
+mod history;
 mod list;
 mod msp;
 mod placement;
 mod search;
 
+pub use activity::{
+    Activity, ActivityCursor, ActivityFilter, ActivityKind, PortalProgress, deletion_summary,
+    delink_summary, grouped, move_summary, upload_summary,
+};
 pub use devices::{
     CustomerDevice, DeletedPart, DeviceKey, ListCustomerDevices, UploadSummary, UploadedDevice,
     UploadedPart,
+};
+pub use history::{
+    DeletionFacts, DelinkFacts, DeviceFacts, HistoryEntry, HistoryKind, MoveFacts,
+    RegistrationFacts, assemble,
 };
 pub use list::{ListCustomers, OrderBy, SortKey};
 pub use msp::{LinkFact, MovedPart, MovedRegistration};

@@ -42,6 +42,8 @@ pub struct MovedRegistration {
     pub upload: UploadRef,
     /// The device.
     pub device: UploadedDevice,
+    /// Who held it before the move.
+    pub from_knox_id: String,
 }
 
 /// One part of a move (`msp_devices_moved`, at most 1,000 registrations; the parts of one
@@ -54,6 +56,8 @@ pub struct MovedPart {
     pub to: KnoxId,
     /// msp-link's sequence number of the move.
     pub seq: i64,
+    /// When the MSP moved them.
+    pub moved_at: time::OffsetDateTime,
     /// The registrations.
     pub registrations: Vec<MovedRegistration>,
 }
@@ -81,6 +85,7 @@ mod tests {
             msp_id: KnoxId::parse("700001").unwrap(),
             to: KnoxId::parse("600001").unwrap(),
             seq: 9,
+            moved_at: time::OffsetDateTime::UNIX_EPOCH,
             registrations: Vec::new(),
         };
         assert_eq!(

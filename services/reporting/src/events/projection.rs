@@ -39,11 +39,14 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 
 use crate::domain::{
-    Account, AccountKind, AddedCustomer, DeletedPart, LinkFact, MovedPart, MovedRegistration,
-    PlacementFacts, UploadRef, UploadedDevice, UploadedPart, place, transfer,
+    Account, AccountKind, ActivityKind, AddedCustomer, DeletedPart, DelinkFacts, LinkFact,
+    MovedPart, MovedRegistration, PlacementFacts, UploadRef, UploadedDevice, UploadedPart, place,
+    transfer,
 };
 use crate::grpc::convert;
-use crate::postgres::{self, Affected};
+use crate::postgres::{self, ActivityFact, Affected};
+use reseller_kit::device_id::{MAX_SECONDARY_IDS, lookup_key};
+use uuid::Uuid;
 
 /// The reseller views' event handler (the `reporting` consumer's).
 #[derive(Debug, Clone, Default)]
@@ -52,6 +55,7 @@ pub struct Projection;
 impl EventHandler for Projection {
     fn change(&self, event: ReceivedEvent, params: &mut Params) -> Result<Change, ApplyError> {
         let occurred_at = event.occurred_at;
+        let event_id = event.id;
         Ok(match event.payload {
             Payload::AccountRegistered(e) => {
                 let account = account(&e.knox_id, e.kind, &e.company_name, &e.country)?;
@@ -61,21 +65,37 @@ impl EventHandler for Projection {
             }
             Payload::CustomerAdded(e) => {
                 let customer = added_customer(&e)?;
+                let entry = ActivityFact::new(
+                    customer.reseller_id.as_str(),
+                    event_id.to_string(),
+                    customer.added_at,
+                    ActivityKind::CustomerAdded,
+                    actor_or(&e.actor, &e.reseller_id),
+                )
+                .about(customer.account.knox_id.as_str());
+                let entry = ActivityFact {
+                    detail: customer.account.company_name.clone(),
+                    ..entry
+                };
                 Change::in_transaction(move |tx| {
-                    Box::pin(async move { Ok(postgres::add_customer(tx, &customer).await?) })
+                    Box::pin(async move {
+                        postgres::add_customer(tx, &customer).await?;
+                        postgres::record_activity(tx, &[entry]).await?;
+                        Ok(())
+                    })
                 })
             }
             Payload::CustomerReferenceUpdated(e) => Change::in_transaction(move |tx| {
-                Box::pin(async move { reference_updated(tx, &e).await })
+                Box::pin(async move { reference_updated(tx, &e, event_id, occurred_at).await })
             }),
             Payload::CustomerStatusChanged(e) => Change::in_transaction(move |tx| {
-                Box::pin(async move { status_changed(tx, &e, occurred_at).await })
+                Box::pin(async move { status_changed(tx, &e, event_id, occurred_at).await })
             }),
             Payload::DevicesUploaded(e) => {
                 let part = uploaded_part(&e)?;
                 Change::in_transaction(move |tx| Box::pin(async move { uploaded(tx, &part).await }))
             }
-            Payload::DevicesDeleted(e) => Change::OneStatement(deleted(&e, params)?),
+            Payload::DevicesDeleted(e) => Change::OneStatement(deleted(&e, occurred_at, params)?),
             Payload::MspCustomerLinked(e) => {
                 linked_mode(e.mode)?;
                 let fact = link_fact(&e.customer_knox_id, &e.msp_id, true, e.seq)?;
@@ -92,18 +112,68 @@ impl EventHandler for Projection {
             }
             Payload::MspCustomerDelinked(e) => {
                 let fact = link_fact(&e.customer_knox_id, &e.msp_id, false, e.seq)?;
+                let delink = DelinkFacts {
+                    customer_knox_id: fact.customer.as_str().to_owned(),
+                    seq: fact.seq,
+                    msp_id: fact.msp_id.as_str().to_owned(),
+                    requested_by: knox_id("requested_by", &e.requested_by)?
+                        .as_str()
+                        .to_owned(),
+                    delinked_at: e
+                        .delinked_at
+                        .as_ref()
+                        .map_or(occurred_at, |at| timestamp::from_proto(Some(at))),
+                };
                 Change::in_transaction(move |tx| {
-                    Box::pin(async move { link_changed(tx, &fact).await })
+                    Box::pin(async move {
+                        link_changed(tx, &fact).await?;
+                        delinked(tx, &delink, event_id).await
+                    })
                 })
             }
             Payload::MspDevicesMoved(e) => {
-                let part = moved_part(&e)?;
+                let part = moved_part(&e, occurred_at)?;
                 Change::in_transaction(move |tx| Box::pin(async move { moved(tx, &part).await }))
             }
-            // The portals' receipts are read by device-service.
-            Payload::PortalDeletionApplied(_) => Change::Ignored,
-            // Issue #12's activity log (not projected yet).
-            Payload::UploadRecorded(_) | Payload::DeletionRecorded(_) => Change::Ignored,
+            // Device-service tracks deletions by the receipts; the activity log reads each
+            // portal's state from them too.
+            Payload::PortalDeletionApplied(e) => {
+                let deletion_id = uuid_field("deletion_id", &e.deletion_id)?;
+                let portal = match pb::Portal::try_from(e.portal) {
+                    Ok(pb::Portal::Reseller) => "RESELLER",
+                    Ok(pb::Portal::Msp) => "MSP",
+                    Ok(pb::Portal::Customer) => "CUSTOMER",
+                    _ => return Err(ApplyError::Poison(format!("portal {} unknown", e.portal))),
+                };
+                let removed = e.state == pb::PortalState::Removed as i32;
+                let (part, part_count) = (e.part as i32, e.part_count as i32);
+                Change::in_transaction(move |tx| {
+                    Box::pin(async move {
+                        postgres::record_receipt(
+                            tx,
+                            deletion_id,
+                            portal,
+                            part,
+                            part_count,
+                            removed,
+                        )
+                        .await?;
+                        Ok(())
+                    })
+                })
+            }
+            Payload::UploadRecorded(e) => {
+                let entry = upload_recorded(&e)?;
+                Change::in_transaction(move |tx| {
+                    Box::pin(async move { Ok(postgres::record_activity(tx, &[entry]).await?) })
+                })
+            }
+            Payload::DeletionRecorded(e) => {
+                let entry = deletion_recorded(&e, occurred_at)?;
+                Change::in_transaction(move |tx| {
+                    Box::pin(async move { Ok(postgres::record_activity(tx, &[entry]).await?) })
+                })
+            }
         })
     }
 }
@@ -112,6 +182,8 @@ impl EventHandler for Projection {
 async fn reference_updated(
     tx: &mut PgConnection,
     e: &pb::CustomerReferenceUpdated,
+    event_id: Uuid,
+    occurred_at: OffsetDateTime,
 ) -> Result<(), ApplyError> {
     let reseller_id = reseller_id(&e.reseller_id)?;
     let knox_id = knox_id("knox_id", &e.knox_id)?;
@@ -120,6 +192,22 @@ async fn reference_updated(
         &e.internal_reference,
     ))?;
     postgres::update_reference(tx, &reseller_id, &knox_id, &reference, e.revision).await?;
+    let entry = ActivityFact::new(
+        reseller_id.as_str(),
+        event_id.to_string(),
+        occurred_at,
+        ActivityKind::ReferenceUpdated,
+        actor_or(&e.actor, &e.reseller_id),
+    )
+    .about(knox_id.as_str());
+    postgres::record_activity(
+        tx,
+        &[ActivityFact {
+            detail: reference,
+            ..entry
+        }],
+    )
+    .await?;
     Ok(())
 }
 
@@ -127,12 +215,30 @@ async fn reference_updated(
 async fn status_changed(
     tx: &mut PgConnection,
     e: &pb::CustomerStatusChanged,
+    event_id: Uuid,
     occurred_at: OffsetDateTime,
 ) -> Result<(), ApplyError> {
     let reseller_id = reseller_id(&e.reseller_id)?;
     let knox_id = knox_id("knox_id", &e.knox_id)?;
     let status = convert::status_from_proto(e.status).map_err(ApplyError::Poison)?;
     postgres::change_status(tx, &reseller_id, &knox_id, status, e.revision, occurred_at).await?;
+    // The account decided: its Knox ID is the actor (DOMAIN.md), never a person's name.
+    let entry = ActivityFact::new(
+        reseller_id.as_str(),
+        event_id.to_string(),
+        occurred_at,
+        ActivityKind::ApprovalChanged,
+        knox_id.as_str(),
+    )
+    .about(knox_id.as_str());
+    postgres::record_activity(
+        tx,
+        &[ActivityFact {
+            detail: status.as_db().to_owned(),
+            ..entry
+        }],
+    )
+    .await?;
     Ok(())
 }
 
@@ -155,6 +261,7 @@ async fn uploaded(tx: &mut PgConnection, part: &UploadedPart) -> Result<(), Appl
         postgres::lock_msp_placements(tx).await?;
     }
     let part_done = postgres::insert_registrations(tx, part, &placement).await?;
+    postgres::record_secondary_ids(tx, part).await?;
     let mut deltas = transfer(
         &part.upload,
         None,
@@ -193,6 +300,9 @@ async fn moved(tx: &mut PgConnection, part: &MovedPart) -> Result<(), ApplyError
     postgres::lock_msp_placements(tx).await?;
     let link_news = postgres::upsert_link(tx, &part.implied_link()).await?;
     let (ids, uploads) = postgres::move_registrations(tx, part).await?;
+    postgres::record_moves(tx, part).await?;
+    postgres::record_activity(tx, &move_entries(part)).await?;
+    later_delinks(tx, part).await?;
     let mut deltas =
         postgres::replace_registrations(tx, Affected::Registrations(&ids, &uploads)).await?;
     if link_news {
@@ -210,8 +320,12 @@ async fn moved(tx: &mut PgConnection, part: &MovedPart) -> Result<(), ApplyError
 /// Removes a deletion part's devices and answers with the reseller portal's receipt
 /// (REMOVED when the portal showed at least one of them, else NOT_APPLICABLE), in one
 /// statement.
-fn deleted(e: &pb::DevicesDeleted, params: &mut Params) -> Result<OneStatement, ApplyError> {
-    let removal = postgres::delete_registrations_ctes(&deleted_part(e)?, params);
+fn deleted(
+    e: &pb::DevicesDeleted,
+    occurred_at: OffsetDateTime,
+    params: &mut Params,
+) -> Result<OneStatement, ApplyError> {
+    let removal = postgres::delete_registrations_ctes(&deleted_part(e, occurred_at)?, params);
     let receipt = portal_receipt_cte(e, pb::Portal::Reseller, "removed", params);
     Ok(OneStatement {
         ctes: format!("{removal}, {receipt}"),
@@ -229,8 +343,12 @@ fn uploaded_part(e: &pb::DevicesUploaded) -> Result<UploadedPart, ApplyError> {
     } else {
         e.devices
             .iter()
-            .map(|d| uploaded_device(&d.device_id, d.id_kind, &d.model))
-            .collect::<Result<_, _>>()?
+            .map(|d| {
+                let mut device = uploaded_device(&d.device_id, d.id_kind, &d.model)?;
+                device.secondary_ids = secondary_ids(&d.secondary_ids)?;
+                Ok(device)
+            })
+            .collect::<Result<_, ApplyError>>()?
     };
     Ok(UploadedPart {
         upload: UploadRef {
@@ -262,7 +380,185 @@ fn uploaded_device(device_id: &str, kind: i32, model: &str) -> Result<UploadedDe
         device_id,
         kind,
         model: model.to_owned(),
+        secondary_ids: Vec::new(),
     })
+}
+
+/// A device's secondary identifiers as device-service canonicalised them (at most
+/// `MAX_SECONDARY_IDS`); one that is not canonical can never be found, so it is poison.
+fn secondary_ids(ids: &[String]) -> Result<Vec<String>, ApplyError> {
+    if ids.len() > MAX_SECONDARY_IDS {
+        return Err(ApplyError::Poison(format!(
+            "a device carries at most {MAX_SECONDARY_IDS} secondary_ids, got {}",
+            ids.len()
+        )));
+    }
+    ids.iter()
+        .map(|id| match lookup_key(id) {
+            Some(canonical) if canonical == *id => Ok(canonical),
+            _ => Err(ApplyError::Poison(format!(
+                "secondary_ids {:?} is not a canonical device identifier",
+                reseller_kit::text::echo(id)
+            ))),
+        })
+        .collect()
+}
+
+/// The reseller's actor of an event: the person it names, else the reseller (events
+/// published before actors were recorded).
+fn actor_or<'a>(actor: &'a str, reseller_id: &'a str) -> &'a str {
+    if actor.is_empty() { reseller_id } else { actor }
+}
+
+/// An upload's entry in its reseller's activity log.
+fn upload_recorded(e: &pb::UploadRecorded) -> Result<ActivityFact, ApplyError> {
+    let reseller = reseller_id(&e.reseller_id)?;
+    let upload_id = uuid_field("upload_id", &e.upload_id)?;
+    let target = knox_id("target_knox_id", &e.target_knox_id)?;
+    let entry = ActivityFact::new(
+        reseller.as_str(),
+        upload_id.to_string(),
+        timestamp::from_proto(e.uploaded_at.as_ref()),
+        ActivityKind::Upload,
+        actor_or(&e.actor, &e.reseller_id),
+    )
+    .about(target.as_str());
+    Ok(ActivityFact {
+        upload_id: Some(upload_id),
+        accepted_count: e.accepted_count,
+        rejected_count: e.rejected_count,
+        device_count: e.accepted_count,
+        detail: e.order_number.clone(),
+        ..entry
+    })
+}
+
+/// A deletion's entry in its reseller's activity log (its parts list it under the
+/// customers they removed devices from).
+fn deletion_recorded(
+    e: &pb::DeletionRecorded,
+    occurred_at: OffsetDateTime,
+) -> Result<ActivityFact, ApplyError> {
+    let reseller = reseller_id(&e.reseller_id)?;
+    let deletion_id = uuid_field("deletion_id", &e.deletion_id)?;
+    let requested_at = e
+        .requested_at
+        .as_ref()
+        .map_or(occurred_at, |at| timestamp::from_proto(Some(at)));
+    let entry = ActivityFact::new(
+        reseller.as_str(),
+        deletion_id.to_string(),
+        requested_at,
+        ActivityKind::Deletion,
+        actor_or(&e.actor, &e.reseller_id),
+    );
+    Ok(ActivityFact {
+        deletion_id: Some(deletion_id),
+        device_count: e.deleted_count,
+        rejected_count: e.not_found_count,
+        part_count: i32::try_from(e.part_count).unwrap_or(i32::MAX),
+        ..entry
+    })
+}
+
+/// A move part's entries: one per reseller whose devices it moved, listed under the
+/// customer moved to and every account the devices were moved from.
+fn move_entries(part: &MovedPart) -> Vec<ActivityFact> {
+    let mut by_reseller: std::collections::BTreeMap<&str, (i64, Vec<String>)> =
+        std::collections::BTreeMap::new();
+    for r in &part.registrations {
+        let (count, customers) = by_reseller
+            .entry(r.upload.reseller_id.as_str())
+            .or_default();
+        *count += 1;
+        if !customers.contains(&r.from_knox_id) {
+            customers.push(r.from_knox_id.clone());
+        }
+    }
+    let to = part.to.as_str();
+    by_reseller
+        .into_iter()
+        .map(|(reseller, (count, mut customers))| {
+            if !customers.iter().any(|c| c == to) {
+                customers.push(to.to_owned());
+            }
+            let entry = ActivityFact::new(
+                reseller,
+                format!("move:{}:{}", part.msp_id.as_str(), part.seq),
+                part.moved_at,
+                ActivityKind::MspMove,
+                part.msp_id.as_str(),
+            );
+            ActivityFact {
+                customer_knox_id: to.to_owned(),
+                customers,
+                device_count: count,
+                detail: part.msp_id.as_str().to_owned(),
+                ..entry
+            }
+        })
+        .collect()
+}
+
+/// Records a delink and lists it in the log of every reseller concerned (whose devices
+/// the customer holds from an MSP, or who lists the customer).
+async fn delinked(
+    tx: &mut PgConnection,
+    delink: &DelinkFacts,
+    event_id: Uuid,
+) -> Result<(), ApplyError> {
+    postgres::record_delink(tx, delink, event_id).await?;
+    let resellers = postgres::resellers_concerned(tx, &delink.customer_knox_id).await?;
+    let entries: Vec<ActivityFact> = resellers
+        .iter()
+        .map(|reseller| delink_entry(reseller, delink, event_id))
+        .collect();
+    postgres::record_activity(tx, &entries).await?;
+    Ok(())
+}
+
+/// A delink's entry in one reseller's log.
+fn delink_entry(reseller: &str, delink: &DelinkFacts, event_id: Uuid) -> ActivityFact {
+    let entry = ActivityFact::new(
+        reseller,
+        event_id.to_string(),
+        delink.delinked_at,
+        ActivityKind::MspDelink,
+        &delink.requested_by,
+    )
+    .about(&delink.customer_knox_id);
+    ActivityFact {
+        detail: delink.msp_id.clone(),
+        ..entry
+    }
+}
+
+/// The delinks projected before this move that came after it (events of msp-link can
+/// arrive in any order): listed in the log of each reseller whose devices it moved, as
+/// they would have been had the move come first.
+async fn later_delinks(tx: &mut PgConnection, part: &MovedPart) -> Result<(), ApplyError> {
+    let delinks =
+        postgres::delinks_after(tx, part.to.as_str(), part.msp_id.as_str(), part.seq).await?;
+    if delinks.is_empty() {
+        return Ok(());
+    }
+    let mut resellers: Vec<&str> = part
+        .registrations
+        .iter()
+        .map(|r| r.upload.reseller_id.as_str())
+        .collect();
+    resellers.sort_unstable();
+    resellers.dedup();
+    let entries: Vec<ActivityFact> = delinks
+        .iter()
+        .flat_map(|(event_id, delink)| {
+            resellers
+                .iter()
+                .map(move |reseller| delink_entry(reseller, delink, *event_id))
+        })
+        .collect();
+    postgres::record_activity(tx, &entries).await?;
+    Ok(())
 }
 
 /// A link event's mode must be a linked one.
@@ -300,7 +596,10 @@ fn link_fact(
     })
 }
 
-fn moved_part(e: &pb::MspDevicesMoved) -> Result<MovedPart, ApplyError> {
+fn moved_part(
+    e: &pb::MspDevicesMoved,
+    occurred_at: OffsetDateTime,
+) -> Result<MovedPart, ApplyError> {
     if e.devices.is_empty() && !e.device_ids.is_empty() {
         // Without the upload of each device, the registration is unknown.
         return Err(ApplyError::Poison(
@@ -311,6 +610,10 @@ fn moved_part(e: &pb::MspDevicesMoved) -> Result<MovedPart, ApplyError> {
         msp_id: knox_id("msp_id", &e.msp_id)?,
         to: knox_id("to_customer_knox_id", &e.to_customer_knox_id)?,
         seq: seq(e.seq)?,
+        moved_at: e
+            .moved_at
+            .as_ref()
+            .map_or(occurred_at, |at| timestamp::from_proto(Some(at))),
         registrations: e
             .devices
             .iter()
@@ -323,13 +626,19 @@ fn moved_part(e: &pb::MspDevicesMoved) -> Result<MovedPart, ApplyError> {
                         order_number: d.order_number.clone(),
                     },
                     device: uploaded_device(&d.device_id, d.id_kind, &d.model)?,
+                    from_knox_id: knox_id("from_knox_id", &d.from_knox_id)?
+                        .as_str()
+                        .to_owned(),
                 })
             })
             .collect::<Result<_, ApplyError>>()?,
     })
 }
 
-fn deleted_part(e: &pb::DevicesDeleted) -> Result<DeletedPart, ApplyError> {
+fn deleted_part(
+    e: &pb::DevicesDeleted,
+    occurred_at: OffsetDateTime,
+) -> Result<DeletedPart, ApplyError> {
     if e.devices.is_empty() && !e.device_ids.is_empty() {
         // Without the upload of each device, the registration cannot be told apart from
         // an earlier, already deleted one of the same device.
@@ -347,6 +656,11 @@ fn deleted_part(e: &pb::DevicesDeleted) -> Result<DeletedPart, ApplyError> {
             .iter()
             .map(|d| Ok((d.device_id.clone(), uuid_field("upload_id", &d.upload_id)?)))
             .collect::<Result<_, ApplyError>>()?,
+        requested_at: e
+            .requested_at
+            .as_ref()
+            .map_or(occurred_at, |at| timestamp::from_proto(Some(at))),
+        actor: actor_or(&e.actor, &e.reseller_id).to_owned(),
     })
 }
 
@@ -497,20 +811,20 @@ mod tests {
             }],
             ..Default::default()
         };
-        let part = deleted_part(&deletion).unwrap();
+        let part = deleted_part(&deletion, OffsetDateTime::UNIX_EPOCH).unwrap();
         assert_eq!(
             part.registrations,
             [("R58M-1".to_owned(), Uuid::from_u128(1))]
         );
         let mut e = deletion.clone();
         e.devices[0].upload_id = "x".into();
-        assert!(poison(deleted_part(&e)).starts_with("upload_id"));
+        assert!(poison(deleted_part(&e, OffsetDateTime::UNIX_EPOCH)).starts_with("upload_id"));
         let mut e = deletion.clone();
         e.devices.clear();
-        poison(deleted_part(&e));
+        poison(deleted_part(&e, OffsetDateTime::UNIX_EPOCH));
         let mut e = deletion;
         e.deletion_id = String::new();
-        assert!(poison(deleted_part(&e)).starts_with("deletion_id"));
+        assert!(poison(deleted_part(&e, OffsetDateTime::UNIX_EPOCH)).starts_with("deletion_id"));
     }
 
     #[test]
@@ -565,7 +879,7 @@ mod tests {
 
     #[test]
     fn msp_events_parse_and_what_can_never_apply_is_poison() {
-        let part = moved_part(&move_event()).unwrap();
+        let part = moved_part(&move_event(), OffsetDateTime::UNIX_EPOCH).unwrap();
         assert_eq!(
             (part.msp_id.as_str(), part.to.as_str(), part.seq),
             ("700001", "600001", 7)
@@ -577,19 +891,21 @@ mod tests {
 
         let mut e = move_event();
         e.seq = 0;
-        assert!(poison(moved_part(&e)).starts_with("seq"));
+        assert!(poison(moved_part(&e, OffsetDateTime::UNIX_EPOCH)).starts_with("seq"));
         let mut e = move_event();
         e.devices.clear();
-        poison(moved_part(&e));
+        poison(moved_part(&e, OffsetDateTime::UNIX_EPOCH));
         let mut e = move_event();
         e.devices[0].upload_id = "x".into();
-        assert!(poison(moved_part(&e)).starts_with("upload_id"));
+        assert!(poison(moved_part(&e, OffsetDateTime::UNIX_EPOCH)).starts_with("upload_id"));
         let mut e = move_event();
         e.to_customer_knox_id = "C1".into();
-        assert!(poison(moved_part(&e)).starts_with("to_customer_knox_id"));
+        assert!(
+            poison(moved_part(&e, OffsetDateTime::UNIX_EPOCH)).starts_with("to_customer_knox_id")
+        );
         let mut e = move_event();
         e.devices[0].reseller_id = String::new();
-        assert!(poison(moved_part(&e)).starts_with("reseller_id"));
+        assert!(poison(moved_part(&e, OffsetDateTime::UNIX_EPOCH)).starts_with("reseller_id"));
 
         assert_eq!(
             link_fact("600001", "700001", false, 3).unwrap(),

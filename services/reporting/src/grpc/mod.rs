@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use reseller_kit::auth::Principal;
+use reseller_kit::paging;
 use reseller_kit::{ApiError, Reason, Refusal};
 use reseller_proto::v1::{self as pb, reporting_service_server::ReportingService};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -19,8 +20,10 @@ use self::csv::{CsvStream, stream_csv};
 use crate::domain::{ListCustomerDevices, ListCustomers, SearchQuery};
 use crate::postgres::Repository;
 
+pub mod activity;
 pub mod convert;
 pub mod csv;
+pub mod lookups;
 
 /// `reseller.v1.ReportingService`.
 #[derive(Debug, Clone)]
@@ -168,35 +171,71 @@ impl ReportingService for ReportingApi {
         Ok(Response::new(stream_csv(cursor, slot, req.byte_order_mark)))
     }
 
-    // Issue #12: the lookups and the activity log are being built; until then they say so.
     async fn find_devices(
         &self,
-        _request: Request<pb::FindDevicesRequest>,
+        request: Request<pb::FindDevicesRequest>,
     ) -> Result<Response<pb::FindDevicesResponse>, Status> {
-        Err(Status::unimplemented("FindDevices is not built yet"))
+        let reseller = Principal::of(&request)?.reseller()?;
+        let found =
+            lookups::find_devices(&self.repo, &reseller, &request.get_ref().device_ids).await?;
+        Ok(Response::new(found))
     }
 
     async fn get_device_history(
         &self,
-        _request: Request<pb::GetDeviceHistoryRequest>,
+        request: Request<pb::GetDeviceHistoryRequest>,
     ) -> Result<Response<pb::DeviceHistory>, Status> {
-        Err(Status::unimplemented("GetDeviceHistory is not built yet"))
+        let reseller = Principal::of(&request)?.reseller()?;
+        let history =
+            lookups::device_history(&self.repo, &reseller, &request.get_ref().device_id).await?;
+        Ok(Response::new(history))
     }
 
     async fn list_activity(
         &self,
-        _request: Request<pb::ListActivityRequest>,
+        request: Request<pb::ListActivityRequest>,
     ) -> Result<Response<pb::ListActivityResponse>, Status> {
-        Err(Status::unimplemented("ListActivity is not built yet"))
+        let reseller = Principal::of(&request)?.reseller()?;
+        let req = request.get_ref();
+        let filter = activity::parse_filter(
+            &req.kinds,
+            &req.customer_knox_id,
+            req.since.as_ref(),
+            req.until.as_ref(),
+        )?;
+        let page_size = paging::page_size(req.page_size)?;
+        let after = activity::parse_cursor(&req.page_token)?;
+        let page = self
+            .repo
+            .list_activity(reseller.as_str(), &filter, after, page_size)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListActivityResponse {
+            next_page_token: page
+                .next
+                .map(|cursor| paging::encode_token(&cursor))
+                .unwrap_or_default(),
+            activities: page.entries.into_iter().map(Into::into).collect(),
+        }))
     }
 
     type ExportActivityCsvStream = CsvStream;
 
     async fn export_activity_csv(
         &self,
-        _request: Request<pb::ExportActivityCsvRequest>,
+        request: Request<pb::ExportActivityCsvRequest>,
     ) -> Result<Response<Self::ExportActivityCsvStream>, Status> {
-        Err(Status::unimplemented("ExportActivityCsv is not built yet"))
+        let reseller = Principal::of(&request)?.reseller()?;
+        let req = request.get_ref();
+        let filter = activity::parse_filter(
+            &req.kinds,
+            &req.customer_knox_id,
+            req.since.as_ref(),
+            req.until.as_ref(),
+        )?;
+        let slot = self.download_slot()?;
+        let source = activity::ActivitySource::new(self.repo.clone(), reseller, filter);
+        Ok(Response::new(stream_csv(source, slot, req.byte_order_mark)))
     }
 }
 

@@ -2,9 +2,14 @@
 //! transaction, see `write`, and `msp` for links, moves and re-placements) and the views'
 //! reads (see `read`).
 
+mod activity;
+mod lookups;
 mod msp;
 mod read;
 mod write;
+
+pub use activity::{ActivityFact, record_activity, record_receipt, resellers_concerned};
+pub use lookups::{Located, delinks_after, record_delink, record_moves, record_secondary_ids};
 
 pub use msp::{
     Affected, lock_msp_placements, move_registrations, replace_registrations, upsert_link,

@@ -20,7 +20,7 @@ use crate::grpc::csv::{CsvRecord, RowSource};
 /// The reseller views in PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct Repository {
-    pool: PgPool,
+    pub(super) pool: PgPool,
 }
 
 /// The columns a [`CustomerRow`] is read from `reporting.customer_rows`, in the order

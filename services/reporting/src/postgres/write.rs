@@ -363,8 +363,18 @@ pub fn delete_registrations_ctes(part: &DeletedPart, params: &mut Params) -> Str
              AS k (uploaded_to_msp, virtual, kind) \
              ON k.uploaded_to_msp = m.uploaded_to_msp AND k.virtual = m.virtual \
            GROUP BY m.upload_id, m.placed_knox_id), \
-         {PLACEMENT_COUNTERS}",
+         {PLACEMENT_COUNTERS}, \
+         {history}",
         tombstones = tombstones_cte(&ids, &uploads),
+        history = super::activity::deletion_part_ctes(
+            part.reseller_id.as_str(),
+            part.deletion_id,
+            part.requested_at,
+            &part.actor,
+            &ids,
+            &uploads,
+            params,
+        ),
     )
 }
 

@@ -1,0 +1,394 @@
+//! The activity log's writes (inside the consumer's transaction) and reads (migration
+//! 0008). An entry may be written by several events (a move's parts; a deletion's parts
+//! and its `deletion_recorded`): each adds its counts once (the inbox applies an event
+//! once), the earliest time stays, and the customers an entry touches keep the entry's
+//! time so the customer filter pages by one index.
+
+use reseller_kit::one_statement::Params;
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::Repository;
+use crate::domain::{Activity, ActivityCursor, ActivityFilter, ActivityKind, PortalProgress};
+
+/// What one event adds to an entry of one reseller's activity log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivityFact {
+    /// The reseller whose log it is.
+    pub reseller_id: String,
+    /// The entry (see migration 0008).
+    pub activity_id: String,
+    /// When it happened.
+    pub occurred_at: OffsetDateTime,
+    /// What it records.
+    pub kind: ActivityKind,
+    /// Who did it ("" when this event does not say).
+    pub actor: String,
+    /// The customer it is about ("" when none or several).
+    pub customer_knox_id: String,
+    /// Every customer it touches.
+    pub customers: Vec<String>,
+    /// The upload.
+    pub upload_id: Option<Uuid>,
+    /// The deletion.
+    pub deletion_id: Option<Uuid>,
+    /// Devices accepted, added to the entry's.
+    pub accepted_count: i64,
+    /// Devices rejected (deletions: identifiers not found), added to the entry's.
+    pub rejected_count: i64,
+    /// Devices concerned, added to the entry's.
+    pub device_count: i64,
+    /// A deletion's parts (the greatest said wins).
+    pub part_count: i32,
+    /// The summary's detail ("" keeps the entry's).
+    pub detail: String,
+}
+
+impl ActivityFact {
+    /// A fact with no counts and no customers.
+    pub fn new(
+        reseller_id: &str,
+        activity_id: String,
+        occurred_at: OffsetDateTime,
+        kind: ActivityKind,
+        actor: &str,
+    ) -> Self {
+        ActivityFact {
+            reseller_id: reseller_id.to_owned(),
+            activity_id,
+            occurred_at,
+            kind,
+            actor: actor.to_owned(),
+            customer_knox_id: String::new(),
+            customers: Vec::new(),
+            upload_id: None,
+            deletion_id: None,
+            accepted_count: 0,
+            rejected_count: 0,
+            device_count: 0,
+            part_count: 0,
+            detail: String::new(),
+        }
+    }
+
+    /// The same fact about `customer` (its own and the one it touches).
+    pub fn about(mut self, customer: &str) -> Self {
+        self.customer_knox_id = customer.to_owned();
+        self.customers = vec![customer.to_owned()];
+        self
+    }
+}
+
+/// Adds `facts` to the activity log: creates each entry or adds to it, then records the
+/// customers it touches at the entry's (earliest) time.
+///
+/// # Errors
+/// Database errors.
+pub async fn record_activity(
+    conn: &mut PgConnection,
+    facts: &[ActivityFact],
+) -> Result<(), sqlx::Error> {
+    for f in facts {
+        let occurred_at = sqlx::query_scalar!(
+            "INSERT INTO reporting.activities AS a
+               (reseller_id, activity_id, occurred_at, kind, actor, customer_knox_id, upload_id,
+                deletion_id, accepted_count, rejected_count, device_count, part_count, detail)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+             ON CONFLICT (reseller_id, activity_id) DO UPDATE
+             SET occurred_at = LEAST(a.occurred_at, EXCLUDED.occurred_at),
+                 actor = CASE WHEN EXCLUDED.actor <> '' THEN EXCLUDED.actor ELSE a.actor END,
+                 customer_knox_id = CASE WHEN EXCLUDED.customer_knox_id <> ''
+                   THEN EXCLUDED.customer_knox_id ELSE a.customer_knox_id END,
+                 upload_id = COALESCE(EXCLUDED.upload_id, a.upload_id),
+                 deletion_id = COALESCE(EXCLUDED.deletion_id, a.deletion_id),
+                 accepted_count = a.accepted_count + EXCLUDED.accepted_count,
+                 rejected_count = a.rejected_count + EXCLUDED.rejected_count,
+                 device_count = a.device_count + EXCLUDED.device_count,
+                 part_count = GREATEST(a.part_count, EXCLUDED.part_count),
+                 detail = CASE WHEN EXCLUDED.detail <> '' THEN EXCLUDED.detail ELSE a.detail END
+             RETURNING occurred_at",
+            &f.reseller_id,
+            &f.activity_id,
+            f.occurred_at,
+            f.kind.as_db(),
+            &f.actor,
+            &f.customer_knox_id,
+            f.upload_id,
+            f.deletion_id,
+            f.accepted_count,
+            f.rejected_count,
+            f.device_count,
+            f.part_count,
+            &f.detail,
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        // The customers this fact names, and those an earlier fact named, all at the
+        // entry's time (which this fact may have made earlier).
+        sqlx::query!(
+            "WITH named AS (
+               INSERT INTO reporting.activity_customers AS c
+                 (reseller_id, customer_knox_id, activity_id, occurred_at)
+               SELECT $1, k, $2, $3 FROM UNNEST($4::text[]) AS k
+               ON CONFLICT (reseller_id, customer_knox_id, activity_id) DO NOTHING)
+             UPDATE reporting.activity_customers SET occurred_at = $3
+             WHERE reseller_id = $1 AND activity_id = $2 AND occurred_at <> $3",
+            &f.reseller_id,
+            &f.activity_id,
+            occurred_at,
+            &f.customers,
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// CTEs for a deletion part's one statement (after `removed`, see
+/// `delete_registrations_ctes`): records which deletion deleted each registration and
+/// when, creates the deletion's entry if its `deletion_recorded` has not been projected
+/// yet (without touching it otherwise: the parts of a big deletion would all update the
+/// one row), and lists the entry under each customer the part removed devices from.
+pub fn deletion_part_ctes(
+    reseller_id: &str,
+    deletion_id: Uuid,
+    deleted_at: OffsetDateTime,
+    actor: &str,
+    ids: &str,
+    uploads: &str,
+    params: &mut Params,
+) -> String {
+    let reseller = params.bind(reseller_id.to_owned());
+    let deletion = params.bind(deletion_id);
+    let entry = params.bind(deletion_id.to_string());
+    let at = params.bind(deleted_at);
+    let actor = params.bind(actor.to_owned());
+    format!(
+        "deleted_by AS ( \
+           INSERT INTO reporting.registration_deletions (device_id, upload_id, deletion_id, deleted_at) \
+           SELECT d, u, {deletion}, {at} FROM UNNEST({ids}::text[], {uploads}::uuid[]) AS x (d, u) \
+           ON CONFLICT DO NOTHING), \
+         deletion_entry AS ( \
+           INSERT INTO reporting.activities (reseller_id, activity_id, occurred_at, kind, actor, deletion_id) \
+           VALUES ({reseller}, {entry}, {at}, 'DELETION', {actor}, {deletion}) \
+           ON CONFLICT DO NOTHING), \
+         deletion_customers AS ( \
+           INSERT INTO reporting.activity_customers (reseller_id, customer_knox_id, activity_id, occurred_at) \
+           SELECT DISTINCT {reseller}, m.placed_knox_id, {entry}, \
+             COALESCE((SELECT a.occurred_at FROM reporting.activities a \
+                       WHERE a.reseller_id = {reseller} AND a.activity_id = {entry}), {at}) \
+           FROM removed m \
+           ON CONFLICT DO NOTHING)"
+    )
+}
+
+/// Records one portal's receipt for one part of a deletion. Idempotent.
+///
+/// # Errors
+/// Database errors.
+pub async fn record_receipt(
+    conn: &mut PgConnection,
+    deletion_id: Uuid,
+    portal: &str,
+    part: i32,
+    part_count: i32,
+    removed: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "INSERT INTO reporting.deletion_receipts (deletion_id, portal, part, part_count, removed)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        deletion_id,
+        portal,
+        part,
+        part_count,
+        removed,
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The resellers whose devices `customer` holds (moved there by an MSP) or who list the
+/// customer: the logs a delink of the customer belongs in.
+///
+/// # Errors
+/// Database errors.
+pub async fn resellers_concerned(
+    conn: &mut PgConnection,
+    customer: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT reseller_id AS "reseller_id!" FROM reporting.customer_rows WHERE knox_id = $1
+           UNION
+           SELECT reseller_id FROM reporting.registrations
+           WHERE holder_knox_id = $1 AND uploaded_to_msp AND holder_knox_id <> uploaded_to"#,
+        customer,
+    )
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// A page of the activity log, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct ActivityPage {
+    /// The entries.
+    pub entries: Vec<Activity>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<ActivityCursor>,
+}
+
+impl Repository {
+    /// One page of the reseller's activity log matching `filter`, newest first, after
+    /// `after`; `limit` entries at most.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn list_activity(
+        &self,
+        reseller_id: &str,
+        filter: &ActivityFilter,
+        after: Option<(OffsetDateTime, String)>,
+        limit: i64,
+    ) -> Result<ActivityPage, sqlx::Error> {
+        let kinds = filter.kinds_db();
+        let (after_at, after_id) = after.unzip();
+        // One more than asked tells whether another page follows.
+        let fetch = limit + 1;
+        let mut rows: Vec<ActivityRow> = match &filter.customer_knox_id {
+            None => {
+                sqlx::query_as!(
+                    ActivityRow,
+                    r#"SELECT a.activity_id, a.occurred_at, a.kind, a.actor, a.customer_knox_id,
+                     a.upload_id, a.deletion_id, a.accepted_count, a.rejected_count,
+                     a.device_count, a.part_count, a.detail,
+                     ARRAY(SELECT c.customer_knox_id FROM reporting.activity_customers c
+                           WHERE c.reseller_id = a.reseller_id AND c.activity_id = a.activity_id
+                           ORDER BY 1) AS "customers!",
+                     r.portals AS "portals!"
+                   FROM reporting.activities a
+                   CROSS JOIN LATERAL (SELECT ARRAY[
+                       count(*) FILTER (WHERE x.portal = 'RESELLER'),
+                       count(*) FILTER (WHERE x.portal = 'RESELLER' AND x.removed),
+                       count(*) FILTER (WHERE x.portal = 'MSP'),
+                       count(*) FILTER (WHERE x.portal = 'MSP' AND x.removed),
+                       count(*) FILTER (WHERE x.portal = 'CUSTOMER'),
+                       count(*) FILTER (WHERE x.portal = 'CUSTOMER' AND x.removed)] AS portals
+                     FROM reporting.deletion_receipts x WHERE x.deletion_id = a.deletion_id) r
+                   WHERE a.reseller_id = $1 AND a.kind = ANY($2::text[])
+                     AND ($3::timestamptz IS NULL OR a.occurred_at >= $3)
+                     AND ($4::timestamptz IS NULL OR a.occurred_at < $4)
+                     AND ($5::timestamptz IS NULL OR (a.occurred_at, a.activity_id) < ($5, $6))
+                   ORDER BY a.occurred_at DESC, a.activity_id DESC
+                   LIMIT $7"#,
+                    reseller_id,
+                    &kinds as &[&str],
+                    filter.since,
+                    filter.until,
+                    after_at,
+                    after_id,
+                    fetch,
+                )
+                .fetch_all(&self.pool)
+                .await?
+            }
+            Some(customer) => {
+                sqlx::query_as!(
+                    ActivityRow,
+                    r#"SELECT a.activity_id, a.occurred_at, a.kind, a.actor, a.customer_knox_id,
+                     a.upload_id, a.deletion_id, a.accepted_count, a.rejected_count,
+                     a.device_count, a.part_count, a.detail,
+                     ARRAY(SELECT c2.customer_knox_id FROM reporting.activity_customers c2
+                           WHERE c2.reseller_id = a.reseller_id AND c2.activity_id = a.activity_id
+                           ORDER BY 1) AS "customers!",
+                     r.portals AS "portals!"
+                   FROM reporting.activity_customers c
+                   JOIN reporting.activities a
+                     ON a.reseller_id = c.reseller_id AND a.activity_id = c.activity_id
+                   CROSS JOIN LATERAL (SELECT ARRAY[
+                       count(*) FILTER (WHERE x.portal = 'RESELLER'),
+                       count(*) FILTER (WHERE x.portal = 'RESELLER' AND x.removed),
+                       count(*) FILTER (WHERE x.portal = 'MSP'),
+                       count(*) FILTER (WHERE x.portal = 'MSP' AND x.removed),
+                       count(*) FILTER (WHERE x.portal = 'CUSTOMER'),
+                       count(*) FILTER (WHERE x.portal = 'CUSTOMER' AND x.removed)] AS portals
+                     FROM reporting.deletion_receipts x WHERE x.deletion_id = a.deletion_id) r
+                   WHERE c.reseller_id = $1 AND c.customer_knox_id = $8
+                     AND a.kind = ANY($2::text[])
+                     AND ($3::timestamptz IS NULL OR c.occurred_at >= $3)
+                     AND ($4::timestamptz IS NULL OR c.occurred_at < $4)
+                     AND ($5::timestamptz IS NULL OR (c.occurred_at, c.activity_id) < ($5, $6))
+                   ORDER BY c.occurred_at DESC, c.activity_id DESC
+                   LIMIT $7"#,
+                    reseller_id,
+                    &kinds as &[&str],
+                    filter.since,
+                    filter.until,
+                    after_at,
+                    after_id,
+                    fetch,
+                    customer,
+                )
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        let more = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        let entries: Vec<Activity> = rows.into_iter().map(ActivityRow::into_activity).collect();
+        let next = if more {
+            entries.last().map(ActivityCursor::after)
+        } else {
+            None
+        };
+        Ok(ActivityPage { entries, next })
+    }
+}
+
+/// One row of the activity log's reads.
+struct ActivityRow {
+    activity_id: String,
+    occurred_at: OffsetDateTime,
+    kind: String,
+    actor: String,
+    customer_knox_id: String,
+    upload_id: Option<Uuid>,
+    deletion_id: Option<Uuid>,
+    accepted_count: i64,
+    rejected_count: i64,
+    device_count: i64,
+    part_count: i32,
+    detail: String,
+    customers: Vec<String>,
+    /// Receipts per portal (reseller, MSP, customer): received, of them removed.
+    portals: Vec<i64>,
+}
+
+impl ActivityRow {
+    fn into_activity(self) -> Activity {
+        let parts = i64::from(self.part_count);
+        let portal = |i: usize| {
+            PortalProgress::of(
+                self.portals.get(2 * i).copied().unwrap_or(0),
+                self.portals.get(2 * i + 1).copied().unwrap_or(0),
+                parts,
+            )
+        };
+        Activity {
+            // The column's CHECK allows only the kinds `from_db` knows.
+            kind: ActivityKind::from_db(&self.kind).unwrap_or(ActivityKind::Upload),
+            portals: [portal(0), portal(1), portal(2)],
+            activity_id: self.activity_id,
+            occurred_at: self.occurred_at,
+            actor: self.actor,
+            customer_knox_id: self.customer_knox_id,
+            customer_knox_ids: self.customers,
+            upload_id: self.upload_id,
+            deletion_id: self.deletion_id,
+            accepted_count: self.accepted_count,
+            rejected_count: self.rejected_count,
+            device_count: self.device_count,
+            detail: self.detail,
+        }
+    }
+}

@@ -1,0 +1,426 @@
+//! FindDevices and GetDeviceHistory (DOMAIN.md "Finding devices, history and the activity
+//! log") over real gRPC, PostgreSQL and NATS: a device found by any identifier in any
+//! spelling, its history through upload, MSP move, delink and deletion, the same history
+//! whatever order the events arrive in, and tenancy.
+
+use reseller_kit::events::{encode, new_event};
+use reseller_proto::v1::{self as pb, AccountKind, ManagementMode, event::Payload};
+use reseller_tests::assert::{invalid_fields, status};
+use reseller_tests::clients::{Caller, customer, msp, reseller};
+use reseller_tests::fixtures::{active_account, register, shuffled, upload_stream};
+use reseller_tests::{StackOptions, TestStack, eventually};
+use time::{Duration, OffsetDateTime};
+use tonic::Code;
+
+const MSP_A: &str = "930000001";
+const CUST_1: &str = "931000001";
+/// The dual-SIM device: IMEI 1 (its device ID), IMEI 2 and its serial.
+const IMEI_1: &str = "355887999465330";
+const IMEI_2: &str = "490154203237518";
+const SERIAL: &str = "R58M-DUAL";
+
+async fn find(caller: &Caller, ids: &[&str]) -> Result<Vec<pb::DeviceLocation>, tonic::Status> {
+    caller
+        .reporting()
+        .find_devices(pb::FindDevicesRequest {
+            device_ids: ids.iter().map(|s| (*s).to_owned()).collect(),
+        })
+        .await
+        .map(|r| r.into_inner().devices)
+}
+
+async fn history(caller: &Caller, id: &str) -> Result<pb::DeviceHistory, tonic::Status> {
+    caller
+        .reporting()
+        .get_device_history(pb::GetDeviceHistoryRequest {
+            device_id: id.into(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+fn kinds(history: &pb::DeviceHistory) -> Vec<pb::DeviceEventKind> {
+    history
+        .entries
+        .iter()
+        .map(|e| pb::DeviceEventKind::try_from(e.kind).unwrap())
+        .collect()
+}
+
+/// What an identifier nobody uploaded (or another reseller's) answers: only the
+/// identifier, canonical, and `found: false`.
+fn not_found(id: &str) -> pb::DeviceLocation {
+    pb::DeviceLocation {
+        device_id: id.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_device_is_found_by_any_identifier_and_its_history_follows_it() {
+    let stack = TestStack::start().await;
+    register(&stack, CUST_1, AccountKind::Customer, "Customer One").await;
+    active_account(&stack, "acme", MSP_A, AccountKind::Msp, "MSP A").await;
+    let a = msp(&stack, MSP_A);
+    a.link_customer(CUST_1, ManagementMode::JointlyManaged)
+        .await
+        .unwrap();
+    let acme = reseller(&stack, "acme");
+    let upload = acme
+        .upload_devices(futures::stream::iter(upload_stream(
+            pb::UploadHeader {
+                target_knox_id: MSP_A.into(),
+                order_number: "PO-7".into(),
+                ..Default::default()
+            },
+            vec![pb::DeviceInput {
+                device_id: IMEI_1.into(),
+                model: "Galaxy Duo".into(),
+                secondary_ids: vec![IMEI_2.into(), SERIAL.into()],
+                ..Default::default()
+            }],
+            10,
+        )))
+        .await
+        .expect("upload");
+
+    // Any identifier, in any spelling, finds it; junk and unknown IDs are not found.
+    let asked = [
+        "35-588799-946533-0",
+        "49 015420 323751 8",
+        "r58m-dual",
+        "490154203237500",
+        "R5CW\u{0}",
+    ];
+    let found = eventually("the upload to be projected", || async {
+        let found = find(&acme, &asked).await.unwrap();
+        found[0].found.then_some(found)
+    })
+    .await;
+    assert_eq!(
+        found.iter().map(|d| d.found).collect::<Vec<_>>(),
+        [true, true, true, false, false]
+    );
+    for (d, asked_as) in found.iter().zip([IMEI_1, IMEI_2, SERIAL]) {
+        assert_eq!(
+            d.device_id, asked_as,
+            "each answer names the identifier asked"
+        );
+        assert_eq!(d.primary_device_id, IMEI_1);
+        assert_eq!(d.id_kind, pb::DeviceIdKind::Imei as i32);
+        assert_eq!(d.model, "Galaxy Duo");
+        assert_eq!(d.secondary_ids, [IMEI_2, SERIAL]);
+        assert_eq!(d.upload_id, upload.upload_id);
+        assert_eq!(d.order_number, "PO-7");
+        assert_eq!(
+            (
+                d.placed_under_knox_id.as_str(),
+                d.holder_knox_id.as_str(),
+                d.moved_by_msp,
+                d.msp_id.as_str(),
+                d.r#virtual,
+                d.deleted
+            ),
+            (MSP_A, MSP_A, false, MSP_A, false, false),
+            "in the MSP's pool"
+        );
+    }
+    assert_eq!(found[3], not_found("490154203237500"));
+    assert_eq!(found[4].device_id, "R5CW\\u{0}");
+    assert!(!found[4].found);
+
+    // The MSP moves it by its IMEI 2: held by the customer, still placed under the MSP
+    // (rule 2).
+    a.move_devices([IMEI_2], CUST_1).await.unwrap();
+    let moved = eventually("the move to be projected", || async {
+        let d = find(&acme, &[SERIAL]).await.unwrap().remove(0);
+        d.moved_by_msp.then_some(d)
+    })
+    .await;
+    assert_eq!(
+        (
+            moved.placed_under_knox_id.as_str(),
+            moved.holder_knox_id.as_str(),
+            moved.msp_id.as_str()
+        ),
+        (MSP_A, CUST_1, MSP_A)
+    );
+
+    // The customer delinks itself: placed under the customer, as a virtual upload (rule 3).
+    customer(&stack, CUST_1)
+        .delink_customer(CUST_1, MSP_A)
+        .await
+        .unwrap();
+    let delinked = eventually("the delink to be projected", || async {
+        let d = find(&acme, &[IMEI_1]).await.unwrap().remove(0);
+        d.r#virtual.then_some(d)
+    })
+    .await;
+    assert_eq!(delinked.placed_under_knox_id, CUST_1);
+
+    // Deleted by its serial.
+    let deletion = acme.delete_devices([SERIAL]).await.unwrap();
+    let deleted = eventually("the deletion to be projected", || async {
+        let d = find(&acme, &[IMEI_2]).await.unwrap().remove(0);
+        d.deleted.then_some(d)
+    })
+    .await;
+    assert_eq!(deleted.deletion_id, deletion.deletion_id);
+    assert!(deleted.deleted_at.is_some());
+
+    // Its history, asked by any identifier: exactly these four entries, in order.
+    let h = history(&acme, "r58m-dual").await.unwrap();
+    assert_eq!(h.device_id, IMEI_1);
+    assert_eq!(
+        kinds(&h),
+        [
+            pb::DeviceEventKind::Uploaded,
+            pb::DeviceEventKind::MovedByMsp,
+            pb::DeviceEventKind::Delinked,
+            pb::DeviceEventKind::Deleted
+        ]
+    );
+    let e = &h.entries;
+    assert_eq!(
+        (e[0].upload_id.as_str(), e[0].to_knox_id.as_str()),
+        (upload.upload_id.as_str(), MSP_A)
+    );
+    assert_eq!(
+        (
+            e[1].actor.as_str(),
+            e[1].from_knox_id.as_str(),
+            e[1].to_knox_id.as_str()
+        ),
+        (MSP_A, MSP_A, CUST_1),
+        "an MSP's action names the MSP's Knox ID"
+    );
+    assert_eq!(
+        (
+            e[2].actor.as_str(),
+            e[2].from_knox_id.as_str(),
+            e[2].to_knox_id.as_str()
+        ),
+        (CUST_1, MSP_A, CUST_1),
+        "the customer asked for the delink"
+    );
+    assert_eq!(e[3].deletion_id, deletion.deletion_id);
+    // The reseller's own commands name the reseller (no `name` claim in this token),
+    // once the upload's and deletion's records are projected.
+    let h = eventually("the upload's and deletion's records", || async {
+        let h = history(&acme, IMEI_1).await.unwrap();
+        (!h.entries[0].actor.is_empty() && !h.entries[3].actor.is_empty()).then_some(h)
+    })
+    .await;
+    assert_eq!(
+        (h.entries[0].actor.as_str(), h.entries[3].actor.as_str()),
+        ("acme", "acme")
+    );
+    let times: Vec<i64> = h
+        .entries
+        .iter()
+        .map(|e| reseller_tests::fixtures::nanos(&e.occurred_at).unwrap())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "oldest first: {times:?}"
+    );
+
+    // Another reseller's device is not found, exactly as an unknown one.
+    let globex = reseller(&stack, "globex");
+    assert_eq!(find(&globex, &[IMEI_1]).await.unwrap(), [not_found(IMEI_1)]);
+    let theirs = status(history(&globex, IMEI_1).await, Code::NotFound);
+    let unknown = status(history(&acme, "490154203237500").await, Code::NotFound);
+    assert_eq!(
+        theirs.message().replace(IMEI_1, "ID"),
+        unknown.message().replace("490154203237500", "ID")
+    );
+
+    // Bad requests name their field.
+    assert_eq!(invalid_fields(find(&acme, &[]).await), ["device_ids"]);
+    let too_many: Vec<String> = (0..1001).map(|n| format!("SERIAL{n}")).collect();
+    let too_many: Vec<&str> = too_many.iter().map(String::as_str).collect();
+    assert_eq!(invalid_fields(find(&acme, &too_many).await), ["device_ids"]);
+    assert_eq!(
+        invalid_fields(history(&acme, "R5CW\u{0}").await),
+        ["device_id"]
+    );
+    // Only resellers look devices up.
+    status(find(&a, &[IMEI_1]).await, Code::PermissionDenied);
+}
+
+/// One device's life as events, fed to reporting's consumer by hand in many orders: the
+/// history and the lookup end the same whatever the order.
+#[tokio::test]
+async fn history_is_the_same_whatever_order_the_events_arrive_in() {
+    let stack = TestStack::start_with(StackOptions {
+        background: false,
+        ..Default::default()
+    })
+    .await;
+    let consumer = reporting_service::consumer(&stack.platform);
+    let acme = reseller(&stack, "acme");
+    let t0 = OffsetDateTime::now_utc() - Duration::hours(1);
+    let at = |minutes: i64| {
+        Some(reseller_kit::timestamp::to_proto(
+            t0 + Duration::minutes(minutes),
+        ))
+    };
+
+    let orders: Vec<u64> = (1..=12).collect();
+    for seed in orders {
+        // Each order has its own device, upload and customer, so one stack serves all.
+        let device = format!("R58M-ORDER{seed:02}");
+        let customer_knox = format!("{}", 932_000_000 + seed);
+        let upload_id = uuid::Uuid::now_v7().to_string();
+        let deletion_id = uuid::Uuid::now_v7().to_string();
+        let events = vec![
+            Payload::DevicesUploaded(pb::DevicesUploaded {
+                upload_id: upload_id.clone(),
+                reseller_id: "acme".into(),
+                target_knox_id: MSP_A.into(),
+                devices: vec![pb::UploadedDevice {
+                    device_id: device.clone(),
+                    id_kind: pb::DeviceIdKind::Serial as i32,
+                    model: String::new(),
+                    secondary_ids: vec![format!("R58M-SECOND{seed:02}")],
+                }],
+                target_kind: AccountKind::Msp as i32,
+                order_number: "PO".into(),
+                uploaded_at: at(0),
+                part: 1,
+                part_count: 1,
+                accepted_count: 1,
+                actor: "Jane Doe".into(),
+                ..Default::default()
+            }),
+            Payload::UploadRecorded(pb::UploadRecorded {
+                upload_id: upload_id.clone(),
+                reseller_id: "acme".into(),
+                target_knox_id: MSP_A.into(),
+                target_kind: AccountKind::Msp as i32,
+                order_number: "PO".into(),
+                uploaded_at: at(0),
+                accepted_count: 1,
+                rejected_count: 0,
+                actor: "Jane Doe".into(),
+            }),
+            Payload::MspDevicesMoved(pb::MspDevicesMoved {
+                msp_id: MSP_A.into(),
+                to_customer_knox_id: customer_knox.clone(),
+                device_ids: vec![device.clone()],
+                devices: vec![pb::MovedDevice {
+                    device_id: device.clone(),
+                    reseller_id: "acme".into(),
+                    upload_id: upload_id.clone(),
+                    from_knox_id: MSP_A.into(),
+                    id_kind: pb::DeviceIdKind::Serial as i32,
+                    model: String::new(),
+                    uploaded_at: at(0),
+                    order_number: "PO".into(),
+                }],
+                moved_at: at(10),
+                seq: 10,
+            }),
+            Payload::MspCustomerDelinked(pb::MspCustomerDelinked {
+                msp_id: MSP_A.into(),
+                customer_knox_id: customer_knox.clone(),
+                delinked_at: at(20),
+                requested_by: MSP_A.into(),
+                seq: 11,
+            }),
+            Payload::DevicesDeleted(pb::DevicesDeleted {
+                deletion_id: deletion_id.clone(),
+                reseller_id: "acme".into(),
+                device_ids: vec![device.clone()],
+                part: 1,
+                part_count: 1,
+                devices: vec![pb::DeletedDevice {
+                    device_id: device.clone(),
+                    upload_id: upload_id.clone(),
+                    target_knox_id: MSP_A.into(),
+                }],
+                actor: "John Roe".into(),
+                requested_at: at(30),
+            }),
+            Payload::DeletionRecorded(pb::DeletionRecorded {
+                deletion_id: deletion_id.clone(),
+                reseller_id: "acme".into(),
+                requested_at: at(30),
+                deleted_count: 1,
+                not_found_count: 0,
+                part_count: 1,
+                actor: "John Roe".into(),
+            }),
+        ];
+        // Seed 1 keeps the natural order; 2 reverses it; the rest are shuffled.
+        let order = match seed {
+            1 => events.clone(),
+            2 => events.iter().rev().cloned().collect(),
+            _ => shuffled(&events, seed),
+        };
+        for payload in order {
+            let event = new_event(payload, t0);
+            consumer
+                .apply(&encode(&event))
+                .await
+                .unwrap_or_else(|e| panic!("order {seed}: {e:?}"));
+        }
+
+        let h = history(&acme, &format!("r58m-second{seed:02}"))
+            .await
+            .unwrap_or_else(|e| panic!("order {seed}: {e:?}"));
+        let seen: Vec<(pb::DeviceEventKind, &str, &str, &str)> = h
+            .entries
+            .iter()
+            .map(|e| {
+                (
+                    pb::DeviceEventKind::try_from(e.kind).unwrap(),
+                    e.actor.as_str(),
+                    e.from_knox_id.as_str(),
+                    e.to_knox_id.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (pb::DeviceEventKind::Uploaded, "Jane Doe", "", MSP_A),
+                (
+                    pb::DeviceEventKind::MovedByMsp,
+                    MSP_A,
+                    MSP_A,
+                    customer_knox.as_str()
+                ),
+                (
+                    pb::DeviceEventKind::Delinked,
+                    MSP_A,
+                    MSP_A,
+                    customer_knox.as_str()
+                ),
+                (pb::DeviceEventKind::Deleted, "John Roe", "", ""),
+            ],
+            "order {seed}"
+        );
+        assert_eq!(h.entries[3].deletion_id, deletion_id, "order {seed}");
+        let found = find(&acme, &[&device]).await.unwrap().remove(0);
+        assert_eq!(
+            (
+                found.found,
+                found.holder_knox_id.as_str(),
+                found.placed_under_knox_id.as_str(),
+                found.r#virtual,
+                found.deleted,
+                found.deletion_id.as_str()
+            ),
+            (
+                true,
+                customer_knox.as_str(),
+                customer_knox.as_str(),
+                true,
+                true,
+                deletion_id.as_str()
+            ),
+            "order {seed}"
+        );
+    }
+}
