@@ -394,6 +394,14 @@ pub fn reseller(stack: &TestStack, id: &str) -> Caller {
     Caller::new(stack, Role::Reseller, id)
 }
 
+/// `subject` in `role`, with a token whose `name` claim (the person acting) is `name`.
+pub fn named(stack: &TestStack, role: Role, subject: &str, name: &str) -> Caller {
+    Caller::raw(
+        stack,
+        Some(format!("Bearer {}", stack.named_token(role, subject, name))),
+    )
+}
+
 /// A customer account.
 pub fn customer(stack: &TestStack, knox_id: &str) -> Caller {
     Caller::new(stack, Role::Customer, knox_id)

@@ -180,6 +180,14 @@ impl TestStack {
             .expect("mint")
     }
 
+    /// A token for `subject` in `role` whose `name` claim is `name`, signed as given
+    /// (valid or not: the services judge it).
+    pub fn named_token(&self, role: Role, subject: &str, name: &str) -> String {
+        JwtAuth::new(&self.secret)
+            .mint_named(role, subject, Some(name), Duration::from_secs(3600))
+            .expect("mint")
+    }
+
     /// The number a `SELECT count(*) …` (a static query over this stack's database)
     /// answers, for tests that look past the API at what was written.
     ///

@@ -202,3 +202,37 @@ async fn a_successful_call_leaves_one_line_with_code_ok() {
     );
     stack.stop().await;
 }
+
+/// The line's `actor` is who acted for the principal (issue 12): the person a reseller's
+/// token names; an MSP's or a customer's Knox ID whatever name its token carries.
+#[tokio::test]
+async fn the_actor_is_the_named_person_for_a_reseller_and_the_knox_id_for_an_account() {
+    let log = Log::installed();
+    let stack = TestStack::start().await;
+    active_customer(&stack, "acme-named", "670000003", "Globex").await;
+
+    reseller_tests::clients::named(&stack, Role::Reseller, "acme-named", "Jane Roe")
+        .get_customer("670000003")
+        .await
+        .expect("the reseller's customer");
+    let line = one_line(
+        log.lines_of("GetCustomer", Some("acme-named"), "OK").await,
+        "reseller.v1.CustomerService",
+        "OK",
+    );
+    assert_eq!(line["principal.subject"], "acme-named", "{line}");
+    assert_eq!(line["actor"], "Jane Roe", "{line}");
+
+    for (role, knox_id) in [(Role::Msp, "670000004"), (Role::Customer, "670000003")] {
+        // Whatever it answers (an MSP without links, a customer's portal): the line.
+        let _ = reseller_tests::clients::named(&stack, role, knox_id, "Jane Roe")
+            .list_my_devices(pb::ListMyDevicesRequest::default())
+            .await;
+        let line = eventually("the account's line", || {
+            let lines = log.access_lines("ListMyDevices", Some(knox_id), "");
+            async move { lines.into_iter().next() }
+        })
+        .await;
+        assert_eq!(line["actor"], knox_id, "{line}");
+    }
+}

@@ -4,6 +4,11 @@
 //! HS256 with `AUTH_JWT_SECRET`, with claims `sub`, `role` and `exp`. The interceptor
 //! verifies the token and stores the [`Principal`] in the request's extensions; each
 //! handler then states which roles may call it with [`Principal::require`].
+//!
+//! A token may also carry `name`: the person acting for the principal (CONTRACT.md
+//! "Additions"), 1 to [`NAME_MAX_CHARS`] characters without control characters, else the
+//! token is refused (DOMAIN.md "Finding devices, history and the activity log"). Commands
+//! record [`Principal::actor`] as who acted.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -51,6 +56,39 @@ pub struct Claims {
     pub role: Role,
     /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
+    /// The person acting for the principal, when the identity provider names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Most characters (Unicode scalar values) of a token's `name` claim (DOMAIN.md "Finding
+/// devices, history and the activity log").
+pub const NAME_MAX_CHARS: usize = 100;
+
+/// Checks a token's `name` claim: trimmed, it must hold 1 to [`NAME_MAX_CHARS`]
+/// characters, and it may hold no control character anywhere (not even one that trimming
+/// would drop, so a name is never silently changed). Returns the trimmed name.
+///
+/// # Errors
+/// What is wrong with the name, for a person (the name itself echoed by the caller).
+pub fn parse_name(raw: &str) -> Result<String, String> {
+    if let Some(found) = raw.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "must not contain control characters (found U+{:04X})",
+            u32::from(found)
+        ));
+    }
+    let name = raw.trim();
+    let len = name.chars().count();
+    if len == 0 {
+        return Err("must not be empty".into());
+    }
+    if len > NAME_MAX_CHARS {
+        return Err(format!(
+            "must be at most {NAME_MAX_CHARS} characters, got {len}"
+        ));
+    }
+    Ok(name.to_owned())
 }
 
 /// The authenticated caller of a request.
@@ -60,9 +98,23 @@ pub struct Principal {
     pub role: Role,
     /// The caller's ID (already checked to be a valid reseller or Knox ID for its role).
     pub subject: String,
+    /// The person acting for the principal: the token's `name` claim, checked by
+    /// [`parse_name`] (`None` when the token names no one).
+    pub name: Option<String>,
 }
 
 impl Principal {
+    /// Who acts, as commands record it and the activity log shows it (DOMAIN.md "Finding
+    /// devices, history and the activity log"): for a reseller (or the platform) the
+    /// person named by the token, else the subject (the reseller ID); for an MSP or a
+    /// customer always the account's Knox ID, never a person's name.
+    pub fn actor(&self) -> &str {
+        match (self.role, &self.name) {
+            (Role::Reseller | Role::Admin, Some(name)) => name,
+            _ => &self.subject,
+        }
+    }
+
     /// The principal the interceptor stored in `request`.
     ///
     /// # Errors
@@ -149,11 +201,28 @@ impl JwtAuth {
     /// # Errors
     /// Fails only if signing fails.
     pub fn mint(&self, role: Role, subject: &str, ttl: Duration) -> anyhow::Result<String> {
+        self.mint_named(role, subject, None, ttl)
+    }
+
+    /// Like [`JwtAuth::mint`], with the `name` claim (the person acting for the principal)
+    /// when `name` is given. The name is signed as given, unchecked, so tests can mint
+    /// tokens [`JwtAuth::verify`] refuses.
+    ///
+    /// # Errors
+    /// Fails only if signing fails.
+    pub fn mint_named(
+        &self,
+        role: Role,
+        subject: &str,
+        name: Option<&str>,
+        ttl: Duration,
+    ) -> anyhow::Result<String> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
         let claims = Claims {
             sub: subject.to_owned(),
             role,
             exp: now + ttl.as_secs(),
+            name: name.map(str::to_owned),
         };
         Ok(jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
@@ -165,7 +234,8 @@ impl JwtAuth {
     /// Verifies a raw token and returns its principal.
     ///
     /// # Errors
-    /// `UNAUTHENTICATED` with the reason (expired, bad signature, malformed, bad subject).
+    /// `UNAUTHENTICATED` with the reason (expired, bad signature, malformed, bad subject,
+    /// a `name` that [`parse_name`] refuses).
     pub fn verify(&self, token: &str) -> Result<Principal, ApiError> {
         let data =
             jsonwebtoken::decode::<Claims>(token, &self.inner.decoding, &self.inner.validation)
@@ -182,7 +252,9 @@ impl JwtAuth {
                     };
                     ApiError::Unauthenticated(reason.into())
                 })?;
-        let Claims { sub, role, .. } = data.claims;
+        let Claims {
+            sub, role, name, ..
+        } = data.claims;
         let valid_subject = match role {
             Role::Admin => !sub.trim().is_empty(),
             Role::Reseller => ResellerId::parse(&sub).is_ok(),
@@ -196,9 +268,21 @@ impl JwtAuth {
                 role.as_str()
             )));
         }
+        let name = name
+            .map(|raw| {
+                parse_name(&raw).map_err(|problem| {
+                    // Echoed cut and escaped, like the subject.
+                    ApiError::Unauthenticated(format!(
+                        "the bearer token's name \"{}\" {problem}",
+                        crate::text::echo(&raw)
+                    ))
+                })
+            })
+            .transpose()?;
         Ok(Principal {
             role,
             subject: sub.trim().to_owned(),
+            name,
         })
     }
 
@@ -297,6 +381,60 @@ mod tests {
             let Err(ApiError::Unauthenticated(message)) = auth.verify(&token) else {
                 panic!("{subject:.20} was accepted");
             };
+            assert!(message.len() < 200, "{message}");
+            assert!(!message.contains('\u{0}'), "{message:?}");
+        }
+    }
+
+    fn verify_named(role: Role, subject: &str, name: &str) -> Result<Principal, ApiError> {
+        let auth = JwtAuth::new("a");
+        let token = auth
+            .mint_named(role, subject, Some(name), Duration::from_secs(60))
+            .unwrap();
+        auth.verify(&token)
+    }
+
+    #[test]
+    fn a_named_reseller_acts_as_the_person_and_an_unnamed_one_as_itself() {
+        let p = verify_named(Role::Reseller, "acme", "  Jane Roe ").unwrap();
+        assert_eq!(p.name.as_deref(), Some("Jane Roe"));
+        assert_eq!(p.actor(), "Jane Roe");
+        let p = verify_named(Role::Reseller, "acme", &"é".repeat(NAME_MAX_CHARS)).unwrap();
+        assert_eq!(p.actor().chars().count(), NAME_MAX_CHARS);
+        let auth = JwtAuth::new("a");
+        let unnamed = auth
+            .mint(Role::Reseller, "acme", Duration::from_secs(60))
+            .unwrap();
+        let p = auth.verify(&unnamed).unwrap();
+        assert_eq!(p.name, None);
+        assert_eq!(p.actor(), "acme");
+    }
+
+    #[test]
+    fn accounts_act_as_their_knox_id_whatever_name_the_token_carries() {
+        for role in [Role::Msp, Role::Customer] {
+            let p = verify_named(role, "670000001", "Jane Roe").unwrap();
+            assert_eq!(p.actor(), "670000001");
+        }
+    }
+
+    #[test]
+    fn a_bad_name_refuses_the_token_saying_what_is_wrong() {
+        let too_long = "x".repeat(NAME_MAX_CHARS + 1);
+        for (name, problem) in [
+            (too_long.as_str(), "at most 100 characters, got 101"),
+            ("Jane\u{0}Roe", "control characters (found U+0000)"),
+            ("Jane Roe\n", "control characters (found U+000A)"),
+            ("", "must not be empty"),
+            ("   ", "must not be empty"),
+        ] {
+            let Err(ApiError::Unauthenticated(message)) =
+                verify_named(Role::Reseller, "acme", name)
+            else {
+                panic!("{name:?} was accepted");
+            };
+            assert!(message.contains("name"), "{message}");
+            assert!(message.contains(problem), "{message}");
             assert!(message.len() < 200, "{message}");
             assert!(!message.contains('\u{0}'), "{message:?}");
         }

@@ -302,8 +302,9 @@ impl Call {
             method = method.method,
             principal.role = principal.map(|p| p.role.as_str()),
             principal.subject = subject,
-            // Who acted for the principal; the token's subject until tokens name a person.
-            actor = subject,
+            // Who acted for the principal: the person the token names, or the subject
+            // (`Principal::actor`).
+            actor = principal.map(Principal::actor),
             code = code_name,
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             trace_id = trace_id.as_deref(),

@@ -101,6 +101,10 @@ pub struct TokenArgs {
     /// The principal: a reseller ID, or the Knox ID of an MSP or customer.
     #[arg(long)]
     pub sub: String,
+    /// The person acting for the principal (the token's `name` claim, 1 to 100
+    /// characters): a reseller's commands record it as their actor.
+    #[arg(long)]
+    pub name: Option<String>,
     /// How long the token is valid: seconds, or a number with s, m, h or d.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub ttl: Duration,

@@ -630,6 +630,9 @@ pub struct UploadView {
     pub order_number: String,
     pub client_upload_id: String,
     pub uploaded_at: Option<String>,
+    /// Who uploaded: the person the token named, else the reseller ID ("" for a
+    /// validation, which records nothing).
+    pub actor: String,
     pub accepted: i64,
     pub rejected: i64,
     /// `None` when the answer carried only the first rejections and they were not all
@@ -667,6 +670,7 @@ impl UploadView {
             order_number: upload.order_number.clone(),
             client_upload_id: upload.client_upload_id.clone(),
             uploaded_at: time(upload.uploaded_at.as_ref()),
+            actor: upload.actor.clone(),
             accepted: upload.accepted_count,
             rejected: upload.rejected_count,
             rejected_by_reason: (!upload.rejections_truncated).then_some(counts),
@@ -687,6 +691,7 @@ impl Record for UploadView {
             "ORDER NUMBER",
             "CLIENT UPLOAD ID",
             "UPLOADED",
+            "BY",
             "ACCEPTED",
             "REJECTED",
             "REJECTED BY REASON",
@@ -701,6 +706,7 @@ impl Record for UploadView {
             self.order_number.clone(),
             self.client_upload_id.clone(),
             cell_time(&self.uploaded_at),
+            self.actor.clone(),
             self.accepted.to_string(),
             self.rejected.to_string(),
             self.rejected_by_reason
@@ -727,6 +733,8 @@ pub struct DeletionView {
     pub customer_portal: &'static str,
     pub complete: bool,
     pub requested_at: Option<String>,
+    /// Who deleted: the person the token named, else the reseller ID.
+    pub actor: String,
 }
 
 impl From<pb::Deletion> for DeletionView {
@@ -744,6 +752,7 @@ impl From<pb::Deletion> for DeletionView {
             msp_portal: portal_state(d.msp_portal),
             customer_portal: portal_state(d.customer_portal),
             complete: d.complete,
+            actor: d.actor,
         }
     }
 }
@@ -777,6 +786,7 @@ impl Record for DeletionView {
             "CUSTOMER PORTAL",
             "COMPLETE",
             "REQUESTED",
+            "BY",
         ]
     }
     fn cells(&self) -> Vec<String> {
@@ -798,6 +808,7 @@ impl Record for DeletionView {
             words(self.customer_portal),
             yes_no(self.complete),
             cell_time(&self.requested_at),
+            self.actor.clone(),
         ]
     }
 }
@@ -899,6 +910,8 @@ pub struct TokenView {
     pub token: String,
     pub role: &'static str,
     pub sub: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub expires_in_seconds: u64,
 }
 

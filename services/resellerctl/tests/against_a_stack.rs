@@ -1453,3 +1453,65 @@ async fn validating_a_file_records_nothing_and_the_lists_show_what_was_done() {
         (&1.into(), &1.into())
     );
 }
+
+/// `token --name` names the person acting (issue 12): the upload and the deletion made
+/// with that token show the person as who did it; a name the services would refuse is a
+/// usage mistake, and no token is printed.
+#[tokio::test]
+async fn a_named_token_makes_the_person_the_actor() {
+    let stack = TestStack::start().await;
+    let knox = "200000000009";
+    active_customer(&stack, "acme", knox, "Globex").await;
+    let mint = |name: String| {
+        let secret = stack.secret.clone();
+        async move {
+            tokio::process::Command::new(binary().await)
+                .args([
+                    "token", "--role", "reseller", "--sub", "acme", "--name", &name,
+                ])
+                .env("AUTH_JWT_SECRET", &secret)
+                .output()
+                .await
+                .expect("run resellerctl token")
+        }
+    };
+    let minted = mint("Jane Roe".into()).await;
+    assert!(minted.status.success(), "{minted:?}");
+    let jane = String::from_utf8(minted.stdout).unwrap().trim().to_owned();
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("devices.csv");
+    std::fs::write(&path, format!("device_id\n{}\n", imei(9_000_001))).unwrap();
+    let upload = ctl(
+        &stack,
+        &jane,
+        &[
+            "devices",
+            "upload",
+            path.to_str().unwrap(),
+            "--target",
+            knox,
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(upload["accepted"], 1, "{upload}");
+    assert_eq!(upload["actor"], "Jane Roe", "{upload}");
+    let deletion = ctl_json(&stack, &jane, &["devices", "delete", &imei(9_000_001)]).await;
+    let deletion = if deletion.is_array() {
+        deletion[0].clone()
+    } else {
+        deletion
+    };
+    assert_eq!(deletion["actor"], "Jane Roe", "{deletion}");
+
+    for bad in ["x".repeat(101), "Jane\tRoe".into(), " ".into()] {
+        let refused = mint(bad.clone()).await;
+        assert_eq!(refused.status.code(), Some(2), "{bad:?}: {refused:?}");
+        assert!(refused.stdout.is_empty(), "{bad:?}: {refused:?}");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains("--name"), "{stderr}");
+    }
+}

@@ -32,6 +32,9 @@ pub struct CustomerReference {
     pub knox_id: KnoxId,
     /// The reseller's reference for it ("" for none).
     pub reference: InternalReference,
+    /// Who acts: the person the reseller's token names, else the reseller ID
+    /// (`reseller_kit::auth::Principal::actor`).
+    pub actor: String,
 }
 
 /// A registered account.

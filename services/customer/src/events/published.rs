@@ -22,8 +22,9 @@ pub fn account_registered(account: &Account) -> pb::Event {
     )
 }
 
-/// `customer_added`, carrying the account so projections need nothing else.
-pub fn customer_added(customer: &Customer) -> pb::Event {
+/// `customer_added`, carrying the account so projections need nothing else, and who
+/// added it (`actor`: the person the reseller's token names, else the reseller ID).
+pub fn customer_added(customer: &Customer, actor: &str) -> pb::Event {
     new_event(
         Payload::CustomerAdded(pb::CustomerAdded {
             reseller_id: customer.reseller_id.to_string(),
@@ -36,14 +37,14 @@ pub fn customer_added(customer: &Customer) -> pb::Event {
             added_at: Some(timestamp::to_proto(customer.added_at)),
             reference_revision: customer.reference_revision,
             status_revision: customer.status_revision,
-            // Until commands record the token's `name` (issue #12), the reseller acts.
-            actor: customer.reseller_id.to_string(),
+            actor: actor.to_owned(),
         }),
         customer.added_at,
     )
 }
 
-/// `customer_reference_updated`: the reference `entry` gives, now at `revision`.
+/// `customer_reference_updated`: the reference `entry` gives, now at `revision`, edited
+/// by `entry.actor`.
 pub fn customer_reference_updated(entry: &CustomerReference, revision: i64) -> pb::Event {
     new_event(
         Payload::CustomerReferenceUpdated(pb::CustomerReferenceUpdated {
@@ -51,8 +52,7 @@ pub fn customer_reference_updated(entry: &CustomerReference, revision: i64) -> p
             knox_id: entry.knox_id.to_string(),
             internal_reference: entry.reference.as_str().to_owned(),
             revision,
-            // Until commands record the token's `name` (issue #12), the reseller acts.
-            actor: entry.reseller_id.to_string(),
+            actor: entry.actor.clone(),
         }),
         OffsetDateTime::now_utc(),
     )

@@ -89,13 +89,14 @@ fn knox_id_field(field: &str, value: &str) -> Result<KnoxId, ApiError> {
 }
 
 /// The reference an AddCustomer or UpdateInternalReference call gives: the calling
-/// reseller, and the request's `knox_id` and `internal_reference` (picked by `fields`),
+/// reseller and who acts for it, and the request's `knox_id` and `internal_reference` (picked by `fields`),
 /// parsed together so one answer names both.
 fn customer_reference<T>(
     request: &Request<T>,
     fields: impl FnOnce(&T) -> (&str, &str),
 ) -> Result<CustomerReference, ApiError> {
-    let reseller_id = Principal::of(request)?.reseller()?;
+    let principal = Principal::of(request)?;
+    let reseller_id = principal.reseller()?;
     let (knox_id, reference) = fields(request.get_ref());
     let mut v = FieldViolations::new();
     let knox_id = v.check("knox_id", KnoxId::parse(knox_id));
@@ -105,6 +106,7 @@ fn customer_reference<T>(
         reseller_id,
         knox_id: knox_id.expect("checked"),
         reference: reference.expect("checked"),
+        actor: principal.actor().to_owned(),
     })
 }
 

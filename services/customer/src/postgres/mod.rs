@@ -146,7 +146,8 @@ impl Repository {
         Ok(row.try_into()?)
     }
 
-    /// Adds an account to a reseller's customers, with the status its approval gives.
+    /// Adds an account to a reseller's customers, with the status its approval gives,
+    /// recording who added it (`entry.actor`).
     ///
     /// # Errors
     /// [`CustomerError::AccountNotFound`] for an unregistered Knox ID;
@@ -163,11 +164,13 @@ impl Repository {
         .await?
         .ok_or_else(|| CustomerError::AccountNotFound(entry.knox_id.to_string()))?;
         let inserted = sqlx::query!(
-            "INSERT INTO customer.reseller_customers (reseller_id, knox_id, internal_reference) \
-             VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            "INSERT INTO customer.reseller_customers \
+               (reseller_id, knox_id, internal_reference, added_by) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
             entry.reseller_id.as_str(),
             entry.knox_id.as_str(),
             entry.reference.as_str(),
+            entry.actor,
         )
         .execute(&mut *tx)
         .await?
@@ -177,14 +180,15 @@ impl Repository {
         }
         let customer = Self::customer_in(&mut tx, &entry.reseller_id, &entry.knox_id).await?;
         OUTBOX
-            .enqueue(&mut tx, &[events::customer_added(&customer)])
+            .enqueue(&mut tx, &[events::customer_added(&customer, &entry.actor)])
             .await?;
         tx.commit().await?;
         Ok(customer)
     }
 
-    /// Replaces a reseller's internal reference for one of its customers; the same
-    /// reference again changes nothing and publishes nothing.
+    /// Replaces a reseller's internal reference for one of its customers, recording who
+    /// edited it (`entry.actor`); the same reference again changes nothing and publishes
+    /// nothing.
     ///
     /// # Errors
     /// [`CustomerError::CustomerNotFound`] unless the reseller added the account.
@@ -202,11 +206,13 @@ impl Repository {
         if previous != entry.reference.as_str() {
             let revision = sqlx::query_scalar!(
                 "UPDATE customer.reseller_customers \
-                 SET internal_reference = $3, reference_revision = reference_revision + 1 \
+                 SET internal_reference = $3, reference_revision = reference_revision + 1, \
+                     reference_updated_by = $4 \
                  WHERE reseller_id = $1 AND knox_id = $2 RETURNING reference_revision",
                 entry.reseller_id.as_str(),
                 entry.knox_id.as_str(),
                 entry.reference.as_str(),
+                entry.actor,
             )
             .fetch_one(&mut *tx)
             .await?;

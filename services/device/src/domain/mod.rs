@@ -179,6 +179,8 @@ pub struct Upload {
     pub rejections_truncated: bool,
     /// When.
     pub uploaded_at: OffsetDateTime,
+    /// Who uploaded: the person the reseller's token names, else the reseller ID.
+    pub actor: String,
 }
 
 /// One identifier a caller named to delete, after the one lookup rule
@@ -296,6 +298,8 @@ pub struct Deletion {
     pub customer_portal: PortalState,
     /// When it was asked for.
     pub requested_at: OffsetDateTime,
+    /// Who asked: the person the reseller's token names, else the reseller ID.
+    pub actor: String,
 }
 
 impl Deletion {

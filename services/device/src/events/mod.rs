@@ -16,8 +16,10 @@ pub mod receipts;
 pub struct UploadContext<'a> {
     /// The upload.
     pub upload_id: Uuid,
-    /// Who uploaded.
+    /// The reseller that uploaded.
     pub reseller_id: &'a str,
+    /// Who acted for it: the person its token names, else the reseller ID.
+    pub actor: &'a str,
     /// To whom.
     pub target: &'a Target,
     /// The order number.
@@ -70,8 +72,26 @@ pub fn devices_uploaded(
             part,
             part_count: ctx.part_count,
             accepted_count: ctx.accepted_count,
-            // Until commands record the token's `name` (issue #12), the reseller acts.
-            actor: ctx.reseller_id.to_owned(),
+            actor: ctx.actor.to_owned(),
+        }),
+        ctx.uploaded_at,
+    )
+}
+
+/// `upload_recorded`: one per upload, whatever it accepted, with its counts (the activity
+/// log's entry; DOMAIN.md "Finding devices, history and the activity log").
+pub fn upload_recorded(ctx: &UploadContext<'_>, rejected_count: i64) -> pb::Event {
+    new_event(
+        Payload::UploadRecorded(pb::UploadRecorded {
+            upload_id: ctx.upload_id.to_string(),
+            reseller_id: ctx.reseller_id.to_owned(),
+            target_knox_id: ctx.target.knox_id.to_string(),
+            target_kind: ctx.target.kind,
+            order_number: ctx.order_number.to_owned(),
+            uploaded_at: Some(timestamp::to_proto(ctx.uploaded_at)),
+            accepted_count: ctx.accepted_count,
+            rejected_count,
+            actor: ctx.actor.to_owned(),
         }),
         ctx.uploaded_at,
     )
@@ -88,21 +108,34 @@ pub struct DeletedRegistration {
     pub target_knox_id: String,
 }
 
+/// What every event of one deletion shares.
+#[derive(Debug)]
+pub struct DeletionContext<'a> {
+    /// The deletion.
+    pub deletion_id: Uuid,
+    /// The reseller whose devices it deletes.
+    pub reseller_id: &'a str,
+    /// Who acted for it: the person its token names, else the reseller ID.
+    pub actor: &'a str,
+    /// When it was asked for (the database's clock, as `GetDeletion` answers it).
+    pub requested_at: OffsetDateTime,
+    /// How many parts its `devices_deleted` events have (0 when it deleted nothing).
+    pub part_count: u32,
+}
+
 /// One part of `devices_deleted`.
 pub fn devices_deleted(
-    deletion_id: Uuid,
-    reseller_id: &str,
+    ctx: &DeletionContext<'_>,
     part: u32,
-    part_count: u32,
     devices: &[DeletedRegistration],
 ) -> pb::Event {
     new_event(
         Payload::DevicesDeleted(pb::DevicesDeleted {
-            deletion_id: deletion_id.to_string(),
-            reseller_id: reseller_id.to_owned(),
+            deletion_id: ctx.deletion_id.to_string(),
+            reseller_id: ctx.reseller_id.to_owned(),
             device_ids: devices.iter().map(|d| d.device_id.clone()).collect(),
             part,
-            part_count,
+            part_count: ctx.part_count,
             devices: devices
                 .iter()
                 .map(|d| pb::DeletedDevice {
@@ -111,10 +144,31 @@ pub fn devices_deleted(
                     target_knox_id: d.target_knox_id.clone(),
                 })
                 .collect(),
-            // Until commands record the token's `name` (issue #12), the reseller acts.
-            actor: reseller_id.to_owned(),
-            requested_at: None,
+            actor: ctx.actor.to_owned(),
+            requested_at: Some(timestamp::to_proto(ctx.requested_at)),
         }),
         OffsetDateTime::now_utc(),
+    )
+}
+
+/// `deletion_recorded`: one per deletion, whatever it found, with its counts (the
+/// activity log's entry; DOMAIN.md "Finding devices, history and the activity log").
+/// `deleted_count` and `not_found_count` count identifiers, as `GetDeletion` does.
+pub fn deletion_recorded(
+    ctx: &DeletionContext<'_>,
+    deleted_count: i64,
+    not_found_count: i64,
+) -> pb::Event {
+    new_event(
+        Payload::DeletionRecorded(pb::DeletionRecorded {
+            deletion_id: ctx.deletion_id.to_string(),
+            reseller_id: ctx.reseller_id.to_owned(),
+            requested_at: Some(timestamp::to_proto(ctx.requested_at)),
+            deleted_count,
+            not_found_count,
+            part_count: ctx.part_count,
+            actor: ctx.actor.to_owned(),
+        }),
+        ctx.requested_at,
     )
 }

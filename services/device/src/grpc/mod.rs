@@ -249,6 +249,7 @@ fn upload_to_proto(upload: Upload) -> pb::Upload {
         uploaded_at: Some(timestamp::to_proto(upload.uploaded_at)),
         client_upload_id: upload.client_upload_id.unwrap_or_default(),
         rejections_truncated: upload.rejections_truncated,
+        actor: upload.actor,
     }
 }
 
@@ -280,6 +281,7 @@ fn deletion_to_proto(deletion: Deletion) -> pb::Deletion {
         customer_portal: state_to_proto(deletion.customer_portal),
         complete,
         requested_at: Some(timestamp::to_proto(deletion.requested_at)),
+        actor: deletion.actor,
     }
 }
 
@@ -290,7 +292,9 @@ impl DeviceService for DeviceApi {
         request: Request<Streaming<pb::UploadDevicesRequest>>,
     ) -> Result<Response<pb::Upload>, Status> {
         let started = std::time::Instant::now();
-        let reseller = Principal::of(&request)?.reseller()?;
+        let principal = Principal::of(&request)?;
+        let reseller = principal.reseller()?;
+        let actor = principal.actor().to_owned();
         let authorization = request
             .metadata()
             .get("authorization")
@@ -327,14 +331,15 @@ impl DeviceService for DeviceApi {
             .map_err(refused_to_api)?;
         let upload = self
             .repo
-            .ingest(&reseller, &header, &target, parse_batches(stream))
+            .ingest(&reseller, &actor, &header, &target, parse_batches(stream))
             .await
             .map_err(ApiError::from)?;
         ::metrics::histogram!(reseller_kit::metrics::UPLOAD_DURATION).record(started.elapsed());
         let mut answer = upload_to_proto(upload);
         if header.validate_only {
-            // Nothing was recorded: there is no upload to name.
+            // Nothing was recorded: there is no upload to name, and no one did it.
             answer.upload_id.clear();
+            answer.actor.clear();
         }
         Ok(Response::new(answer))
     }
@@ -358,12 +363,14 @@ impl DeviceService for DeviceApi {
         &self,
         request: Request<pb::DeleteDevicesRequest>,
     ) -> Result<Response<pb::Deletion>, Status> {
-        let reseller = Principal::of(&request)?.reseller()?;
+        let principal = Principal::of(&request)?;
+        let reseller = principal.reseller()?;
+        let actor = principal.actor().to_owned();
         let lookups = domain::deletion_lookups(&request.get_ref().device_ids)
             .map_err(|e| ApiError::invalid("device_ids", e))?;
         let deletion = self
             .repo
-            .delete(&reseller, &lookups)
+            .delete(&reseller, &actor, &lookups)
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(deletion_to_proto(deletion)))

@@ -18,7 +18,9 @@ const PORTALS: [i16; 3] = [1, 2, 3];
 impl Repository {
     /// Deletes the devices that `lookups` name by any of their identifiers and that
     /// `reseller` uploaded, with all their identifiers, in one transaction with its
-    /// `devices_deleted` events. Every other ID (unknown, deleted already, someone
+    /// `devices_deleted` events and one `deletion_recorded` (even when nothing was
+    /// found), recording `actor` (who acted for `reseller`) on the deletion and its
+    /// events. Every other ID (unknown, deleted already, someone
     /// else's, or no identifier at all) is reported as not found; the answer keeps the
     /// first [`MAX_INLINE_ECHOES`] of them and their count.
     ///
@@ -27,6 +29,7 @@ impl Repository {
     pub async fn delete(
         &self,
         reseller: &ResellerId,
+        actor: &str,
         lookups: &[Lookup],
     ) -> Result<Deletion, sqlx::Error> {
         let deletion_id = Uuid::now_v7();
@@ -74,30 +77,35 @@ impl Repository {
         let parts = part_count(deleted.len());
         let requested_at = sqlx::query_scalar!(
             "INSERT INTO device.deletions (deletion_id, reseller_id, requested_at, part_count,
-               deleted_device_ids, not_found_device_ids, not_found_count)
-             VALUES ($1, $2, now(), $3, $4, $5, $6) RETURNING requested_at",
+               deleted_device_ids, not_found_device_ids, not_found_count, actor)
+             VALUES ($1, $2, now(), $3, $4, $5, $6, $7) RETURNING requested_at",
             deletion_id,
             reseller.as_str(),
             parts as i32,
             &deleted_ids,
             &not_found,
             not_found_count,
+            actor,
         )
         .fetch_one(&mut *tx)
         .await?;
-        let batch: Vec<_> = deleted
+        let context = events::DeletionContext {
+            deletion_id,
+            reseller_id: reseller.as_str(),
+            actor,
+            requested_at,
+            part_count: parts as u32,
+        };
+        let mut batch: Vec<_> = deleted
             .chunks(EVENT_PART_SIZE)
             .enumerate()
-            .map(|(part, chunk)| {
-                events::devices_deleted(
-                    deletion_id,
-                    reseller.as_str(),
-                    part as u32,
-                    parts as u32,
-                    chunk,
-                )
-            })
+            .map(|(part, chunk)| events::devices_deleted(&context, part as u32, chunk))
             .collect();
+        batch.push(events::deletion_recorded(
+            &context,
+            deleted_ids.len() as i64,
+            not_found_count,
+        ));
         OUTBOX.enqueue(&mut tx, &batch).await?;
         let deletion = Self::deletion_in(&mut tx, reseller, deletion_id)
             .await?
@@ -131,6 +139,7 @@ impl Repository {
         let Some(row) = sqlx::query!(
             r#"SELECT d.deletion_id, d.part_count, d.requested_at, d.deleted_device_ids,
                       d.not_found_device_ids, d.not_found_count,
+                      coalesce(d.actor, d.reseller_id) AS "actor!",
                       array_remove(array_agg(r.portal), NULL) AS "portals!",
                       array_remove(array_agg(r.state), NULL) AS "states!"
                FROM device.deletions d LEFT JOIN device.deletion_receipts r USING (deletion_id)
@@ -152,7 +161,12 @@ impl Repository {
             deleted_count: row.deleted_device_ids.len() as i64,
             deleted_device_ids: row.deleted_device_ids,
             not_found_device_ids: row.not_found_device_ids,
-            ..receipts.summary(row.deletion_id, row.not_found_count, row.requested_at)
+            ..receipts.summary(
+                row.deletion_id,
+                row.not_found_count,
+                row.requested_at,
+                row.actor,
+            )
         }))
     }
 
@@ -170,6 +184,7 @@ impl Repository {
     ) -> Result<Vec<Deletion>, sqlx::Error> {
         let rows = sqlx::query!(
             r#"SELECT d.deletion_id, d.part_count, d.requested_at, d.not_found_count,
+                      coalesce(d.actor, d.reseller_id) AS "actor!",
                       cardinality(d.deleted_device_ids)::bigint AS "deleted_count!",
                       array_remove(array_agg(r.portal), NULL) AS "portals!",
                       array_remove(array_agg(r.state), NULL) AS "states!"
@@ -194,7 +209,12 @@ impl Repository {
                 };
                 Deletion {
                     deleted_count: row.deleted_count,
-                    ..receipts.summary(row.deletion_id, row.not_found_count, row.requested_at)
+                    ..receipts.summary(
+                        row.deletion_id,
+                        row.not_found_count,
+                        row.requested_at,
+                        row.actor,
+                    )
                 }
             })
             .collect())
@@ -289,13 +309,14 @@ struct Receipts {
 }
 
 impl Receipts {
-    /// The deletion as a summary: each portal's folded state, the not-found count, no
-    /// device lists.
+    /// The deletion as a summary: each portal's folded state, the not-found count, who
+    /// asked, no device lists.
     fn summary(
         &self,
         deletion_id: Uuid,
         not_found_count: i64,
         requested_at: OffsetDateTime,
+        actor: String,
     ) -> Deletion {
         let [reseller_portal, msp_portal, customer_portal] = PORTALS.map(|portal| {
             let of_portal: Vec<PortalState> = self
@@ -317,6 +338,7 @@ impl Receipts {
             msp_portal,
             customer_portal,
             requested_at,
+            actor,
         }
     }
 }

@@ -189,6 +189,7 @@ struct UploadRecord {
     uploaded_at: OffsetDateTime,
     accepted_count: i64,
     rejected_count: i64,
+    actor: String,
 }
 
 impl UploadRecord {
@@ -203,6 +204,7 @@ impl UploadRecord {
             uploaded_at: self.uploaded_at,
             accepted_count: self.accepted_count,
             rejected_count: self.rejected_count,
+            actor: self.actor,
             rejections_truncated: (rejections.len() as i64) < self.rejected_count,
             rejections,
         }
@@ -263,9 +265,9 @@ impl Repository {
     ) -> Result<Option<Upload>, sqlx::Error> {
         let Some(record) = sqlx::query_as!(
             UploadRecord,
-            "SELECT upload_id, target_knox_id, order_number, client_upload_id, uploaded_at,
-                    accepted_count, rejected_count
-             FROM device.uploads WHERE upload_id = $1 AND reseller_id = $2",
+            r#"SELECT upload_id, target_knox_id, order_number, client_upload_id, uploaded_at,
+                    accepted_count, rejected_count, coalesce(actor, reseller_id) AS "actor!"
+             FROM device.uploads WHERE upload_id = $1 AND reseller_id = $2"#,
             upload_id,
             reseller.as_str(),
         )
@@ -295,14 +297,14 @@ impl Repository {
         // keyset condition is a row comparison the index `uploads_by_reseller_newest` serves.
         let records = sqlx::query_as!(
             UploadRecord,
-            "SELECT upload_id, target_knox_id, order_number, client_upload_id, uploaded_at,
-                    accepted_count, rejected_count
+            r#"SELECT upload_id, target_knox_id, order_number, client_upload_id, uploaded_at,
+                    accepted_count, rejected_count, coalesce(actor, reseller_id) AS "actor!"
              FROM device.uploads
              WHERE reseller_id = $1
                AND ($2::text IS NULL OR target_knox_id = $2)
                AND ($3::text IS NULL OR order_number = $3)
                AND ($4::timestamptz IS NULL OR (uploaded_at, upload_id) < ($4, $5))
-             ORDER BY uploaded_at DESC, upload_id DESC LIMIT $6",
+             ORDER BY uploaded_at DESC, upload_id DESC LIMIT $6"#,
             reseller.as_str(),
             filter.target.as_ref().map(|k| k.as_str()),
             filter.order_number.as_deref(),
@@ -374,7 +376,10 @@ impl Repository {
             .map(Some)
     }
 
-    /// Runs one upload in one transaction: nothing is written unless all of it is.
+    /// Runs one upload in one transaction: nothing is written unless all of it is. The
+    /// upload records `actor` (who acted for `reseller`) and its events carry it; besides
+    /// the `devices_uploaded` parts of what it accepted, it writes one `upload_recorded`
+    /// with its counts, even when it accepted nothing (never for a validation).
     ///
     /// A concurrent retry with the same client upload ID waits for the first and then
     /// returns its result.
@@ -385,13 +390,14 @@ impl Repository {
     pub async fn ingest(
         &self,
         reseller: &ResellerId,
+        actor: &str,
         header: &UploadHeader,
         target: &Target,
         items: impl Stream<Item = Result<ParsedBatch, ApiError>> + Unpin,
     ) -> Result<Upload, UploadError> {
         let mut conn = self.pool.acquire().await?;
         let result = self
-            .ingest_on(&mut conn, reseller, header, target, items)
+            .ingest_on(&mut conn, reseller, actor, header, target, items)
             .await;
         if result.is_err() {
             // A `COPY` cut short (the request stream failed after PostgreSQL had already
@@ -406,6 +412,7 @@ impl Repository {
         &self,
         conn: &mut PgConnection,
         reseller: &ResellerId,
+        actor: &str,
         header: &UploadHeader,
         target: &Target,
         items: impl Stream<Item = Result<ParsedBatch, ApiError>> + Unpin,
@@ -417,8 +424,9 @@ impl Repository {
         // blocks here until this transaction ends, then finds the finished upload.
         let inserted = sqlx::query_scalar!(
             "INSERT INTO device.uploads (upload_id, reseller_id, target_knox_id, target_kind,
-               order_number, client_upload_id, uploaded_at, accepted_count, rejected_count)
-             VALUES ($1, $2, $3, $4, $5, $6, now(), 0, 0)
+               order_number, client_upload_id, uploaded_at, accepted_count, rejected_count,
+               actor)
+             VALUES ($1, $2, $3, $4, $5, $6, now(), 0, 0, $7)
              ON CONFLICT DO NOTHING RETURNING uploaded_at",
             upload_id,
             reseller.as_str(),
@@ -426,6 +434,7 @@ impl Repository {
             target.kind as i16,
             &header.order_number,
             header.client_upload_id.as_deref(),
+            actor,
         )
         .fetch_optional(&mut *tx)
         .await?;
@@ -465,6 +474,7 @@ impl Repository {
         let context = events::UploadContext {
             upload_id,
             reseller_id: reseller.as_str(),
+            actor,
             target,
             order_number: &header.order_number,
             uploaded_at,
@@ -491,6 +501,13 @@ impl Repository {
         )
         .execute(&mut *tx)
         .await?;
+        if !header.validate_only {
+            // After the parts: only now is the rejected count known. A validation writes
+            // it not at all (it is rolled back below anyway).
+            OUTBOX
+                .enqueue(&mut tx, &[events::upload_recorded(&context, rejected)])
+                .await?;
+        }
         let upload = Self::upload_in(&mut tx, reseller, upload_id)
             .await?
             .ok_or(sqlx::Error::RowNotFound)?;

@@ -1,6 +1,6 @@
 //! `resellerctl token`: development tokens signed with the portal's secret.
 
-use reseller_kit::auth::JwtAuth;
+use reseller_kit::auth::{JwtAuth, parse_name};
 
 use crate::cli::{OutputFormat, TokenArgs};
 use crate::errors::CliError;
@@ -10,7 +10,7 @@ use crate::views::TokenView;
 /// Prints a token; in table format only the token, so `$(resellerctl token …)` works.
 ///
 /// # Errors
-/// A usage error for an empty secret or subject.
+/// A usage error for an empty secret or subject, or a `--name` the services would refuse.
 pub fn run(args: TokenArgs, printer: Printer) -> Result<(), CliError> {
     let secret = args.secret.as_deref().unwrap_or_default();
     if secret.is_empty() {
@@ -23,14 +23,23 @@ pub fn run(args: TokenArgs, printer: Printer) -> Result<(), CliError> {
     if sub.is_empty() {
         return Err(CliError::Usage("--sub must name the principal".into()));
     }
+    // Checked here by the services' own rule, so that no token is minted only to be
+    // refused on every call.
+    let name = args
+        .name
+        .as_deref()
+        .map(parse_name)
+        .transpose()
+        .map_err(|problem| CliError::Usage(format!("--name {problem}")))?;
     let token = JwtAuth::new(secret)
-        .mint(args.role, sub, args.ttl)
+        .mint_named(args.role, sub, name.as_deref(), args.ttl)
         .map_err(|e| CliError::Other(format!("cannot sign the token: {e}")))?;
     match printer.format() {
         OutputFormat::Json => printer.json(&TokenView {
             token,
             role: args.role.as_str(),
             sub: sub.to_owned(),
+            name,
             expires_in_seconds: args.ttl.as_secs(),
         }),
         _ => {

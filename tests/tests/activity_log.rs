@@ -1,0 +1,405 @@
+//! The reseller's activity log (DOMAIN.md "Finding devices, history and the activity
+//! log") over real gRPC, PostgreSQL and NATS: every kind of entry with its actor, the
+//! filters, paging, the CSV download and tenancy.
+
+use reseller_proto::v1::{self as pb, AccountKind, ActivityKind, ManagementMode};
+use reseller_tests::assert::invalid_fields;
+use reseller_tests::clients::{Caller, Csv, customer, msp, reseller};
+use reseller_tests::fixtures::{active_account, imeis, register, upload_stream};
+use reseller_tests::{TestStack, eventually};
+
+const MSP_A: &str = "940000001";
+const CUST: &str = "941000001";
+const CUST_2: &str = "941000002";
+
+async fn list(
+    caller: &Caller,
+    request: pb::ListActivityRequest,
+) -> Result<pb::ListActivityResponse, tonic::Status> {
+    caller
+        .reporting()
+        .list_activity(request)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Every entry matching `request`, page by page (`page_size` as the request says).
+async fn all(caller: &Caller, mut request: pb::ListActivityRequest) -> Vec<pb::Activity> {
+    let mut entries = Vec::new();
+    loop {
+        let page = list(caller, request.clone()).await.expect("a page");
+        entries.extend(page.activities);
+        if page.next_page_token.is_empty() {
+            return entries;
+        }
+        request.page_token = page.next_page_token;
+    }
+}
+
+fn kinds(entries: &[pb::Activity]) -> Vec<ActivityKind> {
+    entries
+        .iter()
+        .map(|a| ActivityKind::try_from(a.kind).unwrap())
+        .collect()
+}
+
+fn of_kind(entries: &[pb::Activity], kind: ActivityKind) -> &pb::Activity {
+    entries
+        .iter()
+        .find(|a| a.kind == kind as i32)
+        .unwrap_or_else(|| panic!("no {kind:?} entry in {entries:#?}"))
+}
+
+#[tokio::test]
+async fn every_action_is_logged_with_its_actor_filtered_paged_and_downloadable() {
+    let stack = TestStack::start().await;
+    register(&stack, CUST_2, AccountKind::Customer, "Customer Two").await;
+    active_account(&stack, "acme", CUST, AccountKind::Customer, "Customer One").await;
+    active_account(&stack, "acme", MSP_A, AccountKind::Msp, "MSP A").await;
+    let acme = reseller(&stack, "acme");
+    acme.update_internal_reference(CUST, "PO-2026-7")
+        .await
+        .unwrap();
+    let a = msp(&stack, MSP_A);
+    a.link_customer(CUST_2, ManagementMode::JointlyManaged)
+        .await
+        .unwrap();
+
+    // An upload to the MSP with one row rejected, and one to the customer.
+    let mut to_msp: Vec<pb::DeviceInput> = imeis(0..2)
+        .into_iter()
+        .map(|id| pb::DeviceInput {
+            device_id: id,
+            ..Default::default()
+        })
+        .collect();
+    to_msp.push(pb::DeviceInput {
+        device_id: "490154203237517".into(), // fails the Luhn check
+        ..Default::default()
+    });
+    let upload = acme
+        .upload_devices(futures::stream::iter(upload_stream(
+            pb::UploadHeader {
+                target_knox_id: MSP_A.into(),
+                order_number: "PO-1".into(),
+                ..Default::default()
+            },
+            to_msp,
+            10,
+        )))
+        .await
+        .unwrap();
+    assert_eq!((upload.accepted_count, upload.rejected_count), (2, 1));
+    let to_customer = reseller_tests::fixtures::upload(&stack, "acme", CUST, &imeis(10..11))
+        .await
+        .unwrap();
+
+    // The MSP moves one device to CUST_2, which then delinks itself.
+    let moved = imeis(0..1);
+    eventually("msp-link to know the upload", || async {
+        a.move_devices(moved.clone(), CUST_2)
+            .await
+            .ok()
+            .filter(|m| m.moved_count == 1)
+    })
+    .await;
+    eventually("the move to be projected", || async {
+        let entries = all(&acme, pb::ListActivityRequest::default()).await;
+        entries
+            .iter()
+            .any(|e| e.kind == ActivityKind::MspMove as i32)
+            .then_some(())
+    })
+    .await;
+    customer(&stack, CUST_2)
+        .delink_customer(CUST_2, MSP_A)
+        .await
+        .unwrap();
+    eventually("the delink to be projected", || async {
+        let entries = all(&acme, pb::ListActivityRequest::default()).await;
+        entries
+            .iter()
+            .any(|e| e.kind == ActivityKind::MspDelink as i32)
+            .then_some(())
+    })
+    .await;
+
+    // A deletion of the moved device, the customer's, and one nobody has.
+    let mut doomed = moved.clone();
+    doomed.extend(imeis(10..11));
+    doomed.push("R58M-NOBODY".into());
+    let deletion = acme.delete_devices(doomed).await.unwrap();
+    customer(&stack, CUST)
+        .revoke_reseller("acme")
+        .await
+        .unwrap();
+
+    let entries = eventually(
+        "every entry, the deletion complete in every portal",
+        || async {
+            let entries = all(&acme, pb::ListActivityRequest::default()).await;
+            let done = entries.iter().any(|e| {
+                e.kind == ActivityKind::Deletion as i32
+                    && e.device_count == 2
+                    && !e.summary.contains("pending")
+            }) && entries
+                .iter()
+                .filter(|e| e.kind == ActivityKind::ApprovalChanged as i32)
+                .count()
+                == 3;
+            done.then_some(entries)
+        },
+    )
+    .await;
+
+    // Newest first: exactly these entries.
+    let times: Vec<i64> = entries
+        .iter()
+        .map(|e| reseller_tests::fixtures::nanos(&e.occurred_at).unwrap())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {times:?}"
+    );
+    let mut seen = kinds(&entries);
+    seen.sort_by_key(|k| *k as i32);
+    assert_eq!(
+        seen,
+        [
+            ActivityKind::Upload,
+            ActivityKind::Upload,
+            ActivityKind::Deletion,
+            ActivityKind::CustomerAdded,
+            ActivityKind::CustomerAdded,
+            ActivityKind::ReferenceUpdated,
+            ActivityKind::ApprovalChanged,
+            ActivityKind::ApprovalChanged,
+            ActivityKind::ApprovalChanged,
+            ActivityKind::MspMove,
+            ActivityKind::MspDelink,
+        ]
+    );
+
+    // Each with its actor: the reseller for its own commands, the account's Knox ID for
+    // a customer's or MSP's.
+    for e in &entries {
+        let expected = match ActivityKind::try_from(e.kind).unwrap() {
+            ActivityKind::ApprovalChanged => e.customer_knox_id.as_str(),
+            ActivityKind::MspMove => MSP_A,
+            ActivityKind::MspDelink => CUST_2,
+            _ => "acme",
+        };
+        assert_eq!(e.actor, expected, "{e:#?}");
+    }
+    let up = entries
+        .iter()
+        .find(|e| e.upload_id == upload.upload_id)
+        .expect("the upload to the MSP");
+    assert_eq!(
+        (
+            up.accepted_count,
+            up.rejected_count,
+            up.device_count,
+            up.customer_knox_id.as_str()
+        ),
+        (2, 1, 2, MSP_A)
+    );
+    assert_eq!(
+        up.summary,
+        format!("uploaded 2 devices to {MSP_A} (order PO-1); 1 rejected")
+    );
+    assert!(entries.iter().any(|e| e.upload_id == to_customer.upload_id));
+    let del = of_kind(&entries, ActivityKind::Deletion);
+    assert_eq!(del.deletion_id, deletion.deletion_id);
+    assert_eq!((del.device_count, del.rejected_count), (2, 1));
+    assert_eq!(
+        del.customer_knox_ids,
+        [CUST, CUST_2],
+        "listed under each customer it touched"
+    );
+    assert!(
+        del.summary
+            .starts_with("deleted 2 devices (1 not found); reseller portal removed"),
+        "{}",
+        del.summary
+    );
+    let mv = of_kind(&entries, ActivityKind::MspMove);
+    assert_eq!((mv.device_count, mv.customer_knox_id.as_str()), (1, CUST_2));
+    assert_eq!(mv.customer_knox_ids, [MSP_A, CUST_2]);
+    assert_eq!(
+        of_kind(&entries, ActivityKind::ReferenceUpdated).summary,
+        format!("set the internal reference of {CUST} to \"PO-2026-7\"")
+    );
+    let revoked = entries
+        .iter()
+        .find(|e| e.kind == ActivityKind::ApprovalChanged as i32 && e.summary.contains("revoked"))
+        .expect("the revocation");
+    assert_eq!(revoked.actor, CUST);
+
+    // Filters: by kind, by customer (a deletion or move under each customer it touched),
+    // by time; pages of 2 walk the same entries.
+    let only = |kinds: Vec<ActivityKind>| pb::ListActivityRequest {
+        kinds: kinds.into_iter().map(|k| k as i32).collect(),
+        ..Default::default()
+    };
+    assert_eq!(
+        kinds(
+            &all(
+                &acme,
+                only(vec![ActivityKind::Deletion, ActivityKind::MspDelink])
+            )
+            .await
+        ),
+        [ActivityKind::Deletion, ActivityKind::MspDelink]
+    );
+    let of_cust_2 = all(
+        &acme,
+        pb::ListActivityRequest {
+            customer_knox_id: CUST_2.into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        kinds(&of_cust_2),
+        [
+            ActivityKind::Deletion,
+            ActivityKind::MspDelink,
+            ActivityKind::MspMove
+        ]
+    );
+    let paged = all(
+        &acme,
+        pb::ListActivityRequest {
+            page_size: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(paged, entries);
+    let since = mv.occurred_at;
+    let recent = all(
+        &acme,
+        pb::ListActivityRequest {
+            since,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        recent.last().map(|e| e.kind),
+        Some(ActivityKind::MspMove as i32)
+    );
+    assert_eq!(recent[..], entries[..recent.len()]);
+    let before = all(
+        &acme,
+        pb::ListActivityRequest {
+            until: since,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(before.len() + recent.len(), entries.len());
+
+    // The CSV: a header and a row per entry, newest first.
+    let csv = Csv::read(
+        acme.reporting()
+            .export_activity_csv(pb::ExportActivityCsvRequest::default())
+            .await,
+    )
+    .await
+    .unwrap();
+    let mut reader = csv::Reader::from_reader(csv.bytes.as_slice());
+    assert_eq!(
+        reader.headers().unwrap().iter().collect::<Vec<_>>(),
+        [
+            "Occurred At",
+            "Kind",
+            "Actor",
+            "Customer IDs",
+            "Upload ID",
+            "Deletion ID",
+            "Accepted",
+            "Rejected",
+            "Devices",
+            "Summary"
+        ]
+    );
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), entries.len());
+    let upload_row = rows
+        .iter()
+        .find(|r| &r[4] == upload.upload_id.as_str())
+        .expect("the upload's row");
+    assert_eq!(
+        (
+            &upload_row[1],
+            &upload_row[2],
+            &upload_row[6],
+            &upload_row[7]
+        ),
+        ("upload", "acme", "2", "1")
+    );
+
+    // Another reseller sees none of it, whatever it asks.
+    let globex = reseller(&stack, "globex");
+    assert!(
+        all(&globex, pb::ListActivityRequest::default())
+            .await
+            .is_empty()
+    );
+    assert!(
+        all(
+            &globex,
+            pb::ListActivityRequest {
+                customer_knox_id: CUST.into(),
+                ..Default::default()
+            }
+        )
+        .await
+        .is_empty()
+    );
+
+    // Bad filters name their field.
+    assert_eq!(
+        invalid_fields(
+            list(
+                &acme,
+                pb::ListActivityRequest {
+                    kinds: vec![0, 99],
+                    ..Default::default()
+                }
+            )
+            .await
+        ),
+        ["kinds", "kinds"]
+    );
+    assert_eq!(
+        invalid_fields(
+            list(
+                &acme,
+                pb::ListActivityRequest {
+                    customer_knox_id: "x".into(),
+                    since,
+                    until: since,
+                    ..Default::default()
+                }
+            )
+            .await
+        ),
+        ["customer_knox_id", "until"]
+    );
+    assert_eq!(
+        invalid_fields(
+            list(
+                &acme,
+                pb::ListActivityRequest {
+                    page_token: "junk".into(),
+                    ..Default::default()
+                }
+            )
+            .await
+        ),
+        ["page_token"]
+    );
+}
