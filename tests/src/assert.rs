@@ -36,3 +36,27 @@ pub fn invalid_fields<T: std::fmt::Debug>(result: Result<T, Status>) -> Vec<Stri
         .map(|v| v.field.clone())
         .collect()
 }
+
+/// The `google.rpc.ErrorInfo` a refusal carries (CONTRACT.md "Additions"), when `status`
+/// has one in the domain `reseller.v1`: its reason and metadata.
+pub fn error_info(status: &Status) -> Option<tonic_types::ErrorInfo> {
+    status
+        .get_error_details()
+        .error_info()
+        .filter(|info| info.domain == "reseller.v1")
+        .cloned()
+}
+
+/// The error of `result`, which must have failed with `code` and the
+/// `google.rpc.ErrorInfo` `reason` in the domain `reseller.v1` (README.md "Error
+/// reasons").
+///
+/// # Panics
+/// When the call succeeded, or failed with another code or reason.
+pub fn refused<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, reason: &str) -> Status {
+    let status = status(result, code);
+    let info =
+        error_info(&status).unwrap_or_else(|| panic!("no reseller.v1 ErrorInfo in {status:?}"));
+    assert_eq!(info.reason, reason, "{status:?}");
+    status
+}

@@ -254,6 +254,7 @@ async fn report_health(
 /// tells the caller the server failed, where the caller's input is malformed:
 /// `INVALID_ARGUMENT`, with tonic's message naming the field
 /// (`ListCustomersRequest.query: invalid string value: data is not UTF-8 encoded`).
+/// The over-sized request's answer carries the `MESSAGE_TOO_LARGE` reason.
 fn contract_codes_for_tonics_answers<B>(mut response: http::Response<B>) -> http::Response<B> {
     let headers = response.headers_mut();
     let status = headers.get("grpc-status").map(|v| v.as_bytes().to_vec());
@@ -268,6 +269,18 @@ fn contract_codes_for_tonics_answers<B>(mut response: http::Response<B>) -> http
     };
     if let Some(code) = rewritten {
         headers.insert("grpc-status", http::HeaderValue::from_static(code));
+    }
+    if rewritten == Some("8") {
+        // Like every RESOURCE_EXHAUSTED, with its reason (README.md "Error reasons").
+        let refusal = crate::ApiError::refused(crate::Reason::MessageTooLarge, message);
+        let mut status_headers = http::HeaderMap::new();
+        if tonic::Status::from(refusal)
+            .add_header(&mut status_headers)
+            .is_ok()
+            && let Some(details) = status_headers.remove("grpc-status-details-bin")
+        {
+            headers.insert("grpc-status-details-bin", details);
+        }
     }
     response
 }

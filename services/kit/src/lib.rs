@@ -34,4 +34,4 @@ pub mod text;
 pub mod timestamp;
 pub mod trace_context;
 
-pub use error::{ApiError, CommandError, FieldViolations};
+pub use error::{ApiError, CommandError, FieldViolations, Reason, Refusal};

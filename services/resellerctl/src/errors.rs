@@ -2,7 +2,9 @@
 //!
 //! A gRPC status prints as `<code in words>: <message>`, followed by the
 //! `google.rpc.BadRequest` field violations when the service sent them, and a hint where
-//! one helps (a missing or rejected token, a role that may not call the RPC).
+//! one helps (a missing or rejected token, a role that may not call the RPC). A refusal
+//! with a `google.rpc.ErrorInfo` reason (README.md "Error reasons") prints the reason and
+//! the next step as a resellerctl command ([`next_step`]).
 //!
 //! Exit codes (also in `resellerctl --help`), so scripts can tell every case apart:
 //!
@@ -20,8 +22,10 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use reseller_kit::Reason;
+use reseller_kit::error::ERROR_DOMAIN;
 use tonic::{Code, Status};
-use tonic_types::StatusExt;
+use tonic_types::{ErrorInfo, StatusExt};
 
 /// Exit code: the portal refused or failed the request, or a local file failed.
 pub const EXIT_FAILURE: u8 = 1;
@@ -246,6 +250,85 @@ fn hint(code: Code) -> Option<&'static str> {
     }
 }
 
+/// The next step for a refusal, as the resellerctl command that takes it (README.md
+/// "Error reasons"), filled in with the objects the refusal's metadata names; `None`
+/// when there is nothing to do.
+pub fn next_step(info: &ErrorInfo) -> Option<String> {
+    let reason = Reason::parse(&info.reason)?;
+    // The Knox ID the refusal is about, whichever field named it.
+    let knox = |placeholder: &str| {
+        info.metadata
+            .get("customer_knox_id")
+            .or_else(|| info.metadata.get("knox_id"))
+            .cloned()
+            .unwrap_or_else(|| placeholder.to_owned())
+    };
+    let step = match reason {
+        Reason::AccountNotFound => format!(
+            "check the Knox ID; a platform admin registers it: \
+             resellerctl accounts register {} --name NAME --country CC",
+            knox("KNOX_ID")
+        ),
+        Reason::CustomerNotFound => {
+            format!(
+                "add it as your customer: resellerctl customers add {}",
+                knox("KNOX_ID")
+            )
+        }
+        Reason::LinkNotFound => "see the customers you link: resellerctl msp customers".into(),
+        Reason::UploadNotFound => "see your uploads: resellerctl uploads list".into(),
+        Reason::DeletionNotFound => "see your deletions: resellerctl deletions list".into(),
+        Reason::DeviceNotFound => {
+            "check the identifier; see your uploads: resellerctl uploads list".into()
+        }
+        Reason::AccountAlreadyRegistered => {
+            format!("see it: resellerctl accounts get {}", knox("KNOX_ID"))
+        }
+        Reason::CustomerAlreadyAdded => {
+            format!("see it: resellerctl customers get {}", knox("KNOX_ID"))
+        }
+        Reason::CustomerAlreadyLinked => {
+            "see the customers you link: resellerctl msp customers".into()
+        }
+        Reason::ApprovalNotGiven => return None,
+        Reason::CustomerNotActive => "the customer approves you, with its own token: \
+             resellerctl approvals approve RESELLER_ID"
+            .into(),
+        Reason::AccountIsMsp => format!(
+            "link a customer account instead; see an account's kind: resellerctl accounts get {}",
+            knox("KNOX_ID")
+        ),
+        Reason::NotAnMsp => format!(
+            "a platform admin registers the account as an MSP: \
+             resellerctl accounts register {} --kind msp --name NAME --country CC",
+            knox("KNOX_ID")
+        ),
+        Reason::LinkedToAnotherMsp => format!(
+            "the customer leaves its MSP first, with its own token: resellerctl msp delink {}",
+            knox("KNOX_ID")
+        ),
+        Reason::FullyManagedCannotDelink => {
+            let customer = knox("CUSTOMER_KNOX_ID");
+            format!(
+                "switch it first: resellerctl msp jointly {customer}, \
+                 then resellerctl msp delink {customer}"
+            )
+        }
+        Reason::CustomerNotLinked => {
+            format!(
+                "link it first: resellerctl msp link {}",
+                knox("CUSTOMER_KNOX_ID")
+            )
+        }
+        Reason::MessageTooLarge => {
+            "send smaller batches: resellerctl devices upload FILE --batch-size N (smaller N)"
+                .into()
+        }
+        Reason::TooManyDownloads => "run the same command again shortly".into(),
+    };
+    Some(step)
+}
+
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -271,6 +354,16 @@ impl fmt::Display for CliError {
                     write!(f, "{}", code_words(status.code()))?;
                 } else {
                     write!(f, "{}: {message}", code_words(status.code()))?;
+                }
+                if let Some(info) = status
+                    .get_error_details()
+                    .error_info()
+                    .filter(|info| info.domain == ERROR_DOMAIN)
+                {
+                    write!(f, "\nreason: {}", info.reason)?;
+                    if let Some(step) = next_step(info) {
+                        write!(f, "\nnext step: {step}")?;
+                    }
                 }
                 if let Some(hint) = hint(status.code()) {
                     write!(f, "\nhint: {hint}")?;
@@ -319,6 +412,41 @@ mod tests {
         for (i, code) in codes.iter().enumerate() {
             assert!(!codes[i + 1..].contains(code));
             assert!(EXIT_CODES_HELP.contains(&format!("  {code}  ")), "{code}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_prints_its_reason_and_the_command_to_run_next() {
+        let status = Status::from(reseller_kit::ApiError::from(
+            reseller_kit::Refusal::new(
+                Reason::FullyManagedCannotDelink,
+                "customer 42 is fully managed",
+            )
+            .with("customer_knox_id", "4200000001"),
+        ));
+        assert_eq!(
+            CliError::status("x", status).to_string(),
+            "failed precondition: customer 42 is fully managed\n\
+             reason: FULLY_MANAGED_CANNOT_DELINK\n\
+             next step: switch it first: resellerctl msp jointly 4200000001, \
+             then resellerctl msp delink 4200000001"
+        );
+    }
+
+    #[test]
+    fn every_reason_but_a_void_revoke_has_a_next_step() {
+        for &reason in Reason::ALL {
+            let info = ErrorInfo::new(
+                reason.as_str(),
+                ERROR_DOMAIN,
+                std::collections::HashMap::new(),
+            );
+            let step = next_step(&info);
+            assert_eq!(
+                step.is_none(),
+                reason == Reason::ApprovalNotGiven,
+                "{reason}: {step:?}"
+            );
         }
     }
 

@@ -855,6 +855,30 @@ pub struct MoveView {
     pub rejected: usize,
     pub moved_device_ids: Vec<String>,
     pub rejected_device_ids: Vec<String>,
+    /// Why each listed identifier was rejected (the first 1,000).
+    pub rejections: Vec<MoveRejectionView>,
+}
+
+/// One identifier a move did not move, and why.
+#[derive(Debug, Serialize)]
+pub struct MoveRejectionView {
+    pub device_id: String,
+    /// `not_a_device_id` or `not_held`.
+    pub reason: &'static str,
+}
+
+impl From<pb::MoveRejection> for MoveRejectionView {
+    fn from(rejection: pb::MoveRejection) -> Self {
+        let reason = match pb::MoveRejectionReason::try_from(rejection.reason) {
+            Ok(pb::MoveRejectionReason::NotADeviceId) => "not_a_device_id",
+            Ok(pb::MoveRejectionReason::NotHeld) => "not_held",
+            _ => "unspecified",
+        };
+        Self {
+            device_id: rejection.device_id,
+            reason,
+        }
+    }
 }
 
 impl Record for MoveView {
@@ -862,11 +886,20 @@ impl Record for MoveView {
         &["TO", "MOVED", "REJECTED", "REJECTED IDS"]
     }
     fn cells(&self) -> Vec<String> {
+        // Each ID with its reason when the portal said one (older portals do not).
+        let shown: Vec<String> = if self.rejections.is_empty() {
+            self.rejected_device_ids.clone()
+        } else {
+            self.rejections
+                .iter()
+                .map(|r| format!("{} ({})", r.device_id, words(r.reason)))
+                .collect()
+        };
         vec![
             self.to_customer_knox_id.clone(),
             self.moved.to_string(),
             self.rejected.to_string(),
-            some_ids(&self.rejected_device_ids, self.rejected),
+            some_ids(&shown, self.rejected),
         ]
     }
 }

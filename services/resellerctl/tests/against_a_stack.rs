@@ -813,10 +813,20 @@ async fn msps_link_move_and_list_from_the_command_line() {
     let linked = ctl_json(&stack, &msp, &["msp", "link", cust, "--mode", "fully"]).await;
     assert_eq!(linked["mode"], "fully_managed");
     let refused = ctl(&stack, &customer, &["msp", "delink", cust]).await;
+    let text = refused.failed(1);
     assert!(
-        refused
-            .failed(1)
-            .starts_with("error: failed precondition: "),
+        text.starts_with("error: failed precondition: "),
+        "{refused:?}"
+    );
+    // The reason, and the command that takes the next step (README "Error reasons").
+    assert!(
+        text.contains("\nreason: FULLY_MANAGED_CANNOT_DELINK\n"),
+        "{refused:?}"
+    );
+    assert!(
+        text.contains(&format!(
+            "next step: switch it first: resellerctl msp jointly {cust}, then resellerctl msp delink {cust}"
+        )),
         "{refused:?}"
     );
     let joint = ctl_json(&stack, &msp, &["msp", "jointly", cust]).await;
@@ -829,14 +839,32 @@ async fn msps_link_move_and_list_from_the_command_line() {
         (devices.as_array()?.len() == 2).then_some(())
     })
     .await;
+    let unknown = imei(99);
     let moved = ctl(
         &stack,
         &msp,
-        &["msp", "move", &ids[0], "--to", cust, "-o", "json"],
+        &[
+            "msp",
+            "move",
+            &ids[0],
+            &unknown,
+            "no device!",
+            "--to",
+            cust,
+            "-o",
+            "json",
+        ],
     )
     .await
     .json();
     assert_eq!(moved["moved"], 1);
+    assert_eq!(
+        moved["rejections"],
+        serde_json::json!([
+            {"device_id": unknown, "reason": "not_held"},
+            {"device_id": "no device!", "reason": "not_a_device_id"},
+        ])
+    );
     eventually("the moved device in the customer portal", || async {
         let devices = ctl_json(&stack, &customer, &["portal", "devices"]).await;
         (devices.as_array()?.len() == 1 && devices[0]["moved_by_msp"] == true).then_some(())

@@ -87,13 +87,13 @@ pub struct Approval {
 #[derive(Debug, thiserror::Error)]
 pub enum CustomerError {
     /// No registered account with that Knox ID (or not of the caller's kind).
-    #[error("account {0} not found")]
+    #[error("account {0} not found: check the Knox ID; a platform admin registers accounts")]
     AccountNotFound(String),
     /// The Knox ID is registered already.
     #[error("account {0} is already registered")]
     AccountExists(String),
     /// The reseller has not added that account.
-    #[error("customer {0} not found")]
+    #[error("customer {0} not found: add the account as your customer first")]
     CustomerNotFound(String),
     /// The reseller added that account already.
     #[error("customer {0} has already been added")]

@@ -4,7 +4,7 @@ mod convert;
 
 use reseller_kit::auth::{Principal, Role};
 use reseller_kit::ids::{KnoxId, ResellerId};
-use reseller_kit::{ApiError, FieldViolations, paging, text};
+use reseller_kit::{ApiError, FieldViolations, Reason, Refusal, paging, text};
 use reseller_proto::v1::{
     self as pb, account_service_server::AccountService, customer_service_server::CustomerService,
 };
@@ -47,18 +47,32 @@ impl CustomerApi {
     }
 }
 
-/// The gRPC code of each refusal (CONTRACT.md "Errors").
+/// The reason (and so the gRPC code) of each refusal (CONTRACT.md "Errors" and
+/// "Additions"), with the objects it names as `ErrorInfo.metadata`.
 impl From<CustomerError> for ApiError {
     fn from(err: CustomerError) -> Self {
-        match err {
-            CustomerError::AccountNotFound(_) | CustomerError::CustomerNotFound(_) => {
-                ApiError::NotFound(err.to_string())
+        let message = err.to_string();
+        let refusal = match &err {
+            CustomerError::AccountNotFound(knox_id) => {
+                Refusal::new(Reason::AccountNotFound, message).with("knox_id", knox_id)
             }
-            CustomerError::AccountExists(_) | CustomerError::CustomerExists(_) => {
-                ApiError::AlreadyExists(err.to_string())
+            CustomerError::CustomerNotFound(knox_id) => {
+                Refusal::new(Reason::CustomerNotFound, message).with("knox_id", knox_id)
             }
-            CustomerError::NotApproved { .. } => ApiError::FailedPrecondition(err.to_string()),
-        }
+            CustomerError::AccountExists(knox_id) => {
+                Refusal::new(Reason::AccountAlreadyRegistered, message).with("knox_id", knox_id)
+            }
+            CustomerError::CustomerExists(knox_id) => {
+                Refusal::new(Reason::CustomerAlreadyAdded, message).with("knox_id", knox_id)
+            }
+            CustomerError::NotApproved {
+                knox_id,
+                reseller_id,
+            } => Refusal::new(Reason::ApprovalNotGiven, message)
+                .with("knox_id", knox_id)
+                .with("reseller_id", reseller_id),
+        };
+        refusal.into()
     }
 }
 

@@ -56,12 +56,12 @@ pub enum TargetRefused {
     NotAdded(KnoxId),
     /// The account has not approved the reseller yet.
     #[error(
-        "customer {0} has not approved this reseller yet (pending customer verification); devices can be uploaded only to active customers"
+        "customer {0} has not approved this reseller yet (pending customer verification); devices can be uploaded only to active customers, so the customer must approve you first"
     )]
     PendingVerification(KnoxId),
     /// The account revoked its approval.
     #[error(
-        "customer {0} revoked its approval of this reseller (inactive); devices can be uploaded only to active customers"
+        "customer {0} revoked its approval of this reseller (inactive); devices can be uploaded only to active customers, so the customer must approve you again first"
     )]
     Inactive(KnoxId),
     /// The directory could not be asked.

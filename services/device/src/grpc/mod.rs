@@ -2,11 +2,12 @@
 //! repository, convert. `accounts` is the client of customer-service it asks about targets.
 
 use futures::Stream;
+use reseller_kit::accounts::CustomerStatus;
 use reseller_kit::auth::Principal;
 use reseller_kit::device_id::{echo_id, parse_input, parse_secondary_ids};
 use reseller_kit::ids::KnoxId;
 use reseller_kit::text::echo;
-use reseller_kit::{ApiError, FieldViolations, paging, timestamp};
+use reseller_kit::{ApiError, FieldViolations, Reason, Refusal, paging, timestamp};
 use reseller_proto::v1::{
     self as pb, device_service_server::DeviceService, upload_devices_request::Item,
 };
@@ -42,13 +43,41 @@ impl DeviceApi {
 /// answer `UNAVAILABLE`.
 fn refused_to_api(refused: TargetRefused) -> ApiError {
     let message = refused.to_string();
-    match refused {
-        TargetRefused::NotAdded(_) => ApiError::NotFound(message),
-        TargetRefused::PendingVerification(_) | TargetRefused::Inactive(_) => {
-            ApiError::FailedPrecondition(message)
+    let refusal = match &refused {
+        TargetRefused::NotAdded(knox_id) => {
+            Refusal::new(Reason::CustomerNotFound, message).with("knox_id", knox_id)
         }
-        TargetRefused::Unavailable(_) => ApiError::Unavailable(message),
-    }
+        TargetRefused::PendingVerification(knox_id) => {
+            Refusal::new(Reason::CustomerNotActive, message)
+                .with("knox_id", knox_id)
+                .with("status", CustomerStatus::PendingVerification.as_db())
+        }
+        TargetRefused::Inactive(knox_id) => Refusal::new(Reason::CustomerNotActive, message)
+            .with("knox_id", knox_id)
+            .with("status", CustomerStatus::Inactive.as_db()),
+        TargetRefused::Unavailable(_) => return ApiError::Unavailable(message),
+    };
+    refusal.into()
+}
+
+/// The refusal of an upload the reseller does not have (unknown or another's alike).
+fn no_upload(upload_id: Uuid) -> ApiError {
+    Refusal::new(
+        Reason::UploadNotFound,
+        format!("upload {upload_id} not found: your uploads are listed newest first"),
+    )
+    .with("upload_id", upload_id)
+    .into()
+}
+
+/// The refusal of a deletion the reseller does not have (unknown or another's alike).
+fn no_deletion(deletion_id: Uuid) -> ApiError {
+    Refusal::new(
+        Reason::DeletionNotFound,
+        format!("deletion {deletion_id} not found: your deletions are listed newest first"),
+    )
+    .with("deletion_id", deletion_id)
+    .into()
 }
 
 fn parse_header(header: &pb::UploadHeader) -> Result<UploadHeader, ApiError> {
@@ -119,7 +148,11 @@ fn stream_error(status: Status) -> ApiError {
     match status.code() {
         // tonic reports an over-sized message as OUT_OF_RANGE; the contract says
         // RESOURCE_EXHAUSTED.
-        Code::OutOfRange => ApiError::ResourceExhausted(status.message().to_owned()),
+        Code::OutOfRange => Refusal::new(
+            Reason::MessageTooLarge,
+            format!("{}; send the devices in smaller batches", status.message()),
+        )
+        .into(),
         _ => ApiError::InvalidArgument(vec![reseller_kit::error::FieldViolation {
             field: "batch".into(),
             description: format!("the upload stream failed: {}", status.message()),
@@ -322,7 +355,7 @@ impl DeviceService for DeviceApi {
             .upload(&reseller, upload_id)
             .await
             .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::not_found("upload", upload_id))?;
+            .ok_or_else(|| no_upload(upload_id))?;
         Ok(Response::new(upload_to_proto(upload)))
     }
 
@@ -357,7 +390,7 @@ impl DeviceService for DeviceApi {
             .upload_rejections(&reseller, upload_id, after, limit + 1)
             .await
             .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::not_found("upload", upload_id))?;
+            .ok_or_else(|| no_upload(upload_id))?;
         let next_page_token = paging::finish_page(&mut rejections, limit, |r| r.index);
         Ok(Response::new(pb::ListUploadRejectionsResponse {
             rejections: rejections.into_iter().map(rejection_to_proto).collect(),
@@ -430,7 +463,7 @@ impl DeviceService for DeviceApi {
             .deletion(&reseller, deletion_id)
             .await
             .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::not_found("deletion", deletion_id))?;
+            .ok_or_else(|| no_deletion(deletion_id))?;
         Ok(Response::new(deletion_to_proto(deletion)))
     }
 }

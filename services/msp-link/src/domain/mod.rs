@@ -78,22 +78,28 @@ pub struct Link {
 #[derive(Debug, thiserror::Error)]
 pub enum MspError {
     /// The customer account is unknown (or the caller's own account is).
-    #[error("account {0} not found")]
+    #[error("account {0} not found: check the Knox ID; a platform admin registers accounts")]
     AccountNotFound(String),
     /// Only customer accounts can be managed.
-    #[error("account {0} is an MSP; an MSP account cannot be a managed customer")]
+    #[error(
+        "account {0} is an MSP; an MSP account cannot be a managed customer, only a customer account can"
+    )]
     NotACustomer(String),
     /// The caller is not an MSP account.
-    #[error("account {0} is not a registered MSP")]
+    #[error(
+        "account {0} is not registered as an MSP; only an MSP account manages customers (a platform admin registers it as an MSP)"
+    )]
     NotAnMsp(String),
     /// The customer is linked to this MSP already.
     #[error("customer {0} is already linked to you")]
     AlreadyLinked(String),
     /// The customer is linked to another MSP.
-    #[error("customer {0} is already managed by another MSP; it must be delinked there first")]
+    #[error(
+        "customer {0} is already managed by another MSP; the customer must leave that MSP before you can link it"
+    )]
     LinkedElsewhere(String),
     /// No live link between this MSP and customer (or not the caller's).
-    #[error("no link between MSP {msp_id} and customer {customer}")]
+    #[error("{}", link_not_found(msp_id, customer))]
     LinkNotFound {
         /// The MSP.
         msp_id: String,
@@ -102,14 +108,24 @@ pub enum MspError {
     },
     /// Delinking a fully managed customer.
     #[error(
-        "customer {0} is fully managed and cannot be delinked; switch it to jointly managed (SetJointlyManaged) first"
+        "customer {0} is fully managed and cannot be delinked; switch the customer to jointly managed first, then delink it"
     )]
     FullyManaged(String),
     /// Moving devices to a customer this MSP does not link.
     #[error(
-        "customer {0} is not linked to you (or was delinked); devices can be moved only to customers you link"
+        "customer {0} is not linked to you (or was delinked); devices can be moved only to customers you link, so link it first"
     )]
     TargetNotLinked(String),
+}
+
+/// The message of [`MspError::LinkNotFound`]: `msp_id` is empty when a customer
+/// leaving its MSP names none.
+fn link_not_found(msp_id: &str, customer: &str) -> String {
+    if msp_id.is_empty() {
+        format!("customer {customer} is not linked to an MSP you can see (or was delinked)")
+    } else {
+        format!("no link between MSP {msp_id} and customer {customer} (never linked, or delinked)")
+    }
 }
 
 /// Most device IDs one `MoveDevices` call may name.
@@ -138,13 +154,34 @@ pub struct MoveRequest {
     named: Vec<Named>,
 }
 
+/// Why a move did not move a device (`reseller.v1.MoveRejectionReason`). A device the
+/// MSP may not see reads exactly as one that does not exist (DOMAIN.md "Who may do
+/// what"): unknown, another account's and deleted devices are all [`Self::NotHeld`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectedBecause {
+    /// No device can have the identifier.
+    NotADeviceId,
+    /// No device the MSP holds (in its pool or at a customer it links) has it.
+    NotHeld,
+}
+
+/// One identifier a move did not move.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// As the answer names it: the canonical form, or the input cut and escaped.
+    pub device_id: String,
+    /// Why.
+    pub because: RejectedBecause,
+}
+
 /// What a move answers (`reseller.v1.MoveDevicesResponse`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MoveAnswer {
     /// The identifiers now held by the target (moved, or there already); complete.
     pub moved: Vec<String>,
-    /// The identifiers the MSP does not hold: the first [`MAX_REJECTED_LISTED`].
-    pub rejected: Vec<String>,
+    /// The identifiers the MSP does not hold, and why: the first
+    /// [`MAX_REJECTED_LISTED`].
+    pub rejected: Vec<Rejected>,
     /// Distinct identifiers moved.
     pub moved_count: i64,
     /// Distinct identifiers rejected.
@@ -218,7 +255,14 @@ impl MoveRequest {
                 answer.moved_count += 1;
             } else {
                 if answer.rejected.len() < MAX_REJECTED_LISTED {
-                    answer.rejected.push(named.shown);
+                    let because = match named.key {
+                        None => RejectedBecause::NotADeviceId,
+                        Some(_) => RejectedBecause::NotHeld,
+                    };
+                    answer.rejected.push(Rejected {
+                        device_id: named.shown,
+                        because,
+                    });
                 } else {
                     answer.rejected_truncated = true;
                 }
@@ -258,7 +302,19 @@ mod tests {
         assert_eq!(move_.keys(), ["355887999465330", "R58M-1"]);
         let answer = move_.answer(&HashSet::from(["R58M-1".to_owned()]));
         assert_eq!(answer.moved, ["R58M-1"]);
-        assert_eq!(answer.rejected, ["355887999465330", "R5CW\\u{0}10DDD"]);
+        assert_eq!(
+            answer.rejected,
+            [
+                Rejected {
+                    device_id: "355887999465330".into(),
+                    because: RejectedBecause::NotHeld,
+                },
+                Rejected {
+                    device_id: "R5CW\\u{0}10DDD".into(),
+                    because: RejectedBecause::NotADeviceId,
+                },
+            ]
+        );
         assert_eq!((answer.moved_count, answer.rejected_count), (1, 2));
         assert!(!answer.rejected_truncated);
     }
@@ -281,7 +337,12 @@ mod tests {
         let b = format!("{}B", "X".repeat(10_000));
         let answer = MoveRequest::parse(&[a, b]).unwrap().answer(&HashSet::new());
         assert_eq!(answer.rejected_count, 2);
-        assert!(answer.rejected.iter().all(|r| r.chars().count() == 64));
+        assert!(
+            answer
+                .rejected
+                .iter()
+                .all(|r| r.device_id.chars().count() == 64)
+        );
     }
 
     #[test]
@@ -291,7 +352,7 @@ mod tests {
             .collect();
         let answer = MoveRequest::parse(&ids).unwrap().answer(&HashSet::new());
         assert_eq!(answer.rejected.len(), MAX_REJECTED_LISTED);
-        assert_eq!(answer.rejected[0], "NOPE-0");
+        assert_eq!(answer.rejected[0].device_id, "NOPE-0");
         assert_eq!(answer.rejected_count, (MAX_REJECTED_LISTED + 5) as i64);
         assert!(answer.rejected_truncated);
     }
@@ -300,5 +361,7 @@ mod tests {
     fn the_error_for_a_fully_managed_delink_says_what_to_do() {
         let message = MspError::FullyManaged("42".into()).to_string();
         assert!(message.contains("jointly managed"), "{message}");
+        // The domain's words, never an RPC's name.
+        assert!(!message.contains("SetJointlyManaged"), "{message}");
     }
 }

@@ -4,14 +4,14 @@ pub(crate) mod accounts;
 
 use reseller_kit::auth::{Principal, Role};
 use reseller_kit::ids::KnoxId;
-use reseller_kit::{ApiError, FieldViolations, paging, text, timestamp};
+use reseller_kit::{ApiError, FieldViolations, Reason, Refusal, paging, text, timestamp};
 use reseller_proto::v1::{self as pb, msp_service_server::MspService};
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
 
 use crate::domain::{
-    DelinkRequest, Delinker, Link, Mode, MoveAnswer, MoveRequest, MspError, check_linkable,
-    check_msp, managed_by,
+    DelinkRequest, Delinker, Link, Mode, MoveAnswer, MoveRequest, MspError, RejectedBecause,
+    check_linkable, check_msp, managed_by,
 };
 use crate::postgres::Repository;
 use accounts::AccountDirectory;
@@ -37,20 +37,46 @@ impl MspApi {
     }
 }
 
-/// The gRPC code of each refusal (CONTRACT.md "Errors").
+/// The reason (and so the gRPC code) of each refusal (CONTRACT.md "Errors" and
+/// "Additions"), with the accounts it names as `ErrorInfo.metadata`.
 impl From<MspError> for ApiError {
     fn from(err: MspError) -> Self {
-        match err {
-            MspError::AccountNotFound(_) | MspError::LinkNotFound { .. } => {
-                ApiError::NotFound(err.to_string())
+        let message = err.to_string();
+        let refusal = match &err {
+            MspError::AccountNotFound(knox_id) => {
+                Refusal::new(Reason::AccountNotFound, message).with("knox_id", knox_id)
             }
-            MspError::AlreadyLinked(_) => ApiError::AlreadyExists(err.to_string()),
-            MspError::NotACustomer(_)
-            | MspError::NotAnMsp(_)
-            | MspError::LinkedElsewhere(_)
-            | MspError::FullyManaged(_)
-            | MspError::TargetNotLinked(_) => ApiError::FailedPrecondition(err.to_string()),
-        }
+            MspError::LinkNotFound { msp_id, customer } => {
+                let refusal =
+                    Refusal::new(Reason::LinkNotFound, message).with("customer_knox_id", customer);
+                if msp_id.is_empty() {
+                    refusal
+                } else {
+                    refusal.with("msp_id", msp_id)
+                }
+            }
+            MspError::AlreadyLinked(customer) => {
+                Refusal::new(Reason::CustomerAlreadyLinked, message)
+                    .with("customer_knox_id", customer)
+            }
+            MspError::NotACustomer(knox_id) => {
+                Refusal::new(Reason::AccountIsMsp, message).with("knox_id", knox_id)
+            }
+            MspError::NotAnMsp(knox_id) => {
+                Refusal::new(Reason::NotAnMsp, message).with("knox_id", knox_id)
+            }
+            MspError::LinkedElsewhere(customer) => {
+                Refusal::new(Reason::LinkedToAnotherMsp, message).with("customer_knox_id", customer)
+            }
+            MspError::FullyManaged(customer) => {
+                Refusal::new(Reason::FullyManagedCannotDelink, message)
+                    .with("customer_knox_id", customer)
+            }
+            MspError::TargetNotLinked(customer) => {
+                Refusal::new(Reason::CustomerNotLinked, message).with("customer_knox_id", customer)
+            }
+        };
+        refusal.into()
     }
 }
 
@@ -76,9 +102,22 @@ fn cursor<T: DeserializeOwned>(
 }
 
 fn move_to_proto(answer: MoveAnswer) -> pb::MoveDevicesResponse {
+    let rejections: Vec<pb::MoveRejection> = answer
+        .rejected
+        .into_iter()
+        .map(|rejected| pb::MoveRejection {
+            reason: match rejected.because {
+                RejectedBecause::NotADeviceId => pb::MoveRejectionReason::NotADeviceId,
+                RejectedBecause::NotHeld => pb::MoveRejectionReason::NotHeld,
+            }
+            .into(),
+            device_id: rejected.device_id,
+        })
+        .collect();
     pb::MoveDevicesResponse {
         moved_device_ids: answer.moved,
-        rejected_device_ids: answer.rejected,
+        rejected_device_ids: rejections.iter().map(|r| r.device_id.clone()).collect(),
+        rejections,
         moved_count: answer.moved_count,
         rejected_count: answer.rejected_count,
         rejected_truncated: answer.rejected_truncated,
@@ -248,7 +287,7 @@ mod tests {
     use prost::Message;
 
     use super::*;
-    use crate::domain::{MAX_MOVE_IDS, MAX_REJECTED_LISTED};
+    use crate::domain::{MAX_MOVE_IDS, MAX_REJECTED_LISTED, Rejected};
 
     /// A default gRPC client takes answers up to 4 MiB.
     const DEFAULT_CLIENT_LIMIT: usize = 4 * 1024 * 1024;
@@ -260,7 +299,13 @@ mod tests {
         // characters (the longest echo).
         let answer = MoveAnswer {
             moved: vec!["S".repeat(32); MAX_MOVE_IDS],
-            rejected: vec!["📱".repeat(64); MAX_REJECTED_LISTED],
+            rejected: vec![
+                Rejected {
+                    device_id: "📱".repeat(64),
+                    because: RejectedBecause::NotADeviceId,
+                };
+                MAX_REJECTED_LISTED
+            ],
             moved_count: MAX_MOVE_IDS as i64,
             rejected_count: MAX_MOVE_IDS as i64,
             rejected_truncated: true,

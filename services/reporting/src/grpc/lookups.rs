@@ -2,10 +2,10 @@
 //! activity log"): identifiers normalised by the upload's rule (kit's `lookup_key`), a
 //! device another reseller uploaded answering exactly as an unknown one.
 
-use reseller_kit::ApiError;
 use reseller_kit::device_id::{echo_id, lookup_key};
 use reseller_kit::ids::ResellerId;
 use reseller_kit::timestamp;
+use reseller_kit::{ApiError, Reason, Refusal};
 use reseller_proto::v1 as pb;
 
 use crate::domain::{HistoryEntry, HistoryKind, assemble};
@@ -110,7 +110,14 @@ pub async fn device_history(
             ),
         ));
     };
-    let not_found = || ApiError::not_found("device", &key);
+    let not_found = || -> ApiError {
+        Refusal::new(
+            Reason::DeviceNotFound,
+            format!("device {key} not found: no device you uploaded has this identifier"),
+        )
+        .with("device_id", &key)
+        .into()
+    };
     let primary = repo
         .find_devices(reseller.as_str(), &[key.as_str()])
         .await?

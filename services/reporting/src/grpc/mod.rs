@@ -7,9 +7,9 @@
 
 use std::sync::Arc;
 
-use reseller_kit::ApiError;
 use reseller_kit::auth::Principal;
 use reseller_kit::paging;
+use reseller_kit::{ApiError, Reason, Refusal};
 use reseller_proto::v1::{self as pb, reporting_service_server::ReportingService};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Response, Status};
@@ -46,13 +46,23 @@ impl ReportingApi {
     /// What answers for a row the reseller does not have listed: absent, another
     /// reseller's, or not listed (yet) all read alike.
     fn no_customer(knox_id: &KnoxId) -> ApiError {
-        ApiError::not_found("customer", knox_id)
+        Refusal::new(
+            Reason::CustomerNotFound,
+            format!(
+                "customer {knox_id} not found: add the account as your customer first (one just added is listed within seconds)"
+            ),
+        )
+        .with("knox_id", knox_id)
+        .into()
     }
 
     /// A download slot, or `RESOURCE_EXHAUSTED` while every slot is taken.
     fn download_slot(&self) -> Result<OwnedSemaphorePermit, ApiError> {
         self.downloads.clone().try_acquire_owned().map_err(|_| {
-            ApiError::ResourceExhausted("too many CSV downloads in progress; retry shortly".into())
+            ApiError::refused(
+                Reason::TooManyDownloads,
+                "too many CSV downloads in progress; retry shortly",
+            )
         })
     }
 }

@@ -78,6 +78,7 @@ pub async fn run(portal: &Portal, printer: Printer, cmd: MspCommand) -> Result<(
                 rejected: (moved.rejected_count as usize).max(moved.rejected_device_ids.len()),
                 moved_device_ids: moved.moved_device_ids,
                 rejected_device_ids: moved.rejected_device_ids,
+                rejections: moved.rejections.into_iter().map(Into::into).collect(),
             })
         }
         MspCommand::Customers { paging } => {
