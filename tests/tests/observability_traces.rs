@@ -92,10 +92,25 @@ async fn a_deletion_is_one_trace_through_the_portals_and_their_receipts() {
     let caller_span = trace.traceparent.split('-').nth(2).unwrap();
     assert_eq!(rpc[0].parent_span_id.to_string(), caller_span);
 
-    // Each portal's consumer applied the deletion in a child of the RPC's span.
+    // Each portal's consumer applied the deletion (its `devices_deleted`) in a child of
+    // the RPC's span. (The trace holds more: reporting also applies the deletion's
+    // `deletion_recorded` and the other portals' receipts, for the activity log.)
+    let deleted = reseller_kit::subjects::event_subject(&pb::event::Payload::DevicesDeleted(
+        Default::default(),
+    ));
+    let applying = |name: &str, subject: &str| -> Vec<&SpanData> {
+        named(name)
+            .into_iter()
+            .filter(|s| {
+                s.attributes.iter().any(|kv| {
+                    kv.key.as_str() == "messaging.destination.name" && kv.value.as_str() == subject
+                })
+            })
+            .collect()
+    };
     let mut portal_spans: HashMap<SpanId, &str> = HashMap::new();
     for consumer in PORTAL_CONSUMERS {
-        let applied = named(&format!("apply {consumer}"));
+        let applied = applying(&format!("apply {consumer}"), deleted);
         assert_eq!(
             applied.len(),
             1,

@@ -12,8 +12,9 @@ use crate::domain::{
     DeletionFacts, DelinkFacts, DeviceFacts, MoveFacts, MovedPart, RegistrationFacts, UploadedPart,
 };
 
-/// Records the secondary identifiers of an upload part's devices (on the registration,
-/// and in the lookup table). Idempotent.
+/// Records the secondary identifiers of an upload part's devices in the lookup table
+/// (`insert_registrations` keeps them on the registration). Idempotent; no statement
+/// when the part has none.
 ///
 /// # Errors
 /// Database errors.
@@ -21,41 +22,25 @@ pub async fn record_secondary_ids(
     conn: &mut PgConnection,
     part: &UploadedPart,
 ) -> Result<(), sqlx::Error> {
-    let mut identifiers = Vec::new();
-    let mut devices = Vec::new();
-    let mut joined = Vec::new();
-    let mut owners = Vec::new();
-    for device in part.devices.iter().filter(|d| !d.secondary_ids.is_empty()) {
-        for id in &device.secondary_ids {
-            identifiers.push(id.as_str());
-            devices.push(device.device_id.as_str());
-        }
-        // text[] columns cannot be unnested as ragged arrays: one joined cell per device
-        // (identifiers never hold a comma: they are canonical IMEIs, MEIDs and serials).
-        joined.push(device.secondary_ids.join(","));
-        owners.push(device.device_id.as_str());
-    }
+    let (identifiers, devices): (Vec<&str>, Vec<&str>) = part
+        .devices
+        .iter()
+        .flat_map(|d| {
+            d.secondary_ids
+                .iter()
+                .map(move |id| (id.as_str(), d.device_id.as_str()))
+        })
+        .unzip();
     if identifiers.is_empty() {
         return Ok(());
     }
-    let upload_id = part.upload.upload_id;
     sqlx::query!(
         "INSERT INTO reporting.secondary_identifiers (identifier, device_id, upload_id)
          SELECT i, d, $3 FROM UNNEST($1::text[], $2::text[]) AS s (i, d)
          ON CONFLICT DO NOTHING",
         &identifiers as &[&str],
         &devices as &[&str],
-        upload_id,
-    )
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query!(
-        "UPDATE reporting.registrations r SET secondary_ids = string_to_array(s.ids, ',')
-         FROM UNNEST($1::text[], $2::text[]) AS s (device_id, ids)
-         WHERE r.device_id = s.device_id AND r.upload_id = $3",
-        &owners as &[&str],
-        &joined,
-        upload_id,
+        part.upload.upload_id,
     )
     .execute(&mut *conn)
     .await?;

@@ -257,12 +257,16 @@ pub async fn insert_registrations(
     let mut ids = Vec::with_capacity(n);
     let mut kinds = Vec::with_capacity(n);
     let mut models = Vec::with_capacity(n);
+    // A device's secondary identifiers as one cell ("" for none): UNNEST cannot take a
+    // ragged text[][] (canonical identifiers never hold a comma).
+    let mut secondaries = Vec::with_capacity(n);
     // One row per device: an upsert may not touch a row twice.
     let mut seen = HashSet::with_capacity(n);
     for device in part.devices.iter().filter(|d| seen.insert(&d.device_id)) {
         ids.push(device.device_id.as_str());
         kinds.push(device.kind.as_i16());
         models.push(device.model.as_str());
+        secondaries.push(device.secondary_ids.join(","));
     }
     let upload = &part.upload;
     // `xmax = 0` tells a row inserted by this statement from a row it updated.
@@ -271,16 +275,18 @@ pub async fn insert_registrations(
            INSERT INTO reporting.registrations AS r
              (device_id, upload_id, reseller_id, id_kind, model, uploaded_at, order_number,
               uploaded_to, uploaded_to_msp, holder_knox_id, placed_knox_id, virtual, via_msp_id,
-              deleted)
+              deleted, secondary_ids)
            SELECT d.device_id, $1, $2, d.id_kind, d.model, $3, $4, $5, $6, $5, $7, $8, $9,
              EXISTS (SELECT 1 FROM reporting.deleted_registrations x
-                     WHERE x.device_id = d.device_id AND x.upload_id = $1)
-           FROM UNNEST($10::text[], $11::smallint[], $12::text[]) AS d (device_id, id_kind, model)
+                     WHERE x.device_id = d.device_id AND x.upload_id = $1),
+             COALESCE(string_to_array(NULLIF(d.secondary, ''), ','), '{}')
+           FROM UNNEST($10::text[], $11::smallint[], $12::text[], $13::text[])
+             AS d (device_id, id_kind, model, secondary)
            ON CONFLICT (device_id, upload_id) DO UPDATE
            SET reseller_id = EXCLUDED.reseller_id, id_kind = EXCLUDED.id_kind,
                model = EXCLUDED.model, uploaded_at = EXCLUDED.uploaded_at,
                order_number = EXCLUDED.order_number, uploaded_to = EXCLUDED.uploaded_to,
-               uploaded_to_msp = EXCLUDED.uploaded_to_msp
+               uploaded_to_msp = EXCLUDED.uploaded_to_msp, secondary_ids = EXCLUDED.secondary_ids
            WHERE r.uploaded_to IS NULL
            RETURNING r.device_id, r.deleted, r.xmax = 0 AS inserted)
          SELECT count(*) FILTER (WHERE inserted) AS "inserted!",
@@ -299,6 +305,7 @@ pub async fn insert_registrations(
         &ids as &[&str],
         &kinds,
         &models as &[&str],
+        &secondaries,
     )
     .fetch_one(&mut *conn)
     .await?;
