@@ -146,20 +146,16 @@ impl EventHandler for Projection {
                     _ => return Err(ApplyError::Poison(format!("portal {} unknown", e.portal))),
                 };
                 let removed = e.state == pb::PortalState::Removed as i32;
-                let (part, part_count) = (e.part as i32, e.part_count as i32);
-                Change::in_transaction(move |tx| {
-                    Box::pin(async move {
-                        postgres::record_receipt(
-                            tx,
-                            deletion_id,
-                            portal,
-                            part,
-                            part_count,
-                            removed,
-                        )
-                        .await?;
-                        Ok(())
-                    })
+                Change::OneStatement(OneStatement {
+                    ctes: postgres::receipt_cte(
+                        params,
+                        deletion_id,
+                        portal,
+                        e.part as i32,
+                        e.part_count as i32,
+                        removed,
+                    ),
+                    emits: None,
                 })
             }
             Payload::UploadRecorded(e) => {

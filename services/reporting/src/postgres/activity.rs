@@ -183,30 +183,27 @@ pub fn deletion_part_ctes(
     )
 }
 
-/// Records one portal's receipt for one part of a deletion. Idempotent.
-///
-/// # Errors
-/// Database errors.
-pub async fn record_receipt(
-    conn: &mut PgConnection,
+/// The CTE recording one portal's receipt for one part of a deletion, for the consumer's
+/// one statement (the inbox row and this insert in one round trip: receipts are three
+/// per deletion part, so they must cost the consumer as little as can be). Idempotent.
+pub fn receipt_cte(
+    params: &mut Params,
     deletion_id: Uuid,
-    portal: &str,
+    portal: &'static str,
     part: i32,
     part_count: i32,
     removed: bool,
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "INSERT INTO reporting.deletion_receipts (deletion_id, portal, part, part_count, removed)
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-        deletion_id,
-        portal,
-        part,
-        part_count,
-        removed,
+) -> String {
+    format!(
+        "receipt AS (INSERT INTO reporting.deletion_receipts \
+           (deletion_id, portal, part, part_count, removed) \
+           VALUES ({}, {}, {}, {}, {}) ON CONFLICT DO NOTHING)",
+        params.bind(deletion_id),
+        params.bind(portal),
+        params.bind(part),
+        params.bind(part_count),
+        params.bind(removed),
     )
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
 }
 
 /// The resellers whose devices `customer` holds (moved there by an MSP) or who list the
