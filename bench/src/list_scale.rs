@@ -151,7 +151,9 @@ async fn seed(stack: &Stack, config: &ListConfig) -> anyhow::Result<Seeded> {
     )
     .await?;
     // Entry e is about customer ((e - 1) % c) + 1; kinds cycle, two entries a second
-    // (ties broken by the ID, as the keyset does), newest first from now.
+    // (ties broken by the ID, as the keyset does), newest first from now. Both inserts
+    // go in one simple query, one transaction, so `now()` and so each entry's time and
+    // its customer row's are the same, as the projection keeps them.
     let entry_customer =
         "'95' || lpad(((e - 1) % {c} + 1)::text, 10, '0')".replace("{c}", &c.to_string());
     seeded.activities = timed(
@@ -183,8 +185,6 @@ async fn seed(stack: &Stack, config: &ListConfig) -> anyhow::Result<Seeded> {
         ),
     )
     .await?;
-    // `now()` is the statement's transaction's: the two statements above ran in one
-    // (one simple query), so each entry and its customer row have the same time.
     seeded.vacuum = timed(
         stack,
         "VACUUM (ANALYZE)",
