@@ -14,6 +14,10 @@
 //! - `lookup` (`--only lookup`): `FindDevices` of 1,000 identifiers among
 //!   `--lookup-devices` devices seeded into the projection, vs the same statement as
 //!   bare SQL ([`lookup`]);
+//! - `list_at_scale` (`--only list`): `ListCustomers` (first page, a deep page, a search)
+//!   over `--list-customers` customers and `--list-devices` devices, and `ListActivity`
+//!   (first page, one customer's) over `--activity-entries` entries, all seeded into the
+//!   projection, each vs its statements as bare SQL ([`list_scale`]);
 //! - `telemetry_overhead` (`--telemetry-rounds N`): the ingest and deletion benchmarks
 //!   with metrics and tracing on and off, alternately in one run, each side's medians
 //!   compared; traces go to an OTLP receiver the bench hosts ([`telemetry`]).
@@ -31,6 +35,7 @@ mod durable_floor;
 mod export;
 mod hops;
 mod ingest;
+mod list_scale;
 mod lookup;
 mod otlp;
 mod scrape;
@@ -56,6 +61,7 @@ enum Bench {
     Export,
     Throughput,
     Lookup,
+    List,
 }
 
 /// Benchmarks the reseller portal against its references; prints JSON.
@@ -144,6 +150,27 @@ struct Args {
     /// Lookup: measured lookups of each side.
     #[arg(long, default_value_t = 200)]
     lookup_rounds: usize,
+
+    /// List at scale: customers seeded into the reseller's list (the scale).
+    #[arg(long, default_value_t = 100_000)]
+    list_customers: usize,
+
+    /// List at scale: devices seeded, spread over those customers (the scale is
+    /// 10,000,000; seeding them takes minutes).
+    #[arg(long, default_value_t = 10_000_000)]
+    list_devices: usize,
+
+    /// List at scale: activity log entries seeded.
+    #[arg(long, default_value_t = 1_000_000)]
+    activity_entries: usize,
+
+    /// List at scale: measured calls of each side, per case.
+    #[arg(long, default_value_t = 200)]
+    list_rounds: usize,
+
+    /// List at scale: the search (a substring of a few seeded company names).
+    #[arg(long, default_value = "Company 00123")]
+    list_query: String,
 
     /// Throughput: seconds of load.
     #[arg(long, env = "BENCH_THROUGHPUT_SECONDS", default_value_t = 30.0)]
@@ -429,6 +456,7 @@ async fn run_on(
     let run_export = benches.contains(&Bench::Export);
     let run_throughput = benches.contains(&Bench::Throughput);
     let run_lookup = benches.contains(&Bench::Lookup);
+    let run_list = benches.contains(&Bench::List);
     let mut shape_json = shape.describe();
     if let Some(label) = label.as_object() {
         for (key, value) in label {
@@ -564,6 +592,24 @@ async fn run_on(
             let result = lookup::run(&stack, &lookup_config)
                 .await
                 .unwrap_or_else(|e| failed("lookup", &e));
+            results.push(emit_result(result, &shape_json));
+        }
+
+        if run_list {
+            let list_config = list_scale::ListConfig {
+                customers: args.list_customers,
+                devices: args.list_devices,
+                activity_entries: args.activity_entries,
+                rounds: args.list_rounds,
+                page_size: 50,
+                deep_rows: 1000,
+                query: args.list_query.clone(),
+                target_ratio: 2.0,
+                search_target: Duration::from_millis(10),
+            };
+            let result = list_scale::run(&stack, &list_config)
+                .await
+                .unwrap_or_else(|e| failed("list_at_scale", &e));
             results.push(emit_result(result, &shape_json));
         }
         anyhow::Ok(results)
@@ -706,6 +752,8 @@ async fn main() -> anyhow::Result<()> {
             for key in [
                 "ratio",
                 "ratios",
+                "p99_ratios",
+                "search_p99_ms",
                 "overhead_percent",
                 "traces_exported",
                 "metrics_scraped",
