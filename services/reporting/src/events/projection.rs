@@ -24,6 +24,13 @@
 //!   deleted registrations too) and the link the move implies, and re-places the moved
 //!   registrations. A move projected before its upload records the registration placed
 //!   nowhere; the upload then completes and places it.
+//! - Lookups, history and the activity log (issue #12, `postgres::lookups` and
+//!   `postgres::activity`): each event also stores the facts it states (a device's
+//!   secondary identifiers, every move and delink, which deletion deleted what) and adds
+//!   to the reseller's activity log (`upload_recorded`, `deletion_recorded`, customer
+//!   events, moves, delinks; the portals' receipts give a deletion's states). Nothing is
+//!   ordered here: the history is assembled when it is read (`domain::history`), and an
+//!   entry several events write adds their counts up.
 
 use reseller_kit::accounts::{CompanyName, InternalReference};
 use reseller_kit::country::Country;
