@@ -56,8 +56,7 @@ CREATE TABLE reporting.delinks (
 -- deletion ID, `move:<msp>:<seq>` for an MSP move, or the event ID. Several events may
 -- add to one entry (a move's parts; a deletion's parts and its record): the counts add
 -- up, the earliest time stays (`postgres::activity`). The summary a person reads is made
--- from these columns when the entry is read (`domain::activity`), so a deletion's shows
--- its portals' states as they are then.
+-- from these columns when the entry is read (`domain::activity`).
 CREATE TABLE reporting.activities (
     reseller_id      text NOT NULL,
     activity_id      text NOT NULL,
@@ -100,14 +99,3 @@ CREATE INDEX activity_customers_newest_first
 -- the writes): without it each entry scans the reseller's part of the table.
 CREATE INDEX activity_customers_by_entry
     ON reporting.activity_customers (reseller_id, activity_id);
-
--- The portals' receipts for each part of a deletion (`portal_deletion_applied`), from
--- which a deletion's entry reads each portal's state.
-CREATE TABLE reporting.deletion_receipts (
-    deletion_id uuid NOT NULL,
-    portal      text NOT NULL CHECK (portal IN ('RESELLER', 'MSP', 'CUSTOMER')),
-    part        integer NOT NULL,
-    part_count  integer NOT NULL,
-    removed     boolean NOT NULL,
-    PRIMARY KEY (deletion_id, portal, part)
-);

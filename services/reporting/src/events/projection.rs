@@ -28,7 +28,7 @@
 //!   `postgres::activity`): each event also stores the facts it states (a device's
 //!   secondary identifiers, every move and delink, which deletion deleted what) and adds
 //!   to the reseller's activity log (`upload_recorded`, `deletion_recorded`, customer
-//!   events, moves, delinks; the portals' receipts give a deletion's states). Nothing is
+//!   events, moves, delinks). Nothing is
 //!   ordered here: the history is assembled when it is read (`domain::history`), and an
 //!   entry several events write adds their counts up.
 
@@ -142,29 +142,9 @@ impl EventHandler for Projection {
                 let part = moved_part(&e, occurred_at)?;
                 Change::in_transaction(move |tx| Box::pin(async move { moved(tx, &part).await }))
             }
-            // Device-service tracks deletions by the receipts; the activity log reads each
-            // portal's state from them too.
-            Payload::PortalDeletionApplied(e) => {
-                let deletion_id = uuid_field("deletion_id", &e.deletion_id)?;
-                let portal = match pb::Portal::try_from(e.portal) {
-                    Ok(pb::Portal::Reseller) => "RESELLER",
-                    Ok(pb::Portal::Msp) => "MSP",
-                    Ok(pb::Portal::Customer) => "CUSTOMER",
-                    _ => return Err(ApplyError::Poison(format!("portal {} unknown", e.portal))),
-                };
-                let removed = e.state == pb::PortalState::Removed as i32;
-                Change::OneStatement(OneStatement {
-                    ctes: postgres::receipt_cte(
-                        params,
-                        deletion_id,
-                        portal,
-                        e.part as i32,
-                        e.part_count as i32,
-                        removed,
-                    ),
-                    emits: None,
-                })
-            }
+            // The portals' receipts are read by device-service (a deletion's progress is
+            // its own: `GetDeletion`).
+            Payload::PortalDeletionApplied(_) => Change::Ignored,
             Payload::UploadRecorded(e) => {
                 let entry = upload_recorded(&e)?;
                 Change::in_transaction(move |tx| {

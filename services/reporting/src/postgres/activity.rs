@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::Repository;
-use crate::domain::{Activity, ActivityCursor, ActivityFilter, ActivityKind, PortalProgress};
+use crate::domain::{Activity, ActivityCursor, ActivityFilter, ActivityKind};
 
 /// What one event adds to an entry of one reseller's activity log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,29 +183,6 @@ pub fn deletion_part_ctes(
     )
 }
 
-/// The CTE recording one portal's receipt for one part of a deletion, for the consumer's
-/// one statement (the inbox row and this insert in one round trip: receipts are three
-/// per deletion part, so they must cost the consumer as little as can be). Idempotent.
-pub fn receipt_cte(
-    params: &mut Params,
-    deletion_id: Uuid,
-    portal: &'static str,
-    part: i32,
-    part_count: i32,
-    removed: bool,
-) -> String {
-    format!(
-        "receipt AS (INSERT INTO reporting.deletion_receipts \
-           (deletion_id, portal, part, part_count, removed) \
-           VALUES ({}, {}, {}, {}, {}) ON CONFLICT DO NOTHING)",
-        params.bind(deletion_id),
-        params.bind(portal),
-        params.bind(part),
-        params.bind(part_count),
-        params.bind(removed),
-    )
-}
-
 /// The resellers whose devices `customer` holds (moved there by an MSP) or who list the
 /// customer: the logs a delink of the customer belongs in.
 ///
@@ -258,20 +235,11 @@ impl Repository {
                     ActivityRow,
                     r#"SELECT a.activity_id, a.occurred_at, a.kind, a.actor, a.customer_knox_id,
                      a.upload_id, a.deletion_id, a.accepted_count, a.rejected_count,
-                     a.device_count, a.part_count, a.detail,
+                     a.device_count, a.detail,
                      ARRAY(SELECT c.customer_knox_id FROM reporting.activity_customers c
                            WHERE c.reseller_id = a.reseller_id AND c.activity_id = a.activity_id
-                           ORDER BY 1) AS "customers!",
-                     r.portals AS "portals!"
+                           ORDER BY 1) AS "customers!"
                    FROM reporting.activities a
-                   CROSS JOIN LATERAL (SELECT ARRAY[
-                       count(*) FILTER (WHERE x.portal = 'RESELLER'),
-                       count(*) FILTER (WHERE x.portal = 'RESELLER' AND x.removed),
-                       count(*) FILTER (WHERE x.portal = 'MSP'),
-                       count(*) FILTER (WHERE x.portal = 'MSP' AND x.removed),
-                       count(*) FILTER (WHERE x.portal = 'CUSTOMER'),
-                       count(*) FILTER (WHERE x.portal = 'CUSTOMER' AND x.removed)] AS portals
-                     FROM reporting.deletion_receipts x WHERE x.deletion_id = a.deletion_id) r
                    WHERE a.reseller_id = $1 AND a.kind = ANY($2::text[])
                      AND ($3::timestamptz IS NULL OR a.occurred_at >= $3)
                      AND ($4::timestamptz IS NULL OR a.occurred_at < $4)
@@ -294,22 +262,13 @@ impl Repository {
                     ActivityRow,
                     r#"SELECT a.activity_id, a.occurred_at, a.kind, a.actor, a.customer_knox_id,
                      a.upload_id, a.deletion_id, a.accepted_count, a.rejected_count,
-                     a.device_count, a.part_count, a.detail,
+                     a.device_count, a.detail,
                      ARRAY(SELECT c2.customer_knox_id FROM reporting.activity_customers c2
                            WHERE c2.reseller_id = a.reseller_id AND c2.activity_id = a.activity_id
-                           ORDER BY 1) AS "customers!",
-                     r.portals AS "portals!"
+                           ORDER BY 1) AS "customers!"
                    FROM reporting.activity_customers c
                    JOIN reporting.activities a
                      ON a.reseller_id = c.reseller_id AND a.activity_id = c.activity_id
-                   CROSS JOIN LATERAL (SELECT ARRAY[
-                       count(*) FILTER (WHERE x.portal = 'RESELLER'),
-                       count(*) FILTER (WHERE x.portal = 'RESELLER' AND x.removed),
-                       count(*) FILTER (WHERE x.portal = 'MSP'),
-                       count(*) FILTER (WHERE x.portal = 'MSP' AND x.removed),
-                       count(*) FILTER (WHERE x.portal = 'CUSTOMER'),
-                       count(*) FILTER (WHERE x.portal = 'CUSTOMER' AND x.removed)] AS portals
-                     FROM reporting.deletion_receipts x WHERE x.deletion_id = a.deletion_id) r
                    WHERE c.reseller_id = $1 AND c.customer_knox_id = $8
                      AND a.kind = ANY($2::text[])
                      AND ($3::timestamptz IS NULL OR c.occurred_at >= $3)
@@ -354,27 +313,15 @@ struct ActivityRow {
     accepted_count: i64,
     rejected_count: i64,
     device_count: i64,
-    part_count: i32,
     detail: String,
     customers: Vec<String>,
-    /// Receipts per portal (reseller, MSP, customer): received, of them removed.
-    portals: Vec<i64>,
 }
 
 impl ActivityRow {
     fn into_activity(self) -> Activity {
-        let parts = i64::from(self.part_count);
-        let portal = |i: usize| {
-            PortalProgress::of(
-                self.portals.get(2 * i).copied().unwrap_or(0),
-                self.portals.get(2 * i + 1).copied().unwrap_or(0),
-                parts,
-            )
-        };
         Activity {
             // The column's CHECK allows only the kinds `from_db` knows.
             kind: ActivityKind::from_db(&self.kind).unwrap_or(ActivityKind::Upload),
-            portals: [portal(0), portal(1), portal(2)],
             activity_id: self.activity_id,
             occurred_at: self.occurred_at,
             actor: self.actor,
