@@ -374,3 +374,113 @@ async fn a_second_relay_takes_over_when_the_first_stops() {
     second_stop.cancel();
     second.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_backlog_is_applied_in_batches_each_event_once_past_a_duplicate_and_a_poison_message() {
+    let stack = TestStack::start_with(StackOptions {
+        reporting_consumer: false,
+        ..Default::default()
+    })
+    .await;
+    let acme = reseller(&stack, "acme");
+    // A backlog while reporting's consumer is down: 12 customers with 3 devices each,
+    // and in the middle a message that is not an event.
+    for i in 0..12u64 {
+        let knox = format!("{}", 830000000 + i);
+        active_customer(&stack, "acme", &knox, &format!("Backlog {i:02}")).await;
+        let ids: Vec<String> = (0..3).map(|d| imei(500 + i * 10 + d)).collect();
+        upload(&stack, "acme", &knox, &ids).await.unwrap();
+        if i == 6 {
+            stack
+                .platform
+                .js
+                .publish("reseller.events.v1.customer.added", "garbage \u{1}".into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    }
+    let messages = eventually("the backlog in the stream", || async {
+        let messages = stream_messages(&stack).await;
+        let uploads = messages
+            .iter()
+            .filter(|m| m.subject.as_str().ends_with("device.uploaded"))
+            .count();
+        (uploads == 12).then_some(messages)
+    })
+    .await;
+    // One event of the backlog was applied already (a redelivery after a crash looks
+    // like this): the batch holding it must not stop at it.
+    let applied_before = messages
+        .iter()
+        .find(|m| m.subject.as_str().ends_with("device.uploaded"))
+        .unwrap();
+    let outcome = reseller_kit::inbox::apply_once(
+        reporting_service::spec(),
+        stack.platform.pool.clone(),
+        reporting_service::Projection,
+        &applied_before.payload,
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome, reseller_kit::inbox::Outcome::Applied);
+
+    let mut dead_letters = stack.subscribe("reseller.deadletter.v1.reporting").await;
+    let token = CancellationToken::new();
+    let task = tokio::spawn(reporting_service::consumer(&stack.platform).run(token.clone()));
+    eventually("every event delivered and acked", || async {
+        let info = stack
+            .platform
+            .js
+            .get_stream(subjects::EVENTS_STREAM)
+            .await
+            .ok()?
+            .consumer_info(reporting_service::CONSUMER)
+            .await
+            .ok()?;
+        (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+    })
+    .await;
+    token.cancel();
+    let _ = task.await;
+
+    let page = list(&acme, "").await;
+    assert_eq!(page.total_size, 12);
+    assert!(
+        page.customers
+            .iter()
+            .all(|c| c.uploaded_devices == 3 && c.devices == 3),
+        "each customer's 3 devices counted once: {:?}",
+        page.customers
+    );
+    let letter = tokio::time::timeout(Duration::from_secs(15), dead_letters.next())
+        .await
+        .expect("the message that is not an event dead-lettered")
+        .unwrap();
+    assert!(
+        letter
+            .headers
+            .unwrap()
+            .get(subjects::headers::DEAD_LETTER_REASON)
+            .unwrap()
+            .as_str()
+            .contains("not a reseller.v1.Event")
+    );
+    // Every event of the stream once in the inbox (the poison message is not an
+    // event), and the backlog committed in far fewer transactions than events: rows
+    // written by one transaction share its `xmin`.
+    let (rows, transactions): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT xmin::text) FROM reporting.inbox WHERE consumer = 'reporting'",
+    )
+    .fetch_one(&stack.platform.pool)
+    .await
+    .unwrap();
+    let events = messages.len() as i64 - 1;
+    assert_eq!(rows, events, "one inbox row per event");
+    let ignored_or_applied_alone = 4;
+    assert!(
+        transactions * ignored_or_applied_alone <= rows,
+        "{rows} events applied in {transactions} transactions: not in batches"
+    );
+}

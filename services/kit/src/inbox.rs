@@ -7,6 +7,15 @@
 //! handler may instead give its change as one statement ([`Change::OneStatement`], see
 //! [`crate::one_statement`]), which carries the inbox row and the emitted events too.
 //!
+//! Batches: when several events are waiting, up to [`MAX_BATCH`] of them are applied one
+//! after the other in one transaction and committed once, then acked. A commit waits for
+//! its WAL flush (2.5 ms on the machine of issue #12's bench, more than the statements of
+//! a small event), so a consumer that falls behind catches up by committing less often
+//! rather than by doing less: every event still has its inbox row and its own change, in
+//! stream order. If anything in a batch fails (a duplicate, a conflict, a poison event),
+//! the batch is rolled back and its events are applied one by one as above, each with its
+//! own outcome.
+//!
 //! An event that can never be applied (undecodable, or rejected by the handler as
 //! poison, or failing the same way [`MAX_ATTEMPTS`] times) is published to the consumer's
 //! dead-letter subject with the reason and terminated, so it does not block the events
@@ -27,8 +36,8 @@ use async_nats::jetstream::{
     context::ConsumerInfoErrorKind,
     message::PublishMessage,
 };
-use futures::StreamExt;
 use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -66,7 +75,11 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(3);
 /// Events pulled ahead per event applied at once: enough to keep the consumer busy
 /// between pulls, few enough that the last one pulled is applied well inside
 /// [`ACK_WAIT`] (its clock starts on delivery, not when its turn comes).
-const PULLED_AHEAD_PER_WORKER: usize = 32;
+const PULLED_AHEAD_PER_WORKER: usize = 64;
+/// Most events applied in one transaction (see the module doc): enough to amortise the
+/// commit, few enough that a batch of upload parts (1,000 devices each) commits well
+/// inside [`ACK_WAIT`] and that a failed batch costs little to apply again one by one.
+pub const MAX_BATCH: usize = 32;
 
 /// Why an event was not applied.
 #[derive(Debug, thiserror::Error)]
@@ -531,21 +544,7 @@ impl<H: EventHandler> Applier<H> {
         if let Change::Ignored = change {
             return Ok(Outcome::Ignored);
         }
-        let span = tracing::info_span!(
-            "event",
-            otel.name = format!("apply {}", self.spec.name),
-            otel.kind = "consumer",
-            messaging.system = "nats",
-            messaging.operation.type = "process",
-            messaging.consumer.group.name = self.spec.name.as_str(),
-            messaging.destination.name = subject,
-            messaging.message.id = %applied.event_id,
-            outcome = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
-        );
-        if let Some(traceparent) = traceparent {
-            crate::trace_context::set_parent(&span, traceparent);
-        }
+        let span = self.event_span(subject, &applied, traceparent);
         let outcome = async {
             match change {
                 Change::Ignored => Ok(Outcome::Ignored),
@@ -562,6 +561,112 @@ impl<H: EventHandler> Applier<H> {
             Err(_) => span.record("otel.status_code", "ERROR"),
         };
         outcome
+    }
+
+    /// The span an event is applied in (see the module doc), continuing `traceparent`.
+    fn event_span(
+        &self,
+        subject: &str,
+        applied: &Applied,
+        traceparent: Option<&str>,
+    ) -> tracing::Span {
+        let span = tracing::info_span!(
+            "event",
+            otel.name = format!("apply {}", self.spec.name),
+            otel.kind = "consumer",
+            messaging.system = "nats",
+            messaging.operation.type = "process",
+            messaging.consumer.group.name = self.spec.name.as_str(),
+            messaging.destination.name = subject,
+            messaging.message.id = %applied.event_id,
+            outcome = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        if let Some(traceparent) = traceparent {
+            crate::trace_context::set_parent(&span, traceparent);
+        }
+        span
+    }
+
+    /// Applies `events` (payload and `traceparent`, in stream order) in one serializable
+    /// transaction (see [`BEGIN_SERIALIZABLE`]), each in its own span with its inbox row
+    /// and its change, committed once.
+    ///
+    /// # Errors
+    /// [`BatchFailed`] when anything fails: then nothing was applied, and it says which
+    /// event failed when that is known.
+    async fn apply_batch(
+        &self,
+        events: &[(bytes::Bytes, Option<String>)],
+    ) -> Result<Vec<Outcome>, BatchFailed> {
+        let received_at = time::OffsetDateTime::now_utc();
+        let mut prepared = Vec::with_capacity(events.len());
+        for (index, (payload, traceparent)) in events.iter().enumerate() {
+            let event = events::decode(payload).map_err(|_| BatchFailed::At(index))?;
+            let applied = Applied {
+                event_id: event.id,
+                occurred_at: event.occurred_at,
+                received_at,
+            };
+            let subject = subjects::event_subject(&event.payload);
+            let mut params = inbox_params(&self.spec, &event);
+            let change = self
+                .handler
+                .change(event, &mut params)
+                .map_err(|_| BatchFailed::At(index))?;
+            prepared.push((change, params, applied, subject, traceparent.as_deref()));
+        }
+        let mut outcomes = vec![Outcome::Ignored; prepared.len()];
+        if prepared.iter().all(|p| matches!(p.0, Change::Ignored)) {
+            return Ok(outcomes);
+        }
+        let mut tx = self
+            .pool
+            .begin_with(BEGIN_SERIALIZABLE)
+            .await
+            .map_err(|_| BatchFailed::Whole)?;
+        let mut spans = Vec::new();
+        for (index, (change, params, applied, subject, traceparent)) in
+            prepared.into_iter().enumerate()
+        {
+            if let Change::Ignored = change {
+                continue;
+            }
+            let span = self.event_span(subject, &applied, traceparent);
+            let done = async {
+                match change {
+                    Change::Ignored => Ok(()),
+                    Change::OneStatement(statement) => {
+                        let query =
+                            one_statement_query(&self.spec, statement, params).map_err(drop)?;
+                        query.execute(&mut *tx).await.map(drop).map_err(drop)
+                    }
+                    Change::InTransaction(InTransaction(apply)) => {
+                        insert_inbox_row(&self.spec, applied.event_id, &mut tx)
+                            .await
+                            .map_err(drop)?;
+                        apply(&mut tx).await.map_err(drop)
+                    }
+                }
+            }
+            .instrument(span.clone())
+            .await;
+            spans.push((span, applied));
+            outcomes[index] = Outcome::Applied;
+            if done.is_err() {
+                break_batch(&spans);
+                return Err(BatchFailed::At(index));
+            }
+        }
+        if tx.commit().await.is_err() {
+            break_batch(&spans);
+            return Err(BatchFailed::Whole);
+        }
+        for (span, applied) in spans {
+            span.record("outcome", "applied");
+            self.log_applied(&applied);
+        }
+        Ok(outcomes)
     }
 
     /// Runs a handler's [`OneStatement`] with the inbox row (`$1`, `$2`) and the outbox
@@ -637,6 +742,23 @@ impl<H: EventHandler> Applier<H> {
             age_applied_us = (time::OffsetDateTime::now_utc() - applied.occurred_at).whole_microseconds() as i64,
             "event applied"
         );
+    }
+}
+
+/// Why a batch was rolled back ([`Applier::apply_batch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BatchFailed {
+    /// The event at this index could not be applied; those before it could.
+    At(usize),
+    /// The transaction failed as a whole (it could not begin or commit).
+    Whole,
+}
+
+/// Marks the spans of a batch that was rolled back (its events are applied again one by
+/// one, each in a span of its own).
+fn break_batch(spans: &[(tracing::Span, Applied)]) {
+    for (span, _) in spans {
+        span.record("outcome", "rolled back with its batch");
     }
 }
 
@@ -742,7 +864,32 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                     None => anyhow::bail!("message stream ended"),
                 },
             };
-            in_flight.push(self.handle(message));
+            // The events already here join it (never waiting for more): a batch grows
+            // only when the consumer is behind.
+            let mut batch = vec![message];
+            let mut interrupted = None;
+            while batch.len() < MAX_BATCH {
+                match messages.next().now_or_never() {
+                    Some(Some(Ok(message))) => batch.push(message),
+                    Some(Some(Err(err))) => {
+                        interrupted = Some(anyhow::anyhow!("pulling: {err}"));
+                        break;
+                    }
+                    Some(None) => {
+                        interrupted = Some(anyhow::anyhow!("message stream ended"));
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            in_flight.push(self.handle_batch(batch));
+            if let Some(err) = interrupted {
+                // Finish what was pulled, then pull again.
+                while let Some(handled) = in_flight.next().await {
+                    handled?;
+                }
+                return Err(err);
+            }
         }
         // Finish the messages in hand.
         while let Some(handled) = in_flight.next().await {
@@ -791,6 +938,85 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         });
     }
 
+    /// Applies `batch` (in stream order) in one transaction and acks it. When an event
+    /// fails it, the events before it are applied again as a batch, the failing one by
+    /// itself ([`handle`](Self::handle): a duplicate, a poison event, a conflict to retry),
+    /// and the rest as a batch; when the transaction fails as a whole, each one by itself.
+    async fn handle_batch(&self, batch: Vec<jetstream::Message>) -> anyhow::Result<()> {
+        // Segments still to apply, the next one last.
+        let mut segments = vec![batch];
+        while let Some(mut segment) = segments.pop() {
+            if segment.len() <= 1 {
+                if let Some(message) = segment.pop() {
+                    self.handle(message).await?;
+                }
+                continue;
+            }
+            match self.try_batch(&segment).await? {
+                Ok(()) => {}
+                Err(BatchFailed::At(index)) => {
+                    let mut rest = segment.split_off(index);
+                    let tail = rest.split_off(1);
+                    segments.extend([tail, rest, segment]);
+                }
+                Err(BatchFailed::Whole) => {
+                    segments.extend(segment.into_iter().rev().map(|message| vec![message]));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One attempt at applying `batch` in one transaction; acks it when it is applied.
+    async fn try_batch(
+        &self,
+        batch: &[jetstream::Message],
+    ) -> anyhow::Result<Result<(), BatchFailed>> {
+        let started = std::time::Instant::now();
+        let events: Vec<_> = batch
+            .iter()
+            .map(|message| (message.payload.clone(), traceparent(message)))
+            .collect();
+        let applier = self.applier.clone();
+        // In its own task to the end, like a single event (see `apply_traced`).
+        let applying = tokio::spawn(async move { applier.apply_batch(&events).await });
+        tokio::pin!(applying);
+        let mut progress =
+            tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+        let applied = loop {
+            tokio::select! {
+                applied = &mut applying => break applied.unwrap_or(Err(BatchFailed::Whole)),
+                _ = progress.tick() => {
+                    for message in batch {
+                        let _ = message.ack_with(AckKind::Progress).await;
+                    }
+                }
+            }
+        };
+        let outcomes = match applied {
+            Ok(outcomes) => outcomes,
+            Err(failed) => return Ok(Err(failed)),
+        };
+        let consumer = self.applier.spec.name.as_str();
+        for (message, outcome) in batch.iter().zip(outcomes) {
+            self.count_redelivery(message);
+            record_outcome(consumer, &message.subject, outcome, started.elapsed());
+            message
+                .ack_with(AckKind::Ack)
+                .await
+                .map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+        }
+        Ok(Ok(()))
+    }
+
+    /// Counts `message` if JetStream delivered it before.
+    fn count_redelivery(&self, message: &jetstream::Message) {
+        if message.info().is_ok_and(|i| i.delivered > 1) {
+            ::metrics::counter!(crate::metrics::CONSUMER_REDELIVERIES, "consumer" => self.applier.spec.name.clone())
+                .increment(1);
+        }
+    }
+
     async fn handle(&self, message: jetstream::Message) -> anyhow::Result<()> {
         if tracing::enabled!(tracing::Level::DEBUG)
             && let Ok(info) = message.info()
@@ -805,18 +1031,10 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             );
         }
         let consumer = self.applier.spec.name.as_str();
-        if message.info().is_ok_and(|i| i.delivered > 1) {
-            ::metrics::counter!(crate::metrics::CONSUMER_REDELIVERIES, "consumer" => consumer.to_owned())
-                .increment(1);
-        }
+        self.count_redelivery(&message);
         let started = std::time::Instant::now();
         let ack = |kind| message.ack_with(kind);
-        let traceparent = message
-            .headers
-            .as_ref()
-            .and_then(|map| map.get(headers::TRACEPARENT))
-            .map(|value| value.as_str().to_owned());
-        let applying = self.apply_traced(&message.payload, traceparent);
+        let applying = self.apply_traced(&message.payload, traceparent(&message));
         tokio::pin!(applying);
         let mut progress =
             tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
@@ -891,6 +1109,15 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             .increment(1);
         Ok(())
     }
+}
+
+/// The message's `traceparent` header, if any.
+fn traceparent(message: &jetstream::Message) -> Option<String> {
+    message
+        .headers
+        .as_ref()
+        .and_then(|map| map.get(headers::TRACEPARENT))
+        .map(|value| value.as_str().to_owned())
 }
 
 /// Counts an event `consumer` handled with `outcome`, by its type (the subject after

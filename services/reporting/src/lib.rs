@@ -82,7 +82,7 @@ mod module;
 mod postgres;
 
 pub use events::Projection;
-pub use module::{CONSUMER, ReportingModule, consumer};
+pub use module::{CONSUMER, ReportingModule, consumer, spec};
 
 /// The PostgreSQL schema this service owns.
 pub const SCHEMA: &str = "reporting";

@@ -90,24 +90,36 @@ pub async fn record_activity(
     facts: &[ActivityFact],
 ) -> Result<(), sqlx::Error> {
     for f in facts {
-        let occurred_at = sqlx::query_scalar!(
-            "INSERT INTO reporting.activities AS a
-               (reseller_id, activity_id, occurred_at, kind, actor, customer_knox_id, upload_id,
-                deletion_id, accepted_count, rejected_count, device_count, part_count, detail)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-             ON CONFLICT (reseller_id, activity_id) DO UPDATE
-             SET occurred_at = LEAST(a.occurred_at, EXCLUDED.occurred_at),
-                 actor = CASE WHEN EXCLUDED.actor <> '' THEN EXCLUDED.actor ELSE a.actor END,
-                 customer_knox_id = CASE WHEN EXCLUDED.customer_knox_id <> ''
-                   THEN EXCLUDED.customer_knox_id ELSE a.customer_knox_id END,
-                 upload_id = COALESCE(EXCLUDED.upload_id, a.upload_id),
-                 deletion_id = COALESCE(EXCLUDED.deletion_id, a.deletion_id),
-                 accepted_count = a.accepted_count + EXCLUDED.accepted_count,
-                 rejected_count = a.rejected_count + EXCLUDED.rejected_count,
-                 device_count = a.device_count + EXCLUDED.device_count,
-                 part_count = GREATEST(a.part_count, EXCLUDED.part_count),
-                 detail = CASE WHEN EXCLUDED.detail <> '' THEN EXCLUDED.detail ELSE a.detail END
-             RETURNING occurred_at",
+        // One round trip: the entry, then the customers this fact names and those an
+        // earlier fact named, all at the entry's time (which this fact may have made
+        // earlier; rows inserted here already carry it).
+        sqlx::query!(
+            "WITH entry AS (
+               INSERT INTO reporting.activities AS a
+                 (reseller_id, activity_id, occurred_at, kind, actor, customer_knox_id, upload_id,
+                  deletion_id, accepted_count, rejected_count, device_count, part_count, detail)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+               ON CONFLICT (reseller_id, activity_id) DO UPDATE
+               SET occurred_at = LEAST(a.occurred_at, EXCLUDED.occurred_at),
+                   actor = CASE WHEN EXCLUDED.actor <> '' THEN EXCLUDED.actor ELSE a.actor END,
+                   customer_knox_id = CASE WHEN EXCLUDED.customer_knox_id <> ''
+                     THEN EXCLUDED.customer_knox_id ELSE a.customer_knox_id END,
+                   upload_id = COALESCE(EXCLUDED.upload_id, a.upload_id),
+                   deletion_id = COALESCE(EXCLUDED.deletion_id, a.deletion_id),
+                   accepted_count = a.accepted_count + EXCLUDED.accepted_count,
+                   rejected_count = a.rejected_count + EXCLUDED.rejected_count,
+                   device_count = a.device_count + EXCLUDED.device_count,
+                   part_count = GREATEST(a.part_count, EXCLUDED.part_count),
+                   detail = CASE WHEN EXCLUDED.detail <> '' THEN EXCLUDED.detail ELSE a.detail END
+               RETURNING occurred_at),
+             named AS (
+               INSERT INTO reporting.activity_customers AS c
+                 (reseller_id, customer_knox_id, activity_id, occurred_at)
+               SELECT $1, k, $2, entry.occurred_at FROM UNNEST($14::text[]) AS k, entry
+               ON CONFLICT (reseller_id, customer_knox_id, activity_id) DO NOTHING)
+             UPDATE reporting.activity_customers AS c SET occurred_at = entry.occurred_at
+             FROM entry
+             WHERE c.reseller_id = $1 AND c.activity_id = $2 AND c.occurred_at <> entry.occurred_at",
             &f.reseller_id,
             &f.activity_id,
             f.occurred_at,
@@ -121,22 +133,6 @@ pub async fn record_activity(
             f.device_count,
             f.part_count,
             &f.detail,
-        )
-        .fetch_one(&mut *conn)
-        .await?;
-        // The customers this fact names, and those an earlier fact named, all at the
-        // entry's time (which this fact may have made earlier).
-        sqlx::query!(
-            "WITH named AS (
-               INSERT INTO reporting.activity_customers AS c
-                 (reseller_id, customer_knox_id, activity_id, occurred_at)
-               SELECT $1, k, $2, $3 FROM UNNEST($4::text[]) AS k
-               ON CONFLICT (reseller_id, customer_knox_id, activity_id) DO NOTHING)
-             UPDATE reporting.activity_customers SET occurred_at = $3
-             WHERE reseller_id = $1 AND activity_id = $2 AND occurred_at <> $3",
-            &f.reseller_id,
-            &f.activity_id,
-            occurred_at,
             &f.customers,
         )
         .execute(&mut *conn)
