@@ -101,7 +101,8 @@ async fn checkpoint(stack: &Stack) {
     }
 }
 
-/// Runs the benchmark; returns its JSON result.
+/// Runs the benchmark; returns its JSON result and the views' catch-up after the upload
+/// ([`crate::catchup`]).
 ///
 /// # Errors
 /// When the stack fails (a miss of the target is not an error).
@@ -109,7 +110,7 @@ pub async fn run(
     stack: &Stack,
     js: &jetstream::Context,
     config: &IngestConfig,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<(Value, anyhow::Result<Value>)> {
     stack
         .execute(REFERENCE_DDL)
         .await
@@ -171,8 +172,23 @@ pub async fn run(
             config.devices
         );
     }
-    eprintln!("==> ingest: waiting for the projections to apply the upload");
+    eprintln!("==> ingest: watching the views catch up with the upload");
     let settle_started = Instant::now();
+    let catch_up = crate::catchup::measure(
+        stack,
+        js,
+        config.devices as i64,
+        service,
+        Duration::from_secs(1800),
+    )
+    .await;
+    match &catch_up {
+        Ok(result) => eprintln!(
+            "    all views current {} s after UploadDevices answered ({}x the upload)",
+            result["all_views_seconds_after_answer"], result["ratio"]
+        ),
+        Err(err) => eprintln!("    views catch-up: {err:#}"),
+    }
     let settled = setup::settle(stack, js, Duration::from_secs(1800)).await;
     let settled = settled.map(|_| settle_started.elapsed());
     if let Ok(d) = &settled {
@@ -184,7 +200,7 @@ pub async fn run(
 
     let n = config.devices as f64;
     let ratio = reference.as_secs_f64() / service.as_secs_f64();
-    Ok(json!({
+    let ingest = json!({
         "name": "ingest",
         "devices": config.devices,
         "imei2": config.imei2,
@@ -215,5 +231,6 @@ pub async fn run(
             "end_to_end_with_projections_seconds": settled.as_ref().ok().map(|d| secs(service + *d)),
             "warmup_devices": config.warmup_devices,
         },
-    }))
+    });
+    Ok((ingest, catch_up))
 }

@@ -3,7 +3,9 @@
 //! stderr).
 //!
 //! - `ingest`: N devices through `UploadDevices` vs `COPY` of the same rows into a table
-//!   shaped and indexed like `device.registrations`;
+//!   shaped and indexed like `device.registrations`; then `views_catch_up`: from the
+//!   upload's answer until the reseller's list, the customer portal and the MSP portal
+//!   show all N, vs the upload's own duration ([`catchup`]);
 //! - `deletion_propagation`: single-device deletions at a steady rate until gone from the
 //!   three portals and `complete`, vs a JetStream publish → durable consumer → ack and vs
 //!   the durable-hop floor (outbox → stream → inbox, every PostgreSQL write durable);
@@ -28,6 +30,7 @@
 //! cluster and a private PostgreSQL (`reseller_tests::cluster`). A missed target is a
 //! result, not a failure: the exit status is 0 unless the bench itself fails.
 
+mod catchup;
 mod clients;
 mod cpu;
 mod deletion;
@@ -517,10 +520,15 @@ async fn run_on(
                 target_ratio: 0.5,
                 imei2: args.imei2,
             };
-            let result = ingest::run(&stack, &js, &ingest_config)
-                .await
-                .unwrap_or_else(|e| failed("ingest", &e));
+            let (result, catch_up) = match ingest::run(&stack, &js, &ingest_config).await {
+                Ok((result, catch_up)) => (result, Some(catch_up)),
+                Err(e) => (failed("ingest", &e), None),
+            };
             results.push(emit_result(result, &shape_json));
+            if let Some(catch_up) = catch_up {
+                let catch_up = catch_up.unwrap_or_else(|e| failed("views_catch_up", &e));
+                results.push(emit_result(catch_up, &shape_json));
+            }
         } else if run_export {
             eprintln!(
                 "==> uploading {} devices for the export (unmeasured)",

@@ -153,7 +153,8 @@ pub async fn link(
 }
 
 /// Registers the accounts, adds them as the reseller's customers, approves the reseller
-/// as each account, and links [`DELETE_CUSTOMER`] to [`MSP`] (fully managed).
+/// as each account, and links [`DELETE_CUSTOMER`] (fully managed) and [`INGEST_CUSTOMER`]
+/// (jointly managed) to [`MSP`].
 ///
 /// # Errors
 /// When a call fails.
@@ -184,6 +185,15 @@ pub async fn accounts(stack: &Stack) -> anyhow::Result<()> {
         MSP,
         DELETE_CUSTOMER,
         pb::ManagementMode::FullyManaged,
+    )
+    .await?;
+    // The ingest's devices show in the MSP portal too (the views catch-up watches it);
+    // jointly managed, so the reseller keeps listing the customer.
+    link(
+        stack,
+        MSP,
+        INGEST_CUSTOMER,
+        pb::ManagementMode::JointlyManaged,
     )
     .await
 }
