@@ -6,7 +6,7 @@ use reseller_kit::auth::Role;
 use reseller_proto::v1::{self as pb, AccountKind, ActivityKind, ManagementMode};
 use reseller_tests::assert::invalid_fields;
 use reseller_tests::clients::{Caller, Csv, customer, named, reseller};
-use reseller_tests::fixtures::{active_account, imeis, register, upload_stream};
+use reseller_tests::fixtures::{active_account, event_stream, imeis, register, upload_stream};
 use reseller_tests::{TestStack, eventually};
 
 const MSP_A: &str = "940000001";
@@ -49,6 +49,85 @@ fn of_kind(entries: &[pb::Activity], kind: ActivityKind) -> &pb::Activity {
         .iter()
         .find(|a| a.kind == kind as i32)
         .unwrap_or_else(|| panic!("no {kind:?} entry in {entries:#?}"))
+}
+
+/// Whether a deletion's entry shows every portal's final state (none pending).
+fn final_states(e: &pb::Activity) -> bool {
+    let fin = [
+        pb::PortalState::Removed as i32,
+        pb::PortalState::NotApplicable as i32,
+    ];
+    [e.reseller_portal, e.msp_portal, e.customer_portal]
+        .iter()
+        .all(|s| fin.contains(s))
+}
+
+/// A portal state as the summary and the CSV spell it.
+fn state_label(state: i32) -> &'static str {
+    match pb::PortalState::try_from(state) {
+        Ok(pb::PortalState::Removed) => "removed",
+        Ok(pb::PortalState::NotApplicable) => "not applicable",
+        _ => "pending",
+    }
+}
+
+/// The `deletion_completed` events device-service published for `deletion_id`.
+async fn completions(stack: &TestStack, deletion_id: &str) -> Vec<pb::DeletionCompleted> {
+    use prost::Message;
+    event_stream(stack)
+        .await
+        .into_iter()
+        .flatten()
+        .filter_map(|m| pb::Event::decode(m.payload.as_ref()).ok())
+        .filter_map(|e| match e.payload {
+            Some(pb::event::Payload::DeletionCompleted(c)) if c.deletion_id == deletion_id => {
+                Some(c)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The CSV's data rows.
+fn rows_of(bytes: &[u8]) -> Vec<csv::StringRecord> {
+    csv::Reader::from_reader(bytes)
+        .records()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_deletion_of_nothing_is_complete_at_once_and_says_so_in_every_portal() {
+    let stack = TestStack::start().await;
+    let acme = reseller(&stack, "acme");
+    let deletion = acme
+        .delete_devices(vec!["R58M-NOBODY".to_owned()])
+        .await
+        .unwrap();
+    let entry = eventually("the deletion's entry", || async {
+        all(&acme, pb::ListActivityRequest::default())
+            .await
+            .into_iter()
+            .find(|e| e.deletion_id == deletion.deletion_id)
+    })
+    .await;
+    let not_applicable = pb::PortalState::NotApplicable as i32;
+    assert_eq!(
+        [
+            entry.reseller_portal,
+            entry.msp_portal,
+            entry.customer_portal
+        ],
+        [not_applicable; 3]
+    );
+    assert_eq!(
+        entry.summary,
+        "deleted 0 devices (1 not found); reseller portal not applicable, MSP portal not applicable, customer portal not applicable"
+    );
+    assert!(
+        completions(&stack, &deletion.deletion_id).await.is_empty(),
+        "nothing to complete: no portal answers"
+    );
 }
 
 #[tokio::test]
@@ -138,18 +217,20 @@ async fn every_action_is_logged_with_its_actor_filtered_paged_and_downloadable()
         .await
         .unwrap();
 
-    let entries = eventually("every entry, the deletion's counts recorded", || async {
-        let entries = all(&acme, pb::ListActivityRequest::default()).await;
-        let done = entries
-            .iter()
-            .any(|e| e.kind == ActivityKind::Deletion as i32 && e.device_count == 2)
-            && entries
+    let entries = eventually(
+        "every entry, the deletion's counts and states recorded",
+        || async {
+            let entries = all(&acme, pb::ListActivityRequest::default()).await;
+            let done = entries.iter().any(|e| {
+                e.kind == ActivityKind::Deletion as i32 && e.device_count == 2 && final_states(e)
+            }) && entries
                 .iter()
                 .filter(|e| e.kind == ActivityKind::ApprovalChanged as i32)
                 .count()
                 == 3;
-        done.then_some(entries)
-    })
+            done.then_some(entries)
+        },
+    )
     .await;
 
     // Newest first: exactly these entries.
@@ -219,7 +300,42 @@ async fn every_action_is_logged_with_its_actor_filtered_paged_and_downloadable()
         [CUST, CUST_2],
         "listed under each customer it touched"
     );
-    assert_eq!(del.summary, "deleted 2 devices (1 not found)");
+    // Each portal's state, as the deletion's own answer gives it once complete.
+    let got = jane.get_deletion(&deletion.deletion_id).await.unwrap();
+    assert!(got.complete);
+    let completed = completions(&stack, &deletion.deletion_id).await;
+    assert_eq!(
+        completed
+            .iter()
+            .map(|c| [c.reseller_portal, c.msp_portal, c.customer_portal])
+            .collect::<Vec<_>>(),
+        [[got.reseller_portal, got.msp_portal, got.customer_portal]],
+        "device-service published the deletion's completion once, with its states"
+    );
+    assert_eq!(completed[0].reseller_id, "acme");
+    assert_eq!(
+        [del.reseller_portal, del.msp_portal, del.customer_portal],
+        [got.reseller_portal, got.msp_portal, got.customer_portal]
+    );
+    assert_eq!(
+        [del.reseller_portal, del.customer_portal],
+        [pb::PortalState::Removed as i32; 2],
+        "the reseller's view and the customer portal showed the deleted devices"
+    );
+    assert_eq!(
+        del.summary,
+        format!(
+            "deleted 2 devices (1 not found); reseller portal removed, MSP portal {}, customer portal removed",
+            state_label(del.msp_portal)
+        )
+    );
+    assert!(
+        entries
+            .iter()
+            .filter(|e| e.kind != ActivityKind::Deletion as i32)
+            .all(|e| [e.reseller_portal, e.msp_portal, e.customer_portal] == [0; 3]),
+        "only a deletion has portal states"
+    );
     let mv = of_kind(&entries, ActivityKind::MspMove);
     assert_eq!((mv.device_count, mv.customer_knox_id.as_str()), (1, CUST_2));
     assert_eq!(mv.customer_knox_ids, [MSP_A, CUST_2]);
@@ -319,8 +435,19 @@ async fn every_action_is_logged_with_its_actor_filtered_paged_and_downloadable()
             "Accepted",
             "Rejected",
             "Devices",
+            "Reseller Portal",
+            "MSP Portal",
+            "Customer Portal",
             "Summary"
         ]
+    );
+    let deletion_row = rows_of(&csv.bytes)
+        .into_iter()
+        .find(|r| &r[5] == deletion.deletion_id.as_str())
+        .expect("the deletion's row");
+    assert_eq!(
+        (&deletion_row[9], &deletion_row[10], &deletion_row[11]),
+        ("removed", state_label(del.msp_portal), "removed")
     );
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), entries.len());

@@ -45,6 +45,7 @@ pub fn event_subject(payload: &Payload) -> &'static str {
         Payload::DevicesDeleted(_) => "reseller.events.v1.device.deleted",
         Payload::UploadRecorded(_) => "reseller.events.v1.device.upload_recorded",
         Payload::DeletionRecorded(_) => "reseller.events.v1.device.deletion_recorded",
+        Payload::DeletionCompleted(_) => "reseller.events.v1.device.deletion_completed",
         Payload::MspCustomerLinked(_) => "reseller.events.v1.msp.customer_linked",
         Payload::MspManagementModeChanged(_) => "reseller.events.v1.msp.management_mode_changed",
         Payload::MspCustomerDelinked(_) => "reseller.events.v1.msp.customer_delinked",

@@ -1873,6 +1873,9 @@ async fn activity_lists_who_did_what_and_downloads_it_as_csv() {
             "Accepted",
             "Rejected",
             "Devices",
+            "Reseller Portal",
+            "MSP Portal",
+            "Customer Portal",
             "Summary"
         ]
     );

@@ -172,3 +172,24 @@ pub fn deletion_recorded(
         ctx.requested_at,
     )
 }
+
+/// `deletion_completed`: the receipt that completed deletion `deletion_id` of
+/// `reseller_id` found each portal's final state (reseller, MSP, customer).
+pub fn deletion_completed(
+    deletion_id: uuid::Uuid,
+    reseller_id: &str,
+    [reseller_portal, msp_portal, customer_portal]: [crate::domain::PortalState; 3],
+) -> pb::Event {
+    let now = OffsetDateTime::now_utc();
+    new_event(
+        Payload::DeletionCompleted(pb::DeletionCompleted {
+            deletion_id: deletion_id.to_string(),
+            reseller_id: reseller_id.to_owned(),
+            reseller_portal: i32::from(reseller_portal.as_i16()),
+            msp_portal: i32::from(msp_portal.as_i16()),
+            customer_portal: i32::from(customer_portal.as_i16()),
+            completed_at: Some(timestamp::to_proto(now)),
+        }),
+        now,
+    )
+}

@@ -1,7 +1,6 @@
 //! Deletions and the receipts that track them across the three portals.
 
 use reseller_kit::ids::ResellerId;
-use reseller_kit::one_statement::Params;
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -309,6 +308,20 @@ struct Receipts {
 }
 
 impl Receipts {
+    /// Each portal's folded state: reseller, MSP, customer.
+    fn folded(&self) -> [PortalState; 3] {
+        PORTALS.map(|portal| {
+            let of_portal: Vec<PortalState> = self
+                .portals
+                .iter()
+                .zip(&self.states)
+                .filter(|(p, _)| **p == portal)
+                .map(|(_, state)| PortalState::from_i16(*state))
+                .collect();
+            fold_portal(self.part_count, &of_portal)
+        })
+    }
+
     /// The deletion as a summary: each portal's folded state, the not-found count, who
     /// asked, no device lists.
     fn summary(
@@ -318,16 +331,7 @@ impl Receipts {
         requested_at: OffsetDateTime,
         actor: String,
     ) -> Deletion {
-        let [reseller_portal, msp_portal, customer_portal] = PORTALS.map(|portal| {
-            let of_portal: Vec<PortalState> = self
-                .portals
-                .iter()
-                .zip(&self.states)
-                .filter(|(p, _)| **p == portal)
-                .map(|(_, state)| PortalState::from_i16(*state))
-                .collect();
-            fold_portal(self.part_count, &of_portal)
-        });
+        let [reseller_portal, msp_portal, customer_portal] = self.folded();
         Deletion {
             deletion_id,
             deleted_device_ids: Vec::new(),
@@ -343,24 +347,67 @@ impl Receipts {
     }
 }
 
-/// Records one portal's receipt for one part of a deletion (idempotent per part): a CTE
-/// for the receipts consumer's one statement.
-pub fn record_receipt_cte(
-    params: &mut Params,
+/// What recording a receipt found: the deletion's reseller and, when this receipt was
+/// the last one missing, each portal's final state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptRecorded {
+    /// The deletion's reseller.
+    pub reseller_id: String,
+    /// The reseller, MSP and customer portals' final states, when this receipt
+    /// completed the deletion (`None` otherwise, and for a receipt recorded before).
+    pub completed: Option<[PortalState; 3]>,
+}
+
+/// Records one portal's receipt for one part of a deletion (idempotent per part), in the
+/// receipts consumer's transaction, and says whether it completed the deletion: one
+/// statement, which sees the receipts recorded before it (not its own row), so the
+/// receipt that completes is the one inserted when all but it were there. Under the
+/// consumer's serializable transaction two receipts recorded at once cannot both miss
+/// each other (one of them is retried).
+///
+/// # Errors
+/// Database errors; `RowNotFound` for a receipt of an unknown deletion.
+pub async fn record_receipt(
+    conn: &mut PgConnection,
     deletion_id: Uuid,
     portal: i16,
     part: i32,
     state: PortalState,
-) -> String {
-    format!(
-        "receipt AS (INSERT INTO device.deletion_receipts (deletion_id, portal, part, state) \
-           VALUES ({}, {}, {}, {}) \
-           ON CONFLICT (deletion_id, portal, part) DO UPDATE SET state = EXCLUDED.state)",
-        params.bind(deletion_id),
-        params.bind(portal),
-        params.bind(part),
-        params.bind(state.as_i16()),
+) -> Result<ReceiptRecorded, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"WITH mine AS (
+             INSERT INTO device.deletion_receipts (deletion_id, portal, part, state)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (deletion_id, portal, part) DO UPDATE SET state = EXCLUDED.state
+             RETURNING xmax = 0 AS inserted)
+           SELECT d.reseller_id, d.part_count,
+                  (SELECT inserted FROM mine) AS "inserted!",
+                  array_remove(array_agg(r.portal), NULL) AS "portals!",
+                  array_remove(array_agg(r.state), NULL) AS "states!"
+           FROM device.deletions d LEFT JOIN device.deletion_receipts r USING (deletion_id)
+           WHERE d.deletion_id = $1 GROUP BY d.deletion_id"#,
+        deletion_id,
+        portal,
+        part,
+        state.as_i16(),
     )
+    .fetch_one(&mut *conn)
+    .await?;
+    let mut receipts = Receipts {
+        part_count: row.part_count,
+        portals: row.portals,
+        states: row.states,
+    };
+    let all = 3 * row.part_count as usize;
+    let completed = (row.inserted && receipts.portals.len() + 1 == all).then(|| {
+        receipts.portals.push(portal);
+        receipts.states.push(state.as_i16());
+        receipts.folded()
+    });
+    Ok(ReceiptRecorded {
+        reseller_id: row.reseller_id,
+        completed,
+    })
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ mod deletions;
 mod spool;
 mod uploads;
 
-pub use deletions::{DeletionSampler, record_receipt_cte};
+pub use deletions::{DeletionSampler, record_receipt};
 
 use reseller_kit::outbox::Outbox;
 use sqlx::PgPool;

@@ -69,6 +69,48 @@ impl ActivityKind {
     }
 }
 
+/// A deletion's state in one portal, as its activity entry shows it
+/// (`reseller.v1.PortalState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortalProgress {
+    /// Not every part answered yet (or the entry is not a deletion's).
+    Pending,
+    /// The portal showed at least one of the deleted devices and no longer does.
+    Removed,
+    /// The portal showed none of them.
+    NotApplicable,
+}
+
+impl PortalProgress {
+    /// The `reseller.v1.PortalState` number.
+    pub fn as_proto(self) -> i32 {
+        match self {
+            PortalProgress::Pending => 1,
+            PortalProgress::Removed => 2,
+            PortalProgress::NotApplicable => 3,
+        }
+    }
+
+    /// A final state from its `reseller.v1.PortalState` number (2 or 3, as migration 0009
+    /// stores it); anything else is not final.
+    pub fn from_db(value: Option<i16>) -> Self {
+        match value {
+            Some(2) => PortalProgress::Removed,
+            Some(3) => PortalProgress::NotApplicable,
+            _ => PortalProgress::Pending,
+        }
+    }
+
+    /// In a summary and the CSV: `removed`, `not applicable`, `pending`.
+    pub fn label(self) -> &'static str {
+        match self {
+            PortalProgress::Pending => "pending",
+            PortalProgress::Removed => "removed",
+            PortalProgress::NotApplicable => "not applicable",
+        }
+    }
+}
+
 /// One entry of the activity log, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Activity {
@@ -97,6 +139,9 @@ pub struct Activity {
     pub device_count: i64,
     /// What the summary names besides the customer (migration 0008's `detail`).
     pub detail: String,
+    /// A deletion's state in the reseller, MSP and customer portals (migration 0009);
+    /// meaningless for the other kinds.
+    pub portal_states: [PortalProgress; 3],
 }
 
 impl Activity {
@@ -122,7 +167,9 @@ impl Activity {
                 self.accepted_count,
                 self.rejected_count,
             ),
-            ActivityKind::Deletion => deletion_summary(self.device_count, self.rejected_count),
+            ActivityKind::Deletion => {
+                deletion_summary(self.device_count, self.rejected_count, self.portal_states)
+            }
             ActivityKind::CustomerAdded => format!("added {customer} ({})", self.detail),
             ActivityKind::ReferenceUpdated if self.detail.is_empty() => {
                 format!("cleared the internal reference of {customer}")
@@ -175,15 +222,18 @@ pub fn upload_summary(target: &str, order_number: &str, accepted: i64, rejected:
     s
 }
 
-/// A deletion's summary: `deleted 3 devices (1 not found)`. Each portal's progress is the
-/// deletion's own (`GetDeletion`, `resellerctl deletions get`): folding the portals'
-/// receipts here cost reporting's consumer three more commits per deletion part, which
-/// at 50 single-device deletions a second it could not keep up with.
-pub fn deletion_summary(deleted: i64, not_found: i64) -> String {
+/// A deletion's summary: `deleted 3 devices (1 not found); reseller portal removed, MSP
+/// portal not applicable, customer portal pending`. The states are device-service's
+/// fold of the portals' receipts (its `deletion_completed`), as `GetDeletion` gives them.
+pub fn deletion_summary(deleted: i64, not_found: i64, portals: [PortalProgress; 3]) -> String {
     let mut s = format!("deleted {}", devices(deleted));
     if not_found > 0 {
         s.push_str(&format!(" ({} not found)", grouped(not_found)));
     }
+    let [reseller, msp, customer] = portals.map(PortalProgress::label);
+    s.push_str(&format!(
+        "; reseller portal {reseller}, MSP portal {msp}, customer portal {customer}"
+    ));
     s
 }
 
@@ -272,8 +322,15 @@ mod tests {
             upload_summary("200000001", "", 1, 0),
             "uploaded 1 device to 200000001"
         );
-        assert_eq!(deletion_summary(3, 1), "deleted 3 devices (1 not found)");
-        assert_eq!(deletion_summary(1, 0), "deleted 1 device");
+        use PortalProgress::{NotApplicable, Pending, Removed};
+        assert_eq!(
+            deletion_summary(3, 1, [Removed, NotApplicable, Pending]),
+            "deleted 3 devices (1 not found); reseller portal removed, MSP portal not applicable, customer portal pending"
+        );
+        assert_eq!(
+            deletion_summary(1, 0, [Removed; 3]),
+            "deleted 1 device; reseller portal removed, MSP portal removed, customer portal removed"
+        );
     }
 
     #[test]

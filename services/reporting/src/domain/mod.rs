@@ -13,8 +13,8 @@ mod placement;
 mod search;
 
 pub use activity::{
-    Activity, ActivityCursor, ActivityFilter, ActivityKind, deletion_summary, delink_summary,
-    grouped, move_summary, upload_summary,
+    Activity, ActivityCursor, ActivityFilter, ActivityKind, PortalProgress, deletion_summary,
+    delink_summary, grouped, move_summary, upload_summary,
 };
 pub use devices::{
     CustomerDevice, DeletedPart, DeviceKey, ListCustomerDevices, UploadSummary, UploadedDevice,

@@ -157,6 +157,12 @@ impl EventHandler for Projection {
                     Box::pin(async move { Ok(postgres::record_activity(tx, &[entry]).await?) })
                 })
             }
+            Payload::DeletionCompleted(e) => {
+                let entry = deletion_completed(&e, occurred_at)?;
+                Change::in_transaction(move |tx| {
+                    Box::pin(async move { Ok(postgres::record_activity(tx, &[entry]).await?) })
+                })
+            }
         })
     }
 }
@@ -435,11 +441,53 @@ fn deletion_recorded(
         ActivityKind::Deletion,
         actor_or(&e.actor, &e.reseller_id),
     );
+    // A deletion of no device is complete when it is made: no portal had anything to
+    // remove (device-service publishes no `deletion_completed` for it).
+    const NOT_APPLICABLE: i16 = pb::PortalState::NotApplicable as i16;
     Ok(ActivityFact {
         deletion_id: Some(deletion_id),
         device_count: e.deleted_count,
         rejected_count: e.not_found_count,
         part_count: i32::try_from(e.part_count).unwrap_or(i32::MAX),
+        portal_states: (e.part_count == 0).then_some([NOT_APPLICABLE; 3]),
+        ..entry
+    })
+}
+
+/// A deletion's final portal states, added to its entry (whichever of this and
+/// `deletion_recorded` is projected first: the entry keeps the earlier time, and the
+/// actor this fact does not know).
+fn deletion_completed(
+    e: &pb::DeletionCompleted,
+    occurred_at: OffsetDateTime,
+) -> Result<ActivityFact, ApplyError> {
+    let reseller = reseller_id(&e.reseller_id)?;
+    let deletion_id = uuid_field("deletion_id", &e.deletion_id)?;
+    let state = |field: &str, value: i32| match pb::PortalState::try_from(value) {
+        Ok(state @ (pb::PortalState::Removed | pb::PortalState::NotApplicable)) => Ok(state as i16),
+        _ => Err(ApplyError::Poison(format!(
+            "{field} {value} is not a final portal state"
+        ))),
+    };
+    let states = [
+        state("reseller_portal", e.reseller_portal)?,
+        state("msp_portal", e.msp_portal)?,
+        state("customer_portal", e.customer_portal)?,
+    ];
+    let completed_at = e
+        .completed_at
+        .as_ref()
+        .map_or(occurred_at, |at| timestamp::from_proto(Some(at)));
+    let entry = ActivityFact::new(
+        reseller.as_str(),
+        deletion_id.to_string(),
+        completed_at,
+        ActivityKind::Deletion,
+        "",
+    );
+    Ok(ActivityFact {
+        deletion_id: Some(deletion_id),
+        portal_states: Some(states),
         ..entry
     })
 }

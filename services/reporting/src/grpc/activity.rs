@@ -11,7 +11,7 @@ use reseller_proto::v1 as pb;
 use time::OffsetDateTime;
 
 use super::csv::{CsvRecord, RowSource};
-use crate::domain::{Activity, ActivityCursor, ActivityFilter, ActivityKind};
+use crate::domain::{Activity, ActivityCursor, ActivityFilter, ActivityKind, PortalProgress};
 use crate::postgres::Repository;
 
 /// Entries per page of the CSV download's reads.
@@ -107,7 +107,15 @@ pub fn parse_cursor(token: &str) -> Result<Option<(OffsetDateTime, String)>, Api
 
 impl From<Activity> for pb::Activity {
     fn from(a: Activity) -> Self {
+        let [reseller_portal, msp_portal, customer_portal] = if a.kind == ActivityKind::Deletion {
+            a.portal_states.map(PortalProgress::as_proto)
+        } else {
+            [0; 3]
+        };
         pb::Activity {
+            reseller_portal,
+            msp_portal,
+            customer_portal,
             summary: a.summary(),
             customer_knox_id: a.customer().to_owned(),
             activity_id: a.activity_id,
@@ -136,6 +144,9 @@ impl CsvRecord for Activity {
         "Accepted",
         "Rejected",
         "Devices",
+        "Reseller Portal",
+        "MSP Portal",
+        "Customer Portal",
         "Summary",
     ];
 
@@ -156,6 +167,13 @@ impl CsvRecord for Activity {
         out.int(self.accepted_count);
         out.int(self.rejected_count);
         out.int(self.device_count);
+        for state in self.portal_states {
+            out.plain(if self.kind == ActivityKind::Deletion {
+                state.label()
+            } else {
+                ""
+            });
+        }
         out.text(&self.summary());
         Ok(())
     }

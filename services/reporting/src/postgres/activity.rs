@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::Repository;
-use crate::domain::{Activity, ActivityCursor, ActivityFilter, ActivityKind};
+use crate::domain::{Activity, ActivityCursor, ActivityFilter, ActivityKind, PortalProgress};
 
 /// What one event adds to an entry of one reseller's activity log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +43,9 @@ pub struct ActivityFact {
     pub part_count: i32,
     /// The summary's detail ("" keeps the entry's).
     pub detail: String,
+    /// A deletion's final state in the reseller, MSP and customer portals
+    /// (`reseller.v1.PortalState` numbers; `None` keeps the entry's).
+    pub portal_states: Option<[i16; 3]>,
 }
 
 impl ActivityFact {
@@ -69,6 +72,7 @@ impl ActivityFact {
             device_count: 0,
             part_count: 0,
             detail: String::new(),
+            portal_states: None,
         }
     }
 
@@ -97,8 +101,9 @@ pub async fn record_activity(
             "WITH entry AS (
                INSERT INTO reporting.activities AS a
                  (reseller_id, activity_id, occurred_at, kind, actor, customer_knox_id, upload_id,
-                  deletion_id, accepted_count, rejected_count, device_count, part_count, detail)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                  deletion_id, accepted_count, rejected_count, device_count, part_count, detail,
+                  reseller_portal, msp_portal, customer_portal)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $15, $16, $17)
                ON CONFLICT (reseller_id, activity_id) DO UPDATE
                SET occurred_at = LEAST(a.occurred_at, EXCLUDED.occurred_at),
                    actor = CASE WHEN EXCLUDED.actor <> '' THEN EXCLUDED.actor ELSE a.actor END,
@@ -110,7 +115,10 @@ pub async fn record_activity(
                    rejected_count = a.rejected_count + EXCLUDED.rejected_count,
                    device_count = a.device_count + EXCLUDED.device_count,
                    part_count = GREATEST(a.part_count, EXCLUDED.part_count),
-                   detail = CASE WHEN EXCLUDED.detail <> '' THEN EXCLUDED.detail ELSE a.detail END
+                   detail = CASE WHEN EXCLUDED.detail <> '' THEN EXCLUDED.detail ELSE a.detail END,
+                   reseller_portal = COALESCE(EXCLUDED.reseller_portal, a.reseller_portal),
+                   msp_portal = COALESCE(EXCLUDED.msp_portal, a.msp_portal),
+                   customer_portal = COALESCE(EXCLUDED.customer_portal, a.customer_portal)
                RETURNING occurred_at),
              named AS (
                INSERT INTO reporting.activity_customers AS c
@@ -134,6 +142,9 @@ pub async fn record_activity(
             f.part_count,
             &f.detail,
             &f.customers,
+            f.portal_states.map(|s| s[0]),
+            f.portal_states.map(|s| s[1]),
+            f.portal_states.map(|s| s[2]),
         )
         .execute(&mut *conn)
         .await?;
@@ -231,7 +242,7 @@ impl Repository {
                     ActivityRow,
                     r#"SELECT a.activity_id, a.occurred_at, a.kind, a.actor, a.customer_knox_id,
                      a.upload_id, a.deletion_id, a.accepted_count, a.rejected_count,
-                     a.device_count, a.detail,
+                     a.device_count, a.detail, a.reseller_portal, a.msp_portal, a.customer_portal,
                      ARRAY(SELECT c.customer_knox_id FROM reporting.activity_customers c
                            WHERE c.reseller_id = a.reseller_id AND c.activity_id = a.activity_id
                            ORDER BY 1) AS "customers!"
@@ -258,7 +269,7 @@ impl Repository {
                     ActivityRow,
                     r#"SELECT a.activity_id, a.occurred_at, a.kind, a.actor, a.customer_knox_id,
                      a.upload_id, a.deletion_id, a.accepted_count, a.rejected_count,
-                     a.device_count, a.detail,
+                     a.device_count, a.detail, a.reseller_portal, a.msp_portal, a.customer_portal,
                      ARRAY(SELECT c2.customer_knox_id FROM reporting.activity_customers c2
                            WHERE c2.reseller_id = a.reseller_id AND c2.activity_id = a.activity_id
                            ORDER BY 1) AS "customers!"
@@ -310,6 +321,9 @@ struct ActivityRow {
     rejected_count: i64,
     device_count: i64,
     detail: String,
+    reseller_portal: Option<i16>,
+    msp_portal: Option<i16>,
+    customer_portal: Option<i16>,
     customers: Vec<String>,
 }
 
@@ -329,6 +343,8 @@ impl ActivityRow {
             rejected_count: self.rejected_count,
             device_count: self.device_count,
             detail: self.detail,
+            portal_states: [self.reseller_portal, self.msp_portal, self.customer_portal]
+                .map(PortalProgress::from_db),
         }
     }
 }
