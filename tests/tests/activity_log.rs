@@ -131,6 +131,82 @@ async fn a_deletion_of_nothing_is_complete_at_once_and_says_so_in_every_portal()
 }
 
 #[tokio::test]
+async fn a_deletion_counts_devices_not_identifiers_and_the_csv_keeps_the_filters() {
+    let (dual_sim, imei_2) = (
+        reseller_tests::fixtures::imei(900),
+        reseller_tests::fixtures::imei(901),
+    );
+    let stack = TestStack::start().await;
+    active_account(
+        &stack,
+        "acme",
+        "200000001",
+        AccountKind::Customer,
+        "Initech",
+    )
+    .await;
+    let acme = reseller(&stack, "acme");
+    let mut phone = reseller_tests::fixtures::device(&dual_sim);
+    phone.secondary_ids = vec![imei_2.clone()];
+    let plain = imeis(0..1);
+    let upload = acme
+        .upload_devices(futures::stream::iter(upload_stream(
+            pb::UploadHeader {
+                target_knox_id: "200000001".into(),
+                ..Default::default()
+            },
+            vec![phone, reseller_tests::fixtures::device(&plain[0])],
+            10,
+        )))
+        .await
+        .unwrap();
+    assert_eq!(upload.accepted_count, 2);
+    // The phone by both its IMEIs, and a device by its one.
+    let deletion = acme
+        .delete_devices(vec![dual_sim, imei_2, plain[0].clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        deletion.deleted_count, 3,
+        "the deletion's own answer counts identifiers"
+    );
+    let entry = eventually("the deletion's entry, complete", || async {
+        all(&acme, pb::ListActivityRequest::default())
+            .await
+            .into_iter()
+            .find(|e| e.deletion_id == deletion.deletion_id && final_states(e))
+    })
+    .await;
+    assert_eq!(
+        entry.device_count, 2,
+        "two devices were deleted: {entry:#?}"
+    );
+    assert!(
+        entry.summary.starts_with("deleted 2 devices;"),
+        "{}",
+        entry.summary
+    );
+
+    // The download keeps the list's filters: only the deletion.
+    let csv = Csv::read(
+        acme.reporting()
+            .export_activity_csv(pb::ExportActivityCsvRequest {
+                kinds: vec![ActivityKind::Deletion as i32],
+                ..Default::default()
+            })
+            .await,
+    )
+    .await
+    .unwrap();
+    let rows = rows_of(&csv.bytes);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (&rows[0][1], &rows[0][5], &rows[0][8]),
+        ("deletion", deletion.deletion_id.as_str(), "2")
+    );
+}
+
+#[tokio::test]
 async fn every_action_is_logged_with_its_actor_filtered_paged_and_downloadable() {
     let stack = TestStack::start().await;
     register(&stack, CUST_2, AccountKind::Customer, "Customer Two").await;

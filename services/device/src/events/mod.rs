@@ -152,8 +152,9 @@ pub fn devices_deleted(
 }
 
 /// `deletion_recorded`: one per deletion, whatever it found, with its counts (the
-/// activity log's entry; DOMAIN.md "Finding devices, history and the activity log").
-/// `deleted_count` and `not_found_count` count identifiers, as `GetDeletion` does.
+/// activity log's entry; DOMAIN.md "Finding devices, history and the activity log"):
+/// `deleted_count` counts devices (a device asked by two of its identifiers is one),
+/// `not_found_count` identifiers, as `GetDeletion` does.
 pub fn deletion_recorded(
     ctx: &DeletionContext<'_>,
     deleted_count: i64,

@@ -100,9 +100,10 @@ impl Repository {
             .enumerate()
             .map(|(part, chunk)| events::devices_deleted(&context, part as u32, chunk))
             .collect();
+        // The log counts devices: a dual-SIM phone asked by both IMEIs is one.
         batch.push(events::deletion_recorded(
             &context,
-            deleted_ids.len() as i64,
+            deleted.len() as i64,
             not_found_count,
         ));
         OUTBOX.enqueue(&mut tx, &batch).await?;
