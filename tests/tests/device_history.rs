@@ -271,7 +271,7 @@ async fn a_device_is_found_by_any_identifier_and_its_history_follows_it() {
 }
 
 /// One device's life as events, fed to reporting's consumer by hand in many orders: the
-/// history and the lookup end the same whatever the order.
+/// history, the lookup and the activity log end the same whatever the order.
 #[tokio::test]
 async fn history_is_the_same_whatever_order_the_events_arrive_in() {
     let stack = TestStack::start_with(StackOptions {
@@ -281,7 +281,10 @@ async fn history_is_the_same_whatever_order_the_events_arrive_in() {
     .await;
     let consumer = reporting_service::consumer(&stack.platform);
     let acme = reseller(&stack, "acme");
-    let t0 = OffsetDateTime::now_utc() - Duration::hours(1);
+    // Whole seconds: PostgreSQL keeps microseconds.
+    let t0 = (OffsetDateTime::now_utc() - Duration::hours(1))
+        .replace_nanosecond(0)
+        .unwrap();
     let at = |minutes: i64| {
         Some(reseller_kit::timestamp::to_proto(
             t0 + Duration::minutes(minutes),
@@ -341,14 +344,15 @@ async fn history_is_the_same_whatever_order_the_events_arrive_in() {
                     order_number: "PO".into(),
                 }],
                 moved_at: at(10),
-                seq: 10,
+                // msp-link numbers its events once for all: each order its own.
+                seq: seed as i64 * 10,
             }),
             Payload::MspCustomerDelinked(pb::MspCustomerDelinked {
                 msp_id: MSP_A.into(),
                 customer_knox_id: customer_knox.clone(),
                 delinked_at: at(20),
                 requested_by: MSP_A.into(),
-                seq: 11,
+                seq: seed as i64 * 10 + 1,
             }),
             Payload::DevicesDeleted(pb::DevicesDeleted {
                 deletion_id: deletion_id.clone(),
@@ -372,6 +376,14 @@ async fn history_is_the_same_whatever_order_the_events_arrive_in() {
                 not_found_count: 0,
                 part_count: 1,
                 actor: "John Roe".into(),
+            }),
+            Payload::DeletionCompleted(pb::DeletionCompleted {
+                deletion_id: deletion_id.clone(),
+                reseller_id: "acme".into(),
+                reseller_portal: pb::PortalState::Removed as i32,
+                msp_portal: pb::PortalState::NotApplicable as i32,
+                customer_portal: pb::PortalState::Removed as i32,
+                completed_at: at(31),
             }),
         ];
         // Seed 1 keeps the natural order; 2 reverses it; the rest are shuffled.
@@ -424,6 +436,73 @@ async fn history_is_the_same_whatever_order_the_events_arrive_in() {
             "order {seed}"
         );
         assert_eq!(h.entries[3].deletion_id, deletion_id, "order {seed}");
+
+        // The activity log too: the upload under the MSP uploaded to; the move, the
+        // delink and the deletion under the customer, each once, with its actor, counts
+        // and time, whatever came first.
+        let log = acme
+            .reporting()
+            .list_activity(pb::ListActivityRequest {
+                page_size: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .activities;
+        let mut mine: Vec<(pb::ActivityKind, String, i64, String, i64)> = log
+            .iter()
+            .filter(|e| {
+                e.upload_id == upload_id
+                    || e.customer_knox_ids.contains(&customer_knox)
+                    || e.customer_knox_id == customer_knox
+            })
+            .map(|e| {
+                (
+                    pb::ActivityKind::try_from(e.kind).unwrap(),
+                    e.actor.clone(),
+                    e.device_count,
+                    e.summary.clone(),
+                    reseller_tests::fixtures::nanos(&e.occurred_at).unwrap(),
+                )
+            })
+            .collect();
+        mine.sort();
+        let nanos = |minutes: i64| reseller_tests::fixtures::nanos(&at(minutes)).unwrap();
+        assert_eq!(
+            mine,
+            [
+                (
+                    pb::ActivityKind::Upload,
+                    "Jane Doe".to_owned(),
+                    1,
+                    format!("uploaded 1 device to {MSP_A} (order PO)"),
+                    nanos(0)
+                ),
+                (
+                    pb::ActivityKind::Deletion,
+                    "John Roe".to_owned(),
+                    1,
+                    "deleted 1 device; reseller portal removed, MSP portal not applicable, customer portal removed".to_owned(),
+                    nanos(30)
+                ),
+                (
+                    pb::ActivityKind::MspMove,
+                    MSP_A.to_owned(),
+                    1,
+                    format!("MSP {MSP_A} moved 1 device to {customer_knox}"),
+                    nanos(10)
+                ),
+                (
+                    pb::ActivityKind::MspDelink,
+                    MSP_A.to_owned(),
+                    0,
+                    format!("{customer_knox} delinked from MSP {MSP_A}"),
+                    nanos(20)
+                ),
+            ],
+            "order {seed}"
+        );
         let found = find(&acme, &[&device]).await.unwrap().remove(0);
         assert_eq!(
             (

@@ -251,6 +251,13 @@ async fn uploaded(tx: &mut PgConnection, part: &UploadedPart) -> Result<(), Appl
     }
     let part_done = postgres::insert_registrations(tx, part, &placement).await?;
     postgres::record_secondary_ids(tx, part).await?;
+    if part_done.inserted > part_done.live {
+        // Some were deleted before this part was projected: list their deletions where
+        // they are placed.
+        let ids: Vec<String> = part.devices.iter().map(|d| d.device_id.clone()).collect();
+        let uploads = vec![upload_id; ids.len()];
+        postgres::relist_deletions(tx, &ids, &uploads).await?;
+    }
     let mut deltas = transfer(
         &part.upload,
         None,

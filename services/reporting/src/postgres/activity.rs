@@ -190,6 +190,64 @@ pub fn deletion_part_ctes(
     )
 }
 
+/// Lists each deletion that deleted one of the registrations `ids`/`uploads` (pairwise)
+/// under the rows its deleted registrations are placed under now, and no other: for an
+/// upload, move or link projected after the deletion, which placed or re-placed them. So
+/// a deletion's customers end the same whatever order the events came in (each
+/// registration's placement does). Registrations not deleted are skipped.
+///
+/// Costs a read of each such deletion's registrations (index
+/// `registration_deletions_by_deletion`); callers call it only when a deleted
+/// registration was placed.
+///
+/// # Errors
+/// Database errors.
+pub async fn relist_deletions(
+    conn: &mut PgConnection,
+    ids: &[String],
+    uploads: &[Uuid],
+) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query!(
+        "WITH touched AS (
+           SELECT DISTINCT r.reseller_id, x.deletion_id
+           FROM UNNEST($1::text[], $2::uuid[]) AS k (device_id, upload_id)
+           JOIN reporting.registrations r
+             ON r.device_id = k.device_id AND r.upload_id = k.upload_id AND r.deleted
+           JOIN reporting.registration_deletions x
+             ON x.device_id = k.device_id AND x.upload_id = k.upload_id),
+         placed AS (
+           SELECT DISTINCT t.reseller_id, t.deletion_id, r.placed_knox_id
+           FROM touched t
+           JOIN reporting.registration_deletions x ON x.deletion_id = t.deletion_id
+           JOIN reporting.registrations r
+             ON r.device_id = x.device_id AND r.upload_id = x.upload_id
+           WHERE r.reseller_id = t.reseller_id AND r.deleted AND r.placed_knox_id IS NOT NULL),
+         stale AS (
+           DELETE FROM reporting.activity_customers c USING touched t
+           WHERE c.reseller_id = t.reseller_id AND c.activity_id = t.deletion_id::text
+             AND NOT EXISTS (SELECT 1 FROM placed p
+                             WHERE p.deletion_id = t.deletion_id
+                               AND p.placed_knox_id = c.customer_knox_id))
+         INSERT INTO reporting.activity_customers AS c
+           (reseller_id, customer_knox_id, activity_id, occurred_at)
+         SELECT p.reseller_id, p.placed_knox_id, p.deletion_id::text,
+           COALESCE((SELECT a.occurred_at FROM reporting.activities a
+                     WHERE a.reseller_id = p.reseller_id AND a.activity_id = p.deletion_id::text),
+                    (SELECT min(x.deleted_at) FROM reporting.registration_deletions x
+                     WHERE x.deletion_id = p.deletion_id))
+         FROM placed p
+         ON CONFLICT (reseller_id, customer_knox_id, activity_id) DO NOTHING",
+        ids,
+        uploads,
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// The resellers whose devices `customer` holds (moved there by an MSP) or who list the
 /// customer: the logs a delink of the customer belongs in.
 ///
@@ -203,7 +261,10 @@ pub async fn resellers_concerned(
         r#"SELECT reseller_id AS "reseller_id!" FROM reporting.customer_rows WHERE knox_id = $1
            UNION
            SELECT reseller_id FROM reporting.registrations
-           WHERE holder_knox_id = $1 AND uploaded_to_msp AND holder_knox_id <> uploaded_to"#,
+           WHERE holder_knox_id = $1
+             AND ((uploaded_to_msp AND holder_knox_id <> uploaded_to)
+                  -- Moved there before its upload was projected: the move says whose.
+                  OR uploaded_to IS NULL)"#,
         customer,
     )
     .fetch_all(&mut *conn)

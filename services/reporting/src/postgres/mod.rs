@@ -8,7 +8,7 @@ mod msp;
 mod read;
 mod write;
 
-pub use activity::{ActivityFact, record_activity, resellers_concerned};
+pub use activity::{ActivityFact, record_activity, relist_deletions, resellers_concerned};
 pub use lookups::{Located, delinks_after, record_delink, record_moves, record_secondary_ids};
 
 pub use msp::{

@@ -261,13 +261,21 @@ pub async fn replace_registrations(
         &new_virtuals,
         &new_vias as &[&str],
     )
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if i64::try_from(updated).ok() != Some(expected) {
+    .fetch_all(&mut *conn)
+    .await?;
+    if i64::try_from(updated.len()).ok() != Some(expected) {
         return Err(ApplyError::Failed(anyhow!(
-            "re-placing registrations: expected to update {expected}, updated {updated}"
+            "re-placing registrations: expected to update {expected}, updated {}",
+            updated.len()
         )));
     }
+    // Deleted registrations placed elsewhere: their deletions are listed where they are
+    // now (`relist_deletions`).
+    let (ids, uploads): (Vec<String>, Vec<uuid::Uuid>) = updated
+        .into_iter()
+        .filter(|r| r.deleted)
+        .map(|r| (r.device_id, r.upload_id))
+        .unzip();
+    super::relist_deletions(conn, &ids, &uploads).await?;
     Ok(deltas)
 }

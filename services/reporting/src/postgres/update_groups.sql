@@ -21,3 +21,4 @@ WHERE r.device_id = c.device_id AND r.upload_id = c.upload_id
   AND (r.move_seq < g.delinked_seq) = g.delinked_since_move
   AND r.placed_knox_id IS NOT DISTINCT FROM g.old_knox_id
   AND r.virtual = g.old_virtual AND r.via_msp_id = g.old_via
+RETURNING r.device_id, r.upload_id, r.deleted
