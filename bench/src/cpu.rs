@@ -102,8 +102,14 @@ fn program(pid: u32, stat: &str) -> Option<String> {
     let name = first.split_whitespace().next().unwrap_or_default();
     let name = name.rsplit('/').next().unwrap_or_default();
     if name.is_empty() {
-        // Kernel threads have no command line: use the comm field.
+        // Kernel threads have no command line: use the comm field, without the work
+        // item a kworker appends (`kworker/0:1-events`), which changes as it runs and
+        // would make the same thread look new (all its CPU counted in one window).
         let comm = &stat[stat.find('(')? + 1..stat.rfind(')')?];
+        let comm = match comm.split_once('-') {
+            Some((thread, _)) if comm.starts_with("kworker/") => thread,
+            _ => comm,
+        };
         return Some(format!("[{comm}]"));
     }
     Some(name.to_owned())
