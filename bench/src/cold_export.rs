@@ -303,7 +303,12 @@ pub async fn run(
 
         let service_first = round % 2 == 0;
         eprintln!(
-            "==> cold export, round {round}: CHECKPOINT, then the first downloads ({} first)",
+            "==> cold export, round {round}: {}the first downloads ({} first)",
+            if config.checkpoint {
+                "CHECKPOINT, then "
+            } else {
+                ""
+            },
             if service_first {
                 "service"
             } else {
