@@ -208,8 +208,10 @@ async fn time_reference(
     })
 }
 
-/// The plan of `select` as the service runs it (a cursor: `cursor_tuple_fraction` applies)
-/// or as `COPY` does, without running it (nothing is read but the catalog).
+/// The plan of `select` as the service runs it (a cursor: `cursor_tuple_fraction` applies;
+/// the service binds the two IDs, which it plans with as with these literals) or as `COPY`
+/// does, without running it (planning reads the catalog and the index's metapage, never
+/// the rows).
 async fn plan(conn: &mut PgConnection, select: &str, cursor: bool) -> anyhow::Result<String> {
     let mut tx = conn.begin().await?;
     let sql = if cursor {
