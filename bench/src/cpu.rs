@@ -104,14 +104,34 @@ fn program(pid: u32, stat: &str) -> Option<String> {
     if name.is_empty() {
         // Kernel threads have no command line: use the comm field.
         let comm = &stat[stat.find('(')? + 1..stat.rfind(')')?];
-        return Some(format!("[{comm}]"));
+        return Some(kernel_thread(comm));
     }
     Some(name.to_owned())
+}
+
+/// A kernel thread's name, `[comm]`, without the work item a kworker appends to its comm
+/// (`kworker/0:1-events`): that changes as it runs, and would make the same thread look
+/// new to [`Snapshot::report`] (all its CPU since boot counted in one window).
+fn kernel_thread(comm: &str) -> String {
+    let name = match comm.split_once('-') {
+        Some((thread, _)) if comm.starts_with("kworker/") => thread,
+        _ => comm,
+    };
+    format!("[{name}]")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kworker_keeps_its_name_whatever_it_works_on() {
+        assert_eq!(kernel_thread("kworker/0:1-events"), "[kworker/0:1]");
+        assert_eq!(kernel_thread("kworker/u8:2-flush-254:0"), "[kworker/u8:2]");
+        assert_eq!(kernel_thread("kworker/1:4"), "[kworker/1:4]");
+        assert_eq!(kernel_thread("ksoftirqd/0"), "[ksoftirqd/0]");
+        assert_eq!(kernel_thread("jbd2/vda1-8"), "[jbd2/vda1-8]");
+    }
 
     #[test]
     fn this_process_is_seen_and_its_cpu_counted() {

@@ -28,11 +28,13 @@ pub struct ExportConfig {
 
 /// What one download produced.
 #[derive(Debug, Clone, Copy, Default)]
-struct Download {
-    took: Duration,
+pub struct Download {
+    /// First message sent (or the `COPY` started) to the last byte received.
+    pub took: Duration,
     first_byte: Duration,
     bytes: u64,
-    lines: u64,
+    /// Line ends received (the service's file has a header line; `COPY`'s has none).
+    pub lines: u64,
     chunks: u64,
 }
 
@@ -54,6 +56,23 @@ impl Download {
 /// Falls back to device-service's registrations while reporting-service has no device
 /// projection.
 async fn reference_query(conn: &mut PgConnection) -> anyhow::Result<(String, &'static str)> {
+    reference_query_of(conn, INGEST_CUSTOMER).await
+}
+
+/// [`reference_query`] of `customer`'s rows (a Knox ID: digits only, so safe to inline):
+/// `COPY (the statement `export_customer_devices` declares its cursor for) TO STDOUT
+/// (FORMAT csv)`, and which table it reads.
+///
+/// # Errors
+/// When PostgreSQL cannot be asked which tables exist.
+pub async fn reference_query_of(
+    conn: &mut PgConnection,
+    customer: &str,
+) -> anyhow::Result<(String, &'static str)> {
+    anyhow::ensure!(
+        customer.bytes().all(|b| b.is_ascii_digit()),
+        "not a Knox ID: {customer:?}"
+    );
     let projected: Option<String> =
         sqlx::query_scalar("SELECT to_regclass('reporting.registrations')::text")
             .fetch_one(&mut *conn)
@@ -63,7 +82,7 @@ async fn reference_query(conn: &mut PgConnection) -> anyhow::Result<(String, &'s
             format!(
                 "COPY (SELECT upload_id, uploaded_at, order_number, device_id, id_kind, model, virtual, via_msp_id \
                  FROM reporting.registrations \
-                 WHERE reseller_id = '{RESELLER}' AND placed_knox_id = '{INGEST_CUSTOMER}' AND NOT deleted \
+                 WHERE reseller_id = '{RESELLER}' AND placed_knox_id = '{customer}' AND NOT deleted \
                  ORDER BY uploaded_at DESC, upload_id, device_id) TO STDOUT (FORMAT csv)"
             ),
             "reporting.registrations",
@@ -73,7 +92,7 @@ async fn reference_query(conn: &mut PgConnection) -> anyhow::Result<(String, &'s
             format!(
                 "COPY (SELECT r.upload_id, u.uploaded_at, u.order_number, r.device_id, r.id_kind, r.model, false, '' \
                  FROM device.registrations r JOIN device.uploads u USING (upload_id) \
-                 WHERE r.reseller_id = '{RESELLER}' AND r.target_knox_id = '{INGEST_CUSTOMER}' AND r.deleted_at IS NULL \
+                 WHERE r.reseller_id = '{RESELLER}' AND r.target_knox_id = '{customer}' AND r.deleted_at IS NULL \
                  ORDER BY u.uploaded_at DESC, r.upload_id, r.device_id) TO STDOUT (FORMAT csv)"
             ),
             "device.registrations JOIN device.uploads (reporting.registrations missing)",
@@ -81,7 +100,11 @@ async fn reference_query(conn: &mut PgConnection) -> anyhow::Result<(String, &'s
     })
 }
 
-async fn reference_copy(conn: &mut PgConnection, statement: &str) -> anyhow::Result<Download> {
+/// Runs `statement` (a `COPY ... TO STDOUT`) and reads its output as fast as it comes.
+///
+/// # Errors
+/// When the `COPY` fails.
+pub async fn reference_copy(conn: &mut PgConnection, statement: &str) -> anyhow::Result<Download> {
     let started = Instant::now();
     let mut stream = conn.copy_out_raw(statement).await?;
     let mut d = Download::default();
@@ -93,6 +116,15 @@ async fn reference_copy(conn: &mut PgConnection, statement: &str) -> anyhow::Res
 }
 
 async fn service_export(stack: &Stack) -> Result<Download, tonic::Status> {
+    service_export_of(stack, INGEST_CUSTOMER).await
+}
+
+/// Downloads `customer`'s `ExportCustomerCsv` as the bench's reseller, over a connection
+/// of its own (made before the clock starts), reading every chunk as it comes.
+///
+/// # Errors
+/// The call's status.
+pub async fn service_export_of(stack: &Stack, customer: &str) -> Result<Download, tonic::Status> {
     let reseller = stack
         .caller_own_channel(Role::Reseller, RESELLER)
         .await
@@ -101,7 +133,7 @@ async fn service_export(stack: &Stack) -> Result<Download, tonic::Status> {
     let mut stream = reseller
         .reporting()
         .export_customer_csv(pb::ExportCustomerCsvRequest {
-            knox_id: INGEST_CUSTOMER.into(),
+            knox_id: customer.into(),
             ..Default::default()
         })
         .await?
@@ -176,7 +208,8 @@ async fn measured_export(
     ))
 }
 
-fn download_json(d: &Download) -> Value {
+/// A download's figures, as the results print them.
+pub fn download_json(d: &Download) -> Value {
     let rows = d.lines as f64;
     json!({
         "seconds": secs(d.took),

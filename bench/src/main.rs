@@ -11,6 +11,9 @@
 //!   the durable-hop floor (outbox → stream → inbox, every PostgreSQL write durable);
 //! - `export`: `ExportCustomerCsv` of the N devices vs `COPY (...) TO STDOUT (FORMAT csv)`,
 //!   and the service's peak memory meanwhile;
+//! - `export_cold` (`--only cold-export`): the first `ExportCustomerCsv` of N devices
+//!   nobody has read since they were written, vs the first `COPY TO` of N twin devices
+//!   ([`cold_export`]);
 //! - `throughput`: a sustained mixed load; events applied per second, each replica's
 //!   share, and that nothing was applied twice;
 //! - `lookup` (`--only lookup`): `FindDevices` of 1,000 identifiers among
@@ -32,6 +35,7 @@
 
 mod catchup;
 mod clients;
+mod cold_export;
 mod cpu;
 mod deletion;
 mod durable_floor;
@@ -62,6 +66,8 @@ enum Bench {
     Ingest,
     Deletion,
     Export,
+    /// The first export of freshly written rows (`export_cold`).
+    ColdExport,
     Throughput,
     Lookup,
     List,
@@ -85,7 +91,7 @@ struct Args {
     /// The benchmarks to run (default: ingest,deletion,export on the single shape,
     /// deletion,throughput on the cluster shape, ingest,deletion with
     /// `--telemetry-rounds`). Export needs the ingest's devices: without `ingest` they
-    /// are uploaded unmeasured. Ingest and export: single shape only.
+    /// are uploaded unmeasured. Ingest and the exports: single shape only.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Option<Vec<Bench>>,
 
@@ -107,6 +113,18 @@ struct Args {
     /// Devices in the ingest upload and the exported customer.
     #[arg(long, env = "BENCH_DEVICES", default_value_t = 1_000_000)]
     devices: usize,
+
+    /// Cold export: rounds, each uploading `--devices` devices to a fresh customer and
+    /// their twin to another, then timing the first download of each (the service first
+    /// in even rounds, the reference in odd ones).
+    #[arg(long, default_value_t = 2)]
+    cold_export_rounds: usize,
+
+    /// Cold export: `CHECKPOINT` after the uploads and between the two first downloads
+    /// (false: time them while the uploads' pages are still being written back, as right
+    /// after an ingest; then the side that goes first also meets that write-back).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    cold_export_checkpoint: bool,
 
     /// Devices in the ingest warm-up upload (and warm-up COPY).
     #[arg(long, env = "BENCH_WARMUP_DEVICES", default_value_t = 100_000)]
@@ -457,6 +475,7 @@ async fn run_on(
     let run_ingest = benches.contains(&Bench::Ingest);
     let run_deletion = benches.contains(&Bench::Deletion);
     let run_export = benches.contains(&Bench::Export);
+    let run_cold_export = benches.contains(&Bench::ColdExport);
     let run_throughput = benches.contains(&Bench::Throughput);
     let run_lookup = benches.contains(&Bench::Lookup);
     let run_list = benches.contains(&Bench::List);
@@ -555,6 +574,22 @@ async fn run_on(
         for sql in &args.what_if_sql {
             eprintln!("==> what-if: {sql}");
             stack.execute(sql).await?;
+        }
+
+        if run_cold_export {
+            let cold_config = cold_export::ColdExportConfig {
+                devices: args.devices,
+                rounds: args.cold_export_rounds.max(1),
+                batch: args.upload_batch,
+                imei2: args.imei2,
+                checkpoint: args.cold_export_checkpoint,
+                target_ratio: 0.7,
+                settle_timeout: Duration::from_secs(1800),
+            };
+            let result = cold_export::run(&stack, &js, &cold_config)
+                .await
+                .unwrap_or_else(|e| failed("export_cold", &e));
+            results.push(emit_result(result, &shape_json));
         }
 
         if run_export {
@@ -700,10 +735,12 @@ async fn main() -> anyhow::Result<()> {
     }
     let benches = args.benches();
     if args.shape == Shape::Cluster
-        && (benches.contains(&Bench::Ingest) || benches.contains(&Bench::Export))
+        && (benches.contains(&Bench::Ingest)
+            || benches.contains(&Bench::Export)
+            || benches.contains(&Bench::ColdExport))
     {
         anyhow::bail!(
-            "ingest and export run on the single shape only: use --only deletion,throughput with --shape cluster"
+            "ingest and the exports run on the single shape only: use --only deletion,throughput with --shape cluster"
         );
     }
 

@@ -9,6 +9,7 @@
 #        deploy/local/bench.sh --shape cluster                       # deletion + throughput
 #        deploy/local/bench.sh --shape cluster --only throughput --replicas 1,2
 #        deploy/local/bench.sh --telemetry-rounds 4 --delete-seconds 10  # issue #11: telemetry on vs off
+#        deploy/local/bench.sh --only cold-export                    # issue #12: the first export of fresh rows vs the first COPY TO of twins
 #        deploy/local/bench.sh --help
 # PostgreSQL and nats-server are installed and started when missing. The single shape
 # (default) creates (and drops) its own database on DATABASE_URL's server and spawns its
