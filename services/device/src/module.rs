@@ -51,18 +51,17 @@ impl ServiceModule for DeviceModule {
     }
 
     fn spawn_background(&self, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
-        let receipts = self
-            .platform
-            .consumer(
-                ConsumerSpec {
-                    name: "device-receipts".into(),
-                    schema: crate::SCHEMA,
-                    filter_subject: reseller_kit::subjects::DELETION_EVENTS.into(),
-                },
-                Receipts,
-            )
-            // Each receipt is its own row: the three portals' answers apply side by side.
-            .with_concurrency(4);
+        let receipts = self.platform.consumer(
+            ConsumerSpec {
+                name: "device-receipts".into(),
+                schema: crate::SCHEMA,
+                filter_subject: reseller_kit::subjects::DELETION_EVENTS.into(),
+            },
+            Receipts,
+        );
+        // One at a time (waiting ones in batches): the receipt that completes a deletion
+        // reads the others, so receipts of one deletion applied side by side would
+        // conflict (serializable) and be retried.
         let mut tasks =
             self.platform
                 .spawn_relay_and(OUTBOX, &shutdown, receipts.run(shutdown.clone()));

@@ -76,6 +76,14 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(3);
 /// between pulls, few enough that the last one pulled is applied well inside
 /// [`ACK_WAIT`] (its clock starts on delivery, not when its turn comes).
 const PULLED_AHEAD_PER_WORKER: usize = 64;
+/// The pauses before applying an event again in place after a conflict with a
+/// concurrent apply (serialization failure, deadlock): long enough for the transaction
+/// it conflicted with to commit. After the last, the event is nakked and redelivered.
+const CONFLICT_PAUSES: [Duration; 3] = [
+    Duration::from_millis(2),
+    Duration::from_millis(10),
+    Duration::from_millis(50),
+];
 /// Most events applied in one transaction (see the module doc): enough to amortise the
 /// commit, few enough that a batch of upload parts (1,000 devices each) commits well
 /// inside [`ACK_WAIT`] and that a failed batch costs little to apply again one by one.
@@ -186,6 +194,15 @@ pub enum Failure {
     },
 }
 
+impl Failure {
+    /// Whether this is a conflict with a concurrent apply (serialization failure,
+    /// deadlock): worth trying again at once.
+    fn is_conflict(&self) -> bool {
+        matches!(self, Failure::Retry { error, .. }
+            if error.downcast_ref::<sqlx::Error>().is_some_and(is_conflict))
+    }
+}
+
 /// The durable consumer's identity.
 #[derive(Debug, Clone)]
 pub struct ConsumerSpec {
@@ -254,10 +271,10 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         self
     }
 
-    /// Applies up to `n` events at once instead of one after the other (acks may then
-    /// leave out of stream order). Only for handlers whose events never touch the same
-    /// rows, or for which the order does not matter: device-service's receipts, one row
-    /// per portal and part, which arrive three at a time for every deletion.
+    /// Applies up to `n` events (or batches) at once instead of one after the other (acks
+    /// may then leave out of stream order). Only for handlers whose events never read
+    /// what each other write, or for which the order does not matter; others conflict
+    /// (serializable) and are applied again.
     pub fn with_concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
         self
@@ -294,12 +311,27 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         // whose handler never ran. The caller then just does not ack.
         let applier = self.applier.clone();
         let payload = payload.to_vec();
-        tokio::spawn(async move { applier.apply(&payload, traceparent.as_deref()).await })
-            .await
-            .map_err(|err| Failure::Retry {
-                error: anyhow::anyhow!("applying the event panicked: {err}"),
-                unlimited: false,
-            })?
+        tokio::spawn(async move {
+            // A conflict with a concurrent apply (another replica's, or a batch beside
+            // this one) is tried again here after a pause, rather than by a redelivery
+            // that JetStream makes wait for the nak's backoff (200 ms at least).
+            let mut attempt = 0;
+            loop {
+                let applied = applier.apply(&payload, traceparent.as_deref()).await;
+                match &applied {
+                    Err(failure) if failure.is_conflict() && attempt < CONFLICT_PAUSES.len() => {
+                        tokio::time::sleep(CONFLICT_PAUSES[attempt]).await;
+                        attempt += 1;
+                    }
+                    _ => return applied,
+                }
+            }
+        })
+        .await
+        .map_err(|err| Failure::Retry {
+            error: anyhow::anyhow!("applying the event panicked: {err}"),
+            unlimited: false,
+        })?
     }
 
     /// Creates the durable consumer if missing and returns it.
