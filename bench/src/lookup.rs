@@ -197,3 +197,26 @@ pub async fn run(stack: &Stack, config: &LookupConfig) -> anyhow::Result<Value> 
         "pass": p99_ratio.is_some_and(|r| r <= config.target_ratio),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::BARE_LOOKUP;
+
+    /// The reference must stay the service's statement: the text of `find_devices` in
+    /// reporting-service, but for sqlx's column annotations (`AS "n!"`, …).
+    #[test]
+    fn the_bare_lookup_is_the_services_statement() {
+        let service = include_str!("../../services/reporting/src/postgres/lookups.rs");
+        let start = service
+            .find("WITH asked AS")
+            .expect("find_devices' statement");
+        let end = start + service[start..].find("\"#").expect("its end");
+        let statement = ["n!", "deletion_id?", "deleted_at?"]
+            .iter()
+            .fold(service[start..end].to_owned(), |s, name| {
+                s.replace(&format!(" AS \"{name}\""), "")
+            });
+        let words = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert_eq!(words(&statement), words(BARE_LOOKUP));
+    }
+}
