@@ -203,9 +203,11 @@ const ROW_COLUMNS: &str = "knox_id, kind, company_name, internal_reference, coun
        AS managing_msp_id";
 
 /// The statements `Repository::list_customers` runs for a page in the default order
-/// (company name in the ICU root collation), as its `Sql` builder writes them: `search`
-/// adds the search's `LIKE`, `after` the keyset comparison. Same text, same placeholders,
-/// so the same prepared statements and plans.
+/// (company name in the ICU root collation), as its `Sql` builder writes them: the count
+/// (a search's, run only when the page is not the whole result) and the page. `search`
+/// adds the search's `LIKE`, `after` the keyset comparison; without a search the page
+/// reads the reseller's maintained count (`reporting.listed_counts`) itself. Same text,
+/// same placeholders, so the same prepared statements and plans.
 fn list_statements(search: bool, after: bool) -> (String, String) {
     let mut filter = "WHERE listed AND reseller_id = $1".to_owned();
     let mut next = 2;
@@ -214,7 +216,19 @@ fn list_statements(search: bool, after: bool) -> (String, String) {
         next = 3;
     }
     let count = format!("SELECT count(*) FROM reporting.customer_rows {filter}");
-    let mut page = format!("SELECT {ROW_COLUMNS} FROM reporting.customer_rows {filter}");
+    let mut page = if search {
+        format!("SELECT {ROW_COLUMNS} FROM reporting.customer_rows {filter}")
+    } else {
+        // The count's reseller is the first placeholder, the filter's the second.
+        format!(
+            "SELECT {ROW_COLUMNS}, (SELECT n.listed FROM reporting.listed_counts n \
+             WHERE n.reseller_id = $1) AS listed_count FROM reporting.customer_rows \
+             WHERE listed AND reseller_id = $2"
+        )
+    };
+    if !search {
+        next = 3;
+    }
     if after {
         page.push_str(&format!(
             r#" AND (company_name COLLATE "und-x-icu", knox_id) > (${}, ${})"#,
@@ -229,19 +243,11 @@ fn list_statements(search: bool, after: bool) -> (String, String) {
     (count, page)
 }
 
-/// The shared part of `Repository::list_activity`'s two statements (`postgres::activity`);
+/// The columns of `Repository::list_activity`'s two statements (`postgres::activity`);
 /// the macro's text, with its line breaks and indentation, which PostgreSQL ignores.
 const ACTIVITY_COLUMNS: &str = "a.activity_id, a.occurred_at, a.kind, a.actor, a.customer_knox_id, \
      a.upload_id, a.deletion_id, a.accepted_count, a.rejected_count, \
-     a.device_count, a.part_count, a.detail";
-const ACTIVITY_PORTALS: &str = "CROSS JOIN LATERAL (SELECT ARRAY[ \
-       count(*) FILTER (WHERE x.portal = 'RESELLER'), \
-       count(*) FILTER (WHERE x.portal = 'RESELLER' AND x.removed), \
-       count(*) FILTER (WHERE x.portal = 'MSP'), \
-       count(*) FILTER (WHERE x.portal = 'MSP' AND x.removed), \
-       count(*) FILTER (WHERE x.portal = 'CUSTOMER'), \
-       count(*) FILTER (WHERE x.portal = 'CUSTOMER' AND x.removed)] AS portals \
-     FROM reporting.deletion_receipts x WHERE x.deletion_id = a.deletion_id) r";
+     a.device_count, a.detail";
 
 /// `list_activity`'s statement without a customer filter.
 fn activity_statement() -> String {
@@ -249,10 +255,8 @@ fn activity_statement() -> String {
         "SELECT {ACTIVITY_COLUMNS}, \
            ARRAY(SELECT c.customer_knox_id FROM reporting.activity_customers c \
                  WHERE c.reseller_id = a.reseller_id AND c.activity_id = a.activity_id \
-                 ORDER BY 1) AS \"customers!\", \
-           r.portals AS \"portals!\" \
+                 ORDER BY 1) AS \"customers!\" \
          FROM reporting.activities a \
-         {ACTIVITY_PORTALS} \
          WHERE a.reseller_id = $1 AND a.kind = ANY($2::text[]) \
            AND ($3::timestamptz IS NULL OR a.occurred_at >= $3) \
            AND ($4::timestamptz IS NULL OR a.occurred_at < $4) \
@@ -268,12 +272,10 @@ fn activity_customer_statement() -> String {
         "SELECT {ACTIVITY_COLUMNS}, \
            ARRAY(SELECT c2.customer_knox_id FROM reporting.activity_customers c2 \
                  WHERE c2.reseller_id = a.reseller_id AND c2.activity_id = a.activity_id \
-                 ORDER BY 1) AS \"customers!\", \
-           r.portals AS \"portals!\" \
+                 ORDER BY 1) AS \"customers!\" \
          FROM reporting.activity_customers c \
          JOIN reporting.activities a \
            ON a.reseller_id = c.reseller_id AND a.activity_id = c.activity_id \
-         {ACTIVITY_PORTALS} \
          WHERE c.reseller_id = $1 AND c.customer_knox_id = $8 \
            AND a.kind = ANY($2::text[]) \
            AND ($3::timestamptz IS NULL OR c.occurred_at >= $3) \
@@ -348,32 +350,71 @@ async fn call_service(caller: &Caller, case: &Case) -> anyhow::Result<Found> {
     }
 }
 
-/// The service's statements for `case`, bare: for the list, its read-only transaction
-/// (`BEGIN`, the count, the page, `COMMIT`: four round trips, as the service makes), for
-/// the log its one statement.
+/// The service's statements for `case`, bare: for the list without a search its one
+/// statement (the page, the maintained count with it); with a search the first page
+/// alone, and when that is not the whole result (or for a later page) a read-only
+/// transaction (`BEGIN`, the count, the page, `COMMIT`); for the log its one statement.
 async fn call_bare(conn: &mut PgConnection, case: &Case, page_size: i32) -> anyhow::Result<Found> {
     let fetch = i64::from(page_size) + 1;
     match case {
         Case::Customers { pattern, after, .. } => {
             let (count_sql, page_sql) = list_statements(pattern.is_some(), after.is_some());
-            sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                .execute(&mut *conn)
-                .await?;
-            let mut count =
-                sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(count_sql)).bind(RESELLER);
-            if let Some(p) = pattern {
-                count = count.bind(p.clone());
-            }
-            let total = count.fetch_one(&mut *conn).await?;
-            let mut page = sqlx::query(sqlx::AssertSqlSafe(page_sql)).bind(RESELLER);
+            let mut page = sqlx::query(sqlx::AssertSqlSafe(page_sql.clone())).bind(RESELLER);
             if let Some(p) = pattern {
                 page = page.bind(p.clone());
+            } else {
+                page = page.bind(RESELLER);
             }
             if let Some((name, knox)) = after {
                 page = page.bind(name.clone()).bind(knox.clone());
             }
-            let rows = page.bind(fetch).fetch_all(&mut *conn).await?;
-            sqlx::raw_sql("COMMIT").execute(&mut *conn).await?;
+            let page = page.bind(fetch);
+            let (rows, total) = match pattern {
+                None => {
+                    let rows = page.fetch_all(&mut *conn).await?;
+                    let total = match rows.first() {
+                        Some(row) => row.get::<Option<i64>, _>("listed_count").unwrap_or(0),
+                        None => 0,
+                    };
+                    (rows, total)
+                }
+                // The first page alone; the page again with the count, in a read-only
+                // transaction, when it is not the whole result (or a later page).
+                Some(p) => {
+                    let only = if after.is_none() {
+                        let rows = page.fetch_all(&mut *conn).await?;
+                        (rows.len() as i64 <= i64::from(page_size)).then_some(rows)
+                    } else {
+                        None
+                    };
+                    match only {
+                        Some(rows) => {
+                            let total = rows.len() as i64;
+                            (rows, total)
+                        }
+                        None => {
+                            sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                                .execute(&mut *conn)
+                                .await?;
+                            let total =
+                                sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(count_sql))
+                                    .bind(RESELLER)
+                                    .bind(p.clone())
+                                    .fetch_one(&mut *conn)
+                                    .await?;
+                            let mut again =
+                                sqlx::query(sqlx::AssertSqlSafe(page_sql.clone())).bind(RESELLER);
+                            again = again.bind(p.clone());
+                            if let Some((name, knox)) = after {
+                                again = again.bind(name.clone()).bind(knox.clone());
+                            }
+                            let rows = again.bind(fetch).fetch_all(&mut *conn).await?;
+                            sqlx::raw_sql("COMMIT").execute(&mut *conn).await?;
+                            (rows, total)
+                        }
+                    }
+                }
+            };
             Ok(Found {
                 rows: rows.len().min(page_size as usize),
                 first: rows.first().map(|r| r.get::<String, _>("knox_id")),
@@ -615,9 +656,12 @@ mod tests {
         assert!(page.ends_with(
             r#"WHERE listed AND reseller_id = $1 AND search_text LIKE lower($2) ESCAPE '\' AND (company_name COLLATE "und-x-icu", knox_id) > ($3, $4) ORDER BY company_name COLLATE "und-x-icu", knox_id LIMIT $5"#
         ));
-        let (_, first) = list_statements(false, false);
+        let (_, first) = list_statements(false, true);
+        assert!(first.contains(
+            "(SELECT n.listed FROM reporting.listed_counts n WHERE n.reseller_id = $1) AS listed_count"
+        ));
         assert!(first.ends_with(
-            r#"WHERE listed AND reseller_id = $1 ORDER BY company_name COLLATE "und-x-icu", knox_id LIMIT $2"#
+            r#"FROM reporting.customer_rows WHERE listed AND reseller_id = $2 AND (company_name COLLATE "und-x-icu", knox_id) > ($3, $4) ORDER BY company_name COLLATE "und-x-icu", knox_id LIMIT $5"#
         ));
     }
 }

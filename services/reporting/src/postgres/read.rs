@@ -156,6 +156,21 @@ impl Sql {
     }
 }
 
+/// `select` (a `SELECT … FROM reporting.customer_rows`) completed into the page `list`
+/// asks for: the reseller's rows matching its search, after its keyset, in its order,
+/// one row more than the page (which tells whether another page follows).
+fn page_query(mut select: Sql, reseller_id: &ResellerId, list: &ListCustomers) -> Sql {
+    select.filter(reseller_id, &list.query);
+    if let Some(after) = &list.after {
+        select.after(after);
+    }
+    select
+        .order_by(list.order)
+        .sql(" LIMIT ")
+        .bind(list.page_size + 1);
+    select
+}
+
 fn row_from(row: &PgRow) -> Result<CustomerRow, sqlx::Error> {
     Ok(CustomerRow {
         knox_id: row.try_get("knox_id")?,
@@ -256,8 +271,22 @@ impl Repository {
         Self { pool }
     }
 
-    /// One page of a reseller's Customers page, and the count of rows matching the query,
-    /// read from one snapshot.
+    /// One page of a reseller's Customers page, and the count of rows matching the query
+    /// (`total_size`), read from one snapshot.
+    ///
+    /// The count costs no scan of the list (issue #12):
+    /// - without a search it is the reseller's maintained count of listed rows
+    ///   (`reporting.listed_counts`, migration 0009), read by the page's own statement:
+    ///   one statement, one snapshot, one round trip;
+    /// - with a search, the first page is read on its own (one statement): when it is
+    ///   the only page it is the whole result, and its rows are the count. Otherwise (more
+    ///   rows than a page, or a later page) the matches are counted and the page read in
+    ///   one read-only transaction (a first page so runs twice). A selective search, the
+    ///   usual kind, so scans its index once, not twice, in one round trip.
+    ///
+    /// Without a search, an empty later page (its rows unlisted since the token was
+    /// issued) reads the count in a statement of its own, a later snapshot than the
+    /// (empty) page's.
     ///
     /// # Errors
     /// Database errors.
@@ -266,29 +295,71 @@ impl Repository {
         reseller_id: &ResellerId,
         list: &ListCustomers,
     ) -> Result<CustomerPage, sqlx::Error> {
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .await?;
-        let total: i64 = Sql::new("SELECT count(*) FROM reporting.customer_rows")
-            .filter(reseller_id, &list.query)
-            .scalar()
-            .fetch_one(&mut *tx)
-            .await?;
-        let mut page = Sql::rows("");
-        page.filter(reseller_id, &list.query);
-        if let Some(after) = &list.after {
-            page.after(after);
-        }
-        // One row more than asked tells whether another page follows.
-        let fetched = page
-            .order_by(list.order)
-            .sql(" LIMIT ")
-            .bind(list.page_size + 1)
-            .query()
-            .fetch_all(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        let searching = list.query.like_pattern().is_some();
+        let (fetched, total) = if searching {
+            // The first page on its own, one statement (its own snapshot, no
+            // transaction's round trips): when it is the only page it is the whole result.
+            let only = match list.after {
+                None => {
+                    let fetched = page_query(Sql::rows(""), reseller_id, list)
+                        .query()
+                        .fetch_all(&self.pool)
+                        .await?;
+                    (fetched.len() as i64 <= list.page_size).then_some(fetched)
+                }
+                Some(_) => None,
+            };
+            match only {
+                Some(fetched) => {
+                    let total = fetched.len() as i64;
+                    (fetched, total)
+                }
+                // More rows than a page: the page and the count from one snapshot.
+                None => {
+                    let mut tx = self
+                        .pool
+                        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                        .await?;
+                    let total: i64 = Sql::new("SELECT count(*) FROM reporting.customer_rows")
+                        .filter(reseller_id, &list.query)
+                        .scalar()
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    let fetched = page_query(Sql::rows(""), reseller_id, list)
+                        .query()
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    (fetched, total)
+                }
+            }
+        } else {
+            let mut page = Sql::new("SELECT ");
+            page.sql(ROW_COLUMNS)
+                .sql(", (SELECT n.listed FROM reporting.listed_counts n WHERE n.reseller_id = ")
+                .bind(reseller_id.as_str().to_owned())
+                .sql(") AS listed_count FROM reporting.customer_rows");
+            let fetched = page_query(page, reseller_id, list)
+                .query()
+                .fetch_all(&self.pool)
+                .await?;
+            let total = match fetched.first() {
+                // No count row: the reseller never had a listed row.
+                Some(row) => row.try_get::<Option<i64>, _>("listed_count")?.unwrap_or(0),
+                // The first page is empty only when nothing is listed (same snapshot).
+                None if list.after.is_none() => 0,
+                None => {
+                    sqlx::query_scalar!(
+                        r#"SELECT COALESCE((SELECT listed FROM reporting.listed_counts
+                                        WHERE reseller_id = $1), 0) AS "listed!""#,
+                        reseller_id.as_str(),
+                    )
+                    .fetch_one(&self.pool)
+                    .await?
+                }
+            };
+            (fetched, total)
+        };
 
         let more = fetched.len() as i64 > list.page_size;
         let mut rows = Vec::with_capacity(fetched.len());

@@ -264,6 +264,100 @@ async fn company_names_page_and_export_in_the_icu_root_collation(pool: PgPool) {
     assert_eq!(exported, expected);
 }
 
+/// `total_size` of every page of the Customers page, in the default order, paging
+/// `page_size` at a time.
+async fn totals(repo: &Repository, query: &str, page_size: i32) -> Vec<i64> {
+    let mut totals = Vec::new();
+    let mut token = String::new();
+    loop {
+        let list = ListCustomers::parse(query, "", page_size, &token).unwrap();
+        let page = repo.list_customers(&reseller(), &list).await.unwrap();
+        totals.push(page.total);
+        match page.next {
+            Some(key) => token = list.next_token(key),
+            None => return totals,
+        }
+    }
+}
+
+/// Issue #12: the count of the list comes from a maintained per-reseller count, and a
+/// search's from its page when the page is the whole result; on every page it is still
+/// the number of the reseller's listed rows matching the query.
+#[sqlx::test(migrator = "crate::MIGRATOR")]
+async fn every_page_counts_the_rows_matching_its_query(pool: PgPool) {
+    let repo = Repository::new(pool.clone());
+    assert_eq!(totals(&repo, "", 2).await, [0]);
+    for i in 1..=5 {
+        let name = format!("Acme {i}");
+        apply(
+            &pool,
+            added(&format!("60000001{i}"), pb::AccountKind::Customer, &name),
+        )
+        .await;
+    }
+    apply(
+        &pool,
+        added("600000029", pb::AccountKind::Customer, "Globex"),
+    )
+    .await;
+    // Neither another reseller's customer nor a row not added (an upload's counters)
+    // is on the list.
+    apply(
+        &pool,
+        added_by(
+            "other",
+            "600000039",
+            pb::AccountKind::Customer,
+            "Acme other",
+        ),
+    )
+    .await;
+    apply(&pool, to_customer(Uuid::now_v7(), 10, &["T1"])).await;
+
+    assert_eq!(totals(&repo, "", 2).await, [6, 6, 6]);
+    assert_eq!(totals(&repo, "", 50).await, [6]);
+    // A search whose first page is the whole result, and one over several pages.
+    assert_eq!(totals(&repo, "acme", 50).await, [5]);
+    assert_eq!(totals(&repo, "ACME", 5).await, [5]);
+    assert_eq!(totals(&repo, "acme", 2).await, [5, 5, 5]);
+    assert_eq!(totals(&repo, "acme", 4).await, [5, 5]);
+    assert_eq!(totals(&repo, "globex", 1).await, [1]);
+    assert_eq!(totals(&repo, "initech", 50).await, [0]);
+
+    // Adding the customer whose counters waited lists it: one more, on every page.
+    apply(
+        &pool,
+        added(CUSTOMER, pb::AccountKind::Customer, "Acme late"),
+    )
+    .await;
+    assert_eq!(totals(&repo, "", 2).await, [7, 7, 7, 7]);
+    assert_eq!(totals(&repo, "acme", 3).await, [6, 6]);
+    // Added again (a replay): still one row.
+    apply(
+        &pool,
+        added(CUSTOMER, pb::AccountKind::Customer, "Acme late"),
+    )
+    .await;
+    assert_eq!(totals(&repo, "", 50).await, [7]);
+    assert_listed_counts_add_up(&pool).await;
+}
+
+/// The maintained count of each reseller's listed rows (migration 0009) is the count of
+/// its listed rows.
+async fn assert_listed_counts_add_up(pool: &PgPool) {
+    let wrong: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT reseller_id, COALESCE(n.listed, 0), COALESCE(r.rows, 0) \
+         FROM reporting.listed_counts n \
+         FULL JOIN (SELECT reseller_id, count(*) AS rows FROM reporting.customer_rows \
+                    WHERE listed GROUP BY reseller_id) r USING (reseller_id) \
+         WHERE COALESCE(n.listed, 0) <> COALESCE(r.rows, 0)",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert!(wrong.is_empty(), "(reseller, kept, listed rows): {wrong:?}");
+}
+
 #[sqlx::test(migrator = "crate::MIGRATOR")]
 async fn counters_that_arrive_before_the_customer_wait_unlisted(pool: PgPool) {
     let repo = Repository::new(pool.clone());
@@ -955,6 +1049,7 @@ async fn msp_events_in_any_order_end_in_the_same_views(pool: PgPool) {
         apply(&pool, event.clone()).await;
     }
     let expected = snapshot(&pool).await;
+    assert_listed_counts_add_up(&pool).await;
     // Sanity: the stream order's truth.
     let repo = Repository::new(pool.clone());
     // Globex: A, B (both deleted) and E became virtual at the delink; C and F, moved
@@ -986,11 +1081,13 @@ async fn msp_events_in_any_order_end_in_the_same_views(pool: PgPool) {
         }
         let got = snapshot(&pool).await;
         assert_eq!(got, expected, "order #{i} gave different views");
+        assert_listed_counts_add_up(&pool).await;
         // Everything again (a redelivery): nothing changes.
         for event in order {
             apply(&pool, event.clone()).await;
         }
         assert_eq!(snapshot(&pool).await, expected, "order #{i} redelivered");
+        assert_listed_counts_add_up(&pool).await;
     }
 }
 
@@ -1101,9 +1198,11 @@ async fn customer_events_keep_the_newest_revision_in_any_order(pool: PgPool) {
     assert_eq!(detail.row.status, S::Active);
 }
 
-/// Each row's DEVICES is the sum of the live devices of the uploads placed under it, and
-/// each placement's live count is its registrations not deleted.
+/// Each row's DEVICES is the sum of the live devices of the uploads placed under it,
+/// each placement's live count is its registrations not deleted, and each reseller's
+/// maintained count of listed rows is right.
 async fn assert_live_counts_add_up(pool: &PgPool) {
+    assert_listed_counts_add_up(pool).await;
     let rows: Vec<(String, i64, i64)> = sqlx::query_as(
         "SELECT c.knox_id, c.devices, COALESCE((SELECT sum(p.live_count)::bigint \
            FROM reporting.upload_placements p \
