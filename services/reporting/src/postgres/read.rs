@@ -276,7 +276,7 @@ impl Repository {
     ///
     /// The count costs no scan of the list (issue #12):
     /// - without a search it is the reseller's maintained count of listed rows
-    ///   (`reporting.listed_counts`, migration 0009), read by the page's own statement:
+    ///   (`reporting.listed_counts`, migration 0011), read by the page's own statement:
     ///   one statement, one snapshot, one round trip;
     /// - with a search, the first page is read on its own (one statement): when it is
     ///   the only page it is the whole result, and its rows are the count. Otherwise (more

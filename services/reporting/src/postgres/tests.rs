@@ -342,7 +342,7 @@ async fn every_page_counts_the_rows_matching_its_query(pool: PgPool) {
     assert_listed_counts_add_up(&pool).await;
 }
 
-/// The maintained count of each reseller's listed rows (migration 0009) is the count of
+/// The maintained count of each reseller's listed rows (migration 0011) is the count of
 /// its listed rows.
 async fn assert_listed_counts_add_up(pool: &PgPool) {
     let wrong: Vec<(String, i64, i64)> = sqlx::query_as(
