@@ -525,3 +525,90 @@ async fn history_is_the_same_whatever_order_the_events_arrive_in() {
         );
     }
 }
+
+/// A device deleted and then uploaded again (to another customer): the lookup answers its
+/// newest registration, live; the history lists both uploads and the deletion between.
+#[tokio::test]
+async fn a_device_uploaded_again_after_its_deletion_is_found_where_it_is_now() {
+    const CUST_2: &str = "931000002";
+    let stack = TestStack::start().await;
+    active_account(
+        &stack,
+        "acme",
+        CUST_1,
+        AccountKind::Customer,
+        "Customer One",
+    )
+    .await;
+    active_account(
+        &stack,
+        "acme",
+        CUST_2,
+        AccountKind::Customer,
+        "Customer Two",
+    )
+    .await;
+    let acme = reseller(&stack, "acme");
+    let upload_to = |target: &'static str| {
+        let acme = &acme;
+        async move {
+            acme.upload_devices(futures::stream::iter(upload_stream(
+                pb::UploadHeader {
+                    target_knox_id: target.into(),
+                    ..Default::default()
+                },
+                vec![pb::DeviceInput {
+                    device_id: IMEI_1.into(),
+                    secondary_ids: vec![IMEI_2.into()],
+                    ..Default::default()
+                }],
+                10,
+            )))
+            .await
+            .expect("upload")
+        }
+    };
+    let first = upload_to(CUST_1).await;
+    assert_eq!(first.accepted_count, 1);
+    let deletion = acme.delete_devices(vec![IMEI_2.to_owned()]).await.unwrap();
+    assert_eq!(deletion.deleted_count, 1);
+    let second = upload_to(CUST_2).await;
+    assert_eq!(
+        second.accepted_count, 1,
+        "a deleted device may be uploaded again"
+    );
+
+    let history = eventually("both uploads and the deletion projected", || async {
+        let h = history(&acme, IMEI_2).await.ok()?;
+        (h.entries.len() == 3).then_some(h)
+    })
+    .await;
+    assert_eq!(
+        kinds(&history),
+        [
+            pb::DeviceEventKind::Uploaded,
+            pb::DeviceEventKind::Deleted,
+            pb::DeviceEventKind::Uploaded
+        ]
+    );
+    assert_eq!(
+        [
+            history.entries[0].upload_id.as_str(),
+            history.entries[2].upload_id.as_str()
+        ],
+        [first.upload_id.as_str(), second.upload_id.as_str()]
+    );
+    assert_eq!(history.entries[1].deletion_id, deletion.deletion_id);
+    let now = find(&acme, &[IMEI_1]).await.unwrap().remove(0);
+    assert_eq!(
+        (
+            now.found,
+            now.deleted,
+            now.upload_id.as_str(),
+            now.holder_knox_id.as_str(),
+            now.placed_under_knox_id.as_str()
+        ),
+        (true, false, second.upload_id.as_str(), CUST_2, CUST_2),
+        "the newest registration answers: {now:#?}"
+    );
+}
