@@ -60,7 +60,8 @@ pub const OUTBOX_PUBLISH_DURATION: &str = "reseller_outbox_publish_duration_seco
 pub const OUTBOX_RELAY_LEADER: &str = "reseller_outbox_relay_leader";
 /// Counter of events a consumer handled (`consumer`, `event_type`, `outcome`).
 pub const CONSUMER_EVENTS: &str = "reseller_consumer_events_total";
-/// Histogram of applying one event in seconds, inbox row to commit (`consumer`).
+/// Histogram of applying one event in seconds, inbox row to commit (`consumer`); the
+/// events of a batch each count the batch's time, its start to its commit.
 pub const CONSUMER_APPLY_DURATION: &str = "reseller_consumer_apply_duration_seconds";
 /// Counter of messages delivered more than once (`consumer`).
 pub const CONSUMER_REDELIVERIES: &str = "reseller_consumer_redeliveries_total";
@@ -162,7 +163,7 @@ pub const CATALOG: &[(&str, Kind, Unit, &str)] = &[
         CONSUMER_APPLY_DURATION,
         Kind::Histogram,
         Unit::Seconds,
-        "Time to apply one event (inbox row, change, commit), by consumer; ignored events are not timed.",
+        "Time to apply one event (inbox row, change, commit), by consumer; each event of a batch counts the batch's time; ignored events are not timed.",
     ),
     (
         CONSUMER_REDELIVERIES,
