@@ -12,9 +12,11 @@
 //! its WAL flush (2.5 ms on the machine of issue #12's bench, more than the statements of
 //! a small event), so a consumer that falls behind catches up by committing less often
 //! rather than by doing less: every event still has its inbox row and its own change, in
-//! stream order. If anything in a batch fails (a duplicate, a conflict, a poison event),
-//! the batch is rolled back and its events are applied one by one as above, each with its
-//! own outcome.
+//! stream order. If an event fails its batch (a duplicate, a conflict, a poison event),
+//! the batch is rolled back; the events before it are applied again as a batch, the
+//! failing one by itself as above (with its own outcome: skipped, dead-lettered,
+//! retried), and the rest as a batch. A conflict with a concurrent apply is tried again
+//! in place a few times before the event is nakked for redelivery.
 //!
 //! An event that can never be applied (undecodable, or rejected by the handler as
 //! poison, or failing the same way [`MAX_ATTEMPTS`] times) is published to the consumer's
@@ -898,11 +900,15 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             };
             // The events already here join it (never waiting for more): a batch grows
             // only when the consumer is behind.
+            self.log_pulled(&message);
             let mut batch = vec![message];
             let mut interrupted = None;
             while batch.len() < MAX_BATCH {
                 match messages.next().now_or_never() {
-                    Some(Some(Ok(message))) => batch.push(message),
+                    Some(Some(Ok(message))) => {
+                        self.log_pulled(&message);
+                        batch.push(message);
+                    }
                     Some(Some(Err(err))) => {
                         interrupted = Some(anyhow::anyhow!("pulling: {err}"));
                         break;
@@ -1049,7 +1055,8 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         }
     }
 
-    async fn handle(&self, message: jetstream::Message) -> anyhow::Result<()> {
+    /// Logs (at DEBUG) that `message` was pulled, and how long after the stream stored it.
+    fn log_pulled(&self, message: &jetstream::Message) {
         if tracing::enabled!(tracing::Level::DEBUG)
             && let Ok(info) = message.info()
         {
@@ -1062,6 +1069,9 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                 "event pulled"
             );
         }
+    }
+
+    async fn handle(&self, message: jetstream::Message) -> anyhow::Result<()> {
         let consumer = self.applier.spec.name.as_str();
         self.count_redelivery(&message);
         let started = std::time::Instant::now();
