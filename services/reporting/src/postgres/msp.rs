@@ -261,21 +261,16 @@ pub async fn replace_registrations(
         &new_virtuals,
         &new_vias as &[&str],
     )
-    .fetch_all(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
-    if i64::try_from(updated.len()).ok() != Some(expected) {
+    if updated.updated != expected {
         return Err(ApplyError::Failed(anyhow!(
             "re-placing registrations: expected to update {expected}, updated {}",
-            updated.len()
+            updated.updated
         )));
     }
     // Deleted registrations placed elsewhere: their deletions are listed where they are
     // now (`relist_deletions`).
-    let (ids, uploads): (Vec<String>, Vec<uuid::Uuid>) = updated
-        .into_iter()
-        .filter(|r| r.deleted)
-        .map(|r| (r.device_id, r.upload_id))
-        .unzip();
-    super::relist_deletions(conn, &ids, &uploads).await?;
+    super::relist_deletions(conn, &updated.deleted_ids, &updated.deleted_uploads).await?;
     Ok(deltas)
 }
