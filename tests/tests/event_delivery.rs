@@ -30,6 +30,24 @@ async fn stream_messages(stack: &TestStack) -> Vec<async_nats::jetstream::messag
     event_stream(stack).await.into_iter().flatten().collect()
 }
 
+/// Waits until reporting's consumer has been delivered every event and acked each, so
+/// that no redelivery is still to come.
+async fn every_event_acked(stack: &TestStack) {
+    eventually("every event delivered and acked", || async {
+        let info = stack
+            .platform
+            .js
+            .get_stream(subjects::EVENTS_STREAM)
+            .await
+            .ok()?
+            .consumer_info(reporting_service::CONSUMER)
+            .await
+            .ok()?;
+        (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_consumer_killed_and_restarted_mid_stream_applies_every_event_exactly_once() {
     let stack = TestStack::start_with(StackOptions {
@@ -105,19 +123,7 @@ async fn a_consumer_killed_and_restarted_mid_stream_applies_every_event_exactly_
     // Redeliveries changed nothing: still 3 devices each, and the inbox holds each event once.
     // Checked once the consumer has delivered everything and had every delivery acked,
     // so that no redelivery is still to come.
-    eventually("every event delivered and acked", || async {
-        let info = stack
-            .platform
-            .js
-            .get_stream(subjects::EVENTS_STREAM)
-            .await
-            .ok()?
-            .consumer_info(reporting_service::CONSUMER)
-            .await
-            .ok()?;
-        (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
-    })
-    .await;
+    every_event_acked(&stack).await;
     let page = list(&acme, "").await;
     assert!(
         page.customers
@@ -429,19 +435,7 @@ async fn a_backlog_is_applied_in_batches_each_event_once_past_a_duplicate_and_a_
     let mut dead_letters = stack.subscribe("reseller.deadletter.v1.reporting").await;
     let token = CancellationToken::new();
     let task = tokio::spawn(reporting_service::consumer(&stack.platform).run(token.clone()));
-    eventually("every event delivered and acked", || async {
-        let info = stack
-            .platform
-            .js
-            .get_stream(subjects::EVENTS_STREAM)
-            .await
-            .ok()?
-            .consumer_info(reporting_service::CONSUMER)
-            .await
-            .ok()?;
-        (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
-    })
-    .await;
+    every_event_acked(&stack).await;
     token.cancel();
     let _ = task.await;
 

@@ -565,16 +565,8 @@ impl<H: EventHandler> Applier<H> {
     /// Applies the event `payload`, in a span continuing `traceparent` unless the handler
     /// ignores it (most events are someone else's: a span each would bury the traces).
     async fn apply(&self, payload: &[u8], traceparent: Option<&str>) -> Result<Outcome, Failure> {
-        let event = events::decode(payload).map_err(|e| Failure::Poison(e.to_string()))?;
-        let received_at = time::OffsetDateTime::now_utc();
-        let applied = Applied {
-            event_id: event.id,
-            occurred_at: event.occurred_at,
-            received_at,
-        };
-        let subject = subjects::event_subject(&event.payload);
-        let mut params = inbox_params(&self.spec, &event);
-        let change = self.handler.change(event, &mut params)?;
+        let (change, params, applied, subject) =
+            self.prepare(payload, time::OffsetDateTime::now_utc())?;
         if let Change::Ignored = change {
             return Ok(Outcome::Ignored);
         }
@@ -595,6 +587,28 @@ impl<H: EventHandler> Applier<H> {
             Err(_) => span.record("otel.status_code", "ERROR"),
         };
         outcome
+    }
+
+    /// Decodes `payload` and asks the handler how to apply it: the change, its
+    /// parameters (the inbox row's first), what the log says of it and its subject.
+    ///
+    /// # Errors
+    /// [`Failure::Poison`] for an event that does not decode or that the handler refuses.
+    fn prepare(
+        &self,
+        payload: &[u8],
+        received_at: time::OffsetDateTime,
+    ) -> Result<(Change, Params, Applied, &'static str), Failure> {
+        let event = events::decode(payload).map_err(|e| Failure::Poison(e.to_string()))?;
+        let applied = Applied {
+            event_id: event.id,
+            occurred_at: event.occurred_at,
+            received_at,
+        };
+        let subject = subjects::event_subject(&event.payload);
+        let mut params = inbox_params(&self.spec, &event);
+        let change = self.handler.change(event, &mut params)?;
+        Ok((change, params, applied, subject))
     }
 
     /// The span an event is applied in (see the module doc), continuing `traceparent`.
@@ -636,17 +650,8 @@ impl<H: EventHandler> Applier<H> {
         let received_at = time::OffsetDateTime::now_utc();
         let mut prepared = Vec::with_capacity(events.len());
         for (index, (payload, traceparent)) in events.iter().enumerate() {
-            let event = events::decode(payload).map_err(|_| BatchFailed::At(index))?;
-            let applied = Applied {
-                event_id: event.id,
-                occurred_at: event.occurred_at,
-                received_at,
-            };
-            let subject = subjects::event_subject(&event.payload);
-            let mut params = inbox_params(&self.spec, &event);
-            let change = self
-                .handler
-                .change(event, &mut params)
+            let (change, params, applied, subject) = self
+                .prepare(payload, received_at)
                 .map_err(|_| BatchFailed::At(index))?;
             prepared.push((change, params, applied, subject, traceparent.as_deref()));
         }
