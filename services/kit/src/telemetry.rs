@@ -8,8 +8,8 @@
 //!
 //! Traces: a [`tracing_opentelemetry`] layer turns the program's `tracing` spans at level
 //! INFO and above (the RPC spans of [`crate::rpc_layer`], the consumer's spans of
-//! [`crate::inbox`]) into OpenTelemetry spans, whatever `RUST_LOG` lets through to the
-//! log. Without an endpoint there is no such layer at all, so nothing is recorded for
+//! [`crate::inbox`]) into OpenTelemetry spans, and its events at WARN and above into span
+//! events, whatever `RUST_LOG` lets through to the log. Without an endpoint there is no such layer at all, so nothing is recorded for
 //! traces, and [`crate::trace_context`] passes no context on.
 //!
 //! Export: the SDK's default [`BatchSpanProcessor`](opentelemetry_sdk::trace::BatchSpanProcessor)
@@ -30,7 +30,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter};
-use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::{EnvFilter, Layer, fmt, prelude::*};
 
@@ -210,7 +210,18 @@ where
         let traces = self.spans.as_ref().map(|provider| {
             tracing_opentelemetry::layer()
                 .with_tracer(provider.tracer("reseller-kit"))
-                .with_filter(LevelFilter::INFO)
+                // What a span costs is paid on every call and every event, so it carries
+                // what a trace is read for and nothing more: no thread ID and name (an
+                // async task moves between threads, and the name is a new string per
+                // span), no busy/idle times (two clock reads on every poll), no source
+                // location (the span's name says where it is), and no OpenTelemetry
+                // context attached on every poll (nothing here reads
+                // `Context::current`: `trace_context` reads the span's own).
+                .with_context_activation(false)
+                .with_threads(false)
+                .with_tracked_inactivity(false)
+                .with_location(false)
+                .with_filter(filter_fn(spans_and_warnings))
         });
         let installed = tracing_subscriber::registry()
             .with(log)
@@ -228,6 +239,19 @@ where
             provider: self.spans,
         })
     }
+}
+
+/// What the OpenTelemetry layer records: spans at INFO and above, and events at WARN and
+/// above (as span events). The INFO events, the access log line above all, are already in
+/// the log; copying each into its span would build them even when `RUST_LOG` filters them
+/// out of the log.
+fn spans_and_warnings(meta: &tracing::Metadata<'_>) -> bool {
+    let least = if meta.is_span() {
+        tracing::Level::INFO
+    } else {
+        tracing::Level::WARN
+    };
+    *meta.level() <= least
 }
 
 /// The resource every span of the program carries: `service.name` (and what the SDK
