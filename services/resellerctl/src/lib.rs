@@ -64,6 +64,9 @@ impl Interceptor for Bearer {
     }
 }
 
+/// A channel that authenticates.
+pub type Authed = InterceptedService<Channel, Bearer>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +93,3 @@ mod tests {
         assert!(sent.starts_with("00-") && sent.ends_with("-01"), "{sent}");
     }
 }
-
-/// A channel that authenticates.
-pub type Authed = InterceptedService<Channel, Bearer>;
