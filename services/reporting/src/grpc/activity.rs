@@ -8,11 +8,12 @@ use reseller_kit::ids::{KnoxId, ResellerId};
 use reseller_kit::paging;
 use reseller_kit::timestamp;
 use reseller_proto::v1 as pb;
+use sqlx::{Postgres, Transaction};
 use time::OffsetDateTime;
 
 use super::csv::{CsvRecord, RowSource};
 use crate::domain::{Activity, ActivityCursor, ActivityFilter, ActivityKind, PortalProgress};
-use crate::postgres::Repository;
+use crate::postgres::{self, Repository};
 
 /// Entries per page of the CSV download's reads.
 const EXPORT_BATCH: i64 = 1000;
@@ -179,13 +180,16 @@ impl CsvRecord for Activity {
     }
 }
 
-/// The CSV download's rows: the log read a page at a time by its keyset, so no cursor
-/// (and no connection) is held between batches.
+/// The CSV download's rows: the log read a page at a time by its keyset, all pages in one
+/// read-only transaction (one snapshot, taken at the first page), so an entry whose
+/// counts grow during the download (an upload's parts, a deletion's receipts) shows as
+/// it was when the download began, like the other downloads' cursors.
 pub struct ActivitySource {
     repo: Repository,
     reseller: ResellerId,
     filter: ActivityFilter,
     after: Option<(OffsetDateTime, String)>,
+    snapshot: Option<Transaction<'static, Postgres>>,
     done: bool,
 }
 
@@ -197,6 +201,7 @@ impl ActivitySource {
             reseller,
             filter,
             after: None,
+            snapshot: None,
             done: false,
         }
     }
@@ -209,21 +214,85 @@ impl RowSource for ActivitySource {
         if self.done {
             return Ok(Vec::new());
         }
-        let page = self
-            .repo
-            .list_activity(
-                self.reseller.as_str(),
-                &self.filter,
-                self.after.take(),
-                EXPORT_BATCH,
-            )
-            .await?;
+        let snapshot = match &mut self.snapshot {
+            Some(snapshot) => snapshot,
+            None => self.snapshot.insert(self.repo.begin_snapshot().await?),
+        };
+        let page = postgres::activity_page(
+            snapshot,
+            self.reseller.as_str(),
+            &self.filter,
+            self.after.take(),
+            EXPORT_BATCH,
+        )
+        .await?;
         match page.next {
             Some(next) => {
                 self.after = Some((next.time().unwrap_or(OffsetDateTime::UNIX_EPOCH), next.id));
             }
-            None => self.done = true,
+            None => {
+                self.done = true;
+                // Read only: ending it is all there is to do.
+                self.snapshot = None;
+            }
         }
         Ok(page.entries)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::PgPool;
+
+    use super::*;
+
+    /// An entry whose counts grow while the log is being downloaded (an upload's parts
+    /// arriving) shows in the download as it was when the download began, as in the
+    /// other downloads.
+    #[sqlx::test(migrator = "crate::MIGRATOR")]
+    async fn a_download_shows_every_entry_as_it_was_when_it_began(pool: PgPool) {
+        // 1,500 uploads of one device each, a second apart: two batches, newest first.
+        sqlx::query(
+            "INSERT INTO reporting.activities
+               (reseller_id, activity_id, occurred_at, kind, actor, accepted_count)
+             SELECT 'acme', lpad(g::text, 8, '0'),
+               timestamptz '2026-01-01 00:00Z' + g * interval '1 second', 'UPLOAD', 'Ann', 1
+             FROM generate_series(1, 1500) g",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let reseller = ResellerId::parse("acme").unwrap();
+        let repo = Repository::new(pool.clone());
+        let mut download =
+            ActivitySource::new(repo.clone(), reseller.clone(), ActivityFilter::default());
+        let first = download.next_batch().await.unwrap();
+        assert_eq!(first.len(), EXPORT_BATCH as usize);
+
+        // The oldest upload, in the second batch, grows meanwhile.
+        sqlx::query(
+            "UPDATE reporting.activities SET accepted_count = 1000 WHERE activity_id = '00000001'",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let second = download.next_batch().await.unwrap();
+        assert_eq!(second.len(), 500);
+        let oldest = second.last().unwrap();
+        assert_eq!(oldest.activity_id, "00000001");
+        assert_eq!(oldest.accepted_count, 1, "the download's snapshot");
+        assert!(download.next_batch().await.unwrap().is_empty());
+
+        // A download that begins now shows it grown.
+        let mut later = ActivitySource::new(repo, reseller, ActivityFilter::default());
+        let mut last = None;
+        loop {
+            let batch = later.next_batch().await.unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            last = batch.last().cloned();
+        }
+        assert_eq!(last.unwrap().accepted_count, 1000);
     }
 }

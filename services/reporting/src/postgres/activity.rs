@@ -5,7 +5,7 @@
 //! time so the customer filter pages by one index.
 
 use reseller_kit::one_statement::Params;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Postgres, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -293,15 +293,45 @@ impl Repository {
         after: Option<(OffsetDateTime, String)>,
         limit: i64,
     ) -> Result<ActivityPage, sqlx::Error> {
-        let kinds = filter.kinds_db();
-        let (after_at, after_id) = after.unzip();
-        // One more than asked tells whether another page follows.
-        let fetch = limit + 1;
-        let mut rows: Vec<ActivityRow> = match &filter.customer_knox_id {
-            None => {
-                sqlx::query_as!(
-                    ActivityRow,
-                    r#"SELECT a.activity_id, a.occurred_at, a.kind, a.actor, a.customer_knox_id,
+        let mut conn = self.pool.acquire().await?;
+        activity_page(&mut conn, reseller_id, filter, after, limit).await
+    }
+
+    /// A read-only transaction on one snapshot (`REPEATABLE READ`), for a download that
+    /// reads the log page by page with [`activity_page`] and must show every entry as
+    /// it was when the download began.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn begin_snapshot(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        self.pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .await
+    }
+}
+
+/// One page of the reseller's activity log matching `filter`, newest first, after
+/// `after`; `limit` entries at most; read on `conn` (a snapshot's transaction for a
+/// download, see [`Repository::begin_snapshot`]).
+///
+/// # Errors
+/// Database errors.
+pub async fn activity_page(
+    conn: &mut PgConnection,
+    reseller_id: &str,
+    filter: &ActivityFilter,
+    after: Option<(OffsetDateTime, String)>,
+    limit: i64,
+) -> Result<ActivityPage, sqlx::Error> {
+    let kinds = filter.kinds_db();
+    let (after_at, after_id) = after.unzip();
+    // One more than asked tells whether another page follows.
+    let fetch = limit + 1;
+    let mut rows: Vec<ActivityRow> = match &filter.customer_knox_id {
+        None => {
+            sqlx::query_as!(
+                ActivityRow,
+                r#"SELECT a.activity_id, a.occurred_at, a.kind, a.actor, a.customer_knox_id,
                      a.upload_id, a.deletion_id, a.accepted_count, a.rejected_count,
                      a.device_count, a.detail, a.reseller_portal, a.msp_portal, a.customer_portal,
                      ARRAY(SELECT c.customer_knox_id FROM reporting.activity_customers c
@@ -314,21 +344,21 @@ impl Repository {
                      AND ($5::timestamptz IS NULL OR (a.occurred_at, a.activity_id) < ($5, $6))
                    ORDER BY a.occurred_at DESC, a.activity_id DESC
                    LIMIT $7"#,
-                    reseller_id,
-                    &kinds as &[&str],
-                    filter.since,
-                    filter.until,
-                    after_at,
-                    after_id,
-                    fetch,
-                )
-                .fetch_all(&self.pool)
-                .await?
-            }
-            Some(customer) => {
-                sqlx::query_as!(
-                    ActivityRow,
-                    r#"SELECT a.activity_id, a.occurred_at, a.kind, a.actor, a.customer_knox_id,
+                reseller_id,
+                &kinds as &[&str],
+                filter.since,
+                filter.until,
+                after_at,
+                after_id,
+                fetch,
+            )
+            .fetch_all(&mut *conn)
+            .await?
+        }
+        Some(customer) => {
+            sqlx::query_as!(
+                ActivityRow,
+                r#"SELECT a.activity_id, a.occurred_at, a.kind, a.actor, a.customer_knox_id,
                      a.upload_id, a.deletion_id, a.accepted_count, a.rejected_count,
                      a.device_count, a.detail, a.reseller_portal, a.msp_portal, a.customer_portal,
                      ARRAY(SELECT c2.customer_knox_id FROM reporting.activity_customers c2
@@ -344,29 +374,28 @@ impl Repository {
                      AND ($5::timestamptz IS NULL OR (c.occurred_at, c.activity_id) < ($5, $6))
                    ORDER BY c.occurred_at DESC, c.activity_id DESC
                    LIMIT $7"#,
-                    reseller_id,
-                    &kinds as &[&str],
-                    filter.since,
-                    filter.until,
-                    after_at,
-                    after_id,
-                    fetch,
-                    customer,
-                )
-                .fetch_all(&self.pool)
-                .await?
-            }
-        };
-        let more = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
-        let entries: Vec<Activity> = rows.into_iter().map(ActivityRow::into_activity).collect();
-        let next = if more {
-            entries.last().map(ActivityCursor::after)
-        } else {
-            None
-        };
-        Ok(ActivityPage { entries, next })
-    }
+                reseller_id,
+                &kinds as &[&str],
+                filter.since,
+                filter.until,
+                after_at,
+                after_id,
+                fetch,
+                customer,
+            )
+            .fetch_all(&mut *conn)
+            .await?
+        }
+    };
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let entries: Vec<Activity> = rows.into_iter().map(ActivityRow::into_activity).collect();
+    let next = if more {
+        entries.last().map(ActivityCursor::after)
+    } else {
+        None
+    };
+    Ok(ActivityPage { entries, next })
 }
 
 /// One row of the activity log's reads.

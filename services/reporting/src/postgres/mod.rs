@@ -8,7 +8,9 @@ mod msp;
 mod read;
 mod write;
 
-pub use activity::{ActivityFact, record_activity, relist_deletions, resellers_concerned};
+pub use activity::{
+    ActivityFact, activity_page, record_activity, relist_deletions, resellers_concerned,
+};
 pub use lookups::{Located, delinks_after, record_delink, record_moves, record_secondary_ids};
 
 pub use msp::{
