@@ -9,8 +9,10 @@
 //! Traces: a [`tracing_opentelemetry`] layer turns the program's `tracing` spans at level
 //! INFO and above (the RPC spans of [`crate::rpc_layer`], the consumer's spans of
 //! [`crate::inbox`]) into OpenTelemetry spans, and its events at WARN and above into span
-//! events, whatever `RUST_LOG` lets through to the log. Without an endpoint there is no such layer at all, so nothing is recorded for
-//! traces, and [`crate::trace_context`] passes no context on.
+//! events, whatever `RUST_LOG` lets through to the log. Without an endpoint there is no
+//! such layer at all, so nothing is recorded for traces, and [`crate::trace_context`]
+//! passes no context on. Sampling is the SDK's, from `OTEL_TRACES_SAMPLER` and
+//! `OTEL_TRACES_SAMPLER_ARG` (default: every trace).
 //!
 //! Export: the SDK's default [`BatchSpanProcessor`](opentelemetry_sdk::trace::BatchSpanProcessor)
 //! (a thread of its own that exports every 5 s or 512 spans, dropping spans beyond a
