@@ -225,6 +225,26 @@ class Overlays(MutatedTree):
             "overlays/prod:", "Deployment/customer-service", "runs 1 replica(s) in production"
         )
 
+    def test_unknown_trace_sampler_fails(self) -> None:
+        self.edit(
+            "base/configmap.yaml",
+            "ConfigMap",
+            "reseller-portal-config",
+            lambda c: c["data"].update(OTEL_TRACES_SAMPLER="ratio"),
+        )
+        self.assertFailsWith("ConfigMap", "OTEL_TRACES_SAMPLER is 'ratio'", "parentbased_traceidratio")
+
+    def test_ratio_sampler_without_a_ratio_fails(self) -> None:
+        self.edit(
+            "base/configmap.yaml",
+            "ConfigMap",
+            "reseller-portal-config",
+            lambda c: c["data"].update(
+                OTEL_TRACES_SAMPLER="parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG="10%"
+            ),
+        )
+        self.assertFailsWith("OTEL_TRACES_SAMPLER_ARG is '10%'", "a ratio from 0 to 1")
+
     def test_connection_budget_fails(self) -> None:
         path = self.root / "overlays/prod/hpa.yaml"
         docs = list(yaml.safe_load_all(path.read_text()))

@@ -713,6 +713,19 @@ def check_hpas(report: Report, rendered: Rendered) -> None:
             )
 
 
+# The samplers the OpenTelemetry SDK reads from OTEL_TRACES_SAMPLER (opentelemetry_sdk 0.33).
+OTEL_SAMPLERS = frozenset(
+    {
+        "always_on",
+        "always_off",
+        "traceidratio",
+        "parentbased_always_on",
+        "parentbased_always_off",
+        "parentbased_traceidratio",
+    }
+)
+
+
 def check_shared_settings(report: Report, rendered: Rendered) -> None:
     """The ConfigMap holds the shared settings, each in a form the programs parse."""
     cm = rendered.named("ConfigMap", CONFIGMAP)
@@ -740,6 +753,27 @@ def check_shared_settings(report: Report, rendered: Rendered) -> None:
     ):
         if key in data and not (str(data[key]).isdigit() and low <= int(data[key]) <= high):
             report.add(where, f"{key} is {data[key]!r}", f"set a whole number from {low} to {high}")
+    # The SDK falls back to recording every trace, with only a warning in the log, on a
+    # sampler it does not know or a ratio it cannot read.
+    sampler = data.get("OTEL_TRACES_SAMPLER")
+    if sampler is not None and sampler not in OTEL_SAMPLERS:
+        report.add(
+            where,
+            f"OTEL_TRACES_SAMPLER is {sampler!r}",
+            "set one of " + ", ".join(sorted(OTEL_SAMPLERS)),
+        )
+    if sampler in ("traceidratio", "parentbased_traceidratio"):
+        arg = data.get("OTEL_TRACES_SAMPLER_ARG")
+        try:
+            ratio_ok = arg is not None and 0.0 <= float(arg) <= 1.0
+        except ValueError:
+            ratio_ok = False
+        if not ratio_ok:
+            report.add(
+                where,
+                f"OTEL_TRACES_SAMPLER is {sampler} and OTEL_TRACES_SAMPLER_ARG is {arg!r}",
+                'set OTEL_TRACES_SAMPLER_ARG to a ratio from 0 to 1, e.g. "0.1"',
+            )
 
 
 def check_production(report: Report, rendered: Rendered) -> None:
