@@ -40,6 +40,15 @@ async fn a_deletion_is_one_trace_through_the_portals_and_their_receipts() {
         .exporter(exporter.clone(), "reseller-tests")
         .install()
         .expect("the test's telemetry is the process's first");
+    // Traces take spans at INFO and events at WARN, the log (here) WARN: nothing below
+    // INFO is wanted, and the process's maximum level must say so. Otherwise every
+    // `log` record and dynamic `enabled!` check asks the subscriber, and sqlx formats
+    // each statement's summary for a DEBUG record nobody takes.
+    assert_eq!(
+        tracing::level_filters::LevelFilter::current(),
+        tracing::level_filters::LevelFilter::INFO,
+        "the process's maximum level with traces on and the log at WARN"
+    );
     let stack = TestStack::start().await;
     active_customer(&stack, "acme", "660000001", "Globex").await;
     let device = imei(660_001);

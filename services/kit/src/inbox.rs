@@ -29,7 +29,8 @@
 //! events the change emits keep that span's context in turn, so a trace runs on through
 //! every hop (a deletion, the portals' receipts, device-service folding them).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_nats::jetstream::{
@@ -180,6 +181,22 @@ pub enum Outcome {
     Ignored,
 }
 
+impl Outcome {
+    /// Its `outcome` label in `reseller_consumer_events_total`.
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Ignored => "ignored",
+        }
+    }
+
+    /// Its place among the three.
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// Why one message was not applied, and what to do about it.
 #[derive(Debug)]
 pub enum Failure {
@@ -230,6 +247,21 @@ struct Applier<H> {
     spec: Arc<ConsumerSpec>,
     pool: PgPool,
     handler: Arc<H>,
+    /// `apply <consumer>`: its spans' name, made once.
+    span_name: Arc<str>,
+    metrics: Arc<ConsumerMetrics>,
+}
+
+impl<H> Applier<H> {
+    fn new(spec: ConsumerSpec, pool: PgPool, handler: H) -> Self {
+        Self {
+            span_name: format!("apply {}", spec.name).into(),
+            metrics: Arc::new(ConsumerMetrics::new(&spec.name)),
+            spec: Arc::new(spec),
+            pool,
+            handler: Arc::new(handler),
+        }
+    }
 }
 
 impl<H> Clone for Applier<H> {
@@ -238,6 +270,8 @@ impl<H> Clone for Applier<H> {
             spec: self.spec.clone(),
             pool: self.pool.clone(),
             handler: self.handler.clone(),
+            span_name: self.span_name.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -254,11 +288,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     /// A consumer of `spec` applying events with `handler`.
     pub fn new(spec: ConsumerSpec, pool: PgPool, js: jetstream::Context, handler: H) -> Self {
         Self {
-            applier: Applier {
-                spec: Arc::new(spec),
-                pool,
-                handler: Arc::new(handler),
-            },
+            applier: Applier::new(spec, pool, handler),
             ack_wait: ACK_WAIT,
             concurrency: 1,
             sample_pending: false,
@@ -436,13 +466,7 @@ pub async fn apply_once<H: EventHandler>(
     handler: H,
     payload: &[u8],
 ) -> Result<Outcome, Failure> {
-    Applier {
-        spec: Arc::new(spec),
-        pool,
-        handler: Arc::new(handler),
-    }
-    .apply(payload, None)
-    .await
+    Applier::new(spec, pool, handler).apply(payload, None).await
 }
 
 /// Applies one encoded event with `handler` as [`apply_once`] does, and again after a
@@ -460,11 +484,7 @@ pub async fn apply_retrying<H: EventHandler>(
     payload: &[u8],
     attempts: u32,
 ) -> Result<Outcome, Failure> {
-    let applier = Applier {
-        spec: Arc::new(spec),
-        pool,
-        handler: Arc::new(handler),
-    };
+    let applier = Applier::new(spec, pool, handler);
     let mut attempt = 1;
     loop {
         match applier.apply(payload, None).await {
@@ -620,7 +640,7 @@ impl<H: EventHandler> Applier<H> {
     ) -> tracing::Span {
         let span = tracing::info_span!(
             "event",
-            otel.name = format!("apply {}", self.spec.name),
+            otel.name = &*self.span_name,
             otel.kind = "consumer",
             messaging.system = "nats",
             messaging.operation.type = "process",
@@ -1040,10 +1060,11 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             Ok(outcomes) => outcomes,
             Err(failed) => return Ok(Err(failed)),
         };
-        let consumer = self.applier.spec.name.as_str();
         for (message, outcome) in batch.iter().zip(outcomes) {
             self.count_redelivery(message);
-            record_outcome(consumer, &message.subject, outcome, started.elapsed());
+            self.applier
+                .metrics
+                .record(&message.subject, outcome, started.elapsed());
             message
                 .ack_with(AckKind::Ack)
                 .await
@@ -1055,8 +1076,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     /// Counts `message` if JetStream delivered it before.
     fn count_redelivery(&self, message: &jetstream::Message) {
         if message.info().is_ok_and(|i| i.delivered > 1) {
-            ::metrics::counter!(crate::metrics::CONSUMER_REDELIVERIES, "consumer" => self.applier.spec.name.clone())
-                .increment(1);
+            self.applier.metrics.redelivered();
         }
     }
 
@@ -1077,7 +1097,6 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     }
 
     async fn handle(&self, message: jetstream::Message) -> anyhow::Result<()> {
-        let consumer = self.applier.spec.name.as_str();
         self.count_redelivery(&message);
         let started = std::time::Instant::now();
         let ack = |kind| message.ack_with(kind);
@@ -1093,7 +1112,9 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             }
         };
         if let Ok(outcome) = &applied {
-            record_outcome(consumer, &message.subject, *outcome, started.elapsed());
+            self.applier
+                .metrics
+                .record(&message.subject, *outcome, started.elapsed());
         }
         match applied {
             Ok(_) => ack(AckKind::Ack)
@@ -1167,23 +1188,72 @@ fn traceparent(message: &jetstream::Message) -> Option<String> {
         .map(|value| value.as_str().to_owned())
 }
 
-/// Counts an event `consumer` handled with `outcome`, by its type (the subject after
-/// `reseller.events.v1.`, e.g. `device.deleted`), and times it unless it was ignored.
-fn record_outcome(consumer: &str, subject: &str, outcome: Outcome, took: Duration) {
-    let event_type = subject
-        .strip_prefix(subjects::ALL_EVENTS.trim_end_matches('>'))
-        .unwrap_or(subject);
-    let outcome_label = match outcome {
-        Outcome::Applied => "applied",
-        Outcome::Duplicate => "duplicate",
-        Outcome::Ignored => "ignored",
-    };
-    ::metrics::counter!(crate::metrics::CONSUMER_EVENTS,
-        "consumer" => consumer.to_owned(), "event_type" => event_type.to_owned(), "outcome" => outcome_label)
-    .increment(1);
-    if outcome != Outcome::Ignored {
-        ::metrics::histogram!(crate::metrics::CONSUMER_APPLY_DURATION, "consumer" => consumer.to_owned())
-            .record(took);
+/// A consumer's metric handles, registered on first use once the process records
+/// metrics ([`crate::metrics::recording`]): the `metrics` macros hash the name and labels
+/// and look the series up on every call, and copy the labels into new strings.
+#[derive(Debug)]
+struct ConsumerMetrics {
+    consumer: String,
+    apply_duration: OnceLock<::metrics::Histogram>,
+    redeliveries: OnceLock<::metrics::Counter>,
+    /// `reseller_consumer_events_total` by event type, then by outcome (as
+    /// [`Outcome::index`]).
+    events: Mutex<HashMap<String, [Option<::metrics::Counter>; 3]>>,
+}
+
+impl ConsumerMetrics {
+    fn new(consumer: &str) -> Self {
+        Self {
+            consumer: consumer.to_owned(),
+            apply_duration: OnceLock::new(),
+            redeliveries: OnceLock::new(),
+            events: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts an event JetStream delivered before.
+    fn redelivered(&self) {
+        if !crate::metrics::recording() {
+            return;
+        }
+        self.redeliveries
+            .get_or_init(|| {
+                ::metrics::counter!(crate::metrics::CONSUMER_REDELIVERIES, "consumer" => self.consumer.clone())
+            })
+            .increment(1);
+    }
+
+    /// Counts an event handled with `outcome`, by its type (the subject after
+    /// `reseller.events.v1.`, e.g. `device.deleted`), and times it unless it was ignored.
+    fn record(&self, subject: &str, outcome: Outcome, took: Duration) {
+        if !crate::metrics::recording() {
+            return;
+        }
+        let event_type = subject
+            .strip_prefix(subjects::ALL_EVENTS.trim_end_matches('>'))
+            .unwrap_or(subject);
+        {
+            let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+            if !events.contains_key(event_type) {
+                events.insert(event_type.to_owned(), Default::default());
+            }
+            let slots = events.get_mut(event_type).expect("inserted above");
+            slots[outcome.index()]
+                .get_or_insert_with(|| {
+                    ::metrics::counter!(crate::metrics::CONSUMER_EVENTS,
+                        "consumer" => self.consumer.clone(),
+                        "event_type" => event_type.to_owned(),
+                        "outcome" => outcome.label())
+                })
+                .increment(1);
+        }
+        if outcome != Outcome::Ignored {
+            self.apply_duration
+                .get_or_init(|| {
+                    ::metrics::histogram!(crate::metrics::CONSUMER_APPLY_DURATION, "consumer" => self.consumer.clone())
+                })
+                .record(took);
+        }
     }
 }
 

@@ -248,6 +248,14 @@ pub const CATALOG: &[(&str, Kind, Unit, &str)] = &[
 /// The process's recorder, installed by the first [`serve`].
 static RECORDER: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
 
+/// Whether this process records metrics: [`serve`] installed the recorder. Until then
+/// every metric is a no-op, so code that keeps metric handles (registered once rather
+/// than looked up on every call) registers them only after this is true: a handle
+/// registered before would stay a no-op.
+pub fn recording() -> bool {
+    matches!(RECORDER.get(), Some(Ok(_)))
+}
+
 /// Installs the recorder (once per process) and describes every metric of [`CATALOG`].
 fn recorder() -> anyhow::Result<&'static PrometheusHandle> {
     RECORDER

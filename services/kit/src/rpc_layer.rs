@@ -246,12 +246,9 @@ struct Call {
 
 impl Call {
     fn start(method: &'static Method, span: Span, principal: PrincipalSlot) -> Self {
-        metrics::gauge!(
-            crate::metrics::GRPC_REQUESTS_IN_FLIGHT,
-            "service" => method.service,
-            "method" => method.method,
-        )
-        .increment(1.0);
+        if let Some(metrics) = method.metrics() {
+            metrics.in_flight.increment(1.0);
+        }
         Self {
             method,
             span,
@@ -274,20 +271,12 @@ impl Call {
         let elapsed = self.started.elapsed();
         let method = self.method;
         let code_name = code_name(code);
-        let labels = [
-            ("service", method.service),
-            ("method", method.method),
-            ("code", code_name),
-        ];
-        metrics::counter!(crate::metrics::GRPC_REQUESTS, &labels).increment(1);
-        metrics::histogram!(crate::metrics::GRPC_REQUEST_DURATION, &labels)
-            .record(elapsed.as_secs_f64());
-        metrics::gauge!(
-            crate::metrics::GRPC_REQUESTS_IN_FLIGHT,
-            "service" => method.service,
-            "method" => method.method,
-        )
-        .decrement(1.0);
+        if let Some(metrics) = method.metrics() {
+            let (requests, duration) = metrics.ended(method, code);
+            requests.increment(1);
+            duration.record(elapsed.as_secs_f64());
+            metrics.in_flight.decrement(1.0);
+        }
         self.span.record("rpc.grpc.status_code", code as i32);
         if is_server_error(code) {
             self.span.record("otel.status_code", "ERROR");
@@ -336,6 +325,47 @@ struct Method {
     service: &'static str,
     /// `DeleteDevices`.
     method: &'static str,
+    /// Its metric handles, once metrics are recorded.
+    metrics: OnceLock<MethodMetrics>,
+}
+
+/// A method's metric handles, registered on its first call once the process records
+/// metrics ([`crate::metrics::recording`]): the `metrics` macros hash the name and labels
+/// and look the series up on every call.
+#[derive(Debug)]
+struct MethodMetrics {
+    in_flight: metrics::Gauge,
+    /// Requests and their duration by the code they ended with (`Code as usize`: the
+    /// seventeen codes are 0-16).
+    ended: [OnceLock<(metrics::Counter, metrics::Histogram)>; 17],
+}
+
+impl MethodMetrics {
+    fn new(method: &Method) -> Self {
+        Self {
+            in_flight: metrics::gauge!(
+                crate::metrics::GRPC_REQUESTS_IN_FLIGHT,
+                "service" => method.service,
+                "method" => method.method,
+            ),
+            ended: [const { OnceLock::new() }; 17],
+        }
+    }
+
+    /// The handles of `method`'s calls that ended with `code`.
+    fn ended(&self, method: &Method, code: Code) -> &(metrics::Counter, metrics::Histogram) {
+        self.ended[code as usize].get_or_init(|| {
+            let labels = [
+                ("service", method.service),
+                ("method", method.method),
+                ("code", code_name(code)),
+            ];
+            (
+                metrics::counter!(crate::metrics::GRPC_REQUESTS, &labels),
+                metrics::histogram!(crate::metrics::GRPC_REQUEST_DURATION, &labels),
+            )
+        })
+    }
 }
 
 /// Paths of services the layer lets through untouched (see the module docs).
@@ -346,6 +376,7 @@ static UNKNOWN: Method = Method {
     full: "unknown",
     service: "unknown",
     method: "unknown",
+    metrics: OnceLock::new(),
 };
 
 impl Method {
@@ -356,6 +387,14 @@ impl Method {
             return None;
         }
         Some(methods().get(path).unwrap_or(&UNKNOWN))
+    }
+
+    /// Its metric handles; `None` while the process records no metrics.
+    fn metrics(&self) -> Option<&MethodMetrics> {
+        if !crate::metrics::recording() {
+            return None;
+        }
+        Some(self.metrics.get_or_init(|| MethodMetrics::new(self)))
     }
 }
 
@@ -382,6 +421,7 @@ fn methods() -> &'static HashMap<String, Method> {
                             full,
                             service,
                             method,
+                            metrics: OnceLock::new(),
                         },
                     );
                 }

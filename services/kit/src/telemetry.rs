@@ -32,7 +32,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter};
-use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::filter::{LevelFilter, filter_fn};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::{EnvFilter, Layer, fmt, prelude::*};
 
@@ -223,7 +223,12 @@ where
                 .with_threads(false)
                 .with_tracked_inactivity(false)
                 .with_location(false)
-                .with_filter(filter_fn(spans_and_warnings))
+                // The hint says what the filter can let through, so that what it cannot
+                // is refused where it is written: without it the process's maximum level
+                // is TRACE, and every `log` record (sqlx writes one per statement) and
+                // dynamic `enabled!` check asks the subscriber, and sqlx then formats
+                // each statement's summary for nobody.
+                .with_filter(filter_fn(spans_and_warnings).with_max_level_hint(LevelFilter::INFO))
         });
         let installed = tracing_subscriber::registry()
             .with(log)
