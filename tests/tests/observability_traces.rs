@@ -4,6 +4,8 @@
 //! the reseller's Customers page), and in device-service's receipts consumer for each
 //! portal's receipt, each span the child of the one whose event it applied.
 //!
+//! Reads start no trace of their own: they are traced within a caller's sampled trace.
+//!
 //! The stack is the in-process `TestStack`; spans go to an in-process exporter
 //! (`InMemorySpanExporter`) installed as the process's telemetry before the stack starts,
 //! the way a program installs the OTLP exporter.
@@ -144,6 +146,35 @@ async fn a_deletion_is_one_trace_through_the_portals_and_their_receipts() {
         })
         .collect();
     assert_eq!(answered, BTreeSet::from(PORTAL_CONSUMERS));
+
+    // A read starts no trace of its own (`TRACE_READS` defaults to `caller`): the polls of
+    // `GetDeletion` above, which sent no `traceparent`, made no span. Within a caller's
+    // sampled trace the same read has its span.
+    const GET_DELETION: &str = "reseller.v1.DeviceService/GetDeletion";
+    let finished = exporter.get_finished_spans().expect("the exporter's spans");
+    assert!(
+        !finished.iter().any(|s| s.name == GET_DELETION),
+        "reads outside a caller's trace made no span"
+    );
+    let read = NewTrace::new();
+    let mut request = tonic::Request::new(pb::GetDeletionRequest {
+        deletion_id: deletion.deletion_id.clone(),
+    });
+    request
+        .metadata_mut()
+        .insert(TRACEPARENT, read.traceparent.parse().unwrap());
+    reseller(&stack, "acme")
+        .devices()
+        .get_deletion(request)
+        .await
+        .expect("GetDeletion");
+    eventually("the read's span in the caller's trace", || async {
+        spans_of(&exporter, &read.trace_id)
+            .iter()
+            .any(|s| s.name == GET_DELETION)
+            .then_some(())
+    })
+    .await;
 
     stack.stop().await;
 }

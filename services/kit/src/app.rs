@@ -280,6 +280,7 @@ where
         args.common.otel_exporter_otlp_endpoint.as_deref(),
         &service_name,
     )?;
+    crate::telemetry::set_trace_reads(args.common.trace_reads);
     let ran = serve_program(args, start).await;
     telemetry.shutdown().await;
     ran

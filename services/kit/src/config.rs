@@ -13,6 +13,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// Which reads start a trace of their own (`TRACE_READS`; see [`crate::rpc_layer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum TraceReads {
+    /// A read (`Get…`, `List…`, `Find…`, `Export…`) is traced only within a caller's
+    /// sampled trace (a `traceparent` whose sampled flag is set); commands always are.
+    #[default]
+    Caller,
+    /// Every read is traced like a command.
+    All,
+}
+
 /// A limit of the event stream (`NATS_STREAM_MAX_AGE`, `NATS_STREAM_MAX_BYTES`), parsed from
 /// `unlimited` or a value of `T`.
 ///
@@ -167,6 +178,12 @@ pub struct CommonConfig {
     /// (`device-service`, `reseller-portal`).
     #[arg(long, env = "OTEL_SERVICE_NAME")]
     pub otel_service_name: Option<String>,
+
+    /// Which reads start a trace of their own when traces are exported: `caller` (a read
+    /// is traced only within the caller's sampled trace, its `traceparent`) or `all`.
+    /// Commands are always traced (see `deploy/OBSERVABILITY.md` "Traces").
+    #[arg(long, env = "TRACE_READS", value_enum, default_value_t = TraceReads::Caller)]
+    pub trace_reads: TraceReads,
 }
 
 impl CommonConfig {
@@ -188,6 +205,7 @@ impl CommonConfig {
             metrics_addr: None,
             otel_exporter_otlp_endpoint: None,
             otel_service_name: None,
+            trace_reads: TraceReads::Caller,
         }
     }
 

@@ -6,7 +6,13 @@
 //! - opens a span (level INFO, OpenTelemetry name `<service>/<method>` such as
 //!   `reseller.v1.DeviceService/DeleteDevices`, kind server) whose parent is the call's
 //!   `traceparent` metadata when it has a valid one; the handler runs in it, so what the
-//!   handler writes to the outbox carries it on ([`crate::trace_context`]);
+//!   handler writes to the outbox carries it on ([`crate::trace_context`]). With traces
+//!   exported, a read (a method named `Get…`, `List…`, `Find…` or `Export…`) gets a span
+//!   only within a caller's sampled trace, unless `TRACE_READS=all`: a read writes
+//!   nothing that travels on, so its trace would be that one span, which the metrics and
+//!   the access log already describe, and a portal's polls of its views would otherwise
+//!   be most of the spans a process makes and exports (each costs CPU on every call,
+//!   sampled or not; `README.md`, "What metrics and tracing cost");
 //! - counts it in `reseller_grpc_requests_total`, `reseller_grpc_request_duration_seconds`
 //!   and `reseller_grpc_requests_in_flight` (labels `service`, `method`, and `code` once
 //!   the call ended), through the `metrics` facade: nothing is recorded unless the program
@@ -104,23 +110,33 @@ where
                 call: None,
             };
         };
-        let span = tracing::info_span!(
-            "rpc",
-            otel.name = method.full,
-            otel.kind = "server",
-            rpc.system = "grpc",
-            rpc.service = method.service,
-            rpc.method = method.method,
-            rpc.grpc.status_code = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
-        );
-        if let Some(parent) = request
+        let parent = request
             .headers()
             .get(trace_context::TRACEPARENT)
-            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.to_str().ok());
+        let span = if method.read
+            && crate::telemetry::traces_enabled()
+            && !crate::telemetry::traces_every_read()
+            && !parent.is_some_and(trace_context::is_sampled)
         {
-            trace_context::set_parent(&span, parent);
-        }
+            // A read outside a caller's trace (see the module docs).
+            Span::none()
+        } else {
+            let span = tracing::info_span!(
+                "rpc",
+                otel.name = method.full,
+                otel.kind = "server",
+                rpc.system = "grpc",
+                rpc.service = method.service,
+                rpc.method = method.method,
+                rpc.grpc.status_code = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+            );
+            if let Some(parent) = parent {
+                trace_context::set_parent(&span, parent);
+            }
+            span
+        };
         let principal = PrincipalSlot::default();
         request.extensions_mut().insert(principal.clone());
         let call = Call::start(method, span, principal);
@@ -325,9 +341,14 @@ struct Method {
     service: &'static str,
     /// `DeleteDevices`.
     method: &'static str,
+    /// A read: its name starts with `Get`, `List`, `Find` or `Export`.
+    read: bool,
     /// Its metric handles, once metrics are recorded.
     metrics: OnceLock<MethodMetrics>,
 }
+
+/// How the names of the contract's reads begin; every other method is a command.
+const READ_PREFIXES: [&str; 4] = ["Get", "List", "Find", "Export"];
 
 /// A method's metric handles, registered on its first call once the process records
 /// metrics ([`crate::metrics::recording`]): the `metrics` macros hash the name and labels
@@ -376,6 +397,7 @@ static UNKNOWN: Method = Method {
     full: "unknown",
     service: "unknown",
     method: "unknown",
+    read: false,
     metrics: OnceLock::new(),
 };
 
@@ -421,6 +443,7 @@ fn methods() -> &'static HashMap<String, Method> {
                             full,
                             service,
                             method,
+                            read: READ_PREFIXES.iter().any(|p| method.starts_with(p)),
                             metrics: OnceLock::new(),
                         },
                     );

@@ -36,7 +36,7 @@ use tracing_subscriber::filter::{LevelFilter, filter_fn};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::{EnvFilter, Layer, fmt, prelude::*};
 
-use crate::config::LogFormat;
+use crate::config::{LogFormat, TraceReads};
 
 /// Set once an OpenTelemetry layer is installed: [`crate::trace_context`] reads it before
 /// anything else, so that a program without traces pays one atomic load.
@@ -45,6 +45,19 @@ static TRACING: AtomicBool = AtomicBool::new(false);
 /// Whether this process exports traces (an OpenTelemetry layer is installed).
 pub fn traces_enabled() -> bool {
     TRACING.load(Ordering::Relaxed)
+}
+
+/// Set when every read starts a trace of its own ([`TraceReads::All`]).
+static TRACE_EVERY_READ: AtomicBool = AtomicBool::new(false);
+
+/// Which reads start a trace of their own (`TRACE_READS`; [`crate::rpc_layer`] reads it).
+pub fn set_trace_reads(reads: TraceReads) {
+    TRACE_EVERY_READ.store(reads == TraceReads::All, Ordering::Relaxed);
+}
+
+/// Whether every read starts a trace of its own, not only those within a caller's trace.
+pub fn traces_every_read() -> bool {
+    TRACE_EVERY_READ.load(Ordering::Relaxed)
 }
 
 /// Installs the global subscriber (logs only). Safe to call more than once (later calls

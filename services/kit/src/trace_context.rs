@@ -53,6 +53,14 @@ pub fn trace_id_of(span: &Span) -> Option<String> {
         .then(|| span_context.trace_id().to_string())
 }
 
+/// Whether `traceparent` is a valid context whose sampled flag is set: a caller that
+/// records this trace.
+pub fn is_sampled(traceparent: &str) -> bool {
+    let parent = TraceContextPropagator::new().extract(&Carrier(Some(traceparent.to_owned())));
+    let span_context = parent.span().span_context().clone();
+    span_context.is_valid() && span_context.is_sampled()
+}
+
 /// Makes the span `traceparent` names the parent of `span`, which must not have been
 /// entered yet. Does nothing when traces are off, or when `traceparent` is not a valid
 /// one (a caller's garbage starts a new trace instead).
