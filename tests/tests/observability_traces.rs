@@ -4,7 +4,8 @@
 //! the reseller's Customers page), and in device-service's receipts consumer for each
 //! portal's receipt, each span the child of the one whose event it applied.
 //!
-//! Reads start no trace of their own: they are traced within a caller's sampled trace.
+//! Reads start no trace of their own: they are traced within a caller's sampled trace,
+//! or each on its own with `TRACE_READS=all`.
 //!
 //! The stack is the in-process `TestStack`; spans go to an in-process exporter
 //! (`InMemorySpanExporter`) installed as the process's telemetry before the stack starts,
@@ -174,6 +175,25 @@ async fn a_deletion_is_one_trace_through_the_portals_and_their_receipts() {
             .any(|s| s.name == GET_DELETION)
             .then_some(())
     })
+    .await;
+
+    // `TRACE_READS=all`: the same read without a `traceparent` starts a trace of its own.
+    reseller_kit::telemetry::set_trace_reads(reseller_kit::config::TraceReads::All);
+    acme.get_deletion(&deletion.deletion_id)
+        .await
+        .expect("GetDeletion");
+    eventually(
+        "a span of the untraced read once every read is traced",
+        || async {
+            let finished = exporter.get_finished_spans().expect("the exporter's spans");
+            let own_traces = finished
+                .iter()
+                .filter(|s| s.name == GET_DELETION)
+                .filter(|s| s.span_context.trace_id().to_string() != read.trace_id)
+                .count();
+            (own_traces == 1).then_some(())
+        },
+    )
     .await;
 
     stack.stop().await;
