@@ -273,6 +273,12 @@ struct Args {
     #[arg(long, default_value_t = 1_000)]
     scrape_interval_ms: u64,
 
+    /// With `--telemetry-rounds`: what the runs with telemetry on turn on, to tell the
+    /// parts' costs apart (`metrics`: `METRICS_ADDR` and the scrapes; `traces`: the
+    /// OTLP export). The figure is both, the default.
+    #[arg(long, value_delimiter = ',', default_value = "metrics,traces")]
+    telemetry_on: Vec<telemetry::Part>,
+
     /// Variables removed from the service's environment (set by the telemetry mode).
     #[arg(skip)]
     env_remove: Vec<String>,
@@ -767,6 +773,7 @@ async fn main() -> anyhow::Result<()> {
             &args,
             &bench_dir,
             args.telemetry_rounds,
+            &args.telemetry_on,
             Duration::from_millis(args.scrape_interval_ms.max(1)),
             telemetry::TARGET_PERCENT,
         )

@@ -9,6 +9,10 @@
 //!   receiver ([`crate::otlp`]), which counts what really arrives.
 //! - **Off**: neither is set (and both are removed from what the service inherits).
 //!
+//! `--telemetry-on metrics` or `--telemetry-on traces` turns on only that part in the on
+//! runs, to tell the parts' costs apart; such a run never passes (the issue's figure is
+//! both).
+//!
 //! The result `telemetry_overhead` has each side's medians, the overhead in percent, the
 //! spread among each side's own runs (the noise an overhead must exceed to mean
 //! anything), the receiver's counts per side and the scrapes; `pass` needs every gated
@@ -27,6 +31,15 @@ use crate::scrape::Scraper;
 use crate::stack::ShapeConfig;
 use crate::stats::round3;
 use crate::{Args, Run};
+
+/// What a run with telemetry on turns on (`--telemetry-on`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// `METRICS_ADDR`, scraped every `--scrape-interval-ms`.
+    Metrics,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, the bench's own receiver.
+    Traces,
+}
 
 /// The overhead target of issue #11, in percent.
 pub const TARGET_PERCENT: f64 = 3.0;
@@ -241,9 +254,16 @@ pub async fn run(
     args: &Args,
     bench_dir: &Path,
     rounds: usize,
+    parts: &[Part],
     scrape_interval: Duration,
     target_percent: f64,
 ) -> anyhow::Result<(Vec<Value>, Vec<Value>)> {
+    anyhow::ensure!(
+        !parts.is_empty(),
+        "--telemetry-on needs metrics, traces or both"
+    );
+    let metrics = parts.contains(&Part::Metrics);
+    let traces = parts.contains(&Part::Traces);
     let receiver = Receiver::start().await?;
     eprintln!(
         "==> telemetry overhead: {rounds} rounds (on, off), OTLP receiver on {} (gRPC and HTTP), /metrics scraped every {} ms during each run with telemetry on",
@@ -267,16 +287,18 @@ pub async fn run(
             let mut run_args = args.clone();
             run_args.env_remove = TELEMETRY_VARIABLES.map(str::to_owned).to_vec();
             let mut scraper = None;
-            if on {
+            if on && metrics {
                 let metrics_addr: SocketAddr =
                     format!("127.0.0.1:{}", crate::stack::free_port()?).parse()?;
                 run_args
                     .service_env
                     .push(("METRICS_ADDR".into(), metrics_addr.to_string()));
+                scraper = Some(Scraper::start(metrics_addr, scrape_interval));
+            }
+            if on && traces {
                 run_args
                     .service_env
                     .push(("OTEL_EXPORTER_OTLP_ENDPOINT".into(), receiver.endpoint()));
-                scraper = Some(Scraper::start(metrics_addr, scrape_interval));
             }
             eprintln!("==> telemetry overhead: round {round}/{rounds}, telemetry {side_name}");
             let before = receiver.counts();
@@ -324,7 +346,7 @@ pub async fn run(
         }
     }
 
-    let overhead = compare(&sides, &receiver, scrape_interval, target_percent);
+    let overhead = compare(&sides, &receiver, parts, scrape_interval, target_percent);
     crate::emit(&overhead);
     let mut results: Vec<Value> = sides.iter().flat_map(|s| s.results.clone()).collect();
     results.push(overhead);
@@ -346,9 +368,14 @@ pub async fn run(
 fn compare(
     sides: &[Side],
     receiver: &Receiver,
+    parts: &[Part],
     scrape_interval: Duration,
     target_percent: f64,
 ) -> Value {
+    let (metrics, traces) = (
+        parts.contains(&Part::Metrics),
+        parts.contains(&Part::Traces),
+    );
     let of = |on: bool| sides.iter().filter(move |s| s.on == on);
     let mut per_run = BTreeMap::<&str, Value>::new();
     let mut medians = [serde_json::Map::new(), serde_json::Map::new()];
@@ -419,19 +446,25 @@ fn compare(
         })
         .collect();
     let mut why_not = missed;
-    if !traces_exported {
+    if traces && !traces_exported {
         why_not.push(
             "traces were not exported: the receiver got no span during the runs with telemetry on"
                 .into(),
         );
     }
-    if !metrics_scraped {
+    if metrics && !metrics_scraped {
         why_not.push(
             "metrics were not served: a run with telemetry on answered no /metrics scrape".into(),
         );
     }
     if !failed_runs.is_empty() {
         why_not.push(format!("{} runs failed", failed_runs.len()));
+    }
+    if !(metrics && traces) {
+        why_not.push(
+            "only part of the telemetry was on (--telemetry-on): a diagnostic run, not the issue's figure"
+                .into(),
+        );
     }
     let runs_per_side = sides.iter().filter(|s| s.on).count();
 
@@ -445,6 +478,10 @@ fn compare(
             scrape_interval.as_millis(),
             receiver.endpoint()
         ),
+        "telemetry_on_parts": parts.iter().map(|p| match p {
+            Part::Metrics => "metrics",
+            Part::Traces => "traces",
+        }).collect::<Vec<_>>(),
         "telemetry_off": "neither variable set (both removed from the service's environment)",
         "median_on": medians[0],
         "median_off": medians[1],
@@ -531,15 +568,19 @@ mod tests {
             side(true, 2, 0.69, 10.2, 40),
             side(false, 2, 0.70, 10.0, 0),
         ];
-        let result = compare(&close, &receiver, interval, 3.0);
+        let both = [Part::Metrics, Part::Traces];
+        let result = compare(&close, &receiver, &both, interval, 3.0);
         assert_eq!(result["pass"], true, "{result:#}");
+        // Half the telemetry is a diagnostic, never the issue's figure.
+        let result = compare(&close, &receiver, &[Part::Metrics], interval, 3.0);
+        assert_eq!(result["pass"], false);
         assert_eq!(
             result["receiver"]["during_runs_with_telemetry_on"]["spans"],
             80
         );
 
         let slow = [side(true, 1, 0.70, 11.0, 40), side(false, 1, 0.70, 10.0, 0)];
-        let result = compare(&slow, &receiver, interval, 3.0);
+        let result = compare(&slow, &receiver, &both, interval, 3.0);
         assert_eq!(result["pass"], false);
         assert_eq!(
             result["overhead_percent"]["deletion_absent_from_all_views_p50_ms"],
@@ -547,7 +588,7 @@ mod tests {
         );
 
         let nothing_exported = [side(true, 1, 0.70, 10.0, 0), side(false, 1, 0.70, 10.0, 0)];
-        let result = compare(&nothing_exported, &receiver, interval, 3.0);
+        let result = compare(&nothing_exported, &receiver, &both, interval, 3.0);
         assert_eq!(result["pass"], false);
         assert_eq!(result["traces_exported"], false);
         Ok(())
