@@ -67,6 +67,13 @@ impl Caller {
         })
     }
 
+    /// `grpc.health.v1.Health` on ReportingService's channel, without the token: a call
+    /// that does no work, so its time is the transport's (HTTP/2 on loopback, both
+    /// processes woken).
+    pub fn health(&self) -> tonic_health::pb::health_client::HealthClient<Channel> {
+        tonic_health::pb::health_client::HealthClient::new(self.channels.reporting.clone())
+    }
+
     /// AccountService.
     pub fn accounts(&self) -> AccountServiceClient<Authed> {
         AccountServiceClient::with_interceptor(self.channels.customer.clone(), self.auth.clone())

@@ -561,6 +561,9 @@ pub async fn run(stack: &Stack, config: &ListConfig) -> anyhow::Result<Value> {
     ];
     let mut conn = stack.pool.acquire().await?;
     let mut samples: Vec<(Samples, Samples)> = vec![Default::default(); cases.len()];
+    // What a call costs that does no work, on either side: a health check on the same
+    // channel, and `SELECT 1` on the same connection.
+    let mut floors: (Samples, Samples) = Default::default();
     let mut found: Vec<Option<Found>> = (0..cases.len()).map(|_| None).collect();
     eprintln!(
         "==> list at scale: {} rounds of {} cases, service and bare SQL alternately",
@@ -570,6 +573,20 @@ pub async fn run(stack: &Stack, config: &ListConfig) -> anyhow::Result<Value> {
     // Round 0 is unmeasured: it warms the connections and the plan caches, and checks
     // that both sides find the same rows.
     for round in 0..=config.rounds {
+        let started = Instant::now();
+        caller
+            .health()
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .context("grpc.health.v1.Health/Check")?;
+        let health_took = started.elapsed();
+        let started = Instant::now();
+        sqlx::query("SELECT 1").execute(&mut *conn).await?;
+        let select_took = started.elapsed();
+        if round > 0 {
+            floors.0.push(Some(health_took));
+            floors.1.push(Some(select_took));
+        }
         for (i, (name, case)) in cases.iter().enumerate() {
             let started = Instant::now();
             let service = call_service(&caller, case).await?;
@@ -629,6 +646,11 @@ pub async fn run(stack: &Stack, config: &ListConfig) -> anyhow::Result<Value> {
         "search_query": config.query,
         "seeded": seeded.json(),
         "cases": results,
+        "floors": {
+            "what": "each round, a call that does no work on either side: grpc.health.v1.Health/Check on the service's channel (no token, no SQL: the transport, HTTP/2 on loopback with both processes woken) and SELECT 1 on the bare side's connection (one PostgreSQL round trip); a case's service time minus the health check, against its bare time minus SELECT 1, is what the service adds beyond the transport",
+            "health_check": floors.0.summary(),
+            "select_1": floors.1.summary(),
+        },
         "p99_ratios": ratios,
         "search_p99_ms": search.map(ms),
         "target_p99_ratio": config.target_ratio,
