@@ -53,6 +53,21 @@ impl Schema {
     }
 }
 
+/// Appends `value` to a line of `COPY … FROM STDIN`'s text format, escaped: `\`, tab,
+/// newline and carriage return, the characters that format gives a meaning
+/// (PostgreSQL's documentation, "COPY", "Text Format").
+pub fn push_copy_field(buf: &mut Vec<u8>, value: &str) {
+    for byte in value.bytes() {
+        match byte {
+            b'\\' => buf.extend_from_slice(b"\\\\"),
+            b'\t' => buf.extend_from_slice(b"\\t"),
+            b'\n' => buf.extend_from_slice(b"\\n"),
+            b'\r' => buf.extend_from_slice(b"\\r"),
+            other => buf.push(other),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@ use reseller_kit::events::{MovedColumns, uuid_field};
 use reseller_kit::ids::KnoxId;
 use reseller_kit::inbox::{ApplyError, Change};
 use reseller_kit::portal::PortalProjection;
+use reseller_kit::sql::push_copy_field;
 use reseller_kit::timestamp;
 use reseller_proto::v1 as pb;
 use sqlx::PgConnection;
@@ -49,6 +50,9 @@ async fn uploaded(tx: &mut PgConnection, e: &pb::DevicesUploaded) -> Result<(), 
     KnoxId::parse(&e.target_knox_id)
         .map_err(|m| ApplyError::Poison(format!("target_knox_id {m}")))?;
     let upload_id = uuid_field("upload_id", &e.upload_id)?;
+    if copy_uploaded(tx, e, upload_id).await? {
+        return Ok(());
+    }
     let ids: Vec<&str> = e.devices.iter().map(|d| d.device_id.as_str()).collect();
     let kinds: Vec<i16> = e.devices.iter().map(|d| d.id_kind as i16).collect();
     let models: Vec<&str> = e.devices.iter().map(|d| d.model.as_str()).collect();
@@ -71,6 +75,86 @@ async fn uploaded(tx: &mut PgConnection, e: &pb::DevicesUploaded) -> Result<(), 
     .execute(&mut *tx)
     .await?;
     Ok(())
+}
+
+/// The fast path of an upload part: its rows `COPY`ed into the portal under a savepoint,
+/// at about half the per-row cost of the exact `INSERT … ON CONFLICT` statement (the
+/// views' catch-up after a big upload, issue #12). Taken only when no deletion of the
+/// upload was projected first (its tombstones must keep those devices out), and given up
+/// (rolled back to the savepoint: `false`) when a row is there already: a move projected
+/// before the upload, or a part applied again. Then the exact statement decides.
+///
+/// # Errors
+/// Database errors other than a unique violation; `Poison` for a timestamp that cannot
+/// be written.
+async fn copy_uploaded(
+    tx: &mut PgConnection,
+    e: &pb::DevicesUploaded,
+    upload_id: uuid::Uuid,
+) -> Result<bool, ApplyError> {
+    let tombstoned: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM customer.deleted_registrations WHERE upload_id = $1)",
+    )
+    .bind(upload_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if tombstoned {
+        return Ok(false);
+    }
+    let uploaded_at = timestamp::from_proto(e.uploaded_at.as_ref());
+    let mut tail = Vec::new();
+    tail.push(b'\t');
+    push_copy_field(&mut tail, &e.reseller_id);
+    tail.push(b'\t');
+    let at = uploaded_at
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(|err| ApplyError::Poison(format!("uploaded_at: {err}")))?;
+    tail.extend_from_slice(at.as_bytes());
+    tail.push(b'\n');
+    let mut head = Vec::new();
+    push_copy_field(&mut head, &e.target_knox_id);
+    head.push(b'\t');
+    let upload = upload_id.to_string();
+    let mut buf = Vec::with_capacity(e.devices.len() * 96);
+    for d in &e.devices {
+        buf.extend_from_slice(&head);
+        push_copy_field(&mut buf, &d.device_id);
+        buf.push(b'\t');
+        buf.extend_from_slice(upload.as_bytes());
+        buf.push(b'\t');
+        buf.extend_from_slice((d.id_kind as i16).to_string().as_bytes());
+        buf.push(b'\t');
+        push_copy_field(&mut buf, &d.model);
+        buf.extend_from_slice(&tail);
+    }
+    sqlx::query("SAVEPOINT copy_part").execute(&mut *tx).await?;
+    let copied = async {
+        let mut copy = tx
+            .copy_in_raw(
+                "COPY customer.portal_devices \
+                 (holder_knox_id, device_id, upload_id, id_kind, model, reseller_id, uploaded_at) \
+                 FROM STDIN",
+            )
+            .await?;
+        copy.send(buf).await?;
+        copy.finish().await
+    }
+    .await;
+    match copied {
+        Ok(_) => {
+            sqlx::query("RELEASE SAVEPOINT copy_part")
+                .execute(&mut *tx)
+                .await?;
+            Ok(true)
+        }
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => {
+            sqlx::query("ROLLBACK TO SAVEPOINT copy_part")
+                .execute(&mut *tx)
+                .await?;
+            Ok(false)
+        }
+        Err(err) => Err(err.into()),
+    }
 }
 
 async fn moved(tx: &mut PgConnection, e: &pb::MspDevicesMoved) -> Result<(), ApplyError> {
@@ -184,6 +268,31 @@ mod tests {
         assert_eq!(outcome, Outcome::Applied);
     }
 
+    fn uploaded(upload: Uuid) -> Payload {
+        Payload::DevicesUploaded(pb::DevicesUploaded {
+            upload_id: upload.to_string(),
+            reseller_id: "acme".into(),
+            target_knox_id: CUSTOMER.into(),
+            target_kind: pb::AccountKind::Customer as i32,
+            device_ids: vec![DEVICE.into()],
+            part: 1,
+            part_count: 1,
+            accepted_count: 1,
+            uploaded_at: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            devices: vec![pb::UploadedDevice {
+                device_id: DEVICE.into(),
+                id_kind: pb::DeviceIdKind::Imei as i32,
+                // What `COPY`'s text format escapes, kept as it was.
+                model: "Galaxy\tS26 \\ 5G".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+    }
+
     async fn shown(pool: &PgPool) -> i64 {
         sqlx::query_scalar!(
             r#"SELECT count(*) AS "shown!" FROM customer.portal_devices WHERE device_id = $1"#,
@@ -192,6 +301,57 @@ mod tests {
         .fetch_one(pool)
         .await
         .unwrap()
+    }
+
+    /// An upload part is `COPY`ed when nothing stands in its way, and otherwise the exact
+    /// statement applies it: after a move projected first (the move's row stays), again
+    /// (a part applied twice), and after the device's deletion (never shown).
+    #[sqlx::test(migrator = "crate::MIGRATOR")]
+    async fn an_upload_part_is_applied_whatever_was_projected_before_it(pool: PgPool) {
+        let upload = Uuid::now_v7();
+        apply(&pool, uploaded(upload)).await;
+        let (model, moved_by_msp): (String, bool) = sqlx::query_as(
+            "SELECT model, moved_by_msp FROM customer.portal_devices WHERE device_id = $1",
+        )
+        .bind(DEVICE)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!((model.as_str(), moved_by_msp), ("Galaxy\tS26 \\ 5G", false));
+        // The same part again, as another event: its row is there, nothing changes.
+        apply(&pool, uploaded(upload)).await;
+        assert_eq!(shown(&pool).await, 1);
+
+        // A move projected before its upload: the upload keeps the move's row.
+        let moved_first = Uuid::now_v7();
+        apply(&pool, moved(moved_first)).await;
+        apply(&pool, uploaded(moved_first)).await;
+        let moved_by_msp: bool = sqlx::query_scalar(
+            "SELECT moved_by_msp FROM customer.portal_devices WHERE upload_id = $1",
+        )
+        .bind(moved_first)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert!(
+            moved_by_msp,
+            "the upload overwrote the move projected before it"
+        );
+
+        // A deletion projected before its upload: the device never shows.
+        let deleted_first = Uuid::now_v7();
+        apply(&pool, deleted(deleted_first)).await;
+        apply(&pool, uploaded(deleted_first)).await;
+        let rows: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM customer.portal_devices WHERE upload_id = $1")
+                .bind(deleted_first)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            rows, 0,
+            "a device deleted before its upload was projected is shown"
+        );
     }
 
     /// Two replicas apply a move and the moved device's deletion at the same time: the

@@ -25,6 +25,7 @@ use futures::{Stream, StreamExt};
 use reseller_kit::ApiError;
 use reseller_kit::device_id::DeviceIdKind;
 use reseller_kit::ids::ResellerId;
+use reseller_kit::sql::push_copy_field;
 use sqlx::{Connection, PgConnection, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -77,19 +78,6 @@ impl From<UploadError> for ApiError {
             UploadError::Spool(e) => {
                 ApiError::Internal(anyhow::Error::new(e).context("upload spool"))
             }
-        }
-    }
-}
-
-/// Appends `value` to a `COPY` text line, escaped (`\`, tab, newline, carriage return).
-fn push_copy_field(buf: &mut Vec<u8>, value: &str) {
-    for byte in value.bytes() {
-        match byte {
-            b'\\' => buf.extend_from_slice(b"\\\\"),
-            b'\t' => buf.extend_from_slice(b"\\t"),
-            b'\n' => buf.extend_from_slice(b"\\n"),
-            b'\r' => buf.extend_from_slice(b"\\r"),
-            other => buf.push(other),
         }
     }
 }
