@@ -10,7 +10,7 @@ use reseller_kit::events::{MovedColumns, uuid_field};
 use reseller_kit::ids::KnoxId;
 use reseller_kit::inbox::{ApplyError, Change};
 use reseller_kit::portal::PortalProjection;
-use reseller_kit::sql::push_copy_field;
+use reseller_kit::sql::{copy_unless_conflict, push_copy_field};
 use reseller_kit::timestamp;
 use reseller_proto::v1 as pb;
 use sqlx::PgConnection;
@@ -127,34 +127,14 @@ async fn copy_uploaded(
         push_copy_field(&mut buf, &d.model);
         buf.extend_from_slice(&tail);
     }
-    sqlx::query("SAVEPOINT copy_part").execute(&mut *tx).await?;
-    let copied = async {
-        let mut copy = tx
-            .copy_in_raw(
-                "COPY customer.portal_devices \
-                 (holder_knox_id, device_id, upload_id, id_kind, model, reseller_id, uploaded_at) \
-                 FROM STDIN",
-            )
-            .await?;
-        copy.send(buf).await?;
-        copy.finish().await
-    }
-    .await;
-    match copied {
-        Ok(_) => {
-            sqlx::query("RELEASE SAVEPOINT copy_part")
-                .execute(&mut *tx)
-                .await?;
-            Ok(true)
-        }
-        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => {
-            sqlx::query("ROLLBACK TO SAVEPOINT copy_part")
-                .execute(&mut *tx)
-                .await?;
-            Ok(false)
-        }
-        Err(err) => Err(err.into()),
-    }
+    Ok(copy_unless_conflict(
+        tx,
+        "COPY customer.portal_devices \
+         (holder_knox_id, device_id, upload_id, id_kind, model, reseller_id, uploaded_at) \
+         FROM STDIN",
+        buf,
+    )
+    .await?)
 }
 
 async fn moved(tx: &mut PgConnection, e: &pb::MspDevicesMoved) -> Result<(), ApplyError> {
