@@ -14,6 +14,7 @@ use reseller_kit::device_id::lookup_key;
 use reseller_kit::events::{MovedColumns, uuid_field};
 use reseller_kit::inbox::{ApplyError, Change};
 use reseller_kit::portal::PortalProjection;
+use reseller_kit::sql::{copy_unless_conflict, push_copy_field};
 use reseller_kit::timestamp;
 use reseller_proto::v1 as pb;
 use sqlx::PgConnection;
@@ -52,6 +53,84 @@ impl PortalProjection for MspPortal {
 
 async fn uploaded(tx: &mut PgConnection, e: &pb::DevicesUploaded) -> Result<(), ApplyError> {
     let upload_id = uuid_field("upload_id", &e.upload_id)?;
+    if !copy_uploaded(tx, e, upload_id).await? {
+        insert_uploaded(tx, e, upload_id).await?;
+    }
+    secondary_ids(tx, upload_id, e).await
+}
+
+/// The fast path of an upload part: its rows `COPY`ed into `msp.devices` under a
+/// savepoint, at about half the per-row cost of [`insert_uploaded`] (the views' catch-up
+/// after a big upload, issue #12). Taken only when no deletion of the upload was
+/// projected first (its tombstones must keep those devices out), and given up (`false`,
+/// rolled back) when a row is there already: a move projected before the upload, or a
+/// part applied again. Then [`insert_uploaded`] decides.
+///
+/// # Errors
+/// Database errors other than a unique violation; `Poison` for a timestamp that cannot
+/// be written.
+async fn copy_uploaded(
+    tx: &mut PgConnection,
+    e: &pb::DevicesUploaded,
+    upload_id: uuid::Uuid,
+) -> Result<bool, ApplyError> {
+    let tombstoned: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM msp.deleted_registrations WHERE upload_id = $1)",
+    )
+    .bind(upload_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if tombstoned {
+        return Ok(false);
+    }
+    let uploaded_at = timestamp::from_proto(e.uploaded_at.as_ref())
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(|err| ApplyError::Poison(format!("uploaded_at: {err}")))?;
+    // Every column after the model is the part's: reseller, order number, time, the
+    // account uploaded to, whether it is an MSP, and the holder (that account).
+    let mut tail = vec![b'\t'];
+    push_copy_field(&mut tail, &e.reseller_id);
+    tail.push(b'\t');
+    push_copy_field(&mut tail, &e.order_number);
+    tail.push(b'\t');
+    tail.extend_from_slice(uploaded_at.as_bytes());
+    tail.push(b'\t');
+    push_copy_field(&mut tail, &e.target_knox_id);
+    tail.extend_from_slice(if e.target_kind == pb::AccountKind::Msp as i32 {
+        b"\tt\t"
+    } else {
+        b"\tf\t"
+    });
+    push_copy_field(&mut tail, &e.target_knox_id);
+    tail.push(b'\n');
+    let upload = upload_id.to_string();
+    let mut buf = Vec::with_capacity(e.devices.len() * 128);
+    for d in &e.devices {
+        push_copy_field(&mut buf, &d.device_id);
+        buf.push(b'\t');
+        buf.extend_from_slice(upload.as_bytes());
+        buf.push(b'\t');
+        buf.extend_from_slice((d.id_kind as i16).to_string().as_bytes());
+        buf.push(b'\t');
+        push_copy_field(&mut buf, &d.model);
+        buf.extend_from_slice(&tail);
+    }
+    Ok(copy_unless_conflict(
+        tx,
+        "COPY msp.devices (device_id, upload_id, id_kind, model, reseller_id, order_number, \
+         uploaded_at, uploaded_to, uploaded_to_msp, holder_knox_id) FROM STDIN",
+        buf,
+    )
+    .await?)
+}
+
+/// The exact statement of an upload part: skips a device deleted first (tombstone), and
+/// completes a registration a move projected first with the upload's facts.
+async fn insert_uploaded(
+    tx: &mut PgConnection,
+    e: &pb::DevicesUploaded,
+    upload_id: uuid::Uuid,
+) -> Result<(), ApplyError> {
     let ids: Vec<&str> = e.devices.iter().map(|d| d.device_id.as_str()).collect();
     let kinds: Vec<i16> = e.devices.iter().map(|d| d.id_kind as i16).collect();
     let models: Vec<&str> = e.devices.iter().map(|d| d.model.as_str()).collect();
@@ -77,7 +156,7 @@ async fn uploaded(tx: &mut PgConnection, e: &pb::DevicesUploaded) -> Result<(), 
     )
     .execute(&mut *tx)
     .await?;
-    secondary_ids(tx, upload_id, e).await
+    Ok(())
 }
 
 /// Stores the secondary identifiers of an upload part's devices, for the registrations
@@ -149,4 +228,167 @@ async fn moved(tx: &mut PgConnection, e: &pb::MspDevicesMoved) -> Result<(), App
     .execute(&mut *tx)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use reseller_kit::events;
+    use reseller_kit::inbox::{self, ConsumerSpec, Outcome};
+    use reseller_proto::v1::{self as pb, event::Payload};
+    use sqlx::PgPool;
+    use time::OffsetDateTime;
+    use uuid::Uuid;
+
+    use super::MspPortal;
+
+    const MSP: &str = "980000001";
+    const CUSTOMER: &str = "970000099";
+    const DEVICE: &str = "350000000049508";
+    const UPLOADED_AT: i64 = 1_700_000_000;
+
+    fn spec() -> ConsumerSpec {
+        ConsumerSpec {
+            name: "msp-portal".into(),
+            schema: crate::SCHEMA,
+            filter_subject: reseller_kit::subjects::ALL_EVENTS.into(),
+        }
+    }
+
+    fn at() -> Option<prost_types::Timestamp> {
+        Some(prost_types::Timestamp {
+            seconds: UPLOADED_AT,
+            nanos: 0,
+        })
+    }
+
+    fn uploaded(upload: Uuid) -> Payload {
+        Payload::DevicesUploaded(pb::DevicesUploaded {
+            upload_id: upload.to_string(),
+            reseller_id: "acme".into(),
+            target_knox_id: MSP.into(),
+            target_kind: pb::AccountKind::Msp as i32,
+            order_number: "PO\t7".into(),
+            device_ids: vec![DEVICE.into()],
+            part: 1,
+            part_count: 1,
+            accepted_count: 1,
+            uploaded_at: at(),
+            devices: vec![pb::UploadedDevice {
+                device_id: DEVICE.into(),
+                id_kind: pb::DeviceIdKind::Imei as i32,
+                // What `COPY`'s text format escapes, kept as it was.
+                model: "Galaxy\tS26 \\ 5G".into(),
+                secondary_ids: vec!["350000000049516".into()],
+            }],
+            ..Default::default()
+        })
+    }
+
+    fn moved(upload: Uuid) -> Payload {
+        Payload::MspDevicesMoved(pb::MspDevicesMoved {
+            msp_id: MSP.into(),
+            to_customer_knox_id: CUSTOMER.into(),
+            device_ids: vec![DEVICE.into()],
+            devices: vec![pb::MovedDevice {
+                device_id: DEVICE.into(),
+                reseller_id: "acme".into(),
+                upload_id: upload.to_string(),
+                from_knox_id: MSP.into(),
+                id_kind: pb::DeviceIdKind::Imei as i32,
+                model: "Galaxy".into(),
+                uploaded_at: at(),
+                order_number: String::new(),
+            }],
+            moved_at: None,
+            seq: 4,
+        })
+    }
+
+    fn deleted(upload: Uuid) -> Payload {
+        Payload::DevicesDeleted(pb::DevicesDeleted {
+            deletion_id: Uuid::now_v7().to_string(),
+            reseller_id: "acme".into(),
+            device_ids: vec![DEVICE.into()],
+            part: 1,
+            part_count: 1,
+            devices: vec![pb::DeletedDevice {
+                device_id: DEVICE.into(),
+                upload_id: upload.to_string(),
+                target_knox_id: MSP.into(),
+            }],
+            ..Default::default()
+        })
+    }
+
+    async fn apply(pool: &PgPool, payload: Payload) {
+        let event = events::encode(&events::new_event(payload, OffsetDateTime::now_utc()));
+        let outcome = inbox::apply_retrying(spec(), pool.clone(), MspPortal, &event, 5).await;
+        let outcome = outcome.unwrap_or_else(|failure| panic!("not applied: {failure:?}"));
+        assert_eq!(outcome, Outcome::Applied);
+    }
+
+    /// The registration of `upload`: model, order number, uploaded to, to an MSP, holder,
+    /// moved by, and its secondary identifiers.
+    async fn row(
+        pool: &PgPool,
+        upload: Uuid,
+    ) -> Option<(String, String, String, bool, String, String, i64)> {
+        sqlx::query_as(
+            "SELECT model, order_number, uploaded_to, uploaded_to_msp, holder_knox_id, moved_by_msp, \
+                    (SELECT count(*) FROM msp.secondary_ids s \
+                     WHERE s.device_id = d.device_id AND s.upload_id = d.upload_id) \
+             FROM msp.devices d WHERE upload_id = $1",
+        )
+        .bind(upload)
+        .fetch_optional(pool)
+        .await
+        .unwrap()
+    }
+
+    /// An upload part is `COPY`ed when nothing stands in its way, and otherwise the exact
+    /// statement applies it: after a move projected first (completed with the upload's
+    /// facts, the move's holder kept), again (a part applied twice), and after the
+    /// device's deletion (never stored).
+    #[sqlx::test(migrator = "crate::MIGRATOR")]
+    async fn an_upload_part_is_applied_whatever_was_projected_before_it(pool: PgPool) {
+        let upload = Uuid::now_v7();
+        apply(&pool, uploaded(upload)).await;
+        let stored = (
+            "Galaxy\tS26 \\ 5G".to_owned(),
+            "PO\t7".to_owned(),
+            MSP.to_owned(),
+            true,
+            MSP.to_owned(),
+            String::new(),
+            1,
+        );
+        assert_eq!(row(&pool, upload).await, Some(stored.clone()));
+        // The same part again, as another event: its row is there, nothing changes.
+        apply(&pool, uploaded(upload)).await;
+        assert_eq!(row(&pool, upload).await, Some(stored));
+
+        // A move projected before its upload: the upload completes the move's row.
+        let moved_first = Uuid::now_v7();
+        apply(&pool, moved(moved_first)).await;
+        apply(&pool, uploaded(moved_first)).await;
+        let (_, _, uploaded_to, to_msp, holder, moved_by, _) = row(&pool, moved_first)
+            .await
+            .expect("the moved registration");
+        assert_eq!(
+            (
+                uploaded_to.as_str(),
+                to_msp,
+                holder.as_str(),
+                moved_by.as_str()
+            ),
+            (MSP, true, CUSTOMER, MSP),
+            "the upload did not complete the move projected before it"
+        );
+
+        // A deletion projected before its upload: the device is never stored.
+        let deleted_first = Uuid::now_v7();
+        apply(&pool, deleted(deleted_first)).await;
+        apply(&pool, uploaded(deleted_first)).await;
+        assert_eq!(row(&pool, deleted_first).await, None);
+    }
 }
