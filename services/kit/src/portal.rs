@@ -111,6 +111,28 @@ impl From<PortalDevice> for pb::PortalDevice {
     }
 }
 
+/// Whether a deletion of `upload_id` was projected before its upload: any tombstone of it
+/// in `schema`'s `deleted_registrations` (each portal keeps its own, indexed by upload).
+/// A portal's upload fast path (`COPY`) is taken only when there is none, so that a
+/// device deleted first never shows.
+///
+/// # Errors
+/// Database errors.
+pub async fn upload_has_tombstones(
+    conn: &mut sqlx::PgConnection,
+    schema: &'static str,
+    upload_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        crate::sql::Schema::new(schema).sql(
+            "SELECT EXISTS (SELECT 1 FROM {schema}.deleted_registrations WHERE upload_id = $1)",
+        ),
+    )
+    .bind(upload_id)
+    .fetch_one(conn)
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@
 use reseller_kit::events::{MovedColumns, uuid_field};
 use reseller_kit::ids::KnoxId;
 use reseller_kit::inbox::{ApplyError, Change};
-use reseller_kit::portal::PortalProjection;
+use reseller_kit::portal::{PortalProjection, upload_has_tombstones};
 use reseller_kit::sql::{copy_unless_conflict, push_copy_field};
 use reseller_kit::timestamp;
 use reseller_proto::v1 as pb;
@@ -92,13 +92,7 @@ async fn copy_uploaded(
     e: &pb::DevicesUploaded,
     upload_id: uuid::Uuid,
 ) -> Result<bool, ApplyError> {
-    let tombstoned: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM customer.deleted_registrations WHERE upload_id = $1)",
-    )
-    .bind(upload_id)
-    .fetch_one(&mut *tx)
-    .await?;
-    if tombstoned {
+    if upload_has_tombstones(tx, crate::SCHEMA, upload_id).await? {
         return Ok(false);
     }
     let uploaded_at = timestamp::from_proto(e.uploaded_at.as_ref());
