@@ -133,6 +133,19 @@ pub async fn upload_has_tombstones(
     .await
 }
 
+/// Appends an upload part's device to a `COPY` text line in the portals' column order
+/// `device_id, upload_id, id_kind, model` (no tab after it): the middle of a line of a
+/// portal's upload fast path, `upload` being the part's upload ID as text.
+pub fn push_uploaded_device(buf: &mut Vec<u8>, device: &pb::UploadedDevice, upload: &str) {
+    crate::sql::push_copy_field(buf, &device.device_id);
+    buf.push(b'\t');
+    buf.extend_from_slice(upload.as_bytes());
+    buf.push(b'\t');
+    buf.extend_from_slice((device.id_kind as i16).to_string().as_bytes());
+    buf.push(b'\t');
+    crate::sql::push_copy_field(buf, &device.model);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

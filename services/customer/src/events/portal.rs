@@ -9,7 +9,7 @@
 use reseller_kit::events::{MovedColumns, uuid_field};
 use reseller_kit::ids::KnoxId;
 use reseller_kit::inbox::{ApplyError, Change};
-use reseller_kit::portal::{PortalProjection, upload_has_tombstones};
+use reseller_kit::portal::{PortalProjection, push_uploaded_device, upload_has_tombstones};
 use reseller_kit::sql::{copy_unless_conflict, push_copy_field};
 use reseller_kit::timestamp;
 use reseller_proto::v1 as pb;
@@ -112,13 +112,7 @@ async fn copy_uploaded(
     let mut buf = Vec::with_capacity(e.devices.len() * 96);
     for d in &e.devices {
         buf.extend_from_slice(&head);
-        push_copy_field(&mut buf, &d.device_id);
-        buf.push(b'\t');
-        buf.extend_from_slice(upload.as_bytes());
-        buf.push(b'\t');
-        buf.extend_from_slice((d.id_kind as i16).to_string().as_bytes());
-        buf.push(b'\t');
-        push_copy_field(&mut buf, &d.model);
+        push_uploaded_device(&mut buf, d, &upload);
         buf.extend_from_slice(&tail);
     }
     Ok(copy_unless_conflict(

@@ -13,7 +13,7 @@
 use reseller_kit::device_id::lookup_key;
 use reseller_kit::events::{MovedColumns, uuid_field};
 use reseller_kit::inbox::{ApplyError, Change};
-use reseller_kit::portal::{PortalProjection, upload_has_tombstones};
+use reseller_kit::portal::{PortalProjection, push_uploaded_device, upload_has_tombstones};
 use reseller_kit::sql::{copy_unless_conflict, push_copy_field};
 use reseller_kit::timestamp;
 use reseller_proto::v1 as pb;
@@ -100,13 +100,7 @@ async fn copy_uploaded(
     let upload = upload_id.to_string();
     let mut buf = Vec::with_capacity(e.devices.len() * 128);
     for d in &e.devices {
-        push_copy_field(&mut buf, &d.device_id);
-        buf.push(b'\t');
-        buf.extend_from_slice(upload.as_bytes());
-        buf.push(b'\t');
-        buf.extend_from_slice((d.id_kind as i16).to_string().as_bytes());
-        buf.push(b'\t');
-        push_copy_field(&mut buf, &d.model);
+        push_uploaded_device(&mut buf, d, &upload);
         buf.extend_from_slice(&tail);
     }
     Ok(copy_unless_conflict(
