@@ -246,10 +246,18 @@ async fn uploaded(tx: &mut PgConnection, part: &UploadedPart) -> Result<(), Appl
     // Registrations a move announced are placed by their holder's link: take the lock
     // before touching them (normally there are none, and no lock is taken).
     let upload_id = part.upload.upload_id;
-    if postgres::awaits_upload(tx, upload_id).await? {
+    let awaited = postgres::awaits_upload(tx, upload_id).await?;
+    let copied = if awaited {
         postgres::lock_msp_placements(tx).await?;
-    }
-    let part_done = postgres::insert_registrations(tx, part, &placement).await?;
+        None
+    } else {
+        // The usual part: nothing projected before it, its rows COPYed.
+        postgres::copy_registrations(tx, part, &placement).await?
+    };
+    let part_done = match copied {
+        Some(done) => done,
+        None => postgres::insert_registrations(tx, part, &placement).await?,
+    };
     postgres::record_secondary_ids(tx, part).await?;
     if part_done.inserted > part_done.live {
         // Some were deleted before this part was projected: list their deletions where
@@ -967,5 +975,186 @@ mod tests {
             (customer.reference_revision, customer.status_revision),
             (3, 2)
         );
+    }
+
+    /// The projection's upload fast path against the database: an upload part is `COPY`ed
+    /// when nothing stands in its way and writes exactly the row the exact statement
+    /// writes; applied again it changes nothing; after a deletion projected first the
+    /// device is registered deleted (never shown, counted in UPLOADS); after a move
+    /// projected first the upload completes the moved registration.
+    mod upload_fast_path {
+        use reseller_kit::events;
+        use reseller_kit::inbox::{self, Outcome};
+        use reseller_proto::v1::{self as pb, event::Payload};
+        use sqlx::PgPool;
+        use time::OffsetDateTime;
+        use uuid::Uuid;
+
+        use super::super::Projection;
+
+        const MSP: &str = "980000001";
+        const CUSTOMER: &str = "970000099";
+        const DEVICE: &str = "350000000049508";
+        const OTHER_DEVICE: &str = "350000000049516";
+
+        async fn apply(pool: &PgPool, payload: Payload) {
+            let event = events::encode(&events::new_event(payload, OffsetDateTime::now_utc()));
+            let spec = crate::module::spec();
+            let outcome = inbox::apply_retrying(spec, pool.clone(), Projection, &event, 5).await;
+            let outcome = outcome.unwrap_or_else(|failure| panic!("not applied: {failure:?}"));
+            assert_eq!(outcome, Outcome::Applied);
+        }
+
+        /// One device uploaded to the MSP, with what `COPY`'s text format and an array
+        /// literal escape in its fields.
+        fn uploaded(upload: Uuid) -> Payload {
+            Payload::DevicesUploaded(pb::DevicesUploaded {
+                upload_id: upload.to_string(),
+                reseller_id: "acme".into(),
+                target_knox_id: MSP.into(),
+                target_kind: pb::AccountKind::Msp as i32,
+                device_ids: vec![DEVICE.into()],
+                order_number: "PO\\7\t\"rush\"".into(),
+                part: 1,
+                part_count: 1,
+                accepted_count: 1,
+                uploaded_at: Some(prost_types::Timestamp {
+                    seconds: 1_700_000_000,
+                    nanos: 123_456_000,
+                }),
+                devices: vec![pb::UploadedDevice {
+                    device_id: DEVICE.into(),
+                    id_kind: pb::DeviceIdKind::Imei as i32,
+                    model: "Galaxy\tS26 \\ 5G".into(),
+                    secondary_ids: vec!["356938035643817".into(), "R58M-2".into()],
+                }],
+                ..Default::default()
+            })
+        }
+
+        fn deleted(upload: Uuid, device: &str) -> Payload {
+            Payload::DevicesDeleted(pb::DevicesDeleted {
+                deletion_id: Uuid::now_v7().to_string(),
+                reseller_id: "acme".into(),
+                device_ids: vec![device.into()],
+                part: 1,
+                part_count: 1,
+                devices: vec![pb::DeletedDevice {
+                    device_id: device.into(),
+                    upload_id: upload.to_string(),
+                    target_knox_id: MSP.into(),
+                }],
+                ..Default::default()
+            })
+        }
+
+        fn moved(upload: Uuid) -> Payload {
+            Payload::MspDevicesMoved(pb::MspDevicesMoved {
+                msp_id: MSP.into(),
+                to_customer_knox_id: CUSTOMER.into(),
+                device_ids: vec![DEVICE.into()],
+                devices: vec![pb::MovedDevice {
+                    device_id: DEVICE.into(),
+                    reseller_id: "acme".into(),
+                    upload_id: upload.to_string(),
+                    from_knox_id: MSP.into(),
+                    id_kind: pb::DeviceIdKind::Imei as i32,
+                    model: "Galaxy".into(),
+                    uploaded_at: Some(prost_types::Timestamp {
+                        seconds: 1_700_000_000,
+                        nanos: 0,
+                    }),
+                    order_number: String::new(),
+                }],
+                moved_at: None,
+                seq: 4,
+            })
+        }
+
+        /// The registration of `DEVICE` in `upload`, every column but the upload's ID, as
+        /// JSON text (one line to compare).
+        async fn registration(pool: &PgPool, upload: Uuid) -> String {
+            sqlx::query_scalar(
+                "SELECT (to_jsonb(r) - 'upload_id')::text FROM reporting.registrations r \
+                 WHERE device_id = $1 AND upload_id = $2",
+            )
+            .bind(DEVICE)
+            .bind(upload)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+        }
+
+        /// The MSP's row of the reseller's list: (DEVICES, UPLOADS).
+        async fn msp_counts(pool: &PgPool) -> (i64, i64) {
+            sqlx::query_as(
+                "SELECT devices, uploaded_devices FROM reporting.customer_rows \
+                 WHERE reseller_id = 'acme' AND knox_id = $1",
+            )
+            .bind(MSP)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+        }
+
+        #[sqlx::test(migrator = "crate::MIGRATOR")]
+        async fn an_upload_part_is_applied_whatever_was_projected_before_it(pool: PgPool) {
+            // Nothing before it: COPYed. The same part again changes nothing.
+            let copied = Uuid::now_v7();
+            apply(&pool, uploaded(copied)).await;
+            apply(&pool, uploaded(copied)).await;
+            assert_eq!(msp_counts(&pool).await, (1, 1));
+
+            // A deletion of another device of the upload projected first: the exact
+            // statement applies the part, and writes the same row.
+            let exact = Uuid::now_v7();
+            apply(&pool, deleted(exact, OTHER_DEVICE)).await;
+            apply(&pool, uploaded(exact)).await;
+            assert_eq!(
+                registration(&pool, copied).await,
+                registration(&pool, exact).await,
+                "COPY and the exact statement wrote different registrations"
+            );
+            assert_eq!(msp_counts(&pool).await, (2, 2));
+
+            // The device's own deletion projected first: registered deleted, counted in
+            // UPLOADS only.
+            let deleted_first = Uuid::now_v7();
+            apply(&pool, deleted(deleted_first, DEVICE)).await;
+            apply(&pool, uploaded(deleted_first)).await;
+            let gone: bool = sqlx::query_scalar(
+                "SELECT deleted FROM reporting.registrations WHERE upload_id = $1",
+            )
+            .bind(deleted_first)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            assert!(
+                gone,
+                "a device deleted before its upload was projected is shown"
+            );
+            assert_eq!(msp_counts(&pool).await, (2, 3));
+
+            // A move projected first: the upload completes the moved registration, which
+            // stays with the customer it was moved to.
+            let moved_first = Uuid::now_v7();
+            apply(&pool, moved(moved_first)).await;
+            apply(&pool, uploaded(moved_first)).await;
+            let (holder, uploaded_to, placed): (String, Option<String>, Option<String>) =
+                sqlx::query_as(
+                    "SELECT holder_knox_id, uploaded_to, placed_knox_id \
+                     FROM reporting.registrations WHERE upload_id = $1",
+                )
+                .bind(moved_first)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert_eq!(
+                holder, CUSTOMER,
+                "the upload overwrote the move projected before it"
+            );
+            assert_eq!(uploaded_to.as_deref(), Some(MSP));
+            assert!(placed.is_some(), "the moved registration was not placed");
+        }
     }
 }

@@ -18,8 +18,8 @@ pub use msp::{
 };
 pub use read::Repository;
 pub use write::{
-    add_customer, apply_deltas, awaits_upload, change_status, delete_registrations_ctes,
-    insert_registrations, update_reference, upsert_account,
+    add_customer, apply_deltas, awaits_upload, change_status, copy_registrations,
+    delete_registrations_ctes, insert_registrations, update_reference, upsert_account,
 };
 
 use reseller_kit::outbox::Outbox;

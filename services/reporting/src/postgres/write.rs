@@ -6,6 +6,8 @@ use std::collections::HashSet;
 use reseller_kit::events::tombstones_cte;
 use reseller_kit::ids::{KnoxId, ResellerId};
 use reseller_kit::one_statement::Params;
+use reseller_kit::portal::upload_has_tombstones;
+use reseller_kit::sql::{copy_unless_conflict, push_copy_field};
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -314,6 +316,113 @@ pub async fn insert_registrations(
         live: row.live,
         completed: row.completed,
     })
+}
+
+/// The fast path of [`insert_registrations`] for the usual part (issue #12, the views'
+/// catch-up after a big upload): its rows `COPY`ed into `reporting.registrations` under
+/// a savepoint, at about half the per-row cost of the exact `INSERT … ON CONFLICT`.
+/// The caller takes it only when no registration of the upload awaits it
+/// ([`awaits_upload`]: a move projected first, which the exact statement completes);
+/// here it is also given up (`None`) when a deletion of the upload was projected first
+/// (its tombstones must insert those rows as deleted), for an upload time RFC 3339
+/// cannot write, and, rolled back to the savepoint, when a row is there already (a part applied again, or a device twice in the part).
+/// `Some` counts every row inserted and live, none completed.
+///
+/// # Errors
+/// Database errors other than a unique violation.
+pub async fn copy_registrations(
+    conn: &mut PgConnection,
+    part: &UploadedPart,
+    placement: &Placement<'_>,
+) -> Result<Option<InsertedPart>, sqlx::Error> {
+    let upload = &part.upload;
+    if upload_has_tombstones(conn, crate::SCHEMA, upload.upload_id).await? {
+        return Ok(None);
+    }
+    // A time RFC 3339 cannot write (a year past 9999) is left to the exact statement.
+    let Ok(uploaded_at) = upload
+        .uploaded_at
+        .format(&time::format_description::well_known::Rfc3339)
+    else {
+        return Ok(None);
+    };
+    // Every column after the device's own three, the same for the whole part.
+    let mut tail = Vec::new();
+    for (i, field) in [
+        upload.upload_id.to_string().as_str(),
+        upload.reseller_id.as_str(),
+        uploaded_at.as_str(),
+        upload.order_number.as_str(),
+        part.target.as_str(),
+        if part.target_kind == AccountKind::Msp {
+            "t"
+        } else {
+            "f"
+        },
+        part.target.as_str(),
+        placement.knox_id,
+        if placement.virtual_upload { "t" } else { "f" },
+        placement.via_msp_id,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if i > 0 {
+            tail.push(b'\t');
+        }
+        push_copy_field(&mut tail, field);
+    }
+    let mut buf = Vec::with_capacity(part.devices.len() * 160);
+    for device in &part.devices {
+        push_copy_field(&mut buf, &device.device_id);
+        buf.push(b'\t');
+        buf.extend_from_slice(device.kind.as_i16().to_string().as_bytes());
+        buf.push(b'\t');
+        push_copy_field(&mut buf, &device.model);
+        buf.push(b'\t');
+        push_copy_field(&mut buf, &text_array_literal(&device.secondary_ids));
+        buf.push(b'\t');
+        buf.extend_from_slice(&tail);
+        buf.push(b'\n');
+    }
+    let copied = copy_unless_conflict(
+        conn,
+        "COPY reporting.registrations \
+           (device_id, id_kind, model, secondary_ids, upload_id, reseller_id, uploaded_at, \
+            order_number, uploaded_to, uploaded_to_msp, holder_knox_id, placed_knox_id, \
+            virtual, via_msp_id) \
+         FROM STDIN",
+        buf,
+    )
+    .await?;
+    let n = part.devices.len() as i64;
+    Ok(copied.then(|| InsertedPart {
+        inserted: n,
+        live: n,
+        completed: Vec::new(),
+    }))
+}
+
+/// `values` as a PostgreSQL array literal (`{"a","b"}`, `{}` for none), each element
+/// quoted so that no character in it can end it (PostgreSQL's documentation, "Arrays",
+/// "Array Value Input").
+fn text_array_literal(values: &[String]) -> String {
+    let mut literal = String::from("{");
+    for (i, value) in values.iter().enumerate() {
+        if i > 0 {
+            literal.push(',');
+        }
+        literal.push('"');
+        for c in value.chars() {
+            if c == '"' || c == '\\' {
+                literal.push('\\');
+            }
+            literal.push(c);
+        }
+        literal.push('"');
+    }
+    literal.push('}');
+    literal
 }
 
 /// The counter CTEs `placements` and `counters` (`placement_counters.sql`): they apply
