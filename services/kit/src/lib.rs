@@ -30,6 +30,8 @@ pub mod startup;
 pub mod stream;
 pub mod subjects;
 pub mod telemetry;
+#[cfg(feature = "test-support")]
+pub mod test_events;
 pub mod text;
 pub mod timestamp;
 pub mod trace_context;

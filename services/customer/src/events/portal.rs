@@ -169,17 +169,14 @@ async fn moved(tx: &mut PgConnection, e: &pb::MspDevicesMoved) -> Result<(), App
 
 #[cfg(test)]
 mod tests {
-    use reseller_kit::events::{self, ReceivedEvent};
-    use reseller_kit::inbox::{self, ConsumerSpec, Outcome};
-    use reseller_proto::v1::{self as pb, event::Payload};
+    use reseller_kit::events::ReceivedEvent;
+    use reseller_kit::inbox::{self, ConsumerSpec};
+    use reseller_kit::test_events::{self, DEVICE, MODEL, deleted, moved, uploaded_to_customer};
     use sqlx::PgPool;
     use time::OffsetDateTime;
     use uuid::Uuid;
 
     use super::CustomerPortal;
-
-    const CUSTOMER: &str = "970000099";
-    const DEVICE: &str = "350000000049508";
 
     fn spec() -> ConsumerSpec {
         ConsumerSpec {
@@ -189,76 +186,8 @@ mod tests {
         }
     }
 
-    fn moved(upload: Uuid) -> Payload {
-        Payload::MspDevicesMoved(pb::MspDevicesMoved {
-            msp_id: "980000001".into(),
-            to_customer_knox_id: CUSTOMER.into(),
-            device_ids: vec![DEVICE.into()],
-            devices: vec![pb::MovedDevice {
-                device_id: DEVICE.into(),
-                reseller_id: "acme".into(),
-                upload_id: upload.to_string(),
-                from_knox_id: "980000001".into(),
-                id_kind: pb::DeviceIdKind::Imei as i32,
-                model: "Galaxy".into(),
-                uploaded_at: Some(prost_types::Timestamp {
-                    seconds: 1_700_000_000,
-                    nanos: 0,
-                }),
-                order_number: String::new(),
-            }],
-            moved_at: None,
-            seq: 4,
-        })
-    }
-
-    fn deleted(upload: Uuid) -> Payload {
-        Payload::DevicesDeleted(pb::DevicesDeleted {
-            deletion_id: Uuid::now_v7().to_string(),
-            reseller_id: "acme".into(),
-            device_ids: vec![DEVICE.into()],
-            part: 1,
-            part_count: 1,
-            devices: vec![pb::DeletedDevice {
-                device_id: DEVICE.into(),
-                upload_id: upload.to_string(),
-                target_knox_id: "980000001".into(),
-            }],
-            ..Default::default()
-        })
-    }
-
-    /// Applies `payload` as the consumer does, retrying a conflict as it would.
-    async fn apply(pool: &PgPool, payload: Payload) {
-        let event = events::encode(&events::new_event(payload, OffsetDateTime::now_utc()));
-        let outcome = inbox::apply_retrying(spec(), pool.clone(), CustomerPortal, &event, 5).await;
-        let outcome = outcome.unwrap_or_else(|failure| panic!("not applied: {failure:?}"));
-        assert_eq!(outcome, Outcome::Applied);
-    }
-
-    fn uploaded(upload: Uuid) -> Payload {
-        Payload::DevicesUploaded(pb::DevicesUploaded {
-            upload_id: upload.to_string(),
-            reseller_id: "acme".into(),
-            target_knox_id: CUSTOMER.into(),
-            target_kind: pb::AccountKind::Customer as i32,
-            device_ids: vec![DEVICE.into()],
-            part: 1,
-            part_count: 1,
-            accepted_count: 1,
-            uploaded_at: Some(prost_types::Timestamp {
-                seconds: 1_700_000_000,
-                nanos: 0,
-            }),
-            devices: vec![pb::UploadedDevice {
-                device_id: DEVICE.into(),
-                id_kind: pb::DeviceIdKind::Imei as i32,
-                // What `COPY`'s text format escapes, kept as it was.
-                model: "Galaxy\tS26 \\ 5G".into(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        })
+    async fn apply(pool: &PgPool, payload: reseller_proto::v1::event::Payload) {
+        test_events::apply(spec(), pool, CustomerPortal, payload).await;
     }
 
     async fn shown(pool: &PgPool) -> i64 {
@@ -277,7 +206,7 @@ mod tests {
     #[sqlx::test(migrator = "crate::MIGRATOR")]
     async fn an_upload_part_is_applied_whatever_was_projected_before_it(pool: PgPool) {
         let upload = Uuid::now_v7();
-        apply(&pool, uploaded(upload)).await;
+        apply(&pool, uploaded_to_customer(upload)).await;
         let (model, moved_by_msp): (String, bool) = sqlx::query_as(
             "SELECT model, moved_by_msp FROM customer.portal_devices WHERE device_id = $1",
         )
@@ -285,15 +214,15 @@ mod tests {
         .fetch_one(&pool)
         .await
         .unwrap();
-        assert_eq!((model.as_str(), moved_by_msp), ("Galaxy\tS26 \\ 5G", false));
+        assert_eq!((model.as_str(), moved_by_msp), (MODEL, false));
         // The same part again, as another event: its row is there, nothing changes.
-        apply(&pool, uploaded(upload)).await;
+        apply(&pool, uploaded_to_customer(upload)).await;
         assert_eq!(shown(&pool).await, 1);
 
         // A move projected before its upload: the upload keeps the move's row.
         let moved_first = Uuid::now_v7();
         apply(&pool, moved(moved_first)).await;
-        apply(&pool, uploaded(moved_first)).await;
+        apply(&pool, uploaded_to_customer(moved_first)).await;
         let moved_by_msp: bool = sqlx::query_scalar(
             "SELECT moved_by_msp FROM customer.portal_devices WHERE upload_id = $1",
         )
@@ -308,8 +237,8 @@ mod tests {
 
         // A deletion projected before its upload: the device never shows.
         let deleted_first = Uuid::now_v7();
-        apply(&pool, deleted(deleted_first)).await;
-        apply(&pool, uploaded(deleted_first)).await;
+        apply(&pool, deleted(deleted_first, DEVICE)).await;
+        apply(&pool, uploaded_to_customer(deleted_first)).await;
         let rows: i64 =
             sqlx::query_scalar("SELECT count(*) FROM customer.portal_devices WHERE upload_id = $1")
                 .bind(deleted_first)
@@ -340,7 +269,7 @@ mod tests {
             .await
             .unwrap_or_else(|failure| panic!("move not applied: {failure:?}"));
         // The other applies the deletion and commits first.
-        apply(&pool, deleted(upload)).await;
+        apply(&pool, deleted(upload, DEVICE)).await;
         // The move's commit is refused (the consumer then applies it again) or, had it
         // won, the deletion would have been the one to run again: either way the device
         // is not shown once both are through.

@@ -220,19 +220,14 @@ async fn moved(tx: &mut PgConnection, e: &pb::MspDevicesMoved) -> Result<(), App
 
 #[cfg(test)]
 mod tests {
-    use reseller_kit::events;
-    use reseller_kit::inbox::{self, ConsumerSpec, Outcome};
-    use reseller_proto::v1::{self as pb, event::Payload};
+    use reseller_kit::inbox::ConsumerSpec;
+    use reseller_kit::test_events::{
+        self, CUSTOMER, DEVICE, MODEL, MSP, ORDER_NUMBER, deleted, moved, uploaded_to_msp,
+    };
     use sqlx::PgPool;
-    use time::OffsetDateTime;
     use uuid::Uuid;
 
     use super::MspPortal;
-
-    const MSP: &str = "980000001";
-    const CUSTOMER: &str = "970000099";
-    const DEVICE: &str = "350000000049508";
-    const UPLOADED_AT: i64 = 1_700_000_000;
 
     fn spec() -> ConsumerSpec {
         ConsumerSpec {
@@ -242,77 +237,8 @@ mod tests {
         }
     }
 
-    fn at() -> Option<prost_types::Timestamp> {
-        Some(prost_types::Timestamp {
-            seconds: UPLOADED_AT,
-            nanos: 0,
-        })
-    }
-
-    fn uploaded(upload: Uuid) -> Payload {
-        Payload::DevicesUploaded(pb::DevicesUploaded {
-            upload_id: upload.to_string(),
-            reseller_id: "acme".into(),
-            target_knox_id: MSP.into(),
-            target_kind: pb::AccountKind::Msp as i32,
-            order_number: "PO\t7".into(),
-            device_ids: vec![DEVICE.into()],
-            part: 1,
-            part_count: 1,
-            accepted_count: 1,
-            uploaded_at: at(),
-            devices: vec![pb::UploadedDevice {
-                device_id: DEVICE.into(),
-                id_kind: pb::DeviceIdKind::Imei as i32,
-                // What `COPY`'s text format escapes, kept as it was.
-                model: "Galaxy\tS26 \\ 5G".into(),
-                secondary_ids: vec!["350000000049516".into()],
-            }],
-            ..Default::default()
-        })
-    }
-
-    fn moved(upload: Uuid) -> Payload {
-        Payload::MspDevicesMoved(pb::MspDevicesMoved {
-            msp_id: MSP.into(),
-            to_customer_knox_id: CUSTOMER.into(),
-            device_ids: vec![DEVICE.into()],
-            devices: vec![pb::MovedDevice {
-                device_id: DEVICE.into(),
-                reseller_id: "acme".into(),
-                upload_id: upload.to_string(),
-                from_knox_id: MSP.into(),
-                id_kind: pb::DeviceIdKind::Imei as i32,
-                model: "Galaxy".into(),
-                uploaded_at: at(),
-                order_number: String::new(),
-            }],
-            moved_at: None,
-            seq: 4,
-        })
-    }
-
-    fn deleted(upload: Uuid) -> Payload {
-        Payload::DevicesDeleted(pb::DevicesDeleted {
-            deletion_id: Uuid::now_v7().to_string(),
-            reseller_id: "acme".into(),
-            device_ids: vec![DEVICE.into()],
-            part: 1,
-            part_count: 1,
-            devices: vec![pb::DeletedDevice {
-                device_id: DEVICE.into(),
-                upload_id: upload.to_string(),
-                target_knox_id: MSP.into(),
-            }],
-            ..Default::default()
-        })
-    }
-
-    async fn apply(pool: &PgPool, payload: Payload) {
-        let event = events::encode(&events::new_event(payload, OffsetDateTime::now_utc()));
-        let outcome = inbox::apply_retrying(spec(), pool.clone(), MspPortal, &event, 5).await;
-        let outcome = outcome.unwrap_or_else(|failure| panic!("not applied: {failure:?}"));
-        assert_eq!(outcome, Outcome::Applied);
+    async fn apply(pool: &PgPool, payload: reseller_proto::v1::event::Payload) {
+        test_events::apply(spec(), pool, MspPortal, payload).await;
     }
 
     /// The registration of `upload`: model, order number, uploaded to, to an MSP, holder,
@@ -340,10 +266,10 @@ mod tests {
     #[sqlx::test(migrator = "crate::MIGRATOR")]
     async fn an_upload_part_is_applied_whatever_was_projected_before_it(pool: PgPool) {
         let upload = Uuid::now_v7();
-        apply(&pool, uploaded(upload)).await;
+        apply(&pool, uploaded_to_msp(upload)).await;
         let stored = (
-            "Galaxy\tS26 \\ 5G".to_owned(),
-            "PO\t7".to_owned(),
+            MODEL.to_owned(),
+            ORDER_NUMBER.to_owned(),
             MSP.to_owned(),
             true,
             MSP.to_owned(),
@@ -352,13 +278,13 @@ mod tests {
         );
         assert_eq!(row(&pool, upload).await, Some(stored.clone()));
         // The same part again, as another event: its row is there, nothing changes.
-        apply(&pool, uploaded(upload)).await;
+        apply(&pool, uploaded_to_msp(upload)).await;
         assert_eq!(row(&pool, upload).await, Some(stored));
 
         // A move projected before its upload: the upload completes the move's row.
         let moved_first = Uuid::now_v7();
         apply(&pool, moved(moved_first)).await;
-        apply(&pool, uploaded(moved_first)).await;
+        apply(&pool, uploaded_to_msp(moved_first)).await;
         let (_, _, uploaded_to, to_msp, holder, moved_by, _) = row(&pool, moved_first)
             .await
             .expect("the moved registration");
@@ -375,8 +301,8 @@ mod tests {
 
         // A deletion projected before its upload: the device is never stored.
         let deleted_first = Uuid::now_v7();
-        apply(&pool, deleted(deleted_first)).await;
-        apply(&pool, uploaded(deleted_first)).await;
+        apply(&pool, deleted(deleted_first, DEVICE)).await;
+        apply(&pool, uploaded_to_msp(deleted_first)).await;
         assert_eq!(row(&pool, deleted_first).await, None);
     }
 }

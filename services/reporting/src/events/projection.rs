@@ -983,92 +983,17 @@ mod tests {
     /// device is registered deleted (never shown, counted in UPLOADS); after a move
     /// projected first the upload completes the moved registration.
     mod upload_fast_path {
-        use reseller_kit::events;
-        use reseller_kit::inbox::{self, Outcome};
-        use reseller_proto::v1::{self as pb, event::Payload};
+        use reseller_kit::test_events::{
+            self, CUSTOMER, DEVICE, MSP, OTHER_DEVICE, deleted, moved, uploaded_to_msp,
+        };
+        use reseller_proto::v1::event::Payload;
         use sqlx::PgPool;
-        use time::OffsetDateTime;
         use uuid::Uuid;
 
         use super::super::Projection;
 
-        const MSP: &str = "980000001";
-        const CUSTOMER: &str = "970000099";
-        const DEVICE: &str = "350000000049508";
-        const OTHER_DEVICE: &str = "350000000049516";
-
         async fn apply(pool: &PgPool, payload: Payload) {
-            let event = events::encode(&events::new_event(payload, OffsetDateTime::now_utc()));
-            let spec = crate::module::spec();
-            let outcome = inbox::apply_retrying(spec, pool.clone(), Projection, &event, 5).await;
-            let outcome = outcome.unwrap_or_else(|failure| panic!("not applied: {failure:?}"));
-            assert_eq!(outcome, Outcome::Applied);
-        }
-
-        /// One device uploaded to the MSP, with what `COPY`'s text format and an array
-        /// literal escape in its fields.
-        fn uploaded(upload: Uuid) -> Payload {
-            Payload::DevicesUploaded(pb::DevicesUploaded {
-                upload_id: upload.to_string(),
-                reseller_id: "acme".into(),
-                target_knox_id: MSP.into(),
-                target_kind: pb::AccountKind::Msp as i32,
-                device_ids: vec![DEVICE.into()],
-                order_number: "PO\\7\t\"rush\"".into(),
-                part: 1,
-                part_count: 1,
-                accepted_count: 1,
-                uploaded_at: Some(prost_types::Timestamp {
-                    seconds: 1_700_000_000,
-                    nanos: 123_456_000,
-                }),
-                devices: vec![pb::UploadedDevice {
-                    device_id: DEVICE.into(),
-                    id_kind: pb::DeviceIdKind::Imei as i32,
-                    model: "Galaxy\tS26 \\ 5G".into(),
-                    secondary_ids: vec!["356938035643817".into(), "R58M-2".into()],
-                }],
-                ..Default::default()
-            })
-        }
-
-        fn deleted(upload: Uuid, device: &str) -> Payload {
-            Payload::DevicesDeleted(pb::DevicesDeleted {
-                deletion_id: Uuid::now_v7().to_string(),
-                reseller_id: "acme".into(),
-                device_ids: vec![device.into()],
-                part: 1,
-                part_count: 1,
-                devices: vec![pb::DeletedDevice {
-                    device_id: device.into(),
-                    upload_id: upload.to_string(),
-                    target_knox_id: MSP.into(),
-                }],
-                ..Default::default()
-            })
-        }
-
-        fn moved(upload: Uuid) -> Payload {
-            Payload::MspDevicesMoved(pb::MspDevicesMoved {
-                msp_id: MSP.into(),
-                to_customer_knox_id: CUSTOMER.into(),
-                device_ids: vec![DEVICE.into()],
-                devices: vec![pb::MovedDevice {
-                    device_id: DEVICE.into(),
-                    reseller_id: "acme".into(),
-                    upload_id: upload.to_string(),
-                    from_knox_id: MSP.into(),
-                    id_kind: pb::DeviceIdKind::Imei as i32,
-                    model: "Galaxy".into(),
-                    uploaded_at: Some(prost_types::Timestamp {
-                        seconds: 1_700_000_000,
-                        nanos: 0,
-                    }),
-                    order_number: String::new(),
-                }],
-                moved_at: None,
-                seq: 4,
-            })
+            test_events::apply(crate::module::spec(), pool, Projection, payload).await;
         }
 
         /// The registration of `DEVICE` in `upload`, every column but the upload's ID, as
@@ -1101,15 +1026,15 @@ mod tests {
         async fn an_upload_part_is_applied_whatever_was_projected_before_it(pool: PgPool) {
             // Nothing before it: COPYed. The same part again changes nothing.
             let copied = Uuid::now_v7();
-            apply(&pool, uploaded(copied)).await;
-            apply(&pool, uploaded(copied)).await;
+            apply(&pool, uploaded_to_msp(copied)).await;
+            apply(&pool, uploaded_to_msp(copied)).await;
             assert_eq!(msp_counts(&pool).await, (1, 1));
 
             // A deletion of another device of the upload projected first: the exact
             // statement applies the part, and writes the same row.
             let exact = Uuid::now_v7();
             apply(&pool, deleted(exact, OTHER_DEVICE)).await;
-            apply(&pool, uploaded(exact)).await;
+            apply(&pool, uploaded_to_msp(exact)).await;
             assert_eq!(
                 registration(&pool, copied).await,
                 registration(&pool, exact).await,
@@ -1121,7 +1046,7 @@ mod tests {
             // UPLOADS only.
             let deleted_first = Uuid::now_v7();
             apply(&pool, deleted(deleted_first, DEVICE)).await;
-            apply(&pool, uploaded(deleted_first)).await;
+            apply(&pool, uploaded_to_msp(deleted_first)).await;
             let gone: bool = sqlx::query_scalar(
                 "SELECT deleted FROM reporting.registrations WHERE upload_id = $1",
             )
@@ -1139,7 +1064,7 @@ mod tests {
             // stays with the customer it was moved to.
             let moved_first = Uuid::now_v7();
             apply(&pool, moved(moved_first)).await;
-            apply(&pool, uploaded(moved_first)).await;
+            apply(&pool, uploaded_to_msp(moved_first)).await;
             let (holder, uploaded_to, placed): (String, Option<String>, Option<String>) =
                 sqlx::query_as(
                     "SELECT holder_knox_id, uploaded_to, placed_knox_id \
