@@ -983,17 +983,57 @@ mod tests {
     /// device is registered deleted (never shown, counted in UPLOADS); after a move
     /// projected first the upload completes the moved registration.
     mod upload_fast_path {
+        use reseller_kit::events::ReceivedEvent;
+        use reseller_kit::inbox;
         use reseller_kit::test_events::{
             self, CUSTOMER, DEVICE, MSP, OTHER_DEVICE, deleted, moved, uploaded_to_msp,
         };
         use reseller_proto::v1::event::Payload;
         use sqlx::PgPool;
+        use time::OffsetDateTime;
         use uuid::Uuid;
 
         use super::super::Projection;
 
         async fn apply(pool: &PgPool, payload: Payload) {
             test_events::apply(crate::module::spec(), pool, Projection, payload).await;
+        }
+
+        /// Two replicas apply an upload part and its device's deletion at the same time:
+        /// the upload finds no tombstone and `COPY`s its row while the deletion finds no
+        /// registration and leaves a tombstone, neither seeing the other's uncommitted
+        /// write. Whichever commits second must fail (and be applied again), so that the
+        /// device ends deleted, never shown.
+        #[sqlx::test(migrator = "crate::MIGRATOR")]
+        async fn an_upload_copied_beside_its_deletion_never_shows_the_device(pool: PgPool) {
+            let upload = Uuid::now_v7();
+            let mut uploading = pool.begin_with(inbox::BEGIN_SERIALIZABLE).await.unwrap();
+            let upload_event = ReceivedEvent {
+                id: Uuid::now_v7(),
+                occurred_at: OffsetDateTime::now_utc(),
+                payload: uploaded_to_msp(upload),
+            };
+            inbox::apply_uncommitted(
+                &crate::module::spec(),
+                &Projection,
+                &mut uploading,
+                &upload_event,
+            )
+            .await
+            .unwrap_or_else(|failure| panic!("upload not applied: {failure:?}"));
+            apply(&pool, deleted(upload, DEVICE)).await;
+            if uploading.commit().await.is_err() {
+                apply(&pool, uploaded_to_msp(upload)).await;
+            }
+            let deleted: bool = sqlx::query_scalar(
+                "SELECT deleted FROM reporting.registrations WHERE upload_id = $1",
+            )
+            .bind(upload)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            assert!(deleted, "a deleted device is shown in the reseller's views");
+            assert_eq!(msp_counts(&pool).await, (0, 1));
         }
 
         /// The registration of `DEVICE` in `upload`, every column but the upload's ID, as
