@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::events;
+use crate::events::{self, ReceivedEvent};
 use crate::inbox::{self, ConsumerSpec, EventHandler, Outcome};
 
 /// The reseller that uploads.
@@ -124,4 +124,37 @@ pub async fn apply<H: EventHandler>(
     let outcome = inbox::apply_retrying(spec, pool.clone(), handler, &event, 5).await;
     let outcome = outcome.unwrap_or_else(|failure| panic!("not applied: {failure:?}"));
     assert_eq!(outcome, Outcome::Applied);
+}
+
+/// Two replicas of the consumer `spec` apply `upload` and `deletion` (of the same
+/// registration) at the same time: one holds the upload's serializable transaction open,
+/// its rows written, while the other applies the deletion and commits; then the upload
+/// commits, or, refused, is applied again as the consumer would. The caller then checks
+/// that the deleted device is not shown, whichever way it went.
+///
+/// # Panics
+/// When either event cannot be applied.
+pub async fn race_upload_with_deletion<H: EventHandler + Clone>(
+    spec: ConsumerSpec,
+    pool: &PgPool,
+    handler: H,
+    upload: Payload,
+    deletion: Payload,
+) {
+    let mut uploading = pool
+        .begin_with(inbox::BEGIN_SERIALIZABLE)
+        .await
+        .expect("a transaction");
+    let upload_event = ReceivedEvent {
+        id: Uuid::now_v7(),
+        occurred_at: OffsetDateTime::now_utc(),
+        payload: upload.clone(),
+    };
+    inbox::apply_uncommitted(&spec, &handler, &mut uploading, &upload_event)
+        .await
+        .unwrap_or_else(|failure| panic!("upload not applied: {failure:?}"));
+    apply(spec.clone(), pool, handler.clone(), deletion).await;
+    if uploading.commit().await.is_err() {
+        apply(spec, pool, handler, upload).await;
+    }
 }

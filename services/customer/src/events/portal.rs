@@ -251,6 +251,22 @@ mod tests {
         );
     }
 
+    /// Two replicas apply an upload part (its row `COPY`ed) and the device's deletion at
+    /// the same time: the deleted device must not stay.
+    #[sqlx::test(migrator = "crate::MIGRATOR")]
+    async fn an_upload_copied_beside_its_deletion_never_shows_the_device(pool: PgPool) {
+        let upload = Uuid::now_v7();
+        test_events::race_upload_with_deletion(
+            spec(),
+            &pool,
+            CustomerPortal,
+            uploaded_to_customer(upload),
+            deleted(upload, DEVICE),
+        )
+        .await;
+        assert_eq!(shown(&pool).await, 0, "a deleted device is shown");
+    }
+
     /// Two replicas apply a move and the moved device's deletion at the same time: the
     /// move checks for a tombstone while the deletion deletes the rows it can see, and
     /// neither sees the other's uncommitted write. The deleted device must not stay.

@@ -259,6 +259,22 @@ mod tests {
         .unwrap()
     }
 
+    /// Two replicas apply an upload part (its row `COPY`ed) and the device's deletion at
+    /// the same time: the deleted device must not stay.
+    #[sqlx::test(migrator = "crate::MIGRATOR")]
+    async fn an_upload_copied_beside_its_deletion_never_shows_the_device(pool: PgPool) {
+        let upload = Uuid::now_v7();
+        test_events::race_upload_with_deletion(
+            spec(),
+            &pool,
+            MspPortal,
+            uploaded_to_msp(upload),
+            deleted(upload, DEVICE),
+        )
+        .await;
+        assert_eq!(row(&pool, upload).await, None, "a deleted device is stored");
+    }
+
     /// An upload part is `COPY`ed when nothing stands in its way, and otherwise the exact
     /// statement applies it: after a move projected first (completed with the upload's
     /// facts, the move's holder kept), again (a part applied twice), and after the

@@ -983,14 +983,11 @@ mod tests {
     /// device is registered deleted (never shown, counted in UPLOADS); after a move
     /// projected first the upload completes the moved registration.
     mod upload_fast_path {
-        use reseller_kit::events::ReceivedEvent;
-        use reseller_kit::inbox;
         use reseller_kit::test_events::{
             self, CUSTOMER, DEVICE, MSP, OTHER_DEVICE, deleted, moved, uploaded_to_msp,
         };
         use reseller_proto::v1::event::Payload;
         use sqlx::PgPool;
-        use time::OffsetDateTime;
         use uuid::Uuid;
 
         use super::super::Projection;
@@ -1007,24 +1004,14 @@ mod tests {
         #[sqlx::test(migrator = "crate::MIGRATOR")]
         async fn an_upload_copied_beside_its_deletion_never_shows_the_device(pool: PgPool) {
             let upload = Uuid::now_v7();
-            let mut uploading = pool.begin_with(inbox::BEGIN_SERIALIZABLE).await.unwrap();
-            let upload_event = ReceivedEvent {
-                id: Uuid::now_v7(),
-                occurred_at: OffsetDateTime::now_utc(),
-                payload: uploaded_to_msp(upload),
-            };
-            inbox::apply_uncommitted(
-                &crate::module::spec(),
-                &Projection,
-                &mut uploading,
-                &upload_event,
+            test_events::race_upload_with_deletion(
+                crate::module::spec(),
+                &pool,
+                Projection,
+                uploaded_to_msp(upload),
+                deleted(upload, DEVICE),
             )
-            .await
-            .unwrap_or_else(|failure| panic!("upload not applied: {failure:?}"));
-            apply(&pool, deleted(upload, DEVICE)).await;
-            if uploading.commit().await.is_err() {
-                apply(&pool, uploaded_to_msp(upload)).await;
-            }
+            .await;
             let deleted: bool = sqlx::query_scalar(
                 "SELECT deleted FROM reporting.registrations WHERE upload_id = $1",
             )
