@@ -29,13 +29,22 @@ pub const OTHER_DEVICE: &str = "350000000049524";
 pub const MODEL: &str = "Galaxy\tS26 \\ 5G";
 /// The upload's order number: a backslash, a tab and double quotes.
 pub const ORDER_NUMBER: &str = "PO\\7\t\"rush\"";
-/// When the device was uploaded (seconds since the Unix epoch).
+/// When the device was uploaded (seconds since the Unix epoch) ...
 pub const UPLOADED_AT: i64 = 1_700_000_000;
+/// ... and nanoseconds, finer than PostgreSQL's microseconds: each way of writing the
+/// time must store the same microsecond.
+pub const UPLOADED_AT_NANOS: i32 = 123_456_789;
+/// That time as a view stores it, cut to the microsecond (as sqlx binds it), read back
+/// in UTC by [`UTC_MICROSECONDS`].
+pub const UPLOADED_AT_STORED: &str = "2023-11-14T22:13:20.123456";
+/// The `to_char` pattern that reads a `timestamptz` as [`UPLOADED_AT_STORED`] shows it
+/// (after `AT TIME ZONE 'UTC'`).
+pub const UTC_MICROSECONDS: &str = "YYYY-MM-DD\"T\"HH24:MI:SS.US";
 
 fn uploaded_at() -> Option<prost_types::Timestamp> {
     Some(prost_types::Timestamp {
         seconds: UPLOADED_AT,
-        nanos: 0,
+        nanos: UPLOADED_AT_NANOS,
     })
 }
 

@@ -35,6 +35,20 @@ pub fn rfc3339_utc(at: OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
+/// `at` as the text of a `timestamptz` field in `COPY … FROM STDIN`: RFC 3339, cut to the
+/// microsecond the way sqlx binds an `OffsetDateTime` (its whole microseconds since
+/// 2000-01-01, counted toward that epoch), so that a row `COPY`ed and a row inserted by a
+/// statement store the same time. PostgreSQL keeps microseconds and its text input would
+/// round the nanoseconds instead. `None` when RFC 3339 cannot write it (a year before 0).
+pub fn copy_text(at: OffsetDateTime) -> Option<String> {
+    let pg_epoch = time::macros::datetime!(2000-01-01 00:00 UTC);
+    let micros = (at - pg_epoch).whole_microseconds();
+    let micros = i64::try_from(micros).ok()?;
+    (pg_epoch + time::Duration::microseconds(micros))
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,5 +58,17 @@ mod tests {
         let at = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_000).unwrap();
         assert_eq!(from_proto(Some(&to_proto(at))), at);
         assert_eq!(rfc3339_utc(at), "2023-11-14T22:13:20.123456Z");
+    }
+
+    #[test]
+    fn copy_text_cuts_to_the_microsecond_toward_postgresqls_epoch() {
+        let after = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap();
+        assert_eq!(copy_text(after).unwrap(), "2023-11-14T22:13:20.123456Z");
+        // Before 2000 the cut is toward 2000, as sqlx's whole microseconds are.
+        let before = OffsetDateTime::from_unix_timestamp_nanos(900_000_000_123_456_789).unwrap();
+        assert_eq!(copy_text(before).unwrap(), "1998-07-09T16:00:00.123457Z");
+        // RFC 3339 has no negative years.
+        let ancient = time::macros::datetime!(-0001-01-01 00:00 UTC);
+        assert_eq!(copy_text(ancient), None);
     }
 }

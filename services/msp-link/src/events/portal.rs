@@ -67,8 +67,7 @@ async fn uploaded(tx: &mut PgConnection, e: &pb::DevicesUploaded) -> Result<(), 
 /// part applied again. Then [`insert_uploaded`] decides.
 ///
 /// # Errors
-/// Database errors other than a unique violation; `Poison` for a timestamp that cannot
-/// be written.
+/// Database errors other than a unique violation.
 async fn copy_uploaded(
     tx: &mut PgConnection,
     e: &pb::DevicesUploaded,
@@ -77,9 +76,11 @@ async fn copy_uploaded(
     if upload_has_tombstones(tx, crate::SCHEMA, upload_id).await? {
         return Ok(false);
     }
-    let uploaded_at = timestamp::from_proto(e.uploaded_at.as_ref())
-        .format(&time::format_description::well_known::Rfc3339)
-        .map_err(|err| ApplyError::Poison(format!("uploaded_at: {err}")))?;
+    // A time RFC 3339 cannot write (a year before 0) is left to the exact statement.
+    let Some(uploaded_at) = timestamp::copy_text(timestamp::from_proto(e.uploaded_at.as_ref()))
+    else {
+        return Ok(false);
+    };
     // Every column after the model is the part's: reseller, order number, time, the
     // account uploaded to, whether it is an MSP, and the holder (that account).
     let mut tail = vec![b'\t'];
@@ -283,6 +284,19 @@ mod tests {
     async fn an_upload_part_is_applied_whatever_was_projected_before_it(pool: PgPool) {
         let upload = Uuid::now_v7();
         apply(&pool, uploaded_to_msp(upload)).await;
+        let stored_at: String = sqlx::query_scalar(
+            "SELECT to_char(uploaded_at AT TIME ZONE 'UTC', $2) FROM msp.devices WHERE upload_id = $1",
+        )
+        .bind(upload)
+        .bind(test_events::UTC_MICROSECONDS)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            stored_at,
+            test_events::UPLOADED_AT_STORED,
+            "COPY rounded the upload time"
+        );
         let stored = (
             MODEL.to_owned(),
             ORDER_NUMBER.to_owned(),

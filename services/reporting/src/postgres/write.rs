@@ -325,7 +325,7 @@ pub async fn insert_registrations(
 /// ([`awaits_upload`]: a move projected first, which the exact statement completes);
 /// here it is also given up (`None`) when a deletion of the upload was projected first
 /// (its tombstones must insert those rows as deleted), for an upload time RFC 3339
-/// cannot write, and, rolled back to the savepoint, when a row is there already (a part applied again, or a device twice in the part).
+/// cannot write ([`reseller_kit::timestamp::copy_text`]), and, rolled back to the savepoint, when a row is there already (a part applied again, or a device twice in the part).
 /// `Some` counts every row inserted and live, none completed.
 ///
 /// # Errors
@@ -339,11 +339,8 @@ pub async fn copy_registrations(
     if upload_has_tombstones(conn, crate::SCHEMA, upload.upload_id).await? {
         return Ok(None);
     }
-    // A time RFC 3339 cannot write (a year past 9999) is left to the exact statement.
-    let Ok(uploaded_at) = upload
-        .uploaded_at
-        .format(&time::format_description::well_known::Rfc3339)
-    else {
+    // A time RFC 3339 cannot write (a year before 0) is left to the exact statement.
+    let Some(uploaded_at) = reseller_kit::timestamp::copy_text(upload.uploaded_at) else {
         return Ok(None);
     };
     // Every column after the device's own three, the same for the whole part.
