@@ -39,8 +39,13 @@ pub fn rfc3339_utc(at: OffsetDateTime) -> String {
 /// microsecond the way sqlx binds an `OffsetDateTime` (its whole microseconds since
 /// 2000-01-01, counted toward that epoch), so that a row `COPY`ed and a row inserted by a
 /// statement store the same time. PostgreSQL keeps microseconds and its text input would
-/// round the nanoseconds instead. `None` when RFC 3339 cannot write it (a year before 0).
+/// round the nanoseconds instead. `None` before the year 1, which neither RFC 3339 nor
+/// PostgreSQL's text input takes.
 pub fn copy_text(at: OffsetDateTime) -> Option<String> {
+    // Year 0 is RFC 3339's, not PostgreSQL's (1 BC there, and its text input refuses it).
+    if at.year() < 1 {
+        return None;
+    }
     let pg_epoch = time::macros::datetime!(2000-01-01 00:00 UTC);
     let micros = (at - pg_epoch).whole_microseconds();
     let micros = i64::try_from(micros).ok()?;
@@ -67,8 +72,12 @@ mod tests {
         // Before 2000 the cut is toward 2000, as sqlx's whole microseconds are.
         let before = OffsetDateTime::from_unix_timestamp_nanos(900_000_000_123_456_789).unwrap();
         assert_eq!(copy_text(before).unwrap(), "1998-07-09T16:00:00.123457Z");
-        // RFC 3339 has no negative years.
+        // RFC 3339 has no negative years, and PostgreSQL's text input no year 0.
         let ancient = time::macros::datetime!(-0001-01-01 00:00 UTC);
         assert_eq!(copy_text(ancient), None);
+        let year_zero = time::macros::datetime!(0000-06-01 00:00 UTC);
+        assert_eq!(copy_text(year_zero), None);
+        let year_one = time::macros::datetime!(0001-01-01 00:00 UTC);
+        assert_eq!(copy_text(year_one).unwrap(), "0001-01-01T00:00:00Z");
     }
 }

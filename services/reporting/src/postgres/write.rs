@@ -339,7 +339,7 @@ pub async fn copy_registrations(
     if upload_has_tombstones(conn, crate::SCHEMA, upload.upload_id).await? {
         return Ok(None);
     }
-    // A time RFC 3339 cannot write (a year before 0) is left to the exact statement.
+    // A time RFC 3339 cannot write (before the year 1) is left to the exact statement.
     let Some(uploaded_at) = reseller_kit::timestamp::copy_text(upload.uploaded_at) else {
         return Ok(None);
     };
@@ -589,4 +589,100 @@ pub async fn apply_deltas(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use reseller_kit::device_id::DeviceIdKind;
+    use sqlx::PgPool;
+    use time::OffsetDateTime;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::domain::UploadRef;
+    use crate::domain::UploadedDevice;
+
+    const MSP: &str = "980000001";
+
+    fn part(upload: Uuid, devices: &[&str], uploaded_at: OffsetDateTime) -> UploadedPart {
+        UploadedPart {
+            upload: UploadRef {
+                reseller_id: "acme".into(),
+                upload_id: upload,
+                uploaded_at,
+                order_number: String::new(),
+            },
+            target: KnoxId::parse(MSP).unwrap(),
+            target_kind: AccountKind::Msp,
+            devices: devices
+                .iter()
+                .map(|id| UploadedDevice {
+                    device_id: (*id).into(),
+                    kind: DeviceIdKind::Imei,
+                    model: String::new(),
+                    secondary_ids: Vec::new(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The fast path takes a part only when nothing stands in its way, and otherwise
+    /// leaves it to the exact statement with the transaction still usable: the row is
+    /// there already, a device is twice in the part, the upload has a tombstone, or the
+    /// time is one `COPY`'s text cannot carry.
+    #[sqlx::test(migrator = "crate::MIGRATOR")]
+    async fn copy_registrations_takes_a_part_only_when_nothing_stands_in_its_way(pool: PgPool) {
+        let placement = Placement {
+            knox_id: MSP,
+            kind: AccountKind::Msp,
+            virtual_upload: false,
+            via_msp_id: "",
+        };
+        let now = OffsetDateTime::now_utc();
+        let mut tx = pool.begin().await.unwrap();
+        let copied = |done: Option<InsertedPart>| done.map(|d| (d.inserted, d.live, d.completed));
+        let fresh = part(Uuid::now_v7(), &["350000000049508", "350000000049516"], now);
+        let taken = copy_registrations(&mut tx, &fresh, &placement)
+            .await
+            .unwrap();
+        assert_eq!(copied(taken), Some((2, 2, Vec::new())));
+
+        let again = copy_registrations(&mut tx, &fresh, &placement)
+            .await
+            .unwrap();
+        assert_eq!(copied(again), None, "a part applied again was copied");
+
+        let twice = part(Uuid::now_v7(), &["350000000049524", "350000000049524"], now);
+        let taken = copy_registrations(&mut tx, &twice, &placement)
+            .await
+            .unwrap();
+        assert_eq!(copied(taken), None, "a device twice in a part was copied");
+
+        let tombstoned = part(Uuid::now_v7(), &["350000000049532"], now);
+        sqlx::query("INSERT INTO reporting.deleted_registrations VALUES ($1, $2)")
+            .bind("350000000049540")
+            .bind(tombstoned.upload.upload_id)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let taken = copy_registrations(&mut tx, &tombstoned, &placement)
+            .await
+            .unwrap();
+        assert_eq!(copied(taken), None, "an upload with a tombstone was copied");
+
+        let year_zero = time::macros::datetime!(0000-06-01 00:00 UTC);
+        let ancient = part(Uuid::now_v7(), &["350000000049557"], year_zero);
+        let taken = copy_registrations(&mut tx, &ancient, &placement)
+            .await
+            .unwrap();
+        assert_eq!(copied(taken), None, "a time COPY cannot carry was copied");
+
+        // Only the fresh part's rows went in, and the transaction commits.
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM reporting.registrations")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(rows, 2);
+        tx.commit().await.unwrap();
+    }
 }
