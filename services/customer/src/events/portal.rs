@@ -94,7 +94,7 @@ async fn copy_uploaded(
     if upload_has_tombstones(tx, crate::SCHEMA, upload_id).await? {
         return Ok(false);
     }
-    // A time RFC 3339 cannot write (before the year 1) is left to the exact statement.
+    // A time `COPY`'s text cannot carry (before the year 1) is left to the exact statement.
     let Some(at) = timestamp::copy_text(timestamp::from_proto(e.uploaded_at.as_ref())) else {
         return Ok(false);
     };

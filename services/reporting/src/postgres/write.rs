@@ -324,8 +324,10 @@ pub async fn insert_registrations(
 /// The caller takes it only when no registration of the upload awaits it
 /// ([`awaits_upload`]: a move projected first, which the exact statement completes);
 /// here it is also given up (`None`) when a deletion of the upload was projected first
-/// (its tombstones must insert those rows as deleted), for an upload time RFC 3339
-/// cannot write ([`reseller_kit::timestamp::copy_text`]), and, rolled back to the savepoint, when a row is there already (a part applied again, or a device twice in the part).
+/// (its tombstones must insert those rows as deleted), for an upload time `COPY`'s text
+/// cannot carry ([`reseller_kit::timestamp::copy_text`]), and, rolled back to the
+/// savepoint, when a row is there already (a part applied again, or a device twice in the
+/// part).
 /// `Some` counts every row inserted and live, none completed.
 ///
 /// # Errors
@@ -339,7 +341,7 @@ pub async fn copy_registrations(
     if upload_has_tombstones(conn, crate::SCHEMA, upload.upload_id).await? {
         return Ok(None);
     }
-    // A time RFC 3339 cannot write (before the year 1) is left to the exact statement.
+    // A time `COPY`'s text cannot carry (before the year 1) is left to the exact statement.
     let Some(uploaded_at) = reseller_kit::timestamp::copy_text(upload.uploaded_at) else {
         return Ok(None);
     };
