@@ -112,9 +112,9 @@ impl From<PortalDevice> for pb::PortalDevice {
 }
 
 /// Whether a deletion of `upload_id` was projected before its upload: any tombstone of it
-/// in `schema`'s `deleted_registrations` (each portal keeps its own, indexed by upload).
-/// A portal's upload fast path (`COPY`) is taken only when there is none, so that a
-/// device deleted first never shows.
+/// in `schema`'s `deleted_registrations` (each projection keeps its own, indexed by
+/// upload: the two portals and reporting's views). A projection's upload fast path
+/// (`COPY`) is taken only when there is none, so that a device deleted first never shows.
 ///
 /// # Errors
 /// Database errors.

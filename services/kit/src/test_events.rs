@@ -6,7 +6,7 @@
 //! do.
 
 use reseller_proto::v1::{self as pb, event::Payload};
-use sqlx::PgPool;
+use sqlx::{AssertSqlSafe, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -34,12 +34,6 @@ pub const UPLOADED_AT: i64 = 1_700_000_000;
 /// ... and nanoseconds, finer than PostgreSQL's microseconds: each way of writing the
 /// time must store the same microsecond.
 pub const UPLOADED_AT_NANOS: i32 = 123_456_789;
-/// That time as a view stores it, cut to the microsecond (as sqlx binds it), read back
-/// in UTC by [`UTC_MICROSECONDS`].
-pub const UPLOADED_AT_STORED: &str = "2023-11-14T22:13:20.123456";
-/// The `to_char` pattern that reads a `timestamptz` as [`UPLOADED_AT_STORED`] shows it
-/// (after `AT TIME ZONE 'UTC'`).
-pub const UTC_MICROSECONDS: &str = "YYYY-MM-DD\"T\"HH24:MI:SS.US";
 
 fn uploaded_at() -> Option<prost_types::Timestamp> {
     Some(prost_types::Timestamp {
@@ -166,4 +160,25 @@ pub async fn race_upload_with_deletion<H: EventHandler + Clone>(
     if uploading.commit().await.is_err() {
         apply(spec, pool, handler, upload).await;
     }
+}
+
+/// Asserts that `table` (schema-qualified, with `upload_id` and `uploaded_at` columns)
+/// stores the upload time of `upload` cut to the microsecond, as sqlx binds it: the
+/// [`UPLOADED_AT`] and [`UPLOADED_AT_NANOS`] of the events here, never rounded up.
+///
+/// # Panics
+/// When the row is missing or its time differs.
+pub async fn assert_upload_time_stored(pool: &PgPool, table: &'static str, upload: Uuid) {
+    let stored_at: String = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT to_char(uploaded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US') \
+         FROM {table} WHERE upload_id = $1"
+    )))
+    .bind(upload)
+    .fetch_one(pool)
+    .await
+    .expect("the upload's row");
+    assert_eq!(
+        stored_at, "2023-11-14T22:13:20.123456",
+        "the upload time was not cut to the microsecond"
+    );
 }

@@ -206,19 +206,7 @@ mod tests {
     async fn an_upload_part_is_applied_whatever_was_projected_before_it(pool: PgPool) {
         let upload = Uuid::now_v7();
         apply(&pool, uploaded_to_customer(upload)).await;
-        let stored_at: String = sqlx::query_scalar(
-            "SELECT to_char(uploaded_at AT TIME ZONE 'UTC', $2) FROM customer.portal_devices WHERE upload_id = $1",
-        )
-        .bind(upload)
-        .bind(test_events::UTC_MICROSECONDS)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        assert_eq!(
-            stored_at,
-            test_events::UPLOADED_AT_STORED,
-            "COPY rounded the upload time"
-        );
+        test_events::assert_upload_time_stored(&pool, "customer.portal_devices", upload).await;
         let (model, moved_by_msp): (String, bool) = sqlx::query_as(
             "SELECT model, moved_by_msp FROM customer.portal_devices WHERE device_id = $1",
         )
